@@ -1,0 +1,280 @@
+// Package api is the server HTTP API that an application's backend calls to
+// publish, broadcast, list channels, disconnect clients and read node info.
+// Requests and answers are JSON; every request must carry
+// "Authorization: apikey <key>".
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Options configure the API. Keys must hold at least one key.
+type Options struct {
+	// Keys are the accepted API keys; several allow rotation.
+	Keys []string
+	// MaxBodySize caps a request body in bytes; larger ones get 413.
+	// Default 1 MiB.
+	MaxBodySize int64
+	// Logger receives the API's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics counts requests. Required.
+	Metrics *metrics.Metrics
+}
+
+// Hub is what the API needs from the engine.
+type Hub interface {
+	Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error)
+	Channels() []hub.ChannelInfo
+	Disconnect(clientID string, reconnect bool) error
+	Info() hub.Info
+}
+
+// API serves /api/.
+type API struct {
+	hub  Hub
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns the API handler, to be mounted at /api/.
+func New(h Hub, opts Options) *API {
+	if opts.MaxBodySize <= 0 {
+		opts.MaxBodySize = 1 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &API{hub: h, opts: opts, log: opts.Logger.With("component", "api"), mux: http.NewServeMux()}
+	a.mux.HandleFunc("POST /api/publish", a.publish)
+	a.mux.HandleFunc("POST /api/broadcast", a.broadcast)
+	a.mux.HandleFunc("GET /api/channels", a.channels)
+	a.mux.HandleFunc("POST /api/disconnect", a.disconnect)
+	a.mux.HandleFunc("GET /api/info", a.info)
+	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, protocol.ErrUnknownCommand.WithMessage("no API method %s %s", r.Method, r.URL.Path))
+	})
+	return a
+}
+
+// ServeHTTP checks the API key and routes the request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		a.opts.Metrics.APIRequests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
+	}()
+	if status, perr := a.authorize(r); perr != nil {
+		writeError(rec, status, perr)
+		return
+	}
+	a.mux.ServeHTTP(rec, r)
+}
+
+// authorize checks "Authorization: apikey <key>" against every configured
+// key in constant time.
+func (a *API) authorize(r *http.Request) (int, *protocol.Error) {
+	const scheme = "apikey "
+	h := r.Header.Get("Authorization")
+	if len(h) <= len(scheme) || !equalFold(h[:len(scheme)], scheme) {
+		return http.StatusUnauthorized, protocol.ErrUnauthorized.WithMessage(`missing "Authorization: apikey <key>" header`)
+	}
+	given := []byte(h[len(scheme):])
+	ok := 0
+	for _, k := range a.opts.Keys {
+		ok |= subtle.ConstantTimeCompare(given, []byte(k))
+	}
+	if ok != 1 {
+		return http.StatusForbidden, protocol.ErrPermissionDenied.WithMessage("invalid API key")
+	}
+	return 0, nil
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i]|0x20, b[i]|0x20
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+type publishRequest struct {
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	var req publishRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	if req.Data == nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
+		return
+	}
+	pos, err := a.hub.Publish(r.Context(), req.Channel, req.Data, "api")
+	if err != nil {
+		a.publishFailed(w, err)
+		return
+	}
+	writeResult(w, map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
+}
+
+type broadcastRequest struct {
+	Channels []string        `json:"channels"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// broadcastResult is one channel's outcome in a broadcast.
+type broadcastResult struct {
+	Channel string          `json:"channel"`
+	Offset  uint64          `json:"offset,omitempty"`
+	Epoch   string          `json:"epoch,omitempty"`
+	Error   *protocol.Error `json:"error,omitempty"`
+}
+
+func (a *API) broadcast(w http.ResponseWriter, r *http.Request) {
+	var req broadcastRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	if req.Data == nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
+		return
+	}
+	if len(req.Channels) == 0 {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`"channels" must list at least one channel`))
+		return
+	}
+	for _, ch := range req.Channels {
+		if perr := protocol.ValidateChannel(ch); perr != nil {
+			writeError(w, http.StatusBadRequest, perr)
+			return
+		}
+	}
+	out := make([]broadcastResult, 0, len(req.Channels))
+	for _, ch := range req.Channels {
+		res := broadcastResult{Channel: ch}
+		pos, err := a.hub.Publish(r.Context(), ch, req.Data, "api")
+		if err != nil {
+			a.log.Warn("broadcast publish failed", "channel", ch, "err", err)
+			res.Error = protocol.ErrUnavailable.WithMessage("publish failed, retry")
+		} else {
+			res.Offset, res.Epoch = pos.Offset, pos.Epoch
+		}
+		out = append(out, res)
+	}
+	writeResult(w, map[string]any{"results": out})
+}
+
+func (a *API) channels(w http.ResponseWriter, r *http.Request) {
+	list := a.hub.Channels()
+	sort.Slice(list, func(i, j int) bool { return list[i].Channel < list[j].Channel })
+	if list == nil {
+		list = []hub.ChannelInfo{}
+	}
+	writeResult(w, map[string]any{"channels": list})
+}
+
+type disconnectRequest struct {
+	Client    string `json:"client"`
+	Reconnect bool   `json:"reconnect"`
+}
+
+func (a *API) disconnect(w http.ResponseWriter, r *http.Request) {
+	var req disconnectRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	if req.Client == "" {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "client"`))
+		return
+	}
+	if err := a.hub.Disconnect(req.Client, req.Reconnect); err != nil {
+		if errors.Is(err, hub.ErrNotFound) {
+			writeError(w, http.StatusNotFound, &protocol.Error{Code: 404, Message: fmt.Sprintf("no client %q on this node", req.Client)})
+			return
+		}
+		writeError(w, http.StatusInternalServerError, protocol.ErrInternal)
+		return
+	}
+	writeResult(w, map[string]any{})
+}
+
+func (a *API) info(w http.ResponseWriter, r *http.Request) {
+	writeResult(w, a.hub.Info())
+}
+
+// decode reads a JSON object body into v, answering 400 or 413 itself when
+// it cannot.
+func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodySize))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrTooLarge.WithMessage("request body over %d bytes", a.opts.MaxBodySize))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("cannot read body"))
+		return false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("body must be a JSON object: %s", protocol.JSONProblem(err)))
+		return false
+	}
+	return true
+}
+
+func (a *API) publishFailed(w http.ResponseWriter, err error) {
+	var perr *protocol.Error
+	if errors.As(err, &perr) {
+		writeError(w, http.StatusBadRequest, perr)
+		return
+	}
+	a.log.Warn("publish failed", "err", err)
+	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("publish failed, retry"))
+}
+
+func writeResult(w http.ResponseWriter, v any) {
+	writeJSON(w, http.StatusOK, map[string]any{"result": v})
+}
+
+func writeError(w http.ResponseWriter, status int, perr *protocol.Error) {
+	writeJSON(w, status, map[string]any{"error": perr})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}

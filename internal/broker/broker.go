@@ -1,0 +1,108 @@
+// Package broker is the contract between Switchboard's engine and the systems
+// that carry publications between nodes and keep channel history: the
+// in-memory broker for a single node, and Redis or NATS for many.
+//
+// Like database/sql/driver, it holds interfaces and value types only and
+// imports nothing but the standard library. Implementations live in
+// subpackages and must pass the conformance suite in brokertest.
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Publication is one message in a channel's stream.
+type Publication struct {
+	// Offset is the publication's position in its channel: the first
+	// publication of an epoch has offset 1 and each next one exactly one more.
+	Offset uint64
+	// Data is the JSON value published. Brokers and the engine treat it as
+	// immutable once published: it is shared by history and every delivery.
+	Data []byte
+	// Time is when the broker accepted the publication.
+	Time time.Time
+}
+
+// Position identifies a point in a channel's stream. Offsets are only
+// comparable within one Epoch: a new epoch means the previous history was
+// lost (a broker restart without persistence, an evicted idle channel), so a
+// client holding a position of another epoch cannot be caught up from history.
+type Position struct {
+	// Offset of the newest publication (0 when the channel has none).
+	Offset uint64
+	// Epoch names the current incarnation of the channel's stream.
+	Epoch string
+}
+
+// PublishOptions tune how one publication is stored.
+type PublishOptions struct {
+	// HistorySize is how many publications the channel's history keeps; 0
+	// keeps none (offsets still grow).
+	HistorySize int
+	// HistoryTTL is how long a publication stays in history; 0 with a
+	// HistorySize keeps it until it is pushed out by newer ones.
+	HistoryTTL time.Duration
+}
+
+// HistoryQuery selects publications from a channel's history.
+type HistoryQuery struct {
+	// Since, when not nil, asks for publications after Since.Offset only. A
+	// Since with another epoch than the stream's fails with ErrEpochMismatch.
+	Since *Position
+	// Limit caps how many publications are returned; 0 returns none (only the
+	// position), a negative value returns all that match.
+	Limit int
+	// Reverse returns the newest publications first.
+	Reverse bool
+}
+
+// HistoryResult is the answer to a history query.
+type HistoryResult struct {
+	// Publications in offset order (or reverse order when asked).
+	Publications []Publication
+	// Position is the channel's current top, read atomically with Publications.
+	Position Position
+}
+
+// Handler receives what a broker delivers to this node. The engine implements
+// it. A broker calls HandlePublication for each publication in every channel
+// the node is subscribed to, in offset order per channel, from one goroutine
+// per channel at a time; the handler must not block.
+type Handler interface {
+	HandlePublication(channel string, pub Publication, epoch string)
+}
+
+// Broker moves publications between nodes and keeps history. Every method
+// may be called concurrently. Implementations must deliver each publication
+// of a channel to every node subscribed to that channel, in offset order.
+type Broker interface {
+	// Start connects the broker and starts delivering to h. It is called once,
+	// before any other method.
+	Start(ctx context.Context, h Handler) error
+	// Subscribe makes this node receive the channel's publications. The engine
+	// calls it when the first local client subscribes; it must be idempotent.
+	Subscribe(ctx context.Context, channel string) error
+	// Unsubscribe stops delivery of the channel to this node. The engine calls
+	// it when the last local client leaves; it must be idempotent.
+	Unsubscribe(ctx context.Context, channel string) error
+	// Publish stores data in the channel's stream and delivers it to the
+	// subscribed nodes, returning the position it was stored at. The broker
+	// takes ownership of data.
+	Publish(ctx context.Context, channel string, data []byte, opts PublishOptions) (Position, error)
+	// History reads a channel's stream.
+	History(ctx context.Context, channel string, q HistoryQuery) (HistoryResult, error)
+	// Close releases the broker's resources. No method is called after it.
+	Close(ctx context.Context) error
+}
+
+// Errors a broker returns; callers test them with errors.Is.
+var (
+	// ErrEpochMismatch: a HistoryQuery.Since named another epoch.
+	ErrEpochMismatch = errors.New("broker: epoch mismatch")
+	// ErrUnavailable: the broker cannot be reached now; the call may succeed later.
+	ErrUnavailable = errors.New("broker: unavailable")
+	// ErrClosed: the broker was closed.
+	ErrClosed = errors.New("broker: closed")
+)

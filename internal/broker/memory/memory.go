@@ -1,0 +1,294 @@
+// Package memory is the single-node broker: channel streams with history
+// kept in process memory. It is Switchboard's embedded default and the
+// in-process stand-in for a real broker in engine tests.
+//
+// History lives as long as the process: a restart starts every channel in a
+// new epoch, so clients learn that what they missed cannot be recovered.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+)
+
+var _ broker.Broker = (*Broker)(nil)
+
+const numShards = 64
+
+// Options configure a memory broker. The zero value is usable.
+type Options struct {
+	// IdleTTL is how long a stream no node is subscribed to is kept after its
+	// last publication (at least its history TTL). Default 5 minutes. An
+	// evicted stream comes back in a new epoch.
+	IdleTTL time.Duration
+	// Now returns the current time; tests replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// Broker is an in-memory broker.Broker. Create it with New.
+type Broker struct {
+	opts    Options
+	seed    maphash.Seed
+	shards  [numShards]shard
+	handler broker.Handler // set by Start, read-only after
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+type shard struct {
+	mu      sync.Mutex
+	streams map[string]*stream
+}
+
+// stream is one channel's state.
+type stream struct {
+	mu         sync.Mutex // guards all below; held while delivering, to keep order
+	epoch      string
+	top        uint64
+	ring       []broker.Publication // circular, capacity = history size
+	head, size int
+	last       time.Time // time of the newest publication
+	ttl        time.Duration
+	subscribed bool
+}
+
+// New returns a memory broker.
+func New(opts Options) *Broker {
+	if opts.IdleTTL <= 0 {
+		opts.IdleTTL = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	b := &Broker{opts: opts, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	for i := range b.shards {
+		b.shards[i].streams = make(map[string]*stream)
+	}
+	return b
+}
+
+// Start implements broker.Broker. It starts the eviction of idle streams.
+func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
+	if h == nil {
+		return fmt.Errorf("memory broker: nil handler")
+	}
+	b.handler = h
+	b.wg.Add(1)
+	go b.evictLoop()
+	return nil
+}
+
+func (b *Broker) shard(channel string) *shard {
+	return &b.shards[maphash.String(b.seed, channel)%numShards]
+}
+
+// get returns the channel's stream, creating it when create is true.
+func (b *Broker) get(channel string, create bool) *stream {
+	sh := b.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.streams[channel]
+	if s == nil && create {
+		s = &stream{epoch: newEpoch()}
+		sh.streams[channel] = s
+	}
+	return s
+}
+
+// Subscribe implements broker.Broker.
+func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	for {
+		s := b.get(channel, true)
+		s.mu.Lock()
+		if s.epoch != "" { // not evicted between get and lock
+			s.subscribed = true
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Unsubscribe implements broker.Broker.
+func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
+	if s := b.get(channel, false); s != nil {
+		s.mu.Lock()
+		s.subscribed = false
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Publish implements broker.Broker. The publication is delivered to the
+// handler before Publish returns.
+func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts broker.PublishOptions) (broker.Position, error) {
+	if err := ctx.Err(); err != nil {
+		return broker.Position{}, fmt.Errorf("memory broker: publish: %w", err)
+	}
+	now := b.opts.Now()
+	for {
+		s := b.get(channel, true)
+		s.mu.Lock()
+		if s.epoch == "" { // evicted between get and lock
+			s.mu.Unlock()
+			continue
+		}
+		s.top++
+		pub := broker.Publication{Offset: s.top, Data: data, Time: now}
+		s.store(pub, opts, now)
+		pos := broker.Position{Offset: s.top, Epoch: s.epoch}
+		if s.subscribed {
+			b.handler.HandlePublication(channel, pub, s.epoch)
+		}
+		s.mu.Unlock()
+		return pos, nil
+	}
+}
+
+// store appends pub to the ring, resizing it to the requested history size.
+// s.mu must be held.
+func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now time.Time) {
+	s.last = now
+	s.ttl = opts.HistoryTTL
+	if opts.HistorySize <= 0 {
+		s.ring, s.head, s.size = nil, 0, 0
+		return
+	}
+	if len(s.ring) != opts.HistorySize {
+		kept := s.items(-1)
+		if len(kept) > opts.HistorySize-1 {
+			kept = kept[len(kept)-(opts.HistorySize-1):]
+		}
+		s.ring = make([]broker.Publication, opts.HistorySize)
+		s.head, s.size = 0, copy(s.ring, kept)
+	}
+	if s.size == len(s.ring) {
+		s.ring[s.head] = broker.Publication{}
+		s.head = (s.head + 1) % len(s.ring)
+		s.size--
+	}
+	s.ring[(s.head+s.size)%len(s.ring)] = pub
+	s.size++
+	s.trim(now)
+}
+
+// trim drops publications older than the history TTL. s.mu must be held.
+func (s *stream) trim(now time.Time) {
+	if s.ttl <= 0 {
+		return
+	}
+	for s.size > 0 && now.Sub(s.ring[s.head].Time) > s.ttl {
+		s.ring[s.head] = broker.Publication{}
+		s.head = (s.head + 1) % len(s.ring)
+		s.size--
+	}
+}
+
+// items returns up to n of the newest kept publications in offset order
+// (all when n < 0). s.mu must be held.
+func (s *stream) items(n int) []broker.Publication {
+	if n < 0 || n > s.size {
+		n = s.size
+	}
+	out := make([]broker.Publication, 0, n)
+	for i := s.size - n; i < s.size; i++ {
+		out = append(out, s.ring[(s.head+i)%len(s.ring)])
+	}
+	return out
+}
+
+// History implements broker.Broker.
+func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQuery) (broker.HistoryResult, error) {
+	if err := ctx.Err(); err != nil {
+		return broker.HistoryResult{}, fmt.Errorf("memory broker: history: %w", err)
+	}
+	s := b.get(channel, true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch == "" { // evicted between get and lock: it had nothing to read
+		return b.History(ctx, channel, q)
+	}
+	s.trim(b.opts.Now())
+	res := broker.HistoryResult{Position: broker.Position{Offset: s.top, Epoch: s.epoch}}
+	if q.Since != nil && q.Since.Epoch != s.epoch {
+		return res, broker.ErrEpochMismatch
+	}
+	if q.Limit == 0 {
+		return res, nil
+	}
+	all := s.items(-1)
+	if q.Since != nil {
+		i := 0
+		for i < len(all) && all[i].Offset <= q.Since.Offset {
+			i++
+		}
+		all = all[i:]
+	}
+	if q.Reverse {
+		for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
+			all[i], all[j] = all[j], all[i]
+		}
+	}
+	if q.Limit > 0 && len(all) > q.Limit {
+		all = all[:q.Limit]
+	}
+	res.Publications = all
+	return res, nil
+}
+
+// Close implements broker.Broker.
+func (b *Broker) Close(ctx context.Context) error {
+	b.stopOnce.Do(func() { close(b.stop) })
+	b.wg.Wait()
+	return nil
+}
+
+func (b *Broker) evictLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.evict()
+		}
+	}
+}
+
+// evict drops streams that no node is subscribed to and that have been idle
+// longer than both their history TTL and the idle TTL.
+func (b *Broker) evict() {
+	now := b.opts.Now()
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, s := range sh.streams {
+			s.mu.Lock()
+			keep := max(s.ttl, b.opts.IdleTTL)
+			if !s.subscribed && now.Sub(s.last) > keep {
+				s.epoch = "" // tells a Publish that raced with us to retry
+				delete(sh.streams, name)
+			}
+			s.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// newEpoch returns a short random epoch name.
+func newEpoch() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}

@@ -1,0 +1,245 @@
+// Package config defines Switchboard's configuration: every key, its default
+// and its meaning, loaded from (lowest to highest precedence) the defaults,
+// an optional YAML file, SWITCHBOARD_<KEY> environment variables and
+// command-line flags.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix prefixes every environment variable Switchboard reads.
+const EnvPrefix = "SWITCHBOARD_"
+
+// Config is the whole configuration of a node. Keys are the koanf tags; the
+// environment variable of key k is SWITCHBOARD_ + upper(k) and its flag is
+// --k with dashes for underscores.
+type Config struct {
+	Addr                     string        `koanf:"addr"`
+	APIKey                   []string      `koanf:"api_key"`
+	Broker                   string        `koanf:"broker"`
+	AllowAnonymous           bool          `koanf:"allow_anonymous"`
+	ClientPublish            bool          `koanf:"client_publish"`
+	AllowedOrigins           []string      `koanf:"allowed_origins"`
+	MaxMessageSize           int           `koanf:"max_message_size"`
+	MaxChannelsPerConnection int           `koanf:"max_channels_per_connection"`
+	QueueMaxMessages         int           `koanf:"queue_max_messages"`
+	QueueMaxBytes            int           `koanf:"queue_max_bytes"`
+	HistorySize              int           `koanf:"history_size"`
+	HistoryTTL               time.Duration `koanf:"history_ttl"`
+	PingInterval             time.Duration `koanf:"ping_interval"`
+	IdleTimeout              time.Duration `koanf:"idle_timeout"`
+	WriteTimeout             time.Duration `koanf:"write_timeout"`
+	HandshakeTimeout         time.Duration `koanf:"handshake_timeout"`
+	ShutdownTimeout          time.Duration `koanf:"shutdown_timeout"`
+	LogLevel                 string        `koanf:"log_level"`
+	LogFormat                string        `koanf:"log_format"`
+	Demo                     bool          `koanf:"demo"`
+}
+
+// Key describes one configuration key for flags and documentation.
+type Key struct {
+	Name    string
+	Default any
+	Usage   string
+}
+
+// Keys lists every key with its default, in the order the help shows them.
+var Keys = []Key{
+	{"addr", "127.0.0.1:8000", "address to listen on (host:port)"},
+	{"api_key", []string{}, "server API key(s), comma-separated; one is generated and printed at startup when empty"},
+	{"broker", "memory", `broker: "memory" (single node, no dependency)`},
+	{"allow_anonymous", true, "allow clients to connect without credentials"},
+	{"client_publish", true, "allow clients to publish with the publish command"},
+	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
+	{"max_message_size", 65536, "largest message a client may send, in bytes"},
+	{"max_channels_per_connection", 128, "most channels one connection may subscribe to"},
+	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
+	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
+	{"history_size", 100, "publications kept per channel for recovery"},
+	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
+	{"ping_interval", 25 * time.Second, "how often the server pings each connection"},
+	{"idle_timeout", 60 * time.Second, "close connections silent for this long"},
+	{"write_timeout", 10 * time.Second, "close connections that do not take their data within this time"},
+	{"handshake_timeout", 10 * time.Second, "time allowed for a client's HTTP request or upgrade"},
+	{"shutdown_timeout", 10 * time.Second, "time allowed for a graceful shutdown"},
+	{"log_level", "info", "log level: debug, info, warn, error"},
+	{"log_format", "text", "log format: text or json"},
+	{"demo", true, "serve the demo pages at /"},
+}
+
+// RegisterFlags adds a flag for every key to fs.
+func RegisterFlags(fs *pflag.FlagSet) {
+	fs.StringP("config", "c", "", "YAML configuration file (optional)")
+	for _, k := range Keys {
+		name := strings.ReplaceAll(k.Name, "_", "-")
+		usage := fmt.Sprintf("%s (env %s%s)", k.Usage, EnvPrefix, strings.ToUpper(k.Name))
+		switch d := k.Default.(type) {
+		case string:
+			fs.String(name, d, usage)
+		case bool:
+			fs.Bool(name, d, usage)
+		case int:
+			fs.Int(name, d, usage)
+		case time.Duration:
+			fs.Duration(name, d, usage)
+		case []string:
+			fs.StringSlice(name, d, usage)
+		default:
+			panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, d))
+		}
+	}
+}
+
+// Load reads the configuration: defaults and changed flags from fs, the YAML
+// file named by the "config" flag or SWITCHBOARD_CONFIG, and the environment
+// given as KEY=VALUE strings (os.Environ()).
+func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
+	k := koanf.New(".")
+	path, _ := fs.GetString("config")
+	if path == "" {
+		path = lookupEnv(environ, EnvPrefix+"CONFIG")
+	}
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+		}
+		if err := checkKnown(k.Keys(), path); err != nil {
+			return Config{}, err
+		}
+	}
+	envProvider := env.Provider(".", env.Opt{
+		Prefix:        EnvPrefix,
+		EnvironFunc:   func() []string { return environ },
+		TransformFunc: func(key, v string) (string, any) { return strings.ToLower(strings.TrimPrefix(key, EnvPrefix)), v },
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+	flags := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		if f.Name == "config" {
+			return "", nil
+		}
+		return strings.ReplaceAll(f.Name, "-", "_"), posflag.FlagVal(fs, f)
+	})
+	if err := k.Load(flags, nil); err != nil {
+		return Config{}, fmt.Errorf("config: flags: %w", err)
+	}
+	var c Config
+	err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			splitCommaHook,
+		),
+		WeaklyTypedInput: true,
+		Result:           &c,
+		TagName:          "koanf",
+	}})
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// splitCommaHook turns "a,b" (from the environment) into []string{"a","b"}.
+func splitCommaHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice || to.Elem().Kind() != reflect.String {
+		return data, nil
+	}
+	s := strings.TrimSpace(data.(string))
+	if s == "" {
+		return []string{}, nil
+	}
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts, nil
+}
+
+func checkKnown(keys []string, path string) error {
+	known := map[string]bool{}
+	for _, k := range Keys {
+		known[k.Name] = true
+	}
+	for _, k := range keys {
+		if !known[k] {
+			return fmt.Errorf("config: %s: unknown key %q", path, k)
+		}
+	}
+	return nil
+}
+
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Validate reports the first invalid value, naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr: must not be empty"))
+	}
+	if c.Broker != "memory" {
+		errs = append(errs, fmt.Errorf("broker: %q is not supported (only \"memory\" in this version)", c.Broker))
+	}
+	positive := map[string]int{
+		"max_message_size": c.MaxMessageSize, "max_channels_per_connection": c.MaxChannelsPerConnection,
+		"queue_max_messages": c.QueueMaxMessages, "queue_max_bytes": c.QueueMaxBytes,
+	}
+	for _, k := range Keys { // fixed order for stable messages
+		if v, ok := positive[k.Name]; ok && v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", k.Name, v))
+		}
+	}
+	if c.HistorySize < 0 {
+		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))
+	}
+	durations := map[string]time.Duration{
+		"ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout, "write_timeout": c.WriteTimeout,
+		"handshake_timeout": c.HandshakeTimeout, "shutdown_timeout": c.ShutdownTimeout,
+	}
+	for _, k := range Keys {
+		if v, ok := durations[k.Name]; ok && v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", k.Name, v))
+		}
+	}
+	if c.IdleTimeout > 0 && c.IdleTimeout <= c.PingInterval {
+		errs = append(errs, fmt.Errorf("idle_timeout: must be longer than ping_interval (%s)", c.PingInterval))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format: %q is not one of text, json", c.LogFormat))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+var _ broker.Handler = (*Hub)(nil)
+
+const (
+	numShards  = 64
+	numStripes = 256
+)
+
+// Config configures a Hub. Zero fields take the defaults documented on them.
+type Config struct {
+	// NodeID identifies this node in client ids and the server API. Default:
+	// random.
+	NodeID string
+	// Version is reported by the connect command and the server API.
+	Version string
+	// QueueMaxMessages bounds each connection's outbound queue by count.
+	// Default 4096.
+	QueueMaxMessages int
+	// QueueMaxBytes bounds each connection's outbound queue by bytes. A
+	// connection whose queue would exceed either bound is closed as a slow
+	// consumer. Default 1 MiB.
+	QueueMaxBytes int
+	// MaxChannelsPerConnection bounds the subscriptions of one connection.
+	// Default 128.
+	MaxChannelsPerConnection int
+	// ClientPublish allows clients to publish with the publish command.
+	ClientPublish bool
+	// HistorySize is how many publications each channel keeps for recovery.
+	HistorySize int
+	// HistoryTTL is how long a publication stays in history.
+	HistoryTTL time.Duration
+	// Logger receives the hub's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the hub's metrics. Required.
+	Metrics *metrics.Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.NodeID == "" {
+		c.NodeID = randomID(6)
+	}
+	if c.QueueMaxMessages <= 0 {
+		c.QueueMaxMessages = 4096
+	}
+	if c.QueueMaxBytes <= 0 {
+		c.QueueMaxBytes = 1 << 20
+	}
+	if c.MaxChannelsPerConnection <= 0 {
+		c.MaxChannelsPerConnection = 128
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Hub is the engine of one node. Create it with New, then call Start.
+type Hub struct {
+	cfg     Config
+	broker  broker.Broker
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	started time.Time
+	seed    maphash.Seed
+
+	shards  [numShards]shard
+	stripes [numStripes]sync.Mutex
+
+	sessMu   sync.Mutex
+	sessions map[string]*Session
+	sessWG   sync.WaitGroup
+
+	nextID        atomic.Uint64
+	subscriptions atomic.Int64
+	channels      atomic.Int64
+	closing       atomic.Bool
+}
+
+// shard is a part of the channel registry.
+type shard struct {
+	mu       sync.RWMutex
+	channels map[string]map[*subscription]struct{}
+}
+
+// New returns a hub that publishes through b.
+func New(cfg Config, b broker.Broker) *Hub {
+	cfg.setDefaults()
+	if cfg.Metrics == nil {
+		panic("hub: Config.Metrics is required")
+	}
+	h := &Hub{
+		cfg:      cfg,
+		broker:   b,
+		log:      cfg.Logger.With("component", "hub"),
+		metrics:  cfg.Metrics,
+		started:  time.Now(),
+		seed:     maphash.MakeSeed(),
+		sessions: make(map[string]*Session),
+	}
+	for i := range h.shards {
+		h.shards[i].channels = make(map[string]map[*subscription]struct{})
+	}
+	return h
+}
+
+// Start connects the hub to its broker.
+func (h *Hub) Start(ctx context.Context) error {
+	if err := h.broker.Start(ctx, h); err != nil {
+		return fmt.Errorf("hub: start broker: %w", err)
+	}
+	return nil
+}
+
+// NodeID returns this node's id.
+func (h *Hub) NodeID() string { return h.cfg.NodeID }
+
+func (h *Hub) shardOf(channel string) *shard {
+	return &h.shards[maphash.String(h.seed, channel)%numShards]
+}
+
+func (h *Hub) stripeOf(channel string) *sync.Mutex {
+	return &h.stripes[maphash.String(h.seed, channel)%numStripes]
+}
+
+// HandlePublication implements broker.Handler: it encodes the publication
+// once and queues the same bytes for every local subscriber of the channel.
+func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch string) {
+	now := nanotime()
+	msg := protocol.AppendPublication(make([]byte, 0, len(channel)+len(pub.Data)+48), channel, pub.Data, pub.Offset)
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	for sub := range sh.channels[channel] {
+		sub.sess.deliver(sub, Message{Data: msg, At: now}, pub.Offset)
+	}
+	sh.mu.RUnlock()
+}
+
+// addSubscription registers sub in the channel registry, subscribing the
+// node through the broker when sub is the channel's first local subscriber.
+func (h *Hub) addSubscription(ctx context.Context, sub *subscription) error {
+	stripe := h.stripeOf(sub.channel)
+	stripe.Lock()
+	defer stripe.Unlock()
+	sh := h.shardOf(sub.channel)
+	sh.mu.Lock()
+	set := sh.channels[sub.channel]
+	first := set == nil
+	if first {
+		set = make(map[*subscription]struct{}, 1)
+		sh.channels[sub.channel] = set
+	}
+	set[sub] = struct{}{}
+	sh.mu.Unlock()
+	if first {
+		if err := h.broker.Subscribe(ctx, sub.channel); err != nil {
+			sh.mu.Lock()
+			delete(set, sub)
+			if len(set) == 0 {
+				delete(sh.channels, sub.channel)
+			}
+			sh.mu.Unlock()
+			return fmt.Errorf("hub: broker subscribe %q: %w", sub.channel, err)
+		}
+		h.metrics.Channels.Set(float64(h.channels.Add(1)))
+	}
+	h.metrics.Subscriptions.Set(float64(h.subscriptions.Add(1)))
+	return nil
+}
+
+// removeSubscription undoes addSubscription. After it returns no new
+// publication reaches sub.
+func (h *Hub) removeSubscription(sub *subscription) {
+	stripe := h.stripeOf(sub.channel)
+	stripe.Lock()
+	defer stripe.Unlock()
+	sh := h.shardOf(sub.channel)
+	sh.mu.Lock()
+	set := sh.channels[sub.channel]
+	if _, ok := set[sub]; !ok {
+		sh.mu.Unlock()
+		return
+	}
+	delete(set, sub)
+	last := len(set) == 0
+	if last {
+		delete(sh.channels, sub.channel)
+	}
+	sh.mu.Unlock()
+	h.metrics.Subscriptions.Set(float64(h.subscriptions.Add(-1)))
+	if last {
+		h.metrics.Channels.Set(float64(h.channels.Add(-1)))
+		// The context is not the client's: the node must leave the channel
+		// even when the client is gone.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.broker.Unsubscribe(ctx, sub.channel); err != nil {
+			h.log.Warn("broker unsubscribe failed", "channel", sub.channel, "err", err)
+		}
+	}
+}
+
+// Publish publishes data (a JSON value) to channel through the broker and
+// returns the position it was stored at. source labels the metric ("api",
+// "client").
+func (h *Hub) Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error) {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return broker.Position{}, perr
+	}
+	pos, err := h.broker.Publish(ctx, channel, data, broker.PublishOptions{
+		HistorySize: h.cfg.HistorySize,
+		HistoryTTL:  h.cfg.HistoryTTL,
+	})
+	if err != nil {
+		return pos, fmt.Errorf("hub: publish to %q: %w", channel, err)
+	}
+	h.metrics.Publications.WithLabelValues(source).Inc()
+	return pos, nil
+}
+
+// ChannelInfo describes one channel with local subscribers.
+type ChannelInfo struct {
+	Channel     string `json:"channel"`
+	Subscribers int    `json:"subscribers"`
+}
+
+// Channels lists the channels that have local subscribers.
+func (h *Hub) Channels() []ChannelInfo {
+	var out []ChannelInfo
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for name, set := range sh.channels {
+			out = append(out, ChannelInfo{Channel: name, Subscribers: len(set)})
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// Info describes this node.
+type Info struct {
+	Node          string  `json:"node"`
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Connections   int     `json:"connections"`
+	Subscriptions int64   `json:"subscriptions"`
+	Channels      int64   `json:"channels"`
+}
+
+// Info returns this node's description and counters.
+func (h *Hub) Info() Info {
+	h.sessMu.Lock()
+	n := len(h.sessions)
+	h.sessMu.Unlock()
+	return Info{
+		Node:          h.cfg.NodeID,
+		Version:       h.cfg.Version,
+		UptimeSeconds: time.Since(h.started).Seconds(),
+		Connections:   n,
+		Subscriptions: h.subscriptions.Load(),
+		Channels:      h.channels.Load(),
+	}
+}
+
+// ErrNotFound is returned when a client id names no connection on this node.
+var ErrNotFound = errors.New("hub: client not found")
+
+// Disconnect closes the connection of the client with the given id. With
+// reconnect the client is told it may come back; otherwise not.
+func (h *Hub) Disconnect(clientID string, reconnect bool) error {
+	h.sessMu.Lock()
+	s := h.sessions[clientID]
+	h.sessMu.Unlock()
+	if s == nil {
+		return ErrNotFound
+	}
+	d := protocol.DisconnectForce
+	if reconnect {
+		d = protocol.DisconnectForceReconnect
+	}
+	s.Close(d)
+	return nil
+}
+
+// Draining reports whether Shutdown has begun; transports refuse new
+// connections then.
+func (h *Hub) Draining() bool { return h.closing.Load() }
+
+// Shutdown closes every session with the "server shutting down" disconnect
+// (after flushing what is already queued for it), waits for them to finish
+// until ctx is done, then closes the broker.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.closing.Store(true)
+	h.sessMu.Lock()
+	all := make([]*Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.sessMu.Unlock()
+	for _, s := range all {
+		s.Close(protocol.DisconnectShutdown)
+	}
+	done := make(chan struct{})
+	go func() { h.sessWG.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("hub: shutdown: sessions still open: %w", ctx.Err())
+	}
+	if cerr := h.broker.Close(ctx); cerr != nil && err == nil {
+		err = fmt.Errorf("hub: close broker: %w", cerr)
+	}
+	return err
+}
+
+// register adds s to the session registry.
+func (h *Hub) register(s *Session) {
+	h.sessWG.Add(1)
+	h.sessMu.Lock()
+	h.sessions[s.id] = s
+	h.sessMu.Unlock()
+	h.metrics.Connections.WithLabelValues(s.transport.Name()).Inc()
+	h.metrics.ConnectionsTotal.WithLabelValues(s.transport.Name()).Inc()
+}
+
+// unregister removes s from the registry and all its channels.
+func (h *Hub) unregister(s *Session) {
+	for _, sub := range s.takeSubscriptions() {
+		h.removeSubscription(sub)
+	}
+	h.sessMu.Lock()
+	delete(h.sessions, s.id)
+	h.sessMu.Unlock()
+	h.metrics.Connections.WithLabelValues(s.transport.Name()).Dec()
+	h.sessWG.Done()
+}
+
+// newClientID returns an id unique across nodes: the node id and a counter.
+func (h *Hub) newClientID() string {
+	return h.cfg.NodeID + "-" + strconv.FormatUint(h.nextID.Add(1), 36)
+}

@@ -1,0 +1,139 @@
+// Package metrics declares every Prometheus metric Switchboard exports, with
+// its name, help and labels, in one place. Other packages receive a *Metrics
+// and never register metrics of their own.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "switchboard"
+
+// Metrics holds the collectors. A nil *Metrics is not valid; use New.
+type Metrics struct {
+	// Connections is the number of open client connections, by transport.
+	Connections *prometheus.GaugeVec
+	// ConnectionsTotal counts accepted connections, by transport.
+	ConnectionsTotal *prometheus.CounterVec
+	// Subscriptions is the number of active client subscriptions.
+	Subscriptions prometheus.Gauge
+	// Channels is the number of channels with at least one local subscriber.
+	Channels prometheus.Gauge
+	// MessagesSent counts messages written to client sockets.
+	MessagesSent prometheus.Counter
+	// BytesSent counts payload bytes written to client sockets (without framing).
+	BytesSent prometheus.Counter
+	// MessagesReceived counts frames received from clients.
+	MessagesReceived prometheus.Counter
+	// BytesReceived counts payload bytes received from clients.
+	BytesReceived prometheus.Counter
+	// SocketWrites counts write calls to client sockets; MessagesSent divided
+	// by it is the coalescing factor.
+	SocketWrites prometheus.Counter
+	// Publications counts publications accepted, by source (api, client).
+	Publications *prometheus.CounterVec
+	// DeliveryLatency observes the time from a publication reaching this node
+	// to its write into a subscriber's socket.
+	DeliveryLatency prometheus.Histogram
+	// QueueOverflows counts connections closed because their outbound queue
+	// overflowed (slow consumers).
+	QueueOverflows prometheus.Counter
+	// Errors counts error replies sent to clients, by code.
+	Errors *prometheus.CounterVec
+	// Disconnects counts connections closed by the server, by close code.
+	Disconnects *prometheus.CounterVec
+	// APIRequests counts server API calls, by method and status code.
+	APIRequests *prometheus.CounterVec
+
+}
+
+// New creates the metrics and registers them, with the Go runtime and process
+// collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "connections",
+			Help: "Open client connections.",
+		}, []string{"transport"}),
+		ConnectionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "connections_accepted_total",
+			Help: "Client connections accepted.",
+		}, []string{"transport"}),
+		Subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "subscriptions",
+			Help: "Active client subscriptions.",
+		}),
+		Channels: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "channels",
+			Help: "Channels with at least one subscriber on this node.",
+		}),
+		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "messages_sent_total",
+			Help: "Messages written to client connections.",
+		}),
+		BytesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "bytes_sent_total",
+			Help: "Message bytes written to client connections, before framing.",
+		}),
+		MessagesReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "messages_received_total",
+			Help: "Messages received from client connections.",
+		}),
+		BytesReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "bytes_received_total",
+			Help: "Message bytes received from client connections.",
+		}),
+		SocketWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "socket_writes_total",
+			Help: "Write calls to client connections (each may carry several messages).",
+		}),
+		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "publications_total",
+			Help: "Publications accepted, by source.",
+		}, []string{"source"}),
+		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "delivery_latency_seconds",
+			Help:    "Time from a publication reaching this node to its write into a subscriber's connection.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		QueueOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "queue_overflows_total",
+			Help: "Connections closed because their outbound queue overflowed (slow consumers).",
+		}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_errors_total",
+			Help: "Error replies sent to clients, by error code.",
+		}, []string{"code"}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "disconnects_total",
+			Help: "Connections closed by the server, by close code.",
+		}, []string{"code"}),
+		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "api_requests_total",
+			Help: "Server API requests, by method and HTTP status.",
+		}, []string{"method", "status"}),
+	}
+	reg.MustRegister(
+		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
+		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
+		m.SocketWrites, m.Publications, m.DeliveryLatency, m.QueueOverflows,
+		m.Errors, m.Disconnects, m.APIRequests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Error counts one error reply with the given code. Codes come from a fixed
+// table, so the label set stays small.
+func (m *Metrics) Error(code int) {
+	m.Errors.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// Disconnect counts one server-side close with the given code.
+func (m *Metrics) Disconnect(code uint16) {
+	m.Disconnects.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+}

@@ -1,0 +1,118 @@
+package protocol
+
+import "fmt"
+
+// Error is a client-visible failure of one command. Code is stable and
+// documented in docs/protocol.md; Message is a human-readable explanation that
+// may change between releases.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error implements the error interface.
+func (e *Error) Error() string { return fmt.Sprintf("switchboard error %d: %s", e.Code, e.Message) }
+
+// WithMessage returns a copy of e with a more specific message.
+func (e *Error) WithMessage(format string, args ...any) *Error {
+	return &Error{Code: e.Code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Client-visible error codes. They borrow the meaning of the nearest HTTP
+// status so that they read naturally, and are the same in WebSocket replies
+// and in the server API. The list is mirrored in docs/protocol.md.
+var (
+	// ErrBadRequest: the frame is not a JSON object, or a field has the wrong type.
+	ErrBadRequest = &Error{Code: 400, Message: "bad request"}
+	// ErrUnauthorized: the command needs credentials that were not given.
+	ErrUnauthorized = &Error{Code: 401, Message: "unauthorized"}
+	// ErrPermissionDenied: the credentials do not allow this command on this channel.
+	ErrPermissionDenied = &Error{Code: 403, Message: "permission denied"}
+	// ErrUnknownCommand: the "command" field names no command this server knows.
+	ErrUnknownCommand = &Error{Code: 404, Message: "unknown command"}
+	// ErrAlreadySubscribed: the connection is already subscribed to the channel.
+	ErrAlreadySubscribed = &Error{Code: 409, Message: "already subscribed"}
+	// ErrNotSubscribed: the command needs a subscription the connection does not have.
+	ErrNotSubscribed = &Error{Code: 410, Message: "not subscribed"}
+	// ErrTooLarge: the message or its data is over the configured size limit.
+	ErrTooLarge = &Error{Code: 413, Message: "message too large"}
+	// ErrInvalidChannel: the channel name is missing or breaks the naming rules.
+	ErrInvalidChannel = &Error{Code: 422, Message: "invalid channel name"}
+	// ErrLimitExceeded: a per-connection limit (channels, rate) was reached.
+	ErrLimitExceeded = &Error{Code: 429, Message: "limit exceeded"}
+	// ErrInternal: the server failed; the command may be retried.
+	ErrInternal = &Error{Code: 500, Message: "internal server error"}
+	// ErrUnavailable: a dependency (the broker) is unavailable; retry later.
+	ErrUnavailable = &Error{Code: 503, Message: "service unavailable"}
+)
+
+// Errors lists every client-visible error in code order, for documentation
+// and tests.
+var Errors = []*Error{
+	ErrBadRequest, ErrUnauthorized, ErrPermissionDenied, ErrUnknownCommand,
+	ErrAlreadySubscribed, ErrNotSubscribed, ErrTooLarge, ErrInvalidChannel,
+	ErrLimitExceeded, ErrInternal, ErrUnavailable,
+}
+
+// Disconnect is the reason the server closes a connection. On WebSocket it
+// becomes the close frame's status code and reason. Codes 4000-4499 advise
+// the client to reconnect (with recovery); 4500-4999 advise it not to.
+type Disconnect struct {
+	Code   uint16
+	Reason string
+}
+
+// Reconnect reports whether a client should reconnect after this disconnect.
+func (d Disconnect) Reconnect() bool { return d.Code < 4500 }
+
+// Error implements the error interface, so that a Disconnect can be returned
+// as the cause of a closed connection.
+func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason) }
+
+// Standard WebSocket close codes (RFC 6455, section 7.4.1) the server uses,
+// and Switchboard's own codes in the private range. The list is mirrored in
+// docs/protocol.md.
+var (
+	// DisconnectNormal: a normal closure, in answer to the client's close.
+	DisconnectNormal = Disconnect{1000, "normal closure"}
+	// DisconnectProtocolError: the peer broke the WebSocket protocol.
+	DisconnectProtocolError = Disconnect{1002, "protocol error"}
+	// DisconnectUnsupportedData: a binary frame arrived where text is expected.
+	DisconnectUnsupportedData = Disconnect{1003, "binary frames are not supported"}
+	// DisconnectInvalidPayload: a text frame was not valid UTF-8.
+	DisconnectInvalidPayload = Disconnect{1007, "invalid UTF-8 in text frame"}
+	// DisconnectMessageTooBig: a frame was over the configured size limit.
+	DisconnectMessageTooBig = Disconnect{1009, "message too big"}
+	// DisconnectInternal: an unexpected server error; reconnect.
+	DisconnectInternal = Disconnect{1011, "internal server error"}
+
+	// DisconnectShutdown: the server is restarting; reconnect (to any node).
+	DisconnectShutdown = Disconnect{4000, "server shutting down, reconnect"}
+	// DisconnectSlowConsumer: the connection's outbound queue overflowed
+	// because the client read too slowly; reconnect and recover.
+	DisconnectSlowConsumer = Disconnect{4001, "slow consumer"}
+	// DisconnectIdleTimeout: nothing was received from the client (not even a
+	// pong) within the idle timeout; reconnect.
+	DisconnectIdleTimeout = Disconnect{4002, "idle timeout"}
+	// DisconnectForceReconnect: the server API disconnected the client and
+	// allows it to come back.
+	DisconnectForceReconnect = Disconnect{4003, "disconnected by server, reconnect"}
+	// DisconnectWriteTimeout: a write to the client did not complete within
+	// the write timeout; reconnect.
+	DisconnectWriteTimeout = Disconnect{4004, "write timeout"}
+
+	// DisconnectForce: the server API disconnected the client for good.
+	DisconnectForce = Disconnect{4500, "disconnected by server"}
+	// DisconnectBadRequest: the client sent frames the server cannot parse as
+	// the protocol, persistently; do not reconnect without a fix.
+	DisconnectBadRequest = Disconnect{4501, "bad request"}
+)
+
+// Disconnects lists every disconnect in code order, for documentation and tests.
+var Disconnects = []Disconnect{
+	DisconnectNormal, DisconnectProtocolError, DisconnectUnsupportedData,
+	DisconnectInvalidPayload, DisconnectMessageTooBig, DisconnectInternal,
+	DisconnectShutdown, DisconnectSlowConsumer, DisconnectIdleTimeout,
+	DisconnectForceReconnect, DisconnectWriteTimeout, DisconnectForce,
+	DisconnectBadRequest,
+}

@@ -1,0 +1,170 @@
+// Package server is Switchboard's composition root: it builds the broker, the
+// hub, the transports, the server API, the operations endpoints and the demo
+// pages from a Config, serves them on one HTTP listener and shuts them down
+// in order.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboardhq/switchboard/internal/api"
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/broker/memory"
+	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/transport/websocket"
+	"github.com/switchboardhq/switchboard/web"
+)
+
+// Server is one Switchboard node.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	hub     *hub.Hub
+	ws      *websocket.Handler
+	httpSrv *http.Server
+	ln      net.Listener
+	// APIKeys are the keys the server API accepts (generated when none is
+	// configured).
+	APIKeys []string
+	// GeneratedKey is true when APIKeys[0] was generated at startup.
+	GeneratedKey bool
+}
+
+// New builds a node from cfg. Version is reported by the API.
+func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, APIKeys: cfg.APIKey}
+	if len(s.APIKeys) == 0 {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		s.APIKeys = []string{hex.EncodeToString(b[:])}
+		s.GeneratedKey = true
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+
+	var b broker.Broker
+	switch cfg.Broker {
+	case "memory":
+		b = memory.New(memory.Options{})
+	default:
+		return nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
+	}
+	s.hub = hub.New(hub.Config{
+		Version:                  version,
+		QueueMaxMessages:         cfg.QueueMaxMessages,
+		QueueMaxBytes:            cfg.QueueMaxBytes,
+		MaxChannelsPerConnection: cfg.MaxChannelsPerConnection,
+		ClientPublish:            cfg.ClientPublish,
+		HistorySize:              cfg.HistorySize,
+		HistoryTTL:               cfg.HistoryTTL,
+		Logger:                   log,
+		Metrics:                  m,
+	}, b)
+	s.ws = websocket.NewHandler(s.hub, websocket.Options{
+		MaxMessageSize: cfg.MaxMessageSize,
+		PingInterval:   cfg.PingInterval,
+		IdleTimeout:    cfg.IdleTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         log,
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/ws", s.ws)
+	mux.Handle("/api/", api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.hub.Draining() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if cfg.Demo {
+		static, err := fs.Sub(web.Static, "static")
+		if err != nil {
+			return nil, fmt.Errorf("server: demo files: %w", err)
+		}
+		mux.Handle("/", http.FileServerFS(static))
+	}
+	s.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       cfg.HandshakeTimeout + cfg.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Listen binds the configured address. Addr reports the bound address.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen: %w", err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the address the server listens on (after Listen).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Hub returns the node's engine.
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Run serves until ctx is cancelled, then shuts down gracefully within the
+// configured shutdown timeout. Listen must have been called.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.hub.Start(ctx); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.httpSrv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
+
+// Shutdown stops accepting connections, closes every client connection with
+// the "server shutting down, reconnect" close code and waits for them until
+// ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
+	var errs []error
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- s.hub.Shutdown(ctx) }()
+	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
+	}
+	if err := <-hubDone; err != nil {
+		errs = append(errs, err)
+	}
+	s.ws.Close()
+	return errors.Join(errs...)
+}

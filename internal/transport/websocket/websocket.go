@@ -1,0 +1,394 @@
+// Package websocket serves Switchboard's JSON protocol over WebSocket
+// (RFC 6455): the upgrade on net/http, frame parsing, the writer that frames
+// a session's queued messages and coalesces them into few socket writes,
+// server pings, idle timeouts and close codes.
+//
+// Framing uses github.com/gobwas/ws, a low-level library that lets the
+// server frame each message itself. Reading is done from a byte buffer, so
+// the same parser serves the goroutine-per-connection reader here and an
+// event-loop reader.
+package websocket
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Options configure the WebSocket endpoint. Zero fields take the defaults
+// documented on them.
+type Options struct {
+	// MaxMessageSize is the largest message a client may send, in bytes; a
+	// larger one closes the connection with 1009. Default 65536.
+	MaxMessageSize int
+	// PingInterval is how often the server pings each connection. Default 25s.
+	PingInterval time.Duration
+	// IdleTimeout closes a connection from which nothing (not even a pong)
+	// was received for this long, with 4002. Default 60s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one socket write; a client that does not take
+	// its data within it is closed with 4004. Default 10s.
+	WriteTimeout time.Duration
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
+	// to connect, besides the server's own origin. "*" allows any origin:
+	// it exposes the endpoint to cross-site WebSocket hijacking when cookies
+	// are used for authentication. Requests without an Origin header (not
+	// from a browser) are allowed.
+	AllowedOrigins []string
+	// Logger receives the endpoint's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxMessageSize <= 0 {
+		o.MaxMessageSize = 65536
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 25 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Handler is the http.Handler of the WebSocket endpoint.
+type Handler struct {
+	hub  *hub.Hub
+	opts Options
+	log  *slog.Logger
+	ka   *keepalive
+	pong []byte // an empty pong frame
+}
+
+// NewHandler returns the endpoint's handler. Call Close to stop its pinger.
+func NewHandler(h *hub.Hub, opts Options) *Handler {
+	opts.setDefaults()
+	hd := &Handler{
+		hub:  h,
+		opts: opts,
+		log:  opts.Logger.With("component", "websocket"),
+		pong: ws.MustCompileFrame(ws.NewPongFrame(nil)),
+	}
+	hd.ka = newKeepalive(opts.PingInterval, opts.IdleTimeout)
+	return hd
+}
+
+// Close stops the handler's keepalive goroutine. Open connections are closed
+// by the hub's Shutdown.
+func (hd *Handler) Close() { hd.ka.stop() }
+
+// ServeHTTP upgrades the request to a WebSocket and starts serving it.
+func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if hd.hub.Draining() {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !originAllowed(r, hd.opts.AllowedOrigins) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	up := ws.HTTPUpgrader{Timeout: hd.opts.WriteTimeout}
+	nc, rw, _, err := up.Upgrade(r, w)
+	if err != nil {
+		// The upgrader has already answered with an HTTP error.
+		hd.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	c := &conn{hd: hd, nc: nc}
+	// Bytes the client sent right behind its handshake sit in the hijacked
+	// reader; take them over so the reader can drop it.
+	var pre []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		pre = append([]byte(nil), b...)
+	}
+	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr})
+	c.touch()
+	hd.ka.add(c)
+	// A fresh goroutine with a small stack serves the connection, so the
+	// net/http goroutine (and its grown stack) ends here.
+	go c.readLoop(pre)
+}
+
+// originAllowed applies the origin policy: no Origin (not a browser), the
+// server's own origin, or a listed one.
+func originAllowed(r *http.Request, allowed []string) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// conn is one WebSocket connection; it implements hub.Transport.
+type conn struct {
+	hd   *Handler
+	nc   net.Conn
+	sess *hub.Session
+
+	lastRead atomic.Int64 // unix milliseconds of the last frame received
+	kaSlot   int          // owned by keepalive
+
+	// Owned by the reader:
+	frag     []byte // a fragmented message being assembled
+	fragging bool
+
+	mu         sync.Mutex // guards readerDone, closeSent
+	readerDone bool
+	closeSent  bool
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// Name implements hub.Transport.
+func (c *conn) Name() string { return "websocket" }
+
+// WriteMessages implements hub.Transport: it frames every message into one
+// buffer and writes it with one call.
+func (c *conn) WriteMessages(msgs []hub.Message) error {
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for _, m := range msgs {
+		if m.Control {
+			buf = append(buf, m.Data...)
+			continue
+		}
+		buf = appendHeader(buf, ws.OpText, len(m.Data))
+		buf = append(buf, m.Data...)
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
+	_, err := c.nc.Write(buf)
+	if cap(buf) <= 256<<10 {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return hub.ErrTransportClosed
+		}
+		return err
+	}
+	return nil
+}
+
+// appendHeader appends an unmasked, final frame header.
+func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
+	w := appendWriter{&dst}
+	_ = ws.WriteHeader(w, ws.Header{Fin: true, OpCode: op, Length: int64(n)})
+	return dst
+}
+
+type appendWriter struct{ b *[]byte }
+
+func (w appendWriter) Write(p []byte) (int, error) { *w.b = append(*w.b, p...); return len(p), nil }
+
+// closeGrace is how long the server waits for the client to answer its close
+// frame before it drops the TCP connection.
+const closeGrace = 2 * time.Second
+
+// Close implements hub.Transport: it sends a close frame with d, half-closes
+// the TCP connection, and lets the reader drain the client's answer.
+func (c *conn) Close(d protocol.Disconnect) error {
+	c.hd.ka.remove(c)
+	body := ws.NewCloseFrameBody(ws.StatusCode(d.Code), d.Reason)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, werr := c.nc.Write(ws.MustCompileFrame(ws.NewCloseFrame(body)))
+	c.mu.Lock()
+	c.closeSent = true
+	done := c.readerDone
+	c.mu.Unlock()
+	if done || werr != nil {
+		return c.nc.Close()
+	}
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	return c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// touch records that something arrived from the client.
+func (c *conn) touch() { c.lastRead.Store(coarseNow()) }
+
+// readLoop reads frames until the connection fails or closes.
+func (c *conn) readLoop(pre []byte) {
+	buf := make([]byte, 0, 512)
+	buf = append(buf, pre...)
+	var err error
+	for {
+		var consumed, need int
+		var d *protocol.Disconnect
+		consumed, need, d = c.process(buf)
+		if d != nil {
+			c.sess.Close(*d)
+			c.drain(buf[:cap(buf)])
+			break
+		}
+		buf = buf[:copy(buf, buf[consumed:])]
+		if need > cap(buf) {
+			nb := make([]byte, len(buf), need)
+			copy(nb, buf)
+			buf = nb
+		} else if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), 2*cap(buf))
+			copy(nb, buf)
+			buf = nb
+		}
+		if err != nil {
+			break
+		}
+		var n int
+		n, err = c.nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > 4096 && len(buf) < cap(buf)/4 {
+			// Shrink after a large message so an idle connection keeps little.
+			buf = append(make([]byte, 0, max(512, len(buf))), buf...)
+		}
+	}
+	c.readerExit()
+}
+
+// drain discards what the client still sends until it closes or the close
+// grace period set by Close passes, so that the close frame is not lost to a
+// TCP reset caused by unread data.
+func (c *conn) drain(scratch []byte) {
+	for {
+		if _, err := c.nc.Read(scratch); err != nil {
+			return
+		}
+	}
+}
+
+// readerExit closes the connection once both the reader is done and the
+// close frame is sent (or the peer is gone).
+func (c *conn) readerExit() {
+	c.mu.Lock()
+	c.readerDone = true
+	sent := c.closeSent
+	c.mu.Unlock()
+	if sent {
+		_ = c.nc.Close()
+		return
+	}
+	c.sess.PeerGone()
+}
+
+// process handles the complete frames at the start of buf. It returns how
+// many bytes it consumed, the buffer size the next frame needs when it is
+// incomplete (0 if unknown), and a disconnect when the connection must close.
+func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) {
+	max := c.hd.opts.MaxMessageSize
+	for {
+		rest := buf[consumed:]
+		if len(rest) < 2 {
+			return consumed, 0, nil
+		}
+		hdr, err := ws.ReadHeader(bytes.NewReader(rest))
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return consumed, 0, nil
+			}
+			return consumed, 0, &protocol.DisconnectProtocolError
+		}
+		if hdr.Length > int64(max) || c.fragging && int64(len(c.frag))+hdr.Length > int64(max) {
+			return consumed, 0, &protocol.DisconnectMessageTooBig
+		}
+		hs := ws.HeaderSize(hdr)
+		total := hs + int(hdr.Length)
+		if len(rest) < total {
+			return consumed, total, nil
+		}
+		payload := rest[hs:total]
+		consumed += total
+		if d := c.frame(hdr, payload); d != nil {
+			return consumed, 0, d
+		}
+	}
+}
+
+// frame handles one complete frame.
+func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
+	if !hdr.Masked || hdr.Rsv != 0 {
+		return &protocol.DisconnectProtocolError
+	}
+	ws.Cipher(payload, hdr.Mask, 0)
+	c.touch()
+	switch hdr.OpCode {
+	case ws.OpPing:
+		if len(payload) > 125 || !hdr.Fin {
+			return &protocol.DisconnectProtocolError
+		}
+		c.sess.EnqueueControl(ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), payload...))))
+	case ws.OpPong:
+	case ws.OpClose:
+		// The client is leaving: answer with a normal close, then drain.
+		c.sess.PeerGone()
+		return nil
+	case ws.OpText:
+		if c.fragging {
+			return &protocol.DisconnectProtocolError
+		}
+		if !hdr.Fin {
+			c.fragging = true
+			c.frag = append(c.frag[:0], payload...)
+			return nil
+		}
+		return c.message(payload)
+	case ws.OpContinuation:
+		if !c.fragging {
+			return &protocol.DisconnectProtocolError
+		}
+		c.frag = append(c.frag, payload...)
+		if hdr.Fin {
+			msg := c.frag
+			c.frag, c.fragging = nil, false
+			return c.message(msg)
+		}
+	case ws.OpBinary:
+		return &protocol.DisconnectUnsupportedData
+	default:
+		return &protocol.DisconnectProtocolError
+	}
+	return nil
+}
+
+// message hands one complete text message to the session.
+func (c *conn) message(msg []byte) *protocol.Disconnect {
+	if !utf8.Valid(msg) {
+		return &protocol.DisconnectInvalidPayload
+	}
+	c.sess.HandleMessage(context.Background(), msg)
+	return nil
+}
