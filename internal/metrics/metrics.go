@@ -47,7 +47,6 @@ type Metrics struct {
 	Disconnects *prometheus.CounterVec
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
-
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
