@@ -60,12 +60,27 @@ func New(h Hub, opts Options) *API {
 		opts.Logger = slog.Default()
 	}
 	a := &API{hub: h, opts: opts, log: opts.Logger.With("component", "api"), mux: http.NewServeMux()}
-	a.mux.HandleFunc("POST /api/publish", a.publish)
-	a.mux.HandleFunc("POST /api/broadcast", a.broadcast)
-	a.mux.HandleFunc("GET /api/channels", a.channels)
-	a.mux.HandleFunc("POST /api/disconnect", a.disconnect)
-	a.mux.HandleFunc("GET /api/info", a.info)
+	routes := []struct {
+		method, path string
+		h            http.HandlerFunc
+	}{
+		{"POST", "/api/publish", a.publish},
+		{"POST", "/api/broadcast", a.broadcast},
+		{"GET", "/api/channels", a.channels},
+		{"POST", "/api/disconnect", a.disconnect},
+		{"GET", "/api/info", a.info},
+	}
+	methods := map[string]string{}
+	for _, rt := range routes {
+		a.mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+		methods[rt.path] = rt.method
+	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := methods[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes %s, not %s", r.URL.Path, m, r.Method))
+			return
+		}
 		writeError(w, http.StatusNotFound, protocol.ErrUnknownCommand.WithMessage("no API method %s %s", r.Method, r.URL.Path))
 	})
 	return a

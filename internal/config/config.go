@@ -243,3 +243,14 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Default returns the configuration with every key at its default.
+func Default() Config {
+	fs := pflag.NewFlagSet("defaults", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	c, err := Load(fs, nil)
+	if err != nil {
+		panic(fmt.Sprintf("config: defaults are invalid: %v", err)) // a bug in Keys
+	}
+	return c
+}

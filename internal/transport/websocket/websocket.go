@@ -162,6 +162,9 @@ type conn struct {
 	lastRead atomic.Int64 // unix milliseconds of the last frame received
 	kaSlot   int          // owned by keepalive
 
+	// Owned by the session's writer:
+	broken bool // a write failed, possibly mid-frame: no close frame can follow
+
 	// Owned by the reader:
 	frag     []byte // a fragmented message being assembled
 	fragging bool
@@ -196,6 +199,7 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		bufPool.Put(bp)
 	}
 	if err != nil {
+		c.broken = true
 		if errors.Is(err, net.ErrClosed) {
 			return hub.ErrTransportClosed
 		}
@@ -215,6 +219,8 @@ type appendWriter struct{ b *[]byte }
 
 func (w appendWriter) Write(p []byte) (int, error) { *w.b = append(*w.b, p...); return len(p), nil }
 
+var errBroken = errors.New("websocket: connection broken by a failed write")
+
 // closeGrace is how long the server waits for the client to answer its close
 // frame before it drops the TCP connection.
 const closeGrace = 2 * time.Second
@@ -223,9 +229,14 @@ const closeGrace = 2 * time.Second
 // the TCP connection, and lets the reader drain the client's answer.
 func (c *conn) Close(d protocol.Disconnect) error {
 	c.hd.ka.remove(c)
-	body := ws.NewCloseFrameBody(ws.StatusCode(d.Code), d.Reason)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, werr := c.nc.Write(ws.MustCompileFrame(ws.NewCloseFrame(body)))
+	var werr error
+	if c.broken {
+		werr = errBroken
+	} else {
+		body := ws.NewCloseFrameBody(ws.StatusCode(d.Code), d.Reason)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, werr = c.nc.Write(ws.MustCompileFrame(ws.NewCloseFrame(body)))
+	}
 	c.mu.Lock()
 	c.closeSent = true
 	done := c.readerDone
