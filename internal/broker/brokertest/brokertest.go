@@ -1,0 +1,219 @@
+// Package brokertest is the conformance suite every broker.Broker
+// implementation runs against a real instance of its backend: offsets,
+// order, history queries and node-level subscription.
+package brokertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+)
+
+// collector is a broker.Handler that records deliveries.
+type collector struct {
+	mu   sync.Mutex
+	pubs map[string][]broker.Publication
+	seen chan struct{}
+}
+
+func newCollector() *collector {
+	return &collector{pubs: map[string][]broker.Publication{}, seen: make(chan struct{}, 1)}
+}
+
+func (c *collector) HandlePublication(channel string, pub broker.Publication, epoch string) {
+	c.mu.Lock()
+	c.pubs[channel] = append(c.pubs[channel], pub)
+	c.mu.Unlock()
+	select {
+	case c.seen <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) count(channel string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pubs[channel])
+}
+
+func (c *collector) waitCount(t *testing.T, channel string, n int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for c.count(channel) < n {
+		select {
+		case <-c.seen:
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("channel %s: %d deliveries, want %d", channel, c.count(channel), n)
+		}
+	}
+}
+
+// Run runs the suite. newBroker returns a fresh, not yet started broker; each
+// subtest uses channel names of its own.
+func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
+	ctx := context.Background()
+	start := func(t *testing.T) (broker.Broker, *collector) {
+		b := newBroker(t)
+		c := newCollector()
+		if err := b.Start(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		return b, c
+	}
+	opts := broker.PublishOptions{HistorySize: 5, HistoryTTL: time.Minute}
+	ch := func(t *testing.T) string { return "bt-" + t.Name() }
+
+	t.Run("OffsetsGrowByOne", func(t *testing.T) {
+		b, _ := start(t)
+		var epoch string
+		for i := 1; i <= 10; i++ {
+			pos, err := b.Publish(ctx, ch(t), []byte(fmt.Sprint(i)), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pos.Offset != uint64(i) {
+				t.Fatalf("publish %d got offset %d", i, pos.Offset)
+			}
+			if epoch == "" {
+				epoch = pos.Epoch
+			}
+			if pos.Epoch == "" || pos.Epoch != epoch {
+				t.Fatalf("epoch changed from %q to %q", epoch, pos.Epoch)
+			}
+		}
+	})
+
+	t.Run("DeliversOnlyWhenSubscribed", func(t *testing.T) {
+		b, c := start(t)
+		name := ch(t)
+		if _, err := b.Publish(ctx, name, []byte(`"before"`), opts); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Subscribe(ctx, name); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			if _, err := b.Publish(ctx, name, []byte(fmt.Sprint(i)), opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.waitCount(t, name, 20)
+		c.mu.Lock()
+		for i, p := range c.pubs[name] {
+			if p.Offset != uint64(i+2) || string(p.Data) != fmt.Sprint(i) {
+				t.Fatalf("delivery %d: offset %d data %s", i, p.Offset, p.Data)
+			}
+		}
+		c.mu.Unlock()
+		if err := b.Unsubscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctx, name, []byte(`"after"`), opts); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := c.count(name); n != 20 {
+			t.Fatalf("%d deliveries after unsubscribe, want 20", n)
+		}
+	})
+
+	t.Run("History", func(t *testing.T) {
+		b, _ := start(t)
+		name := ch(t)
+		var top broker.Position
+		for i := 1; i <= 8; i++ {
+			pos, err := b.Publish(ctx, name, []byte(fmt.Sprint(i)), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			top = pos
+		}
+		offsets := func(r broker.HistoryResult) string {
+			s := ""
+			for _, p := range r.Publications {
+				s += fmt.Sprint(p.Offset, " ")
+			}
+			return s
+		}
+		tests := []struct {
+			name string
+			q    broker.HistoryQuery
+			want string
+		}{
+			{"position only", broker.HistoryQuery{}, ""},
+			{"all kept", broker.HistoryQuery{Limit: -1}, "4 5 6 7 8 "},
+			{"limit", broker.HistoryQuery{Limit: 2}, "4 5 "},
+			{"reverse", broker.HistoryQuery{Limit: 2, Reverse: true}, "8 7 "},
+			{"since", broker.HistoryQuery{Limit: -1, Since: &broker.Position{Offset: 6, Epoch: top.Epoch}}, "7 8 "},
+			{"since top", broker.HistoryQuery{Limit: -1, Since: &top}, ""},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				r, err := b.History(ctx, name, tc.q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := offsets(r); got != tc.want {
+					t.Fatalf("offsets %q, want %q", got, tc.want)
+				}
+				if r.Position != top {
+					t.Fatalf("position %+v, want %+v", r.Position, top)
+				}
+			})
+		}
+		_, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1, Since: &broker.Position{Offset: 1, Epoch: "other"}})
+		if !errors.Is(err, broker.ErrEpochMismatch) {
+			t.Fatalf("other epoch: err = %v, want ErrEpochMismatch", err)
+		}
+	})
+
+	t.Run("EmptyChannelPosition", func(t *testing.T) {
+		b, _ := start(t)
+		r, err := b.History(ctx, ch(t), broker.HistoryQuery{Limit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Position.Offset != 0 || len(r.Publications) != 0 {
+			t.Fatalf("empty channel: %+v", r)
+		}
+	})
+
+	t.Run("ConcurrentPublishersKeepOrder", func(t *testing.T) {
+		b, c := start(t)
+		name := ch(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for p := 0; p < 4; p++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 50; i++ {
+					if _, err := b.Publish(ctx, name, []byte(`0`), opts); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		c.waitCount(t, name, 200)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, p := range c.pubs[name] {
+			if p.Offset != uint64(i+1) {
+				t.Fatalf("delivery %d has offset %d", i, p.Offset)
+			}
+		}
+	})
+}
