@@ -1,0 +1,538 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runIdle holds o.conns subscribed connections for o.hold and reports the
+// server's resident memory and goroutines per connection.
+func runIdle(ctx context.Context, e *env) (targetResult, error) {
+	var res targetResult
+	if err := sleepCtx(ctx, time.Second); err != nil { // let the server settle
+		return res, err
+	}
+	ps0, err := readProcStatus(e.t.PID)
+	if err != nil {
+		return res, err
+	}
+	g0 := e.t.goroutines(ctx)
+	channel, prefix := "idle", ""
+	if e.o.ownChannels {
+		channel, prefix = "", "idle."
+	}
+	m := e.startMeter()
+	or, err := e.open(ctx, channel, prefix, false)
+	if err != nil {
+		return res, err
+	}
+	setupCPU := e.stopMeter(m)
+	fmt.Fprintf(os.Stderr, "opened %d connections in %.1fs; holding for %s\n", or.opened, or.wall.Seconds(), e.o.hold)
+	hold := e.startMeter()
+	peak := ps0.RSSKiB
+	for end := time.Now().Add(e.o.hold); time.Now().Before(end); {
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return res, err
+		}
+		if ps, err := readProcStatus(e.t.PID); err == nil {
+			peak = max(peak, ps.RSSKiB)
+		}
+	}
+	held := e.stopMeter(hold)
+	ps1, err := readProcStatus(e.t.PID)
+	if err != nil {
+		return res, err
+	}
+	g1 := e.t.goroutines(ctx)
+	st, err := e.f.stats(ctx, false)
+	if err != nil {
+		return res, err
+	}
+	n := float64(or.opened)
+	s := &res.Summary
+	or.addSetup(s)
+	s.add("server_rss_before_kib", float64(ps0.RSSKiB), "KiB", "")
+	s.add("server_rss_kib", float64(ps1.RSSKiB), "KiB", "-")
+	s.add("server_rss_peak_kib", float64(peak), "KiB", "-")
+	s.add("rss_per_conn_kib", float64(ps1.RSSKiB-ps0.RSSKiB)/n, "KiB", "-")
+	s.add("anon_per_conn_kib", float64(ps1.RSSAnonKiB-ps0.RSSAnonKiB)/n, "KiB", "-")
+	gpc := math.NaN()
+	if g0 >= 0 && g1 >= 0 {
+		gpc = float64(g1-g0) / n
+	}
+	s.add("goroutines_per_conn", gpc, "count", "-")
+	s.add("server_threads", float64(ps1.Threads), "count", "")
+	s.add("server_fds", float64(ps1.FDs), "count", "")
+	s.add("setup_server_cpu_s", setupCPU.srvCPU, "s", "-")
+	s.add("setup_client_cpu_s", setupCPU.cliCPU, "s", "")
+	s.add("hold_server_cpu_pct", held.srvPct, "%core", "-")
+	s.add("hold_client_cpu_pct", held.cliPct, "%core", "")
+	s.add("closed_during_hold", float64(sumCloses(st)), "count", "-")
+	setupCPU.addNet(s)
+	return res, nil
+}
+
+// publisher publishes through the target's HTTP API at a steady rate, from
+// o.publishers concurrent keep-alive connections.
+type publisher struct {
+	ok, failed atomic.Uint64
+	httpLat    hist
+	mu         sync.Mutex
+	firstErr   error
+}
+
+// publishHTTP publishes rate publications per second for d; channelOf and
+// seqOf give each publication's channel and sequence number from its index.
+// Each carries the time it was due, so a backlog in the publisher or the
+// server's API counts as latency.
+func (e *env) publishHTTP(ctx context.Context, rate float64, d time.Duration, channelOf func(i uint64) string, seqOf func(i uint64) uint64) *publisher {
+	p := &publisher{}
+	total := uint64(math.Round(rate * d.Seconds()))
+	type job struct {
+		i   uint64
+		due time.Time
+	}
+	jobs := make(chan job, 1<<16)
+	pad := e.o.payload - 40
+	var wg sync.WaitGroup
+	for k := 0; k < e.o.publishers; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local hist
+			for j := range jobs {
+				t0 := time.Now()
+				err := e.t.publish(ctx, channelOf(j.i), payload(j.due.UnixNano(), seqOf(j.i), pad))
+				if err != nil {
+					p.failed.Add(1)
+					p.mu.Lock()
+					if p.firstErr == nil {
+						p.firstErr = err
+					}
+					p.mu.Unlock()
+					continue
+				}
+				local.record(uint64(time.Since(t0).Microseconds()))
+				p.ok.Add(1)
+			}
+			p.mu.Lock()
+			p.httpLat.merge(&local)
+			p.mu.Unlock()
+		}()
+	}
+	start := time.Now()
+	interval := float64(time.Second) / rate
+	for i := uint64(0); i < total && ctx.Err() == nil; i++ {
+		due := start.Add(time.Duration(float64(i) * interval))
+		if wait := time.Until(due); wait > time.Millisecond {
+			time.Sleep(wait)
+		}
+		jobs <- job{i, due}
+	}
+	close(jobs)
+	wg.Wait()
+	return p
+}
+
+// drainUntil polls the workers until want publications were received, or
+// nothing more arrives for a second, or o.drain has passed.
+func (e *env) drainUntil(ctx context.Context, want uint64) (pstats, error) {
+	deadline := time.Now().Add(e.o.drain)
+	var last uint64
+	lastChange := time.Now()
+	for {
+		st, err := e.f.stats(ctx, false)
+		if err != nil {
+			return st, err
+		}
+		if st.Received >= want || time.Now().After(deadline) || time.Since(lastChange) > time.Second {
+			return st, nil
+		}
+		if st.Received != last {
+			last, lastChange = st.Received, time.Now()
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return st, err
+		}
+	}
+}
+
+// stepOutcome is one publishing step's figures.
+type stepOutcome struct {
+	m    metrics
+	good bool
+	why  string
+}
+
+// measureStep runs one publishing step with publish (which returns how many
+// publications succeeded and failed) and turns the deliveries into figures.
+// subsPerPub is how many deliveries each publication should make.
+func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, publish func() (ok, failed uint64, httpP99 float64)) (stepOutcome, error) {
+	if _, err := e.f.stats(ctx, true); err != nil {
+		return stepOutcome{}, err
+	}
+	m := e.startMeter()
+	t0 := time.Now()
+	ok, failed, httpP99 := publish()
+	pubWall := time.Since(t0).Seconds()
+	want := ok * subsPerPub
+	st, err := e.drainUntil(ctx, want)
+	if err != nil {
+		return stepOutcome{}, err
+	}
+	ms := e.stopMeter(m)
+	lost := int64(want) - int64(st.Received)
+	var out stepOutcome
+	r := &out.m
+	r.add("rate", rate, "pub/s", "")
+	r.add("published", float64(ok), "count", "")
+	r.add("publish_errors", float64(failed), "count", "-")
+	r.add("delivered", float64(st.Received), "count", "")
+	r.add("delivered_per_s", float64(st.Received)/pubWall, "msg/s", "+")
+	r.add("lost", float64(max(lost, 0)), "count", "-")
+	r.add("gaps", float64(st.Gaps), "count", "-")
+	r.add("p50_ms", float64(st.Lat.quantile(0.50))/1000, "ms", "-")
+	r.add("p99_ms", float64(st.Lat.quantile(0.99))/1000, "ms", "-")
+	r.add("p999_ms", float64(st.Lat.quantile(0.999))/1000, "ms", "-")
+	r.add("max_ms", float64(st.Lat.Max)/1000, "ms", "-")
+	r.add("closed", float64(sumCloses(st)), "count", "-")
+	r.add("slow_4001", float64(st.Closes[4001]), "count", "-")
+	if !math.IsNaN(httpP99) {
+		r.add("api_p99_ms", httpP99, "ms", "-")
+	}
+	ms.addCPU(r)
+	ms.addNet(r)
+	p99 := st.Lat.quantile(0.99)
+	switch {
+	case lost > 0 || failed > 0 || st.Gaps > 0 || sumCloses(st) > 0:
+		out.why = fmt.Sprintf("lost %d, publish errors %d, gaps %d, closed %d", max(lost, 0), failed, st.Gaps, sumCloses(st))
+	case time.Duration(p99)*time.Microsecond > e.o.maxP99:
+		out.why = fmt.Sprintf("p99 %.1f ms over %s", float64(p99)/1000, e.o.maxP99)
+	default:
+		out.good = true
+	}
+	return out, nil
+}
+
+// rampRates runs step at o.rate, then, with --find-max, at rates raised by
+// o.rateFactor until a step is not good. It returns the steps and the last
+// good one (nil if none).
+func (e *env) rampRates(ctx context.Context, res *targetResult, runStep func(rate float64) (stepOutcome, error)) (*stepOutcome, error) {
+	var best *stepOutcome
+	rate := e.o.rate
+	for i := 0; i < e.o.maxSteps; i++ {
+		fmt.Fprintf(os.Stderr, "step %d: %.0f publications/s for %s\n", i+1, rate, e.o.duration)
+		out, err := runStep(rate)
+		if err != nil {
+			return best, err
+		}
+		res.Steps = append(res.Steps, step{Name: strconv.Itoa(i + 1), M: out.m})
+		if !out.good {
+			e.notes = append(e.notes, fmt.Sprintf("step %d (%.0f/s) failed the bound: %s", i+1, rate, out.why))
+			break
+		}
+		best = &out
+		if !e.o.findMax {
+			break
+		}
+		next := math.Round(rate * e.o.rateFactor)
+		if next > e.o.maxRate {
+			break
+		}
+		rate = next
+		if err := sleepCtx(ctx, e.o.pause); err != nil {
+			return best, err
+		}
+		if !e.t.alive() {
+			return best, fmt.Errorf("server exited")
+		}
+	}
+	if !e.o.findMax && best == nil && len(res.Steps) > 0 {
+		// A single fixed-rate step: report it even when it missed the bound.
+		return &stepOutcome{m: res.Steps[0].M}, nil
+	}
+	return best, nil
+}
+
+// summarize copies the figures of the chosen step into the summary.
+func summarize(res *targetResult, best *stepOutcome, findMax bool) {
+	if best == nil {
+		res.Summary.add("max_good_rate", 0, "pub/s", "+")
+		return
+	}
+	for _, m := range best.m {
+		if findMax && m.Key == "rate" {
+			m.Key, m.Better = "max_good_rate", "+"
+		}
+		res.Summary = append(res.Summary, m)
+	}
+}
+
+// runBroadcast: o.conns subscribers on one channel, one publisher.
+func runBroadcast(ctx context.Context, e *env) (targetResult, error) {
+	var res targetResult
+	or, err := e.open(ctx, "bcast", "", false)
+	if err != nil {
+		return res, err
+	}
+	or.addSetup(&res.Summary)
+	if err := e.warm(ctx, e.o.payload-40); err != nil {
+		return res, err
+	}
+	var seq atomic.Uint64
+	best, err := e.rampRates(ctx, &res, func(rate float64) (stepOutcome, error) {
+		return e.measureStep(ctx, rate, uint64(or.opened), func() (uint64, uint64, float64) {
+			p := e.publishHTTP(ctx, rate, e.o.duration,
+				func(uint64) string { return "bcast" },
+				func(uint64) uint64 { return seq.Add(1) })
+			if p.firstErr != nil {
+				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
+			}
+			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000
+		})
+	})
+	summarize(&res, best, e.o.findMax)
+	return res, err
+}
+
+// runChannels: o.conns subscribers each on its own channel; publications
+// spread over the channels through the API or client publish commands.
+func runChannels(ctx context.Context, e *env) (targetResult, error) {
+	var res targetResult
+	const prefix = "ch."
+	or, err := e.open(ctx, "", prefix, false)
+	if err != nil {
+		return res, err
+	}
+	or.addSetup(&res.Summary)
+	if err := e.warm(ctx, e.o.payload-40); err != nil {
+		return res, err
+	}
+	n := uint64(e.o.conns)
+	var round atomic.Uint64 // HTTP: sequence numbers continue across steps
+	best, err := e.rampRates(ctx, &res, func(rate float64) (stepOutcome, error) {
+		return e.measureStep(ctx, rate, 1, func() (uint64, uint64, float64) {
+			if e.o.via == "ws" {
+				return e.publishWS(ctx, rate)
+			}
+			base := round.Load()
+			total := uint64(math.Round(rate * e.o.duration.Seconds()))
+			round.Add((total + n - 1) / n)
+			p := e.publishHTTP(ctx, rate, e.o.duration,
+				func(i uint64) string { return prefix + strconv.FormatUint(i%n, 10) },
+				func(i uint64) uint64 { return base + i/n + 1 })
+			if p.firstErr != nil {
+				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
+			}
+			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000
+		})
+	})
+	summarize(&res, best, e.o.findMax)
+	return res, err
+}
+
+// publishWS has every worker publish its share of rate from its own
+// connections, each to its own channel.
+func (e *env) publishWS(ctx context.Context, rate float64) (ok, failed uint64, httpP99 float64) {
+	ans, err := e.f.each(ctx, func(i int, wp *workerProc) (workerAnswer, error) {
+		_, count := share(e.o.conns, len(e.f), i)
+		return wp.call(ctx, workerRequest{
+			Op: "publish", Rate: rate * float64(count) / float64(e.o.conns),
+			DurationMs: int(e.o.duration.Milliseconds()), PadBytes: e.o.payload - 40,
+		})
+	})
+	if err != nil {
+		e.notes = append(e.notes, "publish: "+err.Error())
+	}
+	for _, a := range ans {
+		ok += a.Published
+		failed += a.PubErrors
+	}
+	return ok, failed, math.NaN()
+}
+
+// runReconnect drops every client at once and measures how long they take
+// to be back and subscribed, while a publisher keeps publishing.
+func runReconnect(ctx context.Context, e *env) (targetResult, error) {
+	var res targetResult
+	drop := e.o.drop
+	if e.t.Name == kindBaseline && drop == "api" {
+		drop = "restart"
+		e.notes = append(e.notes, "the baseline has no disconnect API: dropped by restarting it")
+	}
+	if drop == "restart" && e.t.argvFor == nil {
+		return res, fmt.Errorf("--drop restart needs a server the tool starts (not --url)")
+	}
+	or, err := e.open(ctx, "rc", "", drop == "api")
+	if err != nil {
+		return res, err
+	}
+	or.addSetup(&res.Summary)
+	if err := e.warm(ctx, e.o.payload-40); err != nil {
+		return res, err
+	}
+	var ids []string
+	if drop == "api" {
+		ans, err := e.f.all(ctx, workerRequest{Op: "ids"})
+		if err != nil {
+			return res, err
+		}
+		for _, a := range ans {
+			ids = append(ids, a.IDs...)
+		}
+	}
+	if _, err := e.f.all(ctx, workerRequest{Op: "reconnect", Enable: true, JitterMs: int(e.o.jitter.Milliseconds())}); err != nil {
+		return res, err
+	}
+	if _, err := e.f.stats(ctx, true); err != nil {
+		return res, err
+	}
+	// A publisher keeps going on the channel through the drop, so that
+	// offsets show what reconnecting clients missed.
+	pubCtx, stopPub := context.WithCancel(ctx)
+	var seq atomic.Uint64
+	pubDone := make(chan *publisher, 1)
+	go func() {
+		pubDone <- e.publishHTTP(pubCtx, e.o.rate, e.o.recoverLimit+30*time.Second,
+			func(uint64) string { return "rc" }, func(uint64) uint64 { return seq.Add(1) })
+	}()
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		stopPub()
+		return res, err
+	}
+	m := e.startMeter()
+	t0 := time.Now()
+	var dropWall time.Duration
+	switch drop {
+	case "api":
+		dropWall, err = e.disconnectAll(ctx, ids)
+	case "restart":
+		err = e.t.restart(ctx)
+		dropWall = time.Since(t0)
+	}
+	if err != nil {
+		stopPub()
+		<-pubDone
+		return res, err
+	}
+	fmt.Fprintf(os.Stderr, "dropped %d clients (%s) in %.2fs; waiting for them to come back\n", or.opened, drop, dropWall.Seconds())
+	var back, total int
+	var lastBack int64
+	var backHist hist
+	deadline := t0.Add(e.o.recoverLimit)
+	for {
+		ans, err := e.f.all(ctx, workerRequest{Op: "status", Since: t0.UnixNano()})
+		if err != nil {
+			stopPub()
+			<-pubDone
+			return res, err
+		}
+		back, total, lastBack, backHist = 0, 0, 0, hist{}
+		for _, a := range ans {
+			back += a.Back
+			total += a.Total
+			lastBack = max(lastBack, a.LastBackNs)
+			backHist.merge(a.BackHist.hist())
+		}
+		if back >= or.opened || time.Now().After(deadline) {
+			break
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			stopPub()
+			<-pubDone
+			return res, err
+		}
+	}
+	ms := e.stopMeter(m)
+	// Keep publishing a moment after everyone is back, then stop.
+	_ = sleepCtx(ctx, time.Second)
+	stopPub()
+	p := <-pubDone
+	st, err := e.drainUntil(ctx, 0)
+	if err != nil {
+		return res, err
+	}
+	s := &res.Summary
+	s.add("dropped", float64(sumCloses(st)), "count", "")
+	s.add("back", float64(back), "count", "+")
+	allBack := math.NaN()
+	if back >= or.opened && lastBack > 0 {
+		allBack = float64(lastBack-t0.UnixNano()) / 1e9
+	}
+	s.add("all_back_s", allBack, "s", "-")
+	s.add("back_p50_s", float64(backHist.quantile(0.5))/1e6, "s", "-")
+	s.add("back_p99_s", float64(backHist.quantile(0.99))/1e6, "s", "-")
+	s.add("drop_wall_s", dropWall.Seconds(), "s", "")
+	lost := math.NaN()
+	if drop == "api" && e.t.Name == kindSwitchboard && st.EpochChanged == 0 {
+		lost = float64(st.ResubGapped + st.Gaps)
+	}
+	s.add("lost_by_offset", lost, "count", "-")
+	s.add("publications", float64(p.ok.Load()), "count", "")
+	s.add("publish_errors", float64(p.failed.Load()), "count", "")
+	ms.addCPU(s)
+	ms.addNet(s)
+	if math.IsNaN(lost) {
+		e.notes = append(e.notes, "lost publications not measured: offsets do not survive a restart (new epoch), and the baseline has none")
+	} else {
+		e.notes = append(e.notes, "lost_by_offset counts publications a client missed while away (offset in the resubscribe reply minus the last it received); the protocol has no recovery yet, so it is not expected to be 0")
+	}
+	if back < or.opened {
+		e.notes = append(e.notes, fmt.Sprintf("only %d of %d clients were back after %s", back, or.opened, e.o.recoverLimit))
+	}
+	return res, nil
+}
+
+// disconnectAll asks the server to disconnect every client id with
+// reconnect advice, from o.publishers concurrent requests.
+func (e *env) disconnectAll(ctx context.Context, ids []string) (time.Duration, error) {
+	start := time.Now()
+	ch := make(chan string)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for k := 0; k < max(e.o.publishers, 32); k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ch {
+				if err := e.t.api(ctx, "POST", "/api/disconnect", map[string]any{"client": id, "reconnect": true}, nil); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		ch <- id
+	}
+	close(ch)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		e.notes = append(e.notes, fmt.Sprintf("%d disconnect calls failed", n))
+	}
+	return time.Since(start), nil
+}
+
+func sumCloses(st pstats) uint64 {
+	var n uint64
+	for _, v := range st.Closes {
+		n += v
+	}
+	return n
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// target is the server under test: Switchboard or the Node.js baseline,
+// started by the tool (so it knows the pid and can restart it) or already
+// running (--url with --server-pid).
+type target struct {
+	Name   string // kindSwitchboard or kindBaseline
+	Addr   string // host:port
+	PID    int
+	APIKey string
+
+	argvFor func(addr string) []string // how to start it; nil when external
+	cpus    string                     // CPU list it is pinned to, or ""
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process exits
+	logs    *tailBuffer
+
+	http *http.Client
+}
+
+// targetSpec says how to get a target.
+type targetSpec struct {
+	Kind string
+	// ArgvFor returns the command that starts the server listening on addr
+	// ("" for any free port on 127.0.0.1). Nil with URL set: use a running
+	// server.
+	ArgvFor func(addr string) []string
+	// URL of a running server (http://host:port), with PID.
+	URL string
+	PID int
+	// CPUs to pin the started server to ("" for none).
+	CPUs   string
+	APIKey string
+}
+
+var listenLine = regexp.MustCompile(`listening.*?http://([0-9.]+:[0-9]+)`)
+
+// startTarget starts (or attaches to) the server described by spec and
+// waits until it accepts connections.
+func startTarget(ctx context.Context, spec targetSpec) (*target, error) {
+	t := &target{Name: spec.Kind, APIKey: spec.APIKey, cpus: spec.CPUs, logs: &tailBuffer{max: 40}}
+	t.http = &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 256,
+			MaxConnsPerHost:     256,
+			IdleConnTimeout:     30 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+	if spec.ArgvFor == nil {
+		if spec.URL == "" {
+			return nil, errors.New("target: neither a command nor a URL")
+		}
+		t.Addr = strings.TrimPrefix(strings.TrimPrefix(spec.URL, "http://"), "ws://")
+		t.Addr = strings.TrimSuffix(t.Addr, "/")
+		t.PID = spec.PID
+		if t.PID == 0 {
+			return nil, errors.New("target: --server-pid is required with --url (memory and CPU are read from /proc/<pid>)")
+		}
+		return t, nil
+	}
+	t.argvFor = spec.ArgvFor
+	if err := t.start(ctx, ""); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// start runs the server command, listening on addr ("" for a free port).
+func (t *target) start(ctx context.Context, addr string) error {
+	argv := t.argvFor(addr)
+	if t.cpus != "" {
+		tp, err := exec.LookPath("taskset")
+		if err != nil {
+			return fmt.Errorf("start %s: pinning needs taskset: %w", t.Name, err)
+		}
+		argv = append([]string{tp, "-c", t.cpus}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", t.Name, err)
+	}
+	t.cmd, t.PID = cmd, cmd.Process.Pid
+	t.done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = pw.Close()
+		close(t.done)
+	}()
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			t.logs.add(line)
+			if m := listenLine.FindStringSubmatch(line); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	select {
+	case a := <-found:
+		t.Addr = a
+	case <-t.done:
+		return fmt.Errorf("start %s: exited early; its last output:\n%s", t.Name, t.logs.String())
+	case <-timer.C:
+		t.stop()
+		return fmt.Errorf("start %s: no \"listening\" line within 20s; its last output:\n%s", t.Name, t.logs.String())
+	case <-ctx.Done():
+		t.stop()
+		return ctx.Err()
+	}
+	// Wait until it accepts TCP connections.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", t.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			t.stop()
+			return fmt.Errorf("start %s: %s does not accept: %w", t.Name, t.Addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// stop ends a server the tool started: SIGTERM, then SIGKILL after 15s.
+func (t *target) stop() {
+	if t.cmd == nil {
+		return
+	}
+	_ = t.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-t.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-t.cmd.Process.Pid, syscall.SIGKILL)
+		_ = t.cmd.Process.Kill()
+		<-t.done
+	}
+	t.cmd = nil
+}
+
+// restart stops the server and starts it again on the same address.
+func (t *target) restart(ctx context.Context) error {
+	if t.argvFor == nil {
+		return errors.New("restart: the tool did not start this server")
+	}
+	t.stop()
+	return t.start(ctx, t.Addr)
+}
+
+// alive reports whether a server the tool started still runs.
+func (t *target) alive() bool {
+	if t.cmd == nil {
+		return t.argvFor == nil // external: assume so
+	}
+	select {
+	case <-t.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// publish publishes data to channel through the server's HTTP API (the
+// keep-alive connections of t.http).
+func (t *target) publish(ctx context.Context, channel string, data []byte) error {
+	body := make([]byte, 0, len(data)+len(channel)+32)
+	body = append(body, `{"channel":"`...)
+	body = append(body, channel...)
+	body = append(body, `","data":`...)
+	body = append(body, data...)
+	body = append(body, '}')
+	path := "/publish"
+	if t.Name == kindSwitchboard {
+		path = "/api/publish"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+t.Addr+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if t.Name == kindSwitchboard {
+		req.Header.Set("Authorization", "apikey "+t.APIKey)
+	}
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("publish: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// api calls a Switchboard server API method and decodes the result into out.
+func (t *target) api(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+t.Addr+path, body)
+	if err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	req.Header.Set("Authorization", "apikey "+t.APIKey)
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("api %s: HTTP %d: %.200s", path, resp.StatusCode, b)
+	}
+	if out == nil {
+		return nil
+	}
+	var env struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	if err := json.Unmarshal(env.Result, out); err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	return nil
+}
+
+// goroutines reads go_goroutines from a Switchboard server's /metrics, or
+// returns -1.
+func (t *target) goroutines(ctx context.Context) int {
+	if t.Name != kindSwitchboard {
+		return -1
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.Addr+"/metrics", nil)
+	if err != nil {
+		return -1
+	}
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var n int
+		if _, err := fmt.Sscanf(sc.Text(), "go_goroutines %d", &n); err == nil {
+			return n
+		}
+	}
+	return -1
+}
+
+// tailBuffer keeps the last lines of a process's output.
+type tailBuffer struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (b *tailBuffer) add(l string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, l)
+	if len(b.lines) > b.max {
+		b.lines = b.lines[len(b.lines)-b.max:]
+	}
+}
+
+// String returns the kept lines.
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.lines, "\n")
+}
+
+// selfCPU returns the CPU seconds used so far by this process.
+func selfCPU() float64 {
+	c, _ := procCPU(os.Getpid())
+	return c
+}
