@@ -1,0 +1,310 @@
+// End-to-end tests of the demo chat page (web/static) in a real browser
+// against a real switchboard binary.
+//
+// The binary is built from this checkout (or taken from SWITCHBOARD_BIN),
+// started on a free loopback port, and driven with headless Chromium through
+// playwright-core. Every wait is bounded, and the server and the browser are
+// stopped at the end even when a test fails.
+//
+// Set E2E_SCREENSHOT=/some/file.png to save a picture of the chat page, and
+// E2E_VERBOSE=1 to see the server's log.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const API_KEY = 'e2e-test-key';
+
+const BUILD_TIMEOUT = 240_000; // a cold Go build cache is slow; a warm one takes seconds
+const START_TIMEOUT = 10_000;
+const STOP_TIMEOUT = 15_000;
+const CONNECT_TIMEOUT = 10_000;
+const DELIVERY_TIMEOUT = 5_000;
+// After a restart the page retries with backoff: with the server gone for
+// about a second, its next attempt comes within a few seconds.
+const RECONNECT_TIMEOUT = 30_000;
+const TEST_TIMEOUT = 60_000;
+
+let tmpDir; // holds the binary (when built here) and the browser profile
+let bin;
+let server; // the running server, see startServer
+let context; // the browser
+const running = new Set(); // child processes to kill if we exit early
+
+// startServer runs "switchboard serve" on addr and resolves once its log
+// says where it listens.
+function startServer(addr) {
+  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', API_KEY, '--shutdown-timeout', '5s'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.add(proc);
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  exited.then(() => running.delete(proc));
+  const srv = { proc, exited, log: [], addr: '', url: '' };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`server did not report its address within ${START_TIMEOUT} ms`)), START_TIMEOUT);
+    function fail(err) {
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      reject(new Error(`${err.message}\nserver log:\n${srv.log.join('\n')}`));
+    }
+    let partial = '';
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      if (process.env.E2E_VERBOSE) process.stderr.write(chunk);
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        srv.log.push(line);
+        const m = line.includes('switchboard listening') && line.match(/addr="?http:\/\/([^\s"]+)/);
+        if (m && !srv.addr) {
+          clearTimeout(timer);
+          srv.addr = m[1];
+          srv.url = `http://${m[1]}/`;
+          resolve(srv);
+        }
+      }
+    });
+    proc.once('error', fail);
+    exited.then((code) => {
+      if (!srv.addr) fail(new Error(`server exited with ${code} before listening`));
+    });
+  });
+}
+
+// stopServer sends SIGTERM and waits for the process to exit, killing it if
+// it takes too long.
+async function stopServer(srv) {
+  if (srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
+  srv.proc.kill('SIGTERM');
+  const timer = setTimeout(() => srv.proc.kill('SIGKILL'), STOP_TIMEOUT);
+  await srv.exited;
+  clearTimeout(timer);
+}
+
+// Safety net: never leave a server behind, whatever happens to this process.
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
+// openChat opens the demo in a new tab and waits until it is connected.
+async function openChat(name) {
+  const page = await context.newPage();
+  // Uncaught exceptions only: the console also reports each refused
+  // WebSocket while the server is down, which is expected.
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err));
+  page.sockets = 0;
+  page.on('websocket', () => page.sockets++);
+  await page.goto(server.url, { timeout: CONNECT_TIMEOUT });
+  await waitForState(page, 'connected', CONNECT_TIMEOUT);
+  await page.fill('#name', name);
+  return page;
+}
+
+// waitForState waits until the page's #status shows state.
+async function waitForState(page, state, timeout) {
+  try {
+    await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+  } catch (err) {
+    const now = await page.textContent('#status').catch(() => '?');
+    throw new Error(`status did not become ${state} within ${timeout} ms (it shows "${now}")`, { cause: err });
+  }
+}
+
+async function send(page, text) {
+  await page.fill('#message', text);
+  await page.click('#send', { timeout: DELIVERY_TIMEOUT });
+}
+
+// waitForMessage waits for the latest chat message containing text and returns
+// its user name, its text, and whether the page marked it as its own.
+async function waitForMessage(page, text) {
+  const item = page.locator('#messages li.msg').filter({ has: page.locator('.text', { hasText: text }) }).last();
+  await item.waitFor({ timeout: DELIVERY_TIMEOUT });
+  return item.evaluate((li) => ({
+    user: li.querySelector('.user').textContent,
+    text: li.querySelector('.text').textContent,
+    mine: li.classList.contains('mine'),
+  }));
+}
+
+async function notes(page) {
+  return page.locator('#messages li.note').allTextContents();
+}
+
+// waitForNote waits for a line from the page itself that starts with prefix.
+async function waitForNote(page, prefix, timeout) {
+  try {
+    await page.waitForFunction(
+      (p) => [...document.querySelectorAll('#messages li.note')].some((li) => li.textContent.startsWith(p)),
+      prefix,
+      { timeout },
+    );
+  } catch (err) {
+    throw new Error(`no note "${prefix}..." within ${timeout} ms; notes: ${JSON.stringify(await notes(page))}`, { cause: err });
+  }
+}
+
+function assertNoPageErrors(...pages) {
+  for (const page of pages) assert.deepEqual(page.errors.map(String), [], 'errors in the page');
+}
+
+async function closePages(...pages) {
+  await Promise.all(pages.map((p) => p.close().catch(() => {})));
+}
+
+// chatTest is test() with a time limit and a running server, and with the
+// end of the server's log in the report when the test fails.
+function chatTest(name, fn) {
+  test(name, { timeout: TEST_TIMEOUT }, async (t) => {
+    // A test that failed halfway may have left the server stopped.
+    if (server.proc.exitCode !== null || server.proc.signalCode !== null) server = await startServer('127.0.0.1:0');
+    try {
+      await fn(t);
+    } catch (err) {
+      t.diagnostic(`server log (last lines):\n${server?.log.slice(-20).join('\n')}`);
+      throw err;
+    }
+  });
+}
+
+before(async () => {
+  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+  bin = process.env.SWITCHBOARD_BIN;
+  if (!bin) {
+    bin = path.join(tmpDir, 'switchboard');
+    await promisify(execFile)('go', ['build', '-o', bin, './cmd/switchboard'], {
+      cwd: repoRoot,
+      timeout: BUILD_TIMEOUT,
+      killSignal: 'SIGKILL',
+    });
+  }
+  server = await startServer('127.0.0.1:0');
+  const profile = fs.mkdtempSync(path.join(tmpDir, 'profile-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}, { timeout: BUILD_TIMEOUT + 30_000 });
+
+after(async () => {
+  await context?.close().catch(() => {});
+  if (server) await stopServer(server);
+  for (const proc of running) proc.kill('SIGKILL');
+  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
+});
+
+chatTest('a message sent from one page shows in both', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  try {
+    const text = `hello bob ${Date.now()}`;
+    await send(alice, text);
+    assert.deepEqual(await waitForMessage(bob, text), { user: 'alice', text, mine: false });
+    const own = await waitForMessage(alice, text);
+    assert.equal(own.user, 'alice');
+    // The sender marks its own message once the publish reply arrives.
+    await alice.waitForSelector('#messages li.msg.mine', { timeout: DELIVERY_TIMEOUT });
+    assert.equal(await alice.inputValue('#message'), '', 'the composer is cleared after sending');
+
+    // User text is shown as text, never interpreted as HTML.
+    const markup = '<img src=x onerror="window.pwned=1"><b>bold</b>';
+    await send(bob, markup);
+    assert.equal((await waitForMessage(alice, markup)).text, markup);
+    assert.equal(await alice.locator('#messages img, #messages b').count(), 0);
+    assert.equal(await alice.evaluate(() => window.pwned), undefined);
+
+    if (process.env.E2E_SCREENSHOT) {
+      await send(bob, 'Hi alice! This is the Switchboard demo chat.');
+      await waitForMessage(alice, 'Hi alice!');
+      await alice.setViewportSize({ width: 420, height: 640 });
+      await alice.screenshot({ path: process.env.E2E_SCREENSHOT, timeout: DELIVERY_TIMEOUT });
+    }
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await closePages(alice, bob);
+  }
+});
+
+chatTest('pages reconnect by themselves after a server restart', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  try {
+    const addr = server.addr;
+    await stopServer(server);
+    for (const page of [alice, bob]) {
+      await waitForNote(page, 'Connection lost (4000', CONNECT_TIMEOUT);
+      // The status alternates between a countdown and short "connecting"
+      // attempts while the server is down; catch a countdown.
+      await page.waitForFunction(
+        () => /^reconnecting in \d+\.\ds$/.test(document.getElementById('status').textContent),
+        null,
+        { timeout: CONNECT_TIMEOUT },
+      );
+      assert.ok(await page.isDisabled('#send'), 'sending is disabled while offline');
+    }
+
+    server = await startServer(addr); // the same port: the pages know no other
+    assert.equal(server.addr, addr);
+    await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
+    await Promise.all([alice, bob].map((p) => waitForNote(p, 'Reconnected.', DELIVERY_TIMEOUT)));
+
+    // The pages subscribed again: chat works both ways.
+    const text1 = `back again ${Date.now()}`;
+    await send(bob, text1);
+    assert.equal((await waitForMessage(alice, text1)).user, 'bob');
+    const text2 = `welcome back ${Date.now()}`;
+    await send(alice, text2);
+    assert.equal((await waitForMessage(bob, text2)).user, 'alice');
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await closePages(alice, bob);
+  }
+});
+
+chatTest('a page does not reconnect after a 4500+ close code', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  try {
+    // disconnect closes a client with 4500 (reconnect false) or 4003 (true).
+    const disconnect = async (page, reconnect) => {
+      const client = await page.getAttribute('#status', 'data-client');
+      assert.ok(client, 'the page shows its client id');
+      const res = await fetch(`${server.url}api/disconnect`, {
+        method: 'POST',
+        headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ client, reconnect }),
+        signal: AbortSignal.timeout(DELIVERY_TIMEOUT),
+      });
+      assert.equal(res.status, 200, await res.text());
+    };
+
+    await disconnect(alice, false);
+    await waitForNote(alice, 'Disconnected by the server (4500', CONNECT_TIMEOUT);
+    await waitForState(alice, 'disconnected', CONNECT_TIMEOUT);
+    const sockets = alice.sockets;
+
+    await disconnect(bob, true);
+    await waitForNote(bob, 'Connection lost (4003', CONNECT_TIMEOUT);
+    await waitForNote(bob, 'Reconnected.', RECONNECT_TIMEOUT);
+    await waitForState(bob, 'connected', CONNECT_TIMEOUT);
+
+    // Proving that nothing happens takes a wait. The page's first retry
+    // would come within 500 ms; give it three times that.
+    await alice.waitForTimeout(1500);
+    assert.equal(alice.sockets, sockets, 'no new WebSocket after 4500');
+    assert.equal(await alice.textContent('#status'), 'disconnected');
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await closePages(alice, bob);
+  }
+});
