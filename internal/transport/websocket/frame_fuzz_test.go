@@ -1,0 +1,76 @@
+package websocket
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardhq/switchboard/internal/broker/memory"
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// sink is a hub.Transport that discards what it is given.
+type sink struct{}
+
+func (sink) Name() string                      { return "fuzz" }
+func (sink) WriteMessages([]hub.Message) error { return nil }
+func (sink) Close(protocol.Disconnect) error   { return nil }
+
+// FuzzProcess feeds arbitrary bytes, whole and split in two, to the frame
+// parser: it must never panic, never consume more than it was given, and
+// either ask for more bytes or stop with a disconnect.
+func FuzzProcess(f *testing.F) {
+	frame := func(fr ws.Frame) []byte {
+		b, err := ws.CompileFrame(ws.MaskFrameInPlace(fr))
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
+	sub := frame(ws.NewTextFrame([]byte(`{"command":"subscribe","channel":"c","id":1}`)))
+	f.Add(sub, 3)
+	f.Add(append(frame(ws.NewPingFrame([]byte("x"))), sub...), 10)
+	f.Add(frame(ws.NewBinaryFrame([]byte{1, 2, 3})), 1)
+	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "bye"))), 2)
+	f.Add(frame(ws.Frame{Header: ws.Header{OpCode: ws.OpText}, Payload: []byte(`{"comm`)}), 4)
+	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, 5) // huge length
+	f.Add([]byte{0x81, 0x7e, 0x00}, 1)
+
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}))
+	if err := h.Start(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
+	hd.opts.setDefaults()
+	hd.ka = newKeepalive(time.Hour, 2*time.Hour)
+	defer hd.Close()
+
+	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		c := &conn{hd: hd}
+		c.sess = h.NewSession(sink{}, hub.SessionInfo{})
+		defer c.sess.PeerGone()
+		if split < 0 || split > len(data) {
+			split = len(data) / 2
+		}
+		buf := append([]byte(nil), data[:split]...)
+		for _, more := range [][]byte{nil, data[split:]} {
+			buf = append(buf, more...)
+			consumed, need, d := c.process(buf)
+			if consumed < 0 || consumed > len(buf) {
+				t.Fatalf("consumed %d of %d", consumed, len(buf))
+			}
+			if d != nil {
+				return
+			}
+			if need > 0 && need <= len(buf)-consumed {
+				t.Fatalf("asks for %d bytes but has %d", need, len(buf)-consumed)
+			}
+			buf = buf[consumed:]
+		}
+	})
+}
