@@ -1,0 +1,26 @@
+# Thin wrappers over the commands the README and CI use.
+.PHONY: run build test test-go test-e2e fuzz
+
+# Run a server with the demo on http://127.0.0.1:8000 (in-memory broker).
+run:
+	go run ./cmd/switchboard serve
+
+build:
+	go build -o bin/switchboard ./cmd/switchboard
+
+# The README's test command: vet, the Go suite with the race detector
+# (fuzz seed corpora included), then the browser tests.
+test: test-go test-e2e
+
+test-go:
+	go vet ./...
+	go test -race ./...
+
+test-e2e:
+	cd e2e && npm ci --no-audit --no-fund && npm test
+
+# A short run of every fuzzer (CI runs it too).
+FUZZTIME ?= 15s
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime $(FUZZTIME) ./internal/protocol/
+	go test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
