@@ -1,0 +1,132 @@
+// Package internal_test checks rules that span packages: the direction of
+// dependencies and the presence of documentation.
+package internal_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/switchboardhq/switchboard"
+
+// forbidden maps a package to the module packages it must not import, even
+// indirectly, with the reason.
+var forbidden = []struct {
+	pkg, dep, why string
+	direct        bool // only the package's own imports count
+}{
+	{"internal/protocol", module + "/", "the wire format imports only the standard library", false},
+	{"internal/broker", module + "/", "the broker contract imports only the standard library", false},
+	{"internal/hub", module + "/internal/transport", "the engine knows nothing of transports", false},
+	{"internal/hub", "net/http", "the engine knows nothing of HTTP", true},
+	{"internal/hub", module + "/internal/broker/memory", "the engine never picks a concrete broker", false},
+	{"internal/hub", module + "/internal/api", "the API depends on the engine, not the reverse", false},
+	{"internal/api", module + "/internal/transport", "the API does not reach into transports", false},
+	{"internal/transport/websocket", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
+}
+
+func TestDependencyDirection(t *testing.T) {
+	for _, f := range forbidden {
+		args := []string{"list", "-deps", module + "/" + f.pkg}
+		if f.direct {
+			args = []string{"list", "-f", `{{join .Imports " "}}`, module + "/" + f.pkg}
+		}
+		out, err := exec.Command("go", args...).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", f.pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if dep == module+"/"+f.pkg || dep == module+"/internal/broker" && f.pkg == "internal/broker/memory" {
+				continue
+			}
+			if f.dep == module+"/" && f.pkg == "internal/broker" && dep == module+"/internal/broker" {
+				continue
+			}
+			if strings.HasPrefix(dep, f.dep) || dep == f.dep {
+				t.Errorf("%s imports %s: %s", f.pkg, dep, f.why)
+			}
+		}
+	}
+}
+
+// TestDocComments checks that every package has a package comment and every
+// exported top-level name in non-test files has a doc comment.
+func TestDocComments(t *testing.T) {
+	root := ".."
+	dirs := map[string]bool{}
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if d.IsDir() && (d.Name() == "node_modules" || d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			dirs[filepath.Dir(path)] = true
+		}
+		return nil
+	})
+	for dir := range dirs {
+		fset := token.NewFileSet()
+		pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pkg := range pkgs {
+			hasDoc := false
+			for _, f := range pkg.Files {
+				if f.Doc != nil {
+					hasDoc = true
+				}
+				for _, decl := range f.Decls {
+					checkDecl(t, fset, decl)
+				}
+			}
+			if !hasDoc {
+				t.Errorf("package %s (%s) has no package comment", pkg.Name, dir)
+			}
+		}
+	}
+}
+
+func checkDecl(t *testing.T, fset *token.FileSet, decl ast.Decl) {
+	switch d := decl.(type) {
+	case *ast.FuncDecl:
+		if d.Name.IsExported() && d.Doc == nil && (d.Recv == nil || exportedRecv(d.Recv)) {
+			t.Errorf("%s: %s has no doc comment", fset.Position(d.Pos()), d.Name.Name)
+		}
+	case *ast.GenDecl:
+		for _, spec := range d.Specs {
+			switch s := spec.(type) {
+			case *ast.TypeSpec:
+				if s.Name.IsExported() && d.Doc == nil && s.Doc == nil {
+					t.Errorf("%s: type %s has no doc comment", fset.Position(s.Pos()), s.Name.Name)
+				}
+			case *ast.ValueSpec:
+				for _, n := range s.Names {
+					if n.IsExported() && d.Doc == nil && s.Doc == nil && s.Comment == nil {
+						t.Errorf("%s: %s has no doc comment", fset.Position(n.Pos()), n.Name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func exportedRecv(fl *ast.FieldList) bool {
+	if len(fl.List) == 0 {
+		return false
+	}
+	typ := fl.List[0].Type
+	if st, ok := typ.(*ast.StarExpr); ok {
+		typ = st.X
+	}
+	if id, ok := typ.(*ast.Ident); ok {
+		return id.IsExported()
+	}
+	return true
+}
