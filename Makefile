@@ -24,3 +24,9 @@ FUZZTIME ?= 15s
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime $(FUZZTIME) ./internal/protocol/
 	go test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+
+# A short load test of every scenario against Switchboard and the Node.js
+# baseline (about two minutes; see docs/performance.md for the full runs).
+.PHONY: bench
+bench:
+	bash bench/short.sh

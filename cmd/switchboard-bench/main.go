@@ -45,6 +45,7 @@ type options struct {
 	conns          int
 	connsPerWorker int
 	pollers        int
+	readDelay      time.Duration
 	inflight       int
 	sources        []string
 	setupTimeout   time.Duration
@@ -65,6 +66,7 @@ type options struct {
 	publishers int
 	via        string
 	drain      time.Duration
+	warmup     time.Duration
 	pause      time.Duration
 
 	drop         string
@@ -140,6 +142,7 @@ Flags:
 	fs.IntVar(&o.conns, "conns", 1000, "client connections (subscribers)")
 	fs.IntVar(&o.connsPerWorker, "conns-per-worker", 5000, "connections per worker process (the open-file limit is per process)")
 	fs.IntVar(&o.pollers, "pollers", 1, "event loops (epoll instances) per worker")
+	fs.DurationVar(&o.readDelay, "read-delay", 0, "let a busy client event loop pause this long between polls, so it reads several messages per system call (adds up to this much latency)")
 	fs.IntVar(&o.inflight, "inflight", 64, "connection setups in flight per worker")
 	sources := fs.String("sources", "", "comma-separated local source addresses for connections, e.g. 127.0.0.1,127.0.0.2 (each gives about 28k ports)")
 	fs.DurationVar(&o.setupTimeout, "setup-timeout", 2*time.Minute, "time allowed to open all connections")
@@ -159,6 +162,7 @@ Flags:
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "broadcast, channels: an unrecorded first step at --rate of this length (0: none)")
 	fs.DurationVar(&o.pause, "pause", time.Second, "pause between steps")
 	fs.StringVar(&o.drop, "drop", "api", "reconnect: drop clients with /api/disconnect (api) or by restarting the server (restart); the baseline always restarts")
 	fs.DurationVar(&o.jitter, "jitter", time.Second, "reconnect: clients wait a random delay below this before reconnecting")
@@ -287,6 +291,7 @@ func (o *options) params() map[string]any {
 		"conns": o.conns, "conns_per_worker": o.connsPerWorker,
 		"server_cpus": o.serverCPUs, "client_cpus": o.clientCPUs,
 		"sources": o.sources, "server_args": []string(o.serverArgs),
+		"read_delay_ms": float64(o.readDelay) / 1e6,
 	}
 	switch o.scenario {
 	case "idle":
@@ -297,6 +302,7 @@ func (o *options) params() map[string]any {
 		p["duration_s"] = o.duration.Seconds()
 		p["payload_bytes"] = o.payload
 		p["find_max"] = o.findMax
+		p["warmup_s"] = o.warmup.Seconds()
 		if o.findMax {
 			p["max_p99_ms"] = float64(o.maxP99) / 1e6
 			p["rate_factor"] = o.rateFactor
@@ -363,7 +369,7 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 		e.notes = append(e.notes, fmt.Sprintf("the machine was busy before the run: other processes used %.0f%% of a core; figures are disturbed", busy))
 	}
 	nw := (o.conns + o.connsPerWorker - 1) / o.connsPerWorker
-	cfg := clientConfig{Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers, InFlight: o.inflight}
+	cfg := clientConfig{Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers, InFlight: o.inflight, ReadDelay: o.readDelay}
 	for i := 0; i < nw; i++ {
 		wp, err := startWorker(cfg, o.clientCPUs)
 		if err != nil {
@@ -439,7 +445,7 @@ type meter struct {
 }
 
 func (e *env) startMeter() meter {
-	srv, _ := procCPU(e.t.PID)
+	srv := e.t.cpu()
 	return meter{start: time.Now(), srv: srv, cli: e.f.cpu() + selfCPU(), all: machineBusy(), net: readNetCounters()}
 }
 
@@ -457,7 +463,7 @@ type measured struct {
 }
 
 func (e *env) stopMeter(m meter) measured {
-	srv, _ := procCPU(e.t.PID)
+	srv := e.t.cpu()
 	r := measured{
 		wall:   time.Since(m.start).Seconds(),
 		srvCPU: srv - m.srv,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,9 @@ func (e *env) publishHTTP(ctx context.Context, rate float64, d time.Duration, ch
 			for j := range jobs {
 				t0 := time.Now()
 				err := e.t.publish(ctx, channelOf(j.i), payload(j.due.UnixNano(), seqOf(j.i), pad))
+				if err != nil && ctx.Err() != nil {
+					continue // stopped on purpose, not a failure
+				}
 				if err != nil {
 					p.failed.Add(1)
 					p.mu.Lock()
@@ -177,6 +181,7 @@ func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, 
 	if _, err := e.f.stats(ctx, true); err != nil {
 		return stepOutcome{}, err
 	}
+	before := e.t.scrape(ctx)
 	m := e.startMeter()
 	t0 := time.Now()
 	ok, failed, httpP99 := publish()
@@ -206,8 +211,21 @@ func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, 
 	if !math.IsNaN(httpP99) {
 		r.add("api_p99_ms", httpP99, "ms", "-")
 	}
+	if before != nil {
+		after := e.t.scrape(ctx)
+		// The server's own view: publication in to socket write done.
+		r.add("server_p99_ms", serverLatencyQuantile(before, after, 0.99), "ms", "-")
+		// How well the server coalesces deliveries into socket writes.
+		const sent, writes = "switchboard_messages_sent_total", "switchboard_socket_writes_total"
+		mpw := math.NaN()
+		if dw := after[writes] - before[writes]; dw > 0 {
+			mpw = (after[sent] - before[sent]) / dw
+		}
+		r.add("msgs_per_write", mpw, "count", "")
+	}
 	ms.addCPU(r)
 	ms.addNet(r)
+	e.checkSaturation(ms, fmt.Sprintf("%.0f/s", rate))
 	p99 := st.Lat.quantile(0.99)
 	switch {
 	case lost > 0 || failed > 0 || st.Gaps > 0 || sumCloses(st) > 0:
@@ -226,6 +244,22 @@ func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, 
 func (e *env) rampRates(ctx context.Context, res *targetResult, runStep func(rate float64) (stepOutcome, error)) (*stepOutcome, error) {
 	var best *stepOutcome
 	rate := e.o.rate
+	if e.o.warmup > 0 {
+		// A first step that is not recorded: it lets a JIT compiler, a
+		// heap and the connections' buffers reach their working size.
+		fmt.Fprintf(os.Stderr, "warm-up: %.0f publications/s for %s (not recorded)\n", rate, e.o.warmup)
+		d, kept := e.o.duration, len(e.notes)
+		e.o.duration = e.o.warmup
+		_, err := runStep(rate)
+		e.o.duration = d
+		if err != nil {
+			return nil, err
+		}
+		e.notes = e.notes[:kept]
+		if err := sleepCtx(ctx, e.o.pause); err != nil {
+			return nil, err
+		}
+	}
 	for i := 0; i < e.o.maxSteps; i++ {
 		fmt.Fprintf(os.Stderr, "step %d: %.0f publications/s for %s\n", i+1, rate, e.o.duration)
 		out, err := runStep(rate)
@@ -516,6 +550,26 @@ func (e *env) disconnectAll(ctx context.Context, ids []string) (time.Duration, e
 		e.notes = append(e.notes, fmt.Sprintf("%d disconnect calls failed", n))
 	}
 	return time.Since(start), nil
+}
+
+// checkSaturation notes when the client side or the whole machine had no CPU
+// to spare during a step, since its figures then measure the tool or the
+// neighbours as much as the server.
+func (e *env) checkSaturation(m measured, what string) {
+	clientCores := float64(runtime.NumCPU())
+	if e.o.clientCPUs != "" {
+		if cpus, err := parseCPUList(e.o.clientCPUs); err == nil {
+			clientCores = float64(len(cpus))
+		}
+	}
+	switch {
+	case m.cliPct > 85*clientCores:
+		e.notes = append(e.notes, fmt.Sprintf("%s: the client used %.0f%% of its %.0f core(s): it may be the bottleneck", what, m.cliPct, clientCores))
+	case m.srvPct+m.cliPct+m.otherPct > 90*float64(runtime.NumCPU()):
+		e.notes = append(e.notes, fmt.Sprintf("%s: the machine was saturated (server %.0f%%, client %.0f%%, others %.0f%% of a core)", what, m.srvPct, m.cliPct, m.otherPct))
+	case m.otherPct > e.o.quietPct:
+		e.notes = append(e.notes, fmt.Sprintf("%s: other processes used %.0f%% of a core: figures are disturbed", what, m.otherPct))
+	}
 }
 
 func sumCloses(st pstats) uint64 {

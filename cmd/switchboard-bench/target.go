@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +38,18 @@ type target struct {
 	logs    *tailBuffer
 
 	http *http.Client
+
+	mu        sync.Mutex
+	exitedCPU float64 // s, used by earlier processes (before a restart)
+}
+
+// cpu returns the CPU seconds the server has used so far, including the
+// processes it had before restarts.
+func (t *target) cpu() float64 {
+	c, _ := procCPU(t.PID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return c + t.exitedCPU
 }
 
 // targetSpec says how to get a target.
@@ -106,10 +121,16 @@ func (t *target) start(ctx context.Context, addr string) error {
 	}
 	t.cmd, t.PID = cmd, cmd.Process.Pid
 	t.done = make(chan struct{})
+	done := t.done
 	go func() {
 		_ = cmd.Wait()
+		if ps := cmd.ProcessState; ps != nil {
+			t.mu.Lock()
+			t.exitedCPU += (ps.UserTime() + ps.SystemTime()).Seconds()
+			t.mu.Unlock()
+		}
 		_ = pw.Close()
-		close(t.done)
+		close(done)
 	}()
 	found := make(chan string, 1)
 	go func() {
@@ -268,27 +289,90 @@ func (t *target) api(ctx context.Context, method, path string, in, out any) erro
 // goroutines reads go_goroutines from a Switchboard server's /metrics, or
 // returns -1.
 func (t *target) goroutines(ctx context.Context) int {
-	if t.Name != kindSwitchboard {
+	v, ok := t.scrape(ctx)["go_goroutines"]
+	if !ok {
 		return -1
+	}
+	return int(v)
+}
+
+// scrape reads a Switchboard server's /metrics into a map from the sample
+// (name with labels) to its value; nil for the baseline or on failure.
+func (t *target) scrape(ctx context.Context) map[string]float64 {
+	if t.Name != kindSwitchboard {
+		return nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.Addr+"/metrics", nil)
 	if err != nil {
-		return -1
+		return nil
 	}
 	resp, err := t.http.Do(req)
 	if err != nil {
-		return -1
+		return nil
 	}
 	defer resp.Body.Close()
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var n int
-		if _, err := fmt.Sscanf(sc.Text(), "go_goroutines %d", &n); err == nil {
-			return n
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
 		}
 	}
-	return -1
+	return out
+}
+
+// serverLatencyQuantile estimates the q-quantile, in ms, of the server's
+// own delivery latency histogram (publication received by the node to
+// socket write done) between two scrapes, by linear interpolation inside
+// the bucket. It returns NaN when there is nothing to estimate.
+func serverLatencyQuantile(before, after map[string]float64, q float64) float64 {
+	const name = "switchboard_delivery_latency_seconds_bucket{le=\""
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for k, v := range after {
+		if !strings.HasPrefix(k, name) {
+			continue
+		}
+		les := strings.TrimSuffix(strings.TrimPrefix(k, name), "\"}")
+		le, err := strconv.ParseFloat(les, 64)
+		if les == "+Inf" {
+			le, err = math.Inf(1), nil
+		}
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, v - before[k]})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	if len(bs) == 0 || bs[len(bs)-1].n <= 0 {
+		return math.NaN()
+	}
+	rank := q * bs[len(bs)-1].n
+	prevLe, prevN := 0.0, 0.0
+	for _, b := range bs {
+		if b.n >= rank {
+			if math.IsInf(b.le, 1) {
+				return prevLe * 1000
+			}
+			frac := 0.0
+			if b.n > prevN {
+				frac = (rank - prevN) / (b.n - prevN)
+			}
+			return (prevLe + frac*(b.le-prevLe)) * 1000
+		}
+		prevLe, prevN = b.le, b.n
+	}
+	return math.NaN()
 }
 
 // tailBuffer keeps the last lines of a process's output.
