@@ -38,6 +38,10 @@ type Options struct {
 // Hub is what the API needs from the engine.
 type Hub interface {
 	Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error)
+	History(ctx context.Context, channel string, since *broker.Position, limit int, reverse bool) (broker.HistoryResult, error)
+	HistoryMaxLimit() int
+	Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error)
+	PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error)
 	Channels() []hub.ChannelInfo
 	Disconnect(clientID string, reconnect bool) error
 	Info() hub.Info
@@ -69,6 +73,9 @@ func New(h Hub, opts Options) *API {
 		{"GET", "/api/channels", a.channels},
 		{"POST", "/api/disconnect", a.disconnect},
 		{"GET", "/api/info", a.info},
+		{"POST", "/api/history", a.history},
+		{"POST", "/api/presence", a.presence},
+		{"POST", "/api/presence_stats", a.presenceStats},
 	}
 	methods := map[string]string{}
 	for _, rt := range routes {
@@ -147,7 +154,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	pos, err := a.hub.Publish(r.Context(), req.Channel, req.Data, "api")
 	if err != nil {
-		a.publishFailed(w, err)
+		a.failed(w, err)
 		return
 	}
 	writeResult(w, map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
@@ -234,6 +241,64 @@ func (a *API) disconnect(w http.ResponseWriter, r *http.Request) {
 	writeResult(w, map[string]any{})
 }
 
+type historyRequest struct {
+	Channel string                   `json:"channel"`
+	Since   *protocol.StreamPosition `json:"since"`
+	Limit   *int                     `json:"limit"`
+	Reverse bool                     `json:"reverse"`
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request) {
+	var req historyRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	limit := a.hub.HistoryMaxLimit()
+	if req.Limit != nil {
+		limit = *req.Limit
+	}
+	var since *broker.Position
+	if req.Since != nil {
+		since = &broker.Position{Offset: req.Since.Offset, Epoch: req.Since.Epoch}
+	}
+	res, err := a.hub.History(r.Context(), req.Channel, since, limit, req.Reverse)
+	if err != nil {
+		a.failed(w, err)
+		return
+	}
+	writeResult(w, json.RawMessage(hub.HistoryJSON(req.Channel, res)))
+}
+
+type channelRequest struct {
+	Channel string `json:"channel"`
+}
+
+func (a *API) presence(w http.ResponseWriter, r *http.Request) {
+	var req channelRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	list, err := a.hub.Presence(r.Context(), req.Channel)
+	if err != nil {
+		a.failed(w, err)
+		return
+	}
+	writeResult(w, json.RawMessage(hub.PresenceJSON(list)))
+}
+
+func (a *API) presenceStats(w http.ResponseWriter, r *http.Request) {
+	var req channelRequest
+	if !a.decode(w, r, &req) {
+		return
+	}
+	st, err := a.hub.PresenceStats(r.Context(), req.Channel)
+	if err != nil {
+		a.failed(w, err)
+		return
+	}
+	writeResult(w, st)
+}
+
 func (a *API) info(w http.ResponseWriter, r *http.Request) {
 	writeResult(w, a.hub.Info())
 }
@@ -258,14 +323,26 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func (a *API) publishFailed(w http.ResponseWriter, err error) {
+// failed answers an error from the hub: client-visible protocol errors with
+// their HTTP status, anything else as 503.
+func (a *API) failed(w http.ResponseWriter, err error) {
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
-		writeError(w, http.StatusBadRequest, perr)
+		writeError(w, StatusOf(perr), perr)
 		return
 	}
-	a.log.Warn("publish failed", "err", err)
-	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("publish failed, retry"))
+	a.log.Warn("request failed", "err", err)
+	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, retry"))
+}
+
+// StatusOf maps a protocol error to the HTTP status that carries it.
+func StatusOf(perr *protocol.Error) int {
+	switch perr.Code {
+	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
+		return perr.Code
+	default:
+		return http.StatusBadRequest
+	}
 }
 
 func writeResult(w http.ResponseWriter, v any) {

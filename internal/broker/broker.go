@@ -49,7 +49,8 @@ type PublishOptions struct {
 // HistoryQuery selects publications from a channel's history.
 type HistoryQuery struct {
 	// Since, when not nil, asks for publications after Since.Offset only. A
-	// Since with another epoch than the stream's fails with ErrEpochMismatch.
+	// Since with another epoch than the stream's fails with ErrEpochMismatch;
+	// the result then still carries the current Position.
 	Since *Position
 	// Limit caps how many publications are returned; 0 returns none (only the
 	// position), a negative value returns all that match.
@@ -72,6 +73,9 @@ type HistoryResult struct {
 // per channel at a time; the handler must not block.
 type Handler interface {
 	HandlePublication(channel string, pub Publication, epoch string)
+	// HandleEvent receives an ephemeral channel event (a join or leave
+	// push): data is the complete push, already encoded.
+	HandleEvent(channel string, data []byte)
 }
 
 // Broker moves publications between nodes and keeps history. Every method
@@ -91,10 +95,42 @@ type Broker interface {
 	// subscribed nodes, returning the position it was stored at. The broker
 	// takes ownership of data.
 	Publish(ctx context.Context, channel string, data []byte, opts PublishOptions) (Position, error)
+	// PublishEvent delivers data to the nodes subscribed to the channel
+	// without storing it or giving it an offset (join and leave pushes).
+	PublishEvent(ctx context.Context, channel string, data []byte) error
 	// History reads a channel's stream.
 	History(ctx context.Context, channel string, q HistoryQuery) (HistoryResult, error)
 	// Close releases the broker's resources. No method is called after it.
 	Close(ctx context.Context) error
+}
+
+// ClientInfo describes one subscriber in a channel's presence.
+type ClientInfo struct {
+	// Client is the connection's client id, unique across nodes.
+	Client string `json:"client"`
+	// User is the authenticated user id, empty for anonymous clients.
+	User string `json:"user,omitempty"`
+	// Transport names how the client is connected (websocket, sse, ...).
+	Transport string `json:"transport,omitempty"`
+}
+
+// PresenceStats counts a channel's presence.
+type PresenceStats struct {
+	// Clients is the number of subscribed connections.
+	Clients int `json:"num_clients"`
+	// Users is the number of distinct non-empty user ids among them.
+	Users int `json:"num_users"`
+}
+
+// PresenceStore keeps who is subscribed to each channel, across nodes. The
+// engine adds a client when it subscribes and removes it when it leaves;
+// implementations for shared stores expire entries that are not refreshed
+// within ttl, so that the clients of a dead node vanish.
+type PresenceStore interface {
+	AddPresence(ctx context.Context, channel string, info ClientInfo, ttl time.Duration) error
+	RemovePresence(ctx context.Context, channel, client string) error
+	Presence(ctx context.Context, channel string) ([]ClientInfo, error)
+	PresenceStats(ctx context.Context, channel string) (PresenceStats, error)
 }
 
 // Errors a broker returns; callers test them with errors.Is.

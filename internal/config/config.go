@@ -40,6 +40,9 @@ type Config struct {
 	QueueMaxBytes            int           `koanf:"queue_max_bytes"`
 	HistorySize              int           `koanf:"history_size"`
 	HistoryTTL               time.Duration `koanf:"history_ttl"`
+	HistoryMaxLimit          int           `koanf:"history_max_limit"`
+	Presence                 bool          `koanf:"presence"`
+	JoinLeave                bool          `koanf:"join_leave"`
 	PingInterval             time.Duration `koanf:"ping_interval"`
 	IdleTimeout              time.Duration `koanf:"idle_timeout"`
 	WriteTimeout             time.Duration `koanf:"write_timeout"`
@@ -71,6 +74,9 @@ var Keys = []Key{
 	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
+	{"history_max_limit", 1000, "most publications one history request may return"},
+	{"presence", true, "keep who is subscribed to each channel (presence commands)"},
+	{"join_leave", false, "push join and leave events to a channel's subscribers (needs presence)"},
 	{"ping_interval", 25 * time.Second, "how often the server pings each connection"},
 	{"idle_timeout", 60 * time.Second, "close connections silent for this long"},
 	{"write_timeout", 10 * time.Second, "close connections that do not take their data within this time"},
@@ -207,6 +213,7 @@ func (c Config) Validate() error {
 	positive := map[string]int{
 		"max_message_size": c.MaxMessageSize, "max_channels_per_connection": c.MaxChannelsPerConnection,
 		"queue_max_messages": c.QueueMaxMessages, "queue_max_bytes": c.QueueMaxBytes,
+		"history_max_limit": c.HistoryMaxLimit,
 	}
 	for _, k := range Keys { // fixed order for stable messages
 		if v, ok := positive[k.Name]; ok && v <= 0 {
@@ -224,6 +231,9 @@ func (c Config) Validate() error {
 		if v, ok := durations[k.Name]; ok && v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", k.Name, v))
 		}
+	}
+	if c.JoinLeave && !c.Presence {
+		errs = append(errs, errors.New("join_leave: needs presence"))
 	}
 	if c.IdleTimeout > 0 && c.IdleTimeout <= c.PingInterval {
 		errs = append(errs, fmt.Errorf("idle_timeout: must be longer than ping_interval (%s)", c.PingInterval))

@@ -46,6 +46,17 @@ type Config struct {
 	HistorySize int
 	// HistoryTTL is how long a publication stays in history.
 	HistoryTTL time.Duration
+	// HistoryMaxLimit caps the publications one history request returns.
+	// Default 1000.
+	HistoryMaxLimit int
+	// Presence keeps who is subscribed to each channel.
+	Presence bool
+	// JoinLeave sends join and leave pushes to a channel's subscribers when
+	// clients subscribe and leave. It needs Presence.
+	JoinLeave bool
+	// PresenceTTL is how long a presence entry lives without refresh in a
+	// shared store. Default 60s.
+	PresenceTTL time.Duration
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the hub's metrics. Required.
@@ -62,6 +73,12 @@ func (c *Config) setDefaults() {
 	if c.QueueMaxBytes <= 0 {
 		c.QueueMaxBytes = 1 << 20
 	}
+	if c.HistoryMaxLimit <= 0 {
+		c.HistoryMaxLimit = 1000
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = time.Minute
+	}
 	if c.MaxChannelsPerConnection <= 0 {
 		c.MaxChannelsPerConnection = 128
 	}
@@ -72,8 +89,9 @@ func (c *Config) setDefaults() {
 
 // Hub is the engine of one node. Create it with New, then call Start.
 type Hub struct {
-	cfg     Config
-	broker  broker.Broker
+	cfg      Config
+	broker   broker.Broker
+	presence broker.PresenceStore
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	started time.Time
@@ -98,15 +116,20 @@ type shard struct {
 	channels map[string]map[*subscription]struct{}
 }
 
-// New returns a hub that publishes through b.
-func New(cfg Config, b broker.Broker) *Hub {
+// New returns a hub that publishes through b and keeps presence in p (which
+// may be nil when cfg.Presence is off).
+func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 	cfg.setDefaults()
 	if cfg.Metrics == nil {
 		panic("hub: Config.Metrics is required")
 	}
+	if cfg.Presence && p == nil {
+		panic("hub: Config.Presence needs a presence store")
+	}
 	h := &Hub{
 		cfg:      cfg,
 		broker:   b,
+		presence: p,
 		log:      cfg.Logger.With("component", "hub"),
 		metrics:  cfg.Metrics,
 		started:  time.Now(),
@@ -142,13 +165,32 @@ func (h *Hub) stripeOf(channel string) *sync.Mutex {
 // once and queues the same bytes for every local subscriber of the channel.
 func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch string) {
 	now := nanotime()
-	msg := protocol.AppendPublication(make([]byte, 0, len(channel)+len(pub.Data)+48), channel, pub.Data, pub.Offset)
+	m := pubMessage(channel, pub)
+	m.At = now
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
 	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, Message{Data: msg, At: now}, pub.Offset)
+		sub.sess.deliver(sub, m)
 	}
 	sh.mu.RUnlock()
+}
+
+// HandleEvent implements broker.Handler: it queues an ephemeral push (join,
+// leave) for every live local subscriber of the channel.
+func (h *Hub) HandleEvent(channel string, data []byte) {
+	m := Message{Data: data, Channel: channel}
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	for sub := range sh.channels[channel] {
+		sub.sess.deliver(sub, m)
+	}
+	sh.mu.RUnlock()
+}
+
+// pubMessage encodes a publication as the push every subscriber receives.
+func pubMessage(channel string, pub broker.Publication) Message {
+	data := protocol.AppendPublication(make([]byte, 0, len(channel)+len(pub.Data)+48), channel, pub.Data, pub.Offset)
+	return Message{Data: data, Channel: channel, Offset: pub.Offset}
 }
 
 // addSubscription registers sub in the channel registry, subscribing the
@@ -231,6 +273,109 @@ func (h *Hub) Publish(ctx context.Context, channel string, data []byte, source s
 	}
 	h.metrics.Publications.WithLabelValues(source).Inc()
 	return pos, nil
+}
+
+// Position returns a channel's current position.
+func (h *Hub) Position(ctx context.Context, channel string) (broker.Position, error) {
+	r, err := h.broker.History(ctx, channel, broker.HistoryQuery{})
+	if err != nil {
+		return broker.Position{}, fmt.Errorf("hub: position of %q: %w", channel, err)
+	}
+	return r.Position, nil
+}
+
+// History reads a channel's history: publications after since (all kept
+// ones when nil), at most limit of them, newest first when reverse. It fails
+// with protocol errors for an invalid channel, a limit out of range or a
+// position of another epoch.
+func (h *Hub) History(ctx context.Context, channel string, since *broker.Position, limit int, reverse bool) (broker.HistoryResult, error) {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return broker.HistoryResult{}, perr
+	}
+	if limit < 0 || limit > h.cfg.HistoryMaxLimit {
+		return broker.HistoryResult{}, protocol.ErrBadRequest.WithMessage(`"limit" must be between 0 and %d`, h.cfg.HistoryMaxLimit)
+	}
+	r, err := h.broker.History(ctx, channel, broker.HistoryQuery{Since: since, Limit: limit, Reverse: reverse})
+	if errors.Is(err, broker.ErrEpochMismatch) {
+		return r, protocol.ErrEpochMismatch.WithMessage("position is from epoch %q, the channel is in epoch %q", since.Epoch, r.Position.Epoch)
+	}
+	if err != nil {
+		return r, fmt.Errorf("hub: history of %q: %w", channel, err)
+	}
+	return r, nil
+}
+
+// HistoryMaxLimit is the most publications one history request may ask for.
+func (h *Hub) HistoryMaxLimit() int { return h.cfg.HistoryMaxLimit }
+
+// Presence lists the clients subscribed to a channel, across nodes.
+func (h *Hub) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
+	if err := h.presenceAllowed(channel); err != nil {
+		return nil, err
+	}
+	list, err := h.presence.Presence(ctx, channel)
+	if err != nil {
+		return nil, fmt.Errorf("hub: presence of %q: %w", channel, err)
+	}
+	return list, nil
+}
+
+// PresenceStats counts the clients and users subscribed to a channel.
+func (h *Hub) PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error) {
+	if err := h.presenceAllowed(channel); err != nil {
+		return broker.PresenceStats{}, err
+	}
+	st, err := h.presence.PresenceStats(ctx, channel)
+	if err != nil {
+		return st, fmt.Errorf("hub: presence stats of %q: %w", channel, err)
+	}
+	return st, nil
+}
+
+func (h *Hub) presenceAllowed(channel string) error {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return perr
+	}
+	if !h.cfg.Presence {
+		return protocol.ErrPermissionDenied.WithMessage("presence is disabled on this server")
+	}
+	return nil
+}
+
+// joined records a new live subscription in presence and tells the
+// channel's subscribers.
+func (h *Hub) joined(ctx context.Context, channel string, info broker.ClientInfo) {
+	if !h.cfg.Presence {
+		return
+	}
+	if err := h.presence.AddPresence(ctx, channel, info, h.cfg.PresenceTTL); err != nil {
+		h.log.Warn("add presence failed", "channel", channel, "err", err)
+	}
+	if h.cfg.JoinLeave {
+		h.publishEvent(ctx, channel, "join", info)
+	}
+}
+
+// left undoes joined.
+func (h *Hub) left(channel string, info broker.ClientInfo) {
+	if !h.cfg.Presence {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.presence.RemovePresence(ctx, channel, info.Client); err != nil {
+		h.log.Warn("remove presence failed", "channel", channel, "err", err)
+	}
+	if h.cfg.JoinLeave {
+		h.publishEvent(ctx, channel, "leave", info)
+	}
+}
+
+func (h *Hub) publishEvent(ctx context.Context, channel, kind string, info broker.ClientInfo) {
+	data := protocol.AppendPushEvent(nil, channel, kind, mustJSON(info))
+	if err := h.broker.PublishEvent(ctx, channel, data); err != nil {
+		h.log.Warn("publish "+kind+" failed", "channel", channel, "err", err)
+	}
 }
 
 // ChannelInfo describes one channel with local subscribers.
@@ -344,6 +489,9 @@ func (h *Hub) register(s *Session) {
 func (h *Hub) unregister(s *Session) {
 	for _, sub := range s.takeSubscriptions() {
 		h.removeSubscription(sub)
+		if sub.live {
+			h.left(sub.channel, s.clientInfo())
+		}
 	}
 	h.sessMu.Lock()
 	delete(h.sessions, s.id)

@@ -94,7 +94,7 @@ func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 	if cfg.HistorySize == 0 {
 		cfg.HistorySize = 10
 	}
-	h := hub.New(cfg, memory.New(memory.Options{}))
+	h := hub.New(cfg, memory.New(memory.Options{}), memory.NewPresence())
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestDisconnectUnknownClient(t *testing.T) {
 
 func TestShutdownClosesEverySession(t *testing.T) {
 	cfg := hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}
-	h := hub.New(cfg, memory.New(memory.Options{}))
+	h := hub.New(cfg, memory.New(memory.Options{}), memory.NewPresence())
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

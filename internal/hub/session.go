@@ -41,12 +41,18 @@ type Message struct {
 	// Control marks bytes a transport queued for itself (such as a WebSocket
 	// ping or pong frame) to be written as they are.
 	Control bool
+	// Channel and Offset identify a publication (Offset > 0) or a channel
+	// event (Offset 0), for transports that track positions (SSE).
+	Channel string
+	Offset  uint64
 }
 
 // SessionInfo describes a connection when it is opened.
 type SessionInfo struct {
 	// RemoteAddr is the client's address as the transport sees it.
 	RemoteAddr string
+	// User is the authenticated user id, empty for anonymous clients.
+	User string
 }
 
 // Session is one client connection's state in the engine.
@@ -74,7 +80,7 @@ type subscription struct {
 	// Guarded by sess.mu:
 	pending bool      // subscribe in progress: publications are buffered
 	buf     []Message // publications received while pending
-	bufOffs []uint64
+	live    bool      // subscribe completed: the client is in presence
 }
 
 // NewSession registers a new connection on the hub.
@@ -129,6 +135,12 @@ func (s *Session) dispatch(ctx context.Context, cmd *protocol.Command) ([]byte, 
 		return s.publish(ctx, cmd)
 	case protocol.CmdPing:
 		return nil, nil
+	case protocol.CmdHistory:
+		return s.history(ctx, cmd)
+	case protocol.CmdPresence:
+		return s.presence(ctx, cmd)
+	case protocol.CmdPresenceStats:
+		return s.presenceStats(ctx, cmd)
 	case protocol.CmdConnect:
 		return mustJSON(struct {
 			Client  string `json:"client"`
@@ -141,38 +153,103 @@ func (s *Session) dispatch(ctx context.Context, cmd *protocol.Command) ([]byte, 
 }
 
 func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
-	if perr := protocol.ValidateChannel(cmd.Channel); perr != nil {
+	var since *broker.Position
+	if cmd.Since != nil {
+		since = &broker.Position{Offset: cmd.Since.Offset, Epoch: cmd.Since.Epoch}
+	}
+	perr := s.subscribeChannel(ctx, cmd.Channel, since, func(res *SubscribeResult) {
+		if !cmd.HasID {
+			return
+		}
+		reply := subscribeReply{Channel: cmd.Channel, Offset: res.Position.Offset, Epoch: res.Position.Epoch}
+		if since != nil {
+			reply.Recovered = &res.Recovered
+			reply.Publications = make([]json.RawMessage, 0, len(res.Publications))
+			for _, p := range res.Publications {
+				reply.Publications = append(reply.Publications, protocol.AppendPublication(nil, cmd.Channel, p.Data, p.Offset))
+			}
+		}
+		s.enqueueLocked(Message{Data: protocol.AppendResult(nil, cmd.ID, mustJSON(reply))})
+	})
+	if perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{sess: s, channel: cmd.Channel, pending: true}
+	// The reply is already queued; tell HandleMessage not to queue another.
+	return nil, errReplied
+}
+
+// subscribeReply is the result of the subscribe command.
+type subscribeReply struct {
+	Channel      string            `json:"channel"`
+	Offset       uint64            `json:"offset"`
+	Epoch        string            `json:"epoch"`
+	Recovered    *bool             `json:"recovered,omitempty"`
+	Publications []json.RawMessage `json:"publications,omitempty"`
+}
+
+// SubscribeResult is the outcome of a subscription.
+type SubscribeResult struct {
+	// Position is the channel's position when the subscription went live:
+	// every publication after it is delivered live.
+	Position broker.Position
+	// Recovered reports, when a since position was given, whether every
+	// publication after it was recovered from history.
+	Recovered bool
+	// Publications are the recovered publications, after since up to
+	// Position, in offset order (empty unless Recovered).
+	Publications []broker.Publication
+}
+
+// Subscribe subscribes the session to channel for a transport that has no
+// command replies (SSE, long polling): recovered publications (after since,
+// when given) are queued as ordinary pushes, followed by live ones, with no
+// gap and no duplicate.
+func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.Position) (SubscribeResult, *protocol.Error) {
+	var out SubscribeResult
+	perr := s.subscribeChannel(ctx, channel, since, func(res *SubscribeResult) {
+		out = *res
+		for _, p := range res.Publications {
+			s.enqueueLocked(pubMessage(channel, p))
+		}
+	})
+	return out, perr
+}
+
+// subscribeChannel is the one subscribe path. It registers a pending
+// subscription (so publications from now on are buffered), reads history
+// since the client's position (or only the position), lets emit queue what
+// the client must see first (under s.mu), then releases the buffered
+// publications that come after what emit covered, and goes live.
+func (s *Session) subscribeChannel(ctx context.Context, channel string, since *broker.Position, emit func(*SubscribeResult)) *protocol.Error {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return perr
+	}
+	sub := &subscription{sess: s, channel: channel, pending: true}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return nil, protocol.ErrUnavailable.WithMessage("connection is closing")
+		return protocol.ErrUnavailable.WithMessage("connection is closing")
 	}
 	for _, have := range s.subs {
-		if have.channel == cmd.Channel {
+		if have.channel == channel {
 			s.mu.Unlock()
-			return nil, protocol.ErrAlreadySubscribed.WithMessage("already subscribed to %q", cmd.Channel)
+			return protocol.ErrAlreadySubscribed.WithMessage("already subscribed to %q", channel)
 		}
 	}
 	if len(s.subs) >= s.hub.cfg.MaxChannelsPerConnection {
 		s.mu.Unlock()
-		return nil, protocol.ErrLimitExceeded.WithMessage("at most %d channels per connection", s.hub.cfg.MaxChannelsPerConnection)
+		return protocol.ErrLimitExceeded.WithMessage("at most %d channels per connection", s.hub.cfg.MaxChannelsPerConnection)
 	}
 	s.subs = append(s.subs, sub)
 	s.mu.Unlock()
 
-	fail := func(perr *protocol.Error) ([]byte, *protocol.Error) {
+	fail := func(perr *protocol.Error) *protocol.Error {
 		s.dropSubscription(sub)
 		s.hub.removeSubscription(sub)
-		return nil, perr
+		return perr
 	}
-	// Subscribe first, then read the position: publications that arrive in
-	// between are buffered in sub and released after the reply, so none is
-	// lost or duplicated at the seam.
 	if err := s.hub.addSubscription(ctx, sub); err != nil {
-		s.hub.log.Warn("subscribe failed", "channel", cmd.Channel, "err", err)
+		s.hub.log.Warn("subscribe failed", "channel", channel, "err", err)
 		return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))
 	}
 	s.mu.Lock()
@@ -180,32 +257,139 @@ func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte,
 	s.mu.Unlock()
 	if gone { // the session ended while we subscribed: undo
 		s.hub.removeSubscription(sub)
-		return nil, errReplied
+		return errReplied
 	}
-	hist, err := s.hub.broker.History(ctx, cmd.Channel, broker.HistoryQuery{})
+	res, err := s.hub.recover(ctx, channel, since)
 	if err != nil {
-		s.hub.log.Warn("read position failed", "channel", cmd.Channel, "err", err)
+		s.hub.log.Warn("read history failed", "channel", channel, "err", err)
 		return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))
 	}
-	result := mustJSON(struct {
-		Channel string `json:"channel"`
-		Offset  uint64 `json:"offset"`
-		Epoch   string `json:"epoch"`
-	}{cmd.Channel, hist.Position.Offset, hist.Position.Epoch})
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cmd.HasID {
-		s.enqueueLocked(Message{Data: protocol.AppendResult(nil, cmd.ID, result)})
-	}
-	for i, m := range sub.buf {
-		if sub.bufOffs[i] > hist.Position.Offset {
+	emit(&res)
+	for _, m := range sub.buf {
+		if m.Offset > res.Position.Offset {
 			s.enqueueLocked(m)
 		}
 	}
-	sub.pending, sub.buf, sub.bufOffs = false, nil, nil
-	// The reply is already queued; tell HandleMessage not to queue another.
-	return nil, errReplied
+	sub.pending, sub.buf, sub.live = false, nil, true
+	s.mu.Unlock()
+	s.hub.joined(ctx, channel, s.clientInfo())
+	return nil
+}
+
+// recover reads what a subscriber needs: the channel's position and, with a
+// since position, the publications after it when history still holds all
+// of them.
+func (h *Hub) recover(ctx context.Context, channel string, since *broker.Position) (SubscribeResult, error) {
+	if since == nil {
+		r, err := h.broker.History(ctx, channel, broker.HistoryQuery{})
+		return SubscribeResult{Position: r.Position}, err
+	}
+	r, err := h.broker.History(ctx, channel, broker.HistoryQuery{Since: since, Limit: -1})
+	if errors.Is(err, broker.ErrEpochMismatch) {
+		err = nil
+		if r.Position.Epoch == "" { // the broker did not say where the channel is
+			r, err = h.broker.History(ctx, channel, broker.HistoryQuery{})
+		}
+		h.metrics.Recoveries.WithLabelValues("false").Inc()
+		return SubscribeResult{Position: r.Position}, err
+	}
+	if err != nil {
+		return SubscribeResult{}, err
+	}
+	res := SubscribeResult{Position: r.Position}
+	switch {
+	case since.Offset == r.Position.Offset:
+		res.Recovered = true // nothing was missed
+	case since.Offset < r.Position.Offset && len(r.Publications) > 0 && r.Publications[0].Offset == since.Offset+1:
+		res.Recovered = true
+		res.Publications = r.Publications
+	}
+	h.metrics.Recoveries.WithLabelValues(strconv.FormatBool(res.Recovered)).Inc()
+	return res, nil
+}
+
+// clientInfo describes the session in presence.
+func (s *Session) clientInfo() broker.ClientInfo {
+	return broker.ClientInfo{Client: s.id, User: s.info.User, Transport: s.transport.Name()}
+}
+
+func (s *Session) history(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	limit := s.hub.cfg.HistoryMaxLimit
+	if cmd.Limit != nil {
+		limit = *cmd.Limit
+	}
+	var since *broker.Position
+	if cmd.Since != nil {
+		since = &broker.Position{Offset: cmd.Since.Offset, Epoch: cmd.Since.Epoch}
+	}
+	r, err := s.hub.History(ctx, cmd.Channel, since, limit, cmd.Reverse)
+	if err != nil {
+		return nil, s.clientError(err)
+	}
+	return HistoryJSON(cmd.Channel, r), nil
+}
+
+// HistoryJSON encodes a history result as the protocol's history result:
+// {"publications":[pushes],"offset":N,"epoch":E}.
+func HistoryJSON(channel string, r broker.HistoryResult) []byte {
+	out := historyReply{Offset: r.Position.Offset, Epoch: r.Position.Epoch, Publications: make([]json.RawMessage, 0, len(r.Publications))}
+	for _, p := range r.Publications {
+		out.Publications = append(out.Publications, protocol.AppendPublication(nil, channel, p.Data, p.Offset))
+	}
+	return mustJSON(out)
+}
+
+type historyReply struct {
+	Publications []json.RawMessage `json:"publications"`
+	Offset       uint64            `json:"offset"`
+	Epoch        string            `json:"epoch"`
+}
+
+func (s *Session) presence(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	list, err := s.hub.Presence(ctx, cmd.Channel)
+	if err != nil {
+		return nil, s.clientError(err)
+	}
+	return PresenceJSON(list), nil
+}
+
+// PresenceJSON encodes a presence list as the protocol's presence result:
+// {"clients":[...],"num_clients":N,"num_users":M}.
+func PresenceJSON(list []broker.ClientInfo) []byte {
+	users := map[string]bool{}
+	for _, c := range list {
+		if c.User != "" {
+			users[c.User] = true
+		}
+	}
+	if list == nil {
+		list = []broker.ClientInfo{}
+	}
+	return mustJSON(struct {
+		Clients []broker.ClientInfo `json:"clients"`
+		broker.PresenceStats
+	}{list, broker.PresenceStats{Clients: len(list), Users: len(users)}})
+}
+
+func (s *Session) presenceStats(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	st, err := s.hub.PresenceStats(ctx, cmd.Channel)
+	if err != nil {
+		return nil, s.clientError(err)
+	}
+	return mustJSON(st), nil
+}
+
+// clientError turns an error from a hub method into what the client sees:
+// protocol errors as they are, anything else as "unavailable".
+func (s *Session) clientError(err error) *protocol.Error {
+	var perr *protocol.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	s.hub.log.Warn("command failed", "client", s.id, "err", err)
+	return protocol.ErrUnavailable.WithMessage("temporarily unavailable, retry")
 }
 
 // errReplied is an internal marker: the command queued its own reply.
@@ -228,6 +412,12 @@ func (s *Session) unsubscribe(cmd *protocol.Command) ([]byte, *protocol.Error) {
 	}
 	s.dropSubscription(sub)
 	s.hub.removeSubscription(sub)
+	s.mu.Lock()
+	live := sub.live
+	s.mu.Unlock()
+	if live {
+		s.hub.left(sub.channel, s.clientInfo())
+	}
 	return nil, nil
 }
 
@@ -286,11 +476,12 @@ func (s *Session) replyError(id int64, hasID bool, perr *protocol.Error) {
 
 // deliver queues a publication for sub, or buffers it while sub's subscribe
 // is in progress. Called with the channel's shard read-locked.
-func (s *Session) deliver(sub *subscription, m Message, offset uint64) {
+func (s *Session) deliver(sub *subscription, m Message) {
 	s.mu.Lock()
 	if sub.pending {
-		sub.buf = append(sub.buf, m)
-		sub.bufOffs = append(sub.bufOffs, offset)
+		if m.Offset != 0 { // events (join, leave) during a subscribe are dropped
+			sub.buf = append(sub.buf, m)
+		}
 	} else {
 		s.enqueueLocked(m)
 	}

@@ -45,6 +45,8 @@ type Metrics struct {
 	Errors *prometheus.CounterVec
 	// Disconnects counts connections closed by the server, by close code.
 	Disconnects *prometheus.CounterVec
+	// Recoveries counts subscriptions that asked to recover, by outcome.
+	Recoveries *prometheus.CounterVec
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
 }
@@ -110,6 +112,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "disconnects_total",
 			Help: "Connections closed by the server, by close code.",
 		}, []string{"code"}),
+		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "recoveries_total",
+			Help: "Subscriptions that asked to recover from a position, by whether they recovered.",
+		}, []string{"recovered"}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
@@ -119,7 +125,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.Publications, m.DeliveryLatency, m.QueueOverflows,
-		m.Errors, m.Disconnects, m.APIRequests,
+		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

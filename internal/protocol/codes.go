@@ -34,6 +34,9 @@ var (
 	ErrAlreadySubscribed = &Error{Code: 409, Message: "already subscribed"}
 	// ErrNotSubscribed: the command needs a subscription the connection does not have.
 	ErrNotSubscribed = &Error{Code: 410, Message: "not subscribed"}
+	// ErrEpochMismatch: a position given with "since" belongs to another
+	// epoch of the channel: its history was lost.
+	ErrEpochMismatch = &Error{Code: 412, Message: "position from another epoch"}
 	// ErrTooLarge: the message or its data is over the configured size limit.
 	ErrTooLarge = &Error{Code: 413, Message: "message too large"}
 	// ErrInvalidChannel: the channel name is missing or breaks the naming rules.
@@ -50,7 +53,7 @@ var (
 // and tests.
 var Errors = []*Error{
 	ErrBadRequest, ErrUnauthorized, ErrPermissionDenied, ErrUnknownCommand,
-	ErrAlreadySubscribed, ErrNotSubscribed, ErrTooLarge, ErrInvalidChannel,
+	ErrAlreadySubscribed, ErrNotSubscribed, ErrEpochMismatch, ErrTooLarge, ErrInvalidChannel,
 	ErrLimitExceeded, ErrInternal, ErrUnavailable,
 }
 

@@ -9,12 +9,22 @@ import (
 
 // Command names a client may send.
 const (
-	CmdConnect     = "connect"
-	CmdSubscribe   = "subscribe"
-	CmdUnsubscribe = "unsubscribe"
-	CmdPublish     = "publish"
-	CmdPing        = "ping"
+	CmdConnect       = "connect"
+	CmdSubscribe     = "subscribe"
+	CmdUnsubscribe   = "unsubscribe"
+	CmdPublish       = "publish"
+	CmdPing          = "ping"
+	CmdHistory       = "history"
+	CmdPresence      = "presence"
+	CmdPresenceStats = "presence_stats"
 )
+
+// StreamPosition is a client's position in a channel: the offset of the last
+// publication it has and the epoch that offset belongs to.
+type StreamPosition struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
 
 // Command is one decoded client command. Fields a command does not use are
 // left empty; unknown fields in the frame are ignored so that newer clients
@@ -34,6 +44,12 @@ type Command struct {
 	Data json.RawMessage
 	// Token carries a credential for commands that take one.
 	Token string
+	// Since asks subscribe to recover, and history to start, after a position.
+	Since *StreamPosition
+	// Limit caps how many publications history returns; nil means the default.
+	Limit *int
+	// Reverse asks history for the newest publications first.
+	Reverse bool
 }
 
 // wireCommand mirrors the JSON shape; pointer fields tell "absent" from zero.
@@ -43,6 +59,9 @@ type wireCommand struct {
 	Channel *string         `json:"channel"`
 	Data    json.RawMessage `json:"data"`
 	Token   string          `json:"token"`
+	Since   *StreamPosition `json:"since"`
+	Limit   *int            `json:"limit"`
+	Reverse bool            `json:"reverse"`
 }
 
 // DecodeError is returned by DecodeCommand. It carries the client-visible
@@ -80,7 +99,7 @@ func DecodeCommand(frame []byte) (Command, error) {
 		}
 		return Command{}, de
 	}
-	c := Command{Data: w.Data, Token: w.Token}
+	c := Command{Data: w.Data, Token: w.Token, Since: w.Since, Limit: w.Limit, Reverse: w.Reverse}
 	if w.ID != nil {
 		c.ID, c.HasID = *w.ID, true
 	}

@@ -18,6 +18,19 @@ func AppendPublication(dst []byte, channel string, data []byte, offset uint64) [
 	return append(dst, '}')
 }
 
+// AppendPushEvent appends a channel event that is not a publication, such as
+// {"channel":C,"join":{...}}: kind names the event and body is its JSON
+// object.
+func AppendPushEvent(dst []byte, channel, kind string, body []byte) []byte {
+	dst = append(dst, `{"channel":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","`...)
+	dst = append(dst, kind...)
+	dst = append(dst, `":`...)
+	dst = append(dst, body...)
+	return append(dst, '}')
+}
+
 // AppendResult appends a successful reply: {"id":N,"result":R}. result must
 // be a JSON object; nil stands for {}.
 func AppendResult(dst []byte, id int64, result []byte) []byte {

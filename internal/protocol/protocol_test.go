@@ -173,3 +173,52 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestCursorRoundTrip(t *testing.T) {
+	chans := []string{"a", "news:world"}
+	check := protocol.CursorCheck(chans, []string{"E1", "E2"})
+	s := protocol.EncodeCursor(check, []uint64{0, 1 << 40})
+	gotCheck, offs, err := protocol.DecodeCursor(s, 2)
+	if err != nil || gotCheck != check || offs[0] != 0 || offs[1] != 1<<40 {
+		t.Fatalf("round trip: %v %v %v", gotCheck, offs, err)
+	}
+	if protocol.CursorCheck(chans, []string{"E1", "E3"}) == check {
+		t.Fatal("check does not change with an epoch")
+	}
+	if protocol.CursorCheck([]string{"b", "news:world"}, []string{"E1", "E2"}) == check {
+		t.Fatal("check does not change with the channel list")
+	}
+	big := make([]uint64, protocol.MaxCursorChannels)
+	for i := range big {
+		big[i] = 1<<35 - 1
+	}
+	if s := protocol.EncodeCursor(0xffffffff, big); len(s) > 128 {
+		t.Fatalf("cursor of %d channels is %d bytes, over 128", len(big), len(s))
+	}
+	for _, bad := range []string{"", "!!!", "AQ", protocol.EncodeCursor(1, []uint64{1}), "AgAAAAAB", strings.Repeat("A", 300)} {
+		if _, _, err := protocol.DecodeCursor(bad, 2); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzDecodeCursor(f *testing.F) {
+	f.Add(protocol.EncodeCursor(7, []uint64{1, 2, 3}), 3)
+	f.Add("AQAAAAA", 0)
+	f.Add("____", 1)
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		if n < 0 || n > protocol.MaxCursorChannels {
+			return
+		}
+		check, offs, err := protocol.DecodeCursor(s, n)
+		if err != nil {
+			return
+		}
+		if len(offs) != n {
+			t.Fatalf("%d offsets for %d channels", len(offs), n)
+		}
+		if _, again, err := protocol.DecodeCursor(protocol.EncodeCursor(check, offs), n); err != nil || len(again) != n {
+			t.Fatal("re-encoded cursor does not decode")
+		}
+	})
+}

@@ -60,9 +60,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	m := metrics.New(reg)
 
 	var b broker.Broker
+	var p broker.PresenceStore
 	switch cfg.Broker {
 	case "memory":
 		b = memory.New(memory.Options{})
+		p = memory.NewPresence()
 	default:
 		return nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
 	}
@@ -74,9 +76,12 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		ClientPublish:            cfg.ClientPublish,
 		HistorySize:              cfg.HistorySize,
 		HistoryTTL:               cfg.HistoryTTL,
+		HistoryMaxLimit:          cfg.HistoryMaxLimit,
+		Presence:                 cfg.Presence,
+		JoinLeave:                cfg.JoinLeave,
 		Logger:                   log,
 		Metrics:                  m,
-	}, b)
+	}, b, p)
 	s.ws = websocket.NewHandler(s.hub, websocket.Options{
 		MaxMessageSize: cfg.MaxMessageSize,
 		PingInterval:   cfg.PingInterval,

@@ -16,13 +16,24 @@ import (
 
 // collector is a broker.Handler that records deliveries.
 type collector struct {
-	mu   sync.Mutex
-	pubs map[string][]broker.Publication
-	seen chan struct{}
+	mu     sync.Mutex
+	pubs   map[string][]broker.Publication
+	events map[string][]string
+	seen   chan struct{}
 }
 
 func newCollector() *collector {
-	return &collector{pubs: map[string][]broker.Publication{}, seen: make(chan struct{}, 1)}
+	return &collector{pubs: map[string][]broker.Publication{}, events: map[string][]string{}, seen: make(chan struct{}, 1)}
+}
+
+func (c *collector) HandleEvent(channel string, data []byte) {
+	c.mu.Lock()
+	c.events[channel] = append(c.events[channel], string(data))
+	c.mu.Unlock()
+	select {
+	case c.seen <- struct{}{}:
+	default:
+	}
 }
 
 func (c *collector) HandlePublication(channel string, pub broker.Publication, epoch string) {
@@ -177,6 +188,37 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 		}
 	})
 
+	t.Run("EventsAreDeliveredNotStored", func(t *testing.T) {
+		b, c := start(t)
+		name := ch(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PublishEvent(ctx, name, []byte(`{"join":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c.mu.Lock()
+			n := len(c.events[name])
+			c.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("event not delivered")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		r, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Position.Offset != 0 || len(r.Publications) != 0 {
+			t.Fatalf("an event was stored: %+v", r)
+		}
+	})
+
 	t.Run("EmptyChannelPosition", func(t *testing.T) {
 		b, _ := start(t)
 		r, err := b.History(ctx, ch(t), broker.HistoryQuery{Limit: -1})
@@ -216,4 +258,37 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 			}
 		}
 	})
+}
+
+// RunPresence runs the presence part of the suite against a fresh store.
+func RunPresence(t *testing.T, newStore func(t *testing.T) broker.PresenceStore) {
+	ctx := context.Background()
+	p := newStore(t)
+	ch := "bt-presence"
+	add := func(client, user string) {
+		if err := p.AddPresence(ctx, ch, broker.ClientInfo{Client: client, User: user, Transport: "websocket"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("c1", "alice")
+	add("c2", "alice")
+	add("c3", "")
+	add("c3", "") // idempotent
+	stats, err := p.PresenceStats(ctx, ch)
+	if err != nil || stats != (broker.PresenceStats{Clients: 3, Users: 1}) {
+		t.Fatalf("stats %+v %v", stats, err)
+	}
+	if err := p.RemovePresence(ctx, ch, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := p.Presence(ctx, ch)
+	if err != nil || len(list) != 2 || list[0].Client != "c2" || list[0].User != "alice" || list[1].Client != "c3" {
+		t.Fatalf("presence %+v %v", list, err)
+	}
+	if err := p.RemovePresence(ctx, ch, "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := p.Presence(ctx, "bt-empty"); len(list) != 0 {
+		t.Fatalf("empty channel has presence %+v", list)
+	}
 }

@@ -154,6 +154,20 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 	}
 }
 
+// PublishEvent implements broker.Broker.
+func (b *Broker) PublishEvent(ctx context.Context, channel string, data []byte) error {
+	s := b.get(channel, false)
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subscribed {
+		b.handler.HandleEvent(channel, data)
+	}
+	return nil
+}
+
 // store appends pub to the ring, resizing it to the requested history size.
 // s.mu must be held.
 func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now time.Time) {

@@ -15,6 +15,10 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) broker.Broker { return memory.New(memory.Options{}) })
 }
 
+func TestPresenceConformance(t *testing.T) {
+	brokertest.RunPresence(t, func(t *testing.T) broker.PresenceStore { return memory.NewPresence() })
+}
+
 // clock is a settable time source.
 type clock struct {
 	mu  sync.Mutex
@@ -31,6 +35,7 @@ func (c *clock) Add(d time.Duration) {
 type nopHandler struct{}
 
 func (nopHandler) HandlePublication(string, broker.Publication, string) {}
+func (nopHandler) HandleEvent(string, []byte)                           {}
 
 func TestHistoryTTL(t *testing.T) {
 	clk := &clock{now: time.Unix(1000, 0)}

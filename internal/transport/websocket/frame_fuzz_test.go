@@ -41,7 +41,7 @@ func FuzzProcess(f *testing.F) {
 	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, 5) // huge length
 	f.Add([]byte{0x81, 0x7e, 0x00}, 1)
 
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}))
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
 	if err := h.Start(context.Background()); err != nil {
 		f.Fatal(err)
 	}
