@@ -305,6 +305,10 @@ func (h *Hub) History(ctx context.Context, channel string, since *broker.Positio
 	return r, nil
 }
 
+// ClientPublish reports whether clients may publish (the publish command,
+// and the HTTP publish endpoint of SSE and polling clients).
+func (h *Hub) ClientPublish() bool { return h.cfg.ClientPublish }
+
 // HistoryMaxLimit is the most publications one history request may ask for.
 func (h *Hub) HistoryMaxLimit() int { return h.cfg.HistoryMaxLimit }
 

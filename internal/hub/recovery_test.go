@@ -236,3 +236,32 @@ func TestPresenceDisabled(t *testing.T) {
 		t.Fatalf("%v", r.msgs[0])
 	}
 }
+
+func TestStreamSubscribeQueuesNoticeFirst(t *testing.T) {
+	h := newHub(t, hub.Config{HistorySize: 2})
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		_, _ = h.Publish(ctx, "n", []byte(`1`), "api")
+	}
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	res, perr := s.Subscribe(ctx, "n", &broker.Position{Offset: 1, Epoch: "old"}, func(res hub.SubscribeResult) []hub.Message {
+		return []hub.Message{{Data: []byte(`{"notice":"unrecovered"}`), Channel: "n"}}
+	})
+	if perr != nil || res.Recovered || res.Position.Offset != 5 {
+		t.Fatalf("%+v %v", res, perr)
+	}
+	_, _ = h.Publish(ctx, "n", []byte(`2`), "api")
+	r.waitFor(t, "notice and live publication", func() bool { return len(r.msgs) == 2 })
+	if r.msg(0)["notice"] != "unrecovered" || r.msg(1)["offset"] != 6.0 {
+		t.Fatalf("%v", r.msgs)
+	}
+	// Recovered publications come as pushes, in order.
+	r2 := newRecorder()
+	s2 := h.NewSession(r2, hub.SessionInfo{})
+	res, _ = s2.Subscribe(ctx, "n", &res.Position, nil)
+	r2.waitFor(t, "recovered push", func() bool { return len(r2.msgs) == 1 })
+	if !res.Recovered || r2.msg(0)["offset"] != 6.0 {
+		t.Fatalf("%+v %v", res, r2.msgs)
+	}
+}

@@ -203,11 +203,19 @@ type SubscribeResult struct {
 // Subscribe subscribes the session to channel for a transport that has no
 // command replies (SSE, long polling): recovered publications (after since,
 // when given) are queued as ordinary pushes, followed by live ones, with no
-// gap and no duplicate.
-func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.Position) (SubscribeResult, *protocol.Error) {
+// gap and no duplicate. first, when not nil, is called once the outcome is
+// known and returns messages to queue before anything else of the channel
+// (such as a notice that the position could not be recovered); it runs
+// under the session's lock and must not call back into the session.
+func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.Position, first func(SubscribeResult) []Message) (SubscribeResult, *protocol.Error) {
 	var out SubscribeResult
 	perr := s.subscribeChannel(ctx, channel, since, func(res *SubscribeResult) {
 		out = *res
+		if first != nil {
+			for _, m := range first(*res) {
+				s.enqueueLocked(m)
+			}
+		}
 		for _, p := range res.Publications {
 			s.enqueueLocked(pubMessage(channel, p))
 		}
