@@ -308,3 +308,38 @@ chatTest('a page does not reconnect after a 4500+ close code', async () => {
     await closePages(alice, bob);
   }
 });
+
+chatTest('missed messages are recovered after a dropped connection, and presence is shown', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  try {
+    await bob.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
+    const client = await bob.getAttribute('#status', 'data-client');
+    const api = (method, body) => fetch(`${server.url}api/${method}`, {
+      method: 'POST',
+      headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(DELIVERY_TIMEOUT),
+    });
+    // Cut bob off (he may come back), and publish while he is away.
+    assert.equal((await api('disconnect', { client, reconnect: true })).status, 200);
+    await waitForNote(bob, 'Connection lost (4003', CONNECT_TIMEOUT);
+    const texts = [];
+    for (let i = 0; i < 5; i++) {
+      const text = `while away ${i} ${Date.now()}`;
+      texts.push(text);
+      const res = await api('publish', { channel: 'chat', data: { user: 'server', text, ts: Date.now() } });
+      assert.equal(res.status, 200, await res.text());
+    }
+    await waitForState(bob, 'connected', RECONNECT_TIMEOUT);
+    await waitForNote(bob, 'Reconnected.', DELIVERY_TIMEOUT);
+    // Every message sent while away shows exactly once, in order.
+    for (const text of texts) await waitForMessage(bob, text);
+    const shown = await bob.locator('#messages li.msg .text').allTextContents();
+    const away = shown.filter((t) => t.startsWith('while away'));
+    assert.deepEqual(away, texts);
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await closePages(alice, bob);
+  }
+});

@@ -24,7 +24,17 @@
 //     push, which has no "id":
 //       {"channel":"chat","data":<the same JSON>,"offset":13}
 //   * Subscriptions belong to one connection: after a reconnect, subscribe
-//     again.
+//     again, with "since" set to the last position held, to get what was
+//     missed:
+//       {"command":"subscribe","channel":"chat","since":{"offset":13,"epoch":"ABCD"},"id":4}
+//       -> {"id":4,"result":{"channel":"chat","offset":15,"epoch":"ABCD",
+//            "recovered":true,"publications":[{...offset 14...},{...offset 15...}]}}
+//     With "recovered":false the missed messages are gone (history is
+//     bounded, or the server lost it): reload the state from your backend.
+//   * {"command":"presence","channel":"chat","id":5}
+//       -> {"id":5,"result":{"clients":[...],"num_clients":3,"num_users":0}}
+//     When the server runs with join_leave on, subscribers also get
+//     {"channel":"chat","join":{...}} and {"channel":"chat","leave":{...}}.
 //   * Close codes 4000-4499 mean "reconnect" (4000 server shutting down,
 //     4001 slow consumer, 4002 idle timeout, 4003 disconnected by server),
 //     4500 and above mean "do not reconnect". Other codes (1006 when the
@@ -50,7 +60,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    status: $('status'), messages: $('messages'), composer: $('composer'),
+    status: $('status'), presence: $('presence'), messages: $('messages'), composer: $('composer'),
     name: $('name'), message: $('message'), send: $('send'),
   };
 
@@ -63,6 +73,8 @@
   let countdownTimer = 0;
   let position = null; // {epoch, offset} of the last publication seen
   const mine = new Set(); // offsets of this page's own messages
+  let presenceTimer = 0;
+  const PRESENCE_EVERY_MS = 5000; // refresh even without join/leave pushes
 
   // setStatus shows the connection state. data-state is one of connecting,
   // connected, reconnecting, disconnected, for styling and for tests.
@@ -95,7 +107,10 @@
         ui.status.dataset.client = reply.result.client;
         ui.status.title = `client ${reply.result.client}, server version ${reply.result.version}`;
       });
-      request({ command: 'subscribe', channel: CHANNEL }, (reply) => {
+      // After a reconnect, ask for what was missed since the last position.
+      const cmd = { command: 'subscribe', channel: CHANNEL };
+      if (position) cmd.since = position;
+      request(cmd, (reply) => {
         if (reply.error) {
           // For example 503 "retry later": drop this connection and let the
           // close handler schedule another attempt.
@@ -114,17 +129,39 @@
     };
   }
 
-  function subscribed({ offset, epoch }) {
-    const wasReconnect = position !== null;
-    if (wasReconnect) {
-      // This page does not fetch history, but offsets tell what it missed.
-      const missed = position.epoch === epoch ? offset - position.offset : 0;
-      note(missed > 0 ? `Reconnected. ${missed} message(s) were sent while you were away.` : 'Reconnected.');
+  function subscribed({ offset, epoch, recovered, publications }) {
+    if (recovered === true) {
+      // Everything sent while we were away, in order, exactly once; live
+      // messages follow.
+      for (const p of publications || []) show(p.data, p.offset);
+      const n = (publications || []).length;
+      note(n > 0 ? `Reconnected. ${n} missed message(s) recovered.` : 'Reconnected.');
+    } else if (recovered === false) {
+      // History no longer holds our position: a real app would reload its
+      // state from its backend here.
+      note('Reconnected. The messages sent while you were away are no longer available.');
+      mine.clear();
     }
-    if (!position || position.epoch !== epoch) mine.clear();
     position = { epoch, offset };
     connectedAt = Date.now();
     setStatus('connected');
+    refreshPresence();
+  }
+
+  // refreshPresence asks who is in the room and shows the count.
+  function refreshPresence() {
+    clearTimeout(presenceTimer);
+    if (!ws || !connectedAt) return;
+    request({ command: 'presence', channel: CHANNEL }, (reply) => {
+      if (reply.result) {
+        const n = reply.result.num_clients;
+        ui.presence.textContent = `${n} online`;
+        ui.presence.dataset.count = n;
+      } else {
+        ui.presence.textContent = '';
+      }
+    });
+    presenceTimer = setTimeout(refreshPresence, PRESENCE_EVERY_MS);
   }
 
   function closed(ev) {
@@ -135,6 +172,8 @@
     const wasUp = connectedAt !== 0;
     if (wasUp && Date.now() - connectedAt >= STABLE_AFTER_MS) attempt = 0;
     connectedAt = 0;
+    clearTimeout(presenceTimer);
+    ui.presence.textContent = '';
 
     const why = `${ev.code}${ev.reason ? ' ' + ev.reason : ''}`;
     if (ev.code >= 4500) {
@@ -173,10 +212,12 @@
       const callback = pending.get(msg.id);
       pending.delete(msg.id);
       if (callback) callback(msg);
-    } else if (msg.channel === CHANNEL) {
+    } else if (msg.channel === CHANNEL && msg.offset !== undefined) {
       // A publication on the channel.
       position = { epoch: position && position.epoch, offset: msg.offset };
       show(msg.data, msg.offset);
+    } else if (msg.channel === CHANNEL && (msg.join || msg.leave)) {
+      refreshPresence();
     } else if (msg.error) {
       // The failure of a command sent without an id.
       note(`Server error ${msg.error.code}: ${msg.error.message}`);
