@@ -214,3 +214,23 @@ func TestRenderPlot(t *testing.T) {
 		t.Errorf("unexpected svg: %.200s", svg)
 	}
 }
+
+func TestRecoveryReply(t *testing.T) {
+	w := &client{cfg: clientConfig{Kind: kindSwitchboard, Recover: true}, sem: make(chan struct{}, 1), setupDone: make(chan struct{}, 1), failures: map[string]int{}}
+	p := &poller{w: w}
+	c := &conn{w: w, p: p, state: stSubscribing, setup: true, hasOffset: true, lastOffset: 13, epoch: "E", sentSince: true}
+	d := string(payload(1, 1, 0))
+	reply := `{"id":2,"result":{"channel":"rc","offset":16,"epoch":"E","recovered":true,"publications":[` +
+		`{"channel":"rc","data":` + d + `,"offset":14},{"channel":"rc","data":` + d + `,"offset":15},` +
+		`{"channel":"rc","data":` + d + `,"offset":16}]}}`
+	p.process(c, serverFrame(reply), time.Now().UnixNano())
+	if p.st.Recovered != 3 || p.st.Recoveries != 1 || p.st.ResubGapped != 0 || c.lastOffset != 16 {
+		t.Errorf("recovered %d, recoveries %d, gap %d, last %d; want 3, 1, 0, 16", p.st.Recovered, p.st.Recoveries, p.st.ResubGapped, c.lastOffset)
+	}
+	// Not recoverable: the gap counts as lost.
+	c.state, c.sentSince = stSubscribing, true
+	p.process(c, serverFrame(`{"id":2,"result":{"channel":"rc","offset":30,"epoch":"E","recovered":false}}`), time.Now().UnixNano())
+	if p.st.Unrecovered != 1 || p.st.ResubGapped != 14 {
+		t.Errorf("unrecovered %d, gap %d; want 1, 14", p.st.Unrecovered, p.st.ResubGapped)
+	}
+}

@@ -67,9 +67,11 @@ type options struct {
 	via        string
 	drain      time.Duration
 	warmup     time.Duration
+	retries    int
 	pause      time.Duration
 
 	drop         string
+	recover      bool
 	jitter       time.Duration
 	recoverLimit time.Duration
 
@@ -163,8 +165,10 @@ Flags:
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "broadcast, channels: an unrecorded first step at --rate of this length (0: none)")
+	fs.IntVar(&o.retries, "retries", 1, "find-max: how many times a failed step is run again before the search stops")
 	fs.DurationVar(&o.pause, "pause", time.Second, "pause between steps")
 	fs.StringVar(&o.drop, "drop", "api", "reconnect: drop clients with /api/disconnect (api) or by restarting the server (restart); the baseline always restarts")
+	fs.BoolVar(&o.recover, "recover", true, "reconnect: Switchboard clients resubscribe with \"since\" their last position and count what is recovered")
 	fs.DurationVar(&o.jitter, "jitter", time.Second, "reconnect: clients wait a random delay below this before reconnecting")
 	fs.DurationVar(&o.recoverLimit, "recover-timeout", time.Minute, "reconnect: longest wait for all clients to be back")
 	fs.StringVar(&o.svg, "svg", "", "broadcast: write a latency-against-rate plot of the steps to this SVG file")
@@ -312,6 +316,7 @@ func (o *options) params() map[string]any {
 		}
 	case "reconnect":
 		p["drop"] = o.drop
+		p["recover"] = o.recover
 		p["jitter_ms"] = o.jitter.Milliseconds()
 		p["rate"] = o.rate
 	}
@@ -369,7 +374,10 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 		e.notes = append(e.notes, fmt.Sprintf("the machine was busy before the run: other processes used %.0f%% of a core; figures are disturbed", busy))
 	}
 	nw := (o.conns + o.connsPerWorker - 1) / o.connsPerWorker
-	cfg := clientConfig{Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers, InFlight: o.inflight, ReadDelay: o.readDelay}
+	cfg := clientConfig{
+		Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers,
+		InFlight: o.inflight, ReadDelay: o.readDelay, Recover: o.recover && kind == kindSwitchboard,
+	}
 	for i := 0; i < nw; i++ {
 		wp, err := startWorker(cfg, o.clientCPUs)
 		if err != nil {
@@ -441,12 +449,14 @@ func share(total, n, i int) (first, count int) {
 type meter struct {
 	start         time.Time
 	srv, cli, all float64
+	srvSys        float64
 	net           netCounters
 }
 
 func (e *env) startMeter() meter {
 	srv := e.t.cpu()
-	return meter{start: time.Now(), srv: srv, cli: e.f.cpu() + selfCPU(), all: machineBusy(), net: readNetCounters()}
+	_, sys, _ := procCPUSplit(e.t.PID)
+	return meter{start: time.Now(), srv: srv, srvSys: sys, cli: e.f.cpu() + selfCPU(), all: machineBusy(), net: readNetCounters()}
 }
 
 // measured is what a meter saw.
@@ -454,6 +464,7 @@ type measured struct {
 	wall           float64 // s
 	srvCPU, cliCPU float64 // s
 	srvPct, cliPct float64 // % of one core
+	srvSysPct      float64 // share of the server's CPU spent in the kernel, %
 	// otherPct is the CPU the rest of the machine used (other processes,
 	// and softirq work done outside the two sides), % of one core.
 	otherPct         float64
@@ -474,6 +485,10 @@ func (e *env) stopMeter(m meter) measured {
 		r.srvPct = 100 * r.srvCPU / r.wall
 		r.cliPct = 100 * r.cliCPU / r.wall
 		r.otherPct = max(0, 100*(machineBusy()-m.all-r.srvCPU-r.cliCPU)/r.wall)
+	}
+	r.srvSysPct = math.NaN()
+	if _, sys, err := procCPUSplit(e.t.PID); err == nil && r.srvCPU > 0 && sys >= m.srvSys {
+		r.srvSysPct = 100 * (sys - m.srvSys) / r.srvCPU
 	}
 	if ps, err := readProcStatus(e.t.PID); err == nil {
 		r.serverRSSKiB, r.serverRSSAnonKiB = float64(ps.RSSKiB), float64(ps.RSSAnonKiB)

@@ -19,27 +19,34 @@ const clockTicks = 100
 // procCPU returns the user+system CPU time used so far by process pid (all
 // its threads), in seconds.
 func procCPU(pid int) (float64, error) {
+	u, s, err := procCPUSplit(pid)
+	return u + s, err
+}
+
+// procCPUSplit returns the user and the system CPU time used so far by
+// process pid, in seconds.
+func procCPUSplit(pid int) (user, sys float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read cpu of pid %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("read cpu of pid %d: %w", pid, err)
 	}
 	// The command name (field 2) may hold spaces; fields are counted after
 	// its closing parenthesis.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("read cpu of pid %d: malformed stat", pid)
+		return 0, 0, fmt.Errorf("read cpu of pid %d: malformed stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("read cpu of pid %d: short stat", pid)
+		return 0, 0, fmt.Errorf("read cpu of pid %d: short stat", pid)
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("read cpu of pid %d: malformed stat", pid)
+		return 0, 0, fmt.Errorf("read cpu of pid %d: malformed stat", pid)
 	}
-	return float64(ut+st) / clockTicks, nil
+	return float64(ut) / clockTicks, float64(st) / clockTicks, nil
 }
 
 // procStatus holds the fields of /proc/<pid>/status the tool reports.

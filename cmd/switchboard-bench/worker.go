@@ -93,6 +93,9 @@ type wireStats struct {
 	Closes       map[string]uint64 `json:"closes,omitempty"`
 	ResubGapped  uint64            `json:"resub_gapped"`
 	EpochChanged uint64            `json:"epoch_changed"`
+	Recovered    uint64            `json:"recovered"`
+	Recoveries   uint64            `json:"recoveries"`
+	Unrecovered  uint64            `json:"unrecovered"`
 	FirstRecv    int64             `json:"first_recv"`
 	LastRecv     int64             `json:"last_recv"`
 }
@@ -102,6 +105,7 @@ func toWire(s pstats) *wireStats {
 		Received: s.Received, Warm: s.Warm, Bytes: s.Bytes, Gaps: s.Gaps,
 		Reordered: s.Reordered, Errors: s.Errors, Lat: s.Lat.sparse(),
 		ResubGapped: s.ResubGapped, EpochChanged: s.EpochChanged,
+		Recovered: s.Recovered, Recoveries: s.Recoveries, Unrecovered: s.Unrecovered,
 		FirstRecv: s.FirstRecv, LastRecv: s.LastRecv,
 	}
 	for k, v := range s.Closes {
@@ -118,6 +122,7 @@ func fromWire(ws *wireStats) pstats {
 		Received: ws.Received, Warm: ws.Warm, Bytes: ws.Bytes, Gaps: ws.Gaps,
 		Reordered: ws.Reordered, Errors: ws.Errors, Lat: *ws.Lat.hist(),
 		ResubGapped: ws.ResubGapped, EpochChanged: ws.EpochChanged,
+		Recovered: ws.Recovered, Recoveries: ws.Recoveries, Unrecovered: ws.Unrecovered,
 		FirstRecv: ws.FirstRecv, LastRecv: ws.LastRecv,
 	}
 	for k, v := range ws.Closes {

@@ -69,6 +69,10 @@ type clientConfig struct {
 	Pollers int `json:"pollers"`
 	// InFlight bounds the connections setting up at once.
 	InFlight int `json:"inflight"`
+	// Recover makes a connection that subscribes again after losing its
+	// connection ask Switchboard for what it missed ("since" its last
+	// offset and epoch).
+	Recover bool `json:"recover"`
 	// ReadDelay, when positive, makes a busy event loop (one that found many
 	// ready connections) pause this long before polling again, so that
 	// several messages pile up per socket and are taken with one read. It
@@ -96,6 +100,7 @@ type conn struct {
 	lastOffset uint64
 	hasOffset  bool
 	epoch      string
+	sentSince  bool // the pending subscribe asked for recovery
 	warmed     atomic.Bool
 
 	// Set by the poller, read by status queries:
@@ -129,8 +134,14 @@ type pstats struct {
 	// EpochChanged counts resubscriptions that found a new stream epoch,
 	// where a gap cannot be computed.
 	EpochChanged uint64
-	FirstRecv    int64
-	LastRecv     int64
+	// Recovered counts publications received in subscribe replies after
+	// a reconnect; Recoveries and Unrecovered count the replies that did
+	// and did not recover.
+	Recovered   uint64
+	Recoveries  uint64
+	Unrecovered uint64
+	FirstRecv   int64
+	LastRecv    int64
 }
 
 func (s *pstats) merge(o *pstats) {
@@ -149,6 +160,9 @@ func (s *pstats) merge(o *pstats) {
 	}
 	s.ResubGapped += o.ResubGapped
 	s.EpochChanged += o.EpochChanged
+	s.Recovered += o.Recovered
+	s.Recoveries += o.Recoveries
+	s.Unrecovered += o.Unrecovered
 	if o.FirstRecv != 0 && (s.FirstRecv == 0 || o.FirstRecv < s.FirstRecv) {
 		s.FirstRecv = o.FirstRecv
 	}
@@ -604,7 +618,12 @@ func (p *poller) subscribe(c *conn) {
 	if c.connect {
 		b = append(b, frame(0x1, []byte(`{"command":"connect","id":`+strconv.Itoa(idConnect)+`}`))...)
 	}
-	b = append(b, frame(0x1, []byte(`{"command":"subscribe","channel":"`+c.channel+`","id":`+strconv.Itoa(idSubscribe)+`}`))...)
+	cmd := `{"command":"subscribe","channel":"` + c.channel + `","id":` + strconv.Itoa(idSubscribe)
+	c.sentSince = p.w.cfg.Recover && c.setup && c.hasOffset
+	if c.sentSince {
+		cmd += `,"since":{"offset":` + strconv.FormatUint(c.lastOffset, 10) + `,"epoch":"` + c.epoch + `"}`
+	}
+	b = append(b, frame(0x1, []byte(cmd+"}"))...)
 	c.write(b)
 }
 
@@ -640,23 +659,63 @@ func (p *poller) message(c *conn, m []byte, now int64) {
 				c.clientID.Store(&s)
 			}
 		case idSubscribe:
-			off, ok := numberAfter(m, `"offset":`)
-			epoch, _ := stringAfter(m, `"epoch":"`)
-			if c.hasOffset && ok {
-				if epoch != c.epoch {
-					p.st.EpochChanged++
-				} else if off > c.lastOffset {
-					p.st.ResubGapped += off - c.lastOffset
-				}
-			}
-			c.lastOffset, c.hasOffset, c.epoch = off, ok, epoch
-			p.subscribed(c)
+			p.subscribeReply(c, m)
 		}
 		return
 	}
 	if bytes.HasPrefix(m, []byte(`{"error":`)) {
 		p.st.Errors++
 	}
+}
+
+// subscribeReply handles the reply to subscribe: the channel's position
+// and, when recovery was asked for, the publications missed. p.mu is held.
+func (p *poller) subscribeReply(c *conn, m []byte) {
+	head, pubs, _ := bytes.Cut(m, []byte(`"publications":[`))
+	off, ok := numberAfter(head, `"offset":`)
+	epoch, _ := stringAfter(head, `"epoch":"`)
+	recovered := c.sentSince && bytes.Contains(head, []byte(`"recovered":true`))
+	switch {
+	case !c.hasOffset || !ok:
+	case epoch != c.epoch:
+		p.st.EpochChanged++
+		if c.sentSince {
+			p.st.Unrecovered++
+		}
+	case recovered:
+		p.st.Recoveries++
+		// Walk the recovered publications: they must continue the offsets.
+		next := c.lastOffset + 1
+		for {
+			i := bytes.Index(pubs, []byte(`,"offset":`))
+			if i < 0 {
+				break
+			}
+			pubs = pubs[i:]
+			o, _ := numberAfter(pubs, `,"offset":`)
+			pubs = pubs[len(`,"offset":`):]
+			if o > next {
+				p.st.ResubGapped += o - next
+			}
+			if o >= next {
+				p.st.Recovered++
+				next = o + 1
+			}
+		}
+		if off >= next {
+			p.st.ResubGapped += off - next + 1
+		}
+	default:
+		if c.sentSince {
+			p.st.Unrecovered++
+		}
+		if off > c.lastOffset {
+			p.st.ResubGapped += off - c.lastOffset
+		}
+	}
+	c.lastOffset, c.hasOffset, c.epoch = off, ok, epoch
+	c.sentSince = false
+	p.subscribed(c)
 }
 
 // publication accounts for one publication. p.mu is held.
