@@ -296,6 +296,7 @@ func (o *options) params() map[string]any {
 		"server_cpus": o.serverCPUs, "client_cpus": o.clientCPUs,
 		"sources": o.sources, "server_args": []string(o.serverArgs),
 		"read_delay_ms": float64(o.readDelay) / 1e6,
+		"server_bin":    filepath.Base(o.serverBin),
 	}
 	switch o.scenario {
 	case "idle":
