@@ -4,15 +4,18 @@
 // server pings, idle timeouts and close codes.
 //
 // Framing uses github.com/gobwas/ws, a low-level library that lets the
-// server frame each message itself. Reading is done from a byte buffer, so
-// the same parser serves the goroutine-per-connection reader here and an
-// event-loop reader.
+// server frame each message itself. Frames are parsed from a byte buffer
+// (conn.process), so one parser serves both readers: the event-loop reader
+// (Linux, the default there; see epoll_linux.go), with which an idle
+// connection holds no goroutine and no buffer, and a portable reader with a
+// goroutine per connection.
 package websocket
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -52,6 +55,38 @@ type Options struct {
 	AllowedOrigins []string
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Reader selects how connections are read: ReaderEpoll ("epoll", Linux
+	// only) watches all sockets from one shared goroutine and reads them on
+	// a small pool of workers, so an idle connection holds no goroutine and
+	// no buffer; ReaderGoroutine ("goroutine") reads each connection on a
+	// goroutine of its own, which costs at least 4 KiB of stack per
+	// connection. Default DefaultReader: "epoll" on Linux, "goroutine"
+	// elsewhere. See CheckReader.
+	Reader string
+}
+
+// The values of Options.Reader.
+const (
+	ReaderEpoll     = "epoll"
+	ReaderGoroutine = "goroutine"
+)
+
+// DefaultReader is the reader used when Options.Reader is empty.
+const DefaultReader = defaultReader
+
+// CheckReader returns an error unless name is a reader this build can use,
+// or empty (the default).
+func CheckReader(name string) error {
+	switch name {
+	case "", ReaderGoroutine:
+		return nil
+	case ReaderEpoll:
+		if epollSupported {
+			return nil
+		}
+		return errors.New(`websocket: reader "epoll" is only available on Linux`)
+	}
+	return fmt.Errorf(`websocket: unknown reader %q (want "epoll" or "goroutine")`, name)
 }
 
 func (o *Options) setDefaults() {
@@ -70,6 +105,9 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Reader == "" {
+		o.Reader = DefaultReader
+	}
 }
 
 // Handler is the http.Handler of the WebSocket endpoint.
@@ -78,10 +116,13 @@ type Handler struct {
 	opts Options
 	log  *slog.Logger
 	ka   *keepalive
-	pong []byte // an empty pong frame
+	pong []byte  // an empty pong frame
+	ep   *poller // the event loop, nil with the goroutine reader
 }
 
-// NewHandler returns the endpoint's handler. Call Close to stop its pinger.
+// NewHandler returns the endpoint's handler. Call Close to stop its pinger
+// and event loop. An Options.Reader that CheckReader rejects is logged and
+// replaced by the goroutine reader.
 func NewHandler(h *hub.Hub, opts Options) *Handler {
 	opts.setDefaults()
 	hd := &Handler{
@@ -90,13 +131,33 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		log:  opts.Logger.With("component", "websocket"),
 		pong: ws.MustCompileFrame(ws.NewPongFrame(nil)),
 	}
+	if err := CheckReader(opts.Reader); err != nil {
+		hd.log.Warn("using the goroutine reader", "err", err)
+		hd.opts.Reader = ReaderGoroutine
+	}
+	if hd.opts.Reader == ReaderEpoll {
+		p, err := newPoller(hd.log)
+		if err != nil {
+			hd.log.Warn("event loop unavailable, using the goroutine reader", "err", err)
+			hd.opts.Reader = ReaderGoroutine
+		} else {
+			hd.ep = p
+		}
+	}
 	hd.ka = newKeepalive(opts.PingInterval, opts.IdleTimeout)
 	return hd
 }
 
-// Close stops the handler's keepalive goroutine. Open connections are closed
-// by the hub's Shutdown.
-func (hd *Handler) Close() { hd.ka.stop() }
+// Close stops the handler's keepalive goroutine and refuses new connections
+// to its event loop. Open connections are closed by the hub's Shutdown; the
+// event loop ends by itself once the last one is gone (at most closeGrace
+// after its close frame), as the goroutine reader's goroutines do.
+func (hd *Handler) Close() {
+	hd.ka.stop()
+	if hd.ep != nil {
+		hd.ep.stop()
+	}
+}
 
 // ServeHTTP upgrades the request to a WebSocket and starts serving it.
 func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -123,9 +184,17 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := rw.Reader.Peek(n)
 		pre = append([]byte(nil), b...)
 	}
+	// The event loop takes the connection before the session exists (and
+	// could close it): whether it is polled is fixed from here on.
+	polled := hd.ep != nil && hd.ep.register(c, pre)
 	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr})
 	c.touch()
 	hd.ka.add(c)
+	if polled {
+		// A worker takes the first batch: pre, and what followed it.
+		hd.ep.submit(c)
+		return
+	}
 	// A fresh goroutine with a small stack serves the connection, so the
 	// net/http goroutine (and its grown stack) ends here.
 	go c.readLoop(pre)
@@ -169,9 +238,11 @@ type conn struct {
 	frag     []byte // a fragmented message being assembled
 	fragging bool
 
-	mu         sync.Mutex // guards readerDone, closeSent
+	mu         sync.Mutex // guards readerDone, closeSent and parts of ep
 	readerDone bool
 	closeSent  bool
+
+	ep epConn // the event loop's state; unused by the goroutine reader
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -242,10 +313,20 @@ func (c *conn) Close(d protocol.Disconnect) error {
 	done := c.readerDone
 	c.mu.Unlock()
 	if done || werr != nil {
-		return c.nc.Close()
+		err := c.nc.Close()
+		if !done && c.ep.polled() {
+			// A closed socket reports no more events: end the reader here.
+			c.stopReading()
+		}
+		return err
 	}
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
+	}
+	if c.ep.polled() {
+		// Raw reads have no deadline: a timer ends the drain instead.
+		c.startGrace(closeGrace)
+		return nil
 	}
 	return c.nc.SetReadDeadline(time.Now().Add(closeGrace))
 }
@@ -308,6 +389,10 @@ func (c *conn) readerExit() {
 	c.mu.Lock()
 	c.readerDone = true
 	sent := c.closeSent
+	if c.ep.grace != nil {
+		c.ep.grace.Stop()
+		c.ep.grace = nil
+	}
 	c.mu.Unlock()
 	if sent {
 		_ = c.nc.Close()
