@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +14,12 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/server"
 )
@@ -67,7 +71,7 @@ the file. Run "switchboard serve --help" for the list.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(stdout, stderr, environ), newVersion(stdout))
+	root.AddCommand(newServe(stdout, stderr, environ), newVersion(stdout), newToken(stdout, environ))
 	return root
 }
 
@@ -81,6 +85,71 @@ func newVersion(stdout io.Writer) *cobra.Command {
 			return err
 		},
 	}
+}
+
+func newToken(stdout io.Writer, environ []string) *cobra.Command {
+	var sub, info, channel string
+	var ttl time.Duration
+	var channels []string
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Mint a connection or subscription token (HS256) for development",
+		Long: `Mint a JWT signed with the configured jwt_secret (flag, SWITCHBOARD_JWT_SECRET
+or the config file), for development and for trying the docs' examples.
+Production tokens are minted by your application's backend.
+
+  switchboard token --sub alice --ttl 1h
+  switchboard token --sub alice --channels news,chat --info '{"name":"Alice"}'
+  switchboard token --sub alice --channel private:room     # subscription token`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(cmd.Flags(), environ)
+			if err != nil {
+				return err
+			}
+			if cfg.JWTSecret == "" {
+				return errors.New("token: no jwt_secret configured (set SWITCHBOARD_JWT_SECRET or --jwt-secret)")
+			}
+			if info != "" && !json.Valid([]byte(info)) {
+				return errors.New("token: --info must be a JSON value")
+			}
+			now := time.Now()
+			reg := jwt.RegisteredClaims{Subject: sub, IssuedAt: jwt.NewNumericDate(now), Issuer: cfg.JWTIssuer}
+			if cfg.JWTAudience != "" {
+				reg.Audience = jwt.ClaimStrings{cfg.JWTAudience}
+			}
+			if ttl > 0 {
+				reg.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+			}
+			var claims jwt.Claims
+			if channel != "" {
+				claims = auth.SubscribeClaims{RegisteredClaims: reg, Channel: channel, Info: rawOrNil(info)}
+			} else {
+				claims = auth.ConnectClaims{RegisteredClaims: reg, Channels: channels, Info: rawOrNil(info)}
+			}
+			tok, err := auth.Sign(cfg.JWTSecret, claims)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(stdout, tok)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sub, "sub", "", "user id (the sub claim); empty for an anonymous token")
+	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime (0: never expires)")
+	f.StringVar(&info, "info", "", "JSON attached to the client (info claim)")
+	f.StringSliceVar(&channels, "channels", nil, "channels the server subscribes at connect (connection token)")
+	f.StringVar(&channel, "channel", "", "make a subscription token for this channel")
+	config.RegisterFlags(f)
+	return cmd
+}
+
+func rawOrNil(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
 }
 
 func newServe(stdout, stderr io.Writer, environ []string) *cobra.Command {

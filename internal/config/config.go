@@ -19,6 +19,8 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/switchboardhq/switchboard/internal/auth"
 )
 
 // EnvPrefix prefixes every environment variable Switchboard reads.
@@ -51,6 +53,19 @@ type Config struct {
 	LogLevel                 string        `koanf:"log_level"`
 	LogFormat                string        `koanf:"log_format"`
 	Demo                     bool          `koanf:"demo"`
+	JWTSecret                string        `koanf:"jwt_secret"`
+	JWTPublicKey             string        `koanf:"jwt_public_key"`
+	JWTJWKSURL               string        `koanf:"jwt_jwks_url"`
+	JWTAlgorithm             string        `koanf:"jwt_algorithm"`
+	JWTIssuer                string        `koanf:"jwt_issuer"`
+	JWTAudience              string        `koanf:"jwt_audience"`
+	JWTMaxSize               int           `koanf:"jwt_max_size"`
+	CommandRate              float64       `koanf:"command_rate"`
+	CommandBurst             int           `koanf:"command_burst"`
+	MaxConnections           int           `koanf:"max_connections"`
+	MaxConnectionsPerIP      int           `koanf:"max_connections_per_ip"`
+	// Namespaces can only be set in the YAML file; see auth.Namespace.
+	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
 
 // Key describes one configuration key for flags and documentation.
@@ -85,6 +100,17 @@ var Keys = []Key{
 	{"log_level", "info", "log level: debug, info, warn, error"},
 	{"log_format", "text", "log format: text or json"},
 	{"demo", true, "serve the demo pages at /"},
+	{"jwt_secret", "", "HS256 secret for connection and subscription tokens (at least 16 bytes)"},
+	{"jwt_public_key", "", "PEM file with the RSA or EC public key for RS256 or ES256 tokens"},
+	{"jwt_jwks_url", "", "JWKS URL to fetch RS256 or ES256 token keys from"},
+	{"jwt_algorithm", "", "the only token algorithm accepted: HS256 (default with jwt_secret), RS256 or ES256"},
+	{"jwt_issuer", "", "required token issuer (iss), when set"},
+	{"jwt_audience", "", "required token audience (aud), when set"},
+	{"jwt_max_size", 8192, "longest token accepted, in bytes"},
+	{"command_rate", 100.0, "commands per second one connection may send (token bucket; 0: no limit)"},
+	{"command_burst", 200, "commands one connection may send at once above command_rate"},
+	{"max_connections", 100000, "most connections this node accepts (0: no limit)"},
+	{"max_connections_per_ip", 25000, "most connections from one client address (0: no limit)"},
 }
 
 // RegisterFlags adds a flag for every key to fs.
@@ -102,6 +128,8 @@ func RegisterFlags(fs *pflag.FlagSet) {
 			fs.Int(name, d, usage)
 		case time.Duration:
 			fs.Duration(name, d, usage)
+		case float64:
+			fs.Float64(name, d, usage)
 		case []string:
 			fs.StringSlice(name, d, usage)
 		default:
@@ -179,13 +207,20 @@ func splitCommaHook(from, to reflect.Type, data any) (any, error) {
 	return parts, nil
 }
 
+// fileOnlyKeys are keys only the YAML file can set.
+var fileOnlyKeys = []string{"namespaces"}
+
 func checkKnown(keys []string, path string) error {
 	known := map[string]bool{}
+	for _, k := range fileOnlyKeys {
+		known[k] = true
+	}
 	for _, k := range Keys {
 		known[k.Name] = true
 	}
 	for _, k := range keys {
-		if !known[k] {
+		top, _, _ := strings.Cut(k, ".")
+		if !known[k] && !known[top] {
 			return fmt.Errorf("config: %s: unknown key %q", path, k)
 		}
 	}
@@ -231,6 +266,9 @@ func (c Config) Validate() error {
 		if v, ok := durations[k.Name]; ok && v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", k.Name, v))
 		}
+	}
+	if c.CommandRate < 0 || c.CommandBurst < 0 || c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.JWTMaxSize <= 0 {
+		errs = append(errs, errors.New("command_rate, command_burst, max_connections, max_connections_per_ip must not be negative, jwt_max_size must be positive"))
 	}
 	if c.JoinLeave && !c.Presence {
 		errs = append(errs, errors.New("join_leave: needs presence"))

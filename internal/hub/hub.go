@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -57,6 +59,31 @@ type Config struct {
 	// PresenceTTL is how long a presence entry lives without refresh in a
 	// shared store. Default 60s.
 	PresenceTTL time.Duration
+	// Rules give each channel its namespace's options and permissions. When
+	// nil, every channel uses one namespace made of ClientPublish,
+	// HistorySize, HistoryTTL, Presence and JoinLeave, open to anyone.
+	Rules *auth.Rules
+	// Verifier checks connection and subscription tokens; nil when tokens
+	// are not configured.
+	Verifier *auth.Verifier
+	// RequireAuth refuses every command but connect, refresh and ping from
+	// clients without a valid connection token, and closes those that have
+	// none after ConnectTimeout (4502).
+	RequireAuth bool
+	// ConnectTimeout: see RequireAuth. Default 10s.
+	ConnectTimeout time.Duration
+	// CommandRate and CommandBurst set each connection's token bucket, in
+	// commands per second; 0 means no limit.
+	CommandRate  float64
+	CommandBurst int
+	// MaxConnections and MaxConnectionsPerIP bound the connections of this
+	// node and of one client address; 0 means no limit. Connections over a
+	// bound are closed at once with 4007.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	// SweepInterval is how often expired tokens and connect timeouts are
+	// checked. Default 1s.
+	SweepInterval time.Duration
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the hub's metrics. Required.
@@ -79,6 +106,31 @@ func (c *Config) setDefaults() {
 	if c.PresenceTTL <= 0 {
 		c.PresenceTTL = time.Minute
 	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.CommandBurst <= 0 {
+		c.CommandBurst = int(max(1, c.CommandRate))
+	}
+	if c.Rules == nil {
+		def := auth.Namespace{
+			Subscribe:   auth.SubscribeAnyone,
+			Publish:     c.ClientPublish,
+			HistorySize: c.HistorySize,
+			HistoryTTL:  c.HistoryTTL,
+			Recovery:    c.HistorySize > 0,
+			Presence:    c.Presence,
+			JoinLeave:   c.JoinLeave && c.Presence,
+		}
+		r, err := auth.NewRules(def, nil)
+		if err != nil {
+			panic(fmt.Sprintf("hub: default namespace: %v", err))
+		}
+		c.Rules = r
+	}
 	if c.MaxChannelsPerConnection <= 0 {
 		c.MaxChannelsPerConnection = 128
 	}
@@ -92,17 +144,22 @@ type Hub struct {
 	cfg      Config
 	broker   broker.Broker
 	presence broker.PresenceStore
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	started time.Time
-	seed    maphash.Seed
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	started  time.Time
+	seed     maphash.Seed
 
 	shards  [numShards]shard
 	stripes [numStripes]sync.Mutex
 
 	sessMu   sync.Mutex
 	sessions map[string]*Session
+	perIP    map[string]int
 	sessWG   sync.WaitGroup
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	loops    sync.WaitGroup
 
 	nextID        atomic.Uint64
 	subscriptions atomic.Int64
@@ -123,8 +180,8 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 	if cfg.Metrics == nil {
 		panic("hub: Config.Metrics is required")
 	}
-	if cfg.Presence && p == nil {
-		panic("hub: Config.Presence needs a presence store")
+	if p == nil {
+		p = nopPresence{}
 	}
 	h := &Hub{
 		cfg:      cfg,
@@ -135,6 +192,8 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		started:  time.Now(),
 		seed:     maphash.MakeSeed(),
 		sessions: make(map[string]*Session),
+		perIP:    make(map[string]int),
+		stop:     make(chan struct{}),
 	}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]map[*subscription]struct{})
@@ -147,7 +206,92 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("hub: start broker: %w", err)
 	}
+	h.loops.Add(1)
+	go h.sweepLoop()
 	return nil
+}
+
+// sweepLoop closes sessions whose token expired and, when authentication is
+// required, those that did not authenticate within the connect timeout.
+func (h *Hub) sweepLoop() {
+	defer h.loops.Done()
+	t := time.NewTicker(h.cfg.SweepInterval)
+	defer t.Stop()
+	var batch []*Session
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		h.sessMu.Lock()
+		batch = batch[:0]
+		for _, s := range h.sessions {
+			batch = append(batch, s)
+		}
+		h.sessMu.Unlock()
+		for _, s := range batch {
+			exp := s.expires.Load()
+			switch {
+			case exp != 0 && now.UnixNano() > exp:
+				s.Close(protocol.DisconnectTokenExpired)
+			case h.cfg.RequireAuth && !s.authed.Load() && now.Sub(s.created) > h.cfg.ConnectTimeout:
+				s.Close(protocol.DisconnectUnauthorized)
+			}
+		}
+		clear(batch)
+	}
+}
+
+// namespace returns the options of channel's namespace, or a client-visible
+// error when the namespace is unknown.
+func (h *Hub) namespace(channel string) (auth.Namespace, *protocol.Error) {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return auth.Namespace{}, perr
+	}
+	ns, err := h.cfg.Rules.Lookup(channel)
+	if err != nil {
+		return ns, protocol.ErrInvalidChannel.WithMessage("%v", err)
+	}
+	return ns, nil
+}
+
+// Credentials are what a verified connection token says about a client.
+type Credentials struct {
+	// User is the token's sub; empty for an anonymous token.
+	User string
+	// Info is the token's info claim, shown in presence.
+	Info json.RawMessage
+	// Channels are subscribed by the server when the client connects.
+	Channels []string
+	// Expires is when the token expires; zero for never.
+	Expires time.Time
+}
+
+// Authenticate verifies a connection token, for transports that take it at
+// the transport level (query parameter, Authorization header).
+func (h *Hub) Authenticate(token string) (*Credentials, *protocol.Error) {
+	if h.cfg.Verifier == nil {
+		return nil, protocol.ErrUnauthorized.WithMessage("tokens are not configured on this server")
+	}
+	c, err := h.cfg.Verifier.Connect(token)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	return &Credentials{User: c.Subject, Info: c.Info, Channels: c.Channels, Expires: auth.Expiry(c.RegisteredClaims)}, nil
+}
+
+// tokenError maps a verification error to what the client sees.
+func tokenError(err error) *protocol.Error {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return protocol.ErrTokenExpired.WithMessage("token expired: get a new one")
+	case errors.Is(err, auth.ErrTokenTooLarge):
+		return protocol.ErrUnauthorized.WithMessage("token too large")
+	default:
+		return protocol.ErrUnauthorized.WithMessage("invalid token")
+	}
 }
 
 // NodeID returns this node's id.
@@ -261,12 +405,13 @@ func (h *Hub) removeSubscription(sub *subscription) {
 // returns the position it was stored at. source labels the metric ("api",
 // "client").
 func (h *Hub) Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error) {
-	if perr := protocol.ValidateChannel(channel); perr != nil {
+	ns, perr := h.namespace(channel)
+	if perr != nil {
 		return broker.Position{}, perr
 	}
 	pos, err := h.broker.Publish(ctx, channel, data, broker.PublishOptions{
-		HistorySize: h.cfg.HistorySize,
-		HistoryTTL:  h.cfg.HistoryTTL,
+		HistorySize: ns.HistorySize,
+		HistoryTTL:  ns.HistoryTTL,
 	})
 	if err != nil {
 		return pos, fmt.Errorf("hub: publish to %q: %w", channel, err)
@@ -305,9 +450,26 @@ func (h *Hub) History(ctx context.Context, channel string, since *broker.Positio
 	return r, nil
 }
 
-// ClientPublish reports whether clients may publish (the publish command,
-// and the HTTP publish endpoint of SSE and polling clients).
+// ClientPublish reports whether clients may publish to channels of the
+// default namespace; see CanPublish for a given channel.
 func (h *Hub) ClientPublish() bool { return h.cfg.ClientPublish }
+
+// CanPublish checks whether a client with the given user id may publish to
+// channel (the publish command, and the HTTP publish endpoint of SSE and
+// polling clients).
+func (h *Hub) CanPublish(channel, user string) *protocol.Error {
+	ns, perr := h.namespace(channel)
+	if perr != nil {
+		return perr
+	}
+	if !ns.Publish {
+		return protocol.ErrPermissionDenied.WithMessage("clients may not publish to %q", channel)
+	}
+	if !auth.UserAllowed(channel, user) {
+		return protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
+	}
+	return nil
+}
 
 // HistoryMaxLimit is the most publications one history request may ask for.
 func (h *Hub) HistoryMaxLimit() int { return h.cfg.HistoryMaxLimit }
@@ -337,11 +499,12 @@ func (h *Hub) PresenceStats(ctx context.Context, channel string) (broker.Presenc
 }
 
 func (h *Hub) presenceAllowed(channel string) error {
-	if perr := protocol.ValidateChannel(channel); perr != nil {
+	ns, perr := h.namespace(channel)
+	if perr != nil {
 		return perr
 	}
-	if !h.cfg.Presence {
-		return protocol.ErrPermissionDenied.WithMessage("presence is disabled on this server")
+	if !ns.Presence {
+		return protocol.ErrPermissionDenied.WithMessage("presence is off for %q", channel)
 	}
 	return nil
 }
@@ -349,20 +512,22 @@ func (h *Hub) presenceAllowed(channel string) error {
 // joined records a new live subscription in presence and tells the
 // channel's subscribers.
 func (h *Hub) joined(ctx context.Context, channel string, info broker.ClientInfo) {
-	if !h.cfg.Presence {
+	ns, _ := h.cfg.Rules.Lookup(channel)
+	if !ns.Presence {
 		return
 	}
 	if err := h.presence.AddPresence(ctx, channel, info, h.cfg.PresenceTTL); err != nil {
 		h.log.Warn("add presence failed", "channel", channel, "err", err)
 	}
-	if h.cfg.JoinLeave {
+	if ns.JoinLeave {
 		h.publishEvent(ctx, channel, "join", info)
 	}
 }
 
 // left undoes joined.
 func (h *Hub) left(channel string, info broker.ClientInfo) {
-	if !h.cfg.Presence {
+	ns, _ := h.cfg.Rules.Lookup(channel)
+	if !ns.Presence {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -370,7 +535,7 @@ func (h *Hub) left(channel string, info broker.ClientInfo) {
 	if err := h.presence.RemovePresence(ctx, channel, info.Client); err != nil {
 		h.log.Warn("remove presence failed", "channel", channel, "err", err)
 	}
-	if h.cfg.JoinLeave {
+	if ns.JoinLeave {
 		h.publishEvent(ctx, channel, "leave", info)
 	}
 }
@@ -473,20 +638,27 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("hub: shutdown: sessions still open: %w", ctx.Err())
 	}
+	h.stopOnce.Do(func() { close(h.stop) })
+	h.loops.Wait()
 	if cerr := h.broker.Close(ctx); cerr != nil && err == nil {
 		err = fmt.Errorf("hub: close broker: %w", cerr)
 	}
 	return err
 }
 
-// register adds s to the session registry.
-func (h *Hub) register(s *Session) {
+// register adds s to the session registry. It reports false when a
+// connection limit is reached.
+func (h *Hub) register(s *Session) bool {
 	h.sessWG.Add(1)
 	h.sessMu.Lock()
+	over := h.cfg.MaxConnections > 0 && len(h.sessions) >= h.cfg.MaxConnections ||
+		h.cfg.MaxConnectionsPerIP > 0 && h.perIP[s.ip] >= h.cfg.MaxConnectionsPerIP
 	h.sessions[s.id] = s
+	h.perIP[s.ip]++
 	h.sessMu.Unlock()
 	h.metrics.Connections.WithLabelValues(s.transport.Name()).Inc()
 	h.metrics.ConnectionsTotal.WithLabelValues(s.transport.Name()).Inc()
+	return !over
 }
 
 // unregister removes s from the registry and all its channels.
@@ -499,6 +671,9 @@ func (h *Hub) unregister(s *Session) {
 	}
 	h.sessMu.Lock()
 	delete(h.sessions, s.id)
+	if h.perIP[s.ip]--; h.perIP[s.ip] <= 0 {
+		delete(h.perIP, s.ip)
+	}
 	h.sessMu.Unlock()
 	h.metrics.Connections.WithLabelValues(s.transport.Name()).Dec()
 	h.sessWG.Done()
@@ -507,4 +682,18 @@ func (h *Hub) unregister(s *Session) {
 // newClientID returns an id unique across nodes: the node id and a counter.
 func (h *Hub) newClientID() string {
 	return h.cfg.NodeID + "-" + strconv.FormatUint(h.nextID.Add(1), 36)
+}
+
+// nopPresence is the presence store of a hub without one: it keeps nothing.
+type nopPresence struct{}
+
+func (nopPresence) AddPresence(context.Context, string, broker.ClientInfo, time.Duration) error {
+	return nil
+}
+func (nopPresence) RemovePresence(context.Context, string, string) error { return nil }
+func (nopPresence) Presence(context.Context, string) ([]broker.ClientInfo, error) {
+	return nil, nil
+}
+func (nopPresence) PresenceStats(context.Context, string) (broker.PresenceStats, error) {
+	return broker.PresenceStats{}, nil
 }

@@ -6,10 +6,13 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"errors"
+	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
@@ -49,10 +52,15 @@ type Message struct {
 
 // SessionInfo describes a connection when it is opened.
 type SessionInfo struct {
-	// RemoteAddr is the client's address as the transport sees it.
+	// RemoteAddr is the client's address as the transport sees it
+	// (host:port); connection limits per address use its host.
 	RemoteAddr string
-	// User is the authenticated user id, empty for anonymous clients.
+	// User is the authenticated user id, empty for anonymous clients. It is
+	// overridden by Credentials.
 	User string
+	// Credentials, when not nil, come from a connection token the transport
+	// verified with Hub.Authenticate.
+	Credentials *Credentials
 }
 
 // Session is one client connection's state in the engine.
@@ -61,6 +69,21 @@ type Session struct {
 	id        string
 	transport Transport
 	info      SessionInfo
+	ip        string
+	created   time.Time
+
+	authed  atomic.Bool  // a valid connection token was presented
+	expires atomic.Int64 // unix nanoseconds when the token expires; 0 never
+
+	// Owned by the goroutine that calls HandleMessage:
+	connected   bool    // the connect command succeeded
+	bucket      float64 // rate limit tokens
+	bucketAt    time.Time
+	overLimitIn int // commands refused in a row by the rate limit
+
+	userMu sync.Mutex // guards user and credentials
+	user   string
+	creds  *Credentials
 
 	mu         sync.Mutex // guards the fields below
 	subs       []*subscription
@@ -84,14 +107,66 @@ type subscription struct {
 }
 
 // NewSession registers a new connection on the hub.
+// A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
-	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info}
-	h.register(s)
-	if h.closing.Load() { // raced with Shutdown's snapshot of sessions
+	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: time.Now(), user: info.User}
+	s.ip = info.RemoteAddr
+	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {
+		s.ip = host
+	}
+	s.bucket, s.bucketAt = float64(h.cfg.CommandBurst), s.created
+	if c := info.Credentials; c != nil {
+		s.setCredentials(c)
+	}
+	ok := h.register(s)
+	switch {
+	case h.closing.Load(): // raced with Shutdown's snapshot of sessions
 		s.Close(protocol.DisconnectShutdown)
+	case !ok:
+		s.Close(protocol.DisconnectConnectionLimit)
 	}
 	return s
 }
+
+// setCredentials makes c the session's identity.
+func (s *Session) setCredentials(c *Credentials) {
+	s.userMu.Lock()
+	s.user, s.creds = c.User, c
+	s.userMu.Unlock()
+	var exp int64
+	if !c.Expires.IsZero() {
+		exp = c.Expires.UnixNano()
+	}
+	s.expires.Store(exp)
+	s.authed.Store(true)
+}
+
+// User returns the session's user id (empty when anonymous).
+func (s *Session) User() string {
+	s.userMu.Lock()
+	defer s.userMu.Unlock()
+	return s.user
+}
+
+// allow takes a token from the session's rate-limit bucket.
+func (s *Session) allow() bool {
+	rate := s.hub.cfg.CommandRate
+	if rate <= 0 {
+		return true
+	}
+	now := time.Now()
+	s.bucket = min(float64(s.hub.cfg.CommandBurst), s.bucket+now.Sub(s.bucketAt).Seconds()*rate)
+	s.bucketAt = now
+	if s.bucket < 1 {
+		return false
+	}
+	s.bucket--
+	return true
+}
+
+// maxOverLimit is how many commands in a row may be refused by the rate
+// limit before the connection is closed.
+const maxOverLimit = 100
 
 // ID returns the session's client id, unique across nodes.
 func (s *Session) ID() string { return s.id }
@@ -101,6 +176,17 @@ func (s *Session) ID() string { return s.id }
 func (s *Session) HandleMessage(ctx context.Context, frame []byte) {
 	s.hub.metrics.MessagesReceived.Inc()
 	s.hub.metrics.BytesReceived.Add(float64(len(frame)))
+	if !s.allow() {
+		s.overLimitIn++
+		s.hub.metrics.RateLimited.Inc()
+		if s.overLimitIn > maxOverLimit {
+			s.Close(protocol.DisconnectTooManyRequests)
+			return
+		}
+		s.replyError(0, false, protocol.ErrLimitExceeded.WithMessage("over %g commands per second", s.hub.cfg.CommandRate))
+		return
+	}
+	s.overLimitIn = 0
 	cmd, err := protocol.DecodeCommand(frame)
 	if err != nil {
 		var de *protocol.DecodeError
@@ -127,32 +213,186 @@ func (s *Session) HandleMessage(ctx context.Context, frame []byte) {
 // dispatch runs a decoded command, returning the JSON result object.
 func (s *Session) dispatch(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
 	switch cmd.Command {
+	case protocol.CmdConnect:
+		return s.connect(ctx, cmd)
+	case protocol.CmdRefresh:
+		return s.refresh(cmd)
+	case protocol.CmdPing:
+		return nil, nil
+	}
+	if s.hub.cfg.RequireAuth && !s.authed.Load() {
+		return nil, protocol.ErrUnauthorized.WithMessage(`send {"command":"connect","token":...} first`)
+	}
+	switch cmd.Command {
 	case protocol.CmdSubscribe:
 		return s.subscribe(ctx, cmd)
 	case protocol.CmdUnsubscribe:
 		return s.unsubscribe(cmd)
 	case protocol.CmdPublish:
 		return s.publish(ctx, cmd)
-	case protocol.CmdPing:
-		return nil, nil
 	case protocol.CmdHistory:
 		return s.history(ctx, cmd)
 	case protocol.CmdPresence:
 		return s.presence(ctx, cmd)
 	case protocol.CmdPresenceStats:
 		return s.presenceStats(ctx, cmd)
-	case protocol.CmdConnect:
-		return mustJSON(struct {
-			Client  string `json:"client"`
-			Node    string `json:"node"`
-			Version string `json:"version"`
-		}{s.id, s.hub.cfg.NodeID, s.hub.cfg.Version}), nil
 	default:
 		return nil, protocol.ErrUnknownCommand.WithMessage("unknown command %q", cmd.Command)
 	}
 }
 
+// connect authenticates the session (with a token in the command, or the
+// credentials its transport verified), subscribes the channels the token
+// names, and describes the session.
+func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if s.connected {
+		return nil, protocol.ErrBadRequest.WithMessage("already connected")
+	}
+	if cmd.Token != "" {
+		c, perr := s.hub.Authenticate(cmd.Token)
+		if perr != nil {
+			if s.hub.cfg.RequireAuth || perr.Code == protocol.ErrTokenExpired.Code {
+				s.failConnect(cmd, perr)
+				return nil, errReplied
+			}
+			return nil, perr
+		}
+		s.userMu.Lock()
+		prev := s.creds
+		s.userMu.Unlock()
+		if prev != nil && prev.User != c.User {
+			return nil, protocol.ErrPermissionDenied.WithMessage("the token is for another user than the connection's")
+		}
+		s.setCredentials(c)
+	} else if s.hub.cfg.RequireAuth && !s.authed.Load() {
+		s.failConnect(cmd, protocol.ErrUnauthorized.WithMessage("a connection token is required"))
+		return nil, errReplied
+	}
+	s.connected = true
+	type subPos struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+		Epoch   string `json:"epoch"`
+	}
+	res := struct {
+		Client        string          `json:"client"`
+		Node          string          `json:"node"`
+		Version       string          `json:"version"`
+		User          string          `json:"user,omitempty"`
+		Expires       int64           `json:"expires,omitempty"`
+		Subscriptions []subPos        `json:"subscriptions,omitempty"`
+		Info          json.RawMessage `json:"info,omitempty"`
+	}{Client: s.id, Node: s.hub.cfg.NodeID, Version: s.hub.cfg.Version, User: s.User()}
+	s.userMu.Lock()
+	creds := s.creds
+	s.userMu.Unlock()
+	if creds != nil {
+		res.Info = creds.Info
+		if !creds.Expires.IsZero() {
+			res.Expires = creds.Expires.Unix()
+		}
+		// Server-side subscriptions: the token grants them, so no
+		// permission check but the channel's validity.
+		for _, ch := range creds.Channels {
+			r, perr := s.Subscribe(ctx, ch, nil, nil)
+			if perr != nil && perr.Code != protocol.ErrAlreadySubscribed.Code {
+				return nil, perr.WithMessage("server-side subscription to %q: %s", ch, perr.Message)
+			}
+			res.Subscriptions = append(res.Subscriptions, subPos{ch, r.Position.Offset, r.Position.Epoch})
+		}
+	}
+	return mustJSON(res), nil
+}
+
+// failConnect answers a failed connect and closes the connection: 4005 for
+// an expired token (reconnect with a new one), 4502 otherwise.
+func (s *Session) failConnect(cmd *protocol.Command, perr *protocol.Error) {
+	s.replyError(cmd.ID, cmd.HasID, perr)
+	if perr.Code == protocol.ErrTokenExpired.Code {
+		s.Close(protocol.DisconnectTokenExpired)
+		return
+	}
+	s.Close(protocol.DisconnectUnauthorized)
+}
+
+// refresh replaces the connection's token with a newer one of the same
+// user, pushing its expiry back.
+func (s *Session) refresh(cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if cmd.Token == "" {
+		return nil, protocol.ErrBadRequest.WithMessage(`missing "token"`)
+	}
+	c, perr := s.hub.Authenticate(cmd.Token)
+	if perr != nil {
+		return nil, perr
+	}
+	if !s.authed.Load() || s.User() != c.User {
+		return nil, protocol.ErrPermissionDenied.WithMessage("refresh needs a token of the connection's user")
+	}
+	c.Channels = nil // server-side subscriptions are made once, at connect
+	s.setCredentials(c)
+	var exp int64
+	if !c.Expires.IsZero() {
+		exp = c.Expires.Unix()
+	}
+	return mustJSON(struct {
+		Expires int64 `json:"expires,omitempty"`
+	}{exp}), nil
+}
+
+// canSubscribe checks the namespace's subscribe rule and the channel's user
+// list for this session.
+func (s *Session) canSubscribe(channel, token string) *protocol.Error {
+	ns, perr := s.hub.namespace(channel)
+	if perr != nil {
+		return perr
+	}
+	user := s.User()
+	if !auth.UserAllowed(channel, user) {
+		return protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
+	}
+	switch ns.Subscribe {
+	case auth.SubscribeAuthenticated:
+		if user == "" {
+			return protocol.ErrPermissionDenied.WithMessage("%q needs an authenticated user", channel)
+		}
+	case auth.SubscribeToken:
+		if token == "" {
+			return protocol.ErrPermissionDenied.WithMessage("%q needs a subscription token", channel)
+		}
+		if _, err := s.hub.cfg.Verifier.Subscribe(token, channel, user); err != nil {
+			if errors.Is(err, auth.ErrTokenExpired) {
+				return protocol.ErrTokenExpired.WithMessage("subscription token expired")
+			}
+			return protocol.ErrPermissionDenied.WithMessage("subscription token refused")
+		}
+	}
+	return nil
+}
+
+// canRead checks access to a channel's history and presence: what may
+// subscribe may read; in token namespaces, only current subscribers.
+func (s *Session) canRead(channel string) *protocol.Error {
+	ns, perr := s.hub.namespace(channel)
+	if perr != nil {
+		return perr
+	}
+	if ns.Subscribe == auth.SubscribeToken {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sub := range s.subs {
+			if sub.channel == channel && sub.live {
+				return nil
+			}
+		}
+		return protocol.ErrPermissionDenied.WithMessage("subscribe to %q first", channel)
+	}
+	return s.canSubscribe(channel, "")
+}
+
 func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if perr := s.canSubscribe(cmd.Channel, cmd.Token); perr != nil {
+		return nil, perr
+	}
 	var since *broker.Position
 	if cmd.Since != nil {
 		since = &broker.Position{Offset: cmd.Since.Offset, Epoch: cmd.Since.Epoch}
@@ -267,6 +507,9 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 		s.hub.removeSubscription(sub)
 		return errReplied
 	}
+	if ns, _ := s.hub.cfg.Rules.Lookup(channel); !ns.Recovery && since != nil {
+		since = &broker.Position{Offset: since.Offset, Epoch: "recovery-off"}
+	}
 	res, err := s.hub.recover(ctx, channel, since)
 	if err != nil {
 		s.hub.log.Warn("read history failed", "channel", channel, "err", err)
@@ -320,10 +563,13 @@ func (h *Hub) recover(ctx context.Context, channel string, since *broker.Positio
 
 // clientInfo describes the session in presence.
 func (s *Session) clientInfo() broker.ClientInfo {
-	return broker.ClientInfo{Client: s.id, User: s.info.User, Transport: s.transport.Name()}
+	return broker.ClientInfo{Client: s.id, User: s.User(), Transport: s.transport.Name()}
 }
 
 func (s *Session) history(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if perr := s.canRead(cmd.Channel); perr != nil {
+		return nil, perr
+	}
 	limit := s.hub.cfg.HistoryMaxLimit
 	if cmd.Limit != nil {
 		limit = *cmd.Limit
@@ -356,6 +602,9 @@ type historyReply struct {
 }
 
 func (s *Session) presence(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if perr := s.canRead(cmd.Channel); perr != nil {
+		return nil, perr
+	}
 	list, err := s.hub.Presence(ctx, cmd.Channel)
 	if err != nil {
 		return nil, s.clientError(err)
@@ -382,6 +631,9 @@ func PresenceJSON(list []broker.ClientInfo) []byte {
 }
 
 func (s *Session) presenceStats(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if perr := s.canRead(cmd.Channel); perr != nil {
+		return nil, perr
+	}
 	st, err := s.hub.PresenceStats(ctx, cmd.Channel)
 	if err != nil {
 		return nil, s.clientError(err)
@@ -430,10 +682,7 @@ func (s *Session) unsubscribe(cmd *protocol.Command) ([]byte, *protocol.Error) {
 }
 
 func (s *Session) publish(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
-	if !s.hub.cfg.ClientPublish {
-		return nil, protocol.ErrPermissionDenied.WithMessage("clients may not publish on this server")
-	}
-	if perr := protocol.ValidateChannel(cmd.Channel); perr != nil {
+	if perr := s.hub.CanPublish(cmd.Channel, s.User()); perr != nil {
 		return nil, perr
 	}
 	if cmd.Data == nil {

@@ -47,6 +47,8 @@ type Metrics struct {
 	Disconnects *prometheus.CounterVec
 	// Recoveries counts subscriptions that asked to recover, by outcome.
 	Recoveries *prometheus.CounterVec
+	// RateLimited counts client commands refused by the rate limit.
+	RateLimited prometheus.Counter
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
 }
@@ -116,6 +118,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "recoveries_total",
 			Help: "Subscriptions that asked to recover from a position, by whether they recovered.",
 		}, []string{"recovered"}),
+		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "rate_limited_total",
+			Help: "Client commands refused by the per-connection rate limit.",
+		}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
@@ -125,7 +131,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.Publications, m.DeliveryLatency, m.QueueOverflows,
-		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries,
+		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

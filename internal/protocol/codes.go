@@ -37,6 +37,9 @@ var (
 	// ErrEpochMismatch: a position given with "since" belongs to another
 	// epoch of the channel: its history was lost.
 	ErrEpochMismatch = &Error{Code: 412, Message: "position from another epoch"}
+	// ErrTokenExpired: the token's expiry has passed: get a new one and
+	// connect or refresh with it.
+	ErrTokenExpired = &Error{Code: 419, Message: "token expired"}
 	// ErrTooLarge: the message or its data is over the configured size limit.
 	ErrTooLarge = &Error{Code: 413, Message: "message too large"}
 	// ErrInvalidChannel: the channel name is missing or breaks the naming rules.
@@ -53,7 +56,7 @@ var (
 // and tests.
 var Errors = []*Error{
 	ErrBadRequest, ErrUnauthorized, ErrPermissionDenied, ErrUnknownCommand,
-	ErrAlreadySubscribed, ErrNotSubscribed, ErrEpochMismatch, ErrTooLarge, ErrInvalidChannel,
+	ErrAlreadySubscribed, ErrNotSubscribed, ErrEpochMismatch, ErrTooLarge, ErrTokenExpired, ErrInvalidChannel,
 	ErrLimitExceeded, ErrInternal, ErrUnavailable,
 }
 
@@ -104,11 +107,25 @@ var (
 	// the write timeout; reconnect.
 	DisconnectWriteTimeout = Disconnect{4004, "write timeout"}
 
+	// DisconnectTokenExpired: the connection's token expired and was not
+	// refreshed; reconnect with a new token.
+	DisconnectTokenExpired = Disconnect{4005, "token expired"}
+	// DisconnectTooManyRequests: the client kept sending commands over its
+	// rate limit; reconnect after a pause.
+	DisconnectTooManyRequests = Disconnect{4006, "too many requests"}
+	// DisconnectConnectionLimit: the node or the client's address has
+	// reached its connection limit; retry later, possibly on another node.
+	DisconnectConnectionLimit = Disconnect{4007, "connection limit reached"}
+
 	// DisconnectForce: the server API disconnected the client for good.
 	DisconnectForce = Disconnect{4500, "disconnected by server"}
 	// DisconnectBadRequest: the client sent frames the server cannot parse as
 	// the protocol, persistently; do not reconnect without a fix.
 	DisconnectBadRequest = Disconnect{4501, "bad request"}
+	// DisconnectUnauthorized: the client gave no valid credentials where the
+	// server requires them (or none within the connect timeout); do not
+	// reconnect with the same credentials.
+	DisconnectUnauthorized = Disconnect{4502, "unauthorized"}
 )
 
 // Disconnects lists every disconnect in code order, for documentation and tests.
@@ -116,6 +133,7 @@ var Disconnects = []Disconnect{
 	DisconnectNormal, DisconnectProtocolError, DisconnectUnsupportedData,
 	DisconnectInvalidPayload, DisconnectMessageTooBig, DisconnectInternal,
 	DisconnectShutdown, DisconnectSlowConsumer, DisconnectIdleTimeout,
-	DisconnectForceReconnect, DisconnectWriteTimeout, DisconnectForce,
-	DisconnectBadRequest,
+	DisconnectForceReconnect, DisconnectWriteTimeout, DisconnectTokenExpired,
+	DisconnectTooManyRequests, DisconnectConnectionLimit, DisconnectForce,
+	DisconnectBadRequest, DisconnectUnauthorized,
 }

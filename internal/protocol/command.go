@@ -17,6 +17,7 @@ const (
 	CmdHistory       = "history"
 	CmdPresence      = "presence"
 	CmdPresenceStats = "presence_stats"
+	CmdRefresh       = "refresh"
 )
 
 // StreamPosition is a client's position in a channel: the offset of the last

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchboardhq/switchboard/internal/api"
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/config"
@@ -68,7 +69,42 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
 	}
+	verifier, err := auth.NewVerifier(auth.Config{
+		Algorithm:     cfg.JWTAlgorithm,
+		Secret:        cfg.JWTSecret,
+		PublicKeyFile: cfg.JWTPublicKey,
+		JWKSURL:       cfg.JWTJWKSURL,
+		Issuer:        cfg.JWTIssuer,
+		Audience:      cfg.JWTAudience,
+		MaxSize:       cfg.JWTMaxSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if !cfg.AllowAnonymous && verifier == nil {
+		return nil, errors.New("server: allow_anonymous is false but no token key is configured (jwt_secret, jwt_public_key or jwt_jwks_url)")
+	}
+	rules, err := auth.NewRules(auth.Namespace{
+		Subscribe:   auth.SubscribeAnyone,
+		Publish:     cfg.ClientPublish,
+		HistorySize: cfg.HistorySize,
+		HistoryTTL:  cfg.HistoryTTL,
+		Recovery:    cfg.HistorySize > 0,
+		Presence:    cfg.Presence,
+		JoinLeave:   cfg.JoinLeave,
+	}, cfg.Namespaces)
+	if err != nil {
+		return nil, fmt.Errorf("server: namespaces: %w", err)
+	}
 	s.hub = hub.New(hub.Config{
+		Rules:                    rules,
+		Verifier:                 verifier,
+		RequireAuth:              !cfg.AllowAnonymous,
+		ConnectTimeout:           cfg.HandshakeTimeout,
+		CommandRate:              cfg.CommandRate,
+		CommandBurst:             cfg.CommandBurst,
+		MaxConnections:           cfg.MaxConnections,
+		MaxConnectionsPerIP:      cfg.MaxConnectionsPerIP,
 		Version:                  version,
 		QueueMaxMessages:         cfg.QueueMaxMessages,
 		QueueMaxBytes:            cfg.QueueMaxBytes,

@@ -143,3 +143,8 @@ func (ts *testServer) metric(name string) float64 {
 	ts.t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// newServer builds (without starting) a node from cfg.
+func newServer(cfg config.Config) (*server.Server, error) {
+	return server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+}

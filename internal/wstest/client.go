@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -67,13 +68,23 @@ func DialErr(t testing.TB, url string, header map[string]string) (*Client, error
 		return nil, err
 	}
 	if br != nil {
-		ws.PutReader(br)
+		// The server sent frames right behind its handshake (a close, for
+		// instance): they sit in br and must be read before the socket.
+		conn = &prefixedConn{Conn: conn, r: io.MultiReader(br, conn)}
 	}
 	c := &Client{t: t, Conn: conn, in: make(chan frame, 1024)}
 	go c.readLoop()
 	t.Cleanup(func() { _ = conn.Close() })
 	return c, nil
 }
+
+// prefixedConn reads what the dialer buffered before the socket itself.
+type prefixedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 func (c *Client) readLoop() {
 	defer close(c.in)
