@@ -189,7 +189,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	if cfg.AllowAnonymous {
 		log.Warn("anonymous clients are allowed: anyone who reaches this server can connect, subscribe and (with client_publish) publish")
 	}
-	log.Info("switchboard listening", "addr", "http://"+srv.Addr(), "version", Version(), "broker", cfg.Broker, "demo", cfg.Demo)
+	log.Info("switchboard listening", "addr", srv.URL(), "version", Version(), "broker", cfg.Broker, "demo", cfg.Demo)
 	if err := srv.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

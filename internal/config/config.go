@@ -53,6 +53,8 @@ type Config struct {
 	LogLevel                 string        `koanf:"log_level"`
 	LogFormat                string        `koanf:"log_format"`
 	Demo                     bool          `koanf:"demo"`
+	TLSCert                  string        `koanf:"tls_cert"`
+	TLSKey                   string        `koanf:"tls_key"`
 	JWTSecret                string        `koanf:"jwt_secret"`
 	JWTPublicKey             string        `koanf:"jwt_public_key"`
 	JWTJWKSURL               string        `koanf:"jwt_jwks_url"`
@@ -111,6 +113,8 @@ var Keys = []Key{
 	{"command_burst", 200, "commands one connection may send at once above command_rate"},
 	{"max_connections", 100000, "most connections this node accepts (0: no limit)"},
 	{"max_connections_per_ip", 25000, "most connections from one client address (0: no limit)"},
+	{"tls_cert", "", "TLS certificate file (PEM); with tls_key, serve HTTPS and HTTP/2"},
+	{"tls_key", "", "TLS private key file (PEM) for tls_cert"},
 }
 
 // RegisterFlags adds a flag for every key to fs.
@@ -285,6 +289,9 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log_format: %q is not one of text, json", c.LogFormat))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls_cert, tls_key: set both or neither"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -88,6 +88,8 @@ func TestInvalid(t *testing.T) {
 		{"log level", []string{"--log-level", "loud"}, nil, "log_level"},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "none.yaml"},
 		{"unknown file key", []string{"--config", unknown}, nil, `unknown key "adr"`},
+		{"tls cert without key", []string{"--tls-cert", "cert.pem"}, nil, "tls_cert, tls_key"},
+		{"tls key without cert", nil, []string{"SWITCHBOARD_TLS_KEY=key.pem"}, "tls_cert, tls_key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

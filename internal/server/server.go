@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ import (
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/web"
 )
@@ -36,6 +39,7 @@ type Server struct {
 	log     *slog.Logger
 	hub     *hub.Hub
 	ws      *websocket.Handler
+	sse     *sse.Handler
 	httpSrv *http.Server
 	ln      net.Listener
 	// APIKeys are the keys the server API accepts (generated when none is
@@ -126,9 +130,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		Logger:         log,
 	})
+	s.sse = sse.NewHandler(s.hub, sse.Options{
+		PingInterval:   cfg.PingInterval,
+		WriteTimeout:   cfg.WriteTimeout,
+		MaxChannels:    min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         log,
+	})
 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.ws)
+	mux.Handle("/sse", s.sse)
 	mux.Handle("/api/", api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -155,6 +167,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.TLSCert != "" {
+		// Over TLS net/http also speaks HTTP/2, so browsers multiplex their
+		// SSE streams on one connection instead of being held to six per
+		// host. WebSocket upgrades stay on HTTP/1.1 (extended CONNECT is
+		// off in net/http by default), which browsers handle by themselves.
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("server: tls_cert, tls_key: %w", err)
+		}
+		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	return s, nil
 }
 
@@ -171,6 +194,15 @@ func (s *Server) Listen() error {
 // Addr returns the address the server listens on (after Listen).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// URL returns the server's base URL (after Listen): https:// when it serves
+// TLS, http:// otherwise.
+func (s *Server) URL() string {
+	if s.httpSrv.TLSConfig != nil {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
+
 // Hub returns the node's engine.
 func (s *Server) Hub() *hub.Hub { return s.hub }
 
@@ -181,7 +213,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.httpSrv.Serve(s.ln) }()
+	go func() {
+		if s.httpSrv.TLSConfig != nil {
+			errc <- s.httpSrv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.httpSrv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("server: serve: %w", err)
@@ -207,5 +245,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	s.ws.Close()
+	s.sse.Close()
 	return errors.Join(errs...)
 }
