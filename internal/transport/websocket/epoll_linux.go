@@ -85,7 +85,7 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		epfd:   epfd,
 		wakefd: wakefd,
 		log:    log,
-		pool:   workerPool{quit: make(chan struct{})},
+		pool:   newWorkerPool(),
 		done:   make(chan struct{}),
 		slots:  make([]pollSlot, 1),
 	}

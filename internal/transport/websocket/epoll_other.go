@@ -18,7 +18,7 @@ const (
 
 var errWouldBlock = errors.New("websocket: would block")
 
-type poller struct{}
+type poller struct{ done chan struct{} }
 
 func newPoller(*slog.Logger) (*poller, error) {
 	return nil, errors.New("websocket: no event loop on this platform")

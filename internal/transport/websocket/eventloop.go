@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -50,11 +51,15 @@ const (
 	// without pause does not keep a worker from other connections; the
 	// re-armed socket is reported again at once.
 	readBudget = 4
-	// maxWorkers bounds the workers. They are started on demand and leave
-	// after workerIdle without work, so a burst (or a slow broker behind
-	// HandleMessage) may use many for a while and an idle server none.
-	maxWorkers = 256
-	workerIdle = 10 * time.Second
+	// Workers are started on demand and leave after workerIdle without
+	// work, so an idle server has none. Up to workerPool.base run at once;
+	// more (up to maxWorkers) only while connections wait in the queue for
+	// longer than workerStall, which means workers are blocked (in a slow
+	// broker call behind HandleMessage, say) rather than busy parsing, at
+	// most one more per workerStall.
+	maxWorkers  = 256
+	workerStall = 20 * time.Millisecond
+	workerIdle  = 10 * time.Second
 )
 
 // startGrace ends the drain after d unless the reader finishes first.
@@ -174,17 +179,28 @@ func (c *conn) feed(data []byte) {
 	}
 }
 
-// workerPool runs connections' batches on a bounded, elastic set of
-// goroutines. submit never blocks, so the poller never waits for a slow
-// connection; when every worker is busy, connections queue (each at most
-// once, since it is submitted only while it holds busy).
+// workerPool runs connections' batches on an elastic set of goroutines.
+// submit never blocks, so the poller never waits for a slow connection; when
+// every worker is busy, connections queue (each at most once, since it is
+// submitted only while it holds busy).
 type workerPool struct {
+	base int           // workers started without waiting: 2 per CPU, at least 4
 	quit chan struct{} // closed when the event loop is gone: idle workers leave
 
-	mu    sync.Mutex
-	idle  []chan *conn // parked workers, the most recently parked last
-	n     int          // running workers
-	queue []*conn      // connections waiting for a worker
+	mu        sync.Mutex
+	idle      []chan *conn // parked workers, the most recently parked last
+	n         int          // running workers
+	queue     []queued     // connections waiting for a worker
+	lastExtra time.Time    // when a worker beyond base was last started
+}
+
+type queued struct {
+	c  *conn
+	at time.Time
+}
+
+func newWorkerPool() workerPool {
+	return workerPool{base: max(4, 2*runtime.GOMAXPROCS(0)), quit: make(chan struct{})}
 }
 
 func (wp *workerPool) submit(c *conn) {
@@ -197,31 +213,42 @@ func (wp *workerPool) submit(c *conn) {
 		ch <- c // buffered, and its worker waits for it
 		return
 	}
-	if wp.n < maxWorkers {
+	if wp.n < wp.base {
 		wp.n++
 		wp.mu.Unlock()
 		go wp.work(c)
 		return
 	}
-	wp.queue = append(wp.queue, c)
+	now := time.Now()
+	wp.queue = append(wp.queue, queued{c, now})
+	extra := wp.n < maxWorkers && now.Sub(wp.queue[0].at) > workerStall && now.Sub(wp.lastExtra) > workerStall
+	if extra {
+		wp.n++
+		wp.lastExtra = now
+	}
 	wp.mu.Unlock()
+	if extra {
+		go wp.work(nil)
+	}
 }
 
-// work serves c, then whatever is queued or handed to it, until it has been
-// idle for workerIdle or the pool quits.
+// work serves c (if any), then whatever is queued or handed to it, until it
+// has been idle for workerIdle or the pool quits.
 func (wp *workerPool) work(c *conn) {
 	ch := make(chan *conn, 1)
 	t := time.NewTimer(workerIdle)
 	defer t.Stop()
 	for {
-		bp := bufPool.Get().(*[]byte)
-		c.serveReady((*bp)[:cap(*bp)])
-		bufPool.Put(bp)
+		if c != nil {
+			bp := bufPool.Get().(*[]byte)
+			c.serveReady((*bp)[:cap(*bp)])
+			bufPool.Put(bp)
+		}
 
 		wp.mu.Lock()
 		if len(wp.queue) > 0 {
-			c = wp.queue[0]
-			wp.queue[0] = nil
+			c = wp.queue[0].c
+			wp.queue[0] = queued{}
 			wp.queue = wp.queue[1:]
 			if len(wp.queue) == 0 {
 				wp.queue = nil
