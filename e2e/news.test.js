@@ -1,0 +1,269 @@
+// End-to-end tests of the live news demo (web/static/news.html), which reads
+// the "news" channel with the browser's own EventSource (Server-Sent Events,
+// no WebSocket), against a real switchboard binary in headless Chromium.
+//
+// The binary is built from this checkout (or taken from SWITCHBOARD_BIN) and
+// started on a free loopback port. Every wait is bounded, and the server and
+// the browser are stopped at the end even when a test fails.
+//
+// E2E_VERBOSE=1 shows the server's log.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const API_KEY = 'e2e-news-key';
+
+const BUILD_TIMEOUT = 240_000; // a cold Go build cache is slow; a warm one takes seconds
+const START_TIMEOUT = 10_000;
+const STOP_TIMEOUT = 15_000;
+const CONNECT_TIMEOUT = 10_000;
+const DELIVERY_TIMEOUT = 5_000;
+// The server hints a reconnect delay of 1 to 2 s; the browser adds its own.
+const RECONNECT_TIMEOUT = 15_000;
+const TEST_TIMEOUT = 60_000;
+
+let tmpDir; // holds the binary (when built here) and the browser profile
+let bin;
+let server; // the running server, see startServer
+let context; // the browser
+const running = new Set(); // child processes to kill if we exit early
+
+// startServer runs "switchboard serve" on addr and resolves once its log
+// says where it listens.
+function startServer(addr) {
+  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', API_KEY, '--shutdown-timeout', '5s'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.add(proc);
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  exited.then(() => running.delete(proc));
+  const srv = { proc, exited, log: [], addr: '', url: '' };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`server did not report its address within ${START_TIMEOUT} ms`)), START_TIMEOUT);
+    function fail(err) {
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      reject(new Error(`${err.message}\nserver log:\n${srv.log.join('\n')}`));
+    }
+    let partial = '';
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      if (process.env.E2E_VERBOSE) process.stderr.write(chunk);
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        srv.log.push(line);
+        const m = line.includes('switchboard listening') && line.match(/addr="?http:\/\/([^\s"]+)/);
+        if (m && !srv.addr) {
+          clearTimeout(timer);
+          srv.addr = m[1];
+          srv.url = `http://${m[1]}/`;
+          resolve(srv);
+        }
+      }
+    });
+    proc.once('error', fail);
+    exited.then((code) => {
+      if (!srv.addr) fail(new Error(`server exited with ${code} before listening`));
+    });
+  });
+}
+
+// stopServer sends SIGTERM and waits for the process to exit, killing it if
+// it takes too long.
+async function stopServer(srv) {
+  if (srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
+  srv.proc.kill('SIGTERM');
+  const timer = setTimeout(() => srv.proc.kill('SIGKILL'), STOP_TIMEOUT);
+  await srv.exited;
+  clearTimeout(timer);
+}
+
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
+// api calls the server API from the test (not from the page).
+async function api(method, body) {
+  const res = await fetch(`${server.url}api/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(DELIVERY_TIMEOUT),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `${method}: ${text}`);
+  return JSON.parse(text).result;
+}
+
+async function publish(title) {
+  return (await api('publish', { channel: 'news', data: { title } })).offset;
+}
+
+// openNews opens the news page in a new tab and waits until its stream is
+// connected. The page records the EventSource requests it makes.
+async function openNews() {
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err));
+  page.streamRequests = [];
+  page.on('request', (req) => {
+    if (req.url().includes('/sse?')) page.streamRequests.push(req);
+  });
+  await page.goto(`${server.url}news.html`, { timeout: CONNECT_TIMEOUT });
+  await waitForState(page, 'connected', CONNECT_TIMEOUT);
+  return page;
+}
+
+async function waitForState(page, state, timeout) {
+  try {
+    await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+  } catch (err) {
+    const now = await page.textContent('#status').catch(() => '?');
+    throw new Error(`status did not become ${state} within ${timeout} ms (it shows "${now}")`, { cause: err });
+  }
+}
+
+// shownOffsets returns the offsets of the items on the page, oldest first.
+async function shownOffsets(page) {
+  const offs = await page.locator('#feed li').evaluateAll((lis) => lis.map((li) => Number(li.dataset.offset)));
+  return offs.reverse();
+}
+
+async function waitForItems(page, n, timeout) {
+  try {
+    await page.waitForFunction((k) => document.querySelectorAll('#feed li').length >= k, n, { timeout });
+  } catch (err) {
+    throw new Error(`want ${n} items within ${timeout} ms, the page shows ${JSON.stringify(await shownOffsets(page))}`, { cause: err });
+  }
+}
+
+function newsTest(name, fn) {
+  test(name, { timeout: TEST_TIMEOUT }, async (t) => {
+    if (server.proc.exitCode !== null || server.proc.signalCode !== null) server = await startServer('127.0.0.1:0');
+    try {
+      await fn(t);
+    } catch (err) {
+      t.diagnostic(`server log (last lines):\n${server?.log.slice(-20).join('\n')}`);
+      throw err;
+    }
+  });
+}
+
+before(async () => {
+  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-news-'));
+  bin = process.env.SWITCHBOARD_BIN;
+  if (!bin) {
+    bin = path.join(tmpDir, 'switchboard');
+    await promisify(execFile)('go', ['build', '-o', bin, './cmd/switchboard'], {
+      cwd: repoRoot,
+      timeout: BUILD_TIMEOUT,
+      killSignal: 'SIGKILL',
+    });
+  }
+  server = await startServer('127.0.0.1:0');
+  const profile = fs.mkdtempSync(path.join(tmpDir, 'profile-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}, { timeout: BUILD_TIMEOUT + 30_000 });
+
+after(async () => {
+  await context?.close().catch(() => {});
+  if (server) await stopServer(server);
+  for (const proc of running) proc.kill('SIGKILL');
+  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
+});
+
+newsTest('the feed shows publications and recovers every item missed while the server cut the stream', async () => {
+  const page = await openNews();
+  try {
+    const first = [];
+    for (let i = 1; i <= 3; i++) first.push(await publish(`before the cut ${i}`));
+    await waitForItems(page, 3, DELIVERY_TIMEOUT);
+    assert.deepEqual(await shownOffsets(page), first);
+    assert.equal(await page.locator('#feed li .title').first().textContent(), 'before the cut 3');
+
+    // The server cuts the stream; the page gets no say in what happens
+    // next: the browser's EventSource reconnects by itself.
+    const client = await page.getAttribute('#status', 'data-client');
+    assert.ok(client, 'the page shows its client id');
+    await api('disconnect', { client, reconnect: true });
+    const missed = [];
+    for (let i = 1; i <= 5; i++) missed.push(await publish(`during the gap ${i}`));
+    // Those were published while the page had no stream (the server hints
+    // a delay of at least one second before reconnecting).
+    assert.equal(await page.getAttribute('#status', 'data-client'), client, 'the page had already reconnected');
+
+    await page.waitForFunction((old) => {
+      const s = document.getElementById('status');
+      return s.dataset.state === 'connected' && s.dataset.client !== old;
+    }, client, { timeout: RECONNECT_TIMEOUT });
+    await waitForItems(page, 8, DELIVERY_TIMEOUT);
+    const live = await publish('after the reconnect');
+    await waitForItems(page, 9, DELIVERY_TIMEOUT);
+
+    // Every item exactly once, in order; no page notice about a gap.
+    assert.deepEqual(await shownOffsets(page), [...first, ...missed, live]);
+    assert.equal(await page.isHidden('#notice'), true, await page.textContent('#notice'));
+    // It was the browser's own Last-Event-ID that resumed the stream.
+    assert.equal(page.streamRequests.length, 2);
+    const headers = await page.streamRequests[1].allHeaders();
+    assert.ok(headers['last-event-id'], `the reconnect carries Last-Event-ID: ${JSON.stringify(headers)}`);
+    assert.ok(headers['last-event-id'].length <= 128);
+    assert.deepEqual(page.errors.map(String), []);
+  } finally {
+    await page.close().catch(() => {});
+  }
+});
+
+newsTest('after a restart the page is told what it missed is gone, and reloads', async () => {
+  const page = await openNews();
+  try {
+    await publish('before the restart');
+    await waitForItems(page, 1, DELIVERY_TIMEOUT);
+    const addr = server.addr;
+    await stopServer(server);
+    await waitForState(page, 'reconnecting', CONNECT_TIMEOUT);
+    server = await startServer(addr); // same port, new epoch: history is lost
+    await page.waitForSelector('#notice:not([hidden])', { timeout: RECONNECT_TIMEOUT });
+    const reloaded = page.waitForEvent('load', { timeout: RECONNECT_TIMEOUT });
+    assert.match(await page.textContent('#notice'), /could not be recovered/);
+    // The page reloads and starts over with a fresh stream.
+    await reloaded;
+    await waitForState(page, 'connected', CONNECT_TIMEOUT);
+    assert.equal(await page.isHidden('#notice'), true);
+    const off = await publish('after the restart');
+    await waitForItems(page, 1, DELIVERY_TIMEOUT);
+    assert.deepEqual(await shownOffsets(page), [off]);
+    assert.deepEqual(page.errors.map(String), []);
+  } finally {
+    await page.close().catch(() => {});
+  }
+});
+
+newsTest('a disconnect without reconnect closes the page\'s EventSource', async () => {
+  const page = await openNews();
+  try {
+    const client = await page.getAttribute('#status', 'data-client');
+    await api('disconnect', { client, reconnect: false });
+    await waitForState(page, 'disconnected', CONNECT_TIMEOUT);
+    assert.match(await page.textContent('#notice'), /4500/);
+    // The page's EventSource would retry within two seconds; give it three.
+    await page.waitForTimeout(3000);
+    assert.equal(page.streamRequests.length, 1, 'no reconnect after the disconnect event');
+    assert.deepEqual(page.errors.map(String), []);
+  } finally {
+    await page.close().catch(() => {});
+  }
+});
