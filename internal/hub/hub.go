@@ -454,6 +454,11 @@ func (h *Hub) History(ctx context.Context, channel string, since *broker.Positio
 // default namespace; see CanPublish for a given channel.
 func (h *Hub) ClientPublish() bool { return h.cfg.ClientPublish }
 
+// RequireAuth reports whether every client must present a connection token
+// (allow_anonymous off). Transports that take no connect command (SSE, long
+// polling, HTTP publish) check the token themselves, with Authenticate.
+func (h *Hub) RequireAuth() bool { return h.cfg.RequireAuth }
+
 // CanPublish checks whether a client with the given user id may publish to
 // channel (the publish command, and the HTTP publish endpoint of SSE and
 // polling clients).

@@ -342,11 +342,19 @@ func (s *Session) refresh(cmd *protocol.Command) ([]byte, *protocol.Error) {
 // canSubscribe checks the namespace's subscribe rule and the channel's user
 // list for this session.
 func (s *Session) canSubscribe(channel, token string) *protocol.Error {
-	ns, perr := s.hub.namespace(channel)
+	return s.hub.CanSubscribe(channel, s.User(), token)
+}
+
+// CanSubscribe checks whether a client with the given user id (empty when
+// anonymous) may subscribe to channel: the namespace's subscribe rule and
+// the channel's user list; token is a subscription token, for namespaces
+// that need one. The subscribe command checks it itself; transports that
+// subscribe with Session.Subscribe (which checks nothing) call it first.
+func (h *Hub) CanSubscribe(channel, user, token string) *protocol.Error {
+	ns, perr := h.namespace(channel)
 	if perr != nil {
 		return perr
 	}
-	user := s.User()
 	if !auth.UserAllowed(channel, user) {
 		return protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
 	}
@@ -359,7 +367,7 @@ func (s *Session) canSubscribe(channel, token string) *protocol.Error {
 		if token == "" {
 			return protocol.ErrPermissionDenied.WithMessage("%q needs a subscription token", channel)
 		}
-		if _, err := s.hub.cfg.Verifier.Subscribe(token, channel, user); err != nil {
+		if _, err := h.cfg.Verifier.Subscribe(token, channel, user); err != nil {
 			if errors.Is(err, auth.ErrTokenExpired) {
 				return protocol.ErrTokenExpired.WithMessage("subscription token expired")
 			}
