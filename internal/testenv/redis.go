@@ -1,0 +1,221 @@
+package testenv
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RedisOptions choose how a test Redis keeps its data.
+type RedisOptions struct {
+	// AOF turns on the append-only file with appendfsync always: every write
+	// acknowledged to a client is on disk, so a Restart, even after Kill,
+	// finds all of it. Without AOF the server keeps nothing on disk and a
+	// Restart comes back empty, as a Redis that lost its data does.
+	AOF bool
+}
+
+// Redis is a redis-server process owned by one test. Its methods are safe
+// for concurrent use.
+type Redis struct {
+	bin  string
+	opts RedisOptions
+	dir  string // data directory and log file, kept across restarts
+
+	mu   sync.Mutex
+	port int           // chosen at the first start, kept across restarts
+	cmd  *exec.Cmd     // nil while the server is not running
+	done chan struct{} // closed when cmd has exited
+}
+
+// redisStartTimeout bounds the wait for a started server to answer PING.
+// The machines tests run on are shared, so it is generous.
+const redisStartTimeout = 30 * time.Second
+
+// StartRedis starts redis-server on a free loopback port with its data in a
+// temporary directory and waits until it answers PING. The server is killed
+// when the test ends. Without a redis-server on PATH the test is skipped, or
+// failed in CI (see Binary).
+func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
+	tb.Helper()
+	r := &Redis{bin: Binary(tb, "redis-server"), opts: opts, dir: tb.TempDir()}
+	tb.Cleanup(r.Kill)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		// Another process may take the free port before redis-server binds
+		// it; a new port is then worth another try.
+		r.mu.Lock()
+		if r.port, err = freePort(); err == nil {
+			err = r.startLocked()
+		}
+		r.mu.Unlock()
+		if err == nil {
+			return r
+		}
+	}
+	tb.Fatalf("testenv: start redis-server: %v", err)
+	return nil
+}
+
+// Addr returns the server's host:port.
+func (r *Redis) Addr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+}
+
+// URL returns the server's address as a redis:// URL naming database 0.
+func (r *Redis) URL() string {
+	return "redis://" + r.Addr() + "/0"
+}
+
+// Kill ends the server with SIGKILL, as a crash would, and waits until it
+// has exited. It does nothing when the server is not running.
+func (r *Redis) Kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signalLocked(syscall.SIGKILL, 0)
+}
+
+// Stop shuts the server down with SIGTERM, letting it write what it keeps to
+// disk, and waits until it has exited (killing it after 10 seconds). It does
+// nothing when the server is not running.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signalLocked(syscall.SIGTERM, 10*time.Second)
+}
+
+// Restart stops the server if it is running and starts it again on the same
+// port with the same data directory, waiting until it answers PING. With AOF
+// it comes back with its data; without, empty.
+func (r *Redis) Restart(tb testing.TB) {
+	tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.signalLocked(syscall.SIGTERM, 10*time.Second)
+	if err := r.startLocked(); err != nil {
+		tb.Fatalf("testenv: restart redis-server: %v", err)
+	}
+}
+
+// startLocked starts the server on r.port and waits for it to answer. r.mu
+// must be held.
+func (r *Redis) startLocked() error {
+	args := []string{
+		"--port", strconv.Itoa(r.port),
+		"--bind", "127.0.0.1",
+		"--dir", r.dir,
+		"--logfile", filepath.Join(r.dir, "redis.log"),
+		"--daemonize", "no",
+		"--save", "", // no RDB snapshots: AOF or nothing
+	}
+	if r.opts.AOF {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command(r.bin, args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", r.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	r.cmd, r.done = cmd, done
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	deadline := time.Now().Add(redisStartTimeout)
+	for {
+		err := ping(addr)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			r.cmd, r.done = nil, nil
+			return fmt.Errorf("redis-server exited at start (port %d): %s", r.port, r.logTail())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			r.signalLocked(syscall.SIGKILL, 0)
+			return fmt.Errorf("redis-server not ready after %v: %w: %s", redisStartTimeout, err, r.logTail())
+		}
+	}
+}
+
+// signalLocked sends sig to the running server and waits for it to exit,
+// killing it when grace (if not zero) has passed. r.mu must be held.
+func (r *Redis) signalLocked(sig syscall.Signal, grace time.Duration) {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(sig)
+	if grace > 0 {
+		select {
+		case <-r.done:
+		case <-time.After(grace):
+			_ = r.cmd.Process.Kill()
+		}
+	}
+	<-r.done
+	r.cmd, r.done = nil, nil
+}
+
+// logTail returns the end of the server's log file, for failure messages.
+func (r *Redis) logTail() string {
+	b, err := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = "..." + s[len(s)-2000:]
+	}
+	return s
+}
+
+// ping sends PING to a Redis at addr and checks for PONG. A server still
+// loading its data answers with a LOADING error, which counts as not ready.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return fmt.Errorf("set deadline: %w", err)
+	}
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if line = strings.TrimSpace(line); line != "+PONG" {
+		return errors.New("answered " + line)
+	}
+	return nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
