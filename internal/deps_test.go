@@ -29,6 +29,10 @@ var forbidden = []struct {
 	{"internal/hub", module + "/internal/api", "the API depends on the engine, not the reverse", false},
 	{"internal/api", module + "/internal/transport", "the API does not reach into transports", false},
 	{"internal/transport/websocket", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/longpoll", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/longpoll", module + "/internal/transport/", "transports never import each other", false},
+	{"internal/transport/httppublish", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 }
 

@@ -66,6 +66,7 @@ type Config struct {
 	CommandBurst             int           `koanf:"command_burst"`
 	MaxConnections           int           `koanf:"max_connections"`
 	MaxConnectionsPerIP      int           `koanf:"max_connections_per_ip"`
+	PollMaxTimeout           time.Duration `koanf:"poll_max_timeout"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -115,6 +116,7 @@ var Keys = []Key{
 	{"max_connections_per_ip", 25000, "most connections from one client address (0: no limit)"},
 	{"tls_cert", "", "TLS certificate file (PEM); with tls_key, serve HTTPS and HTTP/2"},
 	{"tls_key", "", "TLS private key file (PEM) for tls_cert"},
+	{"poll_max_timeout", 60 * time.Second, "longest wait a long poll (GET /poll) may ask for, in whole seconds"},
 }
 
 // RegisterFlags adds a flag for every key to fs.
@@ -292,6 +294,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls_cert, tls_key: set both or neither"))
+	}
+	if c.PollMaxTimeout < time.Second || c.PollMaxTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("poll_max_timeout: must be from 1s to 1h, got %s", c.PollMaxTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)

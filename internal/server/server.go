@@ -28,6 +28,8 @@ import (
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
+	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/web"
@@ -141,6 +143,18 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.ws)
 	mux.Handle("/sse", s.sse)
+	mux.Handle("/poll", longpoll.NewHandler(s.hub, longpoll.Options{
+		MaxTimeout:     cfg.PollMaxTimeout,
+		MaxChannels:    min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
+		WriteTimeout:   cfg.WriteTimeout,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         log,
+	}))
+	mux.Handle("/publish", httppublish.NewHandler(s.hub, httppublish.Options{
+		MaxMessageSize: cfg.MaxMessageSize,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         log,
+	}))
 	mux.Handle("/api/", api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

@@ -1,0 +1,478 @@
+// Package longpoll serves clients that can make only plain HTTP requests:
+// GET /poll answers with the publications of one or more channels after a
+// cursor, waiting for the next one when there is none yet (long polling), or
+// not waiting at all (polling, timeout=0).
+//
+// The cursor is all the state there is. It carries every polled channel's
+// offset and a check of their epochs (see protocol.EncodeCursor), so any
+// node can serve the next poll: no session survives between requests and no
+// load balancer stickiness is needed. A poll first catches up from history
+// with plain reads; only when nothing is new and the client asked to wait
+// does it open a short-lived hub session whose transport collects what the
+// session delivers, subscribed to each channel from the cursor, so that
+// nothing published between the read and the subscription is lost or
+// delivered twice.
+package longpoll
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/origin"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Options configure the polling endpoint. Zero fields take the defaults
+// documented on them.
+type Options struct {
+	// MaxTimeout is the longest wait a poll may ask for, rounded down to
+	// whole seconds. Default 60s.
+	MaxTimeout time.Duration
+	// DefaultTimeout is the wait of a poll that names no timeout, at most
+	// MaxTimeout. Default 25s: shorter than the idle timeouts of common
+	// proxies and load balancers.
+	DefaultTimeout time.Duration
+	// MaxChannels is the most channels one poll may name. Default, and
+	// upper bound, protocol.MaxCursorChannels.
+	MaxChannels int
+	// MaxMessages is the most publications one answer carries; the cursor
+	// then points at the last of them and the next poll goes on from there.
+	// Default 1000, and at most the hub's history request limit.
+	MaxMessages int
+	// MaxBytes caps the publications of one answer, in bytes, in the same
+	// way (an answer always has room for one). Default 1 MiB.
+	MaxBytes int
+	// BatchDelay is how long a waiting poll, woken by a publication, waits
+	// for more before it answers, so that a busy channel costs fewer
+	// requests. Default 10ms.
+	BatchDelay time.Duration
+	// WriteTimeout bounds writing an answer. Default 10s.
+	WriteTimeout time.Duration
+	// AllowedOrigins lists the browser origins allowed besides the
+	// server's own (see origin.Policy); "*" allows any.
+	AllowedOrigins []string
+	// Logger receives the endpoint's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults(historyMaxLimit int) {
+	if o.MaxTimeout < time.Second {
+		o.MaxTimeout = 60 * time.Second
+	}
+	if o.DefaultTimeout <= 0 {
+		o.DefaultTimeout = 25 * time.Second
+	}
+	o.DefaultTimeout = min(o.DefaultTimeout, o.MaxTimeout)
+	if o.MaxChannels <= 0 || o.MaxChannels > protocol.MaxCursorChannels {
+		o.MaxChannels = protocol.MaxCursorChannels
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = 1000
+	}
+	o.MaxMessages = max(1, min(o.MaxMessages, historyMaxLimit))
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 1 << 20
+	}
+	if o.BatchDelay <= 0 {
+		o.BatchDelay = 10 * time.Millisecond
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// retryAfter is the Retry-After of a 503 answer, in seconds.
+const retryAfter = "1"
+
+// Handler is the http.Handler of GET /poll.
+type Handler struct {
+	hub    *hub.Hub
+	opts   Options
+	lim    limits
+	policy origin.Policy
+	log    *slog.Logger
+}
+
+// NewHandler returns the polling endpoint's handler.
+func NewHandler(h *hub.Hub, opts Options) *Handler {
+	opts.setDefaults(h.HistoryMaxLimit())
+	return &Handler{
+		hub:  h,
+		opts: opts,
+		lim: limits{
+			maxChannels:    opts.MaxChannels,
+			maxTimeout:     int(opts.MaxTimeout / time.Second),
+			defaultTimeout: int(opts.DefaultTimeout / time.Second),
+		},
+		policy: origin.Policy{Origins: opts.AllowedOrigins},
+		log:    opts.Logger.With("component", "longpoll"),
+	}
+}
+
+// ServeHTTP answers one poll.
+func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !hd.policy.CORS(w, r, "GET") {
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes GET, not %s", r.URL.Path, r.Method))
+		return
+	}
+	if hd.hub.Draining() {
+		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, poll again"))
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
+		return
+	}
+	req, perr := parseRequest(q, hd.lim)
+	if perr != nil {
+		writeError(w, http.StatusBadRequest, perr)
+		return
+	}
+	creds, perr := credentials(hd.hub, r)
+	if perr != nil {
+		writeError(w, statusOf(perr), perr)
+		return
+	}
+	for _, ch := range req.channels {
+		if perr := hd.hub.CanSubscribe(ch, creds.user(), ""); perr != nil {
+			writeError(w, statusOf(perr), perr)
+			return
+		}
+	}
+	rc := http.NewResponseController(w)
+	// The server's read timeout would otherwise cut a wait longer than it
+	// (net/http cancels the request when its background read times out).
+	_ = rc.SetReadDeadline(time.Now().Add(req.timeout + hd.opts.WriteTimeout))
+
+	st, err := hd.poll(r.Context(), req, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds.creds})
+	if r.Context().Err() != nil {
+		return // the client has gone; nobody reads an answer
+	}
+	if err != nil {
+		hd.fail(w, err)
+		return
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(hd.opts.WriteTimeout))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(st.encode())
+}
+
+// poll builds the answer to req.
+func (hd *Handler) poll(ctx context.Context, req request, info hub.SessionInfo) (*state, error) {
+	st := newState(req.channels, hd.opts)
+	tops := make([]broker.Position, len(req.channels))
+	for i, ch := range req.channels {
+		pos, err := hd.hub.Position(ctx, ch)
+		if err != nil {
+			return nil, err
+		}
+		tops[i] = pos
+		st.epochs[i], st.offsets[i] = pos.Epoch, pos.Offset
+	}
+	if req.cursor == nil {
+		return st, nil // a first poll: only the cursor
+	}
+	if protocol.CursorCheck(req.channels, st.epochs) != req.cursor.check {
+		// Some channel's epoch changed since the cursor was made: its
+		// history was lost. The check covers all channels at once, so
+		// it cannot say which; none can be trusted.
+		for i := range req.channels {
+			st.lost(i, tops[i])
+		}
+		return st, nil
+	}
+	copy(st.offsets, req.cursor.offsets)
+	if err := hd.catchUp(ctx, st, tops); err != nil {
+		return nil, err
+	}
+	if st.done() || req.timeout == 0 {
+		return st, nil
+	}
+	return st, hd.wait(ctx, st, req.timeout, info)
+}
+
+// catchUp adds to the answer what history holds after the cursor, channel
+// by channel, until the answer is full.
+func (hd *Handler) catchUp(ctx context.Context, st *state, tops []broker.Position) error {
+	for i, ch := range st.channels {
+		if len(st.msgs) >= st.maxMsgs {
+			st.full = true
+		}
+		if st.full {
+			return nil
+		}
+		since := broker.Position{Offset: st.offsets[i], Epoch: st.epochs[i]}
+		if since.Offset == tops[i].Offset {
+			continue // nothing new when we looked; the wait catches anything later
+		}
+		r, err := hd.hub.History(ctx, ch, &since, st.maxMsgs-len(st.msgs), false)
+		if perr := (*protocol.Error)(nil); errors.As(err, &perr) && perr.Code == protocol.ErrEpochMismatch.Code {
+			pos := r.Position
+			if pos.Epoch == "" {
+				if pos, err = hd.hub.Position(ctx, ch); err != nil {
+					return err
+				}
+			}
+			st.lost(i, pos)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		top, pubs := r.Position.Offset, r.Publications
+		if since.Offset > top || since.Offset < top && (len(pubs) == 0 || pubs[0].Offset != since.Offset+1) {
+			st.lost(i, r.Position) // history no longer holds what follows the cursor
+			continue
+		}
+		for _, p := range pubs {
+			st.offer(i, p.Offset, protocol.AppendPublication(nil, ch, p.Data, p.Offset))
+		}
+	}
+	return nil
+}
+
+// wait subscribes a short-lived session to the channels and adds what it
+// delivers to the answer, until something arrived (and BatchDelay has
+// passed), timeout, ctx is done, or the session is closed.
+//
+// The session subscribes without a since position: what was published
+// between catchUp's reads and the subscriptions is read from history once
+// more (the subscription's Position tells whether anything was), and
+// offer drops the live publications the answer already holds. The hub's
+// own recovery is not used because it follows the namespace's recovery
+// option, meant for reconnecting subscribers; for a poller every request
+// is a resumption.
+func (hd *Handler) wait(ctx context.Context, st *state, timeout time.Duration, info hub.SessionInfo) error {
+	col := newCollector(st.maxMsgs - len(st.msgs))
+	sess := hd.hub.NewSession(col, info)
+	defer sess.PeerGone()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+
+	tops := make([]broker.Position, len(st.channels))
+	for i, ch := range st.channels {
+		res, perr := sess.Subscribe(ctx, ch, nil, nil)
+		if perr != nil {
+			if perr.Code < 0 { // the session ended meanwhile: answer as it is
+				return nil
+			}
+			return perr
+		}
+		tops[i] = res.Position
+		if res.Position.Epoch != st.epochs[i] {
+			st.lost(i, res.Position)
+		}
+	}
+	if err := hd.catchUp(ctx, st, tops); err != nil {
+		return err
+	}
+	var batch <-chan time.Time // runs from the first publication on
+	for last := false; ; {
+		msgs, full := col.take()
+		for _, m := range msgs {
+			if i, ok := slices.BinarySearch(st.channels, m.Channel); ok {
+				st.offer(i, m.Offset, m.Data)
+			}
+		}
+		if last || full || st.done() {
+			return nil
+		}
+		if len(st.msgs) > 0 && batch == nil {
+			batch = time.After(hd.opts.BatchDelay)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-col.wake:
+		case <-batch:
+			last = true
+		case <-deadline.C:
+			last = true
+		case <-col.closed: // shutdown or slow consumer: answer what arrived
+			last = true
+		}
+	}
+}
+
+// fail answers an error: protocol errors with their status, anything else
+// (the broker failed) as 503.
+func (hd *Handler) fail(w http.ResponseWriter, err error) {
+	var perr *protocol.Error
+	if errors.As(err, &perr) {
+		writeError(w, statusOf(perr), perr)
+		return
+	}
+	hd.log.Warn("poll failed", "err", err)
+	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, poll again"))
+}
+
+// statusOf maps a protocol error to the HTTP status that carries it, as
+// the server API does; an expired token (419) is a 401.
+func statusOf(perr *protocol.Error) int {
+	switch perr.Code {
+	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
+		return perr.Code
+	case protocol.ErrTokenExpired.Code:
+		return http.StatusUnauthorized
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// identity is who a request comes from: the verified connection token, or
+// nobody (creds nil).
+type identity struct{ creds *hub.Credentials }
+
+func (id identity) user() string {
+	if id.creds == nil {
+		return ""
+	}
+	return id.creds.User
+}
+
+// credentials verifies the request's connection token, given as
+// "Authorization: Bearer <token>". A request without one is anonymous,
+// which the server may refuse (allow_anonymous off).
+func credentials(h *hub.Hub, r *http.Request) (identity, *protocol.Error) {
+	a := r.Header.Get("Authorization")
+	if a == "" {
+		if h.RequireAuth() {
+			return identity{}, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("Authorization: Bearer <token>")`)
+		}
+		return identity{}, nil
+	}
+	const scheme = "bearer "
+	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
+		return identity{}, protocol.ErrUnauthorized.WithMessage(`the Authorization header must be "Bearer <token>"`)
+	}
+	c, perr := h.Authenticate(strings.TrimSpace(a[len(scheme):]))
+	if perr != nil {
+		return identity{}, perr
+	}
+	return identity{creds: c}, nil
+}
+
+// writeError answers {"error":{"code":C,"message":M}}; a 503 tells the
+// client when to poll again.
+func writeError(w http.ResponseWriter, status int, perr *protocol.Error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	switch status {
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", retryAfter)
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", "Bearer")
+	}
+	w.WriteHeader(status)
+	b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
+	_, _ = w.Write(append(b, "}\n"...))
+}
+
+// state is the answer being built: every polled channel's position, the
+// publications to send and the channels whose position was lost.
+type state struct {
+	channels    []string // sorted
+	offsets     []uint64 // per channel: the last publication in the answer
+	epochs      []string // per channel: the epoch of offsets[i]
+	unrecovered []bool   // per channel: the cursor's position was lost
+	frozen      []bool   // per channel: a gap was seen; take no more
+	msgs        [][]byte // encoded pushes
+	bytes       int
+	maxMsgs     int
+	maxBytes    int
+	full        bool // the answer has no room for the next publication
+	gap         bool // some channel is frozen: answer now, recover next time
+}
+
+func newState(channels []string, o Options) *state {
+	n := len(channels)
+	return &state{
+		channels:    channels,
+		offsets:     make([]uint64, n),
+		epochs:      make([]string, n),
+		unrecovered: make([]bool, n),
+		frozen:      make([]bool, n),
+		maxMsgs:     o.MaxMessages,
+		maxBytes:    o.MaxBytes,
+	}
+}
+
+// offer adds publication offset of channel i (encoded as push) to the
+// answer if it is the next one of that channel. Once a publication does not
+// fit, no later one of any channel is added, so that the answer holds a
+// prefix of each channel's stream and the cursor can point past it.
+func (st *state) offer(i int, offset uint64, push []byte) {
+	switch {
+	case st.full || st.frozen[i] || offset <= st.offsets[i]:
+		return // no room, or already in the answer or the cursor
+	case offset != st.offsets[i]+1:
+		// A gap in a live stream: never skip over it. The next poll reads
+		// the channel's history from the last offset in the answer.
+		st.frozen[i], st.gap = true, true
+		return
+	case len(st.msgs) >= st.maxMsgs || len(st.msgs) > 0 && st.bytes+len(push) > st.maxBytes:
+		st.full = true
+		return
+	}
+	st.msgs = append(st.msgs, push)
+	st.bytes += len(push)
+	st.offsets[i] = offset
+}
+
+// lost records that channel i cannot be recovered from the cursor: the
+// answer moves it to pos and lists it as unrecovered.
+func (st *state) lost(i int, pos broker.Position) {
+	st.unrecovered[i] = true
+	st.offsets[i], st.epochs[i] = pos.Offset, pos.Epoch
+}
+
+// done reports whether the answer should be sent without waiting.
+func (st *state) done() bool {
+	return len(st.msgs) > 0 || st.full || st.gap || slices.Contains(st.unrecovered, true)
+}
+
+// encode returns the answer:
+// {"messages":[pushes],"cursor":C[,"unrecovered":[channels]]}.
+func (st *state) encode() []byte {
+	b := make([]byte, 0, st.bytes+len(st.msgs)+256)
+	b = append(b, `{"messages":[`...)
+	for i, m := range st.msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, m...)
+	}
+	b = append(b, `],"cursor":"`...)
+	b = append(b, encodeCursor(st.channels, st.epochs, st.offsets)...)
+	b = append(b, '"')
+	var lost []string
+	for i, u := range st.unrecovered {
+		if u {
+			lost = append(lost, st.channels[i])
+		}
+	}
+	if lost != nil {
+		list, _ := json.Marshal(lost) // valid channel names need no escaping
+		b = append(b, `,"unrecovered":`...)
+		b = append(b, list...)
+	}
+	return append(b, "}\n"...)
+}
