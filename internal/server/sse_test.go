@@ -26,6 +26,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/ssetest"
@@ -41,22 +42,12 @@ func (ts *testServer) openSSE(query, lastEventID string) *ssetest.Stream {
 	return ssetest.Open(ts.t, nil, "http://"+ts.Addr()+"/sse?"+query, h)
 }
 
-// waitSubscribers waits until channel has n clients in presence: their
-// subscriptions are live. (A stream's connected event comes before its
-// subscriptions complete; what is published in between is recovered.)
-func (ts *testServer) waitSubscribers(channel string, n int) {
+// subscribers returns the number of clients in channel's presence.
+func (ts *testServer) subscribers(channel string) int {
 	ts.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, m := ts.api("POST", "/api/presence_stats", testKey, fmt.Sprintf(`{"channel":%q}`, channel))
-		if r, _ := m["result"].(map[string]any); r != nil && r["num_clients"] == float64(n) {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.t.Fatalf("channel %s: want %d subscribers, presence says %v", channel, n, m)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	_, m := ts.api("POST", "/api/presence_stats", testKey, fmt.Sprintf(`{"channel":%q}`, channel))
+	n, _ := m["result"].(map[string]any)["num_clients"].(float64)
+	return int(n)
 }
 
 // sseConnected is the data of the connected event.
@@ -153,6 +144,10 @@ func TestSSEStream(t *testing.T) {
 	if len(c.Channels) != 1 || c.Channels[0].Channel != "news" || c.Channels[0].Offset != 0 || c.Channels[0].Epoch == "" {
 		t.Fatalf("connected: %+v", c)
 	}
+	// The connected event comes once the stream is subscribed.
+	if n := ts.subscribers("news"); n != 1 {
+		t.Fatalf("%d subscribers after the connected event", n)
+	}
 	startID := s.LastEventID
 
 	ts.publish("news", map[string]any{"title": "one"})
@@ -175,7 +170,6 @@ func TestSSEStream(t *testing.T) {
 		t.Fatalf("multi-line data: %s (%v)", p.Data, err)
 	}
 	// The client appears in presence with its transport.
-	ts.waitSubscribers("news", 1)
 	_, pr := ts.api("POST", "/api/presence", testKey, `{"channel":"news"}`)
 	clients := pr["result"].(map[string]any)["clients"].([]any)
 	if len(clients) != 1 || clients[0].(map[string]any)["client"] != c.Client || clients[0].(map[string]any)["transport"] != "sse" {
@@ -399,6 +393,31 @@ func TestSSEUnrecovered(t *testing.T) {
 	})
 }
 
+// TestSSERecoveryOff: on channels without history a fresh stream starts
+// from now without a notice, while a reconnect is told it missed something.
+func TestSSERecoveryOff(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.HistorySize = 0 })
+	ts.publish("news", "before")
+	s := ts.openSSE("channel=news", "")
+	c, _ := expectStart(t, s, 0)
+	if c.Channels[0].Offset != 1 {
+		t.Fatalf("connected %+v", c)
+	}
+	ts.publish("news", "live")
+	expectPublication(t, s, "news", 2)
+	id := s.LastEventID
+	s.Close()
+	ts.publish("news", "missed")
+	s = ts.openSSE("channel=news", id)
+	expectStart(t, s, 0)
+	ev := s.NextData()
+	if n := decodeEvent[ssePush](t, ev); ev.Type != "unrecovered" || n.Offset != 3 {
+		t.Fatalf("want unrecovered news@3, got %+v", ev)
+	}
+	ts.publish("news", "live again")
+	expectPublication(t, s, "news", 4)
+}
+
 func TestSSETwoChannelsAndJoinLeave(t *testing.T) {
 	ts := start(t, func(c *config.Config) { c.JoinLeave = true })
 	s := ts.openSSE("channel=a&channel=b", "")
@@ -592,7 +611,6 @@ func TestSSEShutdownEndsStreams(t *testing.T) {
 		expectStart(t, s, 0)
 		streams = append(streams, s)
 	}
-	ts.waitSubscribers("news", 3)
 	ts.publish("news", "last words")
 	done := make(chan error, 1)
 	go func() { done <- ts.Stop() }()
@@ -750,4 +768,92 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// TestSSEAuth runs SSE on a server that requires connection tokens: the
+// token comes as a query parameter (EventSource cannot set headers) or as
+// "Authorization: Bearer"; each channel is checked like a WebSocket
+// subscribe; refusals are answered with 401 or 403 and a JSON error.
+func TestSSEAuth(t *testing.T) {
+	ts := start(t, secured)
+	base := "http://" + ts.Addr() + "/sse?"
+	alice := token(t, "alice", time.Hour, nil)
+
+	refused := []struct {
+		name, query, bearer string
+		status, code        int
+	}{
+		{"no token", "channel=news:today", "", 401, 401},
+		{"invalid token", "channel=news:today&token=not.a.jwt", "", 401, 401},
+		{"expired token", "channel=news:today&token=" + token(t, "u", -time.Minute, nil), "", 401, 419},
+		{"other secret", "channel=news:today&token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "", 401, 401},
+		{"anonymous token, members channel", "channel=members:lobby&token=" + token(t, "", time.Hour, nil), "", 403, 403},
+		{"token namespace", "channel=private:x&token=" + alice, "", 403, 403},
+		{"one channel of two refused", "channel=news:today&channel=private:x&token=" + alice, "", 403, 403},
+		{"user-limited channel", "channel=dm:chat%23bob,carol&token=" + alice, "", 403, 403},
+		{"unknown namespace", "channel=nowhere:x&token=" + alice, "", 400, 422},
+		{"bearer with a bad token", "channel=news:today", "nope", 401, 401},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Header
+			if tc.bearer != "" {
+				h = http.Header{"Authorization": {"Bearer " + tc.bearer}}
+			}
+			s, resp, err := ssetest.OpenErr(t, nil, base+tc.query, h)
+			if err != nil || s != nil {
+				t.Fatalf("want a refusal, got stream %v, error %v", s != nil, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var m map[string]any
+			_ = json.Unmarshal(body, &m)
+			if resp.StatusCode != tc.status || errorCode(m) != tc.code {
+				t.Fatalf("got %d %s, want status %d code %d", resp.StatusCode, body, tc.status, tc.code)
+			}
+		})
+	}
+
+	t.Run("query token", func(t *testing.T) {
+		s := ssetest.Open(t, nil, base+"channel=members:lobby&channel=dm:chat%23alice,bob&token="+alice, nil)
+		expectStart(t, s, 0)
+		ts.publish("dm:chat#alice,bob", "hi alice")
+		expectPublication(t, s, "dm:chat#alice,bob", 1)
+	})
+	t.Run("bearer header", func(t *testing.T) {
+		s := ssetest.Open(t, nil, base+"channel=members:lobby", http.Header{"Authorization": {"Bearer " + alice}})
+		expectStart(t, s, 0)
+	})
+	t.Run("channel granted by the token", func(t *testing.T) {
+		tok := token(t, "alice", time.Hour, func(c *auth.ConnectClaims) { c.Channels = []string{"private:alice"} })
+		s := ssetest.Open(t, nil, base+"channel=private:alice&token="+tok, nil)
+		c, _ := expectStart(t, s, 0)
+		// The stream's session carries the token's user.
+		_, pr := ts.api("POST", "/api/presence", testKey, `{"channel":"private:alice"}`)
+		clients, _ := pr["result"].(map[string]any)["clients"].([]any)
+		if len(clients) != 1 || clients[0].(map[string]any)["client"] != c.Client || clients[0].(map[string]any)["user"] != "alice" {
+			t.Fatalf("presence %v", pr)
+		}
+	})
+	t.Run("expiry ends the stream with a disconnect event", func(t *testing.T) {
+		grant := func(c *auth.ConnectClaims) { c.Channels = []string{"private:eve"} } // a namespace with recovery
+		s := ssetest.Open(t, nil, base+"channel=private:eve&token="+token(t, "eve", 2*time.Second, grant), nil)
+		expectStart(t, s, 0)
+		ev := s.NextData()
+		var d struct {
+			Code      int  `json:"code"`
+			Reconnect bool `json:"reconnect"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil || ev.Type != "disconnect" || d.Code != 4005 || !d.Reconnect {
+			t.Fatalf("want disconnect 4005 with reconnect, got %+v", ev)
+		}
+		s.ExpectEnd()
+		// A new stream with a new token and the old id (lastEventId,
+		// since a page opens a new EventSource) goes on where it stopped.
+		ts.publish("private:eve", "while away")
+		tok := token(t, "eve", time.Hour, grant)
+		s2 := ssetest.Open(t, nil, base+"channel=private:eve&token="+tok+"&lastEventId="+s.LastEventID, nil)
+		expectStart(t, s2, 0)
+		expectPublication(t, s2, "private:eve", 1)
+	})
 }

@@ -2,6 +2,7 @@ package sse
 
 import (
 	"net/url"
+	"strings"
 
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
@@ -18,6 +19,8 @@ type request struct {
 	// resume is the position the client holds (its Last-Event-ID), or nil
 	// when it gave none.
 	resume *cursor
+	// token is the connection token (a JWT), "" when none was given.
+	token string
 }
 
 // cursor is a decoded event id: one offset per channel of the stream and a
@@ -28,15 +31,21 @@ type cursor struct {
 }
 
 // parseRequest validates a stream request: rawQuery is the URL's query
-// string and lastEventID the Last-Event-ID header ("" when absent). The
-// header wins over the lastEventId query parameter, which polyfills use: a
-// native EventSource keeps its URL, so on reconnect the header is the fresher
-// of the two. maxChannels bounds the channels of one stream.
+// string, lastEventID the Last-Event-ID header and authorization the
+// Authorization header ("" when absent).
+//
+// The Last-Event-ID header wins over the lastEventId query parameter, which
+// polyfills use and which a page sets when it opens a new EventSource to go
+// on from where an old one stopped: a native EventSource keeps its URL, so on
+// its own reconnects the header is the fresher of the two. Likewise an
+// "Authorization: Bearer" header wins over the token query parameter (an
+// EventSource cannot set headers). maxChannels bounds the channels of one
+// stream.
 //
 // Errors carry the protocol code the client sees in the 400 answer: 400 for
-// a malformed query, a repeated channel or a malformed event id, 422 for a
-// missing or invalid channel name, 429 for too many channels.
-func parseRequest(rawQuery, lastEventID string, maxChannels int) (request, *protocol.Error) {
+// a malformed query, a repeated channel or parameter, or a malformed event
+// id; 422 for a missing or invalid channel name; 429 for too many channels.
+func parseRequest(rawQuery, lastEventID, authorization string, maxChannels int) (request, *protocol.Error) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return request{}, protocol.ErrBadRequest.WithMessage("malformed query string")
@@ -60,14 +69,23 @@ func parseRequest(rawQuery, lastEventID string, maxChannels int) (request, *prot
 	}
 	req := request{channels: channels}
 
+	token, perr := single(q, "token")
+	if perr != nil {
+		return request{}, perr
+	}
+	if authorization != "" {
+		scheme, cred, _ := strings.Cut(authorization, " ")
+		if !strings.EqualFold(scheme, "Bearer") || cred == "" {
+			return request{}, protocol.ErrBadRequest.WithMessage(`the Authorization header must be "Bearer <token>"`)
+		}
+		token = cred
+	}
+	req.token = token
+
 	id := lastEventID
 	if id == "" {
-		ids := q["lastEventId"]
-		if len(ids) > 1 {
-			return request{}, protocol.ErrBadRequest.WithMessage(`"lastEventId" is given %d times`, len(ids))
-		}
-		if len(ids) == 1 {
-			id = ids[0]
+		if id, perr = single(q, "lastEventId"); perr != nil {
+			return request{}, perr
 		}
 	}
 	if id == "" {
@@ -82,4 +100,16 @@ func parseRequest(rawQuery, lastEventID string, maxChannels int) (request, *prot
 	}
 	req.resume = &cursor{check: check, offsets: offsets}
 	return req, nil
+}
+
+// single returns the value of a query parameter given at most once.
+func single(q url.Values, name string) (string, *protocol.Error) {
+	vs := q[name]
+	if len(vs) > 1 {
+		return "", protocol.ErrBadRequest.WithMessage("%q is given %d times", name, len(vs))
+	}
+	if len(vs) == 1 {
+		return vs[0], nil
+	}
+	return "", nil
 }

@@ -18,10 +18,11 @@ func TestParseRequest(t *testing.T) {
 		many = append(many, fmt.Sprintf("channel=c%d", i))
 	}
 	tests := map[string]struct {
-		query, header string
-		channels      []string
-		resume        *cursor
-		code          int // 0: valid
+		query, header, auth string
+		channels            []string
+		resume              *cursor
+		token               string
+		code                int // 0: valid
 	}{
 		"one channel":               {query: "channel=news", channels: []string{"news"}},
 		"two channels keep order":   {query: "channel=b&channel=a", channels: []string{"b", "a"}},
@@ -51,10 +52,16 @@ func TestParseRequest(t *testing.T) {
 		"unknown cursor version":    {query: "channel=a", header: "AgAAAAAM", code: 400},
 		"truncated varint":          {query: "channel=a", header: "AQAAAACA", code: 400},
 		"many channels one invalid": {query: "channel=a&channel=b&channel=" + url.QueryEscape("é"), code: 422},
+		"query token":               {query: "channel=a&token=abc.def.ghi", channels: []string{"a"}, token: "abc.def.ghi"},
+		"bearer token":              {query: "channel=a", auth: "Bearer abc", channels: []string{"a"}, token: "abc"},
+		"bearer wins over query":    {query: "channel=a&token=old", auth: "bearer new", channels: []string{"a"}, token: "new"},
+		"two tokens":                {query: "channel=a&token=x&token=y", code: 400},
+		"other auth scheme":         {query: "channel=a", auth: "Basic YTpi", code: 400},
+		"bearer without token":      {query: "channel=a", auth: "Bearer", code: 400},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			req, perr := parseRequest(tc.query, tc.header, protocol.MaxCursorChannels)
+			req, perr := parseRequest(tc.query, tc.header, tc.auth, protocol.MaxCursorChannels)
 			if tc.code != 0 {
 				if perr == nil || perr.Code != tc.code || perr.Message == "" {
 					t.Fatalf("got %+v, %v; want error %d", req, perr, tc.code)
@@ -67,6 +74,9 @@ func TestParseRequest(t *testing.T) {
 			if tc.channels != nil && strings.Join(req.channels, ",") != strings.Join(tc.channels, ",") {
 				t.Fatalf("channels %v, want %v", req.channels, tc.channels)
 			}
+			if req.token != tc.token {
+				t.Fatalf("token %q, want %q", req.token, tc.token)
+			}
 			if (req.resume == nil) != (tc.resume == nil) {
 				t.Fatalf("resume %+v, want %+v", req.resume, tc.resume)
 			}
@@ -78,31 +88,34 @@ func TestParseRequest(t *testing.T) {
 }
 
 func TestParseRequestMaxChannels(t *testing.T) {
-	if _, perr := parseRequest("channel=a&channel=b&channel=c", "", 2); perr == nil || perr.Code != 429 {
+	if _, perr := parseRequest("channel=a&channel=b&channel=c", "", "", 2); perr == nil || perr.Code != 429 {
 		t.Fatalf("3 channels with a limit of 2: %v", perr)
 	}
 }
 
-// FuzzParseRequest feeds arbitrary query strings and Last-Event-ID values:
-// the parser never panics, accepts only valid channel lists, and an accepted
-// id has one offset per channel and round-trips through the encoder.
+// FuzzParseRequest feeds arbitrary query strings, Last-Event-ID and
+// Authorization values: the parser never panics, accepts only valid channel
+// lists, and an accepted id has one offset per channel and round-trips
+// through the encoder.
 func FuzzParseRequest(f *testing.F) {
-	seeds := []struct{ query, header string }{
-		{"channel=news", ""},
-		{"channel=a&channel=b", protocol.EncodeCursor(123, []uint64{1, 2})},
-		{"channel=a&lastEventId=" + protocol.EncodeCursor(0, []uint64{math.MaxUint64}), ""},
-		{"channel=a&channel=a", ""},
-		{"channel=%zz", ""},
-		{"channel=a", "AQAAAACA"},
-		{"channel=a", strings.Repeat("_", 128)},
-		{"lastEventId=x&channel=chat:lobby", "AQ"},
-		{";;&&==", "\x00"},
+	seeds := []struct{ query, header, auth string }{
+		{"channel=news", "", ""},
+		{"channel=a&channel=b", protocol.EncodeCursor(123, []uint64{1, 2}), ""},
+		{"channel=a&lastEventId=" + protocol.EncodeCursor(0, []uint64{math.MaxUint64}), "", ""},
+		{"channel=a&channel=a", "", ""},
+		{"channel=%zz", "", ""},
+		{"channel=a", "AQAAAACA", ""},
+		{"channel=a", strings.Repeat("_", 128), ""},
+		{"lastEventId=x&channel=chat:lobby", "AQ", ""},
+		{";;&&==", "\x00", ""},
+		{"channel=a&token=t", "", "Bearer x"},
+		{"channel=a", "", "bearer"},
 	}
 	for _, s := range seeds {
-		f.Add(s.query, s.header)
+		f.Add(s.query, s.header, s.auth)
 	}
-	f.Fuzz(func(t *testing.T, query, header string) {
-		req, perr := parseRequest(query, header, protocol.MaxCursorChannels)
+	f.Fuzz(func(t *testing.T, query, header, auth string) {
+		req, perr := parseRequest(query, header, auth, protocol.MaxCursorChannels)
 		if perr != nil {
 			if perr.Message == "" {
 				t.Fatalf("error without message: %+v", perr)
@@ -129,7 +142,7 @@ func FuzzParseRequest(f *testing.F) {
 		if len(id) > maxEventIDLength {
 			t.Fatalf("re-encoded id of %d bytes", len(id))
 		}
-		again, perr := parseRequest(query, id, protocol.MaxCursorChannels)
+		again, perr := parseRequest(query, id, auth, protocol.MaxCursorChannels)
 		if perr != nil || again.resume.check != req.resume.check || fmt.Sprint(again.resume.offsets) != fmt.Sprint(req.resume.offsets) {
 			t.Fatalf("id %q does not round-trip: %+v %v", id, again.resume, perr)
 		}

@@ -11,9 +11,15 @@
 // a write deadline), while the handler goroutine stays in ServeHTTP until the
 // session closes, since the ResponseWriter is only valid until then.
 //
+// A stream is authorized like a WebSocket connection: a connection token
+// (the token query parameter, since an EventSource cannot set headers, or an
+// "Authorization: Bearer" header) and, for each channel, the subscribe rules
+// of its namespace (Session.Subscribe checks nothing by itself).
+//
 // A browser's EventSource gives up for good on a non-200 answer, so a
-// malformed request gets a 400 (that is a bug to fix, not to retry), while a
-// node that is shutting down or cannot reach its broker drops the connection
+// malformed or unauthorized request gets a 4xx (that is a bug or a missing
+// token to fix, not to retry), while a node that is shutting down, over its
+// connection limits or unable to reach its broker drops the connection
 // without an answer, which EventSource retries.
 package sse
 
@@ -23,6 +29,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
@@ -117,45 +124,75 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("/sse takes GET, not %s", r.Method))
 		return
 	}
-	req, perr := parseRequest(r.URL.RawQuery, r.Header.Get("Last-Event-ID"), h.opts.MaxChannels)
+	req, perr := parseRequest(r.URL.RawQuery, r.Header.Get("Last-Event-ID"), r.Header.Get("Authorization"), h.opts.MaxChannels)
 	if perr != nil {
 		writeError(w, http.StatusBadRequest, perr)
 		return
 	}
+	creds, status, perr := h.authorize(req)
+	if perr != nil {
+		writeError(w, status, perr)
+		return
+	}
 	ctx := r.Context()
 
-	// Where each channel is now. A resume position is only usable when its
-	// check matches these epochs: otherwise it belongs to another epoch of
-	// some channel (a restarted broker) or to another list of channels.
-	now := make([]broker.Position, len(req.channels))
-	epochs := make([]string, len(req.channels))
-	for i, ch := range req.channels {
-		pos, err := h.hub.Position(ctx, ch)
-		if err != nil {
-			h.log.Warn("stream refused: no channel position", "channel", ch, "err", err)
-			panic(http.ErrAbortHandler) // the client retries
+	// A resume position is only usable when its check matches the channels'
+	// current epochs: otherwise it belongs to another epoch of some channel
+	// (the broker lost its history) or to another list of channels.
+	var epochs []string
+	resume := false
+	if req.resume != nil {
+		epochs = make([]string, len(req.channels))
+		for i, ch := range req.channels {
+			pos, err := h.hub.Position(ctx, ch)
+			if err != nil {
+				h.log.Warn("stream dropped: no channel position", "channel", ch, "err", err)
+				panic(http.ErrAbortHandler) // the client retries
+			}
+			epochs[i] = pos.Epoch
 		}
-		now[i], epochs[i] = pos, pos.Epoch
-	}
-	rejected := req.resume != nil && req.resume.check != protocol.CursorCheck(req.channels, epochs)
-	start := now
-	if req.resume != nil && !rejected {
-		start = make([]broker.Position, len(now))
-		for i := range now {
-			start[i] = broker.Position{Offset: req.resume.offsets[i], Epoch: epochs[i]}
-		}
+		resume = req.resume.check == protocol.CursorCheck(req.channels, epochs)
 	}
 
-	st := newStream(h, w, req.channels, start)
-	sess := h.hub.NewSession(st, hub.SessionInfo{RemoteAddr: r.RemoteAddr})
+	st := newStream(h, w, req.channels)
+	sess := h.hub.NewSession(st, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds})
 	st.sess = sess
+
+	// Subscribe every channel: from the client's position when it resumes
+	// (what it missed is queued first, or an unrecovered notice), else from
+	// now. The stream begins after, so its connected event says exactly
+	// where each channel starts.
+	start := make([]broker.Position, len(req.channels))
+	for i, ch := range req.channels {
+		var since *broker.Position
+		var first func(hub.SubscribeResult) []hub.Message
+		if resume {
+			since = &broker.Position{Offset: req.resume.offsets[i], Epoch: epochs[i]}
+			first = st.firstHook(ch)
+		}
+		res, perr := sess.Subscribe(ctx, ch, since, first)
+		if perr != nil {
+			if ctx.Err() == nil && perr.Code > 0 {
+				h.log.Warn("stream dropped: subscribe failed", "client", sess.ID(), "channel", ch, "err", perr)
+			}
+			sess.Close(protocol.DisconnectInternal)
+			<-st.done
+			panic(http.ErrAbortHandler) // nothing was sent: the client retries
+		}
+		start[i] = res.Position
+		if resume {
+			start[i] = *since
+		}
+	}
 
 	// The server's read timeout covers reading the request; the stream
 	// outlives it, and on HTTP/1.1 an expired read deadline would cancel
 	// the request's context.
 	_ = st.rc.SetReadDeadline(time.Time{})
-	if err := st.writePreamble(h.preamble(sess.ID(), req.channels, start, rejected)); err != nil {
-		if errors.Is(err, errClosed) { // closed (shutdown) before anything was sent
+	if err := st.begin(h.preamble(sess.ID(), req.channels, start, req.resume != nil && !resume), start); err != nil {
+		if errors.Is(err, errClosed) {
+			// Closed before anything was sent (shutdown, connection
+			// limit): no answer, so that the client retries.
 			<-st.done
 			panic(http.ErrAbortHandler)
 		}
@@ -169,19 +206,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.mu.Unlock()
 
-	for i, ch := range req.channels {
-		since := start[i]
-		if _, perr := sess.Subscribe(ctx, ch, &since, st.firstHook(ch)); perr != nil {
-			if ctx.Err() == nil && perr.Code > 0 {
-				h.log.Warn("stream subscribe failed", "client", sess.ID(), "channel", ch, "err", perr)
-			}
-			// End the stream; the client reconnects with the id it
-			// holds, which covers nothing of this channel yet.
-			sess.Close(protocol.DisconnectInternal)
-			break
-		}
-	}
-
 	select {
 	case <-st.done:
 	case <-ctx.Done():
@@ -190,18 +214,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// authorize checks the request's connection token, if any, and whether it
+// may subscribe to each of its channels. It returns the credentials (nil
+// for an anonymous client), or the HTTP status and error to answer.
+func (h *Handler) authorize(req request) (*hub.Credentials, int, *protocol.Error) {
+	var creds *hub.Credentials
+	if req.token != "" {
+		c, perr := h.hub.Authenticate(req.token)
+		if perr != nil {
+			return nil, http.StatusUnauthorized, perr
+		}
+		creds = c
+	} else if h.hub.RequireAuth() {
+		return nil, http.StatusUnauthorized, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("token" query parameter or "Authorization: Bearer" header)`)
+	}
+	user := ""
+	if creds != nil {
+		user = creds.User
+	}
+	for _, ch := range req.channels {
+		if creds != nil && slices.Contains(creds.Channels, ch) {
+			continue // the token grants it, as for a WebSocket connect
+		}
+		if perr := h.hub.CanSubscribe(ch, user, ""); perr != nil {
+			if perr.Code == protocol.ErrInvalidChannel.Code {
+				return nil, http.StatusBadRequest, perr
+			}
+			return nil, http.StatusForbidden, perr
+		}
+	}
+	return creds, 0, nil
+}
+
 // preamble returns the first bytes of a stream: the retry hint, one
 // unrecovered event per channel when the client's position was rejected as
 // a whole, then the connected event, whose id covers start so that the
 // client holds a position even if no publication comes before it
-// disconnects.
+// disconnects (a reconnect then brings what was published meanwhile).
 func (h *Handler) preamble(client string, channels []string, start []broker.Position, rejected bool) []byte {
 	retry := h.opts.Retry + rand.N(h.opts.Retry)
 	b := appendRetry(nil, retry)
 	if rejected {
 		// Before any id: if the stream broke between these events and the
 		// connected event, the client would come back with its old,
-		// rejected position and be told again.
+		// rejected position and be told again, never skip silently.
 		for i, ch := range channels {
 			data, _ := json.Marshal(unrecoveredNotice{ch, start[i].Offset, start[i].Epoch})
 			b = append(b, "event: unrecovered\n"...)

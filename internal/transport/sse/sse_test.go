@@ -97,10 +97,7 @@ func TestStreamEndsWhenClientLeaves(t *testing.T) {
 func TestWriteMessages(t *testing.T) {
 	_, sh, _ := newTestHandler(t, Options{})
 	rec := httptest.NewRecorder()
-	st := newStream(sh, rec, []string{"a", "b"}, []broker.Position{{Offset: 5, Epoch: "E1"}, {Offset: 9, Epoch: "E2"}})
-	if err := st.writePreamble(nil); err != nil {
-		t.Fatal(err)
-	}
+	st := newStream(sh, rec, []string{"a", "b"})
 	reset := st.firstHook("b")(hub.SubscribeResult{Position: broker.Position{Offset: 2, Epoch: "E3"}})
 	msgs := []hub.Message{
 		{Data: []byte(`{"channel":"a","data":1,"offset":6}`), Channel: "a", Offset: 6},
@@ -109,13 +106,24 @@ func TestWriteMessages(t *testing.T) {
 		{Data: []byte("{\"channel\":\"b\",\"data\":{\n\"x\":1},\"offset\":3}"), Channel: "b", Offset: 3},
 		{Data: []byte(`{"channel":"a","leave":{"client":"n-1"}}`), Channel: "a"},
 	}
-	if err := st.WriteMessages(msgs); err != nil {
+	// Handed over before the stream begins: kept, then written after the
+	// preamble with ids that cover the start.
+	if err := st.WriteMessages(msgs[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Body.Len() != 0 {
+		t.Fatalf("written before begin: %q", rec.Body)
+	}
+	if err := st.begin([]byte("retry: 1\n\n"), []broker.Position{{Offset: 5, Epoch: "E1"}, {Offset: 9, Epoch: "E2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteMessages(msgs[2:]); err != nil {
 		t.Fatal(err)
 	}
 	id := func(check uint32, offs ...uint64) string { return protocol.EncodeCursor(check, offs) }
 	before := protocol.CursorCheck([]string{"a", "b"}, []string{"E1", "E2"})
 	after := protocol.CursorCheck([]string{"a", "b"}, []string{"E1", "E3"})
-	want := "id: " + id(before, 6, 9) + "\ndata: {\"channel\":\"a\",\"data\":1,\"offset\":6}\n\n" +
+	want := "retry: 1\n\n" + "id: " + id(before, 6, 9) + "\ndata: {\"channel\":\"a\",\"data\":1,\"offset\":6}\n\n" +
 		": ping\n\n" +
 		"event: unrecovered\nid: " + id(after, 6, 2) + "\ndata: {\"channel\":\"b\",\"offset\":2,\"epoch\":\"E3\"}\n\n" +
 		"id: " + id(after, 6, 3) + "\ndata: {\"channel\":\"b\",\"data\":{\ndata: \"x\":1},\"offset\":3}\n\n" +
@@ -133,7 +141,7 @@ func TestWriteMessages(t *testing.T) {
 	if err := st.Close(protocol.DisconnectForce); err != nil {
 		t.Fatal(err)
 	}
-	if got := rec.Body.String(); got != "event: disconnect\ndata: {\"code\":4500,\"reason\":\"disconnected by server\"}\n\n" {
+	if got := rec.Body.String(); got != "event: disconnect\ndata: {\"code\":4500,\"reason\":\"disconnected by server\",\"reconnect\":false}\n\n" {
 		t.Fatalf("close wrote %q", got)
 	}
 	if err := st.WriteMessages(msgs[:1]); err != hub.ErrTransportClosed {
@@ -162,7 +170,7 @@ func TestEventIDLength(t *testing.T) {
 	if id == "" || len(id) > maxEventIDLength || strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
 		t.Fatalf("id %q (%d bytes)", id, len(id))
 	}
-	if _, perr := parseRequest("channel="+strings.Join(chans, "&channel="), id, protocol.MaxCursorChannels); perr != nil {
+	if _, perr := parseRequest("channel="+strings.Join(chans, "&channel="), id, "", protocol.MaxCursorChannels); perr != nil {
 		t.Fatalf("the id does not parse back: %v", perr)
 	}
 }
@@ -178,6 +186,62 @@ func TestPreambleRejected(t *testing.T) {
 	}
 	if retry, err := strconv.Atoi(strings.TrimPrefix(blocks[0], "retry: ")); err != nil || retry < 2000 || retry >= 4000 {
 		t.Fatalf("retry %q: want a value in [2000, 4000)", blocks[0])
+	}
+}
+
+func TestCloseAnnounces(t *testing.T) {
+	_, sh, _ := newTestHandler(t, Options{})
+	tests := []struct {
+		d    protocol.Disconnect
+		want string // "" when the stream just ends
+	}{
+		{protocol.DisconnectNormal, ""},
+		{protocol.DisconnectShutdown, ""},
+		{protocol.DisconnectSlowConsumer, ""},
+		{protocol.DisconnectForceReconnect, ""},
+		{protocol.DisconnectWriteTimeout, ""},
+		{protocol.DisconnectTokenExpired, `{"code":4005,"reason":"token expired","reconnect":true}`},
+		{protocol.DisconnectForce, `{"code":4500,"reason":"disconnected by server","reconnect":false}`},
+		{protocol.DisconnectUnauthorized, `{"code":4502,"reason":"unauthorized","reconnect":false}`},
+	}
+	for _, tc := range tests {
+		t.Run(strconv.Itoa(int(tc.d.Code)), func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			st := newStream(sh, rec, []string{"a"})
+			if err := st.begin(nil, []broker.Position{{Epoch: "E"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Close(tc.d); err != nil {
+				t.Fatal(err)
+			}
+			want := ""
+			if tc.want != "" {
+				want = "event: disconnect\ndata: " + tc.want + "\n\n"
+			}
+			if got := rec.Body.String(); got != want {
+				t.Fatalf("close wrote %q, want %q", got, want)
+			}
+		})
+	}
+	// A stream closed before it began writes nothing, and cannot begin.
+	rec := httptest.NewRecorder()
+	st := newStream(sh, rec, []string{"a"})
+	_ = st.Close(protocol.DisconnectForce)
+	if err := st.begin([]byte("x"), []broker.Position{{}}); err != errClosed || rec.Body.Len() != 0 || rec.Code != 200 || len(rec.Header()) != 0 {
+		t.Fatalf("begin after close: %v, wrote %q", err, rec.Body)
+	}
+}
+
+func TestEarlyOverflow(t *testing.T) {
+	_, sh, _ := newTestHandler(t, Options{})
+	st := newStream(sh, httptest.NewRecorder(), []string{"a"})
+	big := hub.Message{Data: make([]byte, maxEarlyBytes/4), Channel: "a", Offset: 1}
+	var err error
+	for i := 0; i < 8 && err == nil; i++ {
+		err = st.WriteMessages([]hub.Message{big})
+	}
+	if err != errEarlyOverflow {
+		t.Fatalf("want errEarlyOverflow, got %v", err)
 	}
 }
 

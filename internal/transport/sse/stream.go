@@ -18,6 +18,11 @@ import (
 // stream is one SSE response: the hub.Transport of one session. Besides
 // writing, it keeps the position of every channel of the stream, so that
 // each event id covers all of them.
+//
+// The response starts (begin) once every channel is subscribed, so that the
+// connected event can say exactly where each channel starts. What the
+// session's writer hands over before that (recovered publications, notices)
+// is kept and written after the connected event, in order.
 type stream struct {
 	h        *Handler
 	w        http.ResponseWriter
@@ -26,16 +31,18 @@ type stream struct {
 	channels []string
 	index    map[string]int // channel name -> position in channels
 
-	// Guarded by mu, which is held while writing to w. The session's
-	// writer goroutine writes; ServeHTTP writes the preamble before it.
-	mu      sync.Mutex
-	offsets []uint64 // per channel: the last offset written (or the start)
-	epochs  []string // per channel: the epoch the offsets belong to
-	check   uint32   // protocol.CursorCheck(channels, epochs)
-	started bool     // the response header is sent
-	closed  bool     // Close ran: nothing more may be written
-	broken  bool     // a write failed
-	buf     []byte   // reused between writes
+	// Guarded by mu, which is held while writing to w. ServeHTTP writes the
+	// preamble (begin); the session's writer goroutine writes the rest.
+	mu         sync.Mutex
+	offsets    []uint64      // per channel: the last offset written (or the start)
+	epochs     []string      // per channel: the epoch the offsets belong to
+	check      uint32        // protocol.CursorCheck(channels, epochs)
+	started    bool          // begin wrote the response header and preamble
+	early      []hub.Message // handed over before begin, written by it
+	earlyBytes int           // the size of early's data
+	closed     bool          // Close ran: nothing more may be written
+	broken     bool          // a write failed
+	buf        []byte        // reused between writes
 
 	// resets holds the new position of a channel whose unrecovered event is
 	// queued but not yet written. Guarded by resetMu, which is taken under
@@ -50,7 +57,7 @@ type stream struct {
 
 var _ hub.Transport = (*stream)(nil)
 
-func newStream(h *Handler, w http.ResponseWriter, channels []string, start []broker.Position) *stream {
+func newStream(h *Handler, w http.ResponseWriter, channels []string) *stream {
 	st := &stream{
 		h:        h,
 		w:        w,
@@ -63,10 +70,7 @@ func newStream(h *Handler, w http.ResponseWriter, channels []string, start []bro
 	}
 	for i, ch := range channels {
 		st.index[ch] = i
-		st.offsets[i] = start[i].Offset
-		st.epochs[i] = start[i].Epoch
 	}
-	st.check = protocol.CursorCheck(channels, st.epochs)
 	return st
 }
 
@@ -76,31 +80,61 @@ func (st *stream) Name() string { return "sse" }
 // errClosed reports a write to a stream that was already closed.
 var errClosed = errors.New("sse: stream closed")
 
-// writePreamble sends the response header and the first events. It fails
-// with errClosed when the session closed before (the response is untouched
-// then).
-func (st *stream) writePreamble(events []byte) error {
+// Bounds of what a stream keeps before it starts: a subscribe that takes
+// long enough to pile up more than this is given up (the client retries).
+const (
+	maxEarlyMessages = 4096
+	maxEarlyBytes    = 1 << 20
+)
+
+// errEarlyOverflow reports a stream that could not start in time.
+var errEarlyOverflow = errors.New("sse: too much queued before the stream started")
+
+// begin starts the response: the header, then preamble (whose ids cover
+// start), then what the writer handed over so far. The channels' positions
+// are start from then on. It fails with errClosed when the session closed
+// before: the response is untouched then.
+func (st *stream) begin(preamble []byte, start []broker.Position) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
 		return errClosed
 	}
+	for i, p := range start {
+		st.offsets[i], st.epochs[i] = p.Offset, p.Epoch
+	}
+	st.check = protocol.CursorCheck(st.channels, st.epochs)
 	h := st.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	st.started = true
 	st.w.WriteHeader(http.StatusOK)
-	return st.writeLocked(events)
+	b := preamble
+	for i := range st.early {
+		b = st.appendMessage(b, &st.early[i])
+	}
+	st.early, st.earlyBytes = nil, 0
+	return st.writeLocked(b)
 }
 
 // WriteMessages implements hub.Transport: it renders msgs as events into one
-// buffer, writes it and flushes.
+// buffer, writes it and flushes. Before the stream has begun it keeps them.
 func (st *stream) WriteMessages(msgs []hub.Message) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed || st.broken {
 		return hub.ErrTransportClosed
+	}
+	if !st.started {
+		for _, m := range msgs {
+			st.earlyBytes += len(m.Data)
+		}
+		st.early = append(st.early, msgs...) // Data is never modified: no copy
+		if len(st.early) > maxEarlyMessages || st.earlyBytes > maxEarlyBytes {
+			return errEarlyOverflow
+		}
+		return nil
 	}
 	b := st.buf[:0]
 	for i := range msgs {
@@ -246,14 +280,24 @@ func (st *stream) firstHook(channel string) func(hub.SubscribeResult) []hub.Mess
 
 // disconnectNotice is the data of a disconnect event.
 type disconnectNotice struct {
-	Code   uint16 `json:"code"`
-	Reason string `json:"reason"`
+	Code      uint16 `json:"code"`
+	Reason    string `json:"reason"`
+	Reconnect bool   `json:"reconnect"`
+}
+
+// announced reports whether a disconnect is sent as a disconnect event
+// before the stream ends: when the client must not reconnect (4500 and up),
+// and when EventSource's own reconnect cannot work: an expired token (4005)
+// would be refused with 401, which stops EventSource for good without
+// telling the page why.
+func announced(d protocol.Disconnect) bool {
+	return !d.Reconnect() || d.Code == protocol.DisconnectTokenExpired.Code
 }
 
 // Close implements hub.Transport. A disconnect that allows reconnecting just
-// ends the response (EventSource reconnects by itself, with its
-// Last-Event-ID); one that does not (4500 and up) is first sent as a
-// disconnect event, so the client knows to close its EventSource.
+// ends the response: EventSource reconnects by itself, with its
+// Last-Event-ID. The others (see announced) are first sent as a disconnect
+// event, so the client knows to close its EventSource.
 func (st *stream) Close(d protocol.Disconnect) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -262,11 +306,12 @@ func (st *stream) Close(d protocol.Disconnect) error {
 		return nil
 	}
 	st.closed = true
+	st.early = nil
 	defer close(st.done)
-	if !st.started || st.broken || d.Reconnect() {
+	if !st.started || st.broken || !announced(d) {
 		return nil
 	}
-	data, _ := json.Marshal(disconnectNotice{d.Code, d.Reason})
+	data, _ := json.Marshal(disconnectNotice{d.Code, d.Reason, d.Reconnect()})
 	b := append([]byte("event: disconnect\n"), appendData(nil, data)...)
 	return st.writeLocked(b)
 }
