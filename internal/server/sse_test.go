@@ -625,6 +625,34 @@ func TestSSEShutdownEndsStreams(t *testing.T) {
 	}
 }
 
+// TestSSEConnectionLimitDrops: over the connection limit a stream gets no
+// answer at all (EventSource retries), not an error status.
+func TestSSEConnectionLimitDrops(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.MaxConnections = 1 })
+	s := ts.openSSE("channel=news", "")
+	expectStart(t, s, 0)
+	s2, resp, err := ssetest.OpenErr(t, nil, "http://"+ts.Addr()+"/sse?channel=news", nil)
+	if err == nil {
+		t.Fatalf("over the limit: want a dropped connection, got stream %v, status %d", s2 != nil, resp.StatusCode)
+	}
+	ts.publish("news", "still served")
+	expectPublication(t, s, "news", 1)
+	s.Close()
+	// The slot is free again once the first stream is gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s3, _, err := ssetest.OpenErr(t, nil, "http://"+ts.Addr()+"/sse?channel=news", nil)
+		if err == nil && s3 != nil {
+			expectStart(t, s3, 0)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream after the first one left: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestSSEHeartbeat(t *testing.T) {
 	ts := start(t, func(c *config.Config) { c.PingInterval = 100 * time.Millisecond })
 	s := ts.openSSE("channel=news", "")

@@ -172,9 +172,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		res, perr := sess.Subscribe(ctx, ch, since, first)
 		if perr != nil {
-			if ctx.Err() == nil && perr.Code > 0 {
-				h.log.Warn("stream dropped: subscribe failed", "client", sess.ID(), "channel", ch, "err", perr)
-			}
+			// The hub logs broker failures; the rest is the session
+			// closing (shutdown, connection limits) or the client leaving.
+			h.log.Debug("stream dropped: subscribe failed", "client", sess.ID(), "channel", ch, "err", perr)
 			sess.Close(protocol.DisconnectInternal)
 			<-st.done
 			panic(http.ErrAbortHandler) // nothing was sent: the client retries
