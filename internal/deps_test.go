@@ -32,6 +32,8 @@ var forbidden = []struct {
 	{"internal/transport/longpoll", module + "/internal/api", "transports do not depend on the API", false},
 	{"internal/transport/longpoll", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/sse", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/sse", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 }
