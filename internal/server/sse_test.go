@@ -670,7 +670,8 @@ func TestSSEHeartbeat(t *testing.T) {
 
 // TestSSEOutlivesReadTimeout keeps a stream open longer than the server's
 // read timeout (handshake_timeout + write_timeout), which covers reading a
-// request, not the life of a stream.
+// request, not the life of a stream. (net/http clears the read deadline when
+// a request without body has been read; this guards that assumption.)
 func TestSSEOutlivesReadTimeout(t *testing.T) {
 	ts := start(t, func(c *config.Config) {
 		c.HandshakeTimeout = 100 * time.Millisecond

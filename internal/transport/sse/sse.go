@@ -185,10 +185,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	// The server's read timeout covers reading the request; the stream
-	// outlives it, and on HTTP/1.1 an expired read deadline would cancel
-	// the request's context.
-	_ = st.rc.SetReadDeadline(time.Time{})
 	if err := st.begin(h.preamble(sess.ID(), req.channels, start, req.resume != nil && !resume), start); err != nil {
 		if errors.Is(err, errClosed) {
 			// Closed before anything was sent (shutdown, connection
