@@ -209,7 +209,7 @@ func TestServerLatencyQuantile(t *testing.T) {
 }
 
 func TestRenderPlot(t *testing.T) {
-	svg := renderPlot("t & <x>", []plotSeries{{Label: "a", Color: "#000", X: []float64{1000, 2000}, Y: []float64{1, 50}}})
+	svg := renderPlot("t & <x>", 100, []plotSeries{{Label: "a", Color: "#000", X: []float64{1000, 2000}, Y: []float64{1, 50}}})
 	if !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "t &amp; &lt;x&gt;") || !strings.Contains(svg, "<polyline") {
 		t.Errorf("unexpected svg: %.200s", svg)
 	}

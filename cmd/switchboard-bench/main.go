@@ -103,6 +103,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "plot" {
+		if err := runPlot(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "switchboard-bench plot:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
@@ -129,6 +136,9 @@ Scenarios:
   reconnect  --conns subscribers dropped at once (--drop api or restart);
              time until all are back and resubscribed
 
+  switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
+  the last broadcast JSON line of a file written with --json-out.
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -153,7 +163,7 @@ Flags:
 	pin := fs.Bool("pin", false, "shorthand for --server-cpus 0 --client-cpus 1")
 	fs.BoolVar(&o.ownChannels, "own-channels", false, "idle: each connection on its own channel (default: all on one)")
 	fs.DurationVar(&o.hold, "hold", 10*time.Second, "idle: how long connections are held before memory is read")
-	fs.Float64Var(&o.rate, "rate", 100, "broadcast: publications per second; channels: publications per second in total")
+	fs.Float64Var(&o.rate, "rate", 100, "publications per second: broadcast, to the one channel (default 100); channels, in total (default 1000); reconnect, to the clients' channel (default 1)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each publishing step")
 	fs.BoolVar(&o.findMax, "find-max", false, "raise the rate by --rate-factor each step until p99 exceeds --max-p99 or a message is lost")
 	fs.DurationVar(&o.maxP99, "max-p99", 100*time.Millisecond, "find-max: p99 latency bound")
@@ -184,6 +194,16 @@ Flags:
 	}
 	if o.scenario == "" && fs.NArg() > 0 {
 		o.scenario = fs.Arg(0)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["rate"] {
+		switch o.scenario {
+		case "reconnect":
+			o.rate = 1 // a fan-out to every client, so keep it light
+		case "channels":
+			o.rate = 1000
+		}
 	}
 	if _, ok := scenarios[o.scenario]; !ok {
 		fs.Usage()
@@ -281,7 +301,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	if o.svg != "" && o.scenario == "broadcast" {
 		title := fmt.Sprintf("broadcast to %d subscribers: latency against delivery rate", o.conns)
-		if err := writeLatencyPlot(o.svg, title, rep.Results); err != nil {
+		if err := writeLatencyPlot(o.svg, title, float64(o.maxP99)/1e6, rep.Results); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "plot written to %s\n", o.svg)

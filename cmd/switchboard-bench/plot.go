@@ -1,11 +1,71 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"strings"
 )
+
+// runPlot redraws the latency plot from the last broadcast line of a JSON
+// lines file: plot IN.jsonl OUT.svg.
+func runPlot(args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: switchboard-bench plot RESULTS.jsonl OUT.svg")
+	}
+	f, err := os.Open(args[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	type wire struct {
+		Scenario string         `json:"scenario"`
+		Params   map[string]any `json:"params"`
+		Results  []struct {
+			Target string `json:"target"`
+			Steps  []struct {
+				Name string              `json:"name"`
+				M    map[string]*float64 `json:"m"`
+			} `json:"steps"`
+		} `json:"results"`
+	}
+	var last *wire
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var w wire
+		if json.Unmarshal(sc.Bytes(), &w) == nil && w.Scenario == "broadcast" {
+			last = &w
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if last == nil {
+		return fmt.Errorf("%s holds no broadcast result", args[0])
+	}
+	var results []targetResult
+	for _, r := range last.Results {
+		tr := targetResult{Target: r.Target}
+		for _, st := range r.Steps {
+			s := step{Name: st.Name}
+			for _, k := range []string{"delivered_per_s", "p50_ms", "p99_ms"} {
+				if v := st.M[k]; v != nil {
+					s.M.add(k, *v, "", "")
+				}
+			}
+			tr.Steps = append(tr.Steps, s)
+		}
+		results = append(results, tr)
+	}
+	bound, _ := last.Params["max_p99_ms"].(float64)
+	conns, _ := last.Params["conns"].(float64)
+	title := fmt.Sprintf("broadcast to %.0f subscribers: latency against delivery rate", conns)
+	return writeLatencyPlot(args[1], title, bound, results)
+}
 
 // plotSeries is one line of the latency plot.
 type plotSeries struct {
@@ -18,7 +78,9 @@ type plotSeries struct {
 // writeLatencyPlot writes an SVG chart of publish-to-receive latency (log
 // scale, ms) against delivered messages per second, one line per target and
 // percentile, from the steps of broadcast runs.
-func writeLatencyPlot(path, title string, results []targetResult) error {
+// bound, when positive, is drawn as a horizontal line (the p99 bound in ms).
+// Steps that were retried are left out.
+func writeLatencyPlot(path, title string, bound float64, results []targetResult) error {
 	colors := map[string]string{kindSwitchboard: "#1f6feb", kindBaseline: "#d1242f"}
 	var series []plotSeries
 	for _, r := range results {
@@ -28,6 +90,9 @@ func writeLatencyPlot(path, title string, results []targetResult) error {
 		}{{"p99_ms", false}, {"p50_ms", true}} {
 			s := plotSeries{Label: r.Target + " " + strings.TrimSuffix(q.key, "_ms"), Color: colors[r.Target], Dash: q.dash}
 			for _, st := range r.Steps {
+				if strings.HasSuffix(st.Name, "(failed)") {
+					continue
+				}
 				x, ok1 := st.M.get("delivered_per_s")
 				y, ok2 := st.M.get(q.key)
 				if ok1 && ok2 && !math.IsNaN(x.Value) && !math.IsNaN(y.Value) && x.Value > 0 {
@@ -43,11 +108,11 @@ func writeLatencyPlot(path, title string, results []targetResult) error {
 	if len(series) == 0 {
 		return fmt.Errorf("plot: no steps to draw")
 	}
-	return os.WriteFile(path, []byte(renderPlot(title, series)), 0o644)
+	return os.WriteFile(path, []byte(renderPlot(title, bound, series)), 0o644)
 }
 
 // renderPlot draws series on a linear x axis and a logarithmic y axis.
-func renderPlot(title string, series []plotSeries) string {
+func renderPlot(title string, bound float64, series []plotSeries) string {
 	const (
 		w, h                 = 760, 460
 		left, right, top, bo = 80, 200, 50, 60
@@ -62,6 +127,9 @@ func renderPlot(title string, series []plotSeries) string {
 		}
 	}
 	xmax = niceCeil(xmax * 1.05)
+	if bound > 0 {
+		ymin, ymax = min(ymin, bound), max(ymax, bound)
+	}
 	lo := math.Floor(math.Log10(ymin))
 	hi := math.Ceil(math.Log10(ymax))
 	if hi <= lo {
@@ -85,6 +153,11 @@ func renderPlot(title string, series []plotSeries) string {
 		x := px(xv)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%.1f" stroke="#eee"/>`+"\n", x, top, x, float64(top)+ph)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x, float64(top)+ph+18, humanCount(xv))
+	}
+	if bound > 0 {
+		y := py(bound)
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#888" stroke-dasharray="2 3"/>`+"\n", left, y, float64(left)+pw, y)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#666">p99 bound %s ms</text>`+"\n", float64(left)+pw-4, y-4, trimFloat(bound))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
 	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">messages delivered per second</text>`+"\n", float64(left)+pw/2, h-14)
