@@ -47,7 +47,9 @@ func (p Policy) Allowed(r *http.Request) bool {
 func (p Policy) CORS(w http.ResponseWriter, r *http.Request, methods string) bool {
 	o := r.Header.Get("Origin")
 	if !p.Allowed(r) {
-		http.Error(w, `{"error":{"code":403,"message":"origin not allowed"}}`, http.StatusForbidden)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"error":{"code":403,"message":"origin not allowed"}}` + "\n"))
 		return false
 	}
 	if o != "" {

@@ -57,8 +57,8 @@ func TestCORS(t *testing.T) {
 	r = httptest.NewRequest("POST", "http://sb.example/publish", nil)
 	r.Header.Set("Origin", "https://evil.example")
 	w = httptest.NewRecorder()
-	if p.CORS(w, r, "POST") || w.Code != http.StatusForbidden {
-		t.Fatalf("foreign origin: %d", w.Code)
+	if p.CORS(w, r, "POST") || w.Code != http.StatusForbidden || w.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("foreign origin: %d %v", w.Code, w.Header())
 	}
 	// Same origin passes without CORS headers being needed.
 	r = httptest.NewRequest("GET", "http://sb.example/sse", nil)
