@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -359,6 +360,32 @@ func TestAnswerIsCapped(t *testing.T) {
 	r = e2.poll([]string{"a"}, r.Cursor, "0")
 	if !slices.Equal(offsets(r.Messages, "a"), []uint64{2}) {
 		t.Fatalf("answer after the byte-capped one: %+v", r)
+	}
+}
+
+// TestBacklogLargerThanTheQueue checks that a backlog bigger than a
+// session's outbound queue is paginated, not dropped as a slow consumer.
+func TestBacklogLargerThanTheQueue(t *testing.T) {
+	e := newEnv(t, hub.Config{QueueMaxBytes: 16 << 10}, longpoll.Options{MaxBytes: 64 << 10})
+	c := e.poll([]string{"a"}, "", "0").Cursor
+	big := strings.Repeat("x", 4000)
+	for range 100 {
+		e.publish("a", big)
+	}
+	var got []uint64
+	for polls := 0; len(got) < 100; polls++ {
+		if polls > 20 {
+			t.Fatalf("after %d polls only %d publications", polls, len(got))
+		}
+		r := e.poll([]string{"a"}, c, "5")
+		if r.Unrecovered != nil || len(r.Messages) == 0 {
+			t.Fatalf("poll %d: %d messages, unrecovered %v", polls, len(r.Messages), r.Unrecovered)
+		}
+		got = append(got, offsets(r.Messages, "a")...)
+		c = r.Cursor
+	}
+	if !slices.Equal(got, seq(1, 100)) {
+		t.Fatalf("received %v", got)
 	}
 }
 
