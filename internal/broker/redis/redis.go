@@ -18,9 +18,11 @@
 // # Offsets and epochs
 //
 // A Lua script publishes: it increments the channel's offset, appends the
-// publication to the stream (trimmed by size and age), refreshes the keys'
-// expiry and PUBLISHes it, all atomically, so that Pub/Sub carries a
-// channel's publications in offset order. The epoch is stored beside the
+// publication to the stream (trimmed to the history size), refreshes the
+// keys' expiry and PUBLISHes it, all atomically, so that Pub/Sub carries a
+// channel's publications in offset order. Entries older than the history
+// TTL are trimmed when history is read (and never returned), and a stream
+// idle for its TTL expires whole. The epoch is stored beside the
 // offset; when the meta key is missing (a new channel, an idle one that
 // expired, or a Redis that lost its data) the script starts a new random
 // epoch and drops any history left, so an offset never repeats within an

@@ -9,7 +9,7 @@ import "github.com/redis/rueidis"
 // All but publishScript may run twice without harm, so the client retries
 // them on a broken connection; a publication is never sent twice.
 
-// luaNow and luaTrim are shared by the scripts that keep history.
+// luaNow and luaTrim are shared by the scripts.
 const (
 	luaNow = `
 local function now_ms()
@@ -19,8 +19,11 @@ end
 `
 	// trim drops the stream entries older than cutoff (ms), oldest first,
 	// reading at most 1024 of them per call; History skips any left over.
+	// The common case, nothing expired, costs one single-entry read.
 	luaTrim = `
 local function trim(key, cutoff)
+	local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+	if #oldest == 0 or tonumber(oldest[1][2][4]) >= cutoff then return end
 	for _ = 1, 16 do
 		local old = redis.call('XRANGE', key, '-', '+', 'COUNT', 64)
 		if #old == 0 then return end
@@ -43,7 +46,7 @@ end
 //	ARGV: pubsub channel, data, history size, history ttl (ms),
 //	      meta ttl (ms), epoch to start when the channel has none
 //	returns: {offset, epoch}
-var publishScript = rueidis.NewLuaScript(luaNow + luaTrim + `
+var publishScript = rueidis.NewLuaScript(luaNow + `
 local meta, hist = KEYS[1], KEYS[2]
 local size, ttl, metattl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
@@ -59,8 +62,9 @@ local offset = redis.call('HINCRBY', meta, 'offset', 1)
 redis.call('HSET', meta, 'ttl', ttl)
 if size > 0 then
 	redis.call('XADD', hist, 'MAXLEN', size, string.format('%d-0', offset), 'd', ARGV[2], 't', now)
+	-- Size bounds the stream; expired entries are trimmed by History, and
+	-- the whole stream expires when the channel has been idle for its TTL.
 	if ttl > 0 then
-		trim(hist, now - ttl)
 		redis.call('PEXPIRE', hist, ttl)
 	else
 		redis.call('PEXPIRE', hist, metattl)
