@@ -8,10 +8,11 @@
 // node can serve the next poll: no session survives between requests and no
 // load balancer stickiness is needed. A poll first catches up from history
 // with plain reads; only when nothing is new and the client asked to wait
-// does it open a short-lived hub session whose transport collects what the
-// session delivers, subscribed to each channel from the cursor, so that
-// nothing published between the read and the subscription is lost or
-// delivered twice.
+// does it open a short-lived hub session, subscribed to the channels, whose
+// transport collects what the session delivers. What was published between
+// the reads and the subscriptions is read from history again, and offsets
+// tell which live publications the answer already holds, so nothing is
+// lost or delivered twice.
 package longpoll
 
 import (
@@ -292,7 +293,7 @@ func (hd *Handler) wait(ctx context.Context, st *state, timeout time.Duration, i
 				st.offer(i, m.Offset, m.Data)
 			}
 		}
-		if last || full || st.done() {
+		if last || full || st.urgent() {
 			return nil
 		}
 		if len(st.msgs) > 0 && batch == nil {
@@ -444,9 +445,14 @@ func (st *state) lost(i int, pos broker.Position) {
 	st.offsets[i], st.epochs[i] = pos.Offset, pos.Epoch
 }
 
-// done reports whether the answer should be sent without waiting.
-func (st *state) done() bool {
-	return len(st.msgs) > 0 || st.full || st.gap || slices.Contains(st.unrecovered, true)
+// done reports whether the answer should be sent without waiting for a
+// publication.
+func (st *state) done() bool { return len(st.msgs) > 0 || st.urgent() }
+
+// urgent reports whether the answer should be sent without waiting at all,
+// not even BatchDelay.
+func (st *state) urgent() bool {
+	return st.full || st.gap || slices.Contains(st.unrecovered, true)
 }
 
 // encode returns the answer:

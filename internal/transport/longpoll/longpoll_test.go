@@ -240,6 +240,21 @@ func TestLongPollWakesOnPublication(t *testing.T) {
 	e.waitSessions()
 }
 
+func TestLongPollBatchesABurst(t *testing.T) {
+	e := newEnv(t, hub.Config{}, longpoll.Options{BatchDelay: 300 * time.Millisecond})
+	c := e.poll([]string{"a"}, "", "0").Cursor
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		for i := range 3 {
+			e.publish("a", i)
+		}
+	}()
+	r := e.poll([]string{"a"}, c, "20")
+	if !slices.Equal(offsets(r.Messages, "a"), []uint64{1, 2, 3}) {
+		t.Fatalf("burst: %+v", r)
+	}
+}
+
 func TestLongPollTimesOutEmpty(t *testing.T) {
 	e := newEnv(t, hub.Config{}, longpoll.Options{})
 	a := e.poll([]string{"a"}, "", "")
