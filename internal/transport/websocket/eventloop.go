@@ -53,10 +53,10 @@ const (
 	readBudget = 4
 	// Workers are started on demand and leave after workerIdle without
 	// work, so an idle server has none. Up to workerPool.base run at once;
-	// more (up to maxWorkers) only while connections wait in the queue for
-	// longer than workerStall, which means workers are blocked (in a slow
-	// broker call behind HandleMessage, say) rather than busy parsing, at
-	// most one more per workerStall.
+	// more (up to maxWorkers, one per workerStall) only while the queue of
+	// waiting connections does not move, which means the workers are
+	// blocked (in a slow broker call behind HandleMessage, say) rather than
+	// busy parsing.
 	maxWorkers  = 256
 	workerStall = 20 * time.Millisecond
 	workerIdle  = 10 * time.Second
@@ -182,21 +182,21 @@ func (c *conn) feed(data []byte) {
 // workerPool runs connections' batches on an elastic set of goroutines.
 // submit never blocks, so the poller never waits for a slow connection; when
 // every worker is busy, connections queue (each at most once, since it is
-// submitted only while it holds busy).
+// submitted only while it holds busy). While the queue is not empty a timer
+// checks that it moves; when no worker has taken a connection from it for
+// workerStall, the workers are blocked (in slow commands) rather than busy,
+// and one more worker is started.
 type workerPool struct {
 	base int           // workers started without waiting: 2 per CPU, at least 4
 	quit chan struct{} // closed when the event loop is gone: idle workers leave
 
-	mu        sync.Mutex
-	idle      []chan *conn // parked workers, the most recently parked last
-	n         int          // running workers
-	queue     []queued     // connections waiting for a worker
-	lastExtra time.Time    // when a worker beyond base was last started
-}
-
-type queued struct {
-	c  *conn
-	at time.Time
+	mu       sync.Mutex
+	idle     []chan *conn // parked workers, the most recently parked last
+	n        int          // running workers
+	queue    []*conn      // connections waiting for a worker
+	moved    time.Time    // when the queue was last taken from, or filled from empty
+	watchdog *time.Timer  // checks the queue for a stall, armed while it is not empty
+	watching bool
 }
 
 func newWorkerPool() workerPool {
@@ -219,13 +219,42 @@ func (wp *workerPool) submit(c *conn) {
 		go wp.work(c)
 		return
 	}
-	now := time.Now()
-	wp.queue = append(wp.queue, queued{c, now})
-	extra := wp.n < maxWorkers && now.Sub(wp.queue[0].at) > workerStall && now.Sub(wp.lastExtra) > workerStall
+	if len(wp.queue) == 0 {
+		wp.moved = time.Now()
+	}
+	wp.queue = append(wp.queue, c)
+	wp.watchLocked()
+	wp.mu.Unlock()
+}
+
+// watchLocked arms the stall check. wp.mu must be held.
+func (wp *workerPool) watchLocked() {
+	if wp.watching {
+		return
+	}
+	wp.watching = true
+	if wp.watchdog == nil {
+		wp.watchdog = time.AfterFunc(workerStall, wp.checkStall)
+	} else {
+		wp.watchdog.Reset(workerStall)
+	}
+}
+
+// checkStall starts one more worker when the queue has not moved for
+// workerStall, and keeps checking while the queue is not empty.
+func (wp *workerPool) checkStall() {
+	wp.mu.Lock()
+	wp.watching = false
+	if len(wp.queue) == 0 {
+		wp.mu.Unlock()
+		return
+	}
+	extra := wp.n < maxWorkers && time.Since(wp.moved) >= workerStall
 	if extra {
 		wp.n++
-		wp.lastExtra = now
+		wp.moved = time.Now() // give it time to take one before the next
 	}
+	wp.watchLocked()
 	wp.mu.Unlock()
 	if extra {
 		go wp.work(nil)
@@ -247,12 +276,13 @@ func (wp *workerPool) work(c *conn) {
 
 		wp.mu.Lock()
 		if len(wp.queue) > 0 {
-			c = wp.queue[0].c
-			wp.queue[0] = queued{}
+			c = wp.queue[0]
+			wp.queue[0] = nil
 			wp.queue = wp.queue[1:]
 			if len(wp.queue) == 0 {
 				wp.queue = nil
 			}
+			wp.moved = time.Now()
 			wp.mu.Unlock()
 			continue
 		}

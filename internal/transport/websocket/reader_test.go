@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
@@ -52,8 +53,13 @@ type testEnv struct {
 // limit, changed by mutate.
 func startEnv(t *testing.T, reader string, mutate func(*Options)) *testEnv {
 	t.Helper()
+	return startEnvBroker(t, reader, memory.New(memory.Options{}), mutate)
+}
+
+func startEnvBroker(t *testing.T, reader string, b broker.Broker, mutate func(*Options)) *testEnv {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry()), Logger: log}, memory.New(memory.Options{}), nil)
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry()), Logger: log}, b, nil)
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -614,5 +620,48 @@ func TestReaderChurn(t *testing.T) {
 			t.Error(err)
 		}
 		waitFor(t, "churned sessions to end", func() bool { return e.hub.Info().Connections == 1 })
+	})
+}
+
+// gateBroker blocks Subscribe to channels named slow* until gate is closed.
+type gateBroker struct {
+	*memory.Broker
+	gate chan struct{}
+}
+
+func (b *gateBroker) Subscribe(ctx context.Context, channel string) error {
+	if strings.HasPrefix(channel, "slow") {
+		select {
+		case <-b.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return b.Broker.Subscribe(ctx, channel)
+}
+
+// TestReaderSlowCommands: commands stuck in a slow broker, more of them than
+// the event loop has workers to start with, do not hold up other clients.
+func TestReaderSlowCommands(t *testing.T) {
+	forEachReader(t, func(t *testing.T, reader string) {
+		b := &gateBroker{Broker: memory.New(memory.Options{}), gate: make(chan struct{})}
+		e := startEnvBroker(t, reader, b, nil)
+		t.Cleanup(func() { close(b.gate) })
+		slow := make([]*client, 3*max(4, 2*runtime.GOMAXPROCS(0)))
+		for i := range slow {
+			slow[i] = e.dial()
+			slow[i].sendText(fmt.Sprintf(`{"command":"subscribe","channel":"slow%d","id":1}`, i))
+		}
+		start := time.Now()
+		for i := range 20 {
+			c := e.dial()
+			if m := c.call(2, `{"command":"ping","id":2}`); m["error"] != nil {
+				t.Fatalf("fast client %d: %v", i, m)
+			}
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("fast clients took %v", d)
+		}
+		t.Logf("%s: 20 fast clients served in %v behind %d stuck commands", reader, time.Since(start), len(slow))
 	})
 }
