@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -230,6 +231,115 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 		}
 	})
 
+	t.Run("HistorySizeTrims", func(t *testing.T) {
+		b, _ := start(t)
+		name := ch(t)
+		tests := []struct {
+			size int
+			want string // offsets kept after publishing with size
+		}{
+			{3, "1"}, {3, "1 2"}, {3, "1 2 3"}, {3, "2 3 4"}, // trimmed to 3
+			{2, "4 5"}, // shrinking keeps the newest
+			{0, ""},    // size 0 keeps none
+			{2, "7"},   // and offsets went on
+		}
+		for i, tc := range tests {
+			if _, err := b.Publish(ctx, name, []byte(`0`), broker.PublishOptions{HistorySize: tc.size}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := offsetList(r.Publications); got != tc.want || r.Position.Offset != uint64(i+1) {
+				t.Fatalf("publication %d with size %d: kept %q at offset %d, want %q at %d", i+1, tc.size, got, r.Position.Offset, tc.want, i+1)
+			}
+		}
+	})
+
+	t.Run("HistoryTTLExpires", func(t *testing.T) {
+		// Real time with a wide margin: only what must have expired is
+		// checked after sleeping, so a slow machine cannot fail it.
+		b, _ := start(t)
+		name := ch(t)
+		const ttl = 300 * time.Millisecond
+		top, err := b.Publish(ctx, name, []byte(`1`), broker.PublishOptions{HistorySize: 10, HistoryTTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * ttl)
+		r, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Publications) != 0 || r.Position != top {
+			t.Fatalf("after the TTL: %d publications at %+v, want none at %+v", len(r.Publications), r.Position, top)
+		}
+		pos, err := b.Publish(ctx, name, []byte(`2`), broker.PublishOptions{HistorySize: 10, HistoryTTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos.Offset != 2 || pos.Epoch != top.Epoch {
+			t.Fatalf("publish after the TTL: %+v, want offset 2 in epoch %s", pos, top.Epoch)
+		}
+	})
+
+	t.Run("EmptyChannelKeepsEpoch", func(t *testing.T) {
+		// A client that read the position of an empty channel must be able
+		// to recover from it once publications arrive.
+		b, _ := start(t)
+		name := ch(t)
+		r, err := b.History(ctx, name, broker.HistoryQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Position.Epoch == "" {
+			t.Fatal("empty channel has no epoch")
+		}
+		pos, err := b.Publish(ctx, name, []byte(`1`), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos != (broker.Position{Offset: 1, Epoch: r.Position.Epoch}) {
+			t.Fatalf("first publication at %+v, want offset 1 in epoch %s", pos, r.Position.Epoch)
+		}
+		h, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1, Since: &r.Position})
+		if err != nil || offsetList(h.Publications) != "1" {
+			t.Fatalf("since the empty position: %+v %v", h, err)
+		}
+	})
+
+	t.Run("DataAndTimeRoundTrip", func(t *testing.T) {
+		b, c := start(t)
+		name := ch(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		data := `{"text":"a:b:c\n\u00e9\u2603 ","n":[1,2]}`
+		before := time.Now()
+		if _, err := b.Publish(ctx, name, []byte(data), opts); err != nil {
+			t.Fatal(err)
+		}
+		c.waitCount(t, name, 1)
+		r, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1})
+		if err != nil || len(r.Publications) != 1 {
+			t.Fatalf("history %+v %v", r, err)
+		}
+		c.mu.Lock()
+		delivered := c.pubs[name][0]
+		c.mu.Unlock()
+		for where, p := range map[string]broker.Publication{"delivered": delivered, "history": r.Publications[0]} {
+			if string(p.Data) != data {
+				t.Errorf("%s data %q, want %q", where, p.Data, data)
+			}
+			// Brokers may take the time from their server's clock: allow
+			// for clock skew between it and this process.
+			if d := p.Time.Sub(before); d < -time.Minute || d > time.Minute {
+				t.Errorf("%s time %v, published at %v", where, p.Time, before)
+			}
+		}
+	})
+
 	t.Run("ConcurrentPublishersKeepOrder", func(t *testing.T) {
 		b, c := start(t)
 		name := ch(t)
@@ -258,6 +368,15 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 			}
 		}
 	})
+}
+
+// offsetList formats the offsets of pubs as "1 2 3".
+func offsetList(pubs []broker.Publication) string {
+	s := make([]string, len(pubs))
+	for i, p := range pubs {
+		s[i] = fmt.Sprint(p.Offset)
+	}
+	return strings.Join(s, " ")
 }
 
 // RunPresence runs the presence part of the suite against a fresh store.
