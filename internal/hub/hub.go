@@ -155,7 +155,7 @@ type Hub struct {
 	sessMu   sync.Mutex
 	sessions map[string]*Session
 	perIP    map[string]int
-	sessWG   sync.WaitGroup
+	drained  chan struct{} // closed when draining and the last session is gone
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -194,6 +194,7 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		sessions: make(map[string]*Session),
 		perIP:    make(map[string]int),
 		stop:     make(chan struct{}),
+		drained:  make(chan struct{}),
 	}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]map[*subscription]struct{})
@@ -631,15 +632,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	for _, s := range h.sessions {
 		all = append(all, s)
 	}
+	h.signalDrainedLocked()
 	h.sessMu.Unlock()
 	for _, s := range all {
 		s.Close(protocol.DisconnectShutdown)
 	}
-	done := make(chan struct{})
-	go func() { h.sessWG.Wait(); close(done) }()
 	var err error
 	select {
-	case <-done:
+	case <-h.drained:
 	case <-ctx.Done():
 		err = fmt.Errorf("hub: shutdown: sessions still open: %w", ctx.Err())
 	}
@@ -654,7 +654,6 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // register adds s to the session registry. It reports false when a
 // connection limit is reached.
 func (h *Hub) register(s *Session) bool {
-	h.sessWG.Add(1)
 	h.sessMu.Lock()
 	over := h.cfg.MaxConnections > 0 && len(h.sessions) >= h.cfg.MaxConnections ||
 		h.cfg.MaxConnectionsPerIP > 0 && h.perIP[s.ip] >= h.cfg.MaxConnectionsPerIP
@@ -679,9 +678,21 @@ func (h *Hub) unregister(s *Session) {
 	if h.perIP[s.ip]--; h.perIP[s.ip] <= 0 {
 		delete(h.perIP, s.ip)
 	}
+	h.signalDrainedLocked()
 	h.sessMu.Unlock()
 	h.metrics.Connections.WithLabelValues(s.transport.Name()).Dec()
-	h.sessWG.Done()
+}
+
+// signalDrainedLocked closes h.drained once Shutdown has begun and no
+// session is left. h.sessMu must be held.
+func (h *Hub) signalDrainedLocked() {
+	if h.closing.Load() && len(h.sessions) == 0 {
+		select {
+		case <-h.drained:
+		default:
+			close(h.drained)
+		}
+	}
 }
 
 // newClientID returns an id unique across nodes: the node id and a counter.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -263,5 +264,36 @@ func TestStreamSubscribeQueuesNoticeFirst(t *testing.T) {
 	r2.waitFor(t, "recovered push", func() bool { return len(r2.msgs) == 1 })
 	if !res.Recovered || r2.msg(0)["offset"] != 6.0 {
 		t.Fatalf("%+v %v", res, r2.msgs)
+	}
+}
+
+// TestRecoveryLargerThanQueue: a backlog bigger than the outbound queue's
+// bounds is still recovered (the bounds are for live traffic), while a
+// history request that large is refused with 413 instead of closing.
+func TestRecoveryLargerThanQueue(t *testing.T) {
+	h := newHub(t, hub.Config{HistorySize: 200, QueueMaxBytes: 64 << 10})
+	ctx := context.Background()
+	payload := []byte(`"` + strings.Repeat("x", 2000) + `"`)
+	first, _ := h.Publish(ctx, "big", payload, "api")
+	for i := 0; i < 99; i++ {
+		_, _ = h.Publish(ctx, "big", payload, "api")
+	}
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	subscribeSince(s, "big", &protocol.StreamPosition{Offset: first.Offset, Epoch: first.Epoch})
+	r.waitFor(t, "reply", func() bool { return len(r.msgs) == 1 })
+	if rec := r.msg(0)["result"].(map[string]any)["recovered"]; rec != true || len(r.offsets("big")) != 99 {
+		t.Fatalf("recovered=%v with %d publications", rec, len(r.offsets("big")))
+	}
+	if r.closed != nil {
+		t.Fatalf("closed with %v", r.closed)
+	}
+	// Live publications keep flowing after the large recovery.
+	_, _ = h.Publish(ctx, "big", []byte(`1`), "api")
+	r.waitFor(t, "live publication", func() bool { return len(r.msgs) == 2 })
+	send(s, `{"id":2,"command":"history","channel":"big","limit":100}`)
+	r.waitFor(t, "history error", func() bool { return len(r.msgs) == 3 })
+	if c := r.msg(2)["error"].(map[string]any)["code"]; c != 413.0 {
+		t.Fatalf("history reply %v", r.msg(2))
 	}
 }

@@ -89,7 +89,9 @@ type Session struct {
 	subs       []*subscription
 	queue      []Message
 	spare      []Message // the writer's last batch, reused while busy
-	queueBytes int
+	queueBytes int // bytes of the bounded messages in queue
+	queueLen   int // number of bounded messages in queue
+	forced     int // bytes queued past the bounds since the writer last took the queue
 	writing    bool // a writer goroutine is running
 	closing    bool // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
@@ -417,7 +419,9 @@ func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte,
 				reply.Publications = append(reply.Publications, protocol.AppendPublication(nil, cmd.Channel, p.Data, p.Offset))
 			}
 		}
-		s.enqueueLocked(Message{Data: protocol.AppendResult(nil, cmd.ID, mustJSON(reply))})
+		// The reply carries the recovered publications: it may exceed the
+		// queue's bounds, which apply to live traffic.
+		s.enqueueForcedLocked(Message{Data: protocol.AppendResult(nil, cmd.ID, mustJSON(reply))})
 	})
 	if perr != nil {
 		return nil, perr
@@ -461,11 +465,11 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 		out = *res
 		if first != nil {
 			for _, m := range first(*res) {
-				s.enqueueLocked(m)
+				s.enqueueForcedLocked(m)
 			}
 		}
 		for _, p := range res.Publications {
-			s.enqueueLocked(pubMessage(channel, p))
+			s.enqueueForcedLocked(pubMessage(channel, p))
 		}
 	})
 	return out, perr
@@ -513,7 +517,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 	s.mu.Unlock()
 	if gone { // the session ended while we subscribed: undo
 		s.hub.removeSubscription(sub)
-		return errReplied
+		return protocol.ErrUnavailable.WithMessage("connection closed")
 	}
 	if ns, _ := s.hub.cfg.Rules.Lookup(channel); !ns.Recovery && since != nil {
 		since = &broker.Position{Offset: since.Offset, Epoch: "recovery-off"}
@@ -590,7 +594,11 @@ func (s *Session) history(ctx context.Context, cmd *protocol.Command) ([]byte, *
 	if err != nil {
 		return nil, s.clientError(err)
 	}
-	return HistoryJSON(cmd.Channel, r), nil
+	out := HistoryJSON(cmd.Channel, r)
+	if len(out) > s.hub.cfg.QueueMaxBytes/2 {
+		return nil, protocol.ErrTooLarge.WithMessage("history result of %d bytes is over this connection's limit: ask for fewer publications", len(out))
+	}
+	return out, nil
 }
 
 // HistoryJSON encodes a history result as the protocol's history result:
@@ -773,15 +781,44 @@ func (s *Session) enqueueLocked(m Message) {
 	if s.closing {
 		return
 	}
-	if len(s.queue) >= s.hub.cfg.QueueMaxMessages || s.queueBytes+len(m.Data) > s.hub.cfg.QueueMaxBytes {
-		s.hub.metrics.QueueOverflows.Inc()
-		s.queue, s.queueBytes = nil, 0
-		s.closeLocked(protocol.DisconnectSlowConsumer)
+	if s.queueLen >= s.hub.cfg.QueueMaxMessages || s.queueBytes+len(m.Data) > s.hub.cfg.QueueMaxBytes {
+		s.overflowLocked()
 		return
 	}
 	s.queue = append(s.queue, m)
 	s.queueBytes += len(m.Data)
+	s.queueLen++
 	s.startWriterLocked()
+}
+
+// forcedQueueFactor: what a session may queue past its bounds (a subscribe's
+// recovered publications) is at most this many times QueueMaxBytes between
+// two writes.
+const forcedQueueFactor = 16
+
+// enqueueForcedLocked queues m outside the queue's bounds: recovered
+// publications, which are bounded by the channel's history, must not make a
+// client that reads at full speed look slow, or it could never recover. They
+// are capped by forcedQueueFactor × QueueMaxBytes so a client that does not
+// read cannot pile them up. s.mu must be held.
+func (s *Session) enqueueForcedLocked(m Message) {
+	if s.closing {
+		return
+	}
+	if s.forced+len(m.Data) > forcedQueueFactor*s.hub.cfg.QueueMaxBytes {
+		s.overflowLocked()
+		return
+	}
+	s.queue = append(s.queue, m)
+	s.forced += len(m.Data)
+	s.startWriterLocked()
+}
+
+// overflowLocked drops the queue and closes the session as a slow consumer.
+func (s *Session) overflowLocked() {
+	s.hub.metrics.QueueOverflows.Inc()
+	s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
+	s.closeLocked(protocol.DisconnectSlowConsumer)
 }
 
 func (s *Session) startWriterLocked() {
@@ -817,7 +854,7 @@ func (s *Session) PeerGone() {
 	if !s.closing {
 		s.closing = true
 		s.disconnect = protocol.DisconnectNormal
-		s.queue, s.queueBytes = nil, 0
+		s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
 		s.startWriterLocked()
 	}
 	s.mu.Unlock()
@@ -847,7 +884,7 @@ func (s *Session) writeLoop() {
 		}
 		batch := s.queue
 		s.queue, s.spare = s.spare, nil
-		s.queueBytes = 0
+		s.queueBytes, s.queueLen, s.forced = 0, 0, 0
 		s.mu.Unlock()
 
 		err := s.transport.WriteMessages(batch)
@@ -870,7 +907,7 @@ func (s *Session) writeLoop() {
 		s.mu.Lock()
 		s.spare = batch[:0]
 		if err != nil {
-			s.queue, s.queueBytes = nil, 0
+			s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
 			if !s.closing {
 				s.closing = true
 				s.disconnect = protocol.DisconnectWriteTimeout
