@@ -669,7 +669,7 @@ func (h *Hub) register(s *Session) bool {
 func (h *Hub) unregister(s *Session) {
 	for _, sub := range s.takeSubscriptions() {
 		h.removeSubscription(sub)
-		if sub.live {
+		if sub.present {
 			h.left(sub.channel, s.clientInfo())
 		}
 	}

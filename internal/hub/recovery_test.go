@@ -297,3 +297,25 @@ func TestRecoveryLargerThanQueue(t *testing.T) {
 		t.Fatalf("history reply %v", r.msg(2))
 	}
 }
+
+func TestEphemeralSessionStaysOutOfPresence(t *testing.T) {
+	h := newHub(t, hub.Config{Presence: true, JoinLeave: true})
+	ctx := context.Background()
+	member := newRecorder()
+	m := h.NewSession(member, hub.SessionInfo{})
+	send(m, `{"command":"subscribe","channel":"e"}`)
+	member.waitFor(t, "own join", func() bool { return len(member.msgs) == 1 })
+	poll := h.NewSession(newRecorder(), hub.SessionInfo{Ephemeral: true})
+	if _, perr := poll.Subscribe(ctx, "e", nil, nil); perr != nil {
+		t.Fatal(perr)
+	}
+	poll.PeerGone()
+	_, _ = h.Publish(ctx, "e", []byte(`1`), "api")
+	member.waitFor(t, "publication", func() bool { return len(member.msgs) == 2 })
+	if member.msg(1)["offset"] != 1.0 {
+		t.Fatalf("the poller joined or left: %v", member.msg(1))
+	}
+	if st, _ := h.PresenceStats(ctx, "e"); st.Clients != 1 {
+		t.Fatalf("presence %+v", st)
+	}
+}

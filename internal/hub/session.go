@@ -61,6 +61,9 @@ type SessionInfo struct {
 	// Credentials, when not nil, come from a connection token the transport
 	// verified with Hub.Authenticate.
 	Credentials *Credentials
+	// Ephemeral marks a short-lived session (one long poll): it is not shown
+	// in presence, so polling clients do not join and leave on every poll.
+	Ephemeral bool
 }
 
 // Session is one client connection's state in the engine.
@@ -105,7 +108,8 @@ type subscription struct {
 	// Guarded by sess.mu:
 	pending bool      // subscribe in progress: publications are buffered
 	buf     []Message // publications received while pending
-	live    bool      // subscribe completed: the client is in presence
+	live    bool      // subscribe completed
+	present bool      // the client is in the channel's presence
 }
 
 // NewSession registers a new connection on the hub.
@@ -536,8 +540,11 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 		}
 	}
 	sub.pending, sub.buf, sub.live = false, nil, true
+	sub.present = !s.info.Ephemeral
 	s.mu.Unlock()
-	s.hub.joined(ctx, channel, s.clientInfo())
+	if !s.info.Ephemeral {
+		s.hub.joined(ctx, channel, s.clientInfo())
+	}
 	return nil
 }
 
@@ -689,9 +696,9 @@ func (s *Session) unsubscribe(cmd *protocol.Command) ([]byte, *protocol.Error) {
 	s.dropSubscription(sub)
 	s.hub.removeSubscription(sub)
 	s.mu.Lock()
-	live := sub.live
+	present := sub.present
 	s.mu.Unlock()
-	if live {
+	if present {
 		s.hub.left(sub.channel, s.clientInfo())
 	}
 	return nil, nil

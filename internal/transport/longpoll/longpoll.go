@@ -263,6 +263,7 @@ func (hd *Handler) catchUp(ctx context.Context, st *state, tops []broker.Positio
 // is a resumption.
 func (hd *Handler) wait(ctx context.Context, st *state, timeout time.Duration, info hub.SessionInfo) error {
 	col := newCollector(st.maxMsgs - len(st.msgs))
+	info.Ephemeral = true // a poll is not a member of the channel's presence
 	sess := hd.hub.NewSession(col, info)
 	defer sess.PeerGone()
 	deadline := time.NewTimer(timeout)
