@@ -92,11 +92,11 @@ type Session struct {
 	subs       []*subscription
 	queue      []Message
 	spare      []Message // the writer's last batch, reused while busy
-	queueBytes int // bytes of the bounded messages in queue
-	queueLen   int // number of bounded messages in queue
-	forced     int // bytes queued past the bounds since the writer last took the queue
-	writing    bool // a writer goroutine is running
-	closing    bool // no more messages are queued; the writer closes
+	queueBytes int       // bytes of the bounded messages in queue
+	queueLen   int       // number of bounded messages in queue
+	forced     int       // bytes queued past the bounds since the writer last took the queue
+	writing    bool      // a writer goroutine is running
+	closing    bool      // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
 	finished   bool
 }
