@@ -259,7 +259,9 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		// have lost the state they were computed from.
 		gonats.ReconnectBufSize(-1),
 		gonats.DisconnectErrHandler(func(_ *gonats.Conn, err error) {
-			b.log.Warn("disconnected from NATS", "err", err)
+			if !b.closed.Load() {
+				b.log.Warn("disconnected from NATS", "err", err)
+			}
 		}),
 		gonats.ReconnectHandler(func(c *gonats.Conn) {
 			b.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted())

@@ -96,6 +96,26 @@
 // delivered. After a reconnection each subscribed channel is caught up from
 // history the same way.
 //
+// # Limits
+//
+//   - An announcement that is lost with nothing after it (the publisher died
+//     between storing and announcing, and the channel has no further
+//     publication) reaches subscribed nodes only with the channel's next
+//     publication or after their next reconnection, both of which read the
+//     gap from history; clients that reconnect recover it from history too.
+//   - In a NATS cluster, a new subscription reaches the other servers a
+//     moment after Subscribe returns; an announcement routed through another
+//     server in that moment is read from history like a lost one.
+//   - On replicated streams (Replicas > 1), servers have accepted two writes
+//     with the same expected last sequence around a leader change
+//     (nats-server issues 4320, 8469). History then only returns the
+//     messages linked from the newest one, but two nodes may have delivered
+//     different data for that offset. A single server or Replicas: 1 has no
+//     such window.
+//   - History of a channel that never had a publication stores a marker to
+//     fix its epoch: one small message per channel read, which expires with
+//     HistoryMaxAge like any other.
+//
 // # Presence
 //
 // Each (channel, client) is one key whose value holds the client's info and
