@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,14 +24,21 @@ type RedisOptions struct {
 	// finds all of it. Without AOF the server keeps nothing on disk and a
 	// Restart comes back empty, as a Redis that lost its data does.
 	AOF bool
+	// ReplicaOf, when set to the host:port of another test Redis, starts
+	// this one as its replica.
+	ReplicaOf string
 }
 
-// Redis is a redis-server process owned by one test. Its methods are safe
-// for concurrent use.
+// Redis is a redis-server process owned by one test: a Redis, or a Redis
+// Sentinel started by StartRedisSentinel. Its methods are safe for
+// concurrent use.
 type Redis struct {
 	bin  string
 	opts RedisOptions
 	dir  string // data directory and log file, kept across restarts
+
+	// For a Sentinel: the name of the primary it monitors, and where.
+	master, primaryAddr string
 
 	mu   sync.Mutex
 	port int           // chosen at the first start, kept across restarts
@@ -67,6 +75,30 @@ func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 	return nil
 }
 
+// StartRedisSentinel starts a Redis Sentinel (redis-server --sentinel) on a
+// free loopback port that monitors primary under the name master, with a
+// quorum of one, and waits until it answers PING. Its URL names master, so
+// that a client asks it for the primary's address. It is killed when the
+// test ends.
+func StartRedisSentinel(tb testing.TB, primary *Redis, master string) *Redis {
+	tb.Helper()
+	r := &Redis{bin: Binary(tb, "redis-server"), dir: tb.TempDir(), master: master, primaryAddr: primary.Addr()}
+	tb.Cleanup(r.Kill)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		r.mu.Lock()
+		if r.port, err = freePort(); err == nil {
+			err = r.startLocked()
+		}
+		r.mu.Unlock()
+		if err == nil {
+			return r
+		}
+	}
+	tb.Fatalf("testenv: start redis sentinel: %v", err)
+	return nil
+}
+
 // Addr returns the server's host:port.
 func (r *Redis) Addr() string {
 	r.mu.Lock()
@@ -74,8 +106,12 @@ func (r *Redis) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 }
 
-// URL returns the server's address as a redis:// URL naming database 0.
+// URL returns the server's address as a redis:// URL naming database 0;
+// for a Sentinel, with a master_set parameter naming the monitored primary.
 func (r *Redis) URL() string {
+	if r.master != "" {
+		return "redis://" + r.Addr() + "/0?master_set=" + url.QueryEscape(r.master)
+	}
 	return "redis://" + r.Addr() + "/0"
 }
 
@@ -112,6 +148,9 @@ func (r *Redis) Restart(tb testing.TB) {
 // startLocked starts the server on r.port and waits for it to answer. r.mu
 // must be held.
 func (r *Redis) startLocked() error {
+	if r.master != "" {
+		return r.startSentinelLocked()
+	}
 	args := []string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
@@ -120,11 +159,50 @@ func (r *Redis) startLocked() error {
 		"--daemonize", "no",
 		"--save", "", // no RDB snapshots: AOF or nothing
 	}
+	if r.opts.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(r.opts.ReplicaOf)
+		if err != nil {
+			return fmt.Errorf("primary address: %w", err)
+		}
+		args = append(args, "--replicaof", host, port)
+	}
 	if r.opts.AOF {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	return r.runLocked(args)
+}
+
+// startSentinelLocked writes the Sentinel's configuration at the first
+// start (Sentinel rewrites it as it learns) and starts it. r.mu must be held.
+func (r *Redis) startSentinelLocked() error {
+	host, port, err := net.SplitHostPort(r.primaryAddr)
+	if err != nil {
+		return fmt.Errorf("primary address: %w", err)
+	}
+	conf := strings.Join([]string{
+		"port " + strconv.Itoa(r.port),
+		"bind 127.0.0.1",
+		"dir " + r.dir,
+		"logfile " + filepath.Join(r.dir, "redis.log"),
+		fmt.Sprintf("sentinel monitor %s %s %s 1", r.master, host, port),
+		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", r.master),
+		fmt.Sprintf("sentinel failover-timeout %s 5000", r.master),
+	}, "\n") + "\n"
+	path := filepath.Join(r.dir, "sentinel.conf")
+	if _, err := os.Stat(path); err == nil {
+		return r.runLocked([]string{path, "--sentinel"}) // a restart: keep what it learned
+	}
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("write sentinel configuration: %w", err)
+	}
+	return r.runLocked([]string{path, "--sentinel"})
+}
+
+// runLocked starts redis-server with args and waits until it answers PING
+// on r.port. r.mu must be held.
+func (r *Redis) runLocked(args []string) error {
 	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("run %s: %w", r.bin, err)

@@ -84,3 +84,19 @@ func TestRedisStop(t *testing.T) {
 		t.Fatal("server still accepts connections after Stop")
 	}
 }
+
+func TestRedisSentinel(t *testing.T) {
+	primary := testenv.StartRedis(t, testenv.RedisOptions{})
+	s := testenv.StartRedisSentinel(t, primary, "main")
+	if want := "redis://" + s.Addr() + "/0?master_set=main"; s.URL() != want {
+		t.Fatalf("URL %q, want %q", s.URL(), want)
+	}
+	// The first line of the array reply [host, port].
+	if got := do(t, s.Addr(), "SENTINEL get-master-addr-by-name main"); got != "*2" {
+		t.Fatalf("sentinel does not know the primary: %s", got)
+	}
+	s.Restart(t)
+	if got := do(t, s.Addr(), "SENTINEL get-master-addr-by-name main"); got != "*2" {
+		t.Fatalf("restarted sentinel does not know the primary: %s", got)
+	}
+}
