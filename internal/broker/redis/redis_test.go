@@ -416,7 +416,7 @@ func TestPresenceExpiry(t *testing.T) {
 	}
 }
 
-func rawClient(t *testing.T, url string) rueidis.Client {
+func rawClient(t testing.TB, url string) rueidis.Client {
 	t.Helper()
 	opt, err := rueidis.ParseURL(url)
 	if err != nil {
@@ -654,4 +654,100 @@ func TestClosed(t *testing.T) {
 	if err := b.Subscribe(ctx, "c"); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("subscribe after close: %v", err)
 	}
+}
+
+// TestPubSubConnectionKilled: when Redis drops the node's Pub/Sub
+// connection (as on an output buffer overflow), the node reconnects and
+// delivers what was published meanwhile, in order and once.
+func TestPubSubConnectionKilled(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	ctx := context.Background()
+	sub, rec := startNode(t, r.URL(), redis.Options{})
+	pubNode := newBroker(t, r.URL(), redis.Options{})
+	opts := broker.PublishOptions{HistorySize: 1000}
+	if err := sub.Subscribe(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, r.URL())
+	total := 0
+	for round := 0; round < 5; round++ {
+		if err := raw.Do(ctx, raw.B().ClientKill().TypePubsub().Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		publish(t, pubNode, "k", 20, opts)
+		total += 20
+		got := rec.wait(t, "k", total)
+		checkDense(t, got, 1, got[0].epoch)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(rec.get("k")); n != total {
+		t.Fatalf("%d deliveries, want %d", n, total)
+	}
+}
+
+// TestSentinel: with a master_set URL the broker finds the primary
+// through a Sentinel.
+func TestSentinel(t *testing.T) {
+	primary := testenv.StartRedis(t, testenv.RedisOptions{})
+	sentinel := testenv.StartRedisSentinel(t, primary, "sb")
+	ctx := context.Background()
+	a, _ := startNode(t, sentinel.URL(), redis.Options{})
+	b, recB := startNode(t, sentinel.URL(), redis.Options{})
+	if err := b.Subscribe(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	pos := publish(t, a, "s", 10, broker.PublishOptions{HistorySize: 10})
+	checkDense(t, recB.wait(t, "s", 10), 1, pos.Epoch)
+	raw := rawClient(t, primary.URL())
+	if n, err := raw.Do(ctx, raw.B().Exists().Key("switchboard:{s}:meta").Build()).AsInt64(); err != nil || n != 1 {
+		t.Fatalf("the channel is not on the primary: %d %v", n, err)
+	}
+}
+
+// TestSentinelFailover: when the primary dies and Sentinel promotes its
+// replica, the nodes follow: publishing resumes in the same epoch and a
+// subscribed node receives every publication once, in order.
+func TestSentinelFailover(t *testing.T) {
+	primary := testenv.StartRedis(t, testenv.RedisOptions{})
+	replica := testenv.StartRedis(t, testenv.RedisOptions{ReplicaOf: primary.Addr()})
+	sentinel := testenv.StartRedisSentinel(t, primary, "sb")
+	ctx := context.Background()
+	pubNode, _ := startNode(t, sentinel.URL(), redis.Options{})
+	sub, rec := startNode(t, sentinel.URL(), redis.Options{})
+	if err := sub.Subscribe(ctx, "f"); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100}
+	before := publish(t, pubNode, "f", 5, opts)
+	// Wait until the replica has everything, so the failover loses nothing.
+	raw := rawClient(t, primary.URL())
+	if n, err := raw.Do(ctx, raw.B().Wait().Numreplicas(1).Timeout(int64(waitFor/time.Millisecond)).Build()).AsInt64(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d %v", n, err)
+	}
+	primary.Kill()
+
+	deadline := time.Now().Add(3 * waitFor)
+	var pos broker.Position
+	for {
+		var err error
+		pos, err = pubNode.Publish(ctx, "f", []byte(`"after"`), opts)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, broker.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("publish during failover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pos.Epoch != before.Epoch || pos.Offset != 6 {
+		t.Fatalf("after failover %+v, before %+v", pos, before)
+	}
+	rawReplica := rawClient(t, replica.URL())
+	if role, err := rawReplica.Do(ctx, rawReplica.B().Role().Build()).ToArray(); err != nil || len(role) == 0 {
+		t.Fatalf("ROLE: %v", err)
+	} else if s, _ := role[0].ToString(); s != "master" {
+		t.Fatalf("the replica is %s after failover", s)
+	}
+	publish(t, pubNode, "f", 4, opts)
+	checkDense(t, rec.wait(t, "f", 10), 1, before.Epoch)
 }
