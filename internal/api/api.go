@@ -42,8 +42,8 @@ type Hub interface {
 	HistoryMaxLimit() int
 	Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error)
 	PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error)
-	Channels() []hub.ChannelInfo
-	Disconnect(clientID string, reconnect bool) error
+	Channels(ctx context.Context) []hub.ChannelInfo
+	Disconnect(clientID, user string, reconnect bool) error
 	Info() hub.Info
 }
 
@@ -208,7 +208,7 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) channels(w http.ResponseWriter, r *http.Request) {
-	list := a.hub.Channels()
+	list := a.hub.Channels(r.Context())
 	sort.Slice(list, func(i, j int) bool { return list[i].Channel < list[j].Channel })
 	if list == nil {
 		list = []hub.ChannelInfo{}
@@ -218,6 +218,7 @@ func (a *API) channels(w http.ResponseWriter, r *http.Request) {
 
 type disconnectRequest struct {
 	Client    string `json:"client"`
+	User      string `json:"user"`
 	Reconnect bool   `json:"reconnect"`
 }
 
@@ -226,13 +227,13 @@ func (a *API) disconnect(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &req) {
 		return
 	}
-	if req.Client == "" {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "client"`))
+	if req.Client == "" && req.User == "" {
+		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`give "client" or "user"`))
 		return
 	}
-	if err := a.hub.Disconnect(req.Client, req.Reconnect); err != nil {
+	if err := a.hub.Disconnect(req.Client, req.User, req.Reconnect); err != nil {
 		if errors.Is(err, hub.ErrNotFound) {
-			writeError(w, http.StatusNotFound, &protocol.Error{Code: 404, Message: fmt.Sprintf("no client %q on this node", req.Client)})
+			writeError(w, http.StatusNotFound, &protocol.Error{Code: 404, Message: fmt.Sprintf("no client %q on any live node", req.Client)})
 			return
 		}
 		writeError(w, http.StatusInternalServerError, protocol.ErrInternal)

@@ -78,6 +78,24 @@ type Handler interface {
 	HandleEvent(channel string, data []byte)
 }
 
+// ControlHandler is implemented by the engine's Handler too: a broker that
+// implements Controller delivers control messages to it.
+type ControlHandler interface {
+	// HandleControl receives one control message sent by any node (this
+	// one included) with PublishControl.
+	HandleControl(data []byte)
+}
+
+// Controller is an optional capability of brokers that connect several
+// nodes: a channel between the nodes themselves, for node announcements and
+// for server API calls that concern clients of another node. The engine
+// finds it with a type assertion; without it a node runs alone.
+type Controller interface {
+	// PublishControl delivers data to the ControlHandler of every node
+	// started on the same backend, this node included.
+	PublishControl(ctx context.Context, data []byte) error
+}
+
 // Broker moves publications between nodes and keeps history. Every method
 // may be called concurrently. Implementations must deliver each publication
 // of a channel to every node subscribed to that channel, in offset order.

@@ -84,6 +84,12 @@ type Config struct {
 	// SweepInterval is how often expired tokens and connect timeouts are
 	// checked. Default 1s.
 	SweepInterval time.Duration
+	// NodeName and NodeAddress describe this node to the others.
+	NodeName    string
+	NodeAddress string
+	// NodeInfoInterval is how often the node announces itself through a
+	// broker that connects nodes. Default 3s.
+	NodeInfoInterval time.Duration
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the hub's metrics. Required.
@@ -111,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second
+	}
+	if c.NodeInfoInterval <= 0 {
+		c.NodeInfoInterval = 3 * time.Second
 	}
 	if c.CommandBurst <= 0 {
 		c.CommandBurst = int(max(1, c.CommandRate))
@@ -161,6 +170,8 @@ type Hub struct {
 	stopOnce sync.Once
 	loops    sync.WaitGroup
 
+	cl cluster
+
 	nextID        atomic.Uint64
 	subscriptions atomic.Int64
 	channels      atomic.Int64
@@ -209,6 +220,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.loops.Add(1)
 	go h.sweepLoop()
+	h.startCluster()
 	return nil
 }
 
@@ -560,7 +572,7 @@ type ChannelInfo struct {
 }
 
 // Channels lists the channels that have local subscribers.
-func (h *Hub) Channels() []ChannelInfo {
+func (h *Hub) localChannels() []ChannelInfo {
 	var out []ChannelInfo
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -573,49 +585,76 @@ func (h *Hub) Channels() []ChannelInfo {
 	return out
 }
 
-// Info describes this node.
+// Channels lists the channels with subscribers on any node of the cluster,
+// with their subscriber counts summed over the nodes, sorted by name.
+func (h *Hub) Channels(ctx context.Context) []ChannelInfo { return h.gatherChannels(ctx) }
+
+// Info describes this node and the cluster it is part of.
 type Info struct {
-	Node          string  `json:"node"`
-	Version       string  `json:"version"`
-	UptimeSeconds float64 `json:"uptime_seconds"`
-	Connections   int     `json:"connections"`
-	Subscriptions int64   `json:"subscriptions"`
-	Channels      int64   `json:"channels"`
+	Node          string     `json:"node"`
+	Version       string     `json:"version"`
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Connections   int        `json:"connections"`
+	Subscriptions int64      `json:"subscriptions"`
+	Channels      int64      `json:"channels"`
+	Nodes         []NodeInfo `json:"nodes"`
 }
 
-// Info returns this node's description and counters.
+// Info returns this node's description and counters, and the live nodes.
 func (h *Hub) Info() Info {
-	h.sessMu.Lock()
-	n := len(h.sessions)
-	h.sessMu.Unlock()
+	me := h.nodeInfo()
 	return Info{
-		Node:          h.cfg.NodeID,
-		Version:       h.cfg.Version,
-		UptimeSeconds: time.Since(h.started).Seconds(),
-		Connections:   n,
-		Subscriptions: h.subscriptions.Load(),
-		Channels:      h.channels.Load(),
+		Node:          me.ID,
+		Version:       me.Version,
+		UptimeSeconds: me.UptimeSeconds,
+		Connections:   me.Connections,
+		Subscriptions: me.Subscriptions,
+		Channels:      me.Channels,
+		Nodes:         h.Nodes(),
 	}
 }
 
-// ErrNotFound is returned when a client id names no connection on this node.
+// ErrNotFound is returned when a client id names no connection of a live
+// node.
 var ErrNotFound = errors.New("hub: client not found")
 
-// Disconnect closes the connection of the client with the given id. With
-// reconnect the client is told it may come back; otherwise not.
-func (h *Hub) Disconnect(clientID string, reconnect bool) error {
-	h.sessMu.Lock()
-	s := h.sessions[clientID]
-	h.sessMu.Unlock()
-	if s == nil {
-		return ErrNotFound
+// Disconnect closes the connection of a client (by client id) or every
+// connection of a user, on whichever node they are. With reconnect the
+// client is told it may come back (4003), otherwise not (4500). For a
+// client of another node, or a user, the request is sent to every node and
+// Disconnect does not wait for it to be carried out.
+func (h *Hub) Disconnect(clientID, user string, reconnect bool) error {
+	if clientID != "" {
+		node := nodeOfClient(clientID)
+		if node == h.cfg.NodeID {
+			if h.disconnectLocal(clientID, "", reconnect) == 0 {
+				return ErrNotFound
+			}
+		} else {
+			known := false
+			for _, n := range h.Nodes() {
+				known = known || n.ID == node
+			}
+			if !known || h.cl.ctl == nil {
+				return ErrNotFound
+			}
+			h.sendControl(control{Type: "disconnect", Client: clientID, Reconnect: reconnect})
+		}
 	}
-	d := protocol.DisconnectForce
-	if reconnect {
-		d = protocol.DisconnectForceReconnect
+	if user != "" {
+		h.disconnectLocal("", user, reconnect)
+		if h.cl.ctl != nil {
+			h.sendControl(control{Type: "disconnect", User: user, Reconnect: reconnect})
+		}
 	}
-	s.Close(d)
 	return nil
+}
+
+func disconnectFor(reconnect bool) protocol.Disconnect {
+	if reconnect {
+		return protocol.DisconnectForceReconnect
+	}
+	return protocol.DisconnectForce
 }
 
 // Draining reports whether Shutdown has begun; transports refuse new

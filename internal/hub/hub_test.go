@@ -271,7 +271,7 @@ func TestCloseFlushesQueueFirst(t *testing.T) {
 
 func TestDisconnectUnknownClient(t *testing.T) {
 	h := newHub(t, hub.Config{})
-	if err := h.Disconnect("nope", false); err != hub.ErrNotFound {
+	if err := h.Disconnect("nope", "", false); err != hub.ErrNotFound {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,0 +1,243 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+)
+
+var _ broker.ControlHandler = (*Hub)(nil)
+
+// NodeInfo describes one node of the cluster, as it announces itself.
+type NodeInfo struct {
+	ID            string  `json:"id"`
+	Name          string  `json:"name,omitempty"`
+	Address       string  `json:"address,omitempty"`
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Connections   int     `json:"connections"`
+	Subscriptions int64   `json:"subscriptions"`
+	Channels      int64   `json:"channels"`
+}
+
+// control is one message between nodes.
+type control struct {
+	Type string `json:"type"`
+	// From is the sending node's id.
+	From string `json:"from"`
+	// Node is set for "node" announcements.
+	Node *NodeInfo `json:"node,omitempty"`
+	// Client, User and Reconnect are set for "disconnect".
+	Client    string `json:"client,omitempty"`
+	User      string `json:"user,omitempty"`
+	Reconnect bool   `json:"reconnect,omitempty"`
+	// ID correlates "channels" requests and "channels_reply" answers.
+	ID       string        `json:"id,omitempty"`
+	Channels []ChannelInfo `json:"channels,omitempty"`
+}
+
+// cluster is the hub's view of the other nodes.
+type cluster struct {
+	ctl broker.Controller // nil on a single node
+
+	mu      sync.Mutex
+	nodes   map[string]nodeSeen
+	waiting map[string]chan control // channels request id -> replies
+}
+
+type nodeSeen struct {
+	info NodeInfo
+	at   time.Time
+}
+
+// startCluster begins announcing this node when the broker connects nodes.
+func (h *Hub) startCluster() {
+	h.cl.nodes = map[string]nodeSeen{}
+	h.cl.waiting = map[string]chan control{}
+	ctl, ok := h.broker.(broker.Controller)
+	if !ok {
+		return
+	}
+	h.cl.ctl = ctl
+	h.loops.Add(1)
+	go h.announceLoop()
+}
+
+func (h *Hub) announceLoop() {
+	defer h.loops.Done()
+	t := time.NewTicker(h.cfg.NodeInfoInterval)
+	defer t.Stop()
+	for {
+		info := h.nodeInfo()
+		h.sendControl(control{Type: "node", Node: &info})
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *Hub) sendControl(c control) {
+	c.From = h.cfg.NodeID
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.cl.ctl.PublishControl(ctx, mustJSON(c)); err != nil {
+		h.log.Warn("control message failed", "type", c.Type, "err", err)
+	}
+}
+
+// HandleControl implements broker.ControlHandler.
+func (h *Hub) HandleControl(data []byte) {
+	var c control
+	if err := json.Unmarshal(data, &c); err != nil {
+		h.log.Warn("bad control message", "err", err)
+		return
+	}
+	switch c.Type {
+	case "node":
+		if c.Node != nil && c.From != h.cfg.NodeID {
+			h.cl.mu.Lock()
+			h.cl.nodes[c.Node.ID] = nodeSeen{info: *c.Node, at: time.Now()}
+			h.cl.mu.Unlock()
+		}
+	case "disconnect":
+		if c.From != h.cfg.NodeID {
+			h.disconnectLocal(c.Client, c.User, c.Reconnect)
+		}
+	case "channels":
+		if c.From != h.cfg.NodeID {
+			h.sendControl(control{Type: "channels_reply", ID: c.ID, Channels: h.localChannels()})
+		}
+	case "channels_reply":
+		h.cl.mu.Lock()
+		ch := h.cl.waiting[c.ID]
+		h.cl.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- c:
+			default:
+			}
+		}
+	}
+}
+
+// Nodes lists the live nodes of the cluster, this one first. A node that
+// has not announced itself for three intervals is gone.
+func (h *Hub) Nodes() []NodeInfo {
+	out := []NodeInfo{h.nodeInfo()}
+	h.cl.mu.Lock()
+	defer h.cl.mu.Unlock()
+	var others []NodeInfo
+	for id, n := range h.cl.nodes {
+		if time.Since(n.at) > 3*h.cfg.NodeInfoInterval {
+			delete(h.cl.nodes, id)
+			continue
+		}
+		n.info.UptimeSeconds += time.Since(n.at).Seconds()
+		others = append(others, n.info)
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].ID < others[j].ID })
+	return append(out, others...)
+}
+
+func (h *Hub) nodeInfo() NodeInfo {
+	h.sessMu.Lock()
+	n := len(h.sessions)
+	h.sessMu.Unlock()
+	return NodeInfo{
+		ID:            h.cfg.NodeID,
+		Name:          h.cfg.NodeName,
+		Address:       h.cfg.NodeAddress,
+		Version:       h.cfg.Version,
+		UptimeSeconds: time.Since(h.started).Seconds(),
+		Connections:   n,
+		Subscriptions: h.subscriptions.Load(),
+		Channels:      h.channels.Load(),
+	}
+}
+
+// gatherChannels asks every other live node for its channels and merges
+// the answers with this node's, summing subscribers.
+func (h *Hub) gatherChannels(ctx context.Context) []ChannelInfo {
+	merged := map[string]int{}
+	for _, c := range h.localChannels() {
+		merged[c.Channel] += c.Subscribers
+	}
+	if h.cl.ctl != nil {
+		want := len(h.Nodes()) - 1
+		if want > 0 {
+			id := randomID(12)
+			replies := make(chan control, want)
+			h.cl.mu.Lock()
+			h.cl.waiting[id] = replies
+			h.cl.mu.Unlock()
+			defer func() {
+				h.cl.mu.Lock()
+				delete(h.cl.waiting, id)
+				h.cl.mu.Unlock()
+			}()
+			h.sendControl(control{Type: "channels", ID: id})
+			timeout := time.NewTimer(2 * time.Second)
+			defer timeout.Stop()
+		collect:
+			for got := 0; got < want; got++ {
+				select {
+				case r := <-replies:
+					for _, c := range r.Channels {
+						merged[c.Channel] += c.Subscribers
+					}
+				case <-timeout.C:
+					h.log.Warn("channels: some nodes did not answer", "answered", got, "nodes", want)
+					break collect
+				case <-ctx.Done():
+					break collect
+				}
+			}
+		}
+	}
+	out := make([]ChannelInfo, 0, len(merged))
+	for name, n := range merged {
+		out = append(out, ChannelInfo{Channel: name, Subscribers: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Channel < out[j].Channel })
+	return out
+}
+
+// disconnectLocal closes this node's sessions of the client or the user.
+// It reports how many it closed.
+func (h *Hub) disconnectLocal(clientID, user string, reconnect bool) int {
+	h.sessMu.Lock()
+	var victims []*Session
+	if clientID != "" {
+		if s := h.sessions[clientID]; s != nil {
+			victims = append(victims, s)
+		}
+	}
+	if user != "" {
+		for _, s := range h.sessions {
+			if s.User() == user {
+				victims = append(victims, s)
+			}
+		}
+	}
+	h.sessMu.Unlock()
+	for _, s := range victims {
+		s.Close(disconnectFor(reconnect))
+	}
+	return len(victims)
+}
+
+// nodeOfClient returns the node id a client id was issued by.
+func nodeOfClient(clientID string) string {
+	i := strings.LastIndexByte(clientID, '-')
+	if i < 0 {
+		return ""
+	}
+	return clientID[:i]
+}
