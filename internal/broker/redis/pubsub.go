@@ -206,6 +206,12 @@ func (b *Broker) fillLocked(s *subscription, epoch string, offset uint64) {
 // onMessage receives the messages of the Pub/Sub connection, one at a time
 // and in the order Redis sent them.
 func (b *Broker) onMessage(m rueidis.PubSubMessage) {
+	if m.Channel == b.controlName() {
+		if ch, ok := b.handler.(broker.ControlHandler); ok {
+			ch.HandleControl([]byte(m.Message))
+		}
+		return
+	}
 	b.mu.RLock()
 	s := b.subs[m.Channel]
 	b.mu.RUnlock()
@@ -322,6 +328,9 @@ func (b *Broker) resubscribe(ctx context.Context, conn rueidis.DedicatedClient) 
 	defer cancel()
 	if err := conn.Do(ctx, conn.B().Ping().Build()).Error(); err != nil {
 		return fmt.Errorf("ping: %w", err)
+	}
+	if err := b.subscribeControl(ctx, conn); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	b.conn = conn

@@ -751,3 +751,75 @@ func TestSentinelFailover(t *testing.T) {
 	publish(t, pubNode, "f", 4, opts)
 	checkDense(t, rec.wait(t, "f", 10), 1, before.Epoch)
 }
+
+// controlRecorder also takes control messages.
+type controlRecorder struct {
+	*recorder
+	mu   sync.Mutex
+	ctrl []string
+}
+
+func (c *controlRecorder) HandleControl(data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ctrl = append(c.ctrl, string(data))
+}
+
+func (c *controlRecorder) got() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.ctrl, ",")
+}
+
+// TestControl: a control message reaches every node, the sender included,
+// also after the Pub/Sub connection was replaced, and only nodes of the
+// same prefix.
+func TestControl(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	ctx := context.Background()
+	var nodes []*redis.Broker
+	var recs []*controlRecorder
+	for _, prefix := range []string{"", "", "other"} {
+		b := newBroker(t, r.URL(), redis.Options{Prefix: prefix, Logger: testLogger(t)})
+		rec := &controlRecorder{recorder: newRecorder()}
+		if err := b.Start(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		nodes, recs = append(nodes, b), append(recs, rec)
+	}
+	waitControl := func(rec *controlRecorder, want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for rec.got() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("control messages %q, want %q", rec.got(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err := nodes[0].PublishControl(ctx, []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitControl(recs[0], `{"a":1}`)
+	waitControl(recs[1], `{"a":1}`)
+
+	raw := rawClient(t, r.URL())
+	if err := raw.Do(ctx, raw.B().ClientKill().TypePubsub().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for !strings.HasPrefix(recs[0].got(), `{"a":1},{"b":2}`) {
+		// Control messages are not kept: until node 0 has resubscribed,
+		// they pass it by, so send until one arrives.
+		if time.Now().After(deadline) {
+			t.Fatalf("control after reconnecting: %q", recs[0].got())
+		}
+		if err := nodes[1].PublishControl(ctx, []byte(`{"b":2}`)); err != nil && !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := recs[2].got(); got != "" {
+		t.Fatalf("a node of another prefix got %q", got)
+	}
+}
