@@ -23,7 +23,7 @@ func (c *counter) HandleEvent(string, []byte)                           {}
 // PUBLISH) against a local redis-server, next to a bare PING round trip,
 // with another node subscribed to
 // the channel so that every publication is also delivered. "serial" is one
-// publisher waiting for each reply; "parallel" is GOMAXPROCS publishers
+// publisher waiting for each reply; "parallel" is 16×GOMAXPROCS publishers
 // whose commands the client pipelines on shared connections.
 func BenchmarkPublish(b *testing.B) {
 	r := testenv.StartRedis(b, testenv.RedisOptions{})
@@ -63,6 +63,7 @@ func BenchmarkPublish(b *testing.B) {
 					}
 					return
 				}
+				b.SetParallelism(16)
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if _, err := pub.Publish(ctx, ch, data, opts); err != nil {
