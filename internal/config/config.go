@@ -33,6 +33,7 @@ type Config struct {
 	Addr                     string        `koanf:"addr"`
 	APIKey                   []string      `koanf:"api_key"`
 	Broker                   string        `koanf:"broker"`
+	NodeName                 string        `koanf:"node_name"`
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
 	AllowedOrigins           []string      `koanf:"allowed_origins"`
@@ -82,7 +83,8 @@ type Key struct {
 var Keys = []Key{
 	{"addr", "127.0.0.1:8000", "address to listen on (host:port)"},
 	{"api_key", []string{}, "server API key(s), comma-separated; one is generated and printed at startup when empty"},
-	{"broker", "memory", `broker: "memory" (single node, no dependency)`},
+	{"broker", "memory", `broker: "memory" (single node, no dependency), redis://host:port/db or nats://host:port (several nodes)`},
+	{"node_name", "", "this node's name in /api/info (default: the host name)"},
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},
 	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
@@ -248,8 +250,8 @@ func (c Config) Validate() error {
 	if c.Addr == "" {
 		errs = append(errs, errors.New("addr: must not be empty"))
 	}
-	if c.Broker != "memory" {
-		errs = append(errs, fmt.Errorf("broker: %q is not supported (only \"memory\" in this version)", c.Broker))
+	if c.Broker != "memory" && !strings.HasPrefix(c.Broker, "redis://") && !strings.HasPrefix(c.Broker, "rediss://") && !strings.HasPrefix(c.Broker, "nats://") {
+		errs = append(errs, fmt.Errorf(`broker: %q is not "memory", a redis:// or rediss:// URL, or a nats:// URL`, c.Broker))
 	}
 	positive := map[string]int{
 		"max_message_size": c.MaxMessageSize, "max_channels_per_connection": c.MaxChannelsPerConnection,

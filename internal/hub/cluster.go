@@ -103,8 +103,17 @@ func (h *Hub) HandleControl(data []byte) {
 	case "node":
 		if c.Node != nil && c.From != h.cfg.NodeID {
 			h.cl.mu.Lock()
+			_, known := h.cl.nodes[c.Node.ID]
 			h.cl.nodes[c.Node.ID] = nodeSeen{info: *c.Node, at: time.Now()}
 			h.cl.mu.Unlock()
+			if !known {
+				// A newcomer: tell it about this node now rather than at
+				// the next tick. Not from the broker's delivery goroutine.
+				go func() {
+					info := h.nodeInfo()
+					h.sendControl(control{Type: "node", Node: &info})
+				}()
+			}
 		}
 	case "disconnect":
 		if c.From != h.cfg.NodeID {

@@ -327,7 +327,7 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
 	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, m)
+		sub.sess.deliver(sub, m, epoch)
 	}
 	sh.mu.RUnlock()
 }
@@ -339,7 +339,7 @@ func (h *Hub) HandleEvent(channel string, data []byte) {
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
 	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, m)
+		sub.sess.deliver(sub, m, "")
 	}
 	sh.mu.RUnlock()
 }

@@ -319,3 +319,33 @@ func TestEphemeralSessionStaysOutOfPresence(t *testing.T) {
 		t.Fatalf("presence %+v", st)
 	}
 }
+
+// TestLiveDeliveryIsDeduplicatedAndResets plays a remote broker: a live
+// copy of a publication the subscribe position already covered is dropped,
+// and a publication of a new epoch (history lost) comes after a reset push.
+func TestLiveDeliveryIsDeduplicatedAndResets(t *testing.T) {
+	h := newHub(t, hub.Config{})
+	ctx := context.Background()
+	pos, _ := h.Publish(ctx, "d", []byte(`1`), "api") // offset 1, stored
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	send(s, `{"id":1,"command":"subscribe","channel":"d"}`)
+	r.waitFor(t, "reply", func() bool { return len(r.msgs) == 1 })
+	// The live copy of offset 1 arrives late: dropped.
+	h.HandlePublication("d", broker.Publication{Offset: 1, Data: []byte(`1`)}, pos.Epoch)
+	h.HandlePublication("d", broker.Publication{Offset: 2, Data: []byte(`2`)}, pos.Epoch)
+	h.HandlePublication("d", broker.Publication{Offset: 2, Data: []byte(`2`)}, pos.Epoch) // duplicate
+	// The broker lost its data: offsets start again in a new epoch.
+	h.HandlePublication("d", broker.Publication{Offset: 1, Data: []byte(`"new"`)}, "NEWEPOCH")
+	r.waitFor(t, "4 messages", func() bool { return len(r.msgs) == 4 })
+	want := []string{
+		`map[channel:d data:2 offset:2]`,
+		`map[channel:d reset:map[epoch:NEWEPOCH offset:0]]`,
+		`map[channel:d data:new offset:1]`,
+	}
+	for i, w := range want {
+		if got := fmt.Sprint(r.msg(i + 1)); got != w {
+			t.Errorf("message %d: %s, want %s", i+1, got, w)
+		}
+	}
+}

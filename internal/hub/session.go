@@ -48,6 +48,9 @@ type Message struct {
 	// event (Offset 0), for transports that track positions (SSE).
 	Channel string
 	Offset  uint64
+	// Epoch is set on a reset push (the channel's history was lost and
+	// offsets start again in this epoch), and on buffered publications.
+	Epoch string
 }
 
 // SessionInfo describes a connection when it is opened.
@@ -110,6 +113,8 @@ type subscription struct {
 	buf     []Message // publications received while pending
 	live    bool      // subscribe completed
 	present bool      // the client is in the channel's presence
+	epoch   string    // the channel's epoch the subscriber is in
+	last    uint64    // offset of the last publication queued
 }
 
 // NewSession registers a new connection on the hub.
@@ -534,10 +539,9 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 
 	s.mu.Lock()
 	emit(&res)
+	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
 	for _, m := range sub.buf {
-		if m.Offset > res.Position.Offset {
-			s.enqueueLocked(m)
-		}
+		s.deliverLiveLocked(sub, m, m.Epoch)
 	}
 	sub.pending, sub.buf, sub.live = false, nil, true
 	sub.present = !s.info.Ephemeral
@@ -756,16 +760,45 @@ func (s *Session) replyError(id int64, hasID bool, perr *protocol.Error) {
 
 // deliver queues a publication for sub, or buffers it while sub's subscribe
 // is in progress. Called with the channel's shard read-locked.
-func (s *Session) deliver(sub *subscription, m Message) {
+func (s *Session) deliver(sub *subscription, m Message, epoch string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if sub.pending {
 		if m.Offset != 0 { // events (join, leave) during a subscribe are dropped
+			m.Epoch = epoch
 			sub.buf = append(sub.buf, m)
 		}
-	} else {
-		s.enqueueLocked(m)
+		return
 	}
-	s.mu.Unlock()
+	s.deliverLiveLocked(sub, m, epoch)
+}
+
+// deliverLiveLocked queues a publication for a live subscription, once and
+// in order. A remote broker may deliver a publication after the position
+// the subscription started from already covered it (history is written
+// before the live copy travels), so anything at or below the last offset
+// queued is dropped. A publication of another epoch means the channel's
+// history was lost: the subscriber gets a reset push first. s.mu must be
+// held.
+func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string) {
+	if m.Offset == 0 { // an event
+		s.enqueueLocked(m)
+		return
+	}
+	if epoch != "" && sub.epoch != "" && epoch != sub.epoch {
+		s.hub.metrics.Resets.Inc()
+		reset := protocol.AppendPushEvent(nil, sub.channel, "reset", mustJSON(struct {
+			Offset uint64 `json:"offset"`
+			Epoch  string `json:"epoch"`
+		}{m.Offset - 1, epoch}))
+		s.enqueueLocked(Message{Data: reset, Channel: sub.channel, Epoch: epoch})
+		sub.epoch, sub.last = epoch, m.Offset-1
+	}
+	if m.Offset <= sub.last {
+		return
+	}
+	sub.last = m.Offset
+	s.enqueueLocked(m)
 }
 
 func (s *Session) enqueue(m Message) {

@@ -47,6 +47,9 @@ type Metrics struct {
 	Disconnects *prometheus.CounterVec
 	// Recoveries counts subscriptions that asked to recover, by outcome.
 	Recoveries *prometheus.CounterVec
+	// Resets counts reset pushes: a channel's history was lost (new epoch)
+	// while clients were subscribed.
+	Resets prometheus.Counter
 	// RateLimited counts client commands refused by the rate limit.
 	RateLimited prometheus.Counter
 	// APIRequests counts server API calls, by method and status code.
@@ -118,6 +121,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "recoveries_total",
 			Help: "Subscriptions that asked to recover from a position, by whether they recovered.",
 		}, []string{"recovered"}),
+		Resets: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "resets_total",
+			Help: "Reset pushes sent because a channel's history was lost while subscribed.",
+		}),
 		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "rate_limited_total",
 			Help: "Client commands refused by the per-connection rate limit.",
@@ -131,7 +138,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.Publications, m.DeliveryLatency, m.QueueOverflows,
-		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited,
+		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,8 @@ import (
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
+	natsbroker "github.com/switchboardhq/switchboard/internal/broker/nats"
+	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
@@ -40,6 +44,7 @@ type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
 	hub     *hub.Hub
+	broker  broker.Broker
 	ws      *websocket.Handler
 	sse     *sse.Handler
 	httpSrv *http.Server
@@ -66,15 +71,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 
-	var b broker.Broker
-	var p broker.PresenceStore
-	switch cfg.Broker {
-	case "memory":
-		b = memory.New(memory.Options{})
-		p = memory.NewPresence()
-	default:
-		return nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
+	b, p, err := newBroker(cfg, log)
+	if err != nil {
+		return nil, err
 	}
+	s.broker = b
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithm:     cfg.JWTAlgorithm,
 		Secret:        cfg.JWTSecret,
@@ -102,7 +103,13 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: namespaces: %w", err)
 	}
+	nodeName := cfg.NodeName
+	if nodeName == "" {
+		nodeName, _ = os.Hostname()
+	}
 	s.hub = hub.New(hub.Config{
+		NodeName:                 nodeName,
+		NodeAddress:              cfg.Addr,
 		Rules:                    rules,
 		Verifier:                 verifier,
 		RequireAuth:              !cfg.AllowAnonymous,
@@ -160,8 +167,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if s.hub.Draining() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		if err := s.ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
@@ -193,6 +200,53 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return s, nil
+}
+
+// newBroker connects the configured broker: the in-memory one, Redis or
+// NATS. Remote brokers are also the presence store.
+func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.PresenceStore, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	switch {
+	case cfg.Broker == "memory":
+		return memory.New(memory.Options{}), memory.NewPresence(), nil
+	case strings.HasPrefix(cfg.Broker, "redis://"), strings.HasPrefix(cfg.Broker, "rediss://"):
+		b, err := redisbroker.New(ctx, redisbroker.Options{URL: cfg.Broker, Logger: log.With("component", "redis")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("server: redis broker: %w", err)
+		}
+		return b, b, nil
+	case strings.HasPrefix(cfg.Broker, "nats://"):
+		b, err := natsbroker.New(ctx, natsbroker.Options{URL: cfg.Broker, Logger: log.With("component", "nats")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("server: nats broker: %w", err)
+		}
+		return b, b, nil
+	default:
+		return nil, nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
+	}
+}
+
+// pinger is implemented by brokers that can tell whether their backend
+// answers now.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// ready reports whether the node takes new clients: not shutting down, and
+// its broker answers.
+func (s *Server) ready(ctx context.Context) error {
+	if s.hub.Draining() {
+		return errors.New("shutting down")
+	}
+	if p, ok := s.broker.(pinger); ok {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := p.Ping(ctx); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+	}
+	return nil
 }
 
 // Listen binds the configured address. Addr reports the bound address.

@@ -230,3 +230,8 @@ func (c *Client) Silent(d time.Duration) {
 		c.t.Fatalf("wstest: expected silence, got error %v", err)
 	}
 }
+
+// Requeue puts m back in front of what Next returns.
+func (c *Client) Requeue(m map[string]any) {
+	c.pending = append([]map[string]any{m}, c.pending...)
+}

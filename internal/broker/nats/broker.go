@@ -309,6 +309,9 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 	if !b.handler.CompareAndSwap(nil, &handlerBox{h}) {
 		return errors.New("nats broker: started twice")
 	}
+	if err := b.startControl(h); err != nil {
+		return err
+	}
 	b.wg.Add(1)
 	go b.resyncLoop()
 	return nil

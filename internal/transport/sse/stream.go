@@ -187,6 +187,17 @@ func (st *stream) appendMessage(b []byte, m *hub.Message) []byte {
 		b = append(b, "event: unrecovered\n"...)
 		b = st.appendID(b)
 		return appendData(b, m.Data)
+	case m.Offset == 0 && m.Epoch != "":
+		// A reset push: the channel's history was lost while subscribed
+		// and its offsets start again in a new epoch. To the client it is
+		// like a position that could not be recovered.
+		if i, ok := st.index[m.Channel]; ok {
+			st.offsets[i], st.epochs[i] = 0, m.Epoch
+			st.check = protocol.CursorCheck(st.channels, st.epochs)
+		}
+		b = append(b, "event: unrecovered\n"...)
+		b = st.appendID(b)
+		return appendData(b, m.Data)
 	case m.Offset > 0:
 		// A publication: the default event type, so onmessage sees it.
 		if i, ok := st.index[m.Channel]; ok {

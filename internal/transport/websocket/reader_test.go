@@ -477,7 +477,7 @@ func TestReaderCloseGrace(t *testing.T) {
 		r := c.call(1, `{"command":"connect","id":1}`)
 		id := r["result"].(map[string]any)["client"].(string)
 		start := time.Now()
-		if err := e.hub.Disconnect(id, false); err != nil {
+		if err := e.hub.Disconnect(id, "", false); err != nil {
 			t.Fatal(err)
 		}
 		// Until the grace period is over the server reads (and discards)
