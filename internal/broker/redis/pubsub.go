@@ -119,25 +119,38 @@ func (b *Broker) subscribeOn(ctx context.Context, conn rueidis.DedicatedClient, 
 	const batch = 256
 	for len(subs) > 0 {
 		n := min(len(subs), batch)
-		names := make([]string, n)
-		reads := make(rueidis.Commands, n)
-		for i, s := range subs[:n] {
-			names[i] = b.pubName(s.channel)
-			reads[i] = conn.B().Hmget().Key(b.metaKey(s.channel)).Field("offset", "epoch").Build()
-		}
-		if err := conn.Do(ctx, conn.B().Subscribe().Channel(names...).Build()).Error(); err != nil {
-			return fmt.Errorf("subscribe: %w", err)
-		}
-		for i, res := range conn.DoMulti(ctx, reads...) {
-			vals, err := res.ToArray()
-			if err != nil || len(vals) != 2 {
-				return fmt.Errorf("read position: %w", errors.Join(err, errors.New("unexpected reply")))
-			}
-			offset, _ := vals[0].AsInt64() // nil when the channel has no state
-			epoch, _ := vals[1].ToString()
-			b.catchUp(subs[i], epoch, uint64(max(offset, 0)))
+		if err := b.subscribeBatch(ctx, conn, subs[:n]); err != nil {
+			return err
 		}
 		subs = subs[n:]
+	}
+	return nil
+}
+
+// subscribeBatch is one step of subscribeOn, bounded by opTimeout.
+func (b *Broker) subscribeBatch(ctx context.Context, conn rueidis.DedicatedClient, subs []*subscription) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	names := make([]string, len(subs))
+	reads := make(rueidis.Commands, len(subs))
+	for i, s := range subs {
+		names[i] = b.pubName(s.channel)
+		reads[i] = conn.B().Hmget().Key(b.metaKey(s.channel)).Field("offset", "epoch").Build()
+	}
+	if err := conn.Do(ctx, conn.B().Subscribe().Channel(names...).Build()).Error(); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for i, res := range conn.DoMulti(ctx, reads...) {
+		vals, err := res.ToArray()
+		if err != nil {
+			return fmt.Errorf("read position: %w", err)
+		}
+		if len(vals) != 2 {
+			return fmt.Errorf("read position: %d values", len(vals))
+		}
+		offset, _ := vals[0].AsInt64() // nil when the channel has no state
+		epoch, _ := vals[1].ToString()
+		b.catchUp(subs[i], epoch, uint64(max(offset, 0)))
 	}
 	return nil
 }
@@ -324,12 +337,12 @@ func (b *Broker) pubsubLoop(ctx context.Context, first chan<- error) {
 // resubscribe makes conn the live Pub/Sub connection and subscribes it to
 // every channel the node is subscribed to, catching each up.
 func (b *Broker) resubscribe(ctx context.Context, conn rueidis.DedicatedClient) error {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := conn.Do(ctx, conn.B().Ping().Build()).Error(); err != nil {
+	if err := conn.Do(pctx, conn.B().Ping().Build()).Error(); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
-	if err := b.subscribeControl(ctx, conn); err != nil {
+	if err := b.subscribeControl(pctx, conn); err != nil {
 		return err
 	}
 	b.mu.Lock()

@@ -823,3 +823,34 @@ func TestControl(t *testing.T) {
 		t.Fatalf("a node of another prefix got %q", got)
 	}
 }
+
+// TestResubscribeManyChannels: after a lost Pub/Sub connection the node
+// subscribes again to every channel, several batches of them.
+func TestResubscribeManyChannels(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	ctx := context.Background()
+	sub, rec := startNode(t, r.URL(), redis.Options{})
+	pubNode := newBroker(t, r.URL(), redis.Options{})
+	const n = 600
+	for i := 0; i < n; i++ {
+		if err := sub.Subscribe(ctx, fmt.Sprint("many-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := rawClient(t, r.URL())
+	if err := raw.Do(ctx, raw.B().ClientKill().TypePubsub().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		publish(t, pubNode, fmt.Sprint("many-", i), 1, broker.PublishOptions{HistorySize: 1})
+	}
+	for i := 0; i < n; i++ {
+		checkDense(t, rec.wait(t, fmt.Sprint("many-", i), 1), 1, rec.get(fmt.Sprint("many-", i))[0].epoch)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		if got := len(rec.get(fmt.Sprint("many-", i))); got != 1 {
+			t.Fatalf("channel many-%d: %d deliveries", i, got)
+		}
+	}
+}
