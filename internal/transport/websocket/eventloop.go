@@ -17,8 +17,8 @@ import (
 // own (ep.pend) only while it holds an incomplete frame.
 //
 // Who reads a connection: at most one party holds ep.busy at a time (a
-// worker serving a batch, or a closer ending the reading side), so batches
-// of one connection are never processed concurrently and in order. The
+// worker serving a batch, or a closer ending the reading side), so the
+// batches of one connection are processed one after the other, in order. The
 // socket is re-armed only after busy is released; an event that arrives
 // while busy is set is dropped, which loses nothing because re-arming
 // reports a socket that is still readable again.
@@ -130,7 +130,9 @@ func (c *conn) serveReady(scratch []byte) {
 // closed or reset the connection, or the conn was closed.
 func (c *conn) readAvailable(scratch []byte) bool {
 	if len(c.ep.pend) > 0 && !c.ep.draining {
-		c.feed(nil) // bytes that came with the handshake
+		// Bytes that came with the handshake; for a frame still incomplete
+		// this only reads its header again.
+		c.feed(nil)
 	}
 	for range readBudget {
 		n, err := c.rawRead(scratch)
