@@ -23,7 +23,20 @@ type backend struct {
 }
 
 func backends(t *testing.T) []backend {
-	return []backend{natsBackend(t)}
+	return []backend{natsBackend(t), redisBackend(t)}
+}
+
+func redisBackend(t *testing.T) backend {
+	var r *testenv.Redis
+	return backend{
+		name: "redis",
+		url: func() string {
+			if r == nil {
+				r = testenv.StartRedis(t, testenv.RedisOptions{AOF: true})
+			}
+			return r.URL()
+		},
+	}
 }
 
 func natsBackend(t *testing.T) backend {
