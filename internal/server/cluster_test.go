@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -18,8 +19,10 @@ import (
 type backend struct {
 	name string
 	url  func() string
-	// restart restarts the backend, keeping or losing its data.
-	restart func(t *testing.T, keep bool)
+	// fresh starts another server of the kind, keeping its data across
+	// restarts or not, and returns its URL and a function that kills and
+	// restarts it.
+	fresh func(t *testing.T, keep bool) (string, func())
 }
 
 func backends(t *testing.T) []backend {
@@ -36,6 +39,10 @@ func redisBackend(t *testing.T) backend {
 			}
 			return r.URL()
 		},
+		fresh: func(t *testing.T, keep bool) (string, func()) {
+			r := testenv.StartRedis(t, testenv.RedisOptions{AOF: keep})
+			return r.URL(), func() { r.Kill(); r.Restart(t) }
+		},
 	}
 }
 
@@ -48,6 +55,10 @@ func natsBackend(t *testing.T) backend {
 				n = testenv.StartNATS(t, testenv.NATSOptions{Persist: true})
 			}
 			return n.URL()
+		},
+		fresh: func(t *testing.T, keep bool) (string, func()) {
+			n := testenv.StartNATS(t, testenv.NATSOptions{Persist: keep})
+			return n.URL(), func() { n.Kill(); n.Restart(t) }
 		},
 	}
 }
@@ -236,5 +247,85 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBrokerRestart restarts the broker under two nodes. With its data kept,
+// a client that reconnects recovers everything it missed; with its data
+// lost, it is told it did not recover, and a client that stayed connected
+// gets a reset push before the first publication of the new epoch. Nobody
+// silently misses data.
+func TestBrokerRestart(t *testing.T) {
+	for _, be := range backends(t) {
+		for _, keep := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/keep=%v", be.name, keep), func(t *testing.T) {
+				url, restart := be.fresh(t, keep)
+				nodes := cluster(t, url, 2, nil)
+				a, b := nodes[0], nodes[1]
+				stay := a.dial()
+				first := stay.Subscribe("r")
+				for i := 1; i <= 5; i++ {
+					b.publish("r", i)
+				}
+				for i := 1; i <= 5; i++ {
+					expectPub(t, stay.Next(), "r", float64(i))
+				}
+				restart()
+				// Publish again once the nodes reach the broker.
+				var off float64
+				waitFor(t, "publish after restart", func() bool {
+					req, _ := http.NewRequest("POST", "http://"+b.Addr()+"/api/publish", strings.NewReader(`{"channel":"r","data":"after"}`))
+					req.Header.Set("Authorization", "apikey "+testKey)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return false
+					}
+					defer resp.Body.Close()
+					var m map[string]any
+					if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&m) != nil {
+						return false
+					}
+					off = m["result"].(map[string]any)["offset"].(float64)
+					return true
+				})
+				// A client that comes back with its old position.
+				// 503 means "retry": the node may still be reconnecting.
+				back := b.dial()
+				var res map[string]any
+				waitFor(t, "subscribe after restart", func() bool {
+					r := back.Call(map[string]any{"command": "subscribe", "channel": "r",
+						"since": map[string]any{"offset": 3, "epoch": first["epoch"]}})
+					if errorCode(r) == 503 {
+						return false
+					}
+					res, _ = r["result"].(map[string]any)
+					return true
+				})
+				if keep {
+					if res["recovered"] != true || off != 6 || len(anySlice(res["publications"])) != 3 {
+						t.Fatalf("data kept: offset %v, result %v", off, res)
+					}
+				} else if res["recovered"] != false || res["epoch"] == first["epoch"] {
+					t.Fatalf("data lost: result %v", res)
+				}
+				// The client that stayed connected: the next publication,
+				// after a reset push when the history was lost.
+				waitFor(t, "the staying client to resume", func() bool {
+					m, err := stay.NextErr(200 * time.Millisecond)
+					if err != nil {
+						return false
+					}
+					if keep {
+						expectPub(t, m, "r", 6)
+						return true
+					}
+					if m["reset"] == nil {
+						t.Fatalf("data lost: got %v before a reset push", m)
+					}
+					expectPub(t, stay.Next(), "r", off)
+					return true
+				})
+			})
+		}
 	}
 }
