@@ -46,6 +46,7 @@ type Config struct {
 	HistoryMaxLimit          int           `koanf:"history_max_limit"`
 	Presence                 bool          `koanf:"presence"`
 	JoinLeave                bool          `koanf:"join_leave"`
+	PresenceTTL              time.Duration `koanf:"presence_ttl"`
 	PingInterval             time.Duration `koanf:"ping_interval"`
 	IdleTimeout              time.Duration `koanf:"idle_timeout"`
 	WriteTimeout             time.Duration `koanf:"write_timeout"`
@@ -97,6 +98,7 @@ var Keys = []Key{
 	{"history_max_limit", 1000, "most publications one history request may return"},
 	{"presence", true, "keep who is subscribed to each channel (presence commands)"},
 	{"join_leave", false, "push join and leave events to a channel's subscribers (needs presence)"},
+	{"presence_ttl", time.Minute, "with a shared broker: how long a dead node's clients stay in presence"},
 	{"ping_interval", 25 * time.Second, "how often the server pings each connection"},
 	{"idle_timeout", 60 * time.Second, "close connections silent for this long"},
 	{"write_timeout", 10 * time.Second, "close connections that do not take their data within this time"},
@@ -269,6 +271,7 @@ func (c Config) Validate() error {
 	durations := map[string]time.Duration{
 		"ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout, "write_timeout": c.WriteTimeout,
 		"handshake_timeout": c.HandshakeTimeout, "shutdown_timeout": c.ShutdownTimeout,
+		"presence_ttl": c.PresenceTTL,
 	}
 	for _, k := range Keys {
 		if v, ok := durations[k.Name]; ok && v <= 0 {

@@ -218,8 +218,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("hub: start broker: %w", err)
 	}
-	h.loops.Add(1)
+	h.loops.Add(2)
 	go h.sweepLoop()
+	go h.presenceLoop()
 	h.startCluster()
 	return nil
 }
@@ -253,6 +254,40 @@ func (h *Hub) sweepLoop() {
 				s.Close(protocol.DisconnectUnauthorized)
 			}
 		}
+		clear(batch)
+	}
+}
+
+// presenceLoop refreshes the presence entries of every live subscription
+// three times per PresenceTTL, so that a shared store keeps the clients of
+// live nodes and drops those of dead ones once their entries expire.
+func (h *Hub) presenceLoop() {
+	defer h.loops.Done()
+	t := time.NewTicker(h.cfg.PresenceTTL / 3)
+	defer t.Stop()
+	var batch []*Session
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.sessMu.Lock()
+		batch = batch[:0]
+		for _, s := range h.sessions {
+			batch = append(batch, s)
+		}
+		h.sessMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PresenceTTL/3)
+		for _, s := range batch {
+			info := s.clientInfo()
+			for _, ch := range s.presentChannels() {
+				if err := h.presence.AddPresence(ctx, ch, info, h.cfg.PresenceTTL); err != nil {
+					h.log.Warn("refresh presence failed", "channel", ch, "err", err)
+				}
+			}
+		}
+		cancel()
 		clear(batch)
 	}
 }

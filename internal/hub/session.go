@@ -741,6 +741,19 @@ func (s *Session) dropSubscription(sub *subscription) {
 	}
 }
 
+// presentChannels lists the channels where the session is in presence.
+func (s *Session) presentChannels() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, sub := range s.subs {
+		if sub.present {
+			out = append(out, sub.channel)
+		}
+	}
+	return out
+}
+
 // takeSubscriptions empties the session's list and returns what it held.
 func (s *Session) takeSubscriptions() []*subscription {
 	s.mu.Lock()

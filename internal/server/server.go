@@ -128,6 +128,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		HistoryMaxLimit:          cfg.HistoryMaxLimit,
 		Presence:                 cfg.Presence,
 		JoinLeave:                cfg.JoinLeave,
+		PresenceTTL:              cfg.PresenceTTL,
 		Logger:                   log,
 		Metrics:                  m,
 	}, b, p)

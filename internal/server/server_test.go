@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,7 +73,13 @@ func (ts *testServer) dial() *wstest.Client { return wstest.Dial(ts.t, ts.wsURL(
 // api calls the server API and returns the status and the decoded body.
 func (ts *testServer) api(method, path, key string, body string) (int, map[string]any) {
 	ts.t.Helper()
-	req, err := http.NewRequest(method, "http://"+ts.Addr()+path, strings.NewReader(body))
+	return ts.apiURL("http://"+ts.Addr(), method, path, key, body)
+}
+
+// apiURL calls the server API at base.
+func (ts *testServer) apiURL(base, method, path, key string, body string) (int, map[string]any) {
+	ts.t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		ts.t.Fatal(err)
 	}
@@ -148,3 +155,12 @@ func (ts *testServer) metric(name string) float64 {
 func newServer(cfg config.Config) (*server.Server, error) {
 	return server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
 }
+
+// apiAt calls the server API of the node at addr.
+func apiAt(t *testing.T, addr, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	ts := &testServer{t: t}
+	return ts.apiURL("http://"+addr, method, path, testKey, body)
+}
+
+func osMkdirTemp() (string, error) { return os.MkdirTemp("", "switchboard-test-") }

@@ -204,6 +204,7 @@ func (r *Redis) startSentinelLocked() error {
 // on r.port. r.mu must be held.
 func (r *Redis) runLocked(args []string) error {
 	cmd := exec.Command(r.bin, args...)
+	cmd.SysProcAttr = serverProcAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("run %s: %w", r.bin, err)
 	}
