@@ -240,6 +240,29 @@ func (b *Broker) Close(ctx context.Context) error {
 	return nil
 }
 
+// Ping reports whether Redis answers now and, once started, whether the
+// node's Pub/Sub connection is up, so that the server can use it for
+// readiness: a node without it could not subscribe new clients. It is not
+// part of broker.Broker.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.closed.Load() {
+		return fmt.Errorf("redis broker: ping: %w", broker.ErrClosed)
+	}
+	if err := b.client.Do(ctx, b.client.B().Ping().Build()).Error(); err != nil {
+		return b.wrap("ping", err)
+	}
+	if b.handler == nil {
+		return nil
+	}
+	b.mu.RLock()
+	up := b.conn != nil
+	b.mu.RUnlock()
+	if !up {
+		return fmt.Errorf("redis broker: ping: %w: Pub/Sub connection down", broker.ErrUnavailable)
+	}
+	return nil
+}
+
 // Key and channel names; see the package documentation.
 func (b *Broker) base(channel string) string { return b.opts.Prefix + ":{" + channel + "}" }
 

@@ -593,6 +593,9 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("%s with Redis down: %v, want ErrUnavailable", op, err)
 		}
 	}
+	if err := b.Ping(ctx); !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("ping with Redis down: %v, want ErrUnavailable", err)
+	}
 	// Subscribe fails once the node has noticed the lost connection.
 	deadline := time.Now().Add(waitFor)
 	for {
@@ -621,6 +624,9 @@ func TestUnavailable(t *testing.T) {
 	}
 	pos := publish(t, b, "u", 1, broker.PublishOptions{})
 	checkDense(t, rec.wait(t, "u", 1), 1, pos.Epoch)
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("ping after Redis returned: %v", err)
+	}
 }
 
 func TestNewUnreachable(t *testing.T) {
