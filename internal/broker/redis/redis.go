@@ -14,6 +14,7 @@
 //	{prefix}:{channel}:pub              Pub/Sub channel: publications and events
 //	{prefix}:{channel}:presence         hash: client id -> JSON ClientInfo
 //	{prefix}:{channel}:presence-expiry  sorted set: client id scored by expiry (ms)
+//	{prefix}:control                    Pub/Sub channel between the nodes (broker.Controller)
 //
 // # Offsets and epochs
 //
