@@ -26,6 +26,10 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/transport/sse/
 	go test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/transport/longpoll/
+	go test -run '^$$' -fuzz '^FuzzFeed$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+	go test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/protocol/
+	go test -run '^$$' -fuzz '^FuzzConnectToken$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	go test -run '^$$' -fuzz '^FuzzChannelRules$$' -fuzztime $(FUZZTIME) ./internal/auth/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -36,6 +36,12 @@ var forbidden = []struct {
 	{"internal/transport/sse", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
+	{"internal/broker/redis", module + "/internal/hub", "brokers do not know the engine", false},
+	{"internal/broker/nats", module + "/internal/hub", "brokers do not know the engine", false},
+	{"internal/broker/redis", module + "/internal/transport", "brokers do not know transports", false},
+	{"internal/broker/nats", module + "/internal/transport", "brokers do not know transports", false},
+	{"internal/hub", module + "/internal/broker/redis", "the engine never picks a concrete broker", false},
+	{"internal/hub", module + "/internal/broker/nats", "the engine never picks a concrete broker", false},
 }
 
 func TestDependencyDirection(t *testing.T) {

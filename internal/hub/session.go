@@ -81,7 +81,8 @@ type Session struct {
 	authed  atomic.Bool  // a valid connection token was presented
 	expires atomic.Int64 // unix nanoseconds when the token expires; 0 never
 
-	// Owned by the goroutine that calls HandleMessage:
+	// Owned by HandleMessage's caller (the transport calls it for one
+	// session from one goroutine at a time, in order):
 	connected   bool    // the connect command succeeded
 	bucket      float64 // rate limit tokens
 	bucketAt    time.Time

@@ -132,7 +132,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		Logger:                   log,
 		Metrics:                  m,
 	}, b, p)
+	if err := websocket.CheckReader(cfg.WebSocketReader); err != nil {
+		return nil, fmt.Errorf("server: websocket_reader: %w", err)
+	}
 	s.ws = websocket.NewHandler(s.hub, websocket.Options{
+		Reader:         cfg.WebSocketReader,
 		MaxMessageSize: cfg.MaxMessageSize,
 		PingInterval:   cfg.PingInterval,
 		IdleTimeout:    cfg.IdleTimeout,
