@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The full-size runs behind bench/RESULTS.md: each scenario at the sizes of
 # the performance targets, against Switchboard and the Node.js baseline, the
-# server pinned to CPU 0 and the tool to CPU 1. About 20-30 minutes. Each
-# scenario appends one JSON line per run to bench/results/<name>.jsonl.
-# Extra flags for every run can be given in BENCH_FLAGS. The server is built
-# from a clean export of the commit SERVER_REV (default HEAD), so that edits
-# in the work tree do not leak into the figures.
+# server pinned to CPU 0 and the tool to CPU 1. About 20-40 minutes,
+# depending on how long it waits for a quiet machine. Each scenario appends
+# one JSON line per run to bench/results/<commit>/<name>.jsonl. Extra flags
+# for every run can be given in BENCH_FLAGS. The server is built from a clean
+# export of the commit SERVER_REV (default HEAD), so that edits in the work
+# tree do not leak into the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +18,13 @@ git archive "$rev" | tar -x -C "$src"
 go build -o bin/switchboard-bench ./cmd/switchboard-bench
 echo "server: bin/switchboard-$rev (commit $rev)"
 (cd bench/baseline && npm ci --no-audit --no-fund --silent)
-mkdir -p bench/results
 
 # shellcheck disable=SC2206
-flags=(--target both --server-bin "bin/switchboard-$rev" --pin --wait-quiet 30s ${BENCH_FLAGS:-})
+flags=(--target both --server-bin "bin/switchboard-$rev" --pin --wait-quiet 120s --quiet-pct 15
+	--retries 2 ${BENCH_FLAGS:-})
 bench=bin/switchboard-bench
-r=bench/results
+r=bench/results/$rev
+mkdir -p "$r"
 
 for n in 1000 10000 19000; do
 	$bench idle "${flags[@]}" --conns "$n" --hold 10s --json-out $r/idle.jsonl

@@ -84,6 +84,7 @@ func runIdle(ctx context.Context, e *env) (targetResult, error) {
 type publisher struct {
 	ok, failed atomic.Uint64
 	httpLat    hist
+	lag        hist // µs from a publication's due time to its request start
 	mu         sync.Mutex
 	firstErr   error
 }
@@ -107,9 +108,10 @@ func (e *env) publishHTTP(ctx context.Context, stop <-chan struct{}, rate float6
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local hist
+			var local, lag hist
 			for j := range jobs {
 				t0 := time.Now()
+				lag.record(uint64(max(t0.Sub(j.due), 0).Microseconds()))
 				err := e.t.publish(ctx, channelOf(j.i), payload(j.due.UnixNano(), seqOf(j.i), pad))
 				if err != nil && ctx.Err() != nil {
 					continue // stopped on purpose, not a failure
@@ -128,6 +130,7 @@ func (e *env) publishHTTP(ctx context.Context, stop <-chan struct{}, rate float6
 			}
 			p.mu.Lock()
 			p.httpLat.merge(&local)
+			p.lag.merge(&lag)
 			p.mu.Unlock()
 		}()
 	}
@@ -191,14 +194,14 @@ type stepOutcome struct {
 // measureStep runs one publishing step with publish (which returns how many
 // publications succeeded and failed) and turns the deliveries into figures.
 // subsPerPub is how many deliveries each publication should make.
-func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, publish func() (ok, failed uint64, httpP99 float64)) (stepOutcome, error) {
+func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, publish func() (ok, failed uint64, httpP99, lagP99 float64)) (stepOutcome, error) {
 	if _, err := e.f.stats(ctx, true); err != nil {
 		return stepOutcome{}, err
 	}
 	before := e.t.scrape(ctx)
 	m := e.startMeter()
 	t0 := time.Now()
-	ok, failed, httpP99 := publish()
+	ok, failed, httpP99, lagP99 := publish()
 	pubWall := time.Since(t0).Seconds()
 	want := ok * subsPerPub
 	st, err := e.drainUntil(ctx, want)
@@ -224,6 +227,9 @@ func (e *env) measureStep(ctx context.Context, rate float64, subsPerPub uint64, 
 	r.add("slow_4001", float64(st.Closes[4001]), "count", "-")
 	if !math.IsNaN(httpP99) {
 		r.add("api_p99_ms", httpP99, "ms", "-")
+		// How late the tool started its requests: when this grows, the
+		// publisher (not the server) limits the step; raise --publishers.
+		r.add("pub_lag_p99_ms", lagP99, "ms", "")
 	}
 	if before != nil {
 		after := e.t.scrape(ctx)
@@ -290,6 +296,9 @@ func (e *env) rampRates(ctx context.Context, res *targetResult, runStep func(rat
 			if err := sleepCtx(ctx, 2*e.o.pause); err != nil {
 				return best, err
 			}
+			if e.o.waitQuiet > 0 {
+				waitQuiet(ctx, e.o.waitQuiet, e.o.quietPct)
+			}
 			if out, err = runStep(rate); err != nil {
 				return best, err
 			}
@@ -349,14 +358,14 @@ func runBroadcast(ctx context.Context, e *env) (targetResult, error) {
 	}
 	var seq atomic.Uint64
 	best, err := e.rampRates(ctx, &res, func(rate float64) (stepOutcome, error) {
-		return e.measureStep(ctx, rate, uint64(or.opened), func() (uint64, uint64, float64) {
+		return e.measureStep(ctx, rate, uint64(or.opened), func() (uint64, uint64, float64, float64) {
 			p := e.publishHTTP(ctx, nil, rate, e.o.duration,
 				func(uint64) string { return "bcast" },
 				func(uint64) uint64 { return seq.Add(1) })
 			if p.firstErr != nil {
 				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
 			}
-			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000
+			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000, float64(p.lag.quantile(0.99)) / 1000
 		})
 	})
 	summarize(&res, best, e.o.findMax)
@@ -379,7 +388,7 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 	n := uint64(e.o.conns)
 	var round atomic.Uint64 // HTTP: sequence numbers continue across steps
 	best, err := e.rampRates(ctx, &res, func(rate float64) (stepOutcome, error) {
-		return e.measureStep(ctx, rate, 1, func() (uint64, uint64, float64) {
+		return e.measureStep(ctx, rate, 1, func() (uint64, uint64, float64, float64) {
 			if e.o.via == "ws" {
 				return e.publishWS(ctx, rate)
 			}
@@ -392,7 +401,7 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 			if p.firstErr != nil {
 				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
 			}
-			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000
+			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000, float64(p.lag.quantile(0.99)) / 1000
 		})
 	})
 	summarize(&res, best, e.o.findMax)
@@ -401,7 +410,7 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 
 // publishWS has every worker publish its share of rate from its own
 // connections, each to its own channel.
-func (e *env) publishWS(ctx context.Context, rate float64) (ok, failed uint64, httpP99 float64) {
+func (e *env) publishWS(ctx context.Context, rate float64) (ok, failed uint64, httpP99, lagP99 float64) {
 	ans, err := e.f.each(ctx, func(i int, wp *workerProc) (workerAnswer, error) {
 		_, count := share(e.o.conns, len(e.f), i)
 		return wp.call(ctx, workerRequest{
@@ -416,7 +425,7 @@ func (e *env) publishWS(ctx context.Context, rate float64) (ok, failed uint64, h
 		ok += a.Published
 		failed += a.PubErrors
 	}
-	return ok, failed, math.NaN()
+	return ok, failed, math.NaN(), math.NaN()
 }
 
 // runReconnect drops every client at once and measures how long they take
@@ -541,7 +550,8 @@ func runReconnect(ctx context.Context, e *env) (targetResult, error) {
 	s.add("lost", float64(max(int64(expected)-int64(st.Received+st.Recovered), 0)), "count", "-")
 	s.add("duplicates", float64(st.Reordered), "count", "-")
 	s.add("recoveries", float64(st.Recoveries), "count", "")
-	s.add("unrecovered", float64(st.Unrecovered+st.EpochChanged), "count", "-")
+	s.add("unrecovered", float64(st.Unrecovered), "count", "-")
+	s.add("epoch_changed", float64(st.EpochChanged), "count", "")
 	lost := math.NaN()
 	if e.t.Name == kindSwitchboard && st.EpochChanged == 0 {
 		lost = float64(st.ResubGapped + st.Gaps)
