@@ -325,8 +325,9 @@ func (e *env) rampRates(ctx context.Context, res *targetResult, runStep func(rat
 		}
 	}
 	if !e.o.findMax && best == nil && len(res.Steps) > 0 {
-		// A single fixed-rate step: report it even when it missed the bound.
-		return &stepOutcome{m: res.Steps[0].M}, nil
+		// A single fixed-rate step: report its last try even when it
+		// missed the bound.
+		return &stepOutcome{m: res.Steps[len(res.Steps)-1].M}, nil
 	}
 	return best, nil
 }
