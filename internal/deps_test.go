@@ -36,6 +36,7 @@ var forbidden = []struct {
 	{"internal/transport/sse", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
+	{"internal/httpauth", module + "/internal/transport/", "shared by HTTP transports, it imports none of them", false},
 	{"internal/broker/redis", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/broker/nats", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/broker/redis", module + "/internal/transport", "brokers do not know transports", false},

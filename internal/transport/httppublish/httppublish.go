@@ -22,8 +22,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
+	"github.com/switchboardhq/switchboard/internal/httpauth"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -85,112 +85,53 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes POST, not %s", r.URL.Path, r.Method))
+		httpauth.WriteError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes POST, not %s", r.URL.Path, r.Method))
 		return
 	}
 	if hd.hub.Draining() {
-		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, retry"))
+		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, retry"))
 		return
 	}
-	id, perr := credentials(hd.hub, r)
+	id, perr := httpauth.Credentials(hd.hub, r)
 	if perr != nil {
-		writeError(w, statusOf(perr), perr)
+		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(hd.opts.MaxMessageSize)))
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrTooLarge.WithMessage("request body over %d bytes", hd.opts.MaxMessageSize))
+			httpauth.WriteError(w, http.StatusRequestEntityTooLarge, protocol.ErrTooLarge.WithMessage("request body over %d bytes", hd.opts.MaxMessageSize))
 			return
 		}
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("cannot read body"))
+		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("cannot read body"))
 		return
 	}
 	var req publishRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("body must be a JSON object: %s", protocol.JSONProblem(err)))
+		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("body must be a JSON object: %s", protocol.JSONProblem(err)))
 		return
 	}
-	if perr := hd.hub.CanPublish(req.Channel, id.user()); perr != nil {
-		writeError(w, statusOf(perr), perr)
+	if perr := hd.hub.CanPublish(req.Channel, id.User()); perr != nil {
+		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 		return
 	}
 	if req.Data == nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
+		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
 		return
 	}
 	pos, err := hd.hub.Publish(r.Context(), req.Channel, req.Data, "client")
 	if err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
-			writeError(w, statusOf(perr), perr)
+			httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 			return
 		}
 		hd.log.Warn("client publish failed", "channel", req.Channel, "err", err)
-		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("cannot publish now, retry"))
+		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("cannot publish now, retry"))
 		return
 	}
 	b := append([]byte(`{"result":{"offset":`), strconv.FormatUint(pos.Offset, 10)...)
 	writeJSON(w, http.StatusOK, append(b, "}}\n"...))
-}
-
-// statusOf maps a protocol error to the HTTP status that carries it, as
-// the server API does; an expired token (419) is a 401.
-func statusOf(perr *protocol.Error) int {
-	switch perr.Code {
-	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
-		return perr.Code
-	case protocol.ErrTokenExpired.Code:
-		return http.StatusUnauthorized
-	default:
-		return http.StatusBadRequest
-	}
-}
-
-// identity is who a request comes from: the verified connection token, or
-// nobody (creds nil).
-type identity struct{ creds *hub.Credentials }
-
-func (id identity) user() string {
-	if id.creds == nil {
-		return ""
-	}
-	return id.creds.User
-}
-
-// credentials verifies the request's connection token, given as
-// "Authorization: Bearer <token>". A request without one is anonymous,
-// which the server may refuse (allow_anonymous off).
-func credentials(h *hub.Hub, r *http.Request) (identity, *protocol.Error) {
-	a := r.Header.Get("Authorization")
-	if a == "" {
-		if h.RequireAuth() {
-			return identity{}, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("Authorization: Bearer <token>")`)
-		}
-		return identity{}, nil
-	}
-	const scheme = "bearer "
-	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
-		return identity{}, protocol.ErrUnauthorized.WithMessage(`the Authorization header must be "Bearer <token>"`)
-	}
-	c, perr := h.Authenticate(strings.TrimSpace(a[len(scheme):]))
-	if perr != nil {
-		return identity{}, perr
-	}
-	return identity{creds: c}, nil
-}
-
-// writeError answers {"error":{"code":C,"message":M}}; a 503 says when to
-// retry, a 401 which scheme to authenticate with.
-func writeError(w http.ResponseWriter, status int, perr *protocol.Error) {
-	switch status {
-	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", "1")
-	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", "Bearer")
-	}
-	b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
-	writeJSON(w, status, append(b, "}\n"...))
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

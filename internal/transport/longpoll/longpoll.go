@@ -23,10 +23,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/httpauth"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -94,9 +94,6 @@ func (o *Options) setDefaults(historyMaxLimit int) {
 	}
 }
 
-// retryAfter is the Retry-After of a 503 answer, in seconds.
-const retryAfter = "1"
-
 // Handler is the http.Handler of GET /poll.
 type Handler struct {
 	hub    *hub.Hub
@@ -130,31 +127,31 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes GET, not %s", r.URL.Path, r.Method))
+		httpauth.WriteError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes GET, not %s", r.URL.Path, r.Method))
 		return
 	}
 	if hd.hub.Draining() {
-		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, poll again"))
+		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, poll again"))
 		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
+		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
 		return
 	}
 	req, perr := parseRequest(q, hd.lim)
 	if perr != nil {
-		writeError(w, http.StatusBadRequest, perr)
+		httpauth.WriteError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, perr := credentials(hd.hub, r)
+	creds, perr := httpauth.Credentials(hd.hub, r)
 	if perr != nil {
-		writeError(w, statusOf(perr), perr)
+		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 		return
 	}
 	for _, ch := range req.channels {
-		if perr := hd.hub.CanSubscribe(ch, creds.user(), ""); perr != nil {
-			writeError(w, statusOf(perr), perr)
+		if perr := hd.hub.CanSubscribe(ch, creds.User(), ""); perr != nil {
+			httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 			return
 		}
 	}
@@ -163,7 +160,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (net/http cancels the request when its background read times out).
 	_ = rc.SetReadDeadline(time.Now().Add(req.timeout + hd.opts.WriteTimeout))
 
-	st, err := hd.poll(r.Context(), req, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds.creds})
+	st, err := hd.poll(r.Context(), req, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds.Creds})
 	if r.Context().Err() != nil {
 		return // the client has gone; nobody reads an answer
 	}
@@ -319,73 +316,11 @@ func (hd *Handler) wait(ctx context.Context, st *state, timeout time.Duration, i
 func (hd *Handler) fail(w http.ResponseWriter, err error) {
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
-		writeError(w, statusOf(perr), perr)
+		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
 		return
 	}
 	hd.log.Warn("poll failed", "err", err)
-	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, poll again"))
-}
-
-// statusOf maps a protocol error to the HTTP status that carries it, as
-// the server API does; an expired token (419) is a 401.
-func statusOf(perr *protocol.Error) int {
-	switch perr.Code {
-	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
-		return perr.Code
-	case protocol.ErrTokenExpired.Code:
-		return http.StatusUnauthorized
-	default:
-		return http.StatusBadRequest
-	}
-}
-
-// identity is who a request comes from: the verified connection token, or
-// nobody (creds nil).
-type identity struct{ creds *hub.Credentials }
-
-func (id identity) user() string {
-	if id.creds == nil {
-		return ""
-	}
-	return id.creds.User
-}
-
-// credentials verifies the request's connection token, given as
-// "Authorization: Bearer <token>". A request without one is anonymous,
-// which the server may refuse (allow_anonymous off).
-func credentials(h *hub.Hub, r *http.Request) (identity, *protocol.Error) {
-	a := r.Header.Get("Authorization")
-	if a == "" {
-		if h.RequireAuth() {
-			return identity{}, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("Authorization: Bearer <token>")`)
-		}
-		return identity{}, nil
-	}
-	const scheme = "bearer "
-	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
-		return identity{}, protocol.ErrUnauthorized.WithMessage(`the Authorization header must be "Bearer <token>"`)
-	}
-	c, perr := h.Authenticate(strings.TrimSpace(a[len(scheme):]))
-	if perr != nil {
-		return identity{}, perr
-	}
-	return identity{creds: c}, nil
-}
-
-// writeError answers {"error":{"code":C,"message":M}}; a 503 tells the
-// client when to poll again.
-func writeError(w http.ResponseWriter, status int, perr *protocol.Error) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	switch status {
-	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", retryAfter)
-	case http.StatusUnauthorized:
-		h.Set("WWW-Authenticate", "Bearer")
-	}
-	w.WriteHeader(status)
-	b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
-	_, _ = w.Write(append(b, "}\n"...))
+	httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, poll again"))
 }
 
 // state is the answer being built: every polled channel's position, the

@@ -1,0 +1,79 @@
+// Package httpauth is what the plain HTTP transports (long polling, client
+// publish) share: who a request comes from, from its
+// "Authorization: Bearer <token>" header, and JSON error answers.
+package httpauth
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Identity is who a request comes from: a verified connection token, or
+// nobody (Creds nil).
+type Identity struct {
+	Creds *hub.Credentials
+}
+
+// User returns the token's user id, empty when anonymous.
+func (id Identity) User() string {
+	if id.Creds == nil {
+		return ""
+	}
+	return id.Creds.User
+}
+
+// Credentials verifies the request's connection token, given as
+// "Authorization: Bearer <token>". A request without one is anonymous,
+// which the server may refuse (allow_anonymous off).
+func Credentials(h *hub.Hub, r *http.Request) (Identity, *protocol.Error) {
+	a := r.Header.Get("Authorization")
+	if a == "" {
+		if h.RequireAuth() {
+			return Identity{}, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("Authorization: Bearer <token>")`)
+		}
+		return Identity{}, nil
+	}
+	const scheme = "bearer "
+	if len(a) <= len(scheme) || !strings.EqualFold(a[:len(scheme)], scheme) {
+		return Identity{}, protocol.ErrUnauthorized.WithMessage(`the Authorization header must be "Bearer <token>"`)
+	}
+	c, perr := h.Authenticate(strings.TrimSpace(a[len(scheme):]))
+	if perr != nil {
+		return Identity{}, perr
+	}
+	return Identity{Creds: c}, nil
+}
+
+// StatusOf maps a protocol error to the HTTP status that carries it, as the
+// server API does; an expired token (419) is a 401.
+func StatusOf(perr *protocol.Error) int {
+	switch perr.Code {
+	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
+		return perr.Code
+	case protocol.ErrTokenExpired.Code:
+		return http.StatusUnauthorized
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// WriteError answers {"error":{"code":C,"message":M}} with status; a 503
+// says when to retry, a 401 which scheme to authenticate with. The answer
+// is never cached.
+func WriteError(w http.ResponseWriter, status int, perr *protocol.Error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	switch status {
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", "Bearer")
+	}
+	w.WriteHeader(status)
+	b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
+	_, _ = w.Write(append(b, "}\n"...))
+}
