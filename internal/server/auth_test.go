@@ -294,3 +294,39 @@ func TestSecureConfigNeedsAKey(t *testing.T) {
 	dir := t.TempDir()
 	_ = os.WriteFile(filepath.Join(dir, "x"), nil, 0o600)
 }
+
+// TestHandshakeToken: the token may come with the WebSocket handshake, as a
+// query parameter or a bearer header; a bad one is refused before the
+// upgrade, a good one authenticates the connection (connect then only
+// describes it and makes the token's server-side subscriptions).
+func TestHandshakeToken(t *testing.T) {
+	ts := start(t, secured)
+	base := "ws://" + ts.Addr() + "/ws"
+	good := token(t, "alice", time.Hour, func(c *auth.ConnectClaims) { c.Channels = []string{"news:x"} })
+	for _, tc := range []struct {
+		name   string
+		url    string
+		header map[string]string
+		ok     bool
+	}{
+		{"query", base + "?token=" + good, nil, true},
+		{"bearer header", base, map[string]string{"Authorization": "Bearer " + good}, true},
+		{"bad query token", base + "?token=nope", nil, false},
+		{"expired header token", base, map[string]string{"Authorization": "Bearer " + token(t, "a", -time.Minute, nil)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := wstest.DialErr(t, tc.url, tc.header)
+			if (err == nil) != tc.ok {
+				t.Fatalf("dial err = %v, want ok=%v", err, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			c.Subscribe("members:x") // authenticated without a connect command
+			r := c.MustCall(map[string]any{"command": "connect"})
+			if r["user"] != "alice" || len(anySlice(r["subscriptions"])) != 1 {
+				t.Fatalf("connect: %v", r)
+			}
+		})
+	}
+}

@@ -169,6 +169,22 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
+	// A connection token may come with the handshake ("?token=" or
+	// "Authorization: Bearer"), instead of in the connect command. A bad one
+	// is refused before the upgrade.
+	var creds *hub.Credentials
+	if tok := handshakeToken(r); tok != "" {
+		c, perr := hd.hub.Authenticate(tok)
+		if perr != nil {
+			status := http.StatusUnauthorized
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
+			_, _ = w.Write(append(b, "}\n"...))
+			return
+		}
+		creds = c
+	}
 	up := ws.HTTPUpgrader{Timeout: hd.opts.WriteTimeout}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
@@ -187,7 +203,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The event loop takes the connection before the session exists (and
 	// could close it): whether it is polled is fixed from here on.
 	polled := hd.ep != nil && hd.ep.register(c, pre)
-	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr})
+	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds})
 	c.touch()
 	hd.ka.add(c)
 	if polled {
@@ -198,6 +214,15 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A fresh goroutine with a small stack serves the connection, so the
 	// net/http goroutine (and its grown stack) ends here.
 	go c.readLoop(pre)
+}
+
+// handshakeToken returns the connection token of an upgrade request: the
+// Authorization header's bearer token, else the token query parameter.
+func handshakeToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return r.URL.Query().Get("token")
 }
 
 // originAllowed applies the origin policy: no Origin (not a browser), the
