@@ -37,6 +37,8 @@ $bench channels "${flags[@]}" --conns 10000 --via ws --find-max --rate 5000 --ra
 	--duration 5s --json-out $r/channels-ws.jsonl
 $bench channels "${flags[@]}" --conns 10000 --via api --find-max --rate 2000 --rate-factor 1.5 \
 	--duration 5s --json-out $r/channels-api.jsonl
+$bench sse "${flags[@]}" --conns 1000 --find-max --rate 50 --rate-factor 1.25 \
+	--duration 5s --json-out $r/sse-1000.jsonl --svg $r/sse-1000.svg
 $bench reconnect "${flags[@]}" --conns 10000 --rate 1 --jitter 1s --json-out $r/reconnect.jsonl
 $bench reconnect "${flags[@]}" --target switchboard --conns 10000 --rate 1 --jitter 1s --drop restart \
 	--json-out $r/reconnect.jsonl

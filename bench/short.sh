@@ -29,5 +29,6 @@ $bench idle "${flags[@]}" --conns 2000 --hold 5s
 $bench broadcast "${flags[@]}" --conns 1000 --find-max --rate 50 --rate-factor 1.5 \
 	--duration 2s --warmup 1s --max-steps 6 --drain 3s --svg "$out/broadcast.svg"
 $bench channels "${flags[@]}" --conns 1000 --via ws --rate 5000 --duration 3s --warmup 1s
+$bench sse "${flags[@]}" --conns 1000 --rate 50 --duration 2s --warmup 1s
 $bench reconnect "${flags[@]}" --conns 1000 --rate 5 --jitter 500ms --recover-timeout 30s
 echo "results: $out/results.jsonl, plot: $out/broadcast.svg"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,35 @@ func TestRecoveryReply(t *testing.T) {
 	p.process(c, serverFrame(`{"id":2,"result":{"channel":"rc","offset":30,"epoch":"E","recovered":false}}`), time.Now().UnixNano())
 	if p.st.Unrecovered != 1 || p.st.ResubGapped != 14 {
 		t.Errorf("unrecovered %d, gap %d; want 1, 14", p.st.Unrecovered, p.st.ResubGapped)
+	}
+}
+
+func TestSSEStreamChunked(t *testing.T) {
+	w := &client{cfg: clientConfig{Kind: kindSwitchboard, SSE: true}, sem: make(chan struct{}, 1), setupDone: make(chan struct{}, 1), failures: map[string]int{}}
+	p := &poller{w: w}
+	c := &conn{w: w, p: p, state: stHandshake}
+	now := time.Now().UnixNano()
+	body := "retry: 1500\n\n" +
+		"event: connected\nid: AAA\ndata: {\"client\":\"x\",\"channels\":[{\"channel\":\"bcast\",\"offset\":3,\"epoch\":\"E\"}]}\n\n" +
+		"id: AAB\ndata: {\"channel\":\"bcast\",\"data\":" + string(payload(now-int64(time.Millisecond), 1, 10)) + ",\"offset\":4}\n\n" +
+		": ping\n\n" +
+		"id: AAC\ndata: {\"channel\":\"bcast\",\"data\":" + string(payload(now, 2, 10)) + ",\"offset\":6}\n\n"
+	// Two chunks, split in the middle of an event.
+	half := len(body) / 2
+	stream := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		strconv.FormatInt(int64(half), 16) + "\r\n" + body[:half] + "\r\n" +
+		strconv.FormatInt(int64(len(body)-half), 16) + "\r\n" + body[half:] + "\r\n"
+	// Feed it a few bytes at a time, as the socket might.
+	var pending []byte
+	for i := 0; i < len(stream); i += 7 {
+		pending = append(pending, stream[i:min(i+7, len(stream))]...)
+		used := p.process(c, pending, now)
+		pending = pending[used:]
+	}
+	if c.state != stOpen || !c.hasOffset {
+		t.Fatalf("state %d: the connected event was not seen", c.state)
+	}
+	if p.st.Received != 2 || p.st.Gaps != 1 {
+		t.Errorf("received %d, gaps %d; want 2 and 1 (offset 5)", p.st.Received, p.st.Gaps)
 	}
 }

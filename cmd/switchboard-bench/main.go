@@ -93,6 +93,7 @@ var scenarios = map[string]func(context.Context, *env) (targetResult, error){
 	"broadcast": runBroadcast,
 	"channels":  runChannels,
 	"reconnect": runReconnect,
+	"sse":       runSSE,
 }
 
 func main() {
@@ -135,6 +136,8 @@ Scenarios:
              per second spread over them (--via api or ws)
   reconnect  --conns subscribers dropped at once (--drop api or restart);
              time until all are back and resubscribed
+  sse        broadcast with Server-Sent Events subscribers (GET /sse);
+             Switchboard only
 
   switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
   the last broadcast JSON line of a file written with --json-out.
@@ -299,7 +302,7 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("json-out: %w", werr)
 		}
 	}
-	if o.svg != "" && o.scenario == "broadcast" {
+	if o.svg != "" && (o.scenario == "broadcast" || o.scenario == "sse") {
 		title := fmt.Sprintf("broadcast to %d subscribers: latency against delivery rate", o.conns)
 		if err := writeLatencyPlot(o.svg, title, float64(o.maxP99)/1e6, rep.Results); err != nil {
 			return err
@@ -322,7 +325,7 @@ func (o *options) params() map[string]any {
 	case "idle":
 		p["hold_s"] = o.hold.Seconds()
 		p["own_channels"] = o.ownChannels
-	case "broadcast", "channels":
+	case "broadcast", "channels", "sse":
 		p["rate"] = o.rate
 		p["duration_s"] = o.duration.Seconds()
 		p["payload_bytes"] = o.payload
@@ -355,6 +358,9 @@ type env struct {
 // runOne starts the target and the workers, runs the scenario, and stops
 // everything it started, whatever happens.
 func runOne(ctx context.Context, o *options, kind string) (targetResult, error) {
+	if o.scenario == "sse" && kind == kindBaseline {
+		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no Server-Sent Events endpoint"}}, nil
+	}
 	spec := targetSpec{Kind: kind, CPUs: o.serverCPUs, APIKey: o.apiKey}
 	switch {
 	case kind == kindSwitchboard && o.url != "":
@@ -398,6 +404,9 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 	cfg := clientConfig{
 		Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers,
 		InFlight: o.inflight, ReadDelay: o.readDelay, Recover: o.recover && kind == kindSwitchboard,
+	}
+	if o.scenario == "sse" {
+		cfg.Path, cfg.SSE = "/sse", true
 	}
 	for i := 0; i < nw; i++ {
 		wp, err := startWorker(cfg, o.clientCPUs)

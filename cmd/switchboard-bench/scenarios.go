@@ -348,13 +348,23 @@ func summarize(res *targetResult, best *stepOutcome, findMax bool) {
 
 // runBroadcast: o.conns subscribers on one channel, one publisher.
 func runBroadcast(ctx context.Context, e *env) (targetResult, error) {
+	return e.broadcast(ctx, func() error { return e.warm(ctx, e.o.payload-40) })
+}
+
+// runSSE is the broadcast scenario with Server-Sent Events subscribers,
+// which cannot publish: the warm-up goes through the HTTP API.
+func runSSE(ctx context.Context, e *env) (targetResult, error) {
+	return e.broadcast(ctx, func() error { return e.warmAPI(ctx, "bcast") })
+}
+
+func (e *env) broadcast(ctx context.Context, warm func() error) (targetResult, error) {
 	var res targetResult
 	or, err := e.open(ctx, "bcast", "", false)
 	if err != nil {
 		return res, err
 	}
 	or.addSetup(&res.Summary)
-	if err := e.warm(ctx, e.o.payload-40); err != nil {
+	if err := warm(); err != nil {
 		return res, err
 	}
 	var seq atomic.Uint64
@@ -371,6 +381,34 @@ func runBroadcast(ctx context.Context, e *env) (targetResult, error) {
 	})
 	summarize(&res, best, e.o.findMax)
 	return res, err
+}
+
+// warmAPI publishes warm-up publications to channel through the HTTP API
+// until every connection has received one.
+func (e *env) warmAPI(ctx context.Context, channel string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := e.t.publish(ctx, channel, payload(time.Now().UnixNano(), 0, e.o.payload-40)); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
+			return err
+		}
+		ans, err := e.f.all(ctx, workerRequest{Op: "unwarmed"})
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, a := range ans {
+			left += a.Unwarmed
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warm-up: %d connections received nothing in 30s", left)
+		}
+	}
 }
 
 // runChannels: o.conns subscribers each on its own channel; publications

@@ -25,7 +25,7 @@ import (
 
 // workerRequest is one command to a worker. Fields not used by Op are empty.
 type workerRequest struct {
-	Op string `json:"op"` // open, snapshot, warm, publish, reconnect, ids, status
+	Op string `json:"op"` // open, snapshot, warm, unwarmed, publish, reconnect, ids, status
 
 	// open
 	First     int    `json:"first,omitempty"`
@@ -184,6 +184,14 @@ func serveWorker(cl *client, req workerRequest) workerAnswer {
 		return workerAnswer{Stats: toWire(cl.snapshot(req.Reset))}
 	case "warm":
 		return workerAnswer{Unwarmed: cl.warm(req.PadBytes)}
+	case "unwarmed":
+		n := 0
+		for _, c := range cl.allConns() {
+			if !c.warmed.Load() {
+				n++
+			}
+		}
+		return workerAnswer{Unwarmed: n}
 	case "publish":
 		n, errs := cl.publish(req.Rate, time.Duration(req.DurationMs)*time.Millisecond, req.PadBytes)
 		return workerAnswer{Published: n, PubErrors: errs}

@@ -69,6 +69,10 @@ type clientConfig struct {
 	Pollers int `json:"pollers"`
 	// InFlight bounds the connections setting up at once.
 	InFlight int `json:"inflight"`
+	// SSE makes the connections Server-Sent Events streams (GET Path with
+	// the channel as a query parameter) instead of WebSockets. They only
+	// receive.
+	SSE bool `json:"sse,omitempty"`
 	// Recover makes a connection that subscribes again after losing its
 	// connection ask Switchboard for what it missed ("since" its last
 	// offset and epoch).
@@ -101,7 +105,12 @@ type conn struct {
 	hasOffset  bool
 	epoch      string
 	sentSince  bool // the pending subscribe asked for recovery
-	warmed     atomic.Bool
+
+	// SSE streams only: the chunked body decoder's state.
+	chunked   bool
+	chunkLeft int    // bytes left in the current chunk, or a chunk* state
+	events    []byte // undelivered event-stream text
+	warmed    atomic.Bool
 
 	// Set by the poller, read by status queries:
 	clientID     atomic.Pointer[string]
@@ -371,7 +380,7 @@ func (w *client) dial(c *conn) {
 	}
 	c.wmu.Lock()
 	c.fd, c.state, c.closed, c.wbuf = fd, stConnecting, false, nil
-	c.rbuf, c.frag = nil, nil
+	c.rbuf, c.frag, c.events = nil, nil, nil
 	c.wmu.Unlock()
 	w.table[fd].Store(c)
 	ev := syscall.EpollEvent{Events: epollInOut, Fd: int32(fd)}
@@ -469,6 +478,9 @@ func (p *poller) handle(c *conn, ev uint32) {
 		req := "GET " + p.w.cfg.Path + " HTTP/1.1\r\nHost: " + p.w.host +
 			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + c.key +
 			"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		if p.w.cfg.SSE {
+			req = sseRequest(p.w.cfg.Path, p.w.host, c.channel)
+		}
 		if !c.write([]byte(req)) {
 			p.drop(c, -1, errors.New("handshake write failed"))
 		}
@@ -529,6 +541,9 @@ func (p *poller) read(c *conn) {
 // process handles the complete units at the start of data and returns how
 // many bytes it used. p.mu is held.
 func (p *poller) process(c *conn, data []byte, now int64) int {
+	if p.w.cfg.SSE {
+		return p.processSSE(c, data, now)
+	}
 	used := 0
 	if c.state == stHandshake {
 		end := bytes.Index(data, []byte("\r\n\r\n"))
