@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	switchboard-bench <idle|broadcast|channels|reconnect> [flags]
+//	switchboard-bench <idle|broadcast|channels|reconnect|sse> [flags]
 //
 // Run "switchboard-bench -h" for the flags. docs/performance.md explains the
 // scenarios, the targets and how to read the results.
