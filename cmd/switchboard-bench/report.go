@@ -138,7 +138,7 @@ func (r *report) computeRatios() {
 			bl = &r.Results[i]
 		}
 	}
-	if sb == nil || bl == nil {
+	if sb == nil || bl == nil || len(sb.Summary) == 0 || len(bl.Summary) == 0 {
 		return
 	}
 	for _, m := range sb.Summary {
