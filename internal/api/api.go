@@ -106,6 +106,19 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(rec, r)
 }
 
+// RequireKey wraps next so that it answers only requests with one of keys,
+// as the server API does.
+func RequireKey(keys []string, next http.Handler) http.Handler {
+	a := &API{opts: Options{Keys: keys}}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if status, perr := a.authorize(r); perr != nil {
+			writeError(w, status, perr)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // authorize checks "Authorization: apikey <key>" against every configured
 // key in constant time.
 func (a *API) authorize(r *http.Request) (int, *protocol.Error) {

@@ -35,6 +35,7 @@ type Config struct {
 	Broker                   string        `koanf:"broker"`
 	NodeName                 string        `koanf:"node_name"`
 	WebSocketReader          string        `koanf:"websocket_reader"`
+	Pprof                    bool          `koanf:"pprof"`
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
 	AllowedOrigins           []string      `koanf:"allowed_origins"`
@@ -87,6 +88,7 @@ var Keys = []Key{
 	{"api_key", []string{}, "server API key(s), comma-separated; one is generated and printed at startup when empty"},
 	{"broker", "memory", `broker: "memory" (single node, no dependency), redis://host:port/db or nats://host:port (several nodes)`},
 	{"node_name", "", "this node's name in /api/info (default: the host name)"},
+	{"pprof", false, "serve Go profiles at /debug/pprof/ (behind the server API key)"},
 	{"websocket_reader", "", `how WebSocket connections are read: "epoll" (Linux default: no goroutine per idle connection) or "goroutine"`},
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},

@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,5 +295,31 @@ func TestAPIChannelsBroadcastInfo(t *testing.T) {
 	info := m["result"].(map[string]any)
 	if info["connections"] != 2.0 || info["subscriptions"] != 3.0 || info["channels"] != 2.0 || info["version"] != "test" {
 		t.Fatalf("info: %v", info)
+	}
+}
+
+func TestPprofBehindKey(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.Pprof = true })
+	if status, _ := ts.api("GET", "/debug/pprof/", "", ""); status != 401 {
+		t.Fatalf("pprof without key: %d", status)
+	}
+	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/debug/pprof/goroutine?debug=1", nil)
+	req.Header.Set("Authorization", "apikey "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("pprof with key: %d", resp.StatusCode)
+	}
+	off := start(t, nil)
+	resp, err = http.Get("http://" + off.Addr() + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Fatal("pprof served while off")
 	}
 }

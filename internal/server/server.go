@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -179,6 +180,13 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if cfg.Pprof {
+		// Profiles reveal internals: the server API key guards them.
+		mux.Handle("/debug/pprof/", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/trace", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace)))
+		mux.Handle("/debug/pprof/symbol", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol)))
+	}
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {
