@@ -43,6 +43,7 @@ type Config struct {
 	MaxChannelsPerConnection int           `koanf:"max_channels_per_connection"`
 	QueueMaxMessages         int           `koanf:"queue_max_messages"`
 	QueueMaxBytes            int           `koanf:"queue_max_bytes"`
+	WriteDelay               time.Duration `koanf:"write_delay"`
 	HistorySize              int           `koanf:"history_size"`
 	HistoryTTL               time.Duration `koanf:"history_ttl"`
 	HistoryMaxLimit          int           `koanf:"history_max_limit"`
@@ -97,6 +98,7 @@ var Keys = []Key{
 	{"max_channels_per_connection", 128, "most channels one connection may subscribe to"},
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
 	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
+	{"write_delay", 0 * time.Millisecond, "a busy connection waits up to this long after a write to batch more messages into the next (0: write at once)"},
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
 	{"history_max_limit", 1000, "most publications one history request may return"},

@@ -35,6 +35,12 @@ type Config struct {
 	// QueueMaxMessages bounds each connection's outbound queue by count.
 	// Default 4096.
 	QueueMaxMessages int
+	// WriteDelay lets a busy connection's writer wait up to this long after
+	// its previous write, so that more messages go out in one write (fewer
+	// system calls per delivery under load, at most this much more
+	// latency). Connections written to less often are not delayed. 0
+	// writes at once.
+	WriteDelay time.Duration
 	// QueueMaxBytes bounds each connection's outbound queue by bytes. A
 	// connection whose queue would exceed either bound is closed as a slow
 	// consumer. Default 1 MiB.

@@ -301,3 +301,19 @@ func TestShutdownClosesEverySession(t *testing.T) {
 	h.NewSession(late, hub.SessionInfo{})
 	late.waitFor(t, "late close", func() bool { return late.closed != nil })
 }
+
+func TestWriteDelayBatchesABusyConnection(t *testing.T) {
+	h := newHub(t, hub.Config{WriteDelay: 100 * time.Millisecond})
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	send(s, `{"id":1,"command":"subscribe","channel":"w"}`) // first write: at once
+	r.waitFor(t, "reply", func() bool { return r.writes == 1 })
+	for i := 0; i < 20; i++ {
+		_, _ = h.Publish(context.Background(), "w", []byte(`0`), "api")
+		time.Sleep(time.Millisecond)
+	}
+	r.waitFor(t, "21 messages", func() bool { return len(r.msgs) == 21 })
+	if r.writes > 3 {
+		t.Fatalf("%d writes for 20 publications within the write delay", r.writes)
+	}
+}

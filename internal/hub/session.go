@@ -99,6 +99,7 @@ type Session struct {
 	queueBytes int       // bytes of the bounded messages in queue
 	queueLen   int       // number of bounded messages in queue
 	forced     int       // bytes queued past the bounds since the writer last took the queue
+	lastWrite  int64     // nanotime of the writer's last write; owned by the writer
 	writing    bool      // a writer goroutine is running
 	closing    bool      // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
@@ -920,6 +921,7 @@ func (s *Session) PeerGone() {
 func (s *Session) writeLoop() {
 	m := s.hub.metrics
 	for {
+		s.holdBack()
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			if s.closing && !s.finished {
@@ -943,6 +945,7 @@ func (s *Session) writeLoop() {
 
 		err := s.transport.WriteMessages(batch)
 		now := nanotime()
+		s.lastWrite = now
 		var n, bytes int
 		for i := range batch {
 			if !batch[i].Control {
@@ -971,6 +974,25 @@ func (s *Session) writeLoop() {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// holdBack delays the next write of a busy connection: when the previous
+// write was less than WriteDelay ago, the writer waits out the rest, so
+// that what arrives meanwhile goes out in the same write. A connection
+// written to less often than that is never delayed. Called by the writer.
+func (s *Session) holdBack() {
+	d := s.hub.cfg.WriteDelay
+	if d <= 0 || s.lastWrite == 0 {
+		return
+	}
+	if wait := time.Duration(s.lastWrite + int64(d) - nanotime()); wait > 0 {
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if !closing {
+			time.Sleep(wait)
+		}
 	}
 }
 

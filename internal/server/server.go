@@ -122,6 +122,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		Version:                  version,
 		QueueMaxMessages:         cfg.QueueMaxMessages,
 		QueueMaxBytes:            cfg.QueueMaxBytes,
+		WriteDelay:               cfg.WriteDelay,
 		MaxChannelsPerConnection: cfg.MaxChannelsPerConnection,
 		ClientPublish:            cfg.ClientPublish,
 		HistorySize:              cfg.HistorySize,
