@@ -95,13 +95,14 @@ type Session struct {
 	mu         sync.Mutex // guards the fields below
 	subs       []*subscription
 	queue      []Message
-	spare      []Message // the writer's last batch, reused while busy
-	queueBytes int       // bytes of the bounded messages in queue
-	queueLen   int       // number of bounded messages in queue
-	forced     int       // bytes queued past the bounds since the writer last took the queue
-	lastWrite  int64     // nanotime of the writer's last write; owned by the writer
-	writing    bool      // a writer goroutine is running
-	closing    bool      // no more messages are queued; the writer closes
+	spare      []Message  // the writer's last batch, reused while busy
+	queueBytes int        // bytes of the bounded messages in queue
+	queueLen   int        // number of bounded messages in queue
+	forced     int        // bytes queued past the bounds since the writer last took the queue
+	qbox       *[]Message // the pool's box of queue's buffer, reused when it goes back
+	lastWrite  int64      // nanotime of the writer's last write; owned by the writer
+	writing    bool       // a writer goroutine is running
+	closing    bool       // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
 	finished   bool
 }
@@ -840,10 +841,36 @@ func (s *Session) enqueueLocked(m Message) {
 		s.overflowLocked()
 		return
 	}
+	if s.queue == nil {
+		s.qbox = queuePool.Get().(*[]Message)
+		s.queue = (*s.qbox)[:0]
+	}
 	s.queue = append(s.queue, m)
 	s.queueBytes += len(m.Data)
 	s.queueLen++
 	s.startWriterLocked()
+}
+
+// queuePool recycles the outbound queues of sessions that went idle, so a
+// burst does not allocate a new queue for every subscriber.
+var queuePool = sync.Pool{New: func() any { q := make([]Message, 0, 16); return &q }}
+
+// releaseQueueLocked gives the session's queue buffers back to the pool.
+// s.mu must be held.
+func (s *Session) releaseQueueLocked() {
+	for _, q := range [][]Message{s.queue, s.spare} {
+		if q == nil || cap(q) > 1024 {
+			continue
+		}
+		clear(q[:cap(q)])
+		if s.qbox == nil {
+			s.qbox = new([]Message)
+		}
+		*s.qbox = q[:0]
+		queuePool.Put(s.qbox)
+		s.qbox = nil
+	}
+	s.queue, s.spare, s.qbox = nil, nil, nil
 }
 
 // forcedQueueFactor: what a session may queue past its bounds (a subscribe's
@@ -934,7 +961,7 @@ func (s *Session) writeLoop() {
 				return
 			}
 			s.writing = false
-			s.queue, s.spare = nil, nil // an idle session keeps no buffer
+			s.releaseQueueLocked() // an idle session keeps no buffer
 			s.mu.Unlock()
 			return
 		}

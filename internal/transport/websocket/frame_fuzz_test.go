@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -73,4 +74,18 @@ func FuzzProcess(f *testing.F) {
 			buf = buf[consumed:]
 		}
 	})
+}
+
+// TestAppendHeaderMatchesLibrary checks the hand-written header against the
+// library's encoder at every length boundary.
+func TestAppendHeaderMatchesLibrary(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 1 << 20} {
+		var want bytes.Buffer
+		if err := ws.WriteHeader(&want, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := appendHeader(nil, ws.OpText, n); !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("length %d: % x, want % x", n, got, want.Bytes())
+		}
+	}
 }

@@ -14,6 +14,7 @@ package websocket
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -306,14 +307,20 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 
 // appendHeader appends an unmasked, final frame header.
 func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
-	w := appendWriter{&dst}
-	_ = ws.WriteHeader(w, ws.Header{Fin: true, OpCode: op, Length: int64(n)})
-	return dst
+	// RFC 6455 section 5.2: FIN and the opcode, then the payload length in
+	// 7 bits, or 126 and 16 bits, or 127 and 64 bits; a server's frames are
+	// not masked. Written by hand because it runs once per delivery and the
+	// library's io.Writer form allocates.
+	dst = append(dst, 0x80|byte(op))
+	switch {
+	case n < 126:
+		return append(dst, byte(n))
+	case n <= 0xffff:
+		return append(dst, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
 }
-
-type appendWriter struct{ b *[]byte }
-
-func (w appendWriter) Write(p []byte) (int, error) { *w.b = append(*w.b, p...); return len(p), nil }
 
 var errBroken = errors.New("websocket: connection broken by a failed write")
 
