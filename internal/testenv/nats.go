@@ -215,33 +215,12 @@ func (n *NATS) readyLocked(portsFile string) error {
 // signalLocked sends sig to the running server and waits for it to exit,
 // killing it when grace (if not zero) has passed. n.mu must be held.
 func (n *NATS) signalLocked(sig syscall.Signal, grace time.Duration) {
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(sig)
-	if grace > 0 {
-		select {
-		case <-n.done:
-		case <-time.After(grace):
-			_ = n.cmd.Process.Kill()
-		}
-	}
-	<-n.done
+	stopProcess(n.cmd, n.done, sig, grace)
 	n.cmd, n.done = nil, nil
 }
 
 // logTail returns the end of the server's log file, for failure messages.
-func (n *NATS) logTail() string {
-	b, err := os.ReadFile(filepath.Join(n.dir, "nats.log"))
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	s := strings.TrimSpace(string(b))
-	if len(s) > 2000 {
-		s = "..." + s[len(s)-2000:]
-	}
-	return s
-}
+func (n *NATS) logTail() string { return fileTail(filepath.Join(n.dir, "nats.log")) }
 
 var syncProbe struct {
 	sync.Mutex

@@ -237,33 +237,12 @@ func (r *Redis) runLocked(args []string) error {
 // signalLocked sends sig to the running server and waits for it to exit,
 // killing it when grace (if not zero) has passed. r.mu must be held.
 func (r *Redis) signalLocked(sig syscall.Signal, grace time.Duration) {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(sig)
-	if grace > 0 {
-		select {
-		case <-r.done:
-		case <-time.After(grace):
-			_ = r.cmd.Process.Kill()
-		}
-	}
-	<-r.done
+	stopProcess(r.cmd, r.done, sig, grace)
 	r.cmd, r.done = nil, nil
 }
 
 // logTail returns the end of the server's log file, for failure messages.
-func (r *Redis) logTail() string {
-	b, err := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	s := strings.TrimSpace(string(b))
-	if len(s) > 2000 {
-		s = "..." + s[len(s)-2000:]
-	}
-	return s
-}
+func (r *Redis) logTail() string { return fileTail(filepath.Join(r.dir, "redis.log")) }
 
 // ping sends PING to a Redis at addr and checks for PONG. A server still
 // loading its data answers with a LOADING error, which counts as not ready.

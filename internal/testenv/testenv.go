@@ -10,7 +10,10 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Binary returns the path of the named server binary. When it is not on PATH
@@ -26,4 +29,35 @@ func Binary(tb testing.TB, name string) string {
 	}
 	tb.Skipf("testenv: %s not installed: %v", name, err)
 	return ""
+}
+
+// stopProcess sends sig to a started server and waits for it to exit
+// (done is closed then), killing it when grace (if not zero) has passed.
+// A nil cmd is a server that is not running.
+func stopProcess(cmd *exec.Cmd, done chan struct{}, sig syscall.Signal, grace time.Duration) {
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	if grace > 0 {
+		select {
+		case <-done:
+		case <-time.After(grace):
+			_ = cmd.Process.Kill()
+		}
+	}
+	<-done
+}
+
+// fileTail returns the end of a log file, for failure messages.
+func fileTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = "..." + s[len(s)-2000:]
+	}
+	return s
 }
