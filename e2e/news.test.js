@@ -10,20 +10,14 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
+import * as harness from './harness.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const API_KEY = 'e2e-news-key';
 
-const BUILD_TIMEOUT = 240_000; // a cold Go build cache is slow; a warm one takes seconds
-const START_TIMEOUT = 10_000;
-const STOP_TIMEOUT = 15_000;
+const { BUILD_TIMEOUT } = harness;
 const CONNECT_TIMEOUT = 10_000;
 const DELIVERY_TIMEOUT = 5_000;
 // The server hints a reconnect delay of 1 to 2 s; the browser adds its own.
@@ -34,62 +28,9 @@ let tmpDir; // holds the binary (when built here) and the browser profile
 let bin;
 let server; // the running server, see startServer
 let context; // the browser
-const running = new Set(); // child processes to kill if we exit early
 
-// startServer runs "switchboard serve" on addr and resolves once its log
-// says where it listens.
-function startServer(addr) {
-  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', API_KEY, '--shutdown-timeout', '5s'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  running.add(proc);
-  const exited = new Promise((resolve) => proc.once('exit', resolve));
-  exited.then(() => running.delete(proc));
-  const srv = { proc, exited, log: [], addr: '', url: '' };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`server did not report its address within ${START_TIMEOUT} ms`)), START_TIMEOUT);
-    function fail(err) {
-      clearTimeout(timer);
-      proc.kill('SIGKILL');
-      reject(new Error(`${err.message}\nserver log:\n${srv.log.join('\n')}`));
-    }
-    let partial = '';
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => {
-      if (process.env.E2E_VERBOSE) process.stderr.write(chunk);
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop();
-      for (const line of lines) {
-        srv.log.push(line);
-        const m = line.includes('switchboard listening') && line.match(/addr="?http:\/\/([^\s"]+)/);
-        if (m && !srv.addr) {
-          clearTimeout(timer);
-          srv.addr = m[1];
-          srv.url = `http://${m[1]}/`;
-          resolve(srv);
-        }
-      }
-    });
-    proc.once('error', fail);
-    exited.then((code) => {
-      if (!srv.addr) fail(new Error(`server exited with ${code} before listening`));
-    });
-  });
-}
-
-// stopServer sends SIGTERM and waits for the process to exit, killing it if
-// it takes too long.
-async function stopServer(srv) {
-  if (srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
-  srv.proc.kill('SIGTERM');
-  const timer = setTimeout(() => srv.proc.kill('SIGKILL'), STOP_TIMEOUT);
-  await srv.exited;
-  clearTimeout(timer);
-}
-
-process.on('exit', () => {
-  for (const proc of running) proc.kill('SIGKILL');
-});
+const startServer = (addr) => harness.startServer(bin, addr, API_KEY);
+const { stopServer } = harness;
 
 // api calls the server API from the test (not from the page).
 async function api(method, body) {
@@ -160,28 +101,15 @@ function newsTest(name, fn) {
 
 before(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-news-'));
-  bin = process.env.SWITCHBOARD_BIN;
-  if (!bin) {
-    bin = path.join(tmpDir, 'switchboard');
-    await promisify(execFile)('go', ['build', '-o', bin, './cmd/switchboard'], {
-      cwd: repoRoot,
-      timeout: BUILD_TIMEOUT,
-      killSignal: 'SIGKILL',
-    });
-  }
+  bin = await harness.binary(tmpDir);
   server = await startServer('127.0.0.1:0');
-  const profile = fs.mkdtempSync(path.join(tmpDir, 'profile-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  context = await harness.launchBrowser(tmpDir);
 }, { timeout: BUILD_TIMEOUT + 30_000 });
 
 after(async () => {
   await context?.close().catch(() => {});
   if (server) await stopServer(server);
-  for (const proc of running) proc.kill('SIGKILL');
+  harness.killAll();
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 });
 

@@ -1,0 +1,103 @@
+// What every end-to-end test file needs: the switchboard binary (built from
+// this checkout, or SWITCHBOARD_BIN), servers started on loopback and
+// stopped, and headless Chromium. Every wait is bounded, and no server is
+// left behind when the test process exits.
+
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const BUILD_TIMEOUT = 240_000; // a cold Go build cache is slow; a warm one takes seconds
+const START_TIMEOUT = 10_000;
+const STOP_TIMEOUT = 15_000;
+
+const running = new Set(); // child processes to kill if we exit early
+
+// Safety net: never leave a server behind, whatever happens to this process.
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
+// killAll kills every server still running.
+export function killAll() {
+  for (const proc of running) proc.kill('SIGKILL');
+}
+
+// binary returns the server binary: SWITCHBOARD_BIN, or one built into dir.
+export async function binary(dir) {
+  if (process.env.SWITCHBOARD_BIN) return process.env.SWITCHBOARD_BIN;
+  const bin = path.join(dir, 'switchboard');
+  await promisify(execFile)('go', ['build', '-o', bin, './cmd/switchboard'], {
+    cwd: repoRoot,
+    timeout: BUILD_TIMEOUT,
+    killSignal: 'SIGKILL',
+  });
+  return bin;
+}
+
+// startServer runs "switchboard serve" on addr with the given API key and
+// resolves once its log says where it listens.
+export function startServer(bin, addr, apiKey) {
+  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', apiKey, '--shutdown-timeout', '5s'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.add(proc);
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  exited.then(() => running.delete(proc));
+  const srv = { proc, exited, log: [], addr: '', url: '' };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`server did not report its address within ${START_TIMEOUT} ms`)), START_TIMEOUT);
+    function fail(err) {
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      reject(new Error(`${err.message}\nserver log:\n${srv.log.join('\n')}`));
+    }
+    let partial = '';
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      if (process.env.E2E_VERBOSE) process.stderr.write(chunk);
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        srv.log.push(line);
+        const m = line.includes('switchboard listening') && line.match(/addr="?http:\/\/([^\s"]+)/);
+        if (m && !srv.addr) {
+          clearTimeout(timer);
+          srv.addr = m[1];
+          srv.url = `http://${m[1]}/`;
+          resolve(srv);
+        }
+      }
+    });
+    proc.once('error', fail);
+    exited.then((code) => {
+      if (!srv.addr) fail(new Error(`server exited with ${code} before listening`));
+    });
+  });
+}
+
+// stopServer sends SIGTERM and waits for the process to exit, killing it if
+// it takes too long.
+export async function stopServer(srv) {
+  if (srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
+  srv.proc.kill('SIGTERM');
+  const timer = setTimeout(() => srv.proc.kill('SIGKILL'), STOP_TIMEOUT);
+  await srv.exited;
+  clearTimeout(timer);
+}
+
+// launchBrowser starts headless Chromium with a fresh profile in dir. The
+// flags keep it off the network: without them it stalls on a closed one.
+export function launchBrowser(dir) {
+  const profile = fs.mkdtempSync(path.join(dir, 'profile-'));
+  return chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
