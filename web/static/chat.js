@@ -216,6 +216,12 @@
       // A publication on the channel.
       position = { epoch: position && position.epoch, offset: msg.offset };
       show(msg.data, msg.offset);
+    } else if (msg.channel === CHANNEL && msg.reset) {
+      // The server lost this channel's history while we were subscribed:
+      // messages may be missing. A real app reloads its state here.
+      note('The server lost recent history: some messages may be missing.');
+      position = { epoch: msg.reset.epoch, offset: msg.reset.offset };
+      mine.clear();
     } else if (msg.channel === CHANNEL && (msg.join || msg.leave)) {
       refreshPresence();
     } else if (msg.error) {
