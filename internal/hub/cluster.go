@@ -162,7 +162,7 @@ func (h *Hub) nodeInfo() NodeInfo {
 	return NodeInfo{
 		ID:            h.cfg.NodeID,
 		Name:          h.cfg.NodeName,
-		Address:       h.cfg.NodeAddress,
+		Address:       h.nodeAddress(),
 		Version:       h.cfg.Version,
 		UptimeSeconds: time.Since(h.started).Seconds(),
 		Connections:   n,
@@ -249,4 +249,15 @@ func nodeOfClient(clientID string) string {
 		return ""
 	}
 	return clientID[:i]
+}
+
+// SetNodeAddress sets the address this node announces, once it is known
+// (the configured address may have port 0).
+func (h *Hub) SetNodeAddress(addr string) { h.address.Store(&addr) }
+
+func (h *Hub) nodeAddress() string {
+	if a := h.address.Load(); a != nil {
+		return *a
+	}
+	return h.cfg.NodeAddress
 }

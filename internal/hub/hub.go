@@ -176,7 +176,8 @@ type Hub struct {
 	stopOnce sync.Once
 	loops    sync.WaitGroup
 
-	cl cluster
+	cl      cluster
+	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
 
 	nextID        atomic.Uint64
 	subscriptions atomic.Int64

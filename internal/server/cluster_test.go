@@ -125,6 +125,10 @@ func TestCluster(t *testing.T) {
 					_, m := a.api("GET", "/api/info", testKey, "")
 					return len(anySlice(m["result"].(map[string]any)["nodes"])) == 3
 				})
+				_, m0 := a.api("GET", "/api/info", testKey, "")
+				if addr := anySlice(m0["result"].(map[string]any)["nodes"])[0].(map[string]any)["address"]; addr != a.Addr() {
+					t.Fatalf("node announces address %v, listens on %s", addr, a.Addr())
+				}
 				_, m := b.api("GET", "/api/channels", testKey, "")
 				found := false
 				for _, ch := range anySlice(m["result"].(map[string]any)["channels"]) {

@@ -270,6 +270,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server: listen: %w", err)
 	}
 	s.ln = ln
+	s.hub.SetNodeAddress(ln.Addr().String())
 	return nil
 }
 
