@@ -342,21 +342,11 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func (a *API) failed(w http.ResponseWriter, err error) {
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
-		writeError(w, StatusOf(perr), perr)
+		writeError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	a.log.Warn("request failed", "err", err)
 	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, retry"))
-}
-
-// StatusOf maps a protocol error to the HTTP status that carries it.
-func StatusOf(perr *protocol.Error) int {
-	switch perr.Code {
-	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
-		return perr.Code
-	default:
-		return http.StatusBadRequest
-	}
 }
 
 func writeResult(w http.ResponseWriter, v any) {

@@ -47,19 +47,6 @@ func Credentials(h *hub.Hub, r *http.Request) (Identity, *protocol.Error) {
 	return Identity{Creds: c}, nil
 }
 
-// StatusOf maps a protocol error to the HTTP status that carries it, as the
-// server API does; an expired token (419) is a 401.
-func StatusOf(perr *protocol.Error) int {
-	switch perr.Code {
-	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
-		return perr.Code
-	case protocol.ErrTokenExpired.Code:
-		return http.StatusUnauthorized
-	default:
-		return http.StatusBadRequest
-	}
-}
-
 // WriteError answers {"error":{"code":C,"message":M}} with status; a 503
 // says when to retry, a 401 which scheme to authenticate with. The answer
 // is never cached.

@@ -52,6 +52,21 @@ var (
 	ErrUnavailable = &Error{Code: 503, Message: "service unavailable"}
 )
 
+// HTTPStatus is the HTTP status that carries e in the server API and the
+// HTTP transports: codes that are HTTP statuses map to themselves, an
+// expired token (419) to 401, the rest (400, 404 unknown command aside,
+// 422) to 400.
+func HTTPStatus(e *Error) int {
+	switch e.Code {
+	case 401, 403, 404, 409, 410, 412, 413, 429, 500, 503:
+		return e.Code
+	case ErrTokenExpired.Code:
+		return 401
+	default:
+		return 400
+	}
+}
+
 // Errors lists every client-visible error in code order, for documentation
 // and tests.
 var Errors = []*Error{

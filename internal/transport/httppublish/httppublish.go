@@ -94,7 +94,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id, perr := httpauth.Credentials(hd.hub, r)
 	if perr != nil {
-		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(hd.opts.MaxMessageSize)))
@@ -112,7 +112,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if perr := hd.hub.CanPublish(req.Channel, id.User()); perr != nil {
-		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	if req.Data == nil {
@@ -123,7 +123,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
-			httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+			httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 			return
 		}
 		hd.log.Warn("client publish failed", "channel", req.Channel, "err", err)

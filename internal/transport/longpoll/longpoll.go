@@ -146,12 +146,12 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	creds, perr := httpauth.Credentials(hd.hub, r)
 	if perr != nil {
-		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	for _, ch := range req.channels {
 		if perr := hd.hub.CanSubscribe(ch, creds.User(), ""); perr != nil {
-			httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+			httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 			return
 		}
 	}
@@ -316,7 +316,7 @@ func (hd *Handler) wait(ctx context.Context, st *state, timeout time.Duration, i
 func (hd *Handler) fail(w http.ResponseWriter, err error) {
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
-		httpauth.WriteError(w, httpauth.StatusOf(perr), perr)
+		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	hd.log.Warn("poll failed", "err", err)

@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
@@ -166,7 +166,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if !originAllowed(r, hd.opts.AllowedOrigins) {
+	if !(origin.Policy{Origins: hd.opts.AllowedOrigins}).Allowed(r) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
@@ -224,28 +224,6 @@ func handshakeToken(r *http.Request) string {
 		return strings.TrimSpace(a[7:])
 	}
 	return r.URL.Query().Get("token")
-}
-
-// originAllowed applies the origin policy: no Origin (not a browser), the
-// server's own origin, or a listed one.
-func originAllowed(r *http.Request, allowed []string) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	for _, a := range allowed {
-		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // conn is one WebSocket connection; it implements hub.Transport.
