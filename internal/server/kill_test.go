@@ -88,11 +88,9 @@ func TestNodeKilled(t *testing.T) {
 			args := []string{"--broker", url, "--presence-ttl", "2s", "--history-size", "10000", "--history-ttl", "1h"}
 			victim := startProcess(t, args...)
 			survivor := startProcess(t, args...)
-			ts := &testServer{t: t} // only for its API helper against the survivor
 			api := func(method, path, body string) (int, map[string]any) {
 				return apiAt(t, survivor.addr, method, path, body)
 			}
-			_ = ts
 
 			c := wstest.Dial(t, "ws://"+victim.addr+"/ws")
 			res := c.Subscribe("k")
