@@ -39,11 +39,14 @@ type Redis struct {
 
 	// For a Sentinel: the name of the primary it monitors, and where.
 	master, primaryAddr string
+	// cluster starts the server with cluster mode on (StartRedisCluster).
+	cluster bool
 
-	mu   sync.Mutex
-	port int           // chosen at the first start, kept across restarts
-	cmd  *exec.Cmd     // nil while the server is not running
-	done chan struct{} // closed when cmd has exited
+	mu      sync.Mutex
+	port    int           // chosen at the first start, kept across restarts
+	busPort int           // the cluster bus port of a cluster node, chosen likewise
+	cmd     *exec.Cmd     // nil while the server is not running
+	done    chan struct{} // closed when cmd has exited
 }
 
 // redisStartTimeout bounds the wait for a started server to answer PING.
@@ -158,6 +161,16 @@ func (r *Redis) startLocked() error {
 		"--logfile", filepath.Join(r.dir, "redis.log"),
 		"--daemonize", "no",
 		"--save", "", // no RDB snapshots: AOF or nothing
+	}
+	if r.cluster {
+		// The bus port is given explicitly: the default, port+10000, may be
+		// taken or above 65535 for a port from the ephemeral range.
+		args = append(args,
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(r.dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(r.busPort),
+			"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout/time.Millisecond)),
+		)
 	}
 	if r.opts.ReplicaOf != "" {
 		host, port, err := net.SplitHostPort(r.opts.ReplicaOf)
