@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/realip"
 )
 
 // EnvPrefix prefixes every environment variable Switchboard reads.
@@ -72,6 +73,11 @@ type Config struct {
 	MaxConnections           int           `koanf:"max_connections"`
 	MaxConnectionsPerIP      int           `koanf:"max_connections_per_ip"`
 	PollMaxTimeout           time.Duration `koanf:"poll_max_timeout"`
+	TrustedProxies           []string      `koanf:"trusted_proxies"`
+	NATSReplicas             int           `koanf:"nats_replicas"`
+	NATSStorage              string        `koanf:"nats_storage"`
+	NATSPrefix               string        `koanf:"nats_prefix"`
+	NATSHistoryMaxAge        time.Duration `koanf:"nats_history_max_age"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -127,6 +133,11 @@ var Keys = []Key{
 	{"tls_cert", "", "TLS certificate file (PEM); with tls_key, serve HTTPS and HTTP/2"},
 	{"tls_key", "", "TLS private key file (PEM) for tls_cert"},
 	{"poll_max_timeout", 60 * time.Second, "longest wait a long poll (GET /poll) may ask for, in whole seconds"},
+	{"trusted_proxies", []string{}, "proxies (IP addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For or X-Real-IP gives the client address"},
+	{"nats_replicas", 1, "with NATS: servers of a NATS cluster keeping each copy of history and presence (1 to 5)"},
+	{"nats_storage", "file", `with NATS: where JetStream keeps history and presence: "file" or "memory" (lost when NATS restarts)`},
+	{"nats_prefix", "switchboard", "with NATS: prefix of every subject, stream and bucket name, so several clusters can share one NATS"},
+	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},
 }
 
 // RegisterFlags adds a flag for every key to fs.
@@ -309,10 +320,71 @@ func (c Config) Validate() error {
 	if c.PollMaxTimeout < time.Second || c.PollMaxTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("poll_max_timeout: must be from 1s to 1h, got %s", c.PollMaxTimeout))
 	}
+	if _, err := realip.ParseTrusted(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+	}
+	errs = append(errs, c.validateNATS()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+// validateNATS checks the nats_* keys. Their values matter only with a
+// NATS broker, but a bad value is refused with any broker so that a typo
+// does not wait for the switch to NATS to show.
+func (c Config) validateNATS() []error {
+	var errs []error
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		errs = append(errs, fmt.Errorf("nats_replicas: must be from 1 to 5, got %d", c.NATSReplicas))
+	}
+	switch c.NATSStorage {
+	case "file", "memory":
+	default:
+		errs = append(errs, fmt.Errorf(`nats_storage: %q is not "file" or "memory"`, c.NATSStorage))
+	}
+	if !validNATSPrefix(c.NATSPrefix) {
+		errs = append(errs, fmt.Errorf("nats_prefix: %q is not tokens of ASCII letters, digits, '-' and '_' separated by dots", c.NATSPrefix))
+	}
+	if c.NATSHistoryMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("nats_history_max_age: must not be negative, got %s", c.NATSHistoryMaxAge))
+	}
+	// Only with NATS: the default age would otherwise refuse a long
+	// history_ttl on brokers it does not apply to.
+	if _, ttl := c.LargestHistory(); strings.HasPrefix(c.Broker, "nats://") && c.NATSHistoryMaxAge > 0 && ttl > c.NATSHistoryMaxAge {
+		errs = append(errs, fmt.Errorf("nats_history_max_age: %s is shorter than the longest history_ttl (%s)", c.NATSHistoryMaxAge, ttl))
+	}
+	return errs
+}
+
+// validNATSPrefix reports whether p can start NATS subject, stream and
+// bucket names: the rule of the NATS broker's Options.Prefix.
+func validNATSPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" {
+			return false
+		}
+		for _, r := range tok {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// LargestHistory returns the largest history size and the longest history
+// TTL of the default namespace and the configured namespaces: what a
+// shared broker must be able to keep.
+func (c Config) LargestHistory() (size int, ttl time.Duration) {
+	size, ttl = c.HistorySize, c.HistoryTTL
+	for _, ns := range c.Namespaces {
+		size, ttl = max(size, ns.HistorySize), max(ttl, ns.HistoryTTL)
+	}
+	return size, ttl
 }
 
 // Default returns the configuration with every key at its default.

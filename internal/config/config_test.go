@@ -70,6 +70,59 @@ func TestPrecedence(t *testing.T) {
 	}
 }
 
+// TestNATSAndProxyKeys: the nats_* and trusted_proxies keys come from
+// flags, the environment and the file like every other key.
+func TestNATSAndProxyKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sb.yaml")
+	yaml := "broker: nats://10.0.0.20:4222\nnats_replicas: 3\nnats_storage: memory\nnats_prefix: app.eu-1\n" +
+		"nats_history_max_age: 48h\ntrusted_proxies: [10.0.0.0/8, \"::1\"]\n" +
+		"namespaces:\n  - name: chat\n    history_size: 500\n    history_ttl: 36h\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   []string
+		check func(c config.Config) bool
+	}{
+		{"defaults", nil, nil, func(c config.Config) bool {
+			return c.NATSReplicas == 1 && c.NATSStorage == "file" && c.NATSPrefix == "switchboard" &&
+				c.NATSHistoryMaxAge == 24*time.Hour && len(c.TrustedProxies) == 0
+		}},
+		{"file", []string{"--config", file}, nil, func(c config.Config) bool {
+			size, ttl := c.LargestHistory()
+			return c.NATSReplicas == 3 && c.NATSStorage == "memory" && c.NATSPrefix == "app.eu-1" &&
+				c.NATSHistoryMaxAge == 48*time.Hour && strings.Join(c.TrustedProxies, " ") == "10.0.0.0/8 ::1" &&
+				size == 500 && ttl == 36*time.Hour
+		}},
+		{"env", nil, []string{"SWITCHBOARD_NATS_REPLICAS=5", "SWITCHBOARD_NATS_STORAGE=memory", "SWITCHBOARD_NATS_HISTORY_MAX_AGE=0",
+			"SWITCHBOARD_TRUSTED_PROXIES=127.0.0.1, 192.168.0.0/16"}, func(c config.Config) bool {
+			return c.NATSReplicas == 5 && c.NATSStorage == "memory" && c.NATSHistoryMaxAge == 0 &&
+				strings.Join(c.TrustedProxies, " ") == "127.0.0.1 192.168.0.0/16"
+		}},
+		{"flags", []string{"--nats-replicas", "3", "--nats-prefix", "x_y", "--trusted-proxies", "10.1.2.3", "--trusted-proxies", "fd00::/8"}, nil,
+			func(c config.Config) bool {
+				return c.NATSReplicas == 3 && c.NATSPrefix == "x_y" && strings.Join(c.TrustedProxies, " ") == "10.1.2.3 fd00::/8"
+			}},
+		// The age check applies only to NATS: the default age does not
+		// refuse a long history_ttl with another broker.
+		{"long ttl without nats", []string{"--history-ttl", "72h"}, nil, func(c config.Config) bool { return c.HistoryTTL == 72*time.Hour }},
+		{"no age limit with nats", []string{"--broker", "nats://n:4222", "--history-ttl", "72h", "--nats-history-max-age", "0"}, nil,
+			func(c config.Config) bool { return c.NATSHistoryMaxAge == 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.args, tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Fatalf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "u.yaml")
@@ -90,6 +143,17 @@ func TestInvalid(t *testing.T) {
 		{"unknown file key", []string{"--config", unknown}, nil, `unknown key "adr"`},
 		{"tls cert without key", []string{"--tls-cert", "cert.pem"}, nil, "tls_cert, tls_key"},
 		{"tls key without cert", nil, []string{"SWITCHBOARD_TLS_KEY=key.pem"}, "tls_cert, tls_key"},
+		{"trusted proxy host name", []string{"--trusted-proxies", "10.0.0.1,nginx.local"}, nil, `trusted_proxies: realip: "nginx.local"`},
+		{"trusted proxy bad prefix", nil, []string{"SWITCHBOARD_TRUSTED_PROXIES=10.0.0.0/40"}, "trusted_proxies"},
+		{"trusted proxy empty entry", nil, []string{"SWITCHBOARD_TRUSTED_PROXIES=10.0.0.1,"}, "trusted_proxies"},
+		{"nats replicas zero", []string{"--nats-replicas", "0"}, nil, "nats_replicas: must be from 1 to 5"},
+		{"nats replicas six", nil, []string{"SWITCHBOARD_NATS_REPLICAS=6"}, "nats_replicas"},
+		{"nats storage", []string{"--nats-storage", "disk"}, nil, `nats_storage: "disk"`},
+		{"nats prefix wildcard", []string{"--nats-prefix", "sb.*"}, nil, "nats_prefix"},
+		{"nats prefix empty token", []string{"--nats-prefix", "a..b"}, nil, "nats_prefix"},
+		{"nats max age negative", []string{"--nats-history-max-age", "-1h"}, nil, "nats_history_max_age: must not be negative"},
+		{"nats max age below ttl", []string{"--broker", "nats://127.0.0.1:4222", "--history-ttl", "2h", "--nats-history-max-age", "1h"}, nil,
+			"nats_history_max_age: 1h0m0s is shorter than the longest history_ttl (2h0m0s)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
