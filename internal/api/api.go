@@ -53,7 +53,14 @@ type API struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// methods are the API calls by name, for the routes and for batches.
+	methods map[string]method
 }
+
+// method is one API call: it decodes its parameters from body and returns
+// a value to encode as the result, or an error whose code sets the HTTP
+// status.
+type method func(ctx context.Context, body []byte) (any, *protocol.Error)
 
 // New returns the API handler, to be mounted at /api/.
 func New(h Hub, opts Options) *API {
@@ -64,24 +71,27 @@ func New(h Hub, opts Options) *API {
 		opts.Logger = slog.Default()
 	}
 	a := &API{hub: h, opts: opts, log: opts.Logger.With("component", "api"), mux: http.NewServeMux()}
-	routes := []struct {
-		method, path string
-		h            http.HandlerFunc
-	}{
-		{"POST", "/api/publish", a.publish},
-		{"POST", "/api/broadcast", a.broadcast},
-		{"GET", "/api/channels", a.channels},
-		{"POST", "/api/disconnect", a.disconnect},
-		{"GET", "/api/info", a.info},
-		{"POST", "/api/history", a.history},
-		{"POST", "/api/presence", a.presence},
-		{"POST", "/api/presence_stats", a.presenceStats},
+	a.methods = map[string]method{
+		"publish":        a.publish,
+		"broadcast":      a.broadcast,
+		"channels":       a.channels,
+		"disconnect":     a.disconnect,
+		"info":           a.info,
+		"history":        a.history,
+		"presence":       a.presence,
+		"presence_stats": a.presenceStats,
 	}
 	methods := map[string]string{}
-	for _, rt := range routes {
-		a.mux.HandleFunc(rt.method+" "+rt.path, rt.h)
-		methods[rt.path] = rt.method
+	for name, m := range a.methods {
+		verb := "POST"
+		if name == "channels" || name == "info" {
+			verb = "GET"
+		}
+		a.mux.HandleFunc(verb+" /api/"+name, a.serve(m))
+		methods["/api/"+name] = verb
 	}
+	a.mux.HandleFunc("POST /api/batch", a.serve(a.batch))
+	methods["/api/batch"] = "POST"
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if m, ok := methods[r.URL.Path]; ok {
 			w.Header().Set("Allow", m)
@@ -156,21 +166,25 @@ type publishRequest struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+// publishResult is a publication's place in its channel's history.
+type publishResult struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
+
+func (a *API) publish(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req publishRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
 	if req.Data == nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
-		return
+		return nil, protocol.ErrBadRequest.WithMessage(`missing "data"`)
 	}
-	pos, err := a.hub.Publish(r.Context(), req.Channel, req.Data, "api")
+	pos, err := a.hub.Publish(ctx, req.Channel, req.Data, "api")
 	if err != nil {
-		a.failed(w, err)
-		return
+		return nil, a.failed(err)
 	}
-	writeResult(w, map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
+	return publishResult{pos.Offset, pos.Epoch}, nil
 }
 
 type broadcastRequest struct {
@@ -186,29 +200,26 @@ type broadcastResult struct {
 	Error   *protocol.Error `json:"error,omitempty"`
 }
 
-func (a *API) broadcast(w http.ResponseWriter, r *http.Request) {
+func (a *API) broadcast(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req broadcastRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
 	if req.Data == nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
-		return
+		return nil, protocol.ErrBadRequest.WithMessage(`missing "data"`)
 	}
 	if len(req.Channels) == 0 {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`"channels" must list at least one channel`))
-		return
+		return nil, protocol.ErrBadRequest.WithMessage(`"channels" must list at least one channel`)
 	}
 	for _, ch := range req.Channels {
 		if perr := protocol.ValidateChannel(ch); perr != nil {
-			writeError(w, http.StatusBadRequest, perr)
-			return
+			return nil, perr
 		}
 	}
 	out := make([]broadcastResult, 0, len(req.Channels))
 	for _, ch := range req.Channels {
 		res := broadcastResult{Channel: ch}
-		pos, err := a.hub.Publish(r.Context(), ch, req.Data, "api")
+		pos, err := a.hub.Publish(ctx, ch, req.Data, "api")
 		if err != nil {
 			a.log.Warn("broadcast publish failed", "channel", ch, "err", err)
 			res.Error = protocol.ErrUnavailable.WithMessage("publish failed, retry")
@@ -217,16 +228,16 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, res)
 	}
-	writeResult(w, map[string]any{"results": out})
+	return map[string]any{"results": out}, nil
 }
 
-func (a *API) channels(w http.ResponseWriter, r *http.Request) {
-	list := a.hub.Channels(r.Context())
+func (a *API) channels(ctx context.Context, _ []byte) (any, *protocol.Error) {
+	list := a.hub.Channels(ctx)
 	sort.Slice(list, func(i, j int) bool { return list[i].Channel < list[j].Channel })
 	if list == nil {
 		list = []hub.ChannelInfo{}
 	}
-	writeResult(w, map[string]any{"channels": list})
+	return map[string]any{"channels": list}, nil
 }
 
 type disconnectRequest struct {
@@ -235,24 +246,21 @@ type disconnectRequest struct {
 	Reconnect bool   `json:"reconnect"`
 }
 
-func (a *API) disconnect(w http.ResponseWriter, r *http.Request) {
+func (a *API) disconnect(_ context.Context, body []byte) (any, *protocol.Error) {
 	var req disconnectRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
 	if req.Client == "" && req.User == "" {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`give "client" or "user"`))
-		return
+		return nil, protocol.ErrBadRequest.WithMessage(`give "client" or "user"`)
 	}
 	if err := a.hub.Disconnect(req.Client, req.User, req.Reconnect); err != nil {
 		if errors.Is(err, hub.ErrNotFound) {
-			writeError(w, http.StatusNotFound, &protocol.Error{Code: 404, Message: fmt.Sprintf("no client %q on any live node", req.Client)})
-			return
+			return nil, &protocol.Error{Code: 404, Message: fmt.Sprintf("no client %q on any live node", req.Client)}
 		}
-		writeError(w, http.StatusInternalServerError, protocol.ErrInternal)
-		return
+		return nil, protocol.ErrInternal
 	}
-	writeResult(w, map[string]any{})
+	return struct{}{}, nil
 }
 
 type historyRequest struct {
@@ -262,10 +270,10 @@ type historyRequest struct {
 	Reverse bool                     `json:"reverse"`
 }
 
-func (a *API) history(w http.ResponseWriter, r *http.Request) {
+func (a *API) history(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req historyRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
 	limit := a.hub.HistoryMaxLimit()
 	if req.Limit != nil {
@@ -275,78 +283,86 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	if req.Since != nil {
 		since = &broker.Position{Offset: req.Since.Offset, Epoch: req.Since.Epoch}
 	}
-	res, err := a.hub.History(r.Context(), req.Channel, since, limit, req.Reverse)
+	res, err := a.hub.History(ctx, req.Channel, since, limit, req.Reverse)
 	if err != nil {
-		a.failed(w, err)
-		return
+		return nil, a.failed(err)
 	}
-	writeResult(w, json.RawMessage(hub.HistoryJSON(req.Channel, res)))
+	return json.RawMessage(hub.HistoryJSON(req.Channel, res)), nil
 }
 
 type channelRequest struct {
 	Channel string `json:"channel"`
 }
 
-func (a *API) presence(w http.ResponseWriter, r *http.Request) {
+func (a *API) presence(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req channelRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
-	list, err := a.hub.Presence(r.Context(), req.Channel)
+	list, err := a.hub.Presence(ctx, req.Channel)
 	if err != nil {
-		a.failed(w, err)
-		return
+		return nil, a.failed(err)
 	}
-	writeResult(w, json.RawMessage(hub.PresenceJSON(list)))
+	return json.RawMessage(hub.PresenceJSON(list)), nil
 }
 
-func (a *API) presenceStats(w http.ResponseWriter, r *http.Request) {
+func (a *API) presenceStats(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req channelRequest
-	if !a.decode(w, r, &req) {
-		return
+	if perr := decodeParams(body, &req); perr != nil {
+		return nil, perr
 	}
-	st, err := a.hub.PresenceStats(r.Context(), req.Channel)
+	st, err := a.hub.PresenceStats(ctx, req.Channel)
 	if err != nil {
-		a.failed(w, err)
-		return
+		return nil, a.failed(err)
 	}
-	writeResult(w, st)
+	return st, nil
 }
 
-func (a *API) info(w http.ResponseWriter, r *http.Request) {
-	writeResult(w, a.hub.Info())
+func (a *API) info(context.Context, []byte) (any, *protocol.Error) {
+	return a.hub.Info(), nil
 }
 
-// decode reads a JSON object body into v, answering 400 or 413 itself when
-// it cannot.
-func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodySize))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrTooLarge.WithMessage("request body over %d bytes", a.opts.MaxBodySize))
-			return false
+// serve adapts a method to HTTP: it reads the body (answering 413 past
+// MaxBodySize), runs m and writes its result or its error with the error's
+// HTTP status.
+func (a *API) serve(m method) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodySize))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeError(w, http.StatusRequestEntityTooLarge, protocol.ErrTooLarge.WithMessage("request body over %d bytes", a.opts.MaxBodySize))
+				return
+			}
+			writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("cannot read body"))
+			return
 		}
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("cannot read body"))
-		return false
+		res, perr := m(r.Context(), body)
+		if perr != nil {
+			writeError(w, protocol.HTTPStatus(perr), perr)
+			return
+		}
+		writeResult(w, res)
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("body must be a JSON object: %s", protocol.JSONProblem(err)))
-		return false
-	}
-	return true
 }
 
-// failed answers an error from the hub: client-visible protocol errors with
-// their HTTP status, anything else as 503.
-func (a *API) failed(w http.ResponseWriter, err error) {
+// decodeParams reads a JSON object into v.
+func decodeParams(body []byte, v any) *protocol.Error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return protocol.ErrBadRequest.WithMessage("body must be a JSON object: %s", protocol.JSONProblem(err))
+	}
+	return nil
+}
+
+// failed turns an error from the hub into the answer: client-visible
+// protocol errors as they are, anything else as 503.
+func (a *API) failed(err error) *protocol.Error {
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
-		writeError(w, protocol.HTTPStatus(perr), perr)
-		return
+		return perr
 	}
 	a.log.Warn("request failed", "err", err)
-	writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("temporarily unavailable, retry"))
+	return protocol.ErrUnavailable.WithMessage("temporarily unavailable, retry")
 }
 
 func writeResult(w http.ResponseWriter, v any) {

@@ -193,6 +193,9 @@ func TestAPIBadRequests(t *testing.T) {
 		{"broadcast without channels", "POST", "/api/broadcast", testKey, `{"channels":[],"data":1}`, 400, 400},
 		{"broadcast invalid channel", "POST", "/api/broadcast", testKey, `{"channels":["ok","b d"],"data":1}`, 400, 422},
 		{"disconnect without client", "POST", "/api/disconnect", testKey, `{}`, 400, 400},
+		{"batch without commands", "POST", "/api/batch", testKey, `{"commands":[]}`, 400, 400},
+		{"batch not a list", "POST", "/api/batch", testKey, `{"commands":{"method":"info"}}`, 400, 400},
+		{"batch too long", "POST", "/api/batch", testKey, `{"commands":[` + strings.Repeat(`{"method":"info"},`, 10000) + `{"method":"info"}]}`, 429, 429},
 		{"rotated key still accepted", "GET", "/api/info", "old-key", ``, 200, 0},
 	}
 	for _, tc := range tests {

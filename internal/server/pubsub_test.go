@@ -323,3 +323,65 @@ func TestPprofBehindKey(t *testing.T) {
 		t.Fatal("pprof served while off")
 	}
 }
+
+func TestAPIBatch(t *testing.T) {
+	ts := start(t, nil)
+	a, b := ts.dial(), ts.dial()
+	a.Subscribe("one")
+	b.Subscribe("two")
+	for _, parallel := range []bool{false, true} {
+		t.Run(fmt.Sprint("parallel=", parallel), func(t *testing.T) {
+			// 50 publications alternating between two channels, an invalid
+			// channel, an unknown method and a read: every command gets its
+			// own reply, in order, and the failures stop nothing.
+			var cmds []string
+			for i := range 50 {
+				cmds = append(cmds, fmt.Sprintf(`{"method":"publish","params":{"channel":%q,"data":{"i":%d}}}`, []string{"one", "two"}[i%2], i))
+			}
+			cmds = append(cmds,
+				`{"method":"publish","params":{"channel":"a b","data":1}}`,
+				`{"method":"explode"}`,
+				`{"method":"presence_stats","params":{"channel":"one"}}`)
+			body := fmt.Sprintf(`{"parallel":%v,"commands":[%s]}`, parallel, strings.Join(cmds, ","))
+			status, m := ts.api("POST", "/api/batch", testKey, body)
+			if status != 200 {
+				t.Fatal(status, m)
+			}
+			replies := m["result"].(map[string]any)["replies"].([]any)
+			if len(replies) != 53 {
+				t.Fatalf("%d replies", len(replies))
+			}
+			base := map[string]float64{}
+			for i := range 50 {
+				r := replies[i].(map[string]any)
+				ch := []string{"one", "two"}[i%2]
+				off := r["result"].(map[string]any)["offset"].(float64)
+				if i < 2 {
+					base[ch] = off - 1
+				}
+				if off != base[ch]+float64(i/2)+1 {
+					t.Fatalf("reply %d: %v, want offset %v", i, r, base[ch]+float64(i/2)+1)
+				}
+			}
+			if c := errorCode(replies[50].(map[string]any)); c != 422 {
+				t.Fatalf("invalid channel reply: %v", replies[50])
+			}
+			if c := errorCode(replies[51].(map[string]any)); c != 404 {
+				t.Fatalf("unknown method reply: %v", replies[51])
+			}
+			if n := replies[52].(map[string]any)["result"].(map[string]any)["num_clients"]; n != 1.0 {
+				t.Fatalf("presence_stats reply: %v", replies[52])
+			}
+			for i := range 25 {
+				for j, c := range []*wstest.Client{a, b} {
+					ch := []string{"one", "two"}[j]
+					m := c.Next()
+					expectPub(t, m, ch, base[ch]+float64(i)+1)
+					if d := m["data"].(map[string]any)["i"]; d != float64(2*i+j) {
+						t.Fatalf("%s: publication %d carries %v", ch, i, d)
+					}
+				}
+			}
+		})
+	}
+}
