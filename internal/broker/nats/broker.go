@@ -619,6 +619,21 @@ func (b *Broker) fail(op string, err error) error {
 	return fmt.Errorf("nats broker: %s: %w", op, err)
 }
 
+// connected returns an error wrapping broker.ErrUnavailable (or
+// broker.ErrClosed) for operation op when the connection is known not to be
+// up: a request sent now would only wait for its timeout.
+func (b *Broker) connected(op string) error {
+	st := b.nc.Status()
+	switch {
+	case st == gonats.CONNECTED:
+		return nil
+	case b.closed.Load():
+		return fmt.Errorf("nats broker: %s: %w", op, broker.ErrClosed)
+	default:
+		return fmt.Errorf("nats broker: %s: %w: connection %s", op, broker.ErrUnavailable, st)
+	}
+}
+
 func (b *Broker) unavailable(err error) bool {
 	if !b.nc.IsConnected() {
 		return true

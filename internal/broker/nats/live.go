@@ -95,6 +95,13 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 // c's drainer waits for it, so nothing is delivered before the starting
 // point is known.
 func (b *Broker) startLive(ctx context.Context, c *liveChan) error {
+	// While the connection is down the flush below would wait for the
+	// server until the request timeout; fail at once instead, so that the
+	// client hears "unavailable, retry" promptly. Subscriptions made before
+	// are kept and renewed by the client library when it reconnects.
+	if err := b.connected("subscribe to " + strconv.Quote(c.name)); err != nil {
+		return err
+	}
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	// Every subscription feeds the one dispatcher, so a subscribed channel

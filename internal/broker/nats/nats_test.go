@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -641,4 +642,100 @@ func BenchmarkPublish(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
 	})
+}
+
+// TestStorageAndReplicas: the stream and the presence bucket are created
+// with the configured storage, replicas and prefix, and a node configured
+// otherwise than the existing stream still starts.
+func TestStorageAndReplicas(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		t.Run(fmt.Sprintf("memory=%v", memory), func(t *testing.T) {
+			srv := testenv.StartNATS(t, testenv.NATSOptions{})
+			ctx := ctxT(t)
+			newBroker(t, srv.URL(), func(o *nats.Options) {
+				o.MemoryStorage, o.Prefix, o.HistoryMaxSize, o.HistoryMaxAge = memory, "t.one", 50, 2*time.Hour
+			})
+			want := jetstream.FileStorage
+			if memory {
+				want = jetstream.MemoryStorage
+			}
+			js := jsClient(t, srv.URL())
+			histStream, err := js.StreamNameBySubject(ctx, "t.one.hist.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{histStream, "KV_t_one_presence"} {
+				s, err := js.Stream(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg := s.CachedInfo().Config; cfg.Storage != want || cfg.Replicas != 1 {
+					t.Errorf("stream %s: storage %v, %d replicas; want %v, 1", name, cfg.Storage, cfg.Replicas, want)
+				}
+				if cfg := s.CachedInfo().Config; name == histStream && (cfg.MaxAge != 2*time.Hour || cfg.MaxMsgsPerSubject != 50+8) {
+					t.Errorf("history stream: max age %s, %d messages per channel; want 2h, 58", cfg.MaxAge, cfg.MaxMsgsPerSubject)
+				}
+			}
+			// Replicas reach JetStream, which a single server refuses.
+			_, err = nats.New(ctx, nats.Options{URL: srv.URL(), Prefix: "t.three", Replicas: 3, MemoryStorage: memory})
+			if err == nil || errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), "replicas") {
+				t.Errorf("3 replicas on one server: %v, want JetStream's refusal", err)
+			}
+			// A node configured with the other storage uses what exists.
+			other := newBroker(t, srv.URL(), func(o *nats.Options) { o.MemoryStorage = !memory; o.Prefix = "t.one" })
+			if _, err := other.Publish(ctx, "c", []byte(`1`), hist); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func jsClient(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := gonats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// TestSubscribeWhileDown: while the server is gone, Subscribe fails at once
+// with ErrUnavailable instead of waiting out the request timeout; once the
+// server is back the same channel can be subscribed and receives
+// publications, and a channel subscribed before the outage still does.
+func TestSubscribeWhileDown(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{Persist: true})
+	b, rec := startedBroker(t, srv.URL(), nil)
+	ctx := ctxT(t)
+	if err := b.Subscribe(ctx, "before"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	eventually(t, func() (struct{}, error) { // the client has noticed
+		if err := b.Ping(ctx); err == nil {
+			return struct{}{}, errors.New("still connected")
+		}
+		return struct{}{}, nil
+	})
+	// No deadline on the context: only the broker's own fail-fast keeps
+	// this from waiting the default 5 s request timeout.
+	start := time.Now()
+	err := b.Subscribe(context.Background(), "during")
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("subscribe while down: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("subscribe while down took %s", d)
+	}
+	srv.Restart(t)
+	eventually(t, func() (struct{}, error) { return struct{}{}, b.Subscribe(ctx, "during") })
+	for _, ch := range []string{"during", "before"} {
+		pos := eventually(t, func() (broker.Position, error) { return b.Publish(ctx, ch, []byte(`1`), hist) })
+		rec.waitOffset(t, ch, pos.Offset, pos.Epoch)
+	}
 }

@@ -44,6 +44,18 @@ func (b *Broker) findBucket(ctx context.Context, stale *kvRef) (*kvRef, error) {
 	if b.opts.MemoryStorage {
 		cfg.Storage = jetstream.MemoryStorage
 	}
+	// An existing bucket keeps its storage (JetStream refuses to change it,
+	// as for the history stream); the rest of its configuration follows.
+	switch s, err := b.js.Stream(ctx, "KV_"+b.bucket); {
+	case err == nil:
+		if have := s.CachedInfo().Config.Storage; have != cfg.Storage {
+			b.log.Warn("presence bucket keeps its storage: JetStream cannot change it in place",
+				"bucket", b.bucket, "storage", have.String(), "configured", cfg.Storage.String())
+			cfg.Storage = have
+		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, b.fail("find presence bucket", err)
+	}
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		return nil, b.fail("find presence bucket", err)

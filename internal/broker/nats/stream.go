@@ -103,17 +103,23 @@ func (b *Broker) reconcile(ctx context.Context, s jetstream.Stream) error {
 	}
 	want := b.streamConfig(info.Config.Name)
 	cfg := info.Config
-	if cfg.MaxMsgsPerSubject == want.MaxMsgsPerSubject && cfg.MaxAge == want.MaxAge && !cfg.AllowDirect {
+	if cfg.Storage != want.Storage {
+		// JetStream cannot move a stream to another storage; switching
+		// means deleting the stream, and with it every channel's history.
+		b.log.Warn("history stream keeps its storage: JetStream cannot change it in place",
+			"stream", cfg.Name, "storage", cfg.Storage.String(), "configured", want.Storage.String())
+	}
+	if cfg.MaxMsgsPerSubject == want.MaxMsgsPerSubject && cfg.MaxAge == want.MaxAge && cfg.Replicas == want.Replicas && !cfg.AllowDirect {
 		return nil
 	}
-	cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.AllowDirect = want.MaxMsgsPerSubject, want.MaxAge, false
+	cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Replicas, cfg.AllowDirect = want.MaxMsgsPerSubject, want.MaxAge, want.Replicas, false
 	if cfg.Duplicates > cfg.MaxAge && cfg.MaxAge > 0 {
 		cfg.Duplicates = cfg.MaxAge
 	}
 	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("update stream %s: %w", cfg.Name, err)
 	}
-	b.log.Info("updated history stream limits", "stream", cfg.Name)
+	b.log.Info("updated history stream limits", "stream", cfg.Name, "replicas", cfg.Replicas)
 	return nil
 }
 
