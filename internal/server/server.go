@@ -33,6 +33,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
 	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
@@ -195,8 +196,14 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		}
 		mux.Handle("/", http.FileServerFS(static))
 	}
+	// Behind trusted proxies every handler, the transports' connection
+	// limits and logs included, sees the client's address as RemoteAddr.
+	proxies, err := realip.ParseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("server: trusted_proxies: %w", err)
+	}
 	s.httpSrv = &http.Server{
-		Handler:           mux,
+		Handler:           proxies.Handler(mux),
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ReadTimeout:       cfg.HandshakeTimeout + cfg.WriteTimeout,
 		IdleTimeout:       2 * time.Minute,
@@ -231,13 +238,34 @@ func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.Prese
 		}
 		return b, b, nil
 	case strings.HasPrefix(cfg.Broker, "nats://"):
-		b, err := natsbroker.New(ctx, natsbroker.Options{URL: cfg.Broker, Logger: log.With("component", "nats")})
+		b, err := natsbroker.New(ctx, natsOptions(cfg, log))
 		if err != nil {
 			return nil, nil, fmt.Errorf("server: nats broker: %w", err)
 		}
 		return b, b, nil
 	default:
 		return nil, nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
+	}
+}
+
+// natsOptions maps the configuration onto the NATS broker's options. The
+// stream keeps as many publications per channel as the largest history
+// size asks for, and presence entries at least as long as presence_ttl.
+func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
+	size, _ := cfg.LargestHistory()
+	maxAge := cfg.NATSHistoryMaxAge
+	if maxAge == 0 {
+		maxAge = -1 // no limit, as the broker spells it
+	}
+	return natsbroker.Options{
+		URL:            cfg.Broker,
+		Prefix:         cfg.NATSPrefix,
+		Replicas:       cfg.NATSReplicas,
+		MemoryStorage:  cfg.NATSStorage == "memory",
+		HistoryMaxSize: size, // 0 (no history anywhere): the broker's default
+		HistoryMaxAge:  maxAge,
+		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
+		Logger:         log.With("component", "nats"),
 	}
 }
 
