@@ -134,7 +134,7 @@ var Keys = []Key{
 	{"tls_key", "", "TLS private key file (PEM) for tls_cert"},
 	{"poll_max_timeout", 60 * time.Second, "longest wait a long poll (GET /poll) may ask for, in whole seconds"},
 	{"trusted_proxies", []string{}, "proxies (IP addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For or X-Real-IP gives the client address"},
-	{"nats_replicas", 1, "with NATS: servers of a NATS cluster keeping each copy of history and presence (1 to 5)"},
+	{"nats_replicas", 1, "with NATS: how many servers of a NATS cluster keep history and presence (1 to 5)"},
 	{"nats_storage", "file", `with NATS: where JetStream keeps history and presence: "file" or "memory" (lost when NATS restarts)`},
 	{"nats_prefix", "switchboard", "with NATS: prefix of every subject, stream and bucket name, so several clusters can share one NATS"},
 	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},

@@ -56,7 +56,8 @@ type Message struct {
 // SessionInfo describes a connection when it is opened.
 type SessionInfo struct {
 	// RemoteAddr is the client's address as the transport sees it
-	// (host:port); connection limits per address use its host.
+	// (host:port, or a bare IP for a client behind a trusted proxy);
+	// connection limits per address use its host.
 	RemoteAddr string
 	// User is the authenticated user id, empty for anonymous clients. It is
 	// overridden by Credentials.
