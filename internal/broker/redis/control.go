@@ -11,7 +11,11 @@ import (
 
 var _ broker.Controller = (*Broker)(nil)
 
-// controlName is the Pub/Sub channel the nodes talk to each other on.
+// controlName is the Pub/Sub channel the nodes talk to each other on. It
+// is an ordinary (not sharded) Pub/Sub channel, also in a Redis Cluster,
+// which delivers such messages on every one of its nodes: control messages
+// are few, and no slot's move or master's failure can interrupt them for
+// longer than it takes to reconnect to any node.
 func (b *Broker) controlName() string { return b.opts.Prefix + ":control" }
 
 // subscribeControl subscribes conn to the control channel when the handler

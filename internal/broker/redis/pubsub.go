@@ -26,6 +26,11 @@ const (
 // subscription is the node's subscription to one channel.
 type subscription struct {
 	channel string // the engine's channel name
+	slot    uint16 // the hash slot of its keys (in a cluster)
+
+	// home is the shard whose connection carries the subscription, in a
+	// cluster. Guarded by Broker.mu.
+	home *shard
 
 	// mu is held while delivering to the handler: it orders the channel's
 	// deliveries between the Pub/Sub reader and the reconnecting loop.
@@ -57,6 +62,9 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, broker.ErrClosed)
 	}
 	name := b.pubName(channel)
+	if b.cluster {
+		return b.subscribeCluster(ctx, channel, name)
+	}
 	b.mu.Lock()
 	if _, ok := b.subs[name]; ok {
 		b.mu.Unlock()
@@ -93,6 +101,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	stripe.Lock()
 	defer stripe.Unlock()
 	name := b.pubName(channel)
+	if b.cluster {
+		return b.unsubscribeCluster(ctx, channel, name)
+	}
 	b.mu.Lock()
 	s := b.subs[name]
 	delete(b.subs, name)
@@ -141,18 +152,28 @@ func (b *Broker) subscribeBatch(ctx context.Context, conn rueidis.DedicatedClien
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	for i, res := range conn.DoMulti(ctx, reads...) {
-		vals, err := res.ToArray()
+		epoch, offset, err := parsePosition(res)
 		if err != nil {
-			return fmt.Errorf("read position: %w", err)
+			return err
 		}
-		if len(vals) != 2 {
-			return fmt.Errorf("read position: %d values", len(vals))
-		}
-		offset, _ := vals[0].AsInt64() // nil when the channel has no state
-		epoch, _ := vals[1].ToString()
-		b.catchUp(subs[i], epoch, uint64(max(offset, 0)))
+		b.catchUp(subs[i], epoch, offset)
 	}
 	return nil
+}
+
+// parsePosition decodes the reply to HMGET meta offset epoch: both are
+// nil when the channel has no state.
+func parsePosition(res rueidis.RedisResult) (epoch string, offset uint64, err error) {
+	vals, err := res.ToArray()
+	if err != nil {
+		return "", 0, fmt.Errorf("read position: %w", err)
+	}
+	if len(vals) != 2 {
+		return "", 0, fmt.Errorf("read position: %d values", len(vals))
+	}
+	off, _ := vals[0].AsInt64()
+	epoch, _ = vals[1].ToString()
+	return epoch, uint64(max(off, 0)), nil
 }
 
 // catchUp brings s to the position (epoch, offset): it sets the starting
@@ -297,7 +318,7 @@ func (b *Broker) pubsubLoop(ctx context.Context, first chan<- error) {
 				first = nil
 			}
 			if lost {
-				b.log.Info("Pub/Sub connection restored")
+				b.log.Info("Pub/Sub connection restored", "cluster", b.cluster)
 				lost = false
 			}
 			backoff = minBackoff
@@ -322,7 +343,8 @@ func (b *Broker) pubsubLoop(ctx context.Context, first chan<- error) {
 			first = nil
 		}
 		if !lost {
-			b.log.Warn("Pub/Sub connection lost; reconnecting", "err", err)
+			// In a cluster this connection carries the control channel only.
+			b.log.Warn("Pub/Sub connection lost; reconnecting", "cluster", b.cluster, "err", err)
 			lost = true
 		}
 		select {
@@ -335,7 +357,9 @@ func (b *Broker) pubsubLoop(ctx context.Context, first chan<- error) {
 }
 
 // resubscribe makes conn the live Pub/Sub connection and subscribes it to
-// every channel the node is subscribed to, catching each up.
+// every channel the node is subscribed to, catching each up. In a cluster
+// the channels are on the shard connections, and conn carries only the
+// control channel.
 func (b *Broker) resubscribe(ctx context.Context, conn rueidis.DedicatedClient) error {
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
@@ -347,6 +371,10 @@ func (b *Broker) resubscribe(ctx context.Context, conn rueidis.DedicatedClient) 
 	}
 	b.mu.Lock()
 	b.conn = conn
+	if b.cluster {
+		b.mu.Unlock()
+		return nil
+	}
 	subs := make([]*subscription, 0, len(b.subs))
 	for _, s := range b.subs {
 		subs = append(subs, s)

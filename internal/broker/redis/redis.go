@@ -1,27 +1,31 @@
 // Package redis is the broker for several Switchboard nodes sharing one
-// Redis (6.2 or newer): publications fan out between nodes over Redis
-// Pub/Sub, channel history lives in Redis Streams, and presence in Redis
-// hashes whose entries expire, so that the clients of a dead node vanish.
+// Redis (6.2 or newer), a Redis behind Sentinels, or a Redis Cluster (7.0
+// or newer): publications fan out between nodes over Redis Pub/Sub,
+// channel history lives in Redis Streams, and presence in Redis hashes
+// whose entries expire, so that the clients of a dead node vanish.
 //
 // # Keys
 //
 // Every key and Pub/Sub channel name starts with Options.Prefix and carries
 // the engine's channel name in braces, so that all of one channel's keys
-// share a Redis Cluster hash slot:
+// and its Pub/Sub channel share a Redis Cluster hash slot:
 //
 //	{prefix}:{channel}:meta             hash: offset, epoch, ttl (history TTL in ms)
 //	{prefix}:{channel}:history          stream: entry id "offset-0", fields d (data), t (ms)
-//	{prefix}:{channel}:pub              Pub/Sub channel: publications and events
+//	{prefix}:{channel}:pub              (shard) Pub/Sub channel: publications and events
 //	{prefix}:{channel}:presence         hash: client id -> JSON ClientInfo
 //	{prefix}:{channel}:presence-expiry  sorted set: client id scored by expiry (ms)
 //	{prefix}:control                    Pub/Sub channel between the nodes (broker.Controller)
+//
+// Every script and multi-key command works on the keys of one channel, so
+// none crosses slots in a cluster.
 //
 // # Offsets and epochs
 //
 // A Lua script publishes: it increments the channel's offset, appends the
 // publication to the stream (trimmed to the history size), refreshes the
-// keys' expiry and PUBLISHes it, all atomically, so that Pub/Sub carries a
-// channel's publications in offset order. Entries older than the history
+// keys' expiry and PUBLISHes it (SPUBLISH in a cluster), all atomically,
+// so that Pub/Sub carries a channel's publications in offset order. Entries older than the history
 // TTL are trimmed when history is read (and never returned), and a stream
 // idle for its TTL expires whole. The epoch is stored beside the
 // offset; when the meta key is missing (a new channel, an idle one that
@@ -39,6 +43,20 @@
 // what was published meanwhile. A publication that history no longer holds
 // shows to the handler as a jump in offsets, and lost Redis data as a new
 // epoch: the gap is never hidden.
+//
+// # Redis Cluster
+//
+// Whether Redis is a cluster is not configured: the client asks the server
+// (see Options.URL). In a cluster a node uses sharded Pub/Sub: the publish
+// script SPUBLISHes, and the node keeps one Pub/Sub connection per master,
+// SSUBSCRIBEd there to the channels whose slots that master serves; the
+// slot map comes from CLUSTER SLOTS. When a slot moves (resharding) its
+// master unsubscribes the node from the slot's channels, and when a
+// master fails its connection breaks; either way the node learns the
+// slot's new master, subscribes there and delivers from history what was
+// published meanwhile, exactly as after a lost connection to a single
+// Redis. The control channel uses ordinary Pub/Sub, which a cluster
+// delivers on every node, over one more connection.
 package redis
 
 import (
@@ -68,9 +86,13 @@ var (
 // Options configure a Redis broker. Only URL is required.
 type Options struct {
 	// URL names the Redis: redis://[user:password@]host:port/db, or
-	// rediss:// for TLS. With ?master_set=NAME the host (and any further
-	// addr=host:port parameters) are Sentinels that find the primary of
-	// NAME. Redis Cluster is not supported yet.
+	// rediss:// for TLS. Further addr=host:port parameters name more
+	// servers to try at start. With ?master_set=NAME the host and the addr
+	// parameters are Sentinels that find the primary of NAME. Otherwise,
+	// when the server is a Redis Cluster node, the broker discovers the
+	// cluster from it and works in cluster mode; name several masters
+	// (redis://node1:6379/0?addr=node2:6379&addr=node3:6379) so that it
+	// starts while one is down. A cluster has only database 0.
 	//
 	// History survives a Redis restart only as durably as Redis keeps it:
 	// with appendfsync always nothing acknowledged is lost; with RDB
@@ -120,12 +142,27 @@ type Broker struct {
 	// their commands reach Redis in the order they were called.
 	stripes [64]sync.Mutex
 
-	mu   sync.RWMutex
-	conn rueidis.DedicatedClient  // the live Pub/Sub connection; nil while down. Guarded by mu.
-	subs map[string]*subscription // by Pub/Sub channel name. Guarded by mu.
+	// cluster is set when Redis is a Redis Cluster (sharded Pub/Sub);
+	// nodeOpts then connect to one of its masters. Read-only after New.
+	cluster  bool
+	nodeOpts rueidis.ClientOption
 
-	stopLoop context.CancelFunc // ends the Pub/Sub loop; set by Start
+	mu sync.RWMutex
+	// conn is the live Pub/Sub connection, nil while down: in a cluster it
+	// carries only the control channel. Guarded by mu.
+	conn rueidis.DedicatedClient
+	subs map[string]*subscription // by Pub/Sub channel name. Guarded by mu.
+	// In a cluster: the slot map, and the Pub/Sub connections to masters by
+	// address. Guarded by mu.
+	slots  slotTable
+	shards map[string]*shard
+
+	// loopCtx is the lifetime of the Pub/Sub loops, cancelled by Close
+	// (with stopLoop). Set by Start.
+	loopCtx  context.Context
+	stopLoop context.CancelFunc // ends the Pub/Sub loops; set by Start
 	loopDone chan struct{}      // closed when the Pub/Sub loop has returned
+	shardWG  sync.WaitGroup     // the cluster's shard loops
 }
 
 // New connects to the Redis named by opts.URL. It fails, with an error
@@ -157,18 +194,27 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		co.Dialer.Timeout = time.Until(dl)
 	}
 	client, err := rueidis.NewClient(co)
+	if re, ok := rueidis.IsRedisErr(err); ok && co.SelectDB != 0 && strings.Contains(re.Error(), "cluster mode") {
+		return nil, fmt.Errorf("redis broker: %s is a Redis Cluster, which has only database 0: %w", redact(opts.URL), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("redis broker: connect to %s: %w: %w", redact(opts.URL), broker.ErrUnavailable, err)
-	}
-	if client.Mode() == rueidis.ClientModeCluster {
-		client.Close()
-		return nil, fmt.Errorf("redis broker: %s is a Redis Cluster, which is not supported yet", redact(opts.URL))
 	}
 	b := &Broker{
 		opts:   opts,
 		client: client,
 		log:    opts.Logger.With("broker", "redis"),
 		subs:   make(map[string]*subscription),
+		shards: make(map[string]*shard),
+	}
+	if client.Mode() == rueidis.ClientModeCluster {
+		if co.SelectDB != 0 {
+			client.Close()
+			return nil, fmt.Errorf("redis broker: %s is a Redis Cluster, which has only database 0", redact(opts.URL))
+		}
+		b.cluster = true
+		b.nodeOpts = co
+		b.nodeOpts.ForceSingleClient = true
 	}
 	if err := b.client.Do(ctx, b.client.B().Ping().Build()).Error(); err != nil {
 		client.Close()
@@ -210,8 +256,17 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 	}
 	b.handler = h
 	loopCtx, cancel := context.WithCancel(context.Background())
+	b.mu.Lock()
+	b.loopCtx = loopCtx
+	b.mu.Unlock()
 	b.stopLoop = cancel
 	b.loopDone = make(chan struct{})
+	if b.cluster {
+		// Best effort: a Subscribe reads the map itself when it lacks it.
+		if err := b.refreshSlots(ctx); err != nil {
+			b.log.Warn("cannot read the cluster's slot map", "err", err)
+		}
+	}
 	first := make(chan error, 1)
 	go b.pubsubLoop(loopCtx, first)
 	select {
@@ -225,13 +280,23 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 // Close implements broker.Broker. It ends the Pub/Sub connection and
 // closes the client; later calls fail with broker.ErrClosed.
 func (b *Broker) Close(ctx context.Context) error {
-	if b.closed.Swap(true) {
+	// Set under mu: shard loops start under mu, so none starts after.
+	b.mu.Lock()
+	already := b.closed.Swap(true)
+	b.mu.Unlock()
+	if already {
 		return nil
 	}
 	if b.stopLoop != nil {
 		b.stopLoop()
+		done := make(chan struct{})
+		go func() {
+			<-b.loopDone
+			b.shardWG.Wait()
+			close(done)
+		}()
 		select {
-		case <-b.loopDone:
+		case <-done:
 		case <-ctx.Done():
 			b.client.Close()
 			return fmt.Errorf("redis broker: close: %w", ctx.Err())
@@ -257,9 +322,18 @@ func (b *Broker) Ping(ctx context.Context) error {
 	}
 	b.mu.RLock()
 	up := b.conn != nil
+	down := ""
+	for addr, sh := range b.shards {
+		if sh.conn == nil && len(sh.subs) > 0 {
+			down = addr
+		}
+	}
 	b.mu.RUnlock()
 	if !up {
 		return fmt.Errorf("redis broker: ping: %w: Pub/Sub connection down", broker.ErrUnavailable)
+	}
+	if down != "" {
+		return fmt.Errorf("redis broker: ping: %w: Pub/Sub connection to cluster master %s down", broker.ErrUnavailable, down)
 	}
 	return nil
 }
@@ -272,13 +346,17 @@ func (b *Broker) historyKey(channel string) string { return b.base(channel) + ":
 func (b *Broker) pubName(channel string) string    { return b.base(channel) + ":pub" }
 
 // Publish implements broker.Broker: one script call stores the publication
-// and PUBLISHes it to the subscribed nodes.
+// and PUBLISHes (in a cluster SPUBLISHes) it to the subscribed nodes.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts broker.PublishOptions) (broker.Position, error) {
 	if b.closed.Load() {
 		return broker.Position{}, fmt.Errorf("redis broker: publish: %w", broker.ErrClosed)
 	}
 	ttl := ms(opts.HistoryTTL)
-	res := publishScript.Exec(ctx, b.client,
+	script := publishScript
+	if b.cluster {
+		script = spublishScript
+	}
+	res := script.Exec(ctx, b.client,
 		[]string{b.metaKey(channel), b.historyKey(channel)},
 		[]string{
 			b.pubName(channel),
@@ -311,7 +389,12 @@ func (b *Broker) PublishEvent(ctx context.Context, channel string, data []byte) 
 	}
 	msg := make([]byte, 0, len(data)+1)
 	msg = append(append(msg, kindEvent), data...)
-	cmd := b.client.B().Publish().Channel(b.pubName(channel)).Message(rueidis.BinaryString(msg)).Build()
+	var cmd rueidis.Completed
+	if b.cluster {
+		cmd = b.client.B().Spublish().Channel(b.pubName(channel)).Message(rueidis.BinaryString(msg)).Build()
+	} else {
+		cmd = b.client.B().Publish().Channel(b.pubName(channel)).Message(rueidis.BinaryString(msg)).Build()
+	}
 	if err := b.client.Do(ctx, cmd).Error(); err != nil {
 		return b.wrap("publish event to "+channel, err)
 	}
@@ -394,6 +477,9 @@ func parseHistory(res rueidis.RedisResult) (broker.HistoryResult, bool, error) {
 // Redis that cannot serve now: loading, failing over) as
 // broker.ErrUnavailable, and calls after Close as broker.ErrClosed.
 func (b *Broker) wrap(op string, err error) error {
+	if errors.Is(err, broker.ErrClosed) || errors.Is(err, broker.ErrUnavailable) {
+		return fmt.Errorf("redis broker: %s: %w", op, err)
+	}
 	if b.closed.Load() && errors.Is(err, rueidis.ErrClosing) {
 		return fmt.Errorf("redis broker: %s: %w", op, broker.ErrClosed)
 	}

@@ -1,9 +1,15 @@
 package redis
 
-import "github.com/redis/rueidis"
+import (
+	"strings"
+
+	"github.com/redis/rueidis"
+)
 
 // The Lua scripts. Each works on the keys of one channel only, all named in
-// KEYS, and reads the clock with TIME so that every node agrees on it.
+// KEYS and sharing the channel's hash tag, so that in a Redis Cluster every
+// script runs on one slot (no CROSSSLOT). Each reads the clock with TIME so
+// that every node agrees on it.
 // Offsets and times stay far below 2^53, where Lua numbers are exact.
 //
 // All but publishScript may run twice without harm, so the client retries
@@ -40,13 +46,27 @@ end
 `
 )
 
-// publishScript stores and PUBLISHes one publication.
+// publishScript stores and PUBLISHes one publication; spublishScript is
+// the same with SPUBLISH, for a Redis Cluster: the shard channel hashes to
+// the slot of the keys, so the script may publish to it.
 //
 //	KEYS: meta, history
 //	ARGV: pubsub channel, data, history size, history ttl (ms),
 //	      meta ttl (ms), epoch to start when the channel has none
 //	returns: {offset, epoch}
-var publishScript = rueidis.NewLuaScript(luaNow + `
+var (
+	publishScript  = newPublishScript("PUBLISH")
+	spublishScript = newPublishScript("SPUBLISH")
+)
+
+// newPublishScript returns the publish script that sends with cmd.
+func newPublishScript(cmd string) *rueidis.Lua {
+	return rueidis.NewLuaScript(luaNow + strings.ReplaceAll(luaPublish, "PUBLISH_COMMAND", cmd))
+}
+
+// luaPublish is the body of the publish scripts; PUBLISH_COMMAND stands for
+// the Pub/Sub command.
+const luaPublish = `
 local meta, hist = KEYS[1], KEYS[2]
 local size, ttl, metattl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
@@ -73,9 +93,9 @@ else
 	redis.call('DEL', hist)
 end
 redis.call('PEXPIRE', meta, metattl)
-redis.call('PUBLISH', ARGV[1], string.format('p%d:%s:%d:', offset, epoch, now) .. ARGV[2])
+redis.call('PUBLISH_COMMAND', ARGV[1], string.format('p%d:%s:%d:', offset, epoch, now) .. ARGV[2])
 return {offset, epoch}
-`)
+`
 
 // historyScript reads a channel's position and history together.
 //
