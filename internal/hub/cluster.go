@@ -55,15 +55,21 @@ type nodeSeen struct {
 	at   time.Time
 }
 
-// startCluster begins announcing this node when the broker connects nodes.
-func (h *Hub) startCluster() {
+// initCluster prepares the hub's view of the other nodes. It runs before
+// the broker starts, which may deliver control messages at once.
+func (h *Hub) initCluster() {
 	h.cl.nodes = map[string]nodeSeen{}
 	h.cl.waiting = map[string]chan control{}
-	ctl, ok := h.broker.(broker.Controller)
-	if !ok {
+	if ctl, ok := h.broker.(broker.Controller); ok {
+		h.cl.ctl = ctl
+	}
+}
+
+// startCluster begins announcing this node when the broker connects nodes.
+func (h *Hub) startCluster() {
+	if h.cl.ctl == nil {
 		return
 	}
-	h.cl.ctl = ctl
 	h.loops.Add(1)
 	go h.announceLoop()
 }

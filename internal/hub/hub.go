@@ -222,6 +222,7 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 
 // Start connects the hub to its broker.
 func (h *Hub) Start(ctx context.Context) error {
+	h.initCluster()
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("hub: start broker: %w", err)
 	}
