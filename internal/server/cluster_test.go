@@ -26,7 +26,7 @@ type backend struct {
 }
 
 func backends(t *testing.T) []backend {
-	return []backend{natsBackend(t), redisBackend(t)}
+	return []backend{natsBackend(t), redisBackend(t), redisClusterBackend(t)}
 }
 
 func redisBackend(t *testing.T) backend {
@@ -42,6 +42,33 @@ func redisBackend(t *testing.T) backend {
 		fresh: func(t *testing.T, keep bool) (string, func()) {
 			r := testenv.StartRedis(t, testenv.RedisOptions{AOF: keep})
 			return r.URL(), func() { r.Kill(); r.Restart(t) }
+		},
+	}
+}
+
+// redisClusterBackend is a 3-master Redis Cluster; its restart kills every
+// master and starts them again.
+func redisClusterBackend(t *testing.T) backend {
+	var c *testenv.RedisCluster
+	return backend{
+		name: "redis-cluster",
+		url: func() string {
+			if c == nil {
+				c = testenv.StartRedisCluster(t, testenv.RedisClusterOptions{AOF: true})
+			}
+			return c.URL()
+		},
+		fresh: func(t *testing.T, keep bool) (string, func()) {
+			c := testenv.StartRedisCluster(t, testenv.RedisClusterOptions{AOF: keep})
+			return c.URL(), func() {
+				for _, m := range c.Masters {
+					m.Kill()
+				}
+				for _, m := range c.Masters {
+					m.Restart(t)
+				}
+				c.WaitHealthy(t)
+			}
 		},
 	}
 }
