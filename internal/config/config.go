@@ -93,7 +93,7 @@ type Key struct {
 var Keys = []Key{
 	{"addr", "127.0.0.1:8000", "address to listen on (host:port)"},
 	{"api_key", []string{}, "server API key(s), comma-separated; one is generated and printed at startup when empty"},
-	{"broker", "memory", `broker: "memory" (single node, no dependency), redis://host:port/db or nats://host:port (several nodes)`},
+	{"broker", "memory", `broker: "memory" (single node, no dependency), redis://host:port/db (a Redis, Sentinels with ?master_set=, or a Redis Cluster) or nats://host:port (several nodes)`},
 	{"node_name", "", "this node's name in /api/info (default: the host name)"},
 	{"pprof", false, "serve Go profiles at /debug/pprof/ (behind the server API key)"},
 	{"websocket_reader", "", `how WebSocket connections are read: "epoll" (Linux default: no goroutine per idle connection) or "goroutine"`},
