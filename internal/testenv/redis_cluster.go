@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,10 @@ type RedisClusterOptions struct {
 	// back with its data, without it empty (it keeps its slots either way,
 	// which it records in its nodes.conf).
 	AOF bool
+	// Replicas is the number of replicas of each master. A replica takes
+	// over its master's slots when the master has been unreachable for
+	// about two seconds (cluster-node-timeout).
+	Replicas int
 }
 
 // RedisCluster is a Redis Cluster of redis-server processes owned by one
@@ -38,8 +43,10 @@ type RedisCluster struct {
 	// Masters are the primaries, in the order of the slot ranges they were
 	// given: Masters[i] serves the i-th range. Kill, Stop and Restart one
 	// to make its slots unavailable; WaitHealthy waits for the cluster to
-	// recover.
+	// recover. After a failover the list is not updated.
 	Masters []*Redis
+	// Replicas holds the replicas of Masters[i] at Replicas[i].
+	Replicas [][]*Redis
 }
 
 // StartRedisCluster starts a Redis Cluster (redis-server 7.0 or newer,
@@ -56,35 +63,58 @@ func StartRedisCluster(tb testing.TB, opts RedisClusterOptions) *RedisCluster {
 		n = 3
 	}
 	bin := Binary(tb, "redis-server")
-	c := &RedisCluster{}
+	c := &RedisCluster{Replicas: make([][]*Redis, n)}
 	for i := 0; i < n; i++ {
-		r := &Redis{bin: bin, opts: RedisOptions{AOF: opts.AOF}, dir: tb.TempDir(), cluster: true}
-		tb.Cleanup(r.Kill)
-		var err error
-		for attempt := 0; attempt < 3; attempt++ {
-			r.mu.Lock()
-			r.port, err = freePort()
-			if err == nil {
-				r.busPort, err = freePort()
-			}
-			if err == nil {
-				err = r.startLocked()
-			}
-			r.mu.Unlock()
-			if err == nil {
-				break
-			}
+		c.Masters = append(c.Masters, startClusterNode(tb, bin, opts.AOF))
+		for j := 0; j < opts.Replicas; j++ {
+			c.Replicas[i] = append(c.Replicas[i], startClusterNode(tb, bin, opts.AOF))
 		}
-		if err != nil {
-			tb.Fatalf("testenv: start redis-server %d of the cluster: %v", i, err)
-		}
-		c.Masters = append(c.Masters, r)
 	}
 	if err := c.form(); err != nil {
 		tb.Fatalf("testenv: form the redis cluster: %v", err)
 	}
 	c.WaitHealthy(tb)
 	return c
+}
+
+// startClusterNode starts one cluster-enabled redis-server.
+func startClusterNode(tb testing.TB, bin string, aof bool) *Redis {
+	tb.Helper()
+	r := &Redis{bin: bin, opts: RedisOptions{AOF: aof}, dir: tb.TempDir(), cluster: true}
+	tb.Cleanup(r.Kill)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		r.mu.Lock()
+		r.port, err = freePort()
+		if err == nil {
+			r.busPort, err = freePort()
+		}
+		if err == nil {
+			err = r.startLocked()
+		}
+		r.mu.Unlock()
+		if err == nil {
+			return r
+		}
+	}
+	tb.Fatalf("testenv: start a redis cluster node: %v", err)
+	return nil
+}
+
+// nodes returns every node, masters first.
+func (c *RedisCluster) nodes() []*Redis {
+	all := slices.Clone(c.Masters)
+	for _, rs := range c.Replicas {
+		all = append(all, rs...)
+	}
+	return all
+}
+
+// running reports whether the server is running.
+func (r *Redis) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil
 }
 
 // form assigns the slot ranges and makes the nodes meet.
@@ -102,7 +132,7 @@ func (c *RedisCluster) form() error {
 		}
 	}
 	first := c.Masters[0].Addr()
-	for _, r := range c.Masters[1:] {
+	for _, r := range c.nodes()[1:] {
 		r.mu.Lock()
 		port, bus := r.port, r.busPort
 		r.mu.Unlock()
@@ -110,12 +140,34 @@ func (c *RedisCluster) form() error {
 			return fmt.Errorf("meet %d: %w", port, err)
 		}
 	}
+	for i, rs := range c.Replicas {
+		id, err := command(c.Masters[i].Addr(), "CLUSTER", "MYID")
+		if err != nil {
+			return fmt.Errorf("master %d: %w", i, err)
+		}
+		for _, r := range rs {
+			// The replica must have heard of its master through the
+			// cluster bus first.
+			deadline := time.Now().Add(redisStartTimeout)
+			for {
+				_, err := command(r.Addr(), "CLUSTER", "REPLICATE", id.(string))
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("replicate master %d: %w", i, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
 	return nil
 }
 
 // WaitHealthy waits until every running node reports cluster_state:ok,
-// knows every node and sees every slot served, as after a restarted node
-// has rejoined. It fails the test after redisStartTimeout.
+// knows every node and sees every slot served by as many masters as the
+// cluster was started with, as after a restarted node has rejoined or a
+// replica has taken over. It fails the test after redisStartTimeout.
 func (c *RedisCluster) WaitHealthy(tb testing.TB) {
 	tb.Helper()
 	deadline := time.Now().Add(redisStartTimeout)
@@ -136,11 +188,14 @@ func (c *RedisCluster) healthy() error {
 	want := map[string]string{
 		"cluster_state":          "ok",
 		"cluster_slots_ok":       strconv.Itoa(clusterSlots),
-		"cluster_known_nodes":    strconv.Itoa(len(c.Masters)),
+		"cluster_known_nodes":    strconv.Itoa(len(c.nodes())),
 		"cluster_size":           strconv.Itoa(len(c.Masters)),
 		"cluster_slots_assigned": strconv.Itoa(clusterSlots),
 	}
-	for i, r := range c.Masters {
+	for i, r := range c.nodes() {
+		if !r.running() {
+			continue
+		}
 		reply, err := command(r.Addr(), "CLUSTER", "INFO")
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
@@ -150,6 +205,13 @@ func (c *RedisCluster) healthy() error {
 			if !strings.Contains(info, k+":"+v+"\r\n") {
 				return fmt.Errorf("node %d: not %s:%s in %q", i, k, v, info)
 			}
+		}
+		reply, err = command(r.Addr(), "INFO", "replication")
+		if err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+		if info, _ := reply.(string); strings.Contains(info, "role:slave\r\n") && !strings.Contains(info, "master_link_status:up\r\n") {
+			return fmt.Errorf("node %d: a replica not in sync: %q", i, info)
 		}
 	}
 	return nil

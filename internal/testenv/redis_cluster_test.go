@@ -50,3 +50,25 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("GET after restart: %s", got)
 	}
 }
+
+func TestRedisClusterFailover(t *testing.T) {
+	c := testenv.StartRedisCluster(t, testenv.RedisClusterOptions{Replicas: 1})
+	if len(c.Replicas) != 3 || len(c.Replicas[2]) != 1 {
+		t.Fatalf("replicas %v", c.Replicas)
+	}
+	master, replica := c.Masters[2].Addr(), c.Replicas[2][0].Addr()
+	if got := do(t, master, "SET a v"); got != "+OK" {
+		t.Fatalf("SET: %s", got)
+	}
+	if got := do(t, master, "WAIT 1 5000"); got != ":1" {
+		t.Fatalf("WAIT: %s", got)
+	}
+	c.Masters[2].Kill()
+	c.WaitHealthy(t)
+	if got := do(t, replica, "GET a"); got != "v" {
+		t.Fatalf("GET on the promoted replica: %s", got)
+	}
+	if got := do(t, c.Masters[0].Addr(), "GET a"); got != "-MOVED 15495 "+replica {
+		t.Fatalf("GET on another master: %s", got)
+	}
+}

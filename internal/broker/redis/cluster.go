@@ -472,9 +472,14 @@ func (b *Broker) shardLoop(ctx context.Context, sh *shard) {
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = min(2*backoff, maxShardBackoff)
 	}
 }
+
+// maxShardBackoff caps the retries of a shard's connection lower than
+// those of a single Redis: each retry also re-reads the slot map, which is
+// how the subscriptions of a failed master find its promoted replica.
+const maxShardBackoff = time.Second
 
 // shardConnect makes conn the shard's live connection and subscribes it
 // to every channel the shard carries.

@@ -285,3 +285,71 @@ func TestClusterURL(t *testing.T) {
 		checkDense(t, rec.wait(t, ch, 2), 1, pos.Epoch)
 	}
 }
+
+// TestClusterFailover: a master serving subscribed channels dies and its
+// replica takes over. Publishing resumes in the same epoch, and the node,
+// which subscribes on the promoted replica, receives every publication
+// once and in order; channels of the other masters are not disturbed.
+func TestClusterFailover(t *testing.T) {
+	c := testenv.StartRedisCluster(t, testenv.RedisClusterOptions{Replicas: 1})
+	ctx := context.Background()
+	sub, rec := startNode(t, c.URL(), redis.Options{})
+	pubNode := newBroker(t, c.URL(), redis.Options{})
+	opts := broker.PublishOptions{HistorySize: 100}
+	chans := channelsOnMasters(t, c, "failover-")
+	for _, ch := range chans {
+		if err := sub.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := make([]broker.Position, len(chans))
+	for i, ch := range chans {
+		before[i] = publish(t, pubNode, ch, 5, opts)
+		rec.wait(t, ch, 5)
+	}
+	// Wait until the replica has everything, so the failover loses nothing.
+	raw := rawClient(t, c.Masters[0].URL())
+	if n, err := raw.Do(ctx, raw.B().Wait().Numreplicas(1).Timeout(int64(waitFor/time.Millisecond)).Build()).AsInt64(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d %v", n, err)
+	}
+	c.Masters[0].Kill()
+	for i, ch := range chans {
+		// publish retries while the cluster is down (full coverage).
+		deadline := time.Now().Add(3 * waitFor)
+		var pos broker.Position
+		for {
+			var err error
+			pos, err = pubNode.Publish(ctx, ch, []byte(`"after"`), opts)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, broker.ErrUnavailable) || time.Now().After(deadline) {
+				t.Fatalf("%s: publish during failover: %v", ch, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if pos.Epoch != before[i].Epoch || pos.Offset != 6 {
+			t.Fatalf("%s: after failover %+v, before %+v", ch, pos, before[i])
+		}
+		publish(t, pubNode, ch, 4, opts)
+		checkDense(t, rec.wait(t, ch, 10), 1, before[i].Epoch)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, ch := range chans {
+		if n := len(rec.get(ch)); n != 10 {
+			t.Fatalf("%s: %d deliveries, want 10", ch, n)
+		}
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		// The dead master's connection is given up once it serves no slot.
+		err := sub.Ping(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ping after failover: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
