@@ -64,6 +64,7 @@ type options struct {
 	maxSteps   int
 	payload    int
 	publishers int
+	batch      int
 	via        string
 	drain      time.Duration
 	warmup     time.Duration
@@ -133,7 +134,8 @@ Scenarios:
              HTTP API at --rate per second for --duration (--find-max raises
              the rate until p99 > --max-p99 or a message is lost)
   channels   --conns subscribers each on its own channel, --rate publications
-             per second spread over them (--via api or ws)
+             per second spread over them (--via api or ws; --batch N
+             publications per API request)
   reconnect  --conns subscribers dropped at once (--drop api or restart);
              time until all are back and resubscribed
   sse        broadcast with Server-Sent Events subscribers (GET /sse);
@@ -175,6 +177,7 @@ Flags:
 	fs.IntVar(&o.maxSteps, "max-steps", 20, "find-max: most steps")
 	fs.IntVar(&o.payload, "payload", 100, "approximate size of each publication's data, in bytes (at least 40)")
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
+	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "broadcast, channels: an unrecorded first step at --rate of this length (0: none)")
@@ -337,6 +340,7 @@ func (o *options) params() map[string]any {
 		}
 		if o.scenario == "channels" {
 			p["via"] = o.via
+			p["batch"] = o.batch
 		}
 	case "reconnect":
 		p["drop"] = o.drop

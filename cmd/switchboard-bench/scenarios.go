@@ -97,36 +97,60 @@ type publisher struct {
 func (e *env) publishHTTP(ctx context.Context, stop <-chan struct{}, rate float64, d time.Duration, channelOf func(i uint64) string, seqOf func(i uint64) uint64) *publisher {
 	p := &publisher{}
 	total := uint64(math.Round(rate * d.Seconds()))
+	// A job is publications [i, i+n): one request, or one batch request
+	// when the target takes batches.
 	type job struct {
-		i   uint64
-		due time.Time
+		i, n uint64
+		due  time.Time // the first publication's
+	}
+	batch := uint64(1)
+	if e.o.batch > 1 && e.t.Name == kindSwitchboard {
+		batch = uint64(e.o.batch)
 	}
 	jobs := make(chan job, 1<<16)
 	pad := e.o.payload - 40
+	interval := float64(time.Second) / rate
 	var wg sync.WaitGroup
 	for k := 0; k < e.o.publishers; k++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var local, lag hist
+			var pubs []batchPub
 			for j := range jobs {
 				t0 := time.Now()
 				lag.record(uint64(max(t0.Sub(j.due), 0).Microseconds()))
-				err := e.t.publish(ctx, channelOf(j.i), payload(j.due.UnixNano(), seqOf(j.i), pad))
+				pubs = pubs[:0]
+				for i := j.i; i < j.i+j.n; i++ {
+					due := j.due.Add(time.Duration(float64(i-j.i) * interval))
+					pubs = append(pubs, batchPub{channelOf(i), payload(due.UnixNano(), seqOf(i), pad)})
+				}
+				var failed uint64
+				var err error
+				if batch > 1 {
+					failed, err = e.t.publishBatch(ctx, pubs)
+				} else {
+					err = e.t.publish(ctx, pubs[0].channel, pubs[0].data)
+				}
 				if err != nil && ctx.Err() != nil {
 					continue // stopped on purpose, not a failure
 				}
 				if err != nil {
-					p.failed.Add(1)
+					failed = j.n
+				}
+				if failed > 0 {
+					p.failed.Add(failed)
 					p.mu.Lock()
 					if p.firstErr == nil {
 						p.firstErr = err
+						if err == nil {
+							p.firstErr = fmt.Errorf("publish batch: %d of %d commands failed", failed, j.n)
+						}
 					}
 					p.mu.Unlock()
-					continue
 				}
 				local.record(uint64(time.Since(t0).Microseconds()))
-				p.ok.Add(1)
+				p.ok.Add(j.n - failed)
 			}
 			p.mu.Lock()
 			p.httpLat.merge(&local)
@@ -135,13 +159,15 @@ func (e *env) publishHTTP(ctx context.Context, stop <-chan struct{}, rate float6
 		}()
 	}
 	start := time.Now()
-	interval := float64(time.Second) / rate
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 dispatch:
-	for i := uint64(0); i < total && ctx.Err() == nil; i++ {
+	for i := uint64(0); i < total && ctx.Err() == nil; i += batch {
+		n := min(batch, total-i)
 		due := start.Add(time.Duration(float64(i) * interval))
-		if wait := time.Until(due); wait > time.Millisecond {
+		// A batch leaves when its last publication is due.
+		last := start.Add(time.Duration(float64(i+n-1) * interval))
+		if wait := time.Until(last); wait > time.Millisecond {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
@@ -150,7 +176,7 @@ dispatch:
 			}
 		}
 		select {
-		case jobs <- job{i, due}:
+		case jobs <- job{i, n, due}:
 		case <-stop:
 			break dispatch
 		}

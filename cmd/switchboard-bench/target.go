@@ -247,6 +247,49 @@ func (t *target) publish(ctx context.Context, channel string, data []byte) error
 	return nil
 }
 
+// batchPub is one publication of a batch.
+type batchPub struct {
+	channel string
+	data    []byte
+}
+
+// publishBatch publishes pubs with one POST /api/batch (Switchboard only)
+// and returns how many of them the server refused.
+func (t *target) publishBatch(ctx context.Context, pubs []batchPub) (failed uint64, err error) {
+	body := make([]byte, 0, len(pubs)*(len(pubs[0].data)+80)+16)
+	body = append(body, `{"commands":[`...)
+	for i, p := range pubs {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"method":"publish","params":{"channel":"`...)
+		body = append(body, p.channel...)
+		body = append(body, `","data":`...)
+		body = append(body, p.data...)
+		body = append(body, `}}`...)
+	}
+	body = append(body, `]}`...)
+	var out struct {
+		Replies []struct {
+			Error *struct {
+				Code int `json:"code"`
+			} `json:"error"`
+		} `json:"replies"`
+	}
+	if err := t.api(ctx, http.MethodPost, "/api/batch", json.RawMessage(body), &out); err != nil {
+		return uint64(len(pubs)), err
+	}
+	if len(out.Replies) != len(pubs) {
+		return uint64(len(pubs)), fmt.Errorf("publish batch: %d replies to %d commands", len(out.Replies), len(pubs))
+	}
+	for _, r := range out.Replies {
+		if r.Error != nil {
+			failed++
+		}
+	}
+	return failed, nil
+}
+
 // api calls a Switchboard server API method and decodes the result into out.
 func (t *target) api(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader

@@ -367,24 +367,29 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	now := nanotime()
 	m := pubMessage(channel, pub)
 	m.At = now
+	h.fanOut(channel, m, epoch)
+}
+
+// fanOut queues m for every subscriber of channel on this node, then writes
+// to the sockets that can take it at once from this goroutine, after the
+// channel's lock is released: one tight loop of writes instead of a
+// goroutine per subscriber.
+func (h *Hub) fanOut(channel string, m Message, epoch string) {
+	fl := flushPool.Get().(*flushList)
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
 	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, m, epoch)
+		sub.sess.deliver(sub, m, epoch, fl)
 	}
 	sh.mu.RUnlock()
+	fl.run()
+	fl.release()
 }
 
 // HandleEvent implements broker.Handler: it queues an ephemeral push (join,
 // leave) for every live local subscriber of the channel.
 func (h *Hub) HandleEvent(channel string, data []byte) {
-	m := Message{Data: data, Channel: channel}
-	sh := h.shardOf(channel)
-	sh.mu.RLock()
-	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, m, "")
-	}
-	sh.mu.RUnlock()
+	h.fanOut(channel, Message{Data: data, Channel: channel}, "")
 }
 
 // pubMessage encodes a publication as the push every subscriber receives.

@@ -75,6 +75,7 @@ type Session struct {
 	hub       *Hub
 	id        string
 	transport Transport
+	nb        NonBlockingWriter // transport, when it can write without blocking
 	info      SessionInfo
 	ip        string
 	created   time.Time
@@ -102,7 +103,8 @@ type Session struct {
 	forced     int        // bytes queued past the bounds since the writer last took the queue
 	qbox       *[]Message // the pool's box of queue's buffer, reused when it goes back
 	lastWrite  int64      // nanotime of the writer's last write; owned by the writer
-	writing    bool       // a writer goroutine is running
+	unflushed  bool       // the transport holds part of a batch; owned by the writer
+	writing    bool       // the session has a writer (a goroutine, or a fan-out's flush)
 	closing    bool       // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
 	finished   bool
@@ -125,6 +127,9 @@ type subscription struct {
 // A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
 	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: time.Now(), user: info.User}
+	if nb, ok := t.(NonBlockingWriter); ok {
+		s.nb = nb
+	}
 	s.ip = info.RemoteAddr
 	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {
 		s.ip = host
@@ -545,7 +550,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 	emit(&res)
 	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
 	for _, m := range sub.buf {
-		s.deliverLiveLocked(sub, m, m.Epoch)
+		s.deliverLiveLocked(sub, m, m.Epoch, nil)
 	}
 	sub.pending, sub.buf, sub.live = false, nil, true
 	sub.present = !s.info.Ephemeral
@@ -777,7 +782,7 @@ func (s *Session) replyError(id int64, hasID bool, perr *protocol.Error) {
 
 // deliver queues a publication for sub, or buffers it while sub's subscribe
 // is in progress. Called with the channel's shard read-locked.
-func (s *Session) deliver(sub *subscription, m Message, epoch string) {
+func (s *Session) deliver(sub *subscription, m Message, epoch string, fl *flushList) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sub.pending {
@@ -787,7 +792,7 @@ func (s *Session) deliver(sub *subscription, m Message, epoch string) {
 		}
 		return
 	}
-	s.deliverLiveLocked(sub, m, epoch)
+	s.deliverLiveLocked(sub, m, epoch, fl)
 }
 
 // deliverLiveLocked queues a publication for a live subscription, once and
@@ -795,11 +800,12 @@ func (s *Session) deliver(sub *subscription, m Message, epoch string) {
 // the subscription started from already covered it (history is written
 // before the live copy travels), so anything at or below the last offset
 // queued is dropped. A publication of another epoch means the channel's
-// history was lost: the subscriber gets a reset push first. s.mu must be
+// history was lost: the subscriber gets a reset push first. fl, when not
+// nil, collects the session to be written by the fan-out. s.mu must be
 // held.
-func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string) {
+func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string, fl *flushList) {
 	if m.Offset == 0 { // an event
-		s.enqueueLocked(m)
+		s.enqueueLocked(m, fl)
 		return
 	}
 	if epoch != "" && sub.epoch != "" && epoch != sub.epoch {
@@ -808,19 +814,19 @@ func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string) 
 			Offset uint64 `json:"offset"`
 			Epoch  string `json:"epoch"`
 		}{m.Offset - 1, epoch}))
-		s.enqueueLocked(Message{Data: reset, Channel: sub.channel, Epoch: epoch})
+		s.enqueueLocked(Message{Data: reset, Channel: sub.channel, Epoch: epoch}, fl)
 		sub.epoch, sub.last = epoch, m.Offset-1
 	}
 	if m.Offset <= sub.last {
 		return
 	}
 	sub.last = m.Offset
-	s.enqueueLocked(m)
+	s.enqueueLocked(m, fl)
 }
 
 func (s *Session) enqueue(m Message) {
 	s.mu.Lock()
-	s.enqueueLocked(m)
+	s.enqueueLocked(m, nil)
 	s.mu.Unlock()
 }
 
@@ -831,10 +837,10 @@ func (s *Session) EnqueueControl(frame []byte) {
 	s.enqueue(Message{Data: frame, Control: true})
 }
 
-// enqueueLocked adds m to the outbound queue, starting the writer if it is
-// not running. A queue over its bounds closes the session as a slow
-// consumer. s.mu must be held.
-func (s *Session) enqueueLocked(m Message) {
+// enqueueLocked adds m to the outbound queue and gives the session a writer
+// if it has none (see takeWriterLocked). A queue over its bounds closes the
+// session as a slow consumer. s.mu must be held.
+func (s *Session) enqueueLocked(m Message, fl *flushList) {
 	if s.closing {
 		return
 	}
@@ -849,7 +855,7 @@ func (s *Session) enqueueLocked(m Message) {
 	s.queue = append(s.queue, m)
 	s.queueBytes += len(m.Data)
 	s.queueLen++
-	s.startWriterLocked()
+	s.takeWriterLocked(fl)
 }
 
 // queuePool recycles the outbound queues of sessions that went idle, so a
@@ -894,7 +900,7 @@ func (s *Session) enqueueForcedLocked(m Message) {
 	}
 	s.queue = append(s.queue, m)
 	s.forced += len(m.Data)
-	s.startWriterLocked()
+	s.takeWriterLocked(nil)
 }
 
 // overflowLocked drops the queue and closes the session as a slow consumer.
@@ -902,13 +908,6 @@ func (s *Session) overflowLocked() {
 	s.hub.metrics.QueueOverflows.Inc()
 	s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
 	s.closeLocked(protocol.DisconnectSlowConsumer)
-}
-
-func (s *Session) startWriterLocked() {
-	if !s.writing {
-		s.writing = true
-		go s.writeLoop()
-	}
 }
 
 // Close closes the session from the server side: what is already queued is
@@ -927,7 +926,7 @@ func (s *Session) closeLocked(d protocol.Disconnect) {
 	s.closing = true
 	s.disconnect = d
 	s.hub.metrics.Disconnect(d.Code)
-	s.startWriterLocked()
+	s.takeWriterLocked(nil)
 }
 
 // PeerGone tells the session its connection was closed by the peer or
@@ -938,7 +937,7 @@ func (s *Session) PeerGone() {
 		s.closing = true
 		s.disconnect = protocol.DisconnectNormal
 		s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
-		s.startWriterLocked()
+		s.takeWriterLocked(nil)
 	}
 	s.mu.Unlock()
 }
@@ -947,11 +946,10 @@ func (s *Session) PeerGone() {
 // idle session has no goroutine. When the session is closing it closes the
 // transport and unregisters the session.
 func (s *Session) writeLoop() {
-	m := s.hub.metrics
 	for {
 		s.holdBack()
 		s.mu.Lock()
-		if len(s.queue) == 0 {
+		if len(s.queue) == 0 && !s.unflushed {
 			if s.closing && !s.finished {
 				s.finished = true
 				d := s.disconnect
@@ -966,42 +964,12 @@ func (s *Session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
-		batch := s.queue
-		s.queue, s.spare = s.spare, nil
-		s.queueBytes, s.queueLen, s.forced = 0, 0, 0
+		batch := s.takeQueueLocked()
 		s.mu.Unlock()
 
-		err := s.transport.WriteMessages(batch)
-		now := nanotime()
-		s.lastWrite = now
-		var n, bytes int
-		for i := range batch {
-			if !batch[i].Control {
-				n++
-				bytes += len(batch[i].Data)
-				if at := batch[i].At; at != 0 {
-					m.DeliveryLatency.Observe(float64(now-at) / 1e9)
-				}
-			}
-		}
-		m.MessagesSent.Add(float64(n))
-		m.BytesSent.Add(float64(bytes))
-		m.SocketWrites.Inc()
-		clear(batch)
-
-		s.mu.Lock()
-		s.spare = batch[:0]
-		if err != nil {
-			s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
-			if !s.closing {
-				s.closing = true
-				s.disconnect = protocol.DisconnectWriteTimeout
-				if !errors.Is(err, ErrTransportClosed) {
-					s.hub.metrics.Disconnect(s.disconnect.Code)
-				}
-			}
-		}
-		s.mu.Unlock()
+		err := s.transport.WriteMessages(batch) // writes what is unflushed first
+		s.unflushed = false
+		s.wrote(batch, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -383,5 +384,61 @@ func TestAPIBatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPausedReaderGetsEveryFrameIntact makes the server's non-blocking
+// writes come up short: a subscriber stops reading while far more than the
+// socket buffers hold is published, then reads it all. Every frame must
+// arrive whole and in order, across the writes that the socket cut.
+func TestPausedReaderGetsEveryFrameIntact(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.QueueMaxBytes = 64 << 20
+		c.QueueMaxMessages = 100000
+		c.WriteTimeout = 30 * time.Second
+	})
+	conn, _, _, err := ws.Dial(t.Context(), ts.wsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := wsutil.WriteClientText(conn, []byte(`{"command":"subscribe","channel":"big","id":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wsutil.ReadServerText(conn); err != nil {
+		t.Fatal(err)
+	}
+	const n, per = 3000, 50 // 3000 publications of ~10 KB: ~30 MB
+	pad := strings.Repeat("y", 10000)
+	for i := 0; i < n; i += per {
+		var cmds []string
+		for j := i; j < i+per; j++ {
+			cmds = append(cmds, fmt.Sprintf(`{"method":"publish","params":{"channel":"big","data":{"i":%d,"pad":%q}}}`, j, pad))
+		}
+		status, m := ts.api("POST", "/api/batch", testKey, `{"commands":[`+strings.Join(cmds, ",")+`]}`)
+		if status != 200 || strings.Contains(fmt.Sprint(m), "error") {
+			t.Fatalf("batch at %d: %d %v", i, status, m)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for i := range n {
+		b, err := wsutil.ReadServerText(conn)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		var m struct {
+			Channel string
+			Offset  int
+			Data    struct {
+				I   int
+				Pad string
+			}
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("frame %d is not JSON (%d bytes): %v", i, len(b), err)
+		}
+		if m.Channel != "big" || m.Offset != i+1 || m.Data.I != i || m.Data.Pad != pad {
+			t.Fatalf("frame %d: channel %q offset %d i %d pad %d bytes", i, m.Channel, m.Offset, m.Data.I, len(m.Data.Pad))
+		}
 	}
 }
