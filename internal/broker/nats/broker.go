@@ -173,6 +173,15 @@ type Broker struct {
 
 	handler atomic.Pointer[handlerBox] // set by Start
 
+	// connMu guards conn, the lifetime of the current connection to the
+	// server: cancelled when the connection is lost (and by Close),
+	// replaced when the client reconnects. Requests in flight are bound to
+	// it, because the client library leaves them waiting for their timeout
+	// when the connection drops.
+	connMu  sync.Mutex
+	conn    context.Context
+	connEnd context.CancelFunc
+
 	streamMu sync.Mutex                // serialises looking up or creating the stream
 	stream   atomic.Pointer[streamRef] // the history stream in use
 	kvMu     sync.Mutex                // serialises looking up or creating the bucket
@@ -245,6 +254,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		live:       map[string]*liveChan{},
 	}
 	b.life, b.stop = context.WithCancel(context.Background())
+	b.conn, b.connEnd = context.WithCancel(b.life)
 	dial := opts.RequestTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < dial {
 		dial = time.Until(dl)
@@ -259,11 +269,13 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		// have lost the state they were computed from.
 		gonats.ReconnectBufSize(-1),
 		gonats.DisconnectErrHandler(func(_ *gonats.Conn, err error) {
+			b.connLost()
 			if !b.closed.Load() {
 				b.log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
 		gonats.ReconnectHandler(func(c *gonats.Conn) {
+			b.connBack()
 			b.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted())
 			select {
 			case b.resync <- struct{}{}:
@@ -596,12 +608,44 @@ func (b *Broker) dropTip(channel string) {
 	b.pubMu.Unlock()
 }
 
-// bound gives ctx the request timeout when it has no deadline.
+// bound gives ctx the request timeout when it has no deadline, and ends it
+// when the connection to the server is lost, so that a request in flight
+// then fails at once (as unavailable) instead of at its timeout.
 func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+	cancel := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, b.opts.RequestTimeout)
 	}
-	return context.WithTimeout(ctx, b.opts.RequestTimeout)
+	b.connMu.Lock()
+	conn := b.conn
+	b.connMu.Unlock()
+	if conn.Err() != nil {
+		// Lost, or back but not yet renewed by connBack: the client
+		// library fails requests at once while it is disconnected.
+		return ctx, cancel
+	}
+	ctx, end := context.WithCancel(ctx)
+	stop := context.AfterFunc(conn, end)
+	return ctx, func() {
+		stop()
+		end()
+		cancel()
+	}
+}
+
+// connLost ends the current connection's lifetime.
+func (b *Broker) connLost() {
+	b.connMu.Lock()
+	b.connEnd()
+	b.connMu.Unlock()
+}
+
+// connBack starts a new connection lifetime after a reconnection.
+func (b *Broker) connBack() {
+	b.connMu.Lock()
+	b.connEnd()
+	b.conn, b.connEnd = context.WithCancel(b.life)
+	b.connMu.Unlock()
 }
 
 // fail wraps err for operation op, adding broker.ErrUnavailable when the
