@@ -15,8 +15,9 @@ import (
 )
 
 // clusterNodeTimeout is the cluster-node-timeout of test cluster nodes: how
-// long a node may be unreachable before the others mark it failed.
-const clusterNodeTimeout = 2 * time.Second
+// long a node may be unreachable before the others mark it failed. Shorter
+// values made a replica take over from a live master on a loaded machine.
+const clusterNodeTimeout = 5 * time.Second
 
 // clusterSlots is the number of hash slots of a Redis Cluster.
 const clusterSlots = 16384
@@ -33,7 +34,7 @@ type RedisClusterOptions struct {
 	AOF bool
 	// Replicas is the number of replicas of each master. A replica takes
 	// over its master's slots when the master has been unreachable for
-	// about two seconds (cluster-node-timeout).
+	// about five seconds (cluster-node-timeout).
 	Replicas int
 }
 
@@ -248,10 +249,26 @@ func (c *RedisCluster) SlotOf(tb testing.TB, key string) int {
 }
 
 // Owner returns the index in Masters of the master that serves slot,
-// according to the first node that answers.
+// according to the first node that answers. It fails the test when a
+// replica serves the slot now (after a failover).
 func (c *RedisCluster) Owner(tb testing.TB, slot int) int {
 	tb.Helper()
-	for _, r := range c.Masters {
+	r := c.Server(tb, slot)
+	if i := slices.Index(c.Masters, r); i >= 0 {
+		return i
+	}
+	tb.Fatalf("testenv: slot %d is served by a replica at %s", slot, r.Addr())
+	return -1
+}
+
+// Server returns the node, master or promoted replica, that serves slot,
+// according to the first running node that answers.
+func (c *RedisCluster) Server(tb testing.TB, slot int) *Redis {
+	tb.Helper()
+	for _, r := range c.nodes() {
+		if !r.running() {
+			continue
+		}
 		reply, err := command(r.Addr(), "CLUSTER", "SLOTS")
 		if err != nil {
 			continue
@@ -269,15 +286,16 @@ func (c *RedisCluster) Owner(tb testing.TB, slot int) int {
 				continue
 			}
 			port, _ := node[1].(int64)
-			for i, m := range c.Masters {
-				if m.Addr() == net.JoinHostPort("127.0.0.1", strconv.FormatInt(port, 10)) {
-					return i
+			addr := net.JoinHostPort("127.0.0.1", strconv.FormatInt(port, 10))
+			for _, n := range c.nodes() {
+				if n.Addr() == addr {
+					return n
 				}
 			}
 		}
 	}
-	tb.Fatalf("testenv: no cluster node knows the owner of slot %d", slot)
-	return -1
+	tb.Fatalf("testenv: no cluster node knows the server of slot %d", slot)
+	return nil
 }
 
 // MoveSlot migrates slot, with its keys, from master from to master to,
