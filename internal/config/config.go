@@ -45,6 +45,7 @@ type Config struct {
 	QueueMaxMessages         int           `koanf:"queue_max_messages"`
 	QueueMaxBytes            int           `koanf:"queue_max_bytes"`
 	WriteDelay               time.Duration `koanf:"write_delay"`
+	WriteDelayMinRate        int           `koanf:"write_delay_min_rate"`
 	HistorySize              int           `koanf:"history_size"`
 	HistoryTTL               time.Duration `koanf:"history_ttl"`
 	HistoryMaxLimit          int           `koanf:"history_max_limit"`
@@ -104,7 +105,8 @@ var Keys = []Key{
 	{"max_channels_per_connection", 128, "most channels one connection may subscribe to"},
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
 	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
-	{"write_delay", 0 * time.Millisecond, "a busy connection waits up to this long after a write to batch more messages into the next (0: write at once)"},
+	{"write_delay", 30 * time.Millisecond, "while the node is busy (write_delay_min_rate), a connection written to within this time waits out the rest before its next write, so more messages share one system call (0: write at once)"},
+	{"write_delay_min_rate", 20000, "messages per second the node must be sending for write_delay to apply; it stops below half (0: always)"},
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
 	{"history_max_limit", 1000, "most publications one history request may return"},
@@ -281,6 +283,9 @@ func (c Config) Validate() error {
 		if v, ok := positive[k.Name]; ok && v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", k.Name, v))
 		}
+	}
+	if c.WriteDelay < 0 || c.WriteDelayMinRate < 0 {
+		errs = append(errs, fmt.Errorf("write_delay, write_delay_min_rate: must not be negative, got %s and %d", c.WriteDelay, c.WriteDelayMinRate))
 	}
 	if c.HistorySize < 0 {
 		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))

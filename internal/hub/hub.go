@@ -41,6 +41,11 @@ type Config struct {
 	// latency). Connections written to less often are not delayed. 0
 	// writes at once.
 	WriteDelay time.Duration
+	// WriteDelayMinRate makes WriteDelay apply only while the node sends
+	// at least this many messages per second (it stops below half of it),
+	// so that a quiet node writes at once and a loaded one batches. 0
+	// applies WriteDelay always.
+	WriteDelayMinRate int
 	// QueueMaxBytes bounds each connection's outbound queue by bytes. A
 	// connection whose queue would exceed either bound is closed as a slow
 	// consumer. Default 1 MiB.
@@ -179,6 +184,9 @@ type Hub struct {
 	cl      cluster
 	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
 
+	sent      atomic.Int64 // messages written since the last coalesceLoop tick
+	holdDelay atomic.Int64 // the write delay in force (ns): WriteDelay or 0
+
 	nextID        atomic.Uint64
 	subscriptions atomic.Int64
 	channels      atomic.Int64
@@ -214,6 +222,9 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		stop:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}
+	if cfg.WriteDelayMinRate <= 0 {
+		h.holdDelay.Store(int64(cfg.WriteDelay))
+	}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]map[*subscription]struct{})
 	}
@@ -229,8 +240,40 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.loops.Add(2)
 	go h.sweepLoop()
 	go h.presenceLoop()
+	if h.cfg.WriteDelay > 0 && h.cfg.WriteDelayMinRate > 0 {
+		h.loops.Add(1)
+		go h.coalesceLoop()
+	}
 	h.startCluster()
 	return nil
+}
+
+// coalesceInterval is how often the node's send rate is checked against
+// WriteDelayMinRate.
+const coalesceInterval = 100 * time.Millisecond
+
+// coalesceLoop switches WriteDelay on while the node sends at least
+// WriteDelayMinRate messages per second and off below half of that.
+func (h *Hub) coalesceLoop() {
+	defer h.loops.Done()
+	t := time.NewTicker(coalesceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		rate := float64(h.sent.Swap(0)) / coalesceInterval.Seconds()
+		switch on := h.holdDelay.Load() != 0; {
+		case !on && rate >= float64(h.cfg.WriteDelayMinRate):
+			h.holdDelay.Store(int64(h.cfg.WriteDelay))
+			h.metrics.WriteDelayActive.Set(1)
+		case on && rate < float64(h.cfg.WriteDelayMinRate)/2:
+			h.holdDelay.Store(0)
+			h.metrics.WriteDelayActive.Set(0)
+		}
+	}
 }
 
 // sweepLoop closes sessions whose token expired and, when authentication is
@@ -367,29 +410,24 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	now := nanotime()
 	m := pubMessage(channel, pub)
 	m.At = now
-	h.fanOut(channel, m, epoch)
-}
-
-// fanOut queues m for every subscriber of channel on this node, then writes
-// to the sockets that can take it at once from this goroutine, after the
-// channel's lock is released: one tight loop of writes instead of a
-// goroutine per subscriber.
-func (h *Hub) fanOut(channel string, m Message, epoch string) {
-	fl := flushPool.Get().(*flushList)
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
 	for sub := range sh.channels[channel] {
-		sub.sess.deliver(sub, m, epoch, fl)
+		sub.sess.deliver(sub, m, epoch)
 	}
 	sh.mu.RUnlock()
-	fl.run()
-	fl.release()
 }
 
 // HandleEvent implements broker.Handler: it queues an ephemeral push (join,
 // leave) for every live local subscriber of the channel.
 func (h *Hub) HandleEvent(channel string, data []byte) {
-	h.fanOut(channel, Message{Data: data, Channel: channel}, "")
+	m := Message{Data: data, Channel: channel}
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	for sub := range sh.channels[channel] {
+		sub.sess.deliver(sub, m, "")
+	}
+	sh.mu.RUnlock()
 }
 
 // pubMessage encodes a publication as the push every subscriber receives.

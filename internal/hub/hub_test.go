@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
@@ -89,7 +90,9 @@ func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 
 func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 	t.Helper()
-	cfg.Metrics = metrics.New(prometheus.NewRegistry())
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(prometheus.NewRegistry())
+	}
 	cfg.ClientPublish = true
 	if cfg.HistorySize == 0 {
 		cfg.HistorySize = 10
@@ -315,5 +318,86 @@ func TestWriteDelayBatchesABusyConnection(t *testing.T) {
 	r.waitFor(t, "21 messages", func() bool { return len(r.msgs) == 21 })
 	if r.writes > 3 {
 		t.Fatalf("%d writes for 20 publications within the write delay", r.writes)
+	}
+}
+
+func TestWriteDelayNeverHoldsBackAReplyOrAClose(t *testing.T) {
+	h := newHub(t, hub.Config{WriteDelay: time.Hour})
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	send(s, `{"id":1,"command":"subscribe","channel":"w"}`) // first write: at once
+	r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
+	// This publication waits out the hour behind the first write...
+	_, _ = h.Publish(context.Background(), "w", []byte(`1`), "api")
+	time.Sleep(20 * time.Millisecond)
+	// ...until a command's reply is queued behind it: both go out now, in
+	// order.
+	send(s, `{"id":2,"command":"ping"}`)
+	r.waitFor(t, "publication and ping reply", func() bool { return len(r.msgs) == 3 })
+	r.mu.Lock()
+	first, second := r.msgs[1], r.msgs[2]
+	r.mu.Unlock()
+	if first["offset"] != 1.0 || second["id"] != 2.0 {
+		t.Fatalf("order: %v then %v", first, second)
+	}
+	// A close does not wait either.
+	_, _ = h.Publish(context.Background(), "w", []byte(`2`), "api")
+	time.Sleep(20 * time.Millisecond)
+	s.Close(protocol.DisconnectShutdown)
+	r.waitFor(t, "close", func() bool { return r.closed != nil })
+}
+
+func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	h := newHub(t, hub.Config{Metrics: m, WriteDelay: 20 * time.Millisecond, WriteDelayMinRate: 2000})
+	active := func() float64 {
+		var d dto.Metric
+		_ = m.WriteDelayActive.Write(&d)
+		return d.GetGauge().GetValue()
+	}
+	var rs []*recorder
+	for range 40 {
+		r := newRecorder()
+		send(h.NewSession(r, hub.SessionInfo{}), `{"id":1,"command":"subscribe","channel":"busy"}`)
+		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
+	}
+	time.Sleep(300 * time.Millisecond)
+	if active() != 0 {
+		t.Fatal("write delay on while the node is quiet")
+	}
+	// 200 publications/s to 40 subscribers: 8,000 messages/s.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = h.Publish(context.Background(), "busy", []byte(`0`), "api")
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for active() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	<-done
+	if active() != 1 {
+		t.Fatal("write delay never switched on at 8,000 messages/s")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for active() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if active() != 0 {
+		t.Fatal("write delay still on after the publications stopped")
 	}
 }

@@ -75,7 +75,6 @@ type Session struct {
 	hub       *Hub
 	id        string
 	transport Transport
-	nb        NonBlockingWriter // transport, when it can write without blocking
 	info      SessionInfo
 	ip        string
 	created   time.Time
@@ -103,9 +102,11 @@ type Session struct {
 	forced     int        // bytes queued past the bounds since the writer last took the queue
 	qbox       *[]Message // the pool's box of queue's buffer, reused when it goes back
 	lastWrite  int64      // nanotime of the writer's last write; owned by the writer
-	unflushed  bool       // the transport holds part of a batch; owned by the writer
-	writing    bool       // the session has a writer (a goroutine, or a fan-out's flush)
-	closing    bool       // no more messages are queued; the writer closes
+	urgent     bool       // the queue holds a reply, which write_delay does not hold back
+	holding    bool       // the writer is waiting out write_delay
+	wake       chan struct{}
+	writing    bool // a writer goroutine is running
+	closing    bool // no more messages are queued; the writer closes
 	disconnect protocol.Disconnect
 	finished   bool
 }
@@ -127,9 +128,6 @@ type subscription struct {
 // A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
 	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: time.Now(), user: info.User}
-	if nb, ok := t.(NonBlockingWriter); ok {
-		s.nb = nb
-	}
 	s.ip = info.RemoteAddr
 	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {
 		s.ip = host
@@ -550,7 +548,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 	emit(&res)
 	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
 	for _, m := range sub.buf {
-		s.deliverLiveLocked(sub, m, m.Epoch, nil)
+		s.deliverLiveLocked(sub, m, m.Epoch)
 	}
 	sub.pending, sub.buf, sub.live = false, nil, true
 	sub.present = !s.info.Ephemeral
@@ -782,7 +780,7 @@ func (s *Session) replyError(id int64, hasID bool, perr *protocol.Error) {
 
 // deliver queues a publication for sub, or buffers it while sub's subscribe
 // is in progress. Called with the channel's shard read-locked.
-func (s *Session) deliver(sub *subscription, m Message, epoch string, fl *flushList) {
+func (s *Session) deliver(sub *subscription, m Message, epoch string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sub.pending {
@@ -792,7 +790,7 @@ func (s *Session) deliver(sub *subscription, m Message, epoch string, fl *flushL
 		}
 		return
 	}
-	s.deliverLiveLocked(sub, m, epoch, fl)
+	s.deliverLiveLocked(sub, m, epoch)
 }
 
 // deliverLiveLocked queues a publication for a live subscription, once and
@@ -800,12 +798,11 @@ func (s *Session) deliver(sub *subscription, m Message, epoch string, fl *flushL
 // the subscription started from already covered it (history is written
 // before the live copy travels), so anything at or below the last offset
 // queued is dropped. A publication of another epoch means the channel's
-// history was lost: the subscriber gets a reset push first. fl, when not
-// nil, collects the session to be written by the fan-out. s.mu must be
+// history was lost: the subscriber gets a reset push first. s.mu must be
 // held.
-func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string, fl *flushList) {
+func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string) {
 	if m.Offset == 0 { // an event
-		s.enqueueLocked(m, fl)
+		s.enqueueLocked(m)
 		return
 	}
 	if epoch != "" && sub.epoch != "" && epoch != sub.epoch {
@@ -814,19 +811,19 @@ func (s *Session) deliverLiveLocked(sub *subscription, m Message, epoch string, 
 			Offset uint64 `json:"offset"`
 			Epoch  string `json:"epoch"`
 		}{m.Offset - 1, epoch}))
-		s.enqueueLocked(Message{Data: reset, Channel: sub.channel, Epoch: epoch}, fl)
+		s.enqueueLocked(Message{Data: reset, Channel: sub.channel, Epoch: epoch})
 		sub.epoch, sub.last = epoch, m.Offset-1
 	}
 	if m.Offset <= sub.last {
 		return
 	}
 	sub.last = m.Offset
-	s.enqueueLocked(m, fl)
+	s.enqueueLocked(m)
 }
 
 func (s *Session) enqueue(m Message) {
 	s.mu.Lock()
-	s.enqueueLocked(m, nil)
+	s.enqueueLocked(m)
 	s.mu.Unlock()
 }
 
@@ -837,10 +834,10 @@ func (s *Session) EnqueueControl(frame []byte) {
 	s.enqueue(Message{Data: frame, Control: true})
 }
 
-// enqueueLocked adds m to the outbound queue and gives the session a writer
-// if it has none (see takeWriterLocked). A queue over its bounds closes the
-// session as a slow consumer. s.mu must be held.
-func (s *Session) enqueueLocked(m Message, fl *flushList) {
+// enqueueLocked adds m to the outbound queue, starting the writer if it is
+// not running. A queue over its bounds closes the session as a slow
+// consumer. s.mu must be held.
+func (s *Session) enqueueLocked(m Message) {
 	if s.closing {
 		return
 	}
@@ -855,7 +852,11 @@ func (s *Session) enqueueLocked(m Message, fl *flushList) {
 	s.queue = append(s.queue, m)
 	s.queueBytes += len(m.Data)
 	s.queueLen++
-	s.takeWriterLocked(fl)
+	if m.At == 0 && !m.Control {
+		s.urgent = true
+		s.wakeLocked()
+	}
+	s.startWriterLocked()
 }
 
 // queuePool recycles the outbound queues of sessions that went idle, so a
@@ -900,7 +901,7 @@ func (s *Session) enqueueForcedLocked(m Message) {
 	}
 	s.queue = append(s.queue, m)
 	s.forced += len(m.Data)
-	s.takeWriterLocked(nil)
+	s.startWriterLocked()
 }
 
 // overflowLocked drops the queue and closes the session as a slow consumer.
@@ -908,6 +909,13 @@ func (s *Session) overflowLocked() {
 	s.hub.metrics.QueueOverflows.Inc()
 	s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
 	s.closeLocked(protocol.DisconnectSlowConsumer)
+}
+
+func (s *Session) startWriterLocked() {
+	if !s.writing {
+		s.writing = true
+		go s.writeLoop()
+	}
 }
 
 // Close closes the session from the server side: what is already queued is
@@ -926,7 +934,8 @@ func (s *Session) closeLocked(d protocol.Disconnect) {
 	s.closing = true
 	s.disconnect = d
 	s.hub.metrics.Disconnect(d.Code)
-	s.takeWriterLocked(nil)
+	s.wakeLocked()
+	s.startWriterLocked()
 }
 
 // PeerGone tells the session its connection was closed by the peer or
@@ -937,7 +946,8 @@ func (s *Session) PeerGone() {
 		s.closing = true
 		s.disconnect = protocol.DisconnectNormal
 		s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
-		s.takeWriterLocked(nil)
+		s.wakeLocked()
+		s.startWriterLocked()
 	}
 	s.mu.Unlock()
 }
@@ -946,10 +956,11 @@ func (s *Session) PeerGone() {
 // idle session has no goroutine. When the session is closing it closes the
 // transport and unregisters the session.
 func (s *Session) writeLoop() {
+	m := s.hub.metrics
 	for {
 		s.holdBack()
 		s.mu.Lock()
-		if len(s.queue) == 0 && !s.unflushed {
+		if len(s.queue) == 0 {
 			if s.closing && !s.finished {
 				s.finished = true
 				d := s.disconnect
@@ -964,12 +975,55 @@ func (s *Session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
-		batch := s.takeQueueLocked()
+		batch := s.queue
+		s.queue, s.spare = s.spare, nil
+		s.queueBytes, s.queueLen, s.forced = 0, 0, 0
+		s.urgent = false
 		s.mu.Unlock()
 
-		err := s.transport.WriteMessages(batch) // writes what is unflushed first
-		s.unflushed = false
-		s.wrote(batch, err)
+		err := s.transport.WriteMessages(batch)
+		now := nanotime()
+		s.lastWrite = now
+		var n, bytes int
+		for i := range batch {
+			if !batch[i].Control {
+				n++
+				bytes += len(batch[i].Data)
+				if at := batch[i].At; at != 0 {
+					m.DeliveryLatency.Observe(float64(now-at) / 1e9)
+				}
+			}
+		}
+		m.MessagesSent.Add(float64(n))
+		if s.hub.cfg.WriteDelayMinRate > 0 {
+			s.hub.sent.Add(int64(n))
+		}
+		m.BytesSent.Add(float64(bytes))
+		m.SocketWrites.Inc()
+		clear(batch)
+
+		s.mu.Lock()
+		s.spare = batch[:0]
+		if err != nil {
+			s.queue, s.queueBytes, s.queueLen, s.forced = nil, 0, 0, 0
+			if !s.closing {
+				s.closing = true
+				s.disconnect = protocol.DisconnectWriteTimeout
+				if !errors.Is(err, ErrTransportClosed) {
+					s.hub.metrics.Disconnect(s.disconnect.Code)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// wakeLocked ends the writer's wait for write_delay, if it is waiting: a
+// reply or a close must not wait. s.mu must be held.
+func (s *Session) wakeLocked() {
+	if s.holding {
+		s.holding = false
+		s.wake <- struct{}{} // room for one; only holdBack receives
 	}
 }
 
@@ -978,18 +1032,39 @@ func (s *Session) writeLoop() {
 // that what arrives meanwhile goes out in the same write. A connection
 // written to less often than that is never delayed. Called by the writer.
 func (s *Session) holdBack() {
-	d := s.hub.cfg.WriteDelay
+	d := time.Duration(s.hub.holdDelay.Load())
 	if d <= 0 || s.lastWrite == 0 {
 		return
 	}
-	if wait := time.Duration(s.lastWrite + int64(d) - nanotime()); wait > 0 {
-		s.mu.Lock()
-		closing := s.closing
+	wait := time.Duration(s.lastWrite + int64(d) - nanotime())
+	if wait <= 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.closing || s.urgent { // replies are never held back
 		s.mu.Unlock()
-		if !closing {
-			time.Sleep(wait)
+		return
+	}
+	if s.wake == nil {
+		s.wake = make(chan struct{}, 1)
+	}
+	s.holding = true
+	s.mu.Unlock()
+	t := time.NewTimer(wait)
+	select {
+	case <-t.C:
+	case <-s.wake: // a reply was queued
+	}
+	t.Stop()
+	s.mu.Lock()
+	if !s.holding { // woken, or a wake-up raced the timer: drain it
+		select {
+		case <-s.wake:
+		default:
 		}
 	}
+	s.holding = false
+	s.mu.Unlock()
 }
 
 // ErrTransportClosed may be returned by Transport.WriteMessages when the

@@ -33,6 +33,9 @@ type Metrics struct {
 	// SocketWrites counts write calls to client sockets; MessagesSent divided
 	// by it is the coalescing factor.
 	SocketWrites prometheus.Counter
+	// WriteDelayActive is 1 while write_delay is in force (the node sends
+	// at least write_delay_min_rate messages per second), else 0.
+	WriteDelayActive prometheus.Gauge
 	// Publications counts publications accepted, by source (api, client).
 	Publications *prometheus.CounterVec
 	// DeliveryLatency observes the time from a publication reaching this node
@@ -96,6 +99,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "socket_writes_total",
 			Help: "Write calls to client connections (each may carry several messages).",
 		}),
+		WriteDelayActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "write_delay_active",
+			Help: "1 while write_delay batches busy connections' writes (the node is sending at least write_delay_min_rate messages/s), else 0.",
+		}),
 		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "publications_total",
 			Help: "Publications accepted, by source.",
@@ -137,7 +144,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
-		m.SocketWrites, m.Publications, m.DeliveryLatency, m.QueueOverflows,
+		m.SocketWrites, m.WriteDelayActive, m.Publications, m.DeliveryLatency, m.QueueOverflows,
 		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

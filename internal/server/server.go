@@ -124,6 +124,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		QueueMaxMessages:         cfg.QueueMaxMessages,
 		QueueMaxBytes:            cfg.QueueMaxBytes,
 		WriteDelay:               cfg.WriteDelay,
+		WriteDelayMinRate:        cfg.WriteDelayMinRate,
 		MaxChannelsPerConnection: cfg.MaxChannelsPerConnection,
 		ClientPublish:            cfg.ClientPublish,
 		HistorySize:              cfg.HistorySize,

@@ -24,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -205,13 +204,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The event loop takes the connection before the session exists (and
 	// could close it): whether it is polled is fixed from here on.
 	polled := hd.ep != nil && hd.ep.register(c, pre)
-	var t hub.Transport = c
-	if sc, ok := nc.(syscall.Conn); ok && rawWriteSupported {
-		if rc, err := sc.SyscallConn(); err == nil {
-			t = nbConn{c, rc}
-		}
-	}
-	c.sess = hd.hub.NewSession(t, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds})
+	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds})
 	c.touch()
 	hd.ka.add(c)
 	if polled {
@@ -243,8 +236,7 @@ type conn struct {
 	kaSlot   int          // owned by keepalive
 
 	// Owned by the session's writer:
-	broken  bool   // a write failed, possibly mid-frame: no close frame can follow
-	pending []byte // bytes a short non-blocking write left, written first next
+	broken bool // a write failed, possibly mid-frame: no close frame can follow
 
 	// Owned by the reader:
 	frag     []byte // a fragmented message being assembled
@@ -263,34 +255,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 func (c *conn) Name() string { return "websocket" }
 
 // WriteMessages implements hub.Transport: it frames every message into one
-// buffer and writes it, after what a TryWriteMessages left unwritten, with
-// one call.
+// buffer and writes it with one call.
 func (c *conn) WriteMessages(msgs []hub.Message) error {
 	bp := bufPool.Get().(*[]byte)
-	buf := append((*bp)[:0], c.pending...)
-	buf = appendFrames(buf, msgs)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
-	_, err := c.nc.Write(buf)
-	c.pending = c.pending[:0]
-	if cap(c.pending) > 64<<10 {
-		c.pending = nil
-	}
-	putBuf(bp, buf)
-	if err != nil {
-		c.broken = true
-		if errors.Is(err, net.ErrClosed) {
-			return hub.ErrTransportClosed
-		}
-		return err
-	}
-	// A deadline left in the past would fail the next non-blocking write.
-	_ = c.nc.SetWriteDeadline(time.Time{})
-	return nil
-}
-
-// appendFrames appends msgs as WebSocket text frames (control messages as
-// they are).
-func appendFrames(buf []byte, msgs []hub.Message) []byte {
+	buf := (*bp)[:0]
 	for _, m := range msgs {
 		if m.Control {
 			buf = append(buf, m.Data...)
@@ -299,48 +267,20 @@ func appendFrames(buf []byte, msgs []hub.Message) []byte {
 		buf = appendHeader(buf, ws.OpText, len(m.Data))
 		buf = append(buf, m.Data...)
 	}
-	return buf
-}
-
-func putBuf(bp *[]byte, buf []byte) {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
+	_, err := c.nc.Write(buf)
 	if cap(buf) <= 256<<10 {
 		*bp = buf[:0]
 		bufPool.Put(bp)
 	}
-}
-
-// nbConn is a conn whose socket the writer can write without blocking; it
-// is what the session gets as its transport when the connection has a file
-// descriptor (plain TCP, not TLS terminated here).
-type nbConn struct {
-	*conn
-	wrc syscall.RawConn
-}
-
-// TryWriteMessages implements hub.NonBlockingWriter: one write system call
-// of what the socket takes now; the rest waits in c.pending for the next
-// WriteMessages.
-func (c nbConn) TryWriteMessages(msgs []hub.Message) (bool, error) {
-	if len(c.pending) > 0 { // only WriteMessages writes after a short write
-		c.pending = appendFrames(c.pending, msgs)
-		return false, nil
-	}
-	bp := bufPool.Get().(*[]byte)
-	buf := appendFrames((*bp)[:0], msgs)
-	n, err := writeNow(c.wrc, buf)
-	if err == nil && n < len(buf) {
-		c.pending = append(c.pending, buf[n:]...)
-	}
-	complete := err == nil && n == len(buf)
-	putBuf(bp, buf)
 	if err != nil {
 		c.broken = true
 		if errors.Is(err, net.ErrClosed) {
-			return false, hub.ErrTransportClosed
+			return hub.ErrTransportClosed
 		}
-		return false, err
+		return err
 	}
-	return complete, nil
+	return nil
 }
 
 // appendHeader appends an unmasked, final frame header.
