@@ -218,6 +218,53 @@ func (c *RedisCluster) healthy() error {
 	return nil
 }
 
+// WaitReplicated waits until every running replica has applied everything
+// its running master had written when the call began, so that a failover
+// then loses nothing. It reads the offsets each side reports itself:
+// WAIT, which counts the acknowledgements a master received, was seen to
+// count a replica that had just finished its first sync without the
+// write. It fails the test after redisStartTimeout.
+func (c *RedisCluster) WaitReplicated(tb testing.TB) {
+	tb.Helper()
+	deadline := time.Now().Add(redisStartTimeout)
+	for i, m := range c.Masters {
+		if !m.running() {
+			continue
+		}
+		want, err := replOffset(m.Addr(), "master_repl_offset")
+		if err != nil {
+			tb.Fatalf("testenv: master %d: %v", i, err)
+		}
+		for _, r := range c.Replicas[i] {
+			for r.running() {
+				got, err := replOffset(r.Addr(), "slave_repl_offset")
+				if err == nil && got >= want {
+					break
+				}
+				if time.Now().After(deadline) {
+					tb.Fatalf("testenv: replica of master %d at offset %d (%v), master at %d", i, got, err, want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// replOffset reads a replication offset field of INFO replication.
+func replOffset(addr, field string) (int64, error) {
+	reply, err := command(addr, "INFO", "replication")
+	if err != nil {
+		return 0, err
+	}
+	info, _ := reply.(string)
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in INFO replication", field)
+}
+
 // Addrs returns the host:port of every master.
 func (c *RedisCluster) Addrs() []string {
 	addrs := make([]string, len(c.Masters))

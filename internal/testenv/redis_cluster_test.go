@@ -60,9 +60,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	if got := do(t, master, "SET a v"); got != "+OK" {
 		t.Fatalf("SET: %s", got)
 	}
-	if got := do(t, master, "WAIT 1 5000"); got != ":1" {
-		t.Fatalf("WAIT: %s", got)
-	}
+	c.WaitReplicated(t)
 	c.Masters[2].Kill()
 	c.WaitHealthy(t)
 	if got := do(t, replica, "GET a"); got != "v" {

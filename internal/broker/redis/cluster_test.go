@@ -308,12 +308,8 @@ func TestClusterFailover(t *testing.T) {
 		rec.wait(t, ch, 5)
 	}
 	// Wait until the replica has everything, so the failover loses nothing.
-	master := c.Server(t, c.SlotOf(t, chans[0]))
-	raw := rawClient(t, master.URL())
-	if n, err := raw.Do(ctx, raw.B().Wait().Numreplicas(1).Timeout(int64(waitFor/time.Millisecond)).Build()).AsInt64(); err != nil || n != 1 {
-		t.Fatalf("WAIT for the replica: %d %v", n, err)
-	}
-	master.Kill()
+	c.WaitReplicated(t)
+	c.Server(t, c.SlotOf(t, chans[0])).Kill()
 	for i, ch := range chans {
 		// publish retries while the cluster is down (full coverage).
 		deadline := time.Now().Add(3 * waitFor)
