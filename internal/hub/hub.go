@@ -329,17 +329,52 @@ func (h *Hub) presenceLoop() {
 			batch = append(batch, s)
 		}
 		h.sessMu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PresenceTTL/3)
-		for _, s := range batch {
-			info := s.clientInfo()
-			for _, ch := range s.presentChannels() {
-				if err := h.presence.AddPresence(ctx, ch, info, h.cfg.PresenceTTL); err != nil {
-					h.log.Warn("refresh presence failed", "channel", ch, "err", err)
+		h.refreshPresence(batch)
+		clear(batch)
+	}
+}
+
+// presenceRefreshers is how many presence refreshes are in flight at once:
+// a remote store pipelines concurrent calls on its connections, so one
+// round trip carries many entries instead of one.
+const presenceRefreshers = 64
+
+// refreshPresence renews the presence entry of every present subscription
+// of sessions, presenceRefreshers at a time, within a third of
+// PresenceTTL. Failures are logged once per round, not once per entry.
+func (h *Hub) refreshPresence(sessions []*Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PresenceTTL/3)
+	defer cancel()
+	type entry struct {
+		channel string
+		info    broker.ClientInfo
+	}
+	work := make(chan entry, presenceRefreshers)
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range presenceRefreshers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				if err := h.presence.AddPresence(ctx, e.channel, e.info, h.cfg.PresenceTTL); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
 				}
 			}
+		}()
+	}
+	for _, s := range sessions {
+		info := s.clientInfo()
+		for _, ch := range s.presentChannels() {
+			work <- entry{ch, info}
 		}
-		cancel()
-		clear(batch)
+	}
+	close(work)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		h.log.Warn("refresh presence failed", "entries", n, "err", *firstErr.Load())
 	}
 }
 

@@ -77,3 +77,40 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	b.Logf("%d publications delivered to the subscribed node", cnt.n.Load())
 }
+
+// BenchmarkAddPresence measures renewing presence entries (what every node
+// does for each of its present subscriptions three times per presence_ttl)
+// one after another and with 64 in flight, as the hub's refresh does: the
+// client pipelines concurrent calls, so one round trip carries many.
+func BenchmarkAddPresence(b *testing.B) {
+	r := testenv.StartRedis(b, testenv.RedisOptions{})
+	ctx := context.Background()
+	br := newBroker(b, r.URL(), redis.Options{})
+	for _, inFlight := range []int{1, 64} {
+		b.Run(fmt.Sprintf("in-flight=%d", inFlight), func(b *testing.B) {
+			var next atomic.Int64
+			work := func() error {
+				i := next.Add(1)
+				info := broker.ClientInfo{Client: fmt.Sprintf("c%d", i%10000), User: "u"}
+				return br.AddPresence(ctx, fmt.Sprintf("room-%d", i%1000), info, time.Minute)
+			}
+			if inFlight == 1 {
+				for b.Loop() {
+					if err := work(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.SetParallelism(inFlight) // × GOMAXPROCS goroutines
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := work(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
