@@ -47,7 +47,9 @@ var errLoopClosed = errors.New("websocket: event loop closed")
 
 type poller struct {
 	epfd   int
-	wakefd int // an eventfd, slot 0: wakes the poller to check for stop
+	epf    *os.File        // epfd, parked on by the runtime's poller (see wait)
+	eprc   syscall.RawConn // epf's; nil when the runtime cannot poll epfd
+	wakefd int             // an eventfd, slot 0: wakes the poller to check for stop
 	log    *slog.Logger
 	pool   workerPool
 	done   chan struct{} // closed when the poller goroutine has finished
@@ -88,6 +90,16 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		pool:   newWorkerPool(),
 		done:   make(chan struct{}),
 		slots:  make([]pollSlot, 1),
+	}
+	// The event loop waits for epfd to become readable in the runtime's own
+	// poller rather than blocked in epoll_wait: a goroutine blocked in a
+	// system call keeps its P until the runtime notices, and with one P
+	// (a server pinned to one core) every other goroutine waits that long.
+	if unix.SetNonblock(epfd, true) == nil {
+		p.epf = os.NewFile(uintptr(epfd), "epoll")
+		if rc, err := p.epf.SyscallConn(); err == nil {
+			p.eprc = rc
+		}
 	}
 	go p.run()
 	return p, nil
@@ -213,7 +225,7 @@ func (p *poller) run() {
 	events := make([]unix.EpollEvent, 128)
 	var ready []*conn
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := p.wait(events)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -250,6 +262,28 @@ func (p *poller) run() {
 	}
 }
 
+// wait returns the next events. It parks the goroutine in the runtime's
+// poller until epfd is readable (its ready list is not empty), then takes
+// the events without blocking; where epfd cannot be polled so, it blocks in
+// epoll_wait.
+func (p *poller) wait(events []unix.EpollEvent) (int, error) {
+	if p.eprc == nil {
+		return unix.EpollWait(p.epfd, events, -1)
+	}
+	var n int
+	var werr error
+	err := p.eprc.Read(func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || (werr != nil && werr != unix.EINTR)
+	})
+	if err != nil {
+		p.log.Debug("event loop: cannot park on the epoll descriptor; blocking in epoll_wait", "err", err)
+		p.eprc = nil
+		return unix.EpollWait(p.epfd, events, -1)
+	}
+	return n, werr
+}
+
 // lookupLocked returns the connection of handle h, or nil when its slot was
 // freed (and perhaps reused) since the event was queued. p.mu must be held.
 func (p *poller) lookupLocked(h uint64) *conn {
@@ -279,7 +313,11 @@ func (p *poller) dispatch(c *conn) {
 func (p *poller) shutdown() {
 	p.mu.Lock()
 	p.closed = true
-	_ = unix.Close(p.epfd)
+	if p.epf != nil {
+		_ = p.epf.Close() // closes epfd
+	} else {
+		_ = unix.Close(p.epfd)
+	}
 	_ = unix.Close(p.wakefd)
 	var left []*conn
 	for _, s := range p.slots {
