@@ -29,14 +29,18 @@ mkdir -p "$r"
 for n in 1000 10000 19000; do
 	$bench idle "${flags[@]}" --conns "$n" --hold 10s --json-out $r/idle.jsonl
 done
-$bench broadcast "${flags[@]}" --conns 1000 --find-max --rate 50 --rate-factor 1.25 \
+$bench broadcast "${flags[@]}" --conns 1000 --find-max --rate 100 --rate-factor 1.25 \
 	--duration 5s --json-out $r/broadcast-1000.jsonl --svg $r/broadcast-1000.svg
 $bench broadcast "${flags[@]}" --conns 10000 --rate 1 --duration 30s --max-p99 50ms \
 	--json-out $r/broadcast-10000.jsonl
-$bench channels "${flags[@]}" --conns 10000 --via ws --find-max --rate 5000 --rate-factor 1.5 \
+$bench channels "${flags[@]}" --conns 10000 --via ws --find-max --rate 7500 --rate-factor 1.25 \
 	--duration 5s --json-out $r/channels-ws.jsonl
 $bench channels "${flags[@]}" --conns 10000 --via api --find-max --rate 2000 --rate-factor 1.5 \
 	--duration 5s --json-out $r/channels-api.jsonl
+# 100 publications per /api/batch request (the baseline has no batch call:
+# it gets one request per publication)
+$bench channels "${flags[@]}" --conns 10000 --via api --batch 100 --publishers 4 --find-max \
+	--rate 10000 --rate-factor 1.25 --duration 5s --json-out $r/channels-api-batch.jsonl
 $bench sse "${flags[@]}" --conns 1000 --find-max --rate 50 --rate-factor 1.25 \
 	--duration 5s --json-out $r/sse-1000.jsonl --svg $r/sse-1000.svg
 $bench reconnect "${flags[@]}" --conns 10000 --rate 1 --jitter 1s --json-out $r/reconnect.jsonl
