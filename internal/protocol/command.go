@@ -84,6 +84,17 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // wrapping ErrBadRequest when the frame is not a JSON object of the expected
 // shape. It does not check the channel name: see ValidateChannel.
 func DecodeCommand(frame []byte) (Command, error) {
+	if c, hasCommand, ok := decodeFast(frame); ok {
+		if !hasCommand || c.Command == "" {
+			return Command{}, &DecodeError{Err: ErrBadRequest.WithMessage(`missing "command"`), ID: c.ID, HasID: c.HasID}
+		}
+		return c, nil
+	}
+	return decodeSlow(frame)
+}
+
+// decodeSlow is DecodeCommand with encoding/json, for every frame.
+func decodeSlow(frame []byte) (Command, error) {
 	trimmed := bytes.TrimLeft(frame, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Command{}, &DecodeError{Err: ErrBadRequest.WithMessage("frame must be a JSON object")}
