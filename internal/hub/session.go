@@ -96,14 +96,15 @@ type Session struct {
 	mu         sync.Mutex // guards the fields below
 	subs       []*subscription
 	queue      []Message
-	spare      []Message  // the writer's last batch, reused while busy
-	queueBytes int        // bytes of the bounded messages in queue
-	queueLen   int        // number of bounded messages in queue
-	forced     int        // bytes queued past the bounds since the writer last took the queue
-	qbox       *[]Message // the pool's box of queue's buffer, reused when it goes back
-	lastWrite  int64      // nanotime of the writer's last write; owned by the writer
-	urgent     bool       // the queue holds a reply, which write_delay does not hold back
-	holding    bool       // the writer is waiting out write_delay
+	spare      []Message   // the writer's last batch, reused while busy
+	queueBytes int         // bytes of the bounded messages in queue
+	queueLen   int         // number of bounded messages in queue
+	forced     int         // bytes queued past the bounds since the writer last took the queue
+	qbox       *[]Message  // the pool's box of queue's buffer, reused when it goes back
+	lastWrite  int64       // nanotime of the writer's last write; owned by the writer
+	urgent     bool        // the queue holds a reply, which write_delay does not hold back
+	holding    bool        // the writer is waiting out write_delay
+	holdTimer  *time.Timer // the writer's, reused from one wait to the next
 	wake       chan struct{}
 	writing    bool // a writer goroutine is running
 	closing    bool // no more messages are queued; the writer closes
@@ -1050,12 +1051,16 @@ func (s *Session) holdBack() {
 	}
 	s.holding = true
 	s.mu.Unlock()
-	t := time.NewTimer(wait)
+	if s.holdTimer == nil {
+		s.holdTimer = time.NewTimer(wait)
+	} else {
+		s.holdTimer.Reset(wait) // stopped or fired: no stale tick since Go 1.23
+	}
 	select {
-	case <-t.C:
+	case <-s.holdTimer.C:
 	case <-s.wake: // a reply was queued
 	}
-	t.Stop()
+	s.holdTimer.Stop()
 	s.mu.Lock()
 	if !s.holding { // woken, or a wake-up raced the timer: drain it
 		select {
