@@ -39,6 +39,7 @@ type options struct {
 	baselineDir string
 	node        string
 	url         string
+	publishURL  string
 	serverPID   int
 	apiKey      string
 
@@ -153,6 +154,7 @@ Flags:
 	fs.Var(&o.serverArgs, "server-arg", "extra argument for \"switchboard serve\" (repeatable), e.g. --server-arg=--queue-max-messages=8192")
 	fs.StringVar(&o.baselineDir, "baseline-dir", "bench/baseline", "directory of the Node.js baseline (server.js and node_modules)")
 	fs.StringVar(&o.node, "node", "node", "Node.js executable for the baseline")
+	fs.StringVar(&o.publishURL, "publish-url", "", "with --url: post publications to this other node of the same cluster (http://host:port), to measure cross-node delivery")
 	fs.StringVar(&o.url, "url", "", "use an already running Switchboard at this http://host:port instead of starting one (needs --server-pid)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of the server given with --url, for its memory and CPU")
 	fs.StringVar(&o.apiKey, "api-key", "bench-secret", "server API key (given to the servers the tool starts)")
@@ -233,6 +235,9 @@ Flags:
 	}
 	if o.conns < 1 || o.connsPerWorker < 1 {
 		return nil, errors.New("--conns and --conns-per-worker must be positive")
+	}
+	if o.publishURL != "" && (o.url == "" || *target != kindSwitchboard) {
+		return nil, errors.New("--publish-url needs --url (a running node) and --target switchboard")
 	}
 	if o.via != "api" && o.via != "ws" {
 		return nil, fmt.Errorf("--via: want api or ws, not %q", o.via)
@@ -368,7 +373,7 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 	spec := targetSpec{Kind: kind, CPUs: o.serverCPUs, APIKey: o.apiKey}
 	switch {
 	case kind == kindSwitchboard && o.url != "":
-		spec.URL, spec.PID, spec.CPUs = o.url, o.serverPID, ""
+		spec.URL, spec.PID, spec.CPUs, spec.PublishURL = o.url, o.serverPID, "", o.publishURL
 	case kind == kindSwitchboard:
 		bin, err := findServerBin(o.serverBin)
 		if err != nil {

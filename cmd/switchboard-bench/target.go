@@ -26,10 +26,13 @@ import (
 // started by the tool (so it knows the pid and can restart it) or already
 // running (--url with --server-pid).
 type target struct {
-	Name   string // kindSwitchboard or kindBaseline
-	Addr   string // host:port
-	PID    int
-	APIKey string
+	Name string // kindSwitchboard or kindBaseline
+	Addr string // host:port
+	// PublishAddr, when set, is where publications are posted (host:port):
+	// another node of the same cluster, for cross-node runs.
+	PublishAddr string
+	PID         int
+	APIKey      string
 
 	argvFor func(addr string) []string // how to start it; nil when external
 	cpus    string                     // CPU list it is pinned to, or ""
@@ -62,6 +65,9 @@ type targetSpec struct {
 	// URL of a running server (http://host:port), with PID.
 	URL string
 	PID int
+	// PublishURL, when set, takes the publications instead of URL (another
+	// node of the same cluster).
+	PublishURL string
 	// CPUs to pin the started server to ("" for none).
 	CPUs   string
 	APIKey string
@@ -90,6 +96,9 @@ func startTarget(ctx context.Context, spec targetSpec) (*target, error) {
 		t.Addr = strings.TrimPrefix(strings.TrimPrefix(spec.URL, "http://"), "ws://")
 		t.Addr = strings.TrimSuffix(t.Addr, "/")
 		t.PID = spec.PID
+		if spec.PublishURL != "" {
+			t.PublishAddr = strings.TrimSuffix(strings.TrimPrefix(spec.PublishURL, "http://"), "/")
+		}
 		if t.PID == 0 {
 			return nil, errors.New("target: --server-pid is required with --url (memory and CPU are read from /proc/<pid>)")
 		}
@@ -227,7 +236,7 @@ func (t *target) publish(ctx context.Context, channel string, data []byte) error
 	if t.Name == kindSwitchboard {
 		path = "/api/publish"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+t.Addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+t.pubAddr()+path, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
@@ -276,7 +285,7 @@ func (t *target) publishBatch(ctx context.Context, pubs []batchPub) (failed uint
 			} `json:"error"`
 		} `json:"replies"`
 	}
-	if err := t.api(ctx, http.MethodPost, "/api/batch", json.RawMessage(body), &out); err != nil {
+	if err := t.apiAt(ctx, t.pubAddr(), http.MethodPost, "/api/batch", json.RawMessage(body), &out); err != nil {
 		return uint64(len(pubs)), err
 	}
 	if len(out.Replies) != len(pubs) {
@@ -290,8 +299,21 @@ func (t *target) publishBatch(ctx context.Context, pubs []batchPub) (failed uint
 	return failed, nil
 }
 
+// pubAddr is the address publications are posted to.
+func (t *target) pubAddr() string {
+	if t.PublishAddr != "" {
+		return t.PublishAddr
+	}
+	return t.Addr
+}
+
 // api calls a Switchboard server API method and decodes the result into out.
 func (t *target) api(ctx context.Context, method, path string, in, out any) error {
+	return t.apiAt(ctx, t.Addr, method, path, in, out)
+}
+
+// apiAt is api on the node at addr.
+func (t *target) apiAt(ctx context.Context, addr, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, _ := json.Marshal(in)
