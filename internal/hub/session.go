@@ -102,6 +102,7 @@ type Session struct {
 	forced     int         // bytes queued past the bounds since the writer last took the queue
 	qbox       *[]Message  // the pool's box of queue's buffer, reused when it goes back
 	lastWrite  int64       // nanotime of the writer's last write; owned by the writer
+	lastGap    int64       // ns between the writer's last two writes; owned by the writer
 	urgent     bool        // the queue holds a reply, which write_delay does not hold back
 	holding    bool        // the writer is waiting out write_delay
 	holdTimer  *time.Timer // the writer's, reused from one wait to the next
@@ -984,6 +985,9 @@ func (s *Session) writeLoop() {
 
 		err := s.transport.WriteMessages(batch)
 		now := nanotime()
+		if s.lastWrite != 0 {
+			s.lastGap = now - s.lastWrite
+		}
 		s.lastWrite = now
 		var n, bytes int
 		for i := range batch {
@@ -1029,12 +1033,18 @@ func (s *Session) wakeLocked() {
 }
 
 // holdBack delays the next write of a busy connection: when the previous
-// write was less than WriteDelay ago, the writer waits out the rest, so
-// that what arrives meanwhile goes out in the same write. A connection
-// written to less often than that is never delayed. Called by the writer.
+// write was less than WriteDelay ago, and the one before it came soon
+// before that, the writer waits out the rest, so that what arrives meanwhile goes out in the
+// same write. A connection written to less often is never delayed. The
+// delay in force is 0 while the node is quiet (WriteDelayMinRate). Called
+// by the writer.
 func (s *Session) holdBack() {
 	d := time.Duration(s.hub.holdDelay.Load())
-	if d <= 0 || s.lastWrite == 0 {
+	// Only a stream holds back: a connection whose last two writes were
+	// also close (within 2d, as a held write comes d after the one before
+	// it). One that gets a message now and then would wait for nothing to
+	// share its write with.
+	if d <= 0 || s.lastWrite == 0 || s.lastGap > 2*int64(d) {
 		return
 	}
 	wait := time.Duration(s.lastWrite + int64(d) - nanotime())
