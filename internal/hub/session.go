@@ -1039,15 +1039,7 @@ func (s *Session) wakeLocked() {
 // delay in force is 0 while the node is quiet (WriteDelayMinRate). Called
 // by the writer.
 func (s *Session) holdBack() {
-	d := time.Duration(s.hub.holdDelay.Load())
-	// Only a stream holds back: a connection whose last two writes were
-	// also close (within 2d, as a held write comes d after the one before
-	// it). One that gets a message now and then would wait for nothing to
-	// share its write with.
-	if d <= 0 || s.lastWrite == 0 || s.lastGap > 2*int64(d) {
-		return
-	}
-	wait := time.Duration(s.lastWrite + int64(d) - nanotime())
+	wait := holdFor(time.Duration(s.hub.holdDelay.Load()), s.lastWrite, s.lastGap, nanotime())
 	if wait <= 0 {
 		return
 	}
@@ -1080,6 +1072,19 @@ func (s *Session) holdBack() {
 	}
 	s.holding = false
 	s.mu.Unlock()
+}
+
+// holdFor is how long a writer waits before its next write, with delay d
+// in force, its last write at lastWrite, the gap before that lastGap, and
+// the time now (all nanotime). Only a stream waits: a connection whose
+// last two writes were also close (within 2d, as a held write comes d
+// after the one before it). One that gets a message now and then would
+// wait for nothing to share its write with.
+func holdFor(d time.Duration, lastWrite, lastGap, now int64) time.Duration {
+	if d <= 0 || lastWrite == 0 || lastGap > 2*int64(d) {
+		return 0
+	}
+	return max(time.Duration(lastWrite+int64(d)-now), 0)
 }
 
 // ErrTransportClosed may be returned by Transport.WriteMessages when the
