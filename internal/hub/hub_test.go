@@ -401,3 +401,24 @@ func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 		t.Fatal("write delay still on after the publications stopped")
 	}
 }
+
+// TestWriteDelayNeverOverflowsTheQueue: a writer waiting out write_delay
+// writes as soon as its queue is half full, so the delay alone never makes
+// a client that reads look like a slow consumer.
+func TestWriteDelayNeverOverflowsTheQueue(t *testing.T) {
+	h := newHub(t, hub.Config{WriteDelay: time.Hour, QueueMaxMessages: 10})
+	r := newRecorder()
+	s := h.NewSession(r, hub.SessionInfo{})
+	send(s, `{"id":1,"command":"subscribe","channel":"q"}`)
+	r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
+	for range 50 {
+		_, _ = h.Publish(context.Background(), "q", []byte(`0`), "api")
+		time.Sleep(time.Millisecond)
+	}
+	r.waitFor(t, "all 50 publications", func() bool { return len(r.msgs) == 51 || r.closed != nil })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed != nil {
+		t.Fatalf("closed with %v after %d messages", *r.closed, len(r.msgs)-1)
+	}
+}

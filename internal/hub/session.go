@@ -854,9 +854,12 @@ func (s *Session) enqueueLocked(m Message) {
 	s.queue = append(s.queue, m)
 	s.queueBytes += len(m.Data)
 	s.queueLen++
-	if m.At == 0 && !m.Control {
+	switch {
+	case m.At == 0 && !m.Control:
 		s.urgent = true
 		s.wakeLocked()
+	case 2*s.queueLen >= s.hub.cfg.QueueMaxMessages || 2*s.queueBytes >= s.hub.cfg.QueueMaxBytes:
+		s.wakeLocked() // waiting out write_delay must not make a reader look slow
 	}
 	s.startWriterLocked()
 }
