@@ -184,7 +184,6 @@ type Hub struct {
 	cl      cluster
 	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
 
-	sent      atomic.Int64 // messages written since the last coalesceLoop tick
 	holdDelay atomic.Int64 // the write delay in force (ns): WriteDelay or 0
 
 	nextID        atomic.Uint64
@@ -258,13 +257,16 @@ func (h *Hub) coalesceLoop() {
 	defer h.loops.Done()
 	t := time.NewTicker(coalesceInterval)
 	defer t.Stop()
+	sent := metrics.Value(h.metrics.MessagesSent)
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-t.C:
 		}
-		rate := float64(h.sent.Swap(0)) / coalesceInterval.Seconds()
+		prev := sent
+		sent = metrics.Value(h.metrics.MessagesSent)
+		rate := (sent - prev) / coalesceInterval.Seconds()
 		switch on := h.holdDelay.Load() != 0; {
 		case !on && rate >= float64(h.cfg.WriteDelayMinRate):
 			h.holdDelay.Store(int64(h.cfg.WriteDelay))

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
@@ -350,11 +349,7 @@ func TestWriteDelayNeverHoldsBackAReplyOrAClose(t *testing.T) {
 func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
 	h := newHub(t, hub.Config{Metrics: m, WriteDelay: 20 * time.Millisecond, WriteDelayMinRate: 2000})
-	active := func() float64 {
-		var d dto.Metric
-		_ = m.WriteDelayActive.Write(&d)
-		return d.GetGauge().GetValue()
-	}
+	active := func() float64 { return metrics.Value(m.WriteDelayActive) }
 	var rs []*recorder
 	for range 40 {
 		r := newRecorder()

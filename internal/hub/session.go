@@ -1003,9 +1003,6 @@ func (s *Session) writeLoop() {
 			}
 		}
 		m.MessagesSent.Add(float64(n))
-		if s.hub.cfg.WriteDelayMinRate > 0 {
-			s.hub.sent.Add(int64(n))
-		}
 		m.BytesSent.Add(float64(bytes))
 		m.SocketWrites.Inc()
 		clear(batch)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 const namespace = "switchboard"
@@ -161,4 +162,17 @@ func (m *Metrics) Error(code int) {
 // Disconnect counts one server-side close with the given code.
 func (m *Metrics) Disconnect(code uint16) {
 	m.Disconnects.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+}
+
+// Value reads the current value of a counter or a gauge, for code that
+// acts on a figure it already exports (0 for other kinds of metric).
+func Value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if m.Write(&d) != nil {
+		return 0
+	}
+	if c := d.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return d.GetGauge().GetValue()
 }
