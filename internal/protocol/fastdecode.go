@@ -186,7 +186,7 @@ func (s *scanner) boolean() (bool, bool) {
 func (s *scanner) skipValue() bool {
 	depth := 0
 	for s.i < len(s.b) {
-		switch c := s.b[s.i]; c {
+		switch s.b[s.i] {
 		case '"':
 			s.i++
 			for s.i < len(s.b) && s.b[s.i] != '"' {
@@ -199,6 +199,9 @@ func (s *scanner) skipValue() bool {
 				return false
 			}
 			s.i++
+			if depth == 0 {
+				return true
+			}
 		case '{', '[':
 			depth++
 			s.i++
@@ -208,21 +211,16 @@ func (s *scanner) skipValue() bool {
 			}
 			depth--
 			s.i++
-		case ',':
 			if depth == 0 {
 				return true
 			}
-			s.i++
-		case ' ', '\t', '\n', '\r':
+		case ',', ' ', '\t', '\n', '\r':
 			if depth == 0 {
 				return true
 			}
 			s.i++
 		default:
 			s.i++
-		}
-		if depth == 0 && s.i > 0 && (s.b[s.i-1] == '"' || s.b[s.i-1] == '}' || s.b[s.i-1] == ']') {
-			return true
 		}
 	}
 	return depth == 0
