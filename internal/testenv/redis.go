@@ -60,13 +60,24 @@ const redisStartTimeout = 30 * time.Second
 func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 	tb.Helper()
 	r := &Redis{bin: Binary(tb, "redis-server"), opts: opts, dir: tb.TempDir()}
+	return r.startOnFreePorts(tb, "redis-server")
+}
+
+// startOnFreePorts starts r on free loopback ports (and a free cluster bus
+// port for a cluster node), kills it when the test ends, and fails the test
+// when it cannot start. Another process may take a free port before
+// redis-server binds it; new ports are then worth another try.
+func (r *Redis) startOnFreePorts(tb testing.TB, what string) *Redis {
+	tb.Helper()
 	tb.Cleanup(r.Kill)
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		// Another process may take the free port before redis-server binds
-		// it; a new port is then worth another try.
 		r.mu.Lock()
-		if r.port, err = freePort(); err == nil {
+		r.port, err = freePort()
+		if err == nil && r.cluster {
+			r.busPort, err = freePort()
+		}
+		if err == nil {
 			err = r.startLocked()
 		}
 		r.mu.Unlock()
@@ -74,7 +85,7 @@ func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 			return r
 		}
 	}
-	tb.Fatalf("testenv: start redis-server: %v", err)
+	tb.Fatalf("testenv: start %s: %v", what, err)
 	return nil
 }
 
@@ -86,20 +97,7 @@ func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 func StartRedisSentinel(tb testing.TB, primary *Redis, master string) *Redis {
 	tb.Helper()
 	r := &Redis{bin: Binary(tb, "redis-server"), dir: tb.TempDir(), master: master, primaryAddr: primary.Addr()}
-	tb.Cleanup(r.Kill)
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		r.mu.Lock()
-		if r.port, err = freePort(); err == nil {
-			err = r.startLocked()
-		}
-		r.mu.Unlock()
-		if err == nil {
-			return r
-		}
-	}
-	tb.Fatalf("testenv: start redis sentinel: %v", err)
-	return nil
+	return r.startOnFreePorts(tb, "redis sentinel")
 }
 
 // Addr returns the server's host:port.

@@ -82,24 +82,7 @@ func StartRedisCluster(tb testing.TB, opts RedisClusterOptions) *RedisCluster {
 func startClusterNode(tb testing.TB, bin string, aof bool) *Redis {
 	tb.Helper()
 	r := &Redis{bin: bin, opts: RedisOptions{AOF: aof}, dir: tb.TempDir(), cluster: true}
-	tb.Cleanup(r.Kill)
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		r.mu.Lock()
-		r.port, err = freePort()
-		if err == nil {
-			r.busPort, err = freePort()
-		}
-		if err == nil {
-			err = r.startLocked()
-		}
-		r.mu.Unlock()
-		if err == nil {
-			return r
-		}
-	}
-	tb.Fatalf("testenv: start a redis cluster node: %v", err)
-	return nil
+	return r.startOnFreePorts(tb, "a redis cluster node")
 }
 
 // nodes returns every node, masters first.
