@@ -602,19 +602,29 @@ func (r openResult) addSetup(ms *metrics) {
 	ms.add("setup_p99_ms", float64(r.setup.quantile(0.99))/1000, "ms", "-")
 }
 
+// unwarmed sends req to every worker and returns how many connections have
+// not yet received a warm-up publication.
+func (e *env) unwarmed(ctx context.Context, req workerRequest) (int, error) {
+	ans, err := e.f.all(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	left := 0
+	for _, a := range ans {
+		left += a.Unwarmed
+	}
+	return left, nil
+}
+
 // warm makes every connection receive a warm-up publication, so that
 // subscriptions are known to be in place before measuring (the baseline does
 // not acknowledge subscribe).
 func (e *env) warm(ctx context.Context, padBytes int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ans, err := e.f.all(ctx, workerRequest{Op: "warm", PadBytes: padBytes})
+		left, err := e.unwarmed(ctx, workerRequest{Op: "warm", PadBytes: padBytes})
 		if err != nil {
 			return err
-		}
-		left := 0
-		for _, a := range ans {
-			left += a.Unwarmed
 		}
 		if left == 0 {
 			return nil

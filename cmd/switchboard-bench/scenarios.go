@@ -186,6 +186,16 @@ dispatch:
 	return p
 }
 
+// figures turns a publisher's counts into a step's publish figures: ok,
+// failed, the API's p99 and the publisher's own lag p99 (ms), noting its
+// first error.
+func (e *env) figures(p *publisher) (ok, failed uint64, httpP99, lagP99 float64) {
+	if p.firstErr != nil {
+		e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
+	}
+	return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000, float64(p.lag.quantile(0.99)) / 1000
+}
+
 // drainUntil polls the workers until want publications were received, or
 // nothing more arrives for a second, or o.drain has passed.
 func (e *env) drainUntil(ctx context.Context, want uint64) (pstats, error) {
@@ -399,10 +409,7 @@ func (e *env) broadcast(ctx context.Context, warm func() error) (targetResult, e
 			p := e.publishHTTP(ctx, nil, rate, e.o.duration,
 				func(uint64) string { return "bcast" },
 				func(uint64) uint64 { return seq.Add(1) })
-			if p.firstErr != nil {
-				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
-			}
-			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000, float64(p.lag.quantile(0.99)) / 1000
+			return e.figures(p)
 		})
 	})
 	summarize(&res, best, e.o.findMax)
@@ -420,13 +427,9 @@ func (e *env) warmAPI(ctx context.Context, channel string) error {
 		if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
 			return err
 		}
-		ans, err := e.f.all(ctx, workerRequest{Op: "unwarmed"})
+		left, err := e.unwarmed(ctx, workerRequest{Op: "unwarmed"})
 		if err != nil {
 			return err
-		}
-		left := 0
-		for _, a := range ans {
-			left += a.Unwarmed
 		}
 		if left == 0 {
 			return nil
@@ -463,10 +466,7 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 			p := e.publishHTTP(ctx, nil, rate, e.o.duration,
 				func(i uint64) string { return prefix + strconv.FormatUint(i%n, 10) },
 				func(i uint64) uint64 { return base + i/n + 1 })
-			if p.firstErr != nil {
-				e.notes = append(e.notes, "publish error: "+p.firstErr.Error())
-			}
-			return p.ok.Load(), p.failed.Load(), float64(p.httpLat.quantile(0.99)) / 1000, float64(p.lag.quantile(0.99)) / 1000
+			return e.figures(p)
 		})
 	})
 	summarize(&res, best, e.o.findMax)
