@@ -659,7 +659,7 @@ func TestStorageAndReplicas(t *testing.T) {
 			if memory {
 				want = jetstream.MemoryStorage
 			}
-			js := jsClient(t, srv.URL())
+			js := rawJetStream(t, srv.URL())
 			histStream, err := js.StreamNameBySubject(ctx, "t.one.hist.>")
 			if err != nil {
 				t.Fatal(err)
@@ -688,20 +688,6 @@ func TestStorageAndReplicas(t *testing.T) {
 			}
 		})
 	}
-}
-
-func jsClient(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := gonats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // TestSubscribeWhileDown: while the server is gone, Subscribe fails at once
