@@ -247,6 +247,17 @@ func (h *Hub) Start(ctx context.Context) error {
 	return nil
 }
 
+// appendSessions appends every registered session to dst, so that a loop
+// can visit them without holding sessMu.
+func (h *Hub) appendSessions(dst []*Session) []*Session {
+	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
+	for _, s := range h.sessions {
+		dst = append(dst, s)
+	}
+	return dst
+}
+
 // coalesceInterval is how often the node's send rate is checked against
 // WriteDelayMinRate.
 const coalesceInterval = 100 * time.Millisecond
@@ -292,12 +303,7 @@ func (h *Hub) sweepLoop() {
 		case <-t.C:
 		}
 		now := time.Now()
-		h.sessMu.Lock()
-		batch = batch[:0]
-		for _, s := range h.sessions {
-			batch = append(batch, s)
-		}
-		h.sessMu.Unlock()
+		batch = h.appendSessions(batch[:0])
 		for _, s := range batch {
 			exp := s.expires.Load()
 			switch {
@@ -325,12 +331,7 @@ func (h *Hub) presenceLoop() {
 			return
 		case <-t.C:
 		}
-		h.sessMu.Lock()
-		batch = batch[:0]
-		for _, s := range h.sessions {
-			batch = append(batch, s)
-		}
-		h.sessMu.Unlock()
+		batch = h.appendSessions(batch[:0])
 		h.refreshPresence(batch)
 		clear(batch)
 	}
