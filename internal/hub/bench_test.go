@@ -61,7 +61,7 @@ func BenchmarkFanout(b *testing.B) {
 			for i := range ts {
 				ts[i] = newCounting()
 				s := h.NewSession(ts[i], hub.SessionInfo{RemoteAddr: fmt.Sprintf("10.0.%d.%d:1", i/250, i%250)})
-				s.HandleMessage(context.Background(), []byte(`{"command":"subscribe","channel":"fan"}`))
+				s.HandleMessage([]byte(`{"command":"subscribe","channel":"fan"}`))
 			}
 			data := []byte(`{"text":"0123456789012345678901234567890123456789012345678901234567890123456789"}`)
 			b.ReportAllocs()
@@ -90,7 +90,7 @@ func BenchmarkQueueAndWriter(b *testing.B) {
 	}
 	t := newCounting()
 	s := h.NewSession(t, hub.SessionInfo{RemoteAddr: "10.0.0.1:1"})
-	s.HandleMessage(context.Background(), []byte(`{"command":"subscribe","channel":"q"}`))
+	s.HandleMessage([]byte(`{"command":"subscribe","channel":"q"}`))
 	data := []byte(`"0123456789012345678901234567890123456789"`)
 	b.ReportAllocs()
 	n := 0

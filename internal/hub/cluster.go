@@ -76,7 +76,7 @@ func (h *Hub) startCluster() {
 
 func (h *Hub) announceLoop() {
 	defer h.loops.Done()
-	t := time.NewTicker(h.cfg.NodeInfoInterval)
+	t := h.clock.NewTicker(h.cfg.NodeInfoInterval)
 	defer t.Stop()
 	for {
 		info := h.nodeInfo()
@@ -84,7 +84,7 @@ func (h *Hub) announceLoop() {
 		select {
 		case <-h.stop:
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -110,7 +110,7 @@ func (h *Hub) HandleControl(data []byte) {
 		if c.Node != nil && c.From != h.cfg.NodeID {
 			h.cl.mu.Lock()
 			_, known := h.cl.nodes[c.Node.ID]
-			h.cl.nodes[c.Node.ID] = nodeSeen{info: *c.Node, at: time.Now()}
+			h.cl.nodes[c.Node.ID] = nodeSeen{info: *c.Node, at: h.clock.Now()}
 			h.cl.mu.Unlock()
 			if !known {
 				// A newcomer: tell it about this node now rather than at
@@ -170,7 +170,7 @@ func (h *Hub) nodeInfo() NodeInfo {
 		Name:          h.cfg.NodeName,
 		Address:       h.nodeAddress(),
 		Version:       h.cfg.Version,
-		UptimeSeconds: time.Since(h.started).Seconds(),
+		UptimeSeconds: h.clock.Since(h.started).Seconds(),
 		Connections:   n,
 		Subscriptions: h.subscriptions.Load(),
 		Channels:      h.channels.Load(),

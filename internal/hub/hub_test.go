@@ -108,7 +108,7 @@ func newHub(t *testing.T, cfg hub.Config) *hub.Hub {
 	return h
 }
 
-func send(s *hub.Session, cmd string) { s.HandleMessage(context.Background(), []byte(cmd)) }
+func send(s *hub.Session, cmd string) { s.HandleMessage([]byte(cmd)) }
 
 func TestSubscribePublishUnsubscribe(t *testing.T) {
 	h := newHub(t, hub.Config{})

@@ -54,7 +54,7 @@ func subscribeSince(s *hub.Session, channel string, pos *protocol.StreamPosition
 		cmd["since"] = pos
 	}
 	b, _ := json.Marshal(cmd)
-	s.HandleMessage(context.Background(), b)
+	s.HandleMessage(b)
 }
 
 func TestRecoveryOutcomes(t *testing.T) {
@@ -170,7 +170,7 @@ func TestHistoryCommand(t *testing.T) {
 		`{"id":6,"command":"history","channel":"h","limit":-1}`,
 		`{"id":7,"command":"history","channel":"bad name"}`,
 	} {
-		s.HandleMessage(ctx, []byte(cmd))
+		s.HandleMessage([]byte(cmd))
 	}
 	r.waitFor(t, "7 replies", func() bool { return len(r.msgs) == 7 })
 	want := []string{

@@ -56,6 +56,11 @@ type Metrics struct {
 	Resets prometheus.Counter
 	// RateLimited counts client commands refused by the rate limit.
 	RateLimited prometheus.Counter
+	// Dropped counts messages that were meant for a client and never
+	// written, by reason (see the Drop constants).
+	Dropped *prometheus.CounterVec
+	// dropped caches Dropped's counter of each reason.
+	dropped map[DropReason]prometheus.Counter
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
 }
@@ -137,6 +142,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "rate_limited_total",
 			Help: "Client commands refused by the per-connection rate limit.",
 		}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "messages_dropped_total",
+			Help: "Messages meant for a client and never written, by reason.",
+		}, []string{"reason"}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
@@ -146,10 +155,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.DeliveryLatency, m.QueueOverflows,
-		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets,
+		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.dropped = make(map[DropReason]prometheus.Counter, len(dropReasons))
+	for _, r := range dropReasons {
+		m.dropped[r] = m.Dropped.WithLabelValues(string(r))
+	}
 	return m
 }
 
@@ -175,4 +188,47 @@ func Value(m prometheus.Metric) float64 {
 		return c.GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+// DropReason says why a message meant for a client was not written.
+type DropReason string
+
+// The reasons a message is dropped.
+const (
+	// DropQueueMessages: the connection's outbound queue reached its bound
+	// by count; the queue is discarded and the client closed (4001).
+	DropQueueMessages DropReason = "queue_full_messages"
+	// DropQueueBytes: likewise, by bytes.
+	DropQueueBytes DropReason = "queue_full_bytes"
+	// DropDuplicate: a publication at or below the subscriber's last offset,
+	// already delivered (from history or live).
+	DropDuplicate DropReason = "duplicate"
+	// DropPendingEvent: a join or leave event while the subscribe that
+	// would show it is still reading history.
+	DropPendingEvent DropReason = "event_during_subscribe"
+	// DropPendingOverflow: live publications buffered during a subscribe's
+	// history read went over the bound; the subscribe answers
+	// recovered:false from after them.
+	DropPendingOverflow DropReason = "subscribe_buffer_full"
+	// DropBrokerGap: offsets skipped in a channel's live stream that the
+	// broker could not fill (counted per missing offset).
+	DropBrokerGap DropReason = "broker_gap"
+	// DropWriteFailed: messages of a socket write that failed.
+	DropWriteFailed DropReason = "write_failed"
+	// DropClosed: messages still queued when the peer went away.
+	DropClosed DropReason = "connection_closed"
+)
+
+var dropReasons = []DropReason{DropQueueMessages, DropQueueBytes, DropDuplicate, DropPendingEvent, DropPendingOverflow, DropBrokerGap, DropWriteFailed, DropClosed}
+
+// Drop counts n messages dropped for reason.
+func (m *Metrics) Drop(reason DropReason, n int) {
+	if n <= 0 {
+		return
+	}
+	c, ok := m.dropped[reason]
+	if !ok {
+		c = m.Dropped.WithLabelValues(string(reason))
+	}
+	c.Add(float64(n))
 }

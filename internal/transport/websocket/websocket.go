@@ -13,7 +13,6 @@ package websocket
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -495,6 +494,6 @@ func (c *conn) message(msg []byte) *protocol.Disconnect {
 	if !utf8.Valid(msg) {
 		return &protocol.DisconnectInvalidPayload
 	}
-	c.sess.HandleMessage(context.Background(), msg)
+	c.sess.HandleMessage(msg)
 	return nil
 }

@@ -1,0 +1,94 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Publish publishes data (a JSON value) to channel through the broker and
+// returns the position it was stored at. source labels the metric ("api",
+// "client").
+func (h *Hub) Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error) {
+	ns, perr := h.namespace(channel)
+	if perr != nil {
+		return broker.Position{}, perr
+	}
+	pos, err := h.broker.Publish(ctx, channel, data, broker.PublishOptions{
+		HistorySize: ns.HistorySize,
+		HistoryTTL:  ns.HistoryTTL,
+	})
+	if err != nil {
+		return pos, fmt.Errorf("hub: publish to %q: %w", channel, err)
+	}
+	h.metrics.Publications.WithLabelValues(source).Inc()
+	return pos, nil
+}
+
+// Position returns a channel's current position.
+func (h *Hub) Position(ctx context.Context, channel string) (broker.Position, error) {
+	r, err := h.broker.History(ctx, channel, broker.HistoryQuery{})
+	if err != nil {
+		return broker.Position{}, fmt.Errorf("hub: position of %q: %w", channel, err)
+	}
+	return r.Position, nil
+}
+
+// History reads a channel's history: publications after since (all kept
+// ones when nil), at most limit of them, newest first when reverse. It fails
+// with protocol errors for an invalid channel, a limit out of range or a
+// position of another epoch.
+func (h *Hub) History(ctx context.Context, channel string, since *broker.Position, limit int, reverse bool) (broker.HistoryResult, error) {
+	if perr := protocol.ValidateChannel(channel); perr != nil {
+		return broker.HistoryResult{}, perr
+	}
+	if limit < 0 || limit > h.cfg.HistoryMaxLimit {
+		return broker.HistoryResult{}, protocol.ErrBadRequest.WithMessage(`"limit" must be between 0 and %d`, h.cfg.HistoryMaxLimit)
+	}
+	r, err := h.broker.History(ctx, channel, broker.HistoryQuery{Since: since, Limit: limit, Reverse: reverse})
+	if errors.Is(err, broker.ErrEpochMismatch) {
+		return r, protocol.ErrEpochMismatch.WithMessage("position is from epoch %q, the channel is in epoch %q", since.Epoch, r.Position.Epoch)
+	}
+	if err != nil {
+		return r, fmt.Errorf("hub: history of %q: %w", channel, err)
+	}
+	return r, nil
+}
+
+// Presence lists the clients subscribed to a channel, across nodes.
+func (h *Hub) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
+	if err := h.presenceAllowed(channel); err != nil {
+		return nil, err
+	}
+	list, err := h.presence.Presence(ctx, channel)
+	if err != nil {
+		return nil, fmt.Errorf("hub: presence of %q: %w", channel, err)
+	}
+	return list, nil
+}
+
+// PresenceStats counts the clients and users subscribed to a channel.
+func (h *Hub) PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error) {
+	if err := h.presenceAllowed(channel); err != nil {
+		return broker.PresenceStats{}, err
+	}
+	st, err := h.presence.PresenceStats(ctx, channel)
+	if err != nil {
+		return st, fmt.Errorf("hub: presence stats of %q: %w", channel, err)
+	}
+	return st, nil
+}
+
+func (h *Hub) presenceAllowed(channel string) error {
+	ns, perr := h.namespace(channel)
+	if perr != nil {
+		return perr
+	}
+	if !ns.Presence {
+		return protocol.ErrPermissionDenied.WithMessage("presence is off for %q", channel)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package hub
+
+import (
+	"context"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// command is how the hub runs one client command. Adding a command is
+// adding an entry to commands.
+type command struct {
+	// run carries out the command and returns its JSON result (nil for
+	// none), or the error the client gets. It returns errReplied when it
+	// queued its own reply.
+	run func(s *Session, ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error)
+	// beforeAuth: the command is allowed before the client authenticated
+	// when authentication is required (connect, refresh, ping).
+	beforeAuth bool
+	// local: the command does no I/O, so it runs without a timeout.
+	local bool
+}
+
+// commands maps each command name of the protocol to its handler.
+var commands = map[string]command{
+	protocol.CmdConnect:       {run: (*Session).connect, beforeAuth: true},
+	protocol.CmdRefresh:       {run: (*Session).refresh, beforeAuth: true, local: true},
+	protocol.CmdPing:          {run: (*Session).ping, beforeAuth: true, local: true},
+	protocol.CmdSubscribe:     {run: (*Session).subscribe},
+	protocol.CmdUnsubscribe:   {run: (*Session).unsubscribe},
+	protocol.CmdPublish:       {run: (*Session).publish},
+	protocol.CmdHistory:       {run: (*Session).history},
+	protocol.CmdPresence:      {run: (*Session).presence},
+	protocol.CmdPresenceStats: {run: (*Session).presenceStats},
+}
+
+// dispatch runs a decoded command under the session's lifetime context,
+// with the hub's CommandTimeout unless the command is local.
+func (s *Session) dispatch(cmd *protocol.Command) ([]byte, *protocol.Error) {
+	c, ok := commands[cmd.Command]
+	if !ok {
+		return nil, protocol.ErrUnknownCommand.WithMessage("unknown command %q", cmd.Command)
+	}
+	if !c.beforeAuth && s.hub.cfg.RequireAuth && !s.authed.Load() {
+		return nil, protocol.ErrUnauthorized.WithMessage(`send {"command":"connect","token":...} first`)
+	}
+	if c.local {
+		return c.run(s, s.ctx, cmd)
+	}
+	ctx, cancel := s.hub.commandContext(s.ctx)
+	defer cancel()
+	return c.run(s, ctx, cmd)
+}
+
+// commandContext bounds one command that may wait on the broker.
+func (h *Hub) commandContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return clockwork.WithTimeout(parent, h.clock, h.cfg.CommandTimeout)
+}
+
+func (s *Session) ping(context.Context, *protocol.Command) ([]byte, *protocol.Error) {
+	return nil, nil
+}

@@ -1,0 +1,288 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// outbox is a session's outbound side: the bounded queue, the writer
+// goroutine that drains it into the transport, and the write_delay wait.
+// Everything a client receives goes through it, in queue order.
+//
+// Ownership: the fields under mu are shared by every goroutine that queues
+// (fan-out, command replies, keepalive) and the writer. lastWrite, lastGap
+// and holdTimer belong to the writer alone. There is at most one writer at
+// a time; it starts when something is queued and exits when the queue is
+// empty, so an idle connection has no goroutine.
+type outbox struct {
+	sess *Session
+
+	mu         sync.Mutex
+	queue      []Message
+	spare      []Message  // the writer's last batch, reused while busy
+	qbox       *[]Message // the pool's box of queue's buffer, reused when it goes back
+	queueBytes int        // bytes of the bounded messages in queue
+	queueLen   int        // number of bounded messages in queue
+	forced     int        // bytes queued past the bounds since the writer last took the queue
+	urgent     bool       // the queue holds a reply, which write_delay does not hold back
+	holding    bool       // the writer is waiting out write_delay
+	wake       chan struct{}
+	writing    bool // a writer goroutine is running
+	closing    bool // no more messages are queued; the writer closes
+	finished   bool // the writer closed the transport
+	disconnect protocol.Disconnect
+
+	// Owned by the writer:
+	lastWrite int64           // nanotime of the last write
+	lastGap   int64           // ns between the last two writes
+	holdTimer clockwork.Timer // reused from one wait to the next
+}
+
+// push queues m within the queue's bounds, starting the writer if it is not
+// running. A queue over its bounds closes the session as a slow consumer.
+// Messages queued after the session began closing are dropped.
+func (o *outbox) push(m Message) {
+	o.mu.Lock()
+	o.pushLocked(m)
+	o.mu.Unlock()
+}
+
+func (o *outbox) pushLocked(m Message) {
+	if o.closing {
+		return
+	}
+	cfg := &o.sess.hub.cfg
+	switch {
+	case o.queueLen >= cfg.QueueMaxMessages:
+		o.overflowLocked(metrics.DropQueueMessages)
+		return
+	case o.queueBytes+len(m.Data) > cfg.QueueMaxBytes:
+		o.overflowLocked(metrics.DropQueueBytes)
+		return
+	}
+	if o.queue == nil {
+		o.qbox = queuePool.Get().(*[]Message)
+		o.queue = (*o.qbox)[:0]
+	}
+	o.queue = append(o.queue, m)
+	o.queueBytes += len(m.Data)
+	o.queueLen++
+	switch {
+	case m.At == 0 && !m.Control:
+		o.urgent = true
+		o.wakeLocked()
+	case 2*o.queueLen >= cfg.QueueMaxMessages || 2*o.queueBytes >= cfg.QueueMaxBytes:
+		o.wakeLocked() // waiting out write_delay must not make a reader look slow
+	}
+	o.startWriterLocked()
+}
+
+// forcedQueueFactor: what a session may queue past its bounds (a subscribe's
+// recovered publications) is at most this many times QueueMaxBytes between
+// two writes.
+const forcedQueueFactor = 16
+
+// pushForced queues m outside the queue's bounds: a subscribe's reply and
+// recovered publications, which are bounded by the channel's history, must
+// not make a client that reads at full speed look slow, or it could never
+// recover. They are capped by forcedQueueFactor × QueueMaxBytes so that a
+// client that does not read cannot pile them up. A reply (m.At == 0) is
+// urgent: write_delay does not hold it back.
+func (o *outbox) pushForced(m Message) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing {
+		return
+	}
+	if o.forced+len(m.Data) > forcedQueueFactor*o.sess.hub.cfg.QueueMaxBytes {
+		o.overflowLocked(metrics.DropQueueBytes)
+		return
+	}
+	o.queue = append(o.queue, m)
+	o.forced += len(m.Data)
+	if m.At == 0 && !m.Control {
+		o.urgent = true
+		o.wakeLocked()
+	}
+	o.startWriterLocked()
+}
+
+// queuePool recycles the outbound queues of sessions that went idle, so a
+// burst does not allocate a new queue for every subscriber.
+var queuePool = sync.Pool{New: func() any { q := make([]Message, 0, 16); return &q }}
+
+// releaseQueueLocked gives the queue buffers back to the pool.
+func (o *outbox) releaseQueueLocked() {
+	for _, q := range [][]Message{o.queue, o.spare} {
+		if q == nil || cap(q) > 1024 {
+			continue
+		}
+		clear(q[:cap(q)])
+		if o.qbox == nil {
+			o.qbox = new([]Message)
+		}
+		*o.qbox = q[:0]
+		queuePool.Put(o.qbox)
+		o.qbox = nil
+	}
+	o.queue, o.spare, o.qbox = nil, nil, nil
+}
+
+// dropQueueLocked discards what is queued, counting it under reason.
+func (o *outbox) dropQueueLocked(reason metrics.DropReason) {
+	n := 0
+	for i := range o.queue {
+		if !o.queue[i].Control {
+			n++
+		}
+	}
+	o.sess.hub.metrics.Drop(reason, n)
+	o.queue, o.queueBytes, o.queueLen, o.forced = nil, 0, 0, 0
+}
+
+// overflowLocked drops the queue and closes the session as a slow consumer.
+func (o *outbox) overflowLocked(reason metrics.DropReason) {
+	o.sess.hub.metrics.QueueOverflows.Inc()
+	o.sess.hub.metrics.Drop(reason, 1) // the message that did not fit
+	o.dropQueueLocked(reason)
+	o.closeLocked(protocol.DisconnectSlowConsumer)
+}
+
+func (o *outbox) startWriterLocked() {
+	if !o.writing {
+		o.writing = true
+		go o.writeLoop()
+	}
+}
+
+// isClosing reports whether the session has begun closing.
+func (o *outbox) isClosing() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closing
+}
+
+// close begins a server-side close: what is queued is written, then the
+// transport closes with d. The first reason wins.
+func (o *outbox) close(d protocol.Disconnect) {
+	o.mu.Lock()
+	o.closeLocked(d)
+	o.mu.Unlock()
+}
+
+func (o *outbox) closeLocked(d protocol.Disconnect) {
+	if o.closing {
+		return
+	}
+	o.closing = true
+	o.disconnect = d
+	o.sess.hub.metrics.Disconnect(d.Code)
+	o.sess.cancel() // commands in flight for this client stop
+	o.wakeLocked()
+	o.startWriterLocked()
+}
+
+// peerGone closes without writing anything more: the peer is gone.
+func (o *outbox) peerGone() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing {
+		return
+	}
+	o.closing = true
+	o.disconnect = protocol.DisconnectNormal
+	o.dropQueueLocked(metrics.DropClosed)
+	o.sess.cancel()
+	o.wakeLocked()
+	o.startWriterLocked()
+}
+
+// writeLoop drains the queue in batches until it is empty, then exits. When
+// the session is closing it closes the transport and ends the session.
+func (o *outbox) writeLoop() {
+	h := o.sess.hub
+	m := h.metrics
+	for {
+		o.holdBack()
+		o.mu.Lock()
+		if len(o.queue) == 0 {
+			if o.closing && !o.finished {
+				o.finished = true
+				d := o.disconnect
+				o.spare = nil
+				o.mu.Unlock()
+				_ = o.sess.transport.Close(d)
+				o.sess.finish()
+				return
+			}
+			o.writing = false
+			o.releaseQueueLocked() // an idle session keeps no buffer
+			o.mu.Unlock()
+			return
+		}
+		batch := o.queue
+		o.queue, o.spare = o.spare, nil
+		o.queueBytes, o.queueLen, o.forced = 0, 0, 0
+		o.urgent = false
+		o.mu.Unlock()
+
+		err := o.sess.transport.WriteMessages(batch)
+		now := h.nanotime()
+		if o.lastWrite != 0 {
+			o.lastGap = now - o.lastWrite
+		}
+		o.lastWrite = now
+		var n, bytes int
+		for i := range batch {
+			if !batch[i].Control {
+				n++
+				bytes += len(batch[i].Data)
+				if at := batch[i].At; at != 0 && err == nil {
+					m.DeliveryLatency.Observe(float64(now-at) / 1e9)
+				}
+			}
+		}
+		if err != nil {
+			m.Drop(metrics.DropWriteFailed, n)
+		} else {
+			m.MessagesSent.Add(float64(n))
+			m.BytesSent.Add(float64(bytes))
+			m.SocketWrites.Inc()
+		}
+		clear(batch)
+
+		o.mu.Lock()
+		o.spare = batch[:0]
+		if err != nil {
+			o.dropQueueLocked(metrics.DropWriteFailed)
+			if !o.closing {
+				o.closing = true
+				o.disconnect = protocol.DisconnectWriteTimeout
+				o.sess.cancel()
+				if !errors.Is(err, ErrTransportClosed) {
+					m.Disconnect(o.disconnect.Code)
+				}
+			}
+		}
+		o.mu.Unlock()
+	}
+}
+
+// wakeLocked ends the writer's wait for write_delay, if it is waiting: a
+// reply or a close must not wait.
+func (o *outbox) wakeLocked() {
+	if o.holding {
+		o.holding = false
+		o.wake <- struct{}{} // room for one; only holdBack receives
+	}
+}
+
+// ErrTransportClosed may be returned by Transport.WriteMessages when the
+// connection is already closed; the session then closes without counting a
+// server-side disconnect.
+var ErrTransportClosed = errors.New("hub: transport closed")

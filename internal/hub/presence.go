@@ -1,0 +1,128 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// joined records a new live subscription in presence and tells the
+// channel's subscribers.
+func (h *Hub) joined(ctx context.Context, channel string, info broker.ClientInfo) {
+	ns, _ := h.cfg.Rules.Lookup(channel)
+	if !ns.Presence {
+		return
+	}
+	if err := h.presence.AddPresence(ctx, channel, info, h.cfg.PresenceTTL); err != nil {
+		h.log.Warn("add presence failed", "channel", channel, "err", err)
+	}
+	if ns.JoinLeave {
+		h.publishEvent(ctx, channel, "join", info)
+	}
+}
+
+// left undoes joined.
+func (h *Hub) left(channel string, info broker.ClientInfo) {
+	ns, _ := h.cfg.Rules.Lookup(channel)
+	if !ns.Presence {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.presence.RemovePresence(ctx, channel, info.Client); err != nil {
+		h.log.Warn("remove presence failed", "channel", channel, "err", err)
+	}
+	if ns.JoinLeave {
+		h.publishEvent(ctx, channel, "leave", info)
+	}
+}
+
+func (h *Hub) publishEvent(ctx context.Context, channel, kind string, info broker.ClientInfo) {
+	data := protocol.AppendPushEvent(nil, channel, kind, mustJSON(info))
+	if err := h.broker.PublishEvent(ctx, channel, data); err != nil {
+		h.log.Warn("publish "+kind+" failed", "channel", channel, "err", err)
+	}
+}
+
+// presenceLoop refreshes the presence entries of every live subscription
+// three times per PresenceTTL, so that a shared store keeps the clients of
+// live nodes and drops those of dead ones once their entries expire.
+func (h *Hub) presenceLoop() {
+	defer h.loops.Done()
+	t := h.clock.NewTicker(h.cfg.PresenceTTL / 3)
+	defer t.Stop()
+	var batch []*Session
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.Chan():
+		}
+		batch = h.appendSessions(batch[:0])
+		h.refreshPresence(batch)
+		clear(batch)
+	}
+}
+
+// presenceRefreshers is how many presence refreshes are in flight at once:
+// a remote store pipelines concurrent calls on its connections, so one
+// round trip carries many entries instead of one.
+const presenceRefreshers = 64
+
+// refreshPresence renews the presence entry of every present subscription
+// of sessions, presenceRefreshers at a time, within a third of
+// PresenceTTL. Failures are logged once per round, not once per entry.
+func (h *Hub) refreshPresence(sessions []*Session) {
+	ctx, cancel := clockwork.WithTimeout(context.Background(), h.clock, h.cfg.PresenceTTL/3)
+	defer cancel()
+	work := make(chan *subscription, presenceRefreshers)
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range presenceRefreshers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sub := range work {
+				// The subscription decides, at the time of the call, whether
+				// it still has an entry: a leave since the snapshot wins.
+				if err := sub.refresh(ctx); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		}()
+	}
+	var subs []*subscription
+	for _, s := range sessions {
+		subs = s.appendSubs(subs[:0])
+		for _, sub := range subs {
+			work <- sub
+		}
+	}
+	clear(subs)
+	close(work)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		h.log.Warn("refresh presence failed", "entries", n, "err", *firstErr.Load())
+	}
+}
+
+// nopPresence is the presence store of a hub without one: it keeps nothing.
+type nopPresence struct{}
+
+func (nopPresence) AddPresence(context.Context, string, broker.ClientInfo, time.Duration) error {
+	return nil
+}
+func (nopPresence) RemovePresence(context.Context, string, string) error { return nil }
+func (nopPresence) Presence(context.Context, string) ([]broker.ClientInfo, error) {
+	return nil, nil
+}
+func (nopPresence) PresenceStats(context.Context, string) (broker.PresenceStats, error) {
+	return broker.PresenceStats{}, nil
+}

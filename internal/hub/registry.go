@@ -1,0 +1,142 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// shard is a part of the channel registry.
+type shard struct {
+	mu       sync.RWMutex
+	channels map[string]map[*subscription]struct{}
+}
+
+func (h *Hub) shardOf(channel string) *shard {
+	return &h.shards[maphash.String(h.seed, channel)%numShards]
+}
+
+func (h *Hub) stripeOf(channel string) *sync.Mutex {
+	return &h.stripes[maphash.String(h.seed, channel)%numStripes]
+}
+
+// HandlePublication implements broker.Handler: it encodes the publication
+// once and queues the same bytes for every local subscriber of the channel.
+func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch string) {
+	now := h.nanotime()
+	m := pubMessage(channel, pub)
+	m.At = now
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	for sub := range sh.channels[channel] {
+		sub.deliver(m, epoch)
+	}
+	sh.mu.RUnlock()
+}
+
+// HandleEvent implements broker.Handler: it queues an ephemeral push (join,
+// leave) for every live local subscriber of the channel.
+func (h *Hub) HandleEvent(channel string, data []byte) {
+	m := Message{Data: data, Channel: channel}
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	for sub := range sh.channels[channel] {
+		sub.deliver(m, "")
+	}
+	sh.mu.RUnlock()
+}
+
+// pubMessage encodes a publication as the push every subscriber receives.
+func pubMessage(channel string, pub broker.Publication) Message {
+	data := protocol.AppendPublication(make([]byte, 0, len(channel)+len(pub.Data)+48), channel, pub.Data, pub.Offset)
+	return Message{Data: data, Channel: channel, Offset: pub.Offset}
+}
+
+// addSubscription registers sub in the channel registry, subscribing the
+// node through the broker when sub is the channel's first local subscriber.
+func (h *Hub) addSubscription(ctx context.Context, sub *subscription) error {
+	stripe := h.stripeOf(sub.channel)
+	stripe.Lock()
+	defer stripe.Unlock()
+	sh := h.shardOf(sub.channel)
+	sh.mu.Lock()
+	set := sh.channels[sub.channel]
+	first := set == nil
+	if first {
+		set = make(map[*subscription]struct{}, 1)
+		sh.channels[sub.channel] = set
+	}
+	set[sub] = struct{}{}
+	sh.mu.Unlock()
+	if first {
+		if err := h.broker.Subscribe(ctx, sub.channel); err != nil {
+			sh.mu.Lock()
+			delete(set, sub)
+			if len(set) == 0 {
+				delete(sh.channels, sub.channel)
+			}
+			sh.mu.Unlock()
+			return fmt.Errorf("hub: broker subscribe %q: %w", sub.channel, err)
+		}
+		h.metrics.Channels.Set(float64(h.channels.Add(1)))
+	}
+	h.metrics.Subscriptions.Set(float64(h.subscriptions.Add(1)))
+	return nil
+}
+
+// removeSubscription undoes addSubscription. After it returns no new
+// publication reaches sub.
+func (h *Hub) removeSubscription(sub *subscription) {
+	stripe := h.stripeOf(sub.channel)
+	stripe.Lock()
+	defer stripe.Unlock()
+	sh := h.shardOf(sub.channel)
+	sh.mu.Lock()
+	set := sh.channels[sub.channel]
+	if _, ok := set[sub]; !ok {
+		sh.mu.Unlock()
+		return
+	}
+	delete(set, sub)
+	last := len(set) == 0
+	if last {
+		delete(sh.channels, sub.channel)
+	}
+	sh.mu.Unlock()
+	h.metrics.Subscriptions.Set(float64(h.subscriptions.Add(-1)))
+	if last {
+		h.metrics.Channels.Set(float64(h.channels.Add(-1)))
+		// The context is not the client's: the node must leave the channel
+		// even when the client is gone.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.broker.Unsubscribe(ctx, sub.channel); err != nil {
+			h.log.Warn("broker unsubscribe failed", "channel", sub.channel, "err", err)
+		}
+	}
+}
+
+// ChannelInfo describes one channel with local subscribers.
+type ChannelInfo struct {
+	Channel     string `json:"channel"`
+	Subscribers int    `json:"subscribers"`
+}
+
+// Channels lists the channels that have local subscribers.
+func (h *Hub) localChannels() []ChannelInfo {
+	var out []ChannelInfo
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for name, set := range sh.channels {
+			out = append(out, ChannelInfo{Channel: name, Subscribers: len(set)})
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
