@@ -3,8 +3,6 @@ package hub
 import (
 	"context"
 
-	"github.com/jonboulle/clockwork"
-
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
@@ -53,9 +51,11 @@ func (s *Session) dispatch(cmd *protocol.Command) ([]byte, *protocol.Error) {
 	return c.run(s, ctx, cmd)
 }
 
-// commandContext bounds one command that may wait on the broker.
+// commandContext bounds one command that may wait on the broker. The
+// timeout is in real time, not the hub's clock: a fake clock's context in
+// clockwork costs a goroutine and its Err blocks until it is done.
 func (h *Hub) commandContext(parent context.Context) (context.Context, context.CancelFunc) {
-	return clockwork.WithTimeout(parent, h.clock, h.cfg.CommandTimeout)
+	return context.WithTimeout(parent, h.cfg.CommandTimeout)
 }
 
 func (s *Session) ping(context.Context, *protocol.Command) ([]byte, *protocol.Error) {

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
@@ -78,7 +77,7 @@ const presenceRefreshers = 64
 // of sessions, presenceRefreshers at a time, within a third of
 // PresenceTTL. Failures are logged once per round, not once per entry.
 func (h *Hub) refreshPresence(sessions []*Session) {
-	ctx, cancel := clockwork.WithTimeout(context.Background(), h.clock, h.cfg.PresenceTTL/3)
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PresenceTTL/3)
 	defer cancel()
 	work := make(chan *subscription, presenceRefreshers)
 	var failed atomic.Int64
