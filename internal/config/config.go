@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/realip"
 )
 
@@ -40,6 +41,7 @@ type Config struct {
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
 	AllowedOrigins           []string      `koanf:"allowed_origins"`
+	AllowedHosts             []string      `koanf:"allowed_hosts"`
 	MaxMessageSize           int           `koanf:"max_message_size"`
 	MaxChannelsPerConnection int           `koanf:"max_channels_per_connection"`
 	QueueMaxMessages         int           `koanf:"queue_max_messages"`
@@ -101,6 +103,7 @@ var Keys = []Key{
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},
 	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
+	{"allowed_hosts", []string{}, `Host names this server answers to besides localhost and IP addresses, comma-separated: app.example.com, *.example.com (names under it), with an optional :port; "*" allows any (DNS rebinding protection)`},
 	{"max_message_size", 65536, "largest message a client may send, in bytes"},
 	{"max_channels_per_connection", 128, "most channels one connection may subscribe to"},
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
@@ -324,6 +327,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollMaxTimeout < time.Second || c.PollMaxTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("poll_max_timeout: must be from 1s to 1h, got %s", c.PollMaxTimeout))
+	}
+	if _, err := origin.ParseHosts(c.AllowedHosts); err != nil {
+		errs = append(errs, fmt.Errorf("allowed_hosts: %w", err))
 	}
 	if _, err := realip.ParseTrusted(c.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
