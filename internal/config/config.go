@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,36 +146,63 @@ var Keys = []Key{
 	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},
 }
 
-// RegisterFlags adds a flag for every key to fs.
+// RegisterFlags adds --config and a flag for every key to fs.
 func RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringP("config", "c", "", "YAML configuration file (optional)")
 	for _, k := range Keys {
-		name := strings.ReplaceAll(k.Name, "_", "-")
-		usage := fmt.Sprintf("%s (env %s%s)", k.Usage, EnvPrefix, strings.ToUpper(k.Name))
-		switch d := k.Default.(type) {
-		case string:
-			fs.String(name, d, usage)
-		case bool:
-			fs.Bool(name, d, usage)
-		case int:
-			fs.Int(name, d, usage)
-		case time.Duration:
-			fs.Duration(name, d, usage)
-		case float64:
-			fs.Float64(name, d, usage)
-		case []string:
-			fs.StringSlice(name, d, usage)
-		default:
-			panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, d))
-		}
+		addFlag(fs, k)
 	}
 }
 
-// Load reads the configuration: defaults and changed flags from fs, the YAML
+// RegisterFlagsFor adds --config and the flags of the named keys only, for
+// a command that uses a few settings: its help then lists just those. Load
+// still gives every other key its value from the file, the environment or
+// its default. It panics on a name that is not a key (a bug).
+func RegisterFlagsFor(fs *pflag.FlagSet, names ...string) {
+	fs.StringP("config", "c", "", "YAML configuration file (optional)")
+	for _, name := range names {
+		i := slices.IndexFunc(Keys, func(k Key) bool { return k.Name == name })
+		if i < 0 {
+			panic(fmt.Sprintf("config: no key %q", name))
+		}
+		addFlag(fs, Keys[i])
+	}
+}
+
+func addFlag(fs *pflag.FlagSet, k Key) {
+	name := strings.ReplaceAll(k.Name, "_", "-")
+	usage := fmt.Sprintf("%s (env %s%s)", k.Usage, EnvPrefix, strings.ToUpper(k.Name))
+	switch d := k.Default.(type) {
+	case string:
+		fs.String(name, d, usage)
+	case bool:
+		fs.Bool(name, d, usage)
+	case int:
+		fs.Int(name, d, usage)
+	case time.Duration:
+		fs.Duration(name, d, usage)
+	case float64:
+		fs.Float64(name, d, usage)
+	case []string:
+		fs.StringSlice(name, d, usage)
+	default:
+		panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, d))
+	}
+}
+
+// Load reads the configuration: the defaults of Keys, changed flags from fs, the YAML
 // file named by the "config" flag or SWITCHBOARD_CONFIG, and the environment
 // given as KEY=VALUE strings (os.Environ()).
 func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
 	k := koanf.New(".")
+	// Defaults first, from Keys rather than from the flags, since fs may
+	// have flags for some keys only (RegisterFlagsFor). Flags left at
+	// their defaults then override nothing.
+	for _, key := range Keys {
+		if err := k.Set(key.Name, key.Default); err != nil {
+			return Config{}, fmt.Errorf("config: default of %s: %w", key.Name, err)
+		}
+	}
 	path, _ := fs.GetString("config")
 	if path == "" {
 		path = lookupEnv(environ, EnvPrefix+"CONFIG")
