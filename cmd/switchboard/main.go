@@ -195,7 +195,10 @@ func newServe(stdout, stderr io.Writer, environ []string) *cobra.Command {
 clients are closed with code 4000 ("server shutting down, reconnect").
 
 With no configuration it listens on 127.0.0.1:8000, keeps channels in memory,
-lets anonymous clients connect, and prints a generated server API key.`,
+lets anonymous clients connect, and prints a generated server API key. It
+answers requests for localhost and IP addresses only: list the host names
+clients use to reach it in --allowed-hosts, and the origins of pages served
+elsewhere in --allowed-origins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(cmd.Flags(), environ)
