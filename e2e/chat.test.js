@@ -43,6 +43,11 @@ async function openChat(name) {
   page.on('pageerror', (err) => page.errors.push(err));
   page.sockets = 0;
   page.on('websocket', () => page.sockets++);
+  // Every file the page loads, the favicon included, must be there.
+  page.missing = [];
+  page.on('response', (res) => {
+    if (res.status() >= 400) page.missing.push(`${res.status()} ${res.url()}`);
+  });
   await page.goto(server.url, { timeout: CONNECT_TIMEOUT });
   await waitForState(page, 'connected', CONNECT_TIMEOUT);
   await page.fill('#name', name);
@@ -157,8 +162,24 @@ chatTest('a message sent from one page shows in both', async () => {
       await alice.screenshot({ path: process.env.E2E_SCREENSHOT, timeout: DELIVERY_TIMEOUT });
     }
     assertNoPageErrors(alice, bob);
+    assert.deepEqual([...alice.missing, ...bob.missing], [], 'files the pages could not load');
   } finally {
     await closePages(alice, bob);
+  }
+});
+
+chatTest('the pages have an icon', async () => {
+  const page = await context.newPage();
+  try {
+    await page.goto(server.url, { timeout: CONNECT_TIMEOUT });
+    const href = await page.getAttribute('link[rel="icon"]', 'href');
+    for (const file of [href, 'favicon.ico']) {
+      const res = await fetch(new URL(file, server.url), { signal: AbortSignal.timeout(DELIVERY_TIMEOUT) });
+      assert.equal(res.status, 200, `${file}: ${res.status}`);
+      assert.match(res.headers.get('content-type'), /^image\//, file);
+    }
+  } finally {
+    await closePages(page);
   }
 });
 
@@ -184,6 +205,16 @@ chatTest('pages reconnect by themselves after a server restart', async () => {
     assert.equal(server.addr, addr);
     await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
     await Promise.all([alice, bob].map((p) => waitForNote(p, 'Reconnected.', DELIVERY_TIMEOUT)));
+    // Back in the room, the backoff starts again from its base delay: a
+    // second restart right after this one is no longer waited out.
+    for (const page of [alice, bob]) assert.equal(await page.getAttribute('#status', 'data-attempt'), '0');
+
+    // A second restart, right away.
+    await stopServer(server);
+    await Promise.all([alice, bob].map((p) => waitForState(p, 'reconnecting', CONNECT_TIMEOUT)));
+    server = await startServer(addr);
+    await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
+    for (const page of [alice, bob]) assert.equal(await page.getAttribute('#status', 'data-attempt'), '0');
 
     // The pages subscribed again: chat works both ways.
     const text1 = `back again ${Date.now()}`;

@@ -1,6 +1,6 @@
 // What every end-to-end test file needs: the switchboard binary (built from
 // this checkout, or SWITCHBOARD_BIN), servers started on loopback and
-// stopped, and headless Chromium. Every wait is bounded, and no server is
+// stopped, and headless Chromium (/usr/bin/chromium, or CHROMIUM_PATH). Every wait is bounded, and no server is
 // left behind when the test process exits.
 
 import { execFile, spawn } from 'node:child_process';
@@ -91,12 +91,20 @@ export async function stopServer(srv) {
   clearTimeout(timer);
 }
 
-// launchBrowser starts headless Chromium with a fresh profile in dir. The
-// flags keep it off the network: without them it stalls on a closed one.
+// chromiumPath is the Chromium the tests drive: CHROMIUM_PATH, or
+// Debian's /usr/bin/chromium.
+export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+// launchBrowser starts headless Chromium (chromiumPath) with a fresh
+// profile in dir. The flags keep it off the network: without them it
+// stalls on a closed one.
 export function launchBrowser(dir) {
   const profile = fs.mkdtempSync(path.join(dir, 'profile-'));
+  if (!fs.existsSync(chromiumPath)) {
+    throw new Error(`no Chromium at ${chromiumPath}: install it (Debian: apt-get install chromium) or set CHROMIUM_PATH`);
+  }
   return chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
+    executablePath: chromiumPath,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });

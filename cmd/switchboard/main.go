@@ -37,15 +37,43 @@ func main() {
 }
 
 // Version returns the build's version: the -ldflags value, else the module
-// version, else "dev".
+// version (go install ...@v1.2.3, or the pseudo-version go build derives
+// from the repository), else "dev" with the VCS revision the build was made
+// from ("dev+1a2b3c4d5e6f", "+dirty" with uncommitted changes), else "dev".
 func Version() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	return versionFrom(bi)
+}
+
+// versionFrom is Version for the given build information.
+func versionFrom(bi *debug.BuildInfo) string {
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
-	return "dev"
+	var rev string
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	v := "dev+" + rev[:min(len(rev), 12)]
+	if dirty {
+		v += ".dirty"
+	}
+	return v
 }
 
 func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
@@ -68,7 +96,10 @@ Every setting can come from a flag, an environment variable
 the file. Run "switchboard serve --help" for the list.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version, which prints what the version command prints.
+		Version: Version(),
 	}
+	root.SetVersionTemplate("switchboard {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServe(stdout, stderr, environ), newVersion(stdout), newToken(stdout, environ))
@@ -95,8 +126,10 @@ func newToken(stdout io.Writer, environ []string) *cobra.Command {
 		Use:   "token",
 		Short: "Mint a connection or subscription token (HS256) for development",
 		Long: `Mint a JWT signed with the configured jwt_secret (flag, SWITCHBOARD_JWT_SECRET
-or the config file), for development and for trying the docs' examples.
-Production tokens are minted by your application's backend.
+or the config file), for development and for trying the docs' examples; its
+iss and aud are the configured jwt_issuer and jwt_audience, so that the
+server accepts it. Production tokens are minted by your application's
+backend.
 
   switchboard token --sub alice --ttl 1h
   switchboard token --sub alice --channels news,chat --info '{"name":"Alice"}'
@@ -141,7 +174,9 @@ Production tokens are minted by your application's backend.
 	f.StringVar(&info, "info", "", "JSON attached to the client (info claim)")
 	f.StringSliceVar(&channels, "channels", nil, "channels the server subscribes at connect (connection token)")
 	f.StringVar(&channel, "channel", "", "make a subscription token for this channel")
-	config.RegisterFlags(f)
+	// Only the settings a token depends on; the others, which the server
+	// uses, would bury these in the help.
+	config.RegisterFlagsFor(f, "jwt_secret", "jwt_issuer", "jwt_audience")
 	return cmd
 }
 
@@ -160,7 +195,10 @@ func newServe(stdout, stderr io.Writer, environ []string) *cobra.Command {
 clients are closed with code 4000 ("server shutting down, reconnect").
 
 With no configuration it listens on 127.0.0.1:8000, keeps channels in memory,
-lets anonymous clients connect, and prints a generated server API key.`,
+lets anonymous clients connect, and prints a generated server API key. It
+answers requests for localhost and IP addresses only: list the host names
+clients use to reach it in --allowed-hosts, and the origins of pages served
+elsewhere in --allowed-origins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(cmd.Flags(), environ)

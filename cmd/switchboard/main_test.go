@@ -3,12 +3,14 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,11 +29,11 @@ func run(t *testing.T, args ...string) (string, error) {
 }
 
 func TestVersionAndHelp(t *testing.T) {
-	out, err := run(t, "version")
-	if err != nil || !strings.HasPrefix(out, "switchboard ") {
-		t.Fatalf("version: %q %v", out, err)
+	out0, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(out0, "switchboard ") {
+		t.Fatalf("version: %q %v", out0, err)
 	}
-	out, err = run(t, "--help")
+	out, err := run(t, "--help")
 	if err != nil || !strings.Contains(out, "switchboard serve") || !strings.Contains(out, "SWITCHBOARD_") {
 		t.Fatalf("help: %q %v", out, err)
 	}
@@ -41,11 +43,71 @@ func TestVersionAndHelp(t *testing.T) {
 			t.Fatalf("serve help lacks %q: %v\n%s", want, err, out)
 		}
 	}
+	flag, err := run(t, "--version")
+	if err != nil || flag != out0 {
+		t.Fatalf("--version: %q %v, want %q as the version command prints", flag, err, out0)
+	}
+	out, err = run(t, "token", "--help")
+	for _, want := range []string{"--jwt-secret", "SWITCHBOARD_JWT_SECRET", "--jwt-issuer", "--jwt-audience", "--sub", "--config"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("token help lacks %q: %v\n%s", want, err, out)
+		}
+	}
+	for _, unwanted := range []string{"--addr", "--broker", "--allowed-origins", "--history-size"} {
+		if strings.Contains(out, unwanted) {
+			t.Fatalf("token help lists serve's %s:\n%s", unwanted, out)
+		}
+	}
 	if _, err := run(t, "serve", "--broker", "nope"); err == nil || !strings.Contains(err.Error(), "broker") {
 		t.Fatalf("bad config accepted: %v", err)
 	}
 	if _, err := run(t, "frobnicate"); err == nil {
 		t.Fatal("unknown command accepted")
+	}
+}
+
+// TestToken: a token minted with only the token command's flags carries
+// the configured issuer, and the rest of the configuration still comes
+// from the environment and the defaults.
+func TestToken(t *testing.T) {
+	var out bytes.Buffer
+	root := newRoot(&out, &out, []string{"SWITCHBOARD_JWT_ISSUER=https://app.example"})
+	root.SetArgs([]string{"token", "--jwt-secret", "0123456789abcdef0123", "--sub", "alice"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("token: %v\n%s", err, out.String())
+	}
+	parts := strings.Split(strings.TrimSpace(out.String()), ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", out.String())
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || !strings.Contains(string(claims), `"sub":"alice"`) || !strings.Contains(string(claims), `"iss":"https://app.example"`) {
+		t.Fatalf("claims %s, %v", claims, err)
+	}
+	if _, err := run(t, "token", "--sub", "alice"); err == nil || !strings.Contains(err.Error(), "jwt_secret") {
+		t.Fatalf("no secret: %v", err)
+	}
+}
+
+func TestVersionFrom(t *testing.T) {
+	vcs := func(rev, modified string) []debug.BuildSetting {
+		return []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}
+	}
+	const rev = "2543fab0123456789abcdef0123456789abcdef0"
+	tests := map[string]struct {
+		bi   debug.BuildInfo
+		want string
+	}{
+		"go install @version": {debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}, Settings: vcs(rev, "false")}, "v1.2.3"},
+		"pseudo-version":      {debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261204210100-2543fab01234+dirty"}}, "v0.0.0-20261204210100-2543fab01234+dirty"},
+		"revision":            {debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: vcs(rev, "false")}, "dev+2543fab01234"},
+		"modified":            {debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: vcs(rev, "true")}, "dev+2543fab01234.dirty"},
+		"nothing":             {debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+	}
+	for name, tc := range tests {
+		if got := versionFrom(&tc.bi); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/realip"
 )
 
@@ -40,6 +42,7 @@ type Config struct {
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
 	AllowedOrigins           []string      `koanf:"allowed_origins"`
+	AllowedHosts             []string      `koanf:"allowed_hosts"`
 	MaxMessageSize           int           `koanf:"max_message_size"`
 	MaxChannelsPerConnection int           `koanf:"max_channels_per_connection"`
 	QueueMaxMessages         int           `koanf:"queue_max_messages"`
@@ -101,6 +104,7 @@ var Keys = []Key{
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},
 	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
+	{"allowed_hosts", []string{}, `Host names this server answers to besides localhost and IP addresses, comma-separated: app.example.com, *.example.com (names under it), with an optional :port; "*" allows any (DNS rebinding protection)`},
 	{"max_message_size", 65536, "largest message a client may send, in bytes"},
 	{"max_channels_per_connection", 128, "most channels one connection may subscribe to"},
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
@@ -142,36 +146,63 @@ var Keys = []Key{
 	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},
 }
 
-// RegisterFlags adds a flag for every key to fs.
+// RegisterFlags adds --config and a flag for every key to fs.
 func RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringP("config", "c", "", "YAML configuration file (optional)")
 	for _, k := range Keys {
-		name := strings.ReplaceAll(k.Name, "_", "-")
-		usage := fmt.Sprintf("%s (env %s%s)", k.Usage, EnvPrefix, strings.ToUpper(k.Name))
-		switch d := k.Default.(type) {
-		case string:
-			fs.String(name, d, usage)
-		case bool:
-			fs.Bool(name, d, usage)
-		case int:
-			fs.Int(name, d, usage)
-		case time.Duration:
-			fs.Duration(name, d, usage)
-		case float64:
-			fs.Float64(name, d, usage)
-		case []string:
-			fs.StringSlice(name, d, usage)
-		default:
-			panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, d))
-		}
+		addFlag(fs, k)
 	}
 }
 
-// Load reads the configuration: defaults and changed flags from fs, the YAML
+// RegisterFlagsFor adds --config and the flags of the named keys only, for
+// a command that uses a few settings: its help then lists just those. Load
+// still gives every other key its value from the file, the environment or
+// its default. It panics on a name that is not a key (a bug).
+func RegisterFlagsFor(fs *pflag.FlagSet, names ...string) {
+	fs.StringP("config", "c", "", "YAML configuration file (optional)")
+	for _, name := range names {
+		i := slices.IndexFunc(Keys, func(k Key) bool { return k.Name == name })
+		if i < 0 {
+			panic(fmt.Sprintf("config: no key %q", name))
+		}
+		addFlag(fs, Keys[i])
+	}
+}
+
+func addFlag(fs *pflag.FlagSet, k Key) {
+	name := strings.ReplaceAll(k.Name, "_", "-")
+	usage := fmt.Sprintf("%s (env %s%s)", k.Usage, EnvPrefix, strings.ToUpper(k.Name))
+	switch d := k.Default.(type) {
+	case string:
+		fs.String(name, d, usage)
+	case bool:
+		fs.Bool(name, d, usage)
+	case int:
+		fs.Int(name, d, usage)
+	case time.Duration:
+		fs.Duration(name, d, usage)
+	case float64:
+		fs.Float64(name, d, usage)
+	case []string:
+		fs.StringSlice(name, d, usage)
+	default:
+		panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, d))
+	}
+}
+
+// Load reads the configuration: the defaults of Keys, changed flags from fs, the YAML
 // file named by the "config" flag or SWITCHBOARD_CONFIG, and the environment
 // given as KEY=VALUE strings (os.Environ()).
 func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
 	k := koanf.New(".")
+	// Defaults first, from Keys rather than from the flags, since fs may
+	// have flags for some keys only (RegisterFlagsFor). Flags left at
+	// their defaults then override nothing.
+	for _, key := range Keys {
+		if err := k.Set(key.Name, key.Default); err != nil {
+			return Config{}, fmt.Errorf("config: default of %s: %w", key.Name, err)
+		}
+	}
 	path, _ := fs.GetString("config")
 	if path == "" {
 		path = lookupEnv(environ, EnvPrefix+"CONFIG")
@@ -324,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollMaxTimeout < time.Second || c.PollMaxTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("poll_max_timeout: must be from 1s to 1h, got %s", c.PollMaxTimeout))
+	}
+	if _, err := origin.ParseHosts(c.AllowedHosts); err != nil {
+		errs = append(errs, fmt.Errorf("allowed_hosts: %w", err))
 	}
 	if _, err := realip.ParseTrusted(c.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))

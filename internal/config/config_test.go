@@ -164,3 +164,42 @@ func TestInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestRegisterFlagsFor: a command with the flags of a few keys only still
+// loads every key: its flags, then the environment, then the defaults.
+func TestRegisterFlagsFor(t *testing.T) {
+	fs := pflag.NewFlagSet("token", pflag.ContinueOnError)
+	config.RegisterFlagsFor(fs, "jwt_secret", "allowed_hosts")
+	if fs.Lookup("addr") != nil || fs.Lookup("jwt-secret") == nil || fs.Lookup("config") == nil {
+		t.Fatal("wrong flags registered")
+	}
+	if err := fs.Parse([]string{"--jwt-secret", "s3cret-s3cret-s3cret", "--allowed-hosts", "a.example,*.b.example"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(fs, []string{"SWITCHBOARD_MAX_MESSAGE_SIZE=100", "SWITCHBOARD_JWT_SECRET=from-env-from-env"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.JWTSecret != "s3cret-s3cret-s3cret" || c.MaxMessageSize != 100 || c.Addr != "127.0.0.1:8000" ||
+		c.PingInterval != 25*time.Second || strings.Join(c.AllowedHosts, " ") != "a.example *.b.example" {
+		t.Fatalf("unexpected config %+v", c)
+	}
+}
+
+// TestAllowedHostsKey: allowed_hosts comes from every source, and a
+// malformed entry is refused, naming the key.
+func TestAllowedHostsKey(t *testing.T) {
+	c, err := load(t, nil, []string{"SWITCHBOARD_ALLOWED_HOSTS=realtime.example.com, *.example.org:8443"})
+	if err != nil || strings.Join(c.AllowedHosts, " ") != "realtime.example.com *.example.org:8443" {
+		t.Fatalf("env: %v %v", c.AllowedHosts, err)
+	}
+	if len(config.Default().AllowedHosts) != 0 {
+		t.Fatal("allowed_hosts is not empty by default")
+	}
+	for _, bad := range []string{"https://realtime.example.com", "*example.com", "a b"} {
+		_, err := load(t, []string{"--allowed-hosts", bad}, nil)
+		if err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

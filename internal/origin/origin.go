@@ -1,7 +1,16 @@
-// Package origin decides which browser origins may use Switchboard's
-// endpoints, and answers CORS for the HTTP transports. A request without an
-// Origin header (not from a browser) is allowed; the server's own origin is
-// always allowed; others only when listed.
+// Package origin decides which requests a browser may make to Switchboard's
+// endpoints, and answers CORS for the HTTP transports. Two checks apply:
+//
+//   - the Host header must name this server (see Hosts): loopback names and
+//     IP addresses always do, other names only when listed in
+//     allowed_hosts. This stops DNS rebinding, where a page on an
+//     attacker's domain that resolves to the server is same-origin with it.
+//   - the Origin header, when there is one, must be the server's own origin
+//     or listed in allowed_origins (see Policy). A request without Origin
+//     (not from a browser) is allowed.
+//
+// A Guard applies both, answers the requests it refuses and logs each
+// refused origin and host once, naming the setting that would allow it.
 package origin
 
 import (
@@ -18,7 +27,9 @@ type Policy struct {
 	Origins []string
 }
 
-// Allowed reports whether r's Origin may use the server.
+// Allowed reports whether r's Origin may use the server. Same-origin means
+// that the Origin's host is r's Host, which is only safe together with the
+// Host check (Hosts): the Guard applies both.
 func (p Policy) Allowed(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
@@ -39,32 +50,10 @@ func (p Policy) Allowed(r *http.Request) bool {
 	return false
 }
 
-// CORS applies the policy to a plain HTTP endpoint. It sets the CORS
-// response headers for an allowed cross-origin request (with credentials,
-// echoing the origin), answers a preflight (OPTIONS) itself, and refuses a
-// disallowed origin with 403. It returns false when the request has been
-// answered and the handler must stop.
-func (p Policy) CORS(w http.ResponseWriter, r *http.Request, methods string) bool {
-	o := r.Header.Get("Origin")
-	if !p.Allowed(r) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = w.Write([]byte(`{"error":{"code":403,"message":"origin not allowed"}}` + "\n"))
-		return false
-	}
-	if o != "" {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", o)
-		h.Set("Access-Control-Allow-Credentials", "true")
-		h.Add("Vary", "Origin")
-	}
-	if r.Method == http.MethodOptions {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Methods", methods)
-		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID")
-		h.Set("Access-Control-Max-Age", "600")
-		w.WriteHeader(http.StatusNoContent)
-		return false
-	}
-	return true
+// wellFormed reports whether o is an origin that allowed_origins could
+// list: scheme://host[:port] with an http or https scheme and nothing else.
+func wellFormed(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
 }

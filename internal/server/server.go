@@ -32,6 +32,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
@@ -136,6 +137,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		Logger:                   log,
 		Metrics:                  m,
 	}, b, p)
+	hosts, err := origin.ParseHosts(cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("server: allowed_hosts: %w", err)
+	}
+	if hosts.Empty() && !origin.IsLoopbackAddr(cfg.Addr) {
+		// Not refused: a container listens on 0.0.0.0 and is still reached
+		// as localhost, and every IP address is allowed. Only names are
+		// refused, each logged with the setting that would allow it.
+		log.Warn("addr is not a loopback address but allowed_hosts is empty: requests that name this server by a host name other than localhost (for example Host: realtime.example.com) are refused with 421; list the names clients use in allowed_hosts (SWITCHBOARD_ALLOWED_HOSTS, --allowed-hosts)", "addr", cfg.Addr)
+	}
+	guard := origin.New(origin.Config{Origins: cfg.AllowedOrigins, Hosts: hosts, Logger: log})
 	if err := websocket.CheckReader(cfg.WebSocketReader); err != nil {
 		return nil, fmt.Errorf("server: websocket_reader: %w", err)
 	}
@@ -145,33 +157,38 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		PingInterval:   cfg.PingInterval,
 		IdleTimeout:    cfg.IdleTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
-		AllowedOrigins: cfg.AllowedOrigins,
+		Guard:          guard,
 		Logger:         log,
 	})
 	s.sse = sse.NewHandler(s.hub, sse.Options{
-		PingInterval:   cfg.PingInterval,
-		WriteTimeout:   cfg.WriteTimeout,
-		MaxChannels:    min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
-		AllowedOrigins: cfg.AllowedOrigins,
-		Logger:         log,
+		PingInterval: cfg.PingInterval,
+		WriteTimeout: cfg.WriteTimeout,
+		MaxChannels:  min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
+		Guard:        guard,
+		Logger:       log,
 	})
 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.ws)
 	mux.Handle("/sse", s.sse)
 	mux.Handle("/poll", longpoll.NewHandler(s.hub, longpoll.Options{
-		MaxTimeout:     cfg.PollMaxTimeout,
-		MaxChannels:    min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
-		WriteTimeout:   cfg.WriteTimeout,
-		AllowedOrigins: cfg.AllowedOrigins,
-		Logger:         log,
+		MaxTimeout:   cfg.PollMaxTimeout,
+		MaxChannels:  min(cfg.MaxChannelsPerConnection, protocol.MaxCursorChannels),
+		WriteTimeout: cfg.WriteTimeout,
+		Guard:        guard,
+		Logger:       log,
 	}))
 	mux.Handle("/publish", httppublish.NewHandler(s.hub, httppublish.Options{
 		MaxMessageSize: cfg.MaxMessageSize,
-		AllowedOrigins: cfg.AllowedOrigins,
+		Guard:          guard,
 		Logger:         log,
 	}))
-	mux.Handle("/api/", api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m}))
+	// The server API, the profiles and the demo pages check the Host too
+	// (the transports do it themselves). The operations endpoints do not:
+	// probes and scrapers often address a node by a name nobody lists, and
+	// they reveal only aggregate counts (see "Securing Switchboard" in the
+	// README).
+	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -185,17 +202,20 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if cfg.Pprof {
 		// Profiles reveal internals: the server API key guards them.
-		mux.Handle("/debug/pprof/", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/profile", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/trace", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace)))
-		mux.Handle("/debug/pprof/symbol", api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Index))))
+		mux.Handle("/debug/pprof/profile", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Profile))))
+		mux.Handle("/debug/pprof/trace", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace))))
+		mux.Handle("/debug/pprof/symbol", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol))))
 	}
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {
 			return nil, fmt.Errorf("server: demo files: %w", err)
 		}
-		mux.Handle("/", http.FileServerFS(static))
+		// Readable by anyone, but refused under a name that is not
+		// allowed: the page would fail anyway when its script connects,
+		// and the 421 says why at once.
+		mux.Handle("/", guard.RequireHost(http.FileServerFS(static)))
 	}
 	// Behind trusted proxies every handler, the transports' connection
 	// limits and logs included, sees the client's address as RemoteAddr.

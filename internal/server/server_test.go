@@ -31,6 +31,12 @@ type testServer struct {
 // start runs a node with the default configuration, changed by mutate.
 func start(t *testing.T, mutate func(*config.Config)) *testServer {
 	t.Helper()
+	return startLogged(t, slog.New(slog.NewTextHandler(io.Discard, nil)), mutate)
+}
+
+// startLogged is start with the node's logs going to log.
+func startLogged(t *testing.T, log *slog.Logger, mutate func(*config.Config)) *testServer {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.APIKey = []string{testKey}
@@ -38,7 +44,6 @@ func start(t *testing.T, mutate func(*config.Config)) *testServer {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(cfg, log, "test")
 	if err != nil {
 		t.Fatal(err)

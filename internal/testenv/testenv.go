@@ -27,7 +27,7 @@ func Binary(tb testing.TB, name string) string {
 	if os.Getenv("CI") != "" {
 		tb.Fatalf("testenv: %s is required in CI: %v", name, err)
 	}
-	tb.Skipf("testenv: %s not installed: %v", name, err)
+	tb.Skipf("testenv: SKIPPED: this test needs %s on PATH, and it is not there (%v); install it to run the test (with CI set, this fails instead)", name, err)
 	return ""
 }
 

@@ -48,12 +48,15 @@
   // Reconnect delays grow exponentially and use "full jitter": each delay is
   // drawn at random between 0 and the current ceiling, so that the many
   // clients a restarting server drops at once do not all return together.
+  // The ceiling starts again from the base as soon as a connection is
+  // accepted and the room joined (the subscribe reply came back): the
+  // server is up and serving, so the next loss, even seconds later, is
+  // news, not more of the same outage. A server that accepts connections
+  // but cannot serve them never answers the subscribe, so the delays keep
+  // growing then.
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_FACTOR = 2;
-  const BACKOFF_CAP_MS = 20000;
-  // A connection that stayed up this long was healthy: the next reconnect
-  // starts again from the base delay.
-  const STABLE_AFTER_MS = 10000;
+  const BACKOFF_CAP_MS = 5000;
 
   const MAX_SHOWN = 300; // messages kept on screen
   const NAME_KEY = 'switchboard-chat-name';
@@ -68,7 +71,7 @@
   let nextId = 1; // command ids, unique for the life of the page
   const pending = new Map(); // command id -> callback(reply)
   let connectedAt = 0; // when the subscription was confirmed; 0 when down
-  let attempt = 0; // reconnects since the last stable connection
+  let attempt = 0; // reconnect attempts since the room was last joined
   let retryTimer = 0;
   let countdownTimer = 0;
   let position = null; // {epoch, offset} of the last publication seen
@@ -144,6 +147,8 @@
     }
     position = { epoch, offset };
     connectedAt = Date.now();
+    attempt = 0; // up and serving: the next outage starts from the base delay
+    ui.status.dataset.attempt = attempt;
     setStatus('connected');
     refreshPresence();
   }
@@ -170,7 +175,6 @@
     for (const callback of pending.values()) callback({ error: { code: 0, message: 'connection closed' } });
     pending.clear();
     const wasUp = connectedAt !== 0;
-    if (wasUp && Date.now() - connectedAt >= STABLE_AFTER_MS) attempt = 0;
     connectedAt = 0;
     clearTimeout(presenceTimer);
     ui.presence.textContent = '';
@@ -189,6 +193,7 @@
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * BACKOFF_FACTOR ** attempt);
     const delay = Math.random() * ceiling;
     attempt++;
+    ui.status.dataset.attempt = attempt; // for tests
     const due = Date.now() + delay;
     const tick = () => {
       const left = Math.max(0, due - Date.now()) / 1000;

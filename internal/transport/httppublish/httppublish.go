@@ -12,7 +12,7 @@
 // because both kinds of clients use it and transports never import each
 // other. Unlike the server API (/api/publish) it takes no API key: it is
 // for browsers, and is guarded like the other browser endpoints by the
-// origin policy.
+// Host and Origin checks (see package httpx).
 package httppublish
 
 import (
@@ -24,6 +24,7 @@ import (
 	"strconv"
 
 	"github.com/switchboardhq/switchboard/internal/httpauth"
+	"github.com/switchboardhq/switchboard/internal/httpx"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -35,10 +36,12 @@ type Options struct {
 	// MaxMessageSize caps the request body in bytes, as it caps a
 	// WebSocket client's message; a larger body gets 413. Default 65536.
 	MaxMessageSize int
-	// AllowedOrigins lists the browser origins allowed besides the
-	// server's own (see origin.Policy); "*" allows any. Every request is
-	// checked, including those a browser sends without a preflight.
-	AllowedOrigins []string
+	// Guard checks each request's Host and Origin (allowed_hosts,
+	// allowed_origins) and logs refusals; the server shares one among its
+	// endpoints. Every request is checked, including those a browser sends
+	// without a preflight. Default: a Guard that allows same-origin and
+	// non-browser requests to loopback names and IP addresses only.
+	Guard *origin.Guard
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -50,24 +53,27 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Guard == nil {
+		o.Guard = origin.New(origin.Config{Logger: o.Logger})
+	}
 }
 
 // Handler is the http.Handler of POST /publish.
 type Handler struct {
-	hub    *hub.Hub
-	opts   Options
-	policy origin.Policy
-	log    *slog.Logger
+	hub  *hub.Hub
+	opts Options
+	gate httpx.Gate
+	log  *slog.Logger
 }
 
 // NewHandler returns the publish endpoint's handler.
 func NewHandler(h *hub.Hub, opts Options) *Handler {
 	opts.setDefaults()
 	return &Handler{
-		hub:    h,
-		opts:   opts,
-		policy: origin.Policy{Origins: opts.AllowedOrigins},
-		log:    opts.Logger.With("component", "httppublish"),
+		hub:  h,
+		opts: opts,
+		gate: httpx.Gate{Guard: opts.Guard, Method: http.MethodPost, Draining: h.Draining},
+		log:  opts.Logger.With("component", "httppublish"),
 	}
 }
 
@@ -79,17 +85,7 @@ type publishRequest struct {
 
 // ServeHTTP publishes one message and answers {"result":{"offset":N}}.
 func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !hd.policy.CORS(w, r, "POST") {
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST, OPTIONS")
-		httpauth.WriteError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes POST, not %s", r.URL.Path, r.Method))
-		return
-	}
-	if hd.hub.Draining() {
-		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, retry"))
+	if !hd.gate.Admit(w, r) {
 		return
 	}
 	id, perr := httpauth.Credentials(hd.hub, r)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/httpauth"
+	"github.com/switchboardhq/switchboard/internal/httpx"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -58,9 +59,11 @@ type Options struct {
 	BatchDelay time.Duration
 	// WriteTimeout bounds writing an answer. Default 10s.
 	WriteTimeout time.Duration
-	// AllowedOrigins lists the browser origins allowed besides the
-	// server's own (see origin.Policy); "*" allows any.
-	AllowedOrigins []string
+	// Guard checks each request's Host and Origin (allowed_hosts,
+	// allowed_origins) and logs refusals; the server shares one among its
+	// endpoints. Default: a Guard that allows same-origin and non-browser
+	// requests to loopback names and IP addresses only.
+	Guard *origin.Guard
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -92,15 +95,18 @@ func (o *Options) setDefaults(historyMaxLimit int) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Guard == nil {
+		o.Guard = origin.New(origin.Config{Logger: o.Logger})
+	}
 }
 
 // Handler is the http.Handler of GET /poll.
 type Handler struct {
-	hub    *hub.Hub
-	opts   Options
-	lim    limits
-	policy origin.Policy
-	log    *slog.Logger
+	hub  *hub.Hub
+	opts Options
+	lim  limits
+	gate httpx.Gate
+	log  *slog.Logger
 }
 
 // NewHandler returns the polling endpoint's handler.
@@ -114,24 +120,14 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 			maxTimeout:     int(opts.MaxTimeout / time.Second),
 			defaultTimeout: int(opts.DefaultTimeout / time.Second),
 		},
-		policy: origin.Policy{Origins: opts.AllowedOrigins},
-		log:    opts.Logger.With("component", "longpoll"),
+		gate: httpx.Gate{Guard: opts.Guard, Method: http.MethodGet, Draining: h.Draining},
+		log:  opts.Logger.With("component", "longpoll"),
 	}
 }
 
 // ServeHTTP answers one poll.
 func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !hd.policy.CORS(w, r, "GET") {
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, OPTIONS")
-		httpauth.WriteError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("%s takes GET, not %s", r.URL.Path, r.Method))
-		return
-	}
-	if hd.hub.Draining() {
-		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("server shutting down, poll again"))
+	if !hd.gate.Admit(w, r) {
 		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/httpx"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -56,11 +57,13 @@ type Options struct {
 	// protocol.MaxCursorChannels (16), which keeps event ids within 128
 	// bytes. Default 16.
 	MaxChannels int
-	// AllowedOrigins lists the browser origins (scheme://host[:port])
-	// allowed besides the server's own; "*" allows any. Allowed cross-origin
-	// requests get CORS headers with credentials, so an EventSource created
-	// with withCredentials works.
-	AllowedOrigins []string
+	// Guard checks each request's Host and Origin (allowed_hosts,
+	// allowed_origins) and logs refusals; the server shares one among its
+	// endpoints. Allowed cross-origin requests get CORS headers with
+	// credentials, so an EventSource created with withCredentials works.
+	// Default: a Guard that allows same-origin and non-browser requests to
+	// loopback names and IP addresses only.
+	Guard *origin.Guard
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -81,16 +84,19 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Guard == nil {
+		o.Guard = origin.New(origin.Config{Logger: o.Logger})
+	}
 }
 
 // Handler serves the SSE endpoint. Create it with NewHandler and stop it
 // with Close after the hub has shut down.
 type Handler struct {
-	hub    *hub.Hub
-	opts   Options
-	policy origin.Policy
-	log    *slog.Logger
-	hb     *heartbeat
+	hub  *hub.Hub
+	opts Options
+	gate httpx.Gate
+	log  *slog.Logger
+	hb   *heartbeat
 }
 
 // NewHandler returns the endpoint's handler, to be mounted at /sse. It
@@ -98,11 +104,14 @@ type Handler struct {
 func NewHandler(h *hub.Hub, opts Options) *Handler {
 	opts.setDefaults()
 	return &Handler{
-		hub:    h,
-		opts:   opts,
-		policy: origin.Policy{Origins: opts.AllowedOrigins},
-		log:    opts.Logger.With("component", "sse"),
-		hb:     newHeartbeat(opts.PingInterval),
+		hub:  h,
+		opts: opts,
+		// While the node shuts down: no answer at all. A 5xx would stop
+		// EventSource for good, while a dropped connection makes it retry
+		// (on another node).
+		gate: httpx.Gate{Guard: opts.Guard, Method: http.MethodGet, Draining: h.Draining, DropWhileDraining: true},
+		log:  opts.Logger.With("component", "sse"),
+		hb:   newHeartbeat(opts.PingInterval),
 	}
 }
 
@@ -111,17 +120,7 @@ func (h *Handler) Close() { h.hb.stop() }
 
 // ServeHTTP serves one stream until its session closes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.hub.Draining() {
-		// No answer at all: a 5xx would stop EventSource for good, while
-		// a dropped connection makes it retry (on another node).
-		panic(http.ErrAbortHandler)
-	}
-	if !h.policy.CORS(w, r, http.MethodGet) {
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		writeError(w, http.StatusMethodNotAllowed, protocol.ErrBadRequest.WithMessage("/sse takes GET, not %s", r.Method))
+	if !h.gate.Admit(w, r) {
 		return
 	}
 	req, perr := parseRequest(r.URL.RawQuery, r.Header.Get("Last-Event-ID"), r.Header.Get("Authorization"), h.opts.MaxChannels)

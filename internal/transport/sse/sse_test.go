@@ -17,6 +17,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/ssetest"
 )
@@ -264,7 +265,7 @@ func TestEventKind(t *testing.T) {
 }
 
 func TestMethodAndPreflight(t *testing.T) {
-	_, _, srv := newTestHandler(t, Options{AllowedOrigins: []string{"http://app.example"}})
+	_, _, srv := newTestHandler(t, Options{Guard: origin.New(origin.Config{Origins: []string{"http://app.example"}})})
 	req, _ := http.NewRequest(http.MethodOptions, srv.URL+"?channel=a", nil)
 	req.Header.Set("Origin", "http://app.example")
 	req.Header.Set("Access-Control-Request-Method", "GET")
@@ -281,7 +282,7 @@ func TestMethodAndPreflight(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, OPTIONS" {
 		t.Fatalf("POST: %d %v", resp.StatusCode, resp.Header)
 	}
 }

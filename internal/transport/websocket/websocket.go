@@ -47,12 +47,14 @@ type Options struct {
 	// WriteTimeout bounds one socket write; a client that does not take
 	// its data within it is closed with 4004. Default 10s.
 	WriteTimeout time.Duration
-	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
-	// to connect, besides the server's own origin. "*" allows any origin:
-	// it exposes the endpoint to cross-site WebSocket hijacking when cookies
-	// are used for authentication. Requests without an Origin header (not
-	// from a browser) are allowed.
-	AllowedOrigins []string
+	// Guard checks each upgrade's Host and Origin before anything else
+	// (allowed_hosts, allowed_origins) and logs refusals; the server shares
+	// one among its endpoints. Allowing any origin ("*") exposes the
+	// endpoint to cross-site WebSocket hijacking when cookies are used for
+	// authentication. Requests without an Origin header (not from a
+	// browser) are allowed. Default: a Guard that allows same-origin and
+	// non-browser requests to loopback names and IP addresses only.
+	Guard *origin.Guard
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Reader selects how connections are read: ReaderEpoll ("epoll", Linux
@@ -107,6 +109,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Reader == "" {
 		o.Reader = DefaultReader
+	}
+	if o.Guard == nil {
+		o.Guard = origin.New(origin.Config{Logger: o.Logger})
 	}
 }
 
@@ -165,9 +170,8 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if !(origin.Policy{Origins: hd.opts.AllowedOrigins}).Allowed(r) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
+	if !hd.opts.Guard.Check(w, r) {
+		return // refused with 421 (Host) or 403 (Origin)
 	}
 	// A connection token may come with the handshake ("?token=" or
 	// "Authorization: Bearer"), instead of in the connect command. A bad one
