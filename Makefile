@@ -32,6 +32,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzConnectToken$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	go test -run '^$$' -fuzz '^FuzzChannelRules$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	go test -run '^$$' -fuzz '^FuzzClientAddr$$' -fuzztime $(FUZZTIME) ./internal/realip/
+	go test -run '^$$' -fuzz '^FuzzHosts$$' -fuzztime $(FUZZTIME) ./internal/origin/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).
