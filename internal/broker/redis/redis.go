@@ -44,6 +44,14 @@
 // shows to the handler as a jump in offsets, and lost Redis data as a new
 // epoch: the gap is never hidden.
 //
+// History is never read on the Pub/Sub connection's reader. A channel
+// that sees a gap (an offset that is not the next one, or a position read
+// after resubscribing that is ahead) gets one goroutine that reads the
+// missing publications from history while what arrives for that channel
+// meanwhile waits, in a bounded buffer, to be delivered after them; other
+// channels keep flowing. When the buffer is full it is replaced by the
+// position it reached, which is then read from history too.
+//
 // # Redis Cluster
 //
 // Whether Redis is a cluster is not configured: the client asks the server
@@ -163,6 +171,22 @@ type Broker struct {
 	stopLoop context.CancelFunc // ends the Pub/Sub loops; set by Start
 	loopDone chan struct{}      // closed when the Pub/Sub loop has returned
 	shardWG  sync.WaitGroup     // the cluster's shard loops
+
+	// Gap fillers (gap.go): their lifetime, cancelled by Close; fillMu
+	// guards fillsStopped and adding to fillWG.
+	fillCtx      context.Context
+	cancelFills  context.CancelFunc
+	fillMu       sync.Mutex
+	fillsStopped bool
+	fillWG       sync.WaitGroup
+	// gapItems bounds the messages that wait behind a gap, per channel.
+	// Read-only after New; tests lower it.
+	gapItems int
+
+	// beforeFill, when set (by tests only, before Start), is called by a
+	// gap filler before it reads history, so that a test can stall one
+	// channel's fill: Redis cannot be made slow for one key only.
+	beforeFill func(ctx context.Context, channel string)
 }
 
 // New connects to the Redis named by opts.URL. It fails, with an error
@@ -206,7 +230,10 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		log:    opts.Logger.With("broker", "redis"),
 		subs:   make(map[string]*subscription),
 		shards: make(map[string]*shard),
+
+		gapItems: defaultGapItems,
 	}
+	b.fillCtx, b.cancelFills = context.WithCancel(context.Background())
 	if client.Mode() == rueidis.ClientModeCluster {
 		if co.SelectDB != 0 {
 			client.Close()
@@ -287,20 +314,22 @@ func (b *Broker) Close(ctx context.Context) error {
 	if already {
 		return nil
 	}
-	if b.stopLoop != nil {
-		b.stopLoop()
-		done := make(chan struct{})
-		go func() {
+	done := make(chan struct{})
+	go func() {
+		if b.stopLoop != nil {
+			b.stopLoop()
 			<-b.loopDone
 			b.shardWG.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			b.client.Close()
-			return fmt.Errorf("redis broker: close: %w", ctx.Err())
 		}
+		b.stopFills()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.cancelFills()
+		b.client.Close()
+		return fmt.Errorf("redis broker: close: %w", ctx.Err())
 	}
 	b.client.Close()
 	return nil
