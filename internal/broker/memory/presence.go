@@ -66,11 +66,9 @@ func (p *Presence) Presence(ctx context.Context, channel string) ([]broker.Clien
 func (p *Presence) PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	users := map[string]bool{}
+	list := make([]broker.ClientInfo, 0, len(p.channels[channel]))
 	for _, info := range p.channels[channel] {
-		if info.User != "" {
-			users[info.User] = true
-		}
+		list = append(list, info)
 	}
-	return broker.PresenceStats{Clients: len(p.channels[channel]), Users: len(users)}, nil
+	return broker.CountPresence(list), nil
 }

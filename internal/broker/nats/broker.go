@@ -513,30 +513,16 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	if err != nil {
 		return broker.HistoryResult{}, b.fail("history of "+strconv.Quote(channel), err)
 	}
-	res := broker.HistoryResult{Position: broker.Position{Offset: top.pub.Offset, Epoch: top.epoch}}
-	if q.Since != nil && q.Since.Epoch != top.epoch {
-		return res, fmt.Errorf("nats broker: history of %q since epoch %q: %w", channel, q.Since.Epoch, broker.ErrEpochMismatch)
+	pos := broker.Position{Offset: top.pub.Offset, Epoch: top.epoch}
+	res, err := broker.SelectHistory(pos, q, func(after uint64) ([]broker.Publication, error) {
+		return b.kept(ctx, r, subject, top, after)
+	})
+	if errors.Is(err, broker.ErrEpochMismatch) {
+		return res, fmt.Errorf("nats broker: history of %q since epoch %q: %w", channel, q.Since.Epoch, err)
 	}
-	if q.Limit == 0 {
-		return res, nil
-	}
-	var after uint64
-	if q.Since != nil {
-		after = q.Since.Offset
-	}
-	pubs, err := b.kept(ctx, r, subject, top, after)
 	if err != nil {
 		return broker.HistoryResult{}, b.fail("history of "+strconv.Quote(channel), err)
 	}
-	if q.Reverse {
-		for i, j := 0, len(pubs)-1; i < j; i, j = i+1, j-1 {
-			pubs[i], pubs[j] = pubs[j], pubs[i]
-		}
-	}
-	if q.Limit > 0 && len(pubs) > q.Limit {
-		pubs = pubs[:q.Limit]
-	}
-	res.Publications = pubs
 	return res, nil
 }
 
