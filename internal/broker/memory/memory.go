@@ -106,6 +106,9 @@ func (b *Broker) get(channel string, create bool) *stream {
 
 // Subscribe implements broker.Broker.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory broker: subscribe to %q: %w", channel, err)
+	}
 	for {
 		s := b.get(channel, true)
 		s.mu.Lock()
@@ -118,7 +121,8 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	}
 }
 
-// Unsubscribe implements broker.Broker.
+// Unsubscribe implements broker.Broker. It only releases local state and
+// succeeds whatever ctx.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	if s := b.get(channel, false); s != nil {
 		s.mu.Lock()
@@ -156,6 +160,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 
 // PublishEvent implements broker.Broker.
 func (b *Broker) PublishEvent(ctx context.Context, channel string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory broker: publish event to %q: %w", channel, err)
+	}
 	s := b.get(channel, false)
 	if s == nil {
 		return nil

@@ -539,6 +539,9 @@ func (b *Broker) usable(channel string) error {
 
 // lockChannel waits, within ctx, until this node may publish to channel.
 func (b *Broker) lockChannel(ctx context.Context, channel string) (*chanLock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // select below would pick a free lock at random
+	}
 	b.pubMu.Lock()
 	l := b.pubLocks[channel]
 	if l == nil {

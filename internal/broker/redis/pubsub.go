@@ -60,17 +60,30 @@ type subscription struct {
 
 var stripeSeed = maphash.MakeSeed()
 
-func (b *Broker) stripe(channel string) *sync.Mutex {
-	return &b.stripes[maphash.String(stripeSeed, channel)%uint64(len(b.stripes))]
+// lockStripe takes the stripe of channel, or fails with ctx; the function
+// returned releases it.
+func (b *Broker) lockStripe(ctx context.Context, channel string) (func(), error) {
+	stripe := b.stripes[maphash.String(stripeSeed, channel)%uint64(len(b.stripes))]
+	select {
+	case stripe <- struct{}{}:
+		return func() { <-stripe }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Subscribe implements broker.Broker. It returns once Redis has confirmed
 // the subscription; it fails with broker.ErrUnavailable while the Pub/Sub
 // connection is down.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
-	stripe := b.stripe(channel)
-	stripe.Lock()
-	defer stripe.Unlock()
+	if err := ctx.Err(); err != nil { // even when subscribed already
+		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, err)
+	}
+	unlock, err := b.lockStripe(ctx, channel)
+	if err != nil {
+		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, err)
+	}
+	defer unlock()
 	if b.closed.Load() {
 		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, broker.ErrClosed)
 	}
@@ -111,9 +124,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 
 // Unsubscribe implements broker.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
-	stripe := b.stripe(channel)
-	stripe.Lock()
-	defer stripe.Unlock()
+	unlock, err := b.lockStripe(ctx, channel)
+	if err != nil {
+		return fmt.Errorf("redis broker: unsubscribe from %s: %w", channel, err)
+	}
+	defer unlock()
 	name := b.pubName(channel)
 	if b.cluster {
 		return b.unsubscribeCluster(ctx, channel, name)

@@ -147,8 +147,10 @@ type Broker struct {
 	handler broker.Handler // set by Start, read-only after
 
 	// stripes serialise Subscribe and Unsubscribe of one channel, so that
-	// their commands reach Redis in the order they were called.
-	stripes [64]sync.Mutex
+	// their commands reach Redis in the order they were called. Each is a
+	// 1-slot semaphore, so that a caller waiting for one gives up with
+	// its context. Made by New.
+	stripes [64]chan struct{}
 
 	// cluster is set when Redis is a Redis Cluster (sharded Pub/Sub);
 	// nodeOpts then connect to one of its masters. Read-only after New.
@@ -234,6 +236,9 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		gapItems: defaultGapItems,
 	}
 	b.fillCtx, b.cancelFills = context.WithCancel(context.Background())
+	for i := range b.stripes {
+		b.stripes[i] = make(chan struct{}, 1)
+	}
 	if client.Mode() == rueidis.ClientModeCluster {
 		if co.SelectDB != 0 {
 			client.Close()
