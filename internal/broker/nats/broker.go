@@ -196,6 +196,11 @@ type Broker struct {
 
 	subMu sync.RWMutex         // guards live
 	live  map[string]*liveChan // channels this node is subscribed to, by core subject
+
+	// beforeCatchUp, when set (by tests only, before Start), is called
+	// before a channel is caught up from history, so that a test can
+	// stall one channel's catch-up.
+	beforeCatchUp func(channel string)
 }
 
 type handlerBox struct{ h broker.Handler }

@@ -362,6 +362,9 @@ func (b *Broker) gapExpired(c *liveChan, gen uint64) {
 // unless there are too many, which are then delivered past the gap.
 // c.mu must be held.
 func (b *Broker) catchUp(ctx context.Context, h broker.Handler, c *liveChan) {
+	if b.beforeCatchUp != nil {
+		b.beforeCatchUp(c.name)
+	}
 	var since *broker.Position
 	if c.epoch != "" {
 		since = &broker.Position{Offset: c.last, Epoch: c.epoch}
