@@ -18,7 +18,7 @@ import (
 // missing publications from history, delivers them, and then releases what
 // arrived meanwhile, in order, dropping anything delivered already. The
 // reader never waits for Redis, so a slow history read stalls its own
-// channel only.
+// channel only. At most maxConcurrentFills fillers read at a time.
 //
 // What waits behind a gap is bounded (Broker.gapItems messages,
 // maxGapBytes of data). When a message would exceed that, the buffer is
@@ -39,6 +39,11 @@ const (
 	defaultGapItems = 4096
 	maxGapBytes     = 8 << 20
 )
+
+// maxConcurrentFills bounds the history reads of all fillers at a time,
+// so that a reconnection after which many channels are behind does not
+// send Redis one read per channel at once.
+const maxConcurrentFills = 64
 
 // gapRetries is how many times a filler reads history when Redis is
 // unavailable, pausing gapRetryPause times the attempt between reads.
@@ -240,6 +245,12 @@ func (b *Broker) fill(s *subscription) {
 func (b *Broker) readGap(channel, epoch string, from, to uint64) ([]broker.Publication, error) {
 	ctx, cancel := context.WithTimeout(b.fillCtx, opTimeout)
 	defer cancel()
+	select {
+	case b.fillSlots <- struct{}{}:
+		defer func() { <-b.fillSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	if b.beforeFill != nil {
 		b.beforeFill(ctx, channel)
 	}

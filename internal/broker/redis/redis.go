@@ -181,6 +181,7 @@ type Broker struct {
 	fillMu       sync.Mutex
 	fillsStopped bool
 	fillWG       sync.WaitGroup
+	fillSlots    chan struct{} // a token per history read in progress
 	// gapItems bounds the messages that wait behind a gap, per channel.
 	// Read-only after New; tests lower it.
 	gapItems int
@@ -236,6 +237,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		gapItems: defaultGapItems,
 	}
 	b.fillCtx, b.cancelFills = context.WithCancel(context.Background())
+	b.fillSlots = make(chan struct{}, maxConcurrentFills)
 	for i := range b.stripes {
 		b.stripes[i] = make(chan struct{}, 1)
 	}
