@@ -99,6 +99,12 @@ type Controller interface {
 // Broker moves publications between nodes and keeps history. Every method
 // may be called concurrently. Implementations must deliver each publication
 // of a channel to every node subscribed to that channel, in offset order.
+//
+// Every method honours its ctx: once ctx is done, a call returns promptly
+// with an error wrapping ctx.Err(), including a call that could have been
+// answered without I/O, and no wait (a lock held by another call, a retry
+// pause) outlasts it. Unsubscribe is the exception: it may complete
+// whatever ctx, since a node leaving a channel must release its state.
 type Broker interface {
 	// Start connects the broker and starts delivering to h. It is called once,
 	// before any other method.
@@ -144,6 +150,7 @@ type PresenceStats struct {
 // engine adds a client when it subscribes and removes it when it leaves;
 // implementations for shared stores expire entries that are not refreshed
 // within ttl, so that the clients of a dead node vanish.
+// Its methods honour ctx as Broker's do.
 type PresenceStore interface {
 	AddPresence(ctx context.Context, channel string, info ClientInfo, ttl time.Duration) error
 	RemovePresence(ctx context.Context, channel, client string) error

@@ -340,6 +340,34 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 		}
 	})
 
+	t.Run("CancelledContext", func(t *testing.T) {
+		// A call whose context is done returns at once with an error
+		// wrapping ctx.Err(), even when it could answer without I/O, so
+		// that the engine's per-command deadlines hold for every backend.
+		// Unsubscribe is left out: a node leaving a channel releases local
+		// state and may do so whatever its context.
+		b, _ := start(t)
+		name := ch(t)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		calls := map[string]func() error{
+			"Subscribe": func() error { return b.Subscribe(cctx, name) },
+			"Publish": func() error {
+				_, err := b.Publish(cctx, name, []byte(`1`), opts)
+				return err
+			},
+			"PublishEvent": func() error { return b.PublishEvent(cctx, name, []byte(`1`)) },
+			"History": func() error {
+				_, err := b.History(cctx, name, broker.HistoryQuery{Limit: -1})
+				return err
+			},
+		}
+		if c, ok := b.(broker.Controller); ok {
+			calls["PublishControl"] = func() error { return c.PublishControl(cctx, []byte(`1`)) }
+		}
+		checkCancelled(t, calls)
+	})
+
 	t.Run("ConcurrentPublishersKeepOrder", func(t *testing.T) {
 		b, c := start(t)
 		name := ch(t)
@@ -379,11 +407,40 @@ func offsetList(pubs []broker.Publication) string {
 	return strings.Join(s, " ")
 }
 
+// checkCancelled runs each call and fails unless it returns an error
+// wrapping context.Canceled.
+func checkCancelled(t *testing.T, calls map[string]func() error) {
+	t.Helper()
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context: err = %v, want one wrapping context.Canceled", name, err)
+		}
+	}
+}
+
 // RunPresence runs the presence part of the suite against a fresh store.
 func RunPresence(t *testing.T, newStore func(t *testing.T) broker.PresenceStore) {
 	ctx := context.Background()
 	p := newStore(t)
 	ch := "bt-presence"
+	// A call whose context is done fails with an error wrapping ctx.Err(),
+	// as for the Broker methods.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	checkCancelled(t, map[string]func() error{
+		"AddPresence": func() error {
+			return p.AddPresence(cctx, ch, broker.ClientInfo{Client: "c0"}, time.Minute)
+		},
+		"RemovePresence": func() error { return p.RemovePresence(cctx, ch, "c0") },
+		"Presence": func() error {
+			_, err := p.Presence(cctx, ch)
+			return err
+		},
+		"PresenceStats": func() error {
+			_, err := p.PresenceStats(cctx, ch)
+			return err
+		},
+	})
 	add := func(client, user string) {
 		if err := p.AddPresence(ctx, ch, broker.ClientInfo{Client: client, User: user, Transport: "websocket"}, time.Minute); err != nil {
 			t.Fatal(err)

@@ -106,6 +106,9 @@ func (b *Broker) get(channel string, create bool) *stream {
 
 // Subscribe implements broker.Broker.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory broker: subscribe to %q: %w", channel, err)
+	}
 	for {
 		s := b.get(channel, true)
 		s.mu.Lock()
@@ -118,7 +121,8 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	}
 }
 
-// Unsubscribe implements broker.Broker.
+// Unsubscribe implements broker.Broker. It only releases local state and
+// succeeds whatever ctx.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	if s := b.get(channel, false); s != nil {
 		s.mu.Lock()
@@ -156,6 +160,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 
 // PublishEvent implements broker.Broker.
 func (b *Broker) PublishEvent(ctx context.Context, channel string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory broker: publish event to %q: %w", channel, err)
+	}
 	s := b.get(channel, false)
 	if s == nil {
 		return nil
@@ -232,30 +239,13 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 		return b.History(ctx, channel, q)
 	}
 	s.trim(b.opts.Now())
-	res := broker.HistoryResult{Position: broker.Position{Offset: s.top, Epoch: s.epoch}}
-	if q.Since != nil && q.Since.Epoch != s.epoch {
-		return res, broker.ErrEpochMismatch
+	pos := broker.Position{Offset: s.top, Epoch: s.epoch}
+	res, err := broker.SelectHistory(pos, q, func(uint64) ([]broker.Publication, error) {
+		return s.items(-1), nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("memory broker: history of %q: %w", channel, err)
 	}
-	if q.Limit == 0 {
-		return res, nil
-	}
-	all := s.items(-1)
-	if q.Since != nil {
-		i := 0
-		for i < len(all) && all[i].Offset <= q.Since.Offset {
-			i++
-		}
-		all = all[i:]
-	}
-	if q.Reverse {
-		for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
-			all[i], all[j] = all[j], all[i]
-		}
-	}
-	if q.Limit > 0 && len(all) > q.Limit {
-		all = all[:q.Limit]
-	}
-	res.Publications = all
 	return res, nil
 }
 

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -13,7 +14,8 @@ var _ broker.PresenceStore = (*Presence)(nil)
 
 // Presence is the single-node presence store. Entries live until removed:
 // on one node, the engine removes a client whenever its connection ends, so
-// nothing needs to expire.
+// nothing needs to expire. Like every store, it fails calls whose context
+// is done, although it answers from memory.
 type Presence struct {
 	mu       sync.Mutex
 	channels map[string]map[string]broker.ClientInfo
@@ -26,6 +28,9 @@ func NewPresence() *Presence {
 
 // AddPresence implements broker.PresenceStore.
 func (p *Presence) AddPresence(ctx context.Context, channel string, info broker.ClientInfo, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory presence: add presence to %q: %w", channel, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := p.channels[channel]
@@ -39,6 +44,9 @@ func (p *Presence) AddPresence(ctx context.Context, channel string, info broker.
 
 // RemovePresence implements broker.PresenceStore.
 func (p *Presence) RemovePresence(ctx context.Context, channel, client string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory presence: remove presence from %q: %w", channel, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if m := p.channels[channel]; m != nil {
@@ -52,6 +60,9 @@ func (p *Presence) RemovePresence(ctx context.Context, channel, client string) e
 
 // Presence implements broker.PresenceStore; clients come sorted by id.
 func (p *Presence) Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memory presence: presence of %q: %w", channel, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]broker.ClientInfo, 0, len(p.channels[channel]))
@@ -64,13 +75,14 @@ func (p *Presence) Presence(ctx context.Context, channel string) ([]broker.Clien
 
 // PresenceStats implements broker.PresenceStore.
 func (p *Presence) PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error) {
+	if err := ctx.Err(); err != nil {
+		return broker.PresenceStats{}, fmt.Errorf("memory presence: presence stats of %q: %w", channel, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	users := map[string]bool{}
+	list := make([]broker.ClientInfo, 0, len(p.channels[channel]))
 	for _, info := range p.channels[channel] {
-		if info.User != "" {
-			users[info.User] = true
-		}
+		list = append(list, info)
 	}
-	return broker.PresenceStats{Clients: len(p.channels[channel]), Users: len(users)}, nil
+	return broker.CountPresence(list), nil
 }

@@ -196,6 +196,11 @@ type Broker struct {
 
 	subMu sync.RWMutex         // guards live
 	live  map[string]*liveChan // channels this node is subscribed to, by core subject
+
+	// beforeCatchUp, when set (by tests only, before Start), is called
+	// before a channel is caught up from history, so that a test can
+	// stall one channel's catch-up.
+	beforeCatchUp func(channel string)
 }
 
 type handlerBox struct{ h broker.Handler }
@@ -513,30 +518,16 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	if err != nil {
 		return broker.HistoryResult{}, b.fail("history of "+strconv.Quote(channel), err)
 	}
-	res := broker.HistoryResult{Position: broker.Position{Offset: top.pub.Offset, Epoch: top.epoch}}
-	if q.Since != nil && q.Since.Epoch != top.epoch {
-		return res, fmt.Errorf("nats broker: history of %q since epoch %q: %w", channel, q.Since.Epoch, broker.ErrEpochMismatch)
+	pos := broker.Position{Offset: top.pub.Offset, Epoch: top.epoch}
+	res, err := broker.SelectHistory(pos, q, func(after uint64) ([]broker.Publication, error) {
+		return b.kept(ctx, r, subject, top, after)
+	})
+	if errors.Is(err, broker.ErrEpochMismatch) {
+		return res, fmt.Errorf("nats broker: history of %q since epoch %q: %w", channel, q.Since.Epoch, err)
 	}
-	if q.Limit == 0 {
-		return res, nil
-	}
-	var after uint64
-	if q.Since != nil {
-		after = q.Since.Offset
-	}
-	pubs, err := b.kept(ctx, r, subject, top, after)
 	if err != nil {
 		return broker.HistoryResult{}, b.fail("history of "+strconv.Quote(channel), err)
 	}
-	if q.Reverse {
-		for i, j := 0, len(pubs)-1; i < j; i, j = i+1, j-1 {
-			pubs[i], pubs[j] = pubs[j], pubs[i]
-		}
-	}
-	if q.Limit > 0 && len(pubs) > q.Limit {
-		pubs = pubs[:q.Limit]
-	}
-	res.Publications = pubs
 	return res, nil
 }
 
@@ -553,6 +544,9 @@ func (b *Broker) usable(channel string) error {
 
 // lockChannel waits, within ctx, until this node may publish to channel.
 func (b *Broker) lockChannel(ctx context.Context, channel string) (*chanLock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // select below would pick a free lock at random
+	}
 	b.pubMu.Lock()
 	l := b.pubLocks[channel]
 	if l == nil {

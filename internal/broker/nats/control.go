@@ -36,6 +36,9 @@ func (b *Broker) PublishControl(ctx context.Context, data []byte) error {
 	if b.closed.Load() {
 		return fmt.Errorf("nats broker: control: %w", broker.ErrClosed)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("nats broker: control: %w", err)
+	}
 	if err := b.nc.Publish(b.controlSubject(), data); err != nil {
 		return b.fail("control", err)
 	}

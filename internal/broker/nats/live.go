@@ -20,6 +20,10 @@ import (
 type liveChan struct {
 	name    string // the channel
 	subject string // its core subject, the key in Broker.live
+	// settled is closed once the Subscribe that made c has subscribed it or
+	// failed (and then removed it from Broker.live), so that other
+	// Subscribe calls can wait for it within their context.
+	settled chan struct{}
 
 	// qmu guards the queue between the dispatcher and the drainer.
 	qmu     sync.Mutex
@@ -54,6 +58,9 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	if err := b.usable(channel); err != nil {
 		return fmt.Errorf("nats broker: subscribe: %w", err)
 	}
+	if err := ctx.Err(); err != nil { // even when subscribed already
+		return fmt.Errorf("nats broker: subscribe to %q: %w", channel, err)
+	}
 	subject := b.livePrefix + token(channel)
 	for {
 		b.subMu.Lock()
@@ -63,7 +70,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 		}
 		c := b.live[subject]
 		if c == nil {
-			c = &liveChan{name: channel, subject: subject}
+			c = &liveChan{name: channel, subject: subject, settled: make(chan struct{})}
 			b.live[subject] = c
 			c.mu.Lock() // before anyone else can see c
 			b.subMu.Unlock()
@@ -77,17 +84,25 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 				b.subMu.Unlock()
 			}
 			c.mu.Unlock()
+			close(c.settled)
 			return err
 		}
 		b.subMu.Unlock()
 		// Already subscribed, or being subscribed by another call: wait for
-		// it to settle.
-		c.mu.Lock()
-		ok := !c.closed
-		c.mu.Unlock()
+		// it to settle. (Not on c.mu, which a catch-up from history may
+		// hold for long.)
+		select {
+		case <-c.settled:
+		case <-ctx.Done():
+			return fmt.Errorf("nats broker: subscribe to %q: %w", channel, ctx.Err())
+		}
+		b.subMu.RLock()
+		ok := b.live[subject] == c
+		b.subMu.RUnlock()
 		if ok {
 			return nil
 		}
+		// It failed, or was unsubscribed meanwhile: subscribe anew.
 	}
 }
 
@@ -347,6 +362,9 @@ func (b *Broker) gapExpired(c *liveChan, gen uint64) {
 // unless there are too many, which are then delivered past the gap.
 // c.mu must be held.
 func (b *Broker) catchUp(ctx context.Context, h broker.Handler, c *liveChan) {
+	if b.beforeCatchUp != nil {
+		b.beforeCatchUp(c.name)
+	}
 	var since *broker.Position
 	if c.epoch != "" {
 		since = &broker.Position{Offset: c.last, Epoch: c.epoch}

@@ -163,11 +163,5 @@ func (b *Broker) PresenceStats(ctx context.Context, channel string) (broker.Pres
 	if err != nil {
 		return broker.PresenceStats{}, err
 	}
-	users := map[string]bool{}
-	for _, info := range list {
-		if info.User != "" {
-			users[info.User] = true
-		}
-	}
-	return broker.PresenceStats{Clients: len(list), Users: len(users)}, nil
+	return broker.CountPresence(list), nil
 }

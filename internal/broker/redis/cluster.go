@@ -24,7 +24,7 @@ import (
 // (lost). What a master answers with MOVED, and what a broken connection's
 // master no longer serves, goes to the shard of the new master, which
 // subscribes it and fills from history what it missed. Delivery is the
-// same as for a single Redis (onMessage, deliverLocked, catchUp), so a
+// same as for a single Redis (onMessage, offer, catchUp), so a
 // channel briefly subscribed on two masters delivers each publication once.
 //
 // Locks: a channel's stripe, then Broker.mu, then subscription.mu; Broker.mu
@@ -259,6 +259,12 @@ func (b *Broker) subscribeCluster(ctx context.Context, channel, name string) err
 		return nil
 	}
 	s := &subscription{channel: channel, slot: b.slotOf(name)}
+	done := false
+	defer func() {
+		if !done {
+			s.leave() // a filler it may have started delivers nothing
+		}
+	}()
 	var why error
 	for attempt := 0; attempt < 3; attempt++ {
 		sh, err := b.shardFor(ctx, s.slot)
@@ -282,6 +288,7 @@ func (b *Broker) subscribeCluster(ctx context.Context, channel, name string) err
 
 		moved, err := b.subscribeShard(ctx, conn, []*subscription{s})
 		if err == nil && len(moved) == 0 {
+			done = true
 			return nil
 		}
 		b.mu.Lock()
@@ -318,6 +325,9 @@ func (b *Broker) unsubscribeCluster(ctx context.Context, channel, name string) e
 		b.detachLocked(s, name)
 	}
 	b.mu.Unlock()
+	if s != nil {
+		s.leave()
+	}
 	if conn == nil {
 		return nil // a new connection subscribes only to what its shard carries
 	}

@@ -46,10 +46,25 @@ func TestGapsShow(t *testing.T) {
 	}
 	e := top.Epoch
 	s := &subscription{channel: "g", ready: true, epoch: e, offset: 1}
+	// settle waits until no gap of s is open: fills run on their own
+	// goroutine.
+	settle := func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s.mu.Lock()
+			filling := s.filling
+			s.mu.Unlock()
+			if !filling {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("gap still open")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	deliver := func(offset uint64, epoch string) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b.deliverLocked(s, broker.Publication{Offset: offset}, epoch)
+		b.offer(s, item{kind: kindPublication, epoch: epoch, pub: broker.Publication{Offset: offset}})
 	}
 	steps := []struct {
 		name string
@@ -72,6 +87,7 @@ func TestGapsShow(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.do()
+		settle()
 		rec.mu.Lock()
 		got := fmt.Sprint(rec.seen)
 		rec.mu.Unlock()

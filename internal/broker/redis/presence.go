@@ -68,11 +68,5 @@ func (b *Broker) PresenceStats(ctx context.Context, channel string) (broker.Pres
 	if err != nil {
 		return broker.PresenceStats{}, err
 	}
-	users := make(map[string]struct{}, len(list))
-	for _, info := range list {
-		if info.User != "" {
-			users[info.User] = struct{}{}
-		}
-	}
-	return broker.PresenceStats{Clients: len(list), Users: len(users)}, nil
+	return broker.CountPresence(list), nil
 }

@@ -23,7 +23,8 @@ const (
 	kindEvent = 'e'
 )
 
-// subscription is the node's subscription to one channel.
+// subscription is the node's subscription to one channel. Its delivery
+// state is in gap.go.
 type subscription struct {
 	channel string // the engine's channel name
 	slot    uint16 // the hash slot of its keys (in a cluster)
@@ -32,32 +33,57 @@ type subscription struct {
 	// cluster. Guarded by Broker.mu.
 	home *shard
 
-	// mu is held while delivering to the handler: it orders the channel's
-	// deliveries between the Pub/Sub reader and the reconnecting loop.
+	// mu guards the delivery state below and is held while delivering to
+	// the handler, so that the channel's deliveries never overlap: the
+	// Pub/Sub reader, the loop that resubscribes and the channel's gap
+	// filler take it in turn, each briefly.
 	mu sync.Mutex
 	// ready is set once the position at subscription time is known; until
-	// then deliveries establish it. Guarded by mu.
+	// then deliveries establish it.
 	ready bool
 	// epoch and offset are the position delivered up to: the channel's
 	// position when the node subscribed, then that of the newest
-	// publication delivered. Guarded by mu.
+	// publication delivered (or reported lost).
 	epoch  string
 	offset uint64
+	// filling is set while a gap is open: a filler goroutine reads the
+	// publications after offset up to gapTo (in epoch) from history,
+	// and what arrives meanwhile waits in buf (bufBytes of data).
+	filling  bool
+	gapTo    uint64
+	buf      []item
+	bufBytes int
+	// gone is set when the node left the channel: nothing more is
+	// delivered for this subscription.
+	gone bool
 }
 
 var stripeSeed = maphash.MakeSeed()
 
-func (b *Broker) stripe(channel string) *sync.Mutex {
-	return &b.stripes[maphash.String(stripeSeed, channel)%uint64(len(b.stripes))]
+// lockStripe takes the stripe of channel, or fails with ctx; the function
+// returned releases it.
+func (b *Broker) lockStripe(ctx context.Context, channel string) (func(), error) {
+	stripe := b.stripes[maphash.String(stripeSeed, channel)%uint64(len(b.stripes))]
+	select {
+	case stripe <- struct{}{}:
+		return func() { <-stripe }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Subscribe implements broker.Broker. It returns once Redis has confirmed
 // the subscription; it fails with broker.ErrUnavailable while the Pub/Sub
 // connection is down.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
-	stripe := b.stripe(channel)
-	stripe.Lock()
-	defer stripe.Unlock()
+	if err := ctx.Err(); err != nil { // even when subscribed already
+		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, err)
+	}
+	unlock, err := b.lockStripe(ctx, channel)
+	if err != nil {
+		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, err)
+	}
+	defer unlock()
 	if b.closed.Load() {
 		return fmt.Errorf("redis broker: subscribe to %s: %w", channel, broker.ErrClosed)
 	}
@@ -85,6 +111,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 			delete(b.subs, name)
 		}
 		b.mu.Unlock()
+		s.leave()
 		// The SUBSCRIBE may have gone through; leave the channel again so
 		// that nothing is sent for it. Deliveries stop either way.
 		uctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -97,9 +124,11 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 
 // Unsubscribe implements broker.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
-	stripe := b.stripe(channel)
-	stripe.Lock()
-	defer stripe.Unlock()
+	unlock, err := b.lockStripe(ctx, channel)
+	if err != nil {
+		return fmt.Errorf("redis broker: unsubscribe from %s: %w", channel, err)
+	}
+	defer unlock()
 	name := b.pubName(channel)
 	if b.cluster {
 		return b.unsubscribeCluster(ctx, channel, name)
@@ -109,6 +138,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	delete(b.subs, name)
 	conn := b.conn
 	b.mu.Unlock()
+	if s != nil {
+		s.leave()
+	}
 	if s == nil || conn == nil {
 		return nil // a new connection subscribes only to what is in b.subs
 	}
@@ -176,69 +208,10 @@ func parsePosition(res rueidis.RedisResult) (epoch string, offset uint64, err er
 	return epoch, uint64(max(off, 0)), nil
 }
 
-// catchUp brings s to the position (epoch, offset): it sets the starting
-// position of a subscription that has none, and otherwise delivers from
-// history what the node has not delivered up to offset.
-func (b *Broker) catchUp(s *subscription, epoch string, offset uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.ready {
-		s.ready = true
-		if s.epoch == "" {
-			s.epoch, s.offset = epoch, offset
-		}
-		return
-	}
-	if epoch == "" {
-		return // the channel has no state (it expired or was lost); the next publication says so
-	}
-	b.fillLocked(s, epoch, offset)
-}
-
-// fillLocked delivers the publications of epoch after s's position up to
-// offset from history. A new epoch starts from its first publication. What
-// history no longer holds is skipped, which the handler sees as a jump in
-// offsets. s.mu must be held.
-func (b *Broker) fillLocked(s *subscription, epoch string, offset uint64) {
-	if epoch != s.epoch {
-		s.epoch, s.offset = epoch, 0
-	}
-	if offset <= s.offset {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	q := broker.HistoryQuery{
-		Since: &broker.Position{Offset: s.offset, Epoch: epoch},
-		Limit: int(min(offset-s.offset, 1<<20)),
-	}
-	r, err := b.History(ctx, s.channel, q)
-	for try := 1; try < 3 && errors.Is(err, broker.ErrUnavailable) && !b.closed.Load(); try++ {
-		// The client has retried already; give a Redis that is coming
-		// back one more chance before leaving a gap.
-		time.Sleep(time.Duration(try) * 200 * time.Millisecond)
-		r, err = b.History(ctx, s.channel, q)
-	}
-	if err != nil {
-		if !b.closed.Load() {
-			b.log.Warn("cannot fill a gap from history", "channel", s.channel, "after", s.offset, "upto", offset, "err", err)
-		}
-		return
-	}
-	for _, p := range r.Publications {
-		if p.Offset > offset {
-			break
-		}
-		b.handler.HandlePublication(s.channel, p, epoch)
-		s.offset = p.Offset
-	}
-	if s.offset < offset {
-		b.log.Warn("publications missed and no longer in history", "channel", s.channel, "from", s.offset+1, "to", offset)
-	}
-}
-
 // onMessage receives the messages of the Pub/Sub connection, one at a time
-// and in the order Redis sent them.
+// and in the order Redis sent them. It runs on the connection's reader, so
+// it never waits for Redis: a message behind a gap waits in its channel's
+// buffer while the channel's filler reads history (see gap.go).
 func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 	if m.Channel == b.controlName() {
 		if ch, ok := b.handler.(broker.ControlHandler); ok {
@@ -254,34 +227,15 @@ func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 	}
 	switch m.Message[0] {
 	case kindEvent:
-		s.mu.Lock()
-		b.handler.HandleEvent(s.channel, []byte(m.Message[1:]))
-		s.mu.Unlock()
+		b.offer(s, item{kind: kindEvent, data: []byte(m.Message[1:])})
 	case kindPublication:
 		pub, epoch, err := decodePublication(m.Message)
 		if err != nil {
 			b.log.Error("undecodable publication", "channel", s.channel, "err", err)
 			return
 		}
-		s.mu.Lock()
-		b.deliverLocked(s, pub, epoch)
-		s.mu.Unlock()
+		b.offer(s, item{kind: kindPublication, epoch: epoch, pub: pub})
 	}
-}
-
-// deliverLocked hands pub to the handler unless it was delivered already,
-// first filling any gap before it from history. s.mu must be held.
-func (b *Broker) deliverLocked(s *subscription, pub broker.Publication, epoch string) {
-	if s.ready {
-		if epoch == s.epoch && pub.Offset <= s.offset {
-			return // delivered by a catch-up
-		}
-		if epoch != s.epoch || pub.Offset > s.offset+1 {
-			b.fillLocked(s, epoch, pub.Offset-1)
-		}
-	}
-	b.handler.HandlePublication(s.channel, pub, epoch)
-	s.epoch, s.offset = epoch, pub.Offset
 }
 
 // decodePublication parses a publication message.

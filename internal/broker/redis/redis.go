@@ -44,6 +44,14 @@
 // shows to the handler as a jump in offsets, and lost Redis data as a new
 // epoch: the gap is never hidden.
 //
+// History is never read on the Pub/Sub connection's reader. A channel
+// that sees a gap (an offset that is not the next one, or a position read
+// after resubscribing that is ahead) gets one goroutine that reads the
+// missing publications from history while what arrives for that channel
+// meanwhile waits, in a bounded buffer, to be delivered after them; other
+// channels keep flowing. When the buffer is full it is replaced by the
+// position it reached, which is then read from history too.
+//
 // # Redis Cluster
 //
 // Whether Redis is a cluster is not configured: the client asks the server
@@ -139,8 +147,10 @@ type Broker struct {
 	handler broker.Handler // set by Start, read-only after
 
 	// stripes serialise Subscribe and Unsubscribe of one channel, so that
-	// their commands reach Redis in the order they were called.
-	stripes [64]sync.Mutex
+	// their commands reach Redis in the order they were called. Each is a
+	// 1-slot semaphore, so that a caller waiting for one gives up with
+	// its context. Made by New.
+	stripes [64]chan struct{}
 
 	// cluster is set when Redis is a Redis Cluster (sharded Pub/Sub);
 	// nodeOpts then connect to one of its masters. Read-only after New.
@@ -163,6 +173,23 @@ type Broker struct {
 	stopLoop context.CancelFunc // ends the Pub/Sub loops; set by Start
 	loopDone chan struct{}      // closed when the Pub/Sub loop has returned
 	shardWG  sync.WaitGroup     // the cluster's shard loops
+
+	// Gap fillers (gap.go): their lifetime, cancelled by Close; fillMu
+	// guards fillsStopped and adding to fillWG.
+	fillCtx      context.Context
+	cancelFills  context.CancelFunc
+	fillMu       sync.Mutex
+	fillsStopped bool
+	fillWG       sync.WaitGroup
+	fillSlots    chan struct{} // a token per history read in progress
+	// gapItems bounds the messages that wait behind a gap, per channel.
+	// Read-only after New; tests lower it.
+	gapItems int
+
+	// beforeFill, when set (by tests only, before Start), is called by a
+	// gap filler before it reads history, so that a test can stall one
+	// channel's fill: Redis cannot be made slow for one key only.
+	beforeFill func(ctx context.Context, channel string)
 }
 
 // New connects to the Redis named by opts.URL. It fails, with an error
@@ -206,6 +233,13 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		log:    opts.Logger.With("broker", "redis"),
 		subs:   make(map[string]*subscription),
 		shards: make(map[string]*shard),
+
+		gapItems: defaultGapItems,
+	}
+	b.fillCtx, b.cancelFills = context.WithCancel(context.Background())
+	b.fillSlots = make(chan struct{}, maxConcurrentFills)
+	for i := range b.stripes {
+		b.stripes[i] = make(chan struct{}, 1)
 	}
 	if client.Mode() == rueidis.ClientModeCluster {
 		if co.SelectDB != 0 {
@@ -287,20 +321,22 @@ func (b *Broker) Close(ctx context.Context) error {
 	if already {
 		return nil
 	}
-	if b.stopLoop != nil {
-		b.stopLoop()
-		done := make(chan struct{})
-		go func() {
+	done := make(chan struct{})
+	go func() {
+		if b.stopLoop != nil {
+			b.stopLoop()
 			<-b.loopDone
 			b.shardWG.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			b.client.Close()
-			return fmt.Errorf("redis broker: close: %w", ctx.Err())
 		}
+		b.stopFills()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.cancelFills()
+		b.client.Close()
+		return fmt.Errorf("redis broker: close: %w", ctx.Err())
 	}
 	b.client.Close()
 	return nil
