@@ -60,6 +60,7 @@ type Config struct {
 	WriteTimeout             time.Duration `koanf:"write_timeout"`
 	HandshakeTimeout         time.Duration `koanf:"handshake_timeout"`
 	ShutdownTimeout          time.Duration `koanf:"shutdown_timeout"`
+	CommandTimeout           time.Duration `koanf:"command_timeout"`
 	LogLevel                 string        `koanf:"log_level"`
 	LogFormat                string        `koanf:"log_format"`
 	Demo                     bool          `koanf:"demo"`
@@ -122,6 +123,7 @@ var Keys = []Key{
 	{"write_timeout", 10 * time.Second, "close connections that do not take their data within this time"},
 	{"handshake_timeout", 10 * time.Second, "time allowed for a client's HTTP request or upgrade"},
 	{"shutdown_timeout", 10 * time.Second, "time allowed for a graceful shutdown"},
+	{"command_timeout", 5 * time.Second, "longest a client command may wait on the broker (then error 503)"},
 	{"log_level", "info", "log level: debug, info, warn, error"},
 	{"log_format", "text", "log format: text or json"},
 	{"demo", true, "serve the demo pages at /"},
@@ -324,7 +326,8 @@ func (c Config) Validate() error {
 	durations := map[string]time.Duration{
 		"ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout, "write_timeout": c.WriteTimeout,
 		"handshake_timeout": c.HandshakeTimeout, "shutdown_timeout": c.ShutdownTimeout,
-		"presence_ttl": c.PresenceTTL,
+		"command_timeout": c.CommandTimeout,
+		"presence_ttl":    c.PresenceTTL,
 	}
 	for _, k := range Keys {
 		if v, ok := durations[k.Name]; ok && v <= 0 {

@@ -118,6 +118,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		RequireAuth:              !cfg.AllowAnonymous,
 		ConnectTimeout:           cfg.HandshakeTimeout,
 		CommandRate:              cfg.CommandRate,
+		CommandTimeout:           cfg.CommandTimeout,
 		CommandBurst:             cfg.CommandBurst,
 		MaxConnections:           cfg.MaxConnections,
 		MaxConnectionsPerIP:      cfg.MaxConnectionsPerIP,
