@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
@@ -304,31 +305,59 @@ func TestShutdownClosesEverySession(t *testing.T) {
 	late.waitFor(t, "late close", func() bool { return late.closed != nil })
 }
 
+// waitMetric waits until get returns want.
+func waitMetric(t *testing.T, what string, get func() float64, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for get() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitHolding waits until a writer waits out write_delay on the fake
+// clock: the hub's two tickers (sweep, presence) and one timer.
+func waitHolding(t *testing.T, clock *clockwork.FakeClock) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, 3); err != nil {
+		t.Fatalf("no writer waits out write_delay: %v", err)
+	}
+}
+
 func TestWriteDelayBatchesABusyConnection(t *testing.T) {
-	h := newHub(t, hub.Config{WriteDelay: 100 * time.Millisecond})
+	clock := clockwork.NewFakeClock()
+	h := newHub(t, hub.Config{WriteDelay: 100 * time.Millisecond, Clock: clock})
 	r := newRecorder()
 	s := h.NewSession(r, hub.SessionInfo{})
+	clock.Advance(time.Millisecond)
 	send(s, `{"id":1,"command":"subscribe","channel":"w"}`) // first write: at once
 	r.waitFor(t, "reply", func() bool { return r.writes == 1 })
 	for i := 0; i < 20; i++ {
 		_, _ = h.Publish(context.Background(), "w", []byte(`0`), "api")
-		time.Sleep(time.Millisecond)
 	}
+	waitHolding(t, clock)
+	clock.Advance(100 * time.Millisecond)
 	r.waitFor(t, "21 messages", func() bool { return len(r.msgs) == 21 })
-	if r.writes > 3 {
-		t.Fatalf("%d writes for 20 publications within the write delay", r.writes)
+	if r.writes != 2 {
+		t.Fatalf("%d writes for 20 publications within the write delay, want 2", r.writes)
 	}
 }
 
 func TestWriteDelayNeverHoldsBackAReplyOrAClose(t *testing.T) {
-	h := newHub(t, hub.Config{WriteDelay: time.Hour})
+	clock := clockwork.NewFakeClock()
+	h := newHub(t, hub.Config{WriteDelay: time.Hour, Clock: clock})
 	r := newRecorder()
 	s := h.NewSession(r, hub.SessionInfo{})
+	clock.Advance(time.Millisecond)
 	send(s, `{"id":1,"command":"subscribe","channel":"w"}`) // first write: at once
 	r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
 	// This publication waits out the hour behind the first write...
 	_, _ = h.Publish(context.Background(), "w", []byte(`1`), "api")
-	time.Sleep(20 * time.Millisecond)
+	waitHolding(t, clock)
 	// ...until a command's reply is queued behind it: both go out now, in
 	// order.
 	send(s, `{"id":2,"command":"ping"}`)
@@ -341,15 +370,30 @@ func TestWriteDelayNeverHoldsBackAReplyOrAClose(t *testing.T) {
 	}
 	// A close does not wait either.
 	_, _ = h.Publish(context.Background(), "w", []byte(`2`), "api")
-	time.Sleep(20 * time.Millisecond)
+	waitHolding(t, clock)
 	s.Close(protocol.DisconnectShutdown)
 	r.waitFor(t, "close", func() bool { return r.closed != nil })
 }
 
 func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	h := newHub(t, hub.Config{Metrics: m, WriteDelay: 20 * time.Millisecond, WriteDelayMinRate: 2000})
+	clock := clockwork.NewFakeClock()
+	h := newHub(t, hub.Config{Metrics: m, WriteDelay: 20 * time.Millisecond, WriteDelayMinRate: 2000, Clock: clock})
 	active := func() float64 { return metrics.Value(m.WriteDelayActive) }
+	// tick lets the rate check run once and waits until it has (its
+	// ticker is back waiting, with the sweep and presence tickers).
+	tick := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := clock.BlockUntilContext(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(100 * time.Millisecond)
+		if err := clock.BlockUntilContext(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var rs []*recorder
 	for range 40 {
 		r := newRecorder()
@@ -359,56 +403,38 @@ func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 	for _, r := range rs {
 		r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
 	}
-	time.Sleep(300 * time.Millisecond)
+	tick() // 40 messages in 100 ms: 400/s
 	if active() != 0 {
 		t.Fatal("write delay on while the node is quiet")
 	}
-	// 200 publications/s to 40 subscribers: 8,000 messages/s.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_, _ = h.Publish(context.Background(), "busy", []byte(`0`), "api")
-			}
-		}
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for active() != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	for range 10 { // 400 messages in the next 100 ms: 4,000/s
+		_, _ = h.Publish(context.Background(), "busy", []byte(`0`), "api")
 	}
-	close(stop)
-	<-done
-	if active() != 1 {
-		t.Fatal("write delay never switched on at 8,000 messages/s")
+	for _, r := range rs {
+		r.waitFor(t, "10 publications", func() bool { return len(r.msgs) == 11 })
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for active() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if active() != 0 {
-		t.Fatal("write delay still on after the publications stopped")
-	}
+	tick()
+	waitMetric(t, "write delay on at 4,000 messages/s", active, 1)
+	tick() // nothing sent
+	waitMetric(t, "write delay off after the publications stopped", active, 0)
 }
 
 // TestWriteDelayNeverOverflowsTheQueue: a writer waiting out write_delay
 // writes as soon as its queue is half full, so the delay alone never makes
 // a client that reads look like a slow consumer.
 func TestWriteDelayNeverOverflowsTheQueue(t *testing.T) {
-	h := newHub(t, hub.Config{WriteDelay: time.Hour, QueueMaxMessages: 10})
+	clock := clockwork.NewFakeClock()
+	h := newHub(t, hub.Config{WriteDelay: time.Hour, QueueMaxMessages: 10, Clock: clock})
 	r := newRecorder()
 	s := h.NewSession(r, hub.SessionInfo{})
+	clock.Advance(time.Millisecond)
 	send(s, `{"id":1,"command":"subscribe","channel":"q"}`)
 	r.waitFor(t, "subscribe reply", func() bool { return r.writes == 1 })
-	for range 50 {
+	for i := range 50 {
 		_, _ = h.Publish(context.Background(), "q", []byte(`0`), "api")
-		time.Sleep(time.Millisecond)
+		if (i+1)%5 == 0 { // half the queue: the writer stops waiting
+			r.waitFor(t, fmt.Sprintf("a half-full queue written after %d", i+1), func() bool { return len(r.msgs) >= i+2 || r.closed != nil })
+		}
 	}
 	r.waitFor(t, "all 50 publications", func() bool { return len(r.msgs) == 51 || r.closed != nil })
 	r.mu.Lock()

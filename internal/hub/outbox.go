@@ -76,10 +76,17 @@ func (o *outbox) pushLocked(m Message) {
 	case m.At == 0 && !m.Control:
 		o.urgent = true
 		o.wakeLocked()
-	case 2*o.queueLen >= cfg.QueueMaxMessages || 2*o.queueBytes >= cfg.QueueMaxBytes:
+	case o.halfFullLocked():
 		o.wakeLocked() // waiting out write_delay must not make a reader look slow
 	}
 	o.startWriterLocked()
+}
+
+// halfFullLocked reports whether the queue is at half its bounds, where
+// the writer stops waiting out write_delay.
+func (o *outbox) halfFullLocked() bool {
+	cfg := &o.sess.hub.cfg
+	return 2*o.queueLen >= cfg.QueueMaxMessages || 2*o.queueBytes >= cfg.QueueMaxBytes
 }
 
 // forcedQueueFactor: what a session may queue past its bounds (a subscribe's

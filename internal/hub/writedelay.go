@@ -20,7 +20,7 @@ func (o *outbox) holdBack() {
 		return
 	}
 	o.mu.Lock()
-	if o.closing || o.urgent { // replies are never held back
+	if o.closing || o.urgent || o.halfFullLocked() { // replies are never held back
 		o.mu.Unlock()
 		return
 	}
