@@ -8,8 +8,16 @@
 // publication is encoded once; the same bytes are queued for every
 // subscriber.
 //
+// The package is split by owner (see docs/design.md, "Inside the hub"):
+// the session (session.go), its outbox and writer (outbox.go,
+// writedelay.go), each subscription's state machine (subscription.go), the
+// subscribe path (subscribe.go), the command table (dispatch.go) and its
+// handlers (commands.go), the channel registry and fan-out (registry.go).
+//
 // Lock order: stripe (per channel, serialises broker subscribe/unsubscribe)
-// -> shard.mu (channel registry) -> Session.mu. The broker may call
-// HandlePublication while holding its own per-channel lock; HandlePublication
-// takes shard.mu (read) then Session.mu, and never calls back into the broker.
+// -> shard.mu (channel registry) -> subscription.mu -> outbox.mu;
+// Session.subsMu -> outbox.mu. No hub lock is held across a broker call.
+// The broker may call HandlePublication while holding its own per-channel
+// lock; HandlePublication takes shard.mu (read), then subscription and
+// outbox locks, and never calls back into the broker.
 package hub
