@@ -280,7 +280,7 @@ func TestCompressedFrameRefused(t *testing.T) {
 func TestSecureConfigNeedsAKey(t *testing.T) {
 	cfg := config.Default()
 	cfg.AllowAnonymous = false
-	if _, err := newServer(cfg); err == nil {
+	if _, err := newServer(t, cfg); err == nil {
 		t.Fatal("allow_anonymous=false without a key accepted")
 	}
 }

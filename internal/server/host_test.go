@@ -290,7 +290,7 @@ func TestNonLoopbackAddrWarns(t *testing.T) {
 		cfg.Addr = tc.addr
 		cfg.AllowedHosts = tc.hosts
 		logs := &logBuffer{}
-		if _, err := newServerLogged(cfg, slog.New(slog.NewTextHandler(logs, nil))); err != nil {
+		if _, err := newServerLogged(t, cfg, slog.New(slog.NewTextHandler(logs, nil))); err != nil {
 			t.Fatalf("%s %v: %v", tc.addr, tc.hosts, err)
 		}
 		got := strings.Contains(logs.String(), "allowed_hosts is empty")
@@ -300,13 +300,21 @@ func TestNonLoopbackAddrWarns(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.AllowedHosts = []string{"https://realtime.example.com"}
-	if _, err := newServer(cfg); err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
+	if _, err := newServer(t, cfg); err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
 		t.Fatalf("a URL in allowed_hosts: %v", err)
 	}
 }
 
 // newServerLogged builds (without starting) a node from cfg that logs to
-// log.
-func newServerLogged(cfg config.Config, log *slog.Logger) (*server.Server, error) {
-	return server.New(cfg, log, "test")
+// log, and shuts it down when the test ends.
+func newServerLogged(t *testing.T, cfg config.Config, log *slog.Logger) (*server.Server, error) {
+	srv, err := server.New(cfg, log, "test")
+	if err == nil {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+	}
+	return srv, err
 }

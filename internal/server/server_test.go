@@ -156,9 +156,10 @@ func (ts *testServer) metric(name string) float64 {
 	return 0
 }
 
-// newServer builds (without starting) a node from cfg.
-func newServer(cfg config.Config) (*server.Server, error) {
-	return server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+// newServer builds (without starting) a node from cfg, and shuts it down
+// when the test ends.
+func newServer(t *testing.T, cfg config.Config) (*server.Server, error) {
+	return newServerLogged(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 // apiAt calls the server API of the node at addr.
