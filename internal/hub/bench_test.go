@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -57,6 +58,7 @@ func BenchmarkFanout(b *testing.B) {
 			if err := h.Start(context.Background()); err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { shutdown(b, h) })
 			ts := make([]*countingTransport, n)
 			for i := range ts {
 				ts[i] = newCounting()
@@ -88,6 +90,7 @@ func BenchmarkQueueAndWriter(b *testing.B) {
 	if err := h.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { shutdown(b, h) })
 	t := newCounting()
 	s := h.NewSession(t, hub.SessionInfo{RemoteAddr: "10.0.0.1:1"})
 	s.HandleMessage([]byte(`{"command":"subscribe","channel":"q"}`))
@@ -99,4 +102,13 @@ func BenchmarkQueueAndWriter(b *testing.B) {
 		n++
 	}
 	t.wait(n)
+}
+
+// shutdown stops a benchmark's hub, so that no goroutine outlives it.
+func shutdown(b *testing.B, h *hub.Hub) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		b.Error(err)
+	}
 }
