@@ -32,6 +32,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
@@ -63,6 +65,9 @@ type Options struct {
 	AllowedOrigins []string
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Clock is the time source of the heartbeats. Default: the real clock;
+	// tests pass a fake one.
+	Clock clockwork.Clock
 }
 
 func (o *Options) setDefaults() {
@@ -102,7 +107,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		opts:   opts,
 		policy: origin.Policy{Origins: opts.AllowedOrigins},
 		log:    opts.Logger.With("component", "sse"),
-		hb:     newHeartbeat(opts.PingInterval),
+		hb:     newHeartbeat(opts.Clock, opts.PingInterval),
 	}
 }
 

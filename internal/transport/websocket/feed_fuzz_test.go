@@ -40,7 +40,7 @@ func FuzzFeed(f *testing.F) {
 	}
 	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
 	hd.opts.setDefaults()
-	hd.ka = newKeepalive(time.Hour, 2*time.Hour)
+	hd.ka = newKeepalive(hd.opts.Clock, time.Hour, 2*time.Hour)
 	defer hd.Close()
 	newConn := func() *conn {
 		c := &conn{hd: hd}

@@ -48,7 +48,7 @@ func FuzzProcess(f *testing.F) {
 	}
 	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
 	hd.opts.setDefaults()
-	hd.ka = newKeepalive(time.Hour, 2*time.Hour)
+	hd.ka = newKeepalive(hd.opts.Clock, time.Hour, 2*time.Hour)
 	defer hd.Close()
 
 	f.Fuzz(func(t *testing.T, data []byte, split int) {

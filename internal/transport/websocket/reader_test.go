@@ -58,8 +58,23 @@ func startEnv(t *testing.T, reader string, mutate func(*Options)) *testEnv {
 
 func startEnvBroker(t *testing.T, reader string, b broker.Broker, mutate func(*Options)) *testEnv {
 	t.Helper()
+	return startEnvFull(t, reader, b, nil, mutate)
+}
+
+// startEnvHub is startEnv with the hub's configuration changed by hubConf.
+func startEnvHub(t *testing.T, reader string, hubConf func(*hub.Config), mutate func(*Options)) *testEnv {
+	t.Helper()
+	return startEnvFull(t, reader, memory.New(memory.Options{}), hubConf, mutate)
+}
+
+func startEnvFull(t *testing.T, reader string, b broker.Broker, hubConf func(*hub.Config), mutate func(*Options)) *testEnv {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry()), Logger: log}, b, nil)
+	hc := hub.Config{Metrics: metrics.New(prometheus.NewRegistry()), Logger: log}
+	if hubConf != nil {
+		hubConf(&hc)
+	}
+	h := hub.New(hc, b, nil)
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -28,10 +28,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/wheel"
 )
 
 // Options configure the WebSocket endpoint. Zero fields take the defaults
@@ -64,6 +66,11 @@ type Options struct {
 	// connection. Default DefaultReader: "epoll" on Linux, "goroutine"
 	// elsewhere. See CheckReader.
 	Reader string
+	// Clock is the time source of pings, idle timeouts and the event loop's
+	// worker pool. Default: the real clock; tests pass a fake one. Socket
+	// deadlines (WriteTimeout, the close grace period) always use real
+	// time, since the kernel enforces them.
+	Clock clockwork.Clock
 }
 
 // The values of Options.Reader.
@@ -109,6 +116,9 @@ func (o *Options) setDefaults() {
 	if o.Reader == "" {
 		o.Reader = DefaultReader
 	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
 }
 
 // Handler is the http.Handler of the WebSocket endpoint.
@@ -145,7 +155,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 			hd.ep = p
 		}
 	}
-	hd.ka = newKeepalive(opts.PingInterval, opts.IdleTimeout)
+	hd.ka = newKeepalive(hd.opts.Clock, opts.PingInterval, opts.IdleTimeout)
 	return hd
 }
 
@@ -232,8 +242,8 @@ type conn struct {
 	nc   net.Conn
 	sess *hub.Session
 
-	lastRead atomic.Int64 // unix milliseconds of the last frame received
-	kaSlot   int          // owned by keepalive
+	lastRead atomic.Int64 // unix milliseconds (Options.Clock) of the last frame received
+	kaSlot   wheel.Slot   // guarded by the keepalive wheel's lock
 
 	// Owned by the session's writer:
 	broken bool // a write failed, possibly mid-frame: no close frame can follow
@@ -342,7 +352,7 @@ func (c *conn) Close(d protocol.Disconnect) error {
 }
 
 // touch records that something arrived from the client.
-func (c *conn) touch() { c.lastRead.Store(coarseNow()) }
+func (c *conn) touch() { c.lastRead.Store(c.hd.opts.Clock.Now().UnixMilli()) }
 
 // readLoop reads frames until the connection fails or closes.
 func (c *conn) readLoop(pre []byte) {
