@@ -12,12 +12,9 @@
 package websocket
 
 import (
-	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/jonboulle/clockwork"
@@ -249,12 +245,14 @@ type conn struct {
 	broken bool // a write failed, possibly mid-frame: no close frame can follow
 
 	// Owned by the reader:
-	frag     []byte // a fragmented message being assembled
-	fragging bool
+	frag      []byte // a fragmented message being assembled
+	fragValid int    // frag[:fragValid] is checked to be complete UTF-8
+	fragging  bool
 
-	mu         sync.Mutex // guards readerDone, closeSent and parts of ep
+	mu         sync.Mutex // guards readerDone, closeSent, peerCode and parts of ep
 	readerDone bool
 	closeSent  bool
+	peerCode   uint16 // the code of the client's valid close frame, echoed by Close
 
 	ep epConn // the event loop's state; unused by the goroutine reader
 }
@@ -316,10 +314,19 @@ var errBroken = errors.New("websocket: connection broken by a failed write")
 // frame before it drops the TCP connection.
 const closeGrace = 2 * time.Second
 
-// Close implements hub.Transport: it sends a close frame with d, half-closes
-// the TCP connection, and lets the reader drain the client's answer.
+// Close implements hub.Transport: it sends a close frame with d (or with the
+// client's own code when the client closed first), half-closes the TCP
+// connection, and lets the reader drain the client's answer.
 func (c *conn) Close(d protocol.Disconnect) error {
 	c.hd.ka.remove(c)
+	c.mu.Lock()
+	if c.peerCode != 0 && d == protocol.DisconnectNormal {
+		// The session ends because the client closed (Session.PeerGone):
+		// echo its code, as RFC 6455 section 5.5.1 suggests. A close the
+		// server had started already keeps its own code.
+		d = protocol.Disconnect{Code: c.peerCode}
+	}
+	c.mu.Unlock()
 	var werr error
 	if c.broken {
 		werr = errBroken
@@ -419,92 +426,4 @@ func (c *conn) readerExit() {
 		return
 	}
 	c.sess.PeerGone()
-}
-
-// process handles the complete frames at the start of buf. It returns how
-// many bytes it consumed, the buffer size the next frame needs when it is
-// incomplete (0 if unknown), and a disconnect when the connection must close.
-func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) {
-	max := c.hd.opts.MaxMessageSize
-	for {
-		rest := buf[consumed:]
-		if len(rest) < 2 {
-			return consumed, 0, nil
-		}
-		hdr, err := ws.ReadHeader(bytes.NewReader(rest))
-		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return consumed, 0, nil
-			}
-			return consumed, 0, &protocol.DisconnectProtocolError
-		}
-		if hdr.Length > int64(max) || c.fragging && int64(len(c.frag))+hdr.Length > int64(max) {
-			return consumed, 0, &protocol.DisconnectMessageTooBig
-		}
-		hs := ws.HeaderSize(hdr)
-		total := hs + int(hdr.Length)
-		if len(rest) < total {
-			return consumed, total, nil
-		}
-		payload := rest[hs:total]
-		consumed += total
-		if d := c.frame(hdr, payload); d != nil {
-			return consumed, 0, d
-		}
-	}
-}
-
-// frame handles one complete frame.
-func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
-	if !hdr.Masked || hdr.Rsv != 0 {
-		return &protocol.DisconnectProtocolError
-	}
-	ws.Cipher(payload, hdr.Mask, 0)
-	c.touch()
-	switch hdr.OpCode {
-	case ws.OpPing:
-		if len(payload) > 125 || !hdr.Fin {
-			return &protocol.DisconnectProtocolError
-		}
-		c.sess.EnqueueControl(ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), payload...))))
-	case ws.OpPong:
-	case ws.OpClose:
-		// The client is leaving: answer with a normal close, then drain.
-		c.sess.PeerGone()
-		return nil
-	case ws.OpText:
-		if c.fragging {
-			return &protocol.DisconnectProtocolError
-		}
-		if !hdr.Fin {
-			c.fragging = true
-			c.frag = append(c.frag[:0], payload...)
-			return nil
-		}
-		return c.message(payload)
-	case ws.OpContinuation:
-		if !c.fragging {
-			return &protocol.DisconnectProtocolError
-		}
-		c.frag = append(c.frag, payload...)
-		if hdr.Fin {
-			msg := c.frag
-			c.frag, c.fragging = nil, false
-			return c.message(msg)
-		}
-	case ws.OpBinary:
-		return &protocol.DisconnectUnsupportedData
-	default:
-		return &protocol.DisconnectProtocolError
-	}
-	return nil
-}
-
-// message hands one complete text message to the session.
-func (c *conn) message(msg []byte) *protocol.Disconnect {
-	if !utf8.Valid(msg) {
-		return &protocol.DisconnectInvalidPayload
-	}
-	c.sess.HandleMessage(context.Background(), msg)
-	return nil
 }
