@@ -143,7 +143,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		hd.opts.Reader = ReaderGoroutine
 	}
 	if hd.opts.Reader == ReaderEpoll {
-		p, err := newPoller(hd.log)
+		p, err := newPoller(hd.log, hd.opts.Clock)
 		if err != nil {
 			hd.log.Warn("event loop unavailable, using the goroutine reader", "err", err)
 			hd.opts.Reader = ReaderGoroutine
