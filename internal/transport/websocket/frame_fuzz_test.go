@@ -22,6 +22,28 @@ func (sink) Name() string                      { return "fuzz" }
 func (sink) WriteMessages([]hub.Message) error { return nil }
 func (sink) Close(protocol.Disconnect) error   { return nil }
 
+// fuzzHandler returns a started hub and a handler with a 1024-byte message
+// limit that reads no socket, both stopped when f ends.
+func fuzzHandler(f *testing.F) (*hub.Hub, *Handler) {
+	f.Helper()
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
+	if err := h.Start(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
+	hd.opts.setDefaults()
+	hd.ka = newKeepalive(hd.opts.Clock, time.Hour, 2*time.Hour)
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			f.Errorf("hub shutdown: %v", err)
+		}
+		hd.Close()
+	})
+	return h, hd
+}
+
 // FuzzProcess feeds arbitrary bytes, whole and split in two, to the frame
 // parser: it must never panic, never consume more than it was given, and
 // either ask for more bytes or stop with a disconnect whose code is one the
@@ -49,14 +71,7 @@ func FuzzProcess(f *testing.F) {
 	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "\xff"))), 3)
 	f.Add(frame(ws.NewPongFrame(make([]byte, 126))), 3)
 
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
-	if err := h.Start(context.Background()); err != nil {
-		f.Fatal(err)
-	}
-	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
-	hd.opts.setDefaults()
-	hd.ka = newKeepalive(hd.opts.Clock, time.Hour, 2*time.Hour)
-	defer hd.Close()
+	h, hd := fuzzHandler(f)
 
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		c := &conn{hd: hd}
