@@ -37,6 +37,7 @@ var forbidden = []struct {
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/httpauth", module + "/internal/transport/", "shared by HTTP transports, it imports none of them", false},
+	{"internal/wheel", module + "/", "the bucket wheel is a leaf: standard library and clockwork only", false},
 	{"internal/realip", module + "/", "the client address behind proxies is shared by the server and the configuration: standard library only", false},
 	{"internal/broker/redis", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/broker/nats", module + "/internal/hub", "brokers do not know the engine", false},
