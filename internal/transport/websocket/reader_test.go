@@ -672,15 +672,15 @@ func TestReaderSlowCommands(t *testing.T) {
 			slow[i] = e.dial()
 			slow[i].sendText(fmt.Sprintf(`{"command":"subscribe","channel":"slow%d","id":1}`, i))
 		}
+		// The stuck commands are released only when the test ends: a fast
+		// client held up behind them gets no reply (call fails after its
+		// read deadline), so no timing is asserted here.
 		start := time.Now()
 		for i := range 20 {
 			c := e.dial()
 			if m := c.call(2, `{"command":"ping","id":2}`); m["error"] != nil {
 				t.Fatalf("fast client %d: %v", i, m)
 			}
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Fatalf("fast clients took %v", d)
 		}
 		t.Logf("%s: 20 fast clients served in %v behind %d stuck commands", reader, time.Since(start), len(slow))
 	})
