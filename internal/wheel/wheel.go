@@ -45,23 +45,26 @@ type Wheel[T comparable] struct {
 }
 
 // New starts a wheel that calls visit for every member once per interval,
-// from its own goroutine and never under the wheel's lock (visit may call
-// Remove). A nil clock is the real clock. The wheel has one bucket per
-// second of interval (between 1 and MaxBuckets) and visits one bucket per
-// interval/buckets.
+// which must be positive, from its own goroutine and never under the
+// wheel's lock (visit may call Remove). A nil clock is the real clock. The
+// wheel has one bucket per second of interval (between 1 and MaxBuckets)
+// and visits one bucket per interval/buckets.
 //
 // Should the goroutine fall behind (visits slower than the tick, a stopped
 // process, a fake clock advanced by several ticks at once), it visits the
 // buckets it missed when it wakes, at most one turn's worth, so no member
 // skips a visit because of a late tick.
 func New[T comparable](clock clockwork.Clock, interval time.Duration, visit func(now time.Time, m T)) *Wheel[T] {
+	if interval <= 0 {
+		panic("wheel: non-positive interval")
+	}
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
 	n := max(1, min(int(interval/time.Second), MaxBuckets))
 	w := &Wheel[T]{
 		clock:   clock,
-		tick:    max(interval/time.Duration(n), time.Nanosecond),
+		tick:    interval / time.Duration(n),
 		visit:   visit,
 		buckets: make([]map[T]struct{}, n),
 		quit:    make(chan struct{}),

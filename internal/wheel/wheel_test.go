@@ -118,7 +118,7 @@ func TestWheelBuckets(t *testing.T) {
 		interval time.Duration
 		want     int
 	}{
-		{0, 1}, {time.Millisecond, 1}, {time.Second, 1}, {25 * time.Second, 25}, {time.Hour, MaxBuckets},
+		{time.Nanosecond, 1}, {time.Millisecond, 1}, {time.Second, 1}, {25 * time.Second, 25}, {time.Hour, MaxBuckets},
 	} {
 		t.Run(tc.interval.String(), func(t *testing.T) {
 			w := New(clockwork.NewFakeClock(), tc.interval, func(time.Time, int) {})

@@ -168,7 +168,7 @@ func (c *conn) feed(data []byte) {
 	consumed, need, d := c.process(buf)
 	if d != nil {
 		c.ep.pend, c.ep.draining = nil, true
-		c.sess.Close(*d)
+		c.end(d)
 		return
 	}
 	rest := buf[consumed:]

@@ -37,14 +37,21 @@ import (
 const maxControlPayload = 125
 
 // peerClosed is what process returns after the client's valid close frame:
-// the session is already closing (Session.PeerGone), so the caller's
-// Session.Close with it does nothing, and reading stops.
+// reading stops, and the session is already closing (Session.PeerGone).
 var peerClosed = protocol.Disconnect{Code: 1000, Reason: "closed by the client"}
+
+// end closes the session after process returned d, unless d is peerClosed:
+// the client's close already ended it.
+func (c *conn) end(d *protocol.Disconnect) {
+	if d != &peerClosed {
+		c.sess.Close(*d)
+	}
+}
 
 // process handles the complete frames at the start of buf. It returns how
 // many bytes it consumed, the buffer size the next frame needs when it is
 // incomplete (0 if unknown), and a disconnect when the connection must
-// close: the caller closes the session with it and reads no more frames.
+// close: the caller passes it to end and reads no more frames.
 func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) {
 	for {
 		rest := buf[consumed:]

@@ -371,7 +371,7 @@ func (c *conn) readLoop(pre []byte) {
 		var d *protocol.Disconnect
 		consumed, need, d = c.process(buf)
 		if d != nil {
-			c.sess.Close(*d)
+			c.end(d)
 			c.drain(buf[:cap(buf)])
 			break
 		}
