@@ -163,6 +163,9 @@ func conformanceCases() []confCase {
 		once("2.7", w(pong(""))),
 		once("2.8", w(pong("unsolicited pong payload"))),
 		once("2.9", w(pong("unsolicited pong payload"), ping("ping payload")), pongOf("ping payload")),
+		// Unsolicited pongs are fine, malformed ones are not.
+		once("2.x-long-pong", w(pong(p125+"\xfe")), closed(1002)),
+		once("2.x-fragmented-ping-final-part", w(join(textPart(smallCmd(1)[:5]), cf(ws.OpPing, false, 0, []byte("x")))), closed(1002)),
 	)
 	var tenPings []byte
 	var tenPongs []ev
