@@ -32,6 +32,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/httpx"
 	"github.com/switchboardhq/switchboard/internal/hub"
@@ -66,6 +68,9 @@ type Options struct {
 	Guard *origin.Guard
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Clock is the time source of the heartbeats. Default: the real clock;
+	// tests pass a fake one.
+	Clock clockwork.Clock
 }
 
 func (o *Options) setDefaults() {
@@ -111,7 +116,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		// (on another node).
 		gate: httpx.Gate{Guard: opts.Guard, Method: http.MethodGet, Draining: h.Draining, DropWhileDraining: true},
 		log:  opts.Logger.With("component", "sse"),
-		hb:   newHeartbeat(opts.PingInterval),
+		hb:   newHeartbeat(opts.Clock, opts.PingInterval),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/wheel"
 )
 
 // stream is one SSE response: the hub.Transport of one session. Besides
@@ -50,7 +51,7 @@ type stream struct {
 	resetMu sync.Mutex
 	resets  map[string]broker.Position
 
-	hbSlot int // heartbeat bucket, guarded by the heartbeat's lock
+	hbSlot wheel.Slot // heartbeat place, guarded by the heartbeat wheel's lock
 
 	done chan struct{} // closed by Close
 }

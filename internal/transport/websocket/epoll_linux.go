@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,7 +68,8 @@ type pollSlot struct {
 	gen uint32 // incremented when the slot is freed
 }
 
-func newPoller(log *slog.Logger) (*poller, error) {
+// newPoller starts the event loop; clock is the worker pool's time source.
+func newPoller(log *slog.Logger, clock clockwork.Clock) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -87,7 +89,7 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		epfd:   epfd,
 		wakefd: wakefd,
 		log:    log,
-		pool:   newWorkerPool(),
+		pool:   newWorkerPool(clock),
 		done:   make(chan struct{}),
 		slots:  make([]pollSlot, 1),
 	}

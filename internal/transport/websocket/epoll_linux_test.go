@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/jonboulle/clockwork"
 )
 
 // serverConn returns the server side of client cl on the event loop and its
@@ -182,7 +183,7 @@ func TestEpollPeerReset(t *testing.T) {
 // core) nothing else runs until the runtime takes it back, which measured
 // as 70 ms of added median latency at 16,875 client publishes/s.
 func TestPollerParksInTheRuntime(t *testing.T) {
-	p, err := newPoller(slog.New(slog.DiscardHandler))
+	p, err := newPoller(slog.New(slog.DiscardHandler), clockwork.NewRealClock())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ package websocket
 import (
 	"errors"
 	"log/slog"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Without epoll there is no event loop: every connection is read by a
@@ -20,7 +22,7 @@ var errWouldBlock = errors.New("websocket: would block")
 
 type poller struct{ done chan struct{} }
 
-func newPoller(*slog.Logger) (*poller, error) {
+func newPoller(*slog.Logger, clockwork.Clock) (*poller, error) {
 	return nil, errors.New("websocket: no event loop on this platform")
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // The event-loop reader, the part that does not depend on the platform. The
@@ -166,7 +168,7 @@ func (c *conn) feed(data []byte) {
 	consumed, need, d := c.process(buf)
 	if d != nil {
 		c.ep.pend, c.ep.draining = nil, true
-		c.sess.Close(*d)
+		c.end(d)
 		return
 	}
 	rest := buf[consumed:]
@@ -189,20 +191,27 @@ func (c *conn) feed(data []byte) {
 // workerStall, the workers are blocked (in slow commands) rather than busy,
 // and one more worker is started.
 type workerPool struct {
-	base int           // workers started without waiting: 2 per CPU, at least 4
-	quit chan struct{} // closed when the event loop is gone: idle workers leave
+	base  int                       // workers started without waiting: 2 per CPU, at least 4
+	quit  chan struct{}             // closed when the event loop is gone: idle workers leave
+	clock clockwork.Clock           // the stall and idle timers' time source (Options.Clock)
+	serve func(c *conn, buf []byte) // serves one batch of c: conn.serveReady, or a test's
 
 	mu       sync.Mutex
-	idle     []chan *conn // parked workers, the most recently parked last
-	n        int          // running workers
-	queue    []*conn      // connections waiting for a worker
-	moved    time.Time    // when the queue was last taken from, or filled from empty
-	watchdog *time.Timer  // checks the queue for a stall, armed while it is not empty
+	idle     []chan *conn    // parked workers, the most recently parked last
+	n        int             // running workers
+	queue    []*conn         // connections waiting for a worker
+	moved    time.Time       // when the queue was last taken from, or filled from empty
+	watchdog clockwork.Timer // checks the queue for a stall, armed while it is not empty
 	watching bool
 }
 
-func newWorkerPool() workerPool {
-	return workerPool{base: max(4, 2*runtime.GOMAXPROCS(0)), quit: make(chan struct{})}
+func newWorkerPool(clock clockwork.Clock) workerPool {
+	return workerPool{
+		base:  max(4, 2*runtime.GOMAXPROCS(0)),
+		quit:  make(chan struct{}),
+		clock: clock,
+		serve: (*conn).serveReady,
+	}
 }
 
 func (wp *workerPool) submit(c *conn) {
@@ -222,7 +231,7 @@ func (wp *workerPool) submit(c *conn) {
 		return
 	}
 	if len(wp.queue) == 0 {
-		wp.moved = time.Now()
+		wp.moved = wp.clock.Now()
 	}
 	wp.queue = append(wp.queue, c)
 	wp.watchLocked()
@@ -236,7 +245,7 @@ func (wp *workerPool) watchLocked() {
 	}
 	wp.watching = true
 	if wp.watchdog == nil {
-		wp.watchdog = time.AfterFunc(workerStall, wp.checkStall)
+		wp.watchdog = wp.clock.AfterFunc(workerStall, wp.checkStall)
 	} else {
 		wp.watchdog.Reset(workerStall)
 	}
@@ -251,10 +260,10 @@ func (wp *workerPool) checkStall() {
 		wp.mu.Unlock()
 		return
 	}
-	extra := wp.n < maxWorkers && time.Since(wp.moved) >= workerStall
+	extra := wp.n < maxWorkers && wp.clock.Since(wp.moved) >= workerStall
 	if extra {
 		wp.n++
-		wp.moved = time.Now() // give it time to take one before the next
+		wp.moved = wp.clock.Now() // give it time to take one before the next
 	}
 	wp.watchLocked()
 	wp.mu.Unlock()
@@ -267,12 +276,12 @@ func (wp *workerPool) checkStall() {
 // has been idle for workerIdle or the pool quits.
 func (wp *workerPool) work(c *conn) {
 	ch := make(chan *conn, 1)
-	t := time.NewTimer(workerIdle)
+	t := wp.clock.NewTimer(workerIdle)
 	defer t.Stop()
 	for {
 		if c != nil {
 			bp := bufPool.Get().(*[]byte)
-			c.serveReady((*bp)[:cap(*bp)])
+			wp.serve(c, (*bp)[:cap(*bp)])
 			bufPool.Put(bp)
 		}
 
@@ -284,7 +293,7 @@ func (wp *workerPool) work(c *conn) {
 			if len(wp.queue) == 0 {
 				wp.queue = nil
 			}
-			wp.moved = time.Now()
+			wp.moved = wp.clock.Now()
 			wp.mu.Unlock()
 			continue
 		}
@@ -294,7 +303,7 @@ func (wp *workerPool) work(c *conn) {
 		select {
 		case c = <-ch:
 			continue
-		case <-t.C:
+		case <-t.Chan():
 		case <-wp.quit:
 		}
 		wp.mu.Lock()

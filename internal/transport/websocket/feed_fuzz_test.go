@@ -1,16 +1,11 @@
 package websocket
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
-	"github.com/switchboardhq/switchboard/internal/metrics"
 )
 
 // FuzzFeed feeds bytes to the event loop's reassembly (conn.feed) in chunks
@@ -34,14 +29,7 @@ func FuzzFeed(f *testing.F) {
 	f.Add([]byte{0x81, 0xfe, 0x04, 0x01}, []byte{1})
 	f.Add([]byte{0x82, 0x80, 0, 0, 0, 0}, []byte{})
 
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
-	if err := h.Start(context.Background()); err != nil {
-		f.Fatal(err)
-	}
-	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
-	hd.opts.setDefaults()
-	hd.ka = newKeepalive(time.Hour, 2*time.Hour)
-	defer hd.Close()
+	h, hd := fuzzHandler(f)
 	newConn := func() *conn {
 		c := &conn{hd: hd}
 		c.sess = h.NewSession(sink{}, hub.SessionInfo{})

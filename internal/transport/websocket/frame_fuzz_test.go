@@ -22,9 +22,33 @@ func (sink) Name() string                      { return "fuzz" }
 func (sink) WriteMessages([]hub.Message) error { return nil }
 func (sink) Close(protocol.Disconnect) error   { return nil }
 
+// fuzzHandler returns a started hub and a handler with a 1024-byte message
+// limit that reads no socket, both stopped when f ends.
+func fuzzHandler(f *testing.F) (*hub.Hub, *Handler) {
+	f.Helper()
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
+	if err := h.Start(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
+	hd.opts.setDefaults()
+	hd.ka = newKeepalive(hd.opts.Clock, time.Hour, 2*time.Hour)
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			f.Errorf("hub shutdown: %v", err)
+		}
+		hd.Close()
+	})
+	return h, hd
+}
+
 // FuzzProcess feeds arbitrary bytes, whole and split in two, to the frame
 // parser: it must never panic, never consume more than it was given, and
-// either ask for more bytes or stop with a disconnect.
+// either ask for more bytes or stop with a disconnect whose code is one the
+// reader may send; a first frame with reserved bits set ends with 1002,
+// whatever its size.
 func FuzzProcess(f *testing.F) {
 	frame := func(fr ws.Frame) []byte {
 		b, err := ws.CompileFrame(ws.MaskFrameInPlace(fr))
@@ -41,15 +65,13 @@ func FuzzProcess(f *testing.F) {
 	f.Add(frame(ws.Frame{Header: ws.Header{OpCode: ws.OpText}, Payload: []byte(`{"comm`)}), 4)
 	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, 5) // huge length
 	f.Add([]byte{0x81, 0x7e, 0x00}, 1)
+	f.Add([]byte{0xc1, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4}, 14) // RSV1, 64 KiB: 1002, not 1009
+	f.Add(frame(ws.NewCloseFrame([]byte{0x03})), 3)                   // 1-byte close payload
+	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1005, ""))), 3) // a code not for the wire
+	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "\xff"))), 3)
+	f.Add(frame(ws.NewPongFrame(make([]byte, 126))), 3)
 
-	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry())}, memory.New(memory.Options{}), nil)
-	if err := h.Start(context.Background()); err != nil {
-		f.Fatal(err)
-	}
-	hd := &Handler{hub: h, opts: Options{MaxMessageSize: 1024}}
-	hd.opts.setDefaults()
-	hd.ka = newKeepalive(time.Hour, 2*time.Hour)
-	defer hd.Close()
+	h, hd := fuzzHandler(f)
 
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		c := &conn{hd: hd}
@@ -66,6 +88,15 @@ func FuzzProcess(f *testing.F) {
 				t.Fatalf("consumed %d of %d", consumed, len(buf))
 			}
 			if d != nil {
+				switch d.Code {
+				case 1000, 1002, 1003, 1007, 1009:
+				default:
+					t.Fatalf("disconnect %v", *d)
+				}
+				// With nothing consumed, the frame at buf[0] ended it.
+				if consumed == 0 && buf[0]&0x70 != 0 && d.Code != 1002 {
+					t.Fatalf("reserved bits in % x: %v, want 1002", buf[:min(len(buf), 14)], *d)
+				}
 				return
 			}
 			if need > 0 && need <= len(buf)-consumed {

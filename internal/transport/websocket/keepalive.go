@@ -1,96 +1,55 @@
 package websocket
 
 import (
-	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/wheel"
 )
 
 // keepalive pings every connection once per interval and closes those idle
-// for longer than the idle timeout. Connections are spread over buckets and
-// one goroutine visits one bucket per tick, so the work is even over time and
-// no connection needs a timer of its own.
+// for longer than the idle timeout, on a wheel.Wheel: no connection needs a
+// timer of its own.
+//
+// A connection is added once its session exists and removed by conn.Close.
+// The session may be closed at once (over a connection limit) and Close
+// then races with the add; the wheel's removed flag makes the removal win
+// whichever runs first, so a closed connection never stays on the wheel.
 type keepalive struct {
-	idle time.Duration
-	ping []byte
-
-	mu      sync.Mutex
-	buckets []map[*conn]struct{}
-	next    int // bucket for the next added connection
-
-	quit     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
+	idle  time.Duration
+	ping  []byte
+	wheel *wheel.Wheel[*conn]
 }
 
-func newKeepalive(interval, idle time.Duration) *keepalive {
-	n := int(interval / time.Second)
-	n = max(1, min(n, 60))
-	k := &keepalive{
-		idle:    idle,
-		ping:    ws.MustCompileFrame(ws.NewPingFrame(nil)),
-		buckets: make([]map[*conn]struct{}, n),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	for i := range k.buckets {
-		k.buckets[i] = make(map[*conn]struct{})
-	}
-	go k.run(interval / time.Duration(n))
+// newKeepalive starts the keepalive goroutine; stop ends it. clock is the
+// time source of ticks and of the idle accounting (conn.touch).
+func newKeepalive(clock clockwork.Clock, interval, idle time.Duration) *keepalive {
+	k := &keepalive{idle: idle, ping: ws.MustCompileFrame(ws.NewPingFrame(nil))}
+	k.wheel = wheel.New(clock, interval, k.visit)
 	return k
 }
 
-func (k *keepalive) add(c *conn) {
-	k.mu.Lock()
-	c.kaSlot = k.next
-	k.buckets[k.next][c] = struct{}{}
-	k.next = (k.next + 1) % len(k.buckets)
-	k.mu.Unlock()
-}
+// add puts c on the wheel, unless c was already removed.
+func (k *keepalive) add(c *conn) { k.wheel.Add(c, &c.kaSlot) }
 
-func (k *keepalive) remove(c *conn) {
-	k.mu.Lock()
-	delete(k.buckets[c.kaSlot], c)
-	k.mu.Unlock()
-}
+// remove takes c off the wheel for good; it may run before add.
+func (k *keepalive) remove(c *conn) { k.wheel.Remove(c, &c.kaSlot) }
 
-func (k *keepalive) stop() {
-	k.stopOnce.Do(func() { close(k.quit) })
-	<-k.done
-}
+// len returns the number of connections on the wheel.
+func (k *keepalive) len() int { return k.wheel.Len() }
 
-func (k *keepalive) run(tick time.Duration) {
-	defer close(k.done)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	var batch []*conn
-	for i := 0; ; i = (i + 1) % len(k.buckets) {
-		select {
-		case <-k.quit:
-			return
-		case <-t.C:
-		}
-		k.mu.Lock()
-		batch = batch[:0]
-		for c := range k.buckets[i] {
-			batch = append(batch, c)
-		}
-		k.mu.Unlock()
-		now := coarseNow()
-		idle := k.idle.Milliseconds()
-		for _, c := range batch {
-			if now-c.lastRead.Load() > idle {
-				c.sess.Close(protocol.DisconnectIdleTimeout)
-				continue
-			}
-			c.sess.EnqueueControl(k.ping)
-		}
-		clear(batch)
+// stop ends the keepalive goroutine and waits for it. It is idempotent.
+func (k *keepalive) stop() { k.wheel.Stop() }
+
+// visit closes c when nothing arrived from it for longer than the idle
+// timeout, and pings it otherwise.
+func (k *keepalive) visit(now time.Time, c *conn) {
+	if now.UnixMilli()-c.lastRead.Load() > k.idle.Milliseconds() {
+		c.sess.Close(protocol.DisconnectIdleTimeout)
+		return
 	}
+	c.sess.EnqueueControl(k.ping)
 }
-
-// coarseNow returns the time in milliseconds, enough for idle accounting.
-func coarseNow() int64 { return time.Now().UnixMilli() }

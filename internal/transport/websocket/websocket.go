@@ -12,11 +12,9 @@
 package websocket
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,13 +22,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/wheel"
 )
 
 // Options configure the WebSocket endpoint. Zero fields take the defaults
@@ -65,6 +64,11 @@ type Options struct {
 	// connection. Default DefaultReader: "epoll" on Linux, "goroutine"
 	// elsewhere. See CheckReader.
 	Reader string
+	// Clock is the time source of pings, idle timeouts and the event loop's
+	// worker pool. Default: the real clock; tests pass a fake one. Socket
+	// deadlines (WriteTimeout, the close grace period) always use real
+	// time, since the kernel enforces them.
+	Clock clockwork.Clock
 }
 
 // The values of Options.Reader.
@@ -110,6 +114,9 @@ func (o *Options) setDefaults() {
 	if o.Reader == "" {
 		o.Reader = DefaultReader
 	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
 	if o.Guard == nil {
 		o.Guard = origin.New(origin.Config{Logger: o.Logger})
 	}
@@ -141,7 +148,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		hd.opts.Reader = ReaderGoroutine
 	}
 	if hd.opts.Reader == ReaderEpoll {
-		p, err := newPoller(hd.log)
+		p, err := newPoller(hd.log, hd.opts.Clock)
 		if err != nil {
 			hd.log.Warn("event loop unavailable, using the goroutine reader", "err", err)
 			hd.opts.Reader = ReaderGoroutine
@@ -149,7 +156,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 			hd.ep = p
 		}
 	}
-	hd.ka = newKeepalive(opts.PingInterval, opts.IdleTimeout)
+	hd.ka = newKeepalive(hd.opts.Clock, opts.PingInterval, opts.IdleTimeout)
 	return hd
 }
 
@@ -235,19 +242,21 @@ type conn struct {
 	nc   net.Conn
 	sess *hub.Session
 
-	lastRead atomic.Int64 // unix milliseconds of the last frame received
-	kaSlot   int          // owned by keepalive
+	lastRead atomic.Int64 // unix milliseconds (Options.Clock) of the last frame received
+	kaSlot   wheel.Slot   // guarded by the keepalive wheel's lock
 
 	// Owned by the session's writer:
 	broken bool // a write failed, possibly mid-frame: no close frame can follow
 
 	// Owned by the reader:
-	frag     []byte // a fragmented message being assembled
-	fragging bool
+	frag      []byte // a fragmented message being assembled
+	fragValid int    // frag[:fragValid] is checked to be complete UTF-8
+	fragging  bool
 
-	mu         sync.Mutex // guards readerDone, closeSent and parts of ep
+	mu         sync.Mutex // guards readerDone, closeSent, peerCode and parts of ep
 	readerDone bool
 	closeSent  bool
+	peerCode   uint16 // the code of the client's valid close frame, echoed by Close
 
 	ep epConn // the event loop's state; unused by the goroutine reader
 }
@@ -309,10 +318,19 @@ var errBroken = errors.New("websocket: connection broken by a failed write")
 // frame before it drops the TCP connection.
 const closeGrace = 2 * time.Second
 
-// Close implements hub.Transport: it sends a close frame with d, half-closes
-// the TCP connection, and lets the reader drain the client's answer.
+// Close implements hub.Transport: it sends a close frame with d (or with the
+// client's own code when the client closed first), half-closes the TCP
+// connection, and lets the reader drain the client's answer.
 func (c *conn) Close(d protocol.Disconnect) error {
 	c.hd.ka.remove(c)
+	c.mu.Lock()
+	if c.peerCode != 0 && d == protocol.DisconnectNormal {
+		// The session ends because the client closed (Session.PeerGone):
+		// echo its code, as RFC 6455 section 5.5.1 suggests. A close the
+		// server had started already keeps its own code.
+		d = protocol.Disconnect{Code: c.peerCode}
+	}
+	c.mu.Unlock()
 	var werr error
 	if c.broken {
 		werr = errBroken
@@ -345,7 +363,7 @@ func (c *conn) Close(d protocol.Disconnect) error {
 }
 
 // touch records that something arrived from the client.
-func (c *conn) touch() { c.lastRead.Store(coarseNow()) }
+func (c *conn) touch() { c.lastRead.Store(c.hd.opts.Clock.Now().UnixMilli()) }
 
 // readLoop reads frames until the connection fails or closes.
 func (c *conn) readLoop(pre []byte) {
@@ -357,7 +375,7 @@ func (c *conn) readLoop(pre []byte) {
 		var d *protocol.Disconnect
 		consumed, need, d = c.process(buf)
 		if d != nil {
-			c.sess.Close(*d)
+			c.end(d)
 			c.drain(buf[:cap(buf)])
 			break
 		}
@@ -412,92 +430,4 @@ func (c *conn) readerExit() {
 		return
 	}
 	c.sess.PeerGone()
-}
-
-// process handles the complete frames at the start of buf. It returns how
-// many bytes it consumed, the buffer size the next frame needs when it is
-// incomplete (0 if unknown), and a disconnect when the connection must close.
-func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) {
-	max := c.hd.opts.MaxMessageSize
-	for {
-		rest := buf[consumed:]
-		if len(rest) < 2 {
-			return consumed, 0, nil
-		}
-		hdr, err := ws.ReadHeader(bytes.NewReader(rest))
-		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return consumed, 0, nil
-			}
-			return consumed, 0, &protocol.DisconnectProtocolError
-		}
-		if hdr.Length > int64(max) || c.fragging && int64(len(c.frag))+hdr.Length > int64(max) {
-			return consumed, 0, &protocol.DisconnectMessageTooBig
-		}
-		hs := ws.HeaderSize(hdr)
-		total := hs + int(hdr.Length)
-		if len(rest) < total {
-			return consumed, total, nil
-		}
-		payload := rest[hs:total]
-		consumed += total
-		if d := c.frame(hdr, payload); d != nil {
-			return consumed, 0, d
-		}
-	}
-}
-
-// frame handles one complete frame.
-func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
-	if !hdr.Masked || hdr.Rsv != 0 {
-		return &protocol.DisconnectProtocolError
-	}
-	ws.Cipher(payload, hdr.Mask, 0)
-	c.touch()
-	switch hdr.OpCode {
-	case ws.OpPing:
-		if len(payload) > 125 || !hdr.Fin {
-			return &protocol.DisconnectProtocolError
-		}
-		c.sess.EnqueueControl(ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), payload...))))
-	case ws.OpPong:
-	case ws.OpClose:
-		// The client is leaving: answer with a normal close, then drain.
-		c.sess.PeerGone()
-		return nil
-	case ws.OpText:
-		if c.fragging {
-			return &protocol.DisconnectProtocolError
-		}
-		if !hdr.Fin {
-			c.fragging = true
-			c.frag = append(c.frag[:0], payload...)
-			return nil
-		}
-		return c.message(payload)
-	case ws.OpContinuation:
-		if !c.fragging {
-			return &protocol.DisconnectProtocolError
-		}
-		c.frag = append(c.frag, payload...)
-		if hdr.Fin {
-			msg := c.frag
-			c.frag, c.fragging = nil, false
-			return c.message(msg)
-		}
-	case ws.OpBinary:
-		return &protocol.DisconnectUnsupportedData
-	default:
-		return &protocol.DisconnectProtocolError
-	}
-	return nil
-}
-
-// message hands one complete text message to the session.
-func (c *conn) message(msg []byte) *protocol.Disconnect {
-	if !utf8.Valid(msg) {
-		return &protocol.DisconnectInvalidPayload
-	}
-	c.sess.HandleMessage(msg)
-	return nil
 }
