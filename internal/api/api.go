@@ -39,7 +39,7 @@ type Options struct {
 type Hub interface {
 	Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error)
 	History(ctx context.Context, channel string, since *broker.Position, limit int, reverse bool) (broker.HistoryResult, error)
-	HistoryMaxLimit() int
+	HistoryLimit(limit *int) int
 	Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error)
 	PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error)
 	Channels(ctx context.Context) []hub.ChannelInfo
@@ -275,15 +275,7 @@ func (a *API) history(ctx context.Context, body []byte) (any, *protocol.Error) {
 	if perr := decodeParams(body, &req); perr != nil {
 		return nil, perr
 	}
-	limit := a.hub.HistoryMaxLimit()
-	if req.Limit != nil {
-		limit = *req.Limit
-	}
-	var since *broker.Position
-	if req.Since != nil {
-		since = &broker.Position{Offset: req.Since.Offset, Epoch: req.Since.Epoch}
-	}
-	res, err := a.hub.History(ctx, req.Channel, since, limit, req.Reverse)
+	res, err := a.hub.History(ctx, req.Channel, hub.SincePosition(req.Since), a.hub.HistoryLimit(req.Limit), req.Reverse)
 	if err != nil {
 		return nil, a.failed(err)
 	}

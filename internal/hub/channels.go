@@ -37,6 +37,24 @@ func (h *Hub) Position(ctx context.Context, channel string) (broker.Position, er
 	return r.Position, nil
 }
 
+// SincePosition converts a position from the wire (nil when absent) to
+// the broker's.
+func SincePosition(p *protocol.StreamPosition) *broker.Position {
+	if p == nil {
+		return nil
+	}
+	return &broker.Position{Offset: p.Offset, Epoch: p.Epoch}
+}
+
+// HistoryLimit is the limit a history request asked for, or
+// HistoryMaxLimit when it asked for none.
+func (h *Hub) HistoryLimit(limit *int) int {
+	if limit == nil {
+		return h.cfg.HistoryMaxLimit
+	}
+	return *limit
+}
+
 // History reads a channel's history: publications after since (all kept
 // ones when nil), at most limit of them, newest first when reverse. It fails
 // with protocol errors for an invalid channel, a limit out of range or a

@@ -70,23 +70,14 @@ func (h *Hub) startCluster() {
 	if h.cl.ctl == nil {
 		return
 	}
-	h.loops.Add(1)
-	go h.announceLoop()
+	h.announce()
+	h.every(h.cfg.NodeInfoInterval, h.announce)
 }
 
-func (h *Hub) announceLoop() {
-	defer h.loops.Done()
-	t := h.clock.NewTicker(h.cfg.NodeInfoInterval)
-	defer t.Stop()
-	for {
-		info := h.nodeInfo()
-		h.sendControl(control{Type: "node", Node: &info})
-		select {
-		case <-h.stop:
-			return
-		case <-t.Chan():
-		}
-	}
+// announce tells the other nodes this node's description.
+func (h *Hub) announce() {
+	info := h.nodeInfo()
+	h.sendControl(control{Type: "node", Node: &info})
 }
 
 func (h *Hub) sendControl(c control) {

@@ -123,15 +123,7 @@ func (s *Session) history(ctx context.Context, cmd *protocol.Command) ([]byte, *
 	if perr := s.canRead(cmd.Channel); perr != nil {
 		return nil, perr
 	}
-	limit := s.hub.cfg.HistoryMaxLimit
-	if cmd.Limit != nil {
-		limit = *cmd.Limit
-	}
-	var since *broker.Position
-	if cmd.Since != nil {
-		since = &broker.Position{Offset: cmd.Since.Offset, Epoch: cmd.Since.Epoch}
-	}
-	r, err := s.hub.History(ctx, cmd.Channel, since, limit, cmd.Reverse)
+	r, err := s.hub.History(ctx, cmd.Channel, SincePosition(cmd.Since), s.hub.HistoryLimit(cmd.Limit), cmd.Reverse)
 	if err != nil {
 		return nil, s.clientError(err)
 	}

@@ -102,12 +102,10 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("hub: start broker: %w", err)
 	}
-	h.loops.Add(2)
-	go h.sweepLoop()
-	go h.presenceLoop()
+	h.every(h.cfg.SweepInterval, h.sweep())
+	h.every(h.cfg.PresenceTTL/3, h.presenceRefresh())
 	if h.cfg.WriteDelay > 0 && h.cfg.WriteDelayMinRate > 0 {
-		h.loops.Add(1)
-		go h.coalesceLoop()
+		h.every(coalesceInterval, h.writeDelaySwitch())
 	}
 	h.startCluster()
 	return nil
@@ -124,19 +122,30 @@ func (h *Hub) appendSessions(dst []*Session) []*Session {
 	return dst
 }
 
-// sweepLoop closes sessions whose token expired and, when authentication is
-// required, those that did not authenticate within the connect timeout.
-func (h *Hub) sweepLoop() {
-	defer h.loops.Done()
-	t := h.clock.NewTicker(h.cfg.SweepInterval)
-	defer t.Stop()
-	var batch []*Session
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-t.Chan():
+// every runs f once per interval on its own goroutine until the hub stops.
+func (h *Hub) every(interval time.Duration, f func()) {
+	h.loops.Add(1)
+	go func() {
+		defer h.loops.Done()
+		t := h.clock.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.Chan():
+			}
+			f()
 		}
+	}()
+}
+
+// sweep returns the sweep: it closes sessions whose token expired and,
+// when authentication is required, those that did not authenticate within
+// the connect timeout.
+func (h *Hub) sweep() func() {
+	var batch []*Session
+	return func() {
 		now := h.clock.Now()
 		batch = h.appendSessions(batch[:0])
 		for _, s := range batch {

@@ -48,20 +48,13 @@ func (h *Hub) publishEvent(ctx context.Context, channel, kind string, info broke
 	}
 }
 
-// presenceLoop refreshes the presence entries of every live subscription
-// three times per PresenceTTL, so that a shared store keeps the clients of
-// live nodes and drops those of dead ones once their entries expire.
-func (h *Hub) presenceLoop() {
-	defer h.loops.Done()
-	t := h.clock.NewTicker(h.cfg.PresenceTTL / 3)
-	defer t.Stop()
+// presenceRefresh returns the refresh round, run three times per
+// PresenceTTL: it renews the presence entry of every live subscription, so
+// that a shared store keeps the clients of live nodes and drops those of
+// dead ones once their entries expire.
+func (h *Hub) presenceRefresh() func() {
 	var batch []*Session
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-t.Chan():
-		}
+	return func() {
 		batch = h.appendSessions(batch[:0])
 		h.refreshPresence(batch)
 		clear(batch)

@@ -21,10 +21,7 @@ func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte,
 	if perr := s.canSubscribe(cmd.Channel, cmd.Token); perr != nil {
 		return nil, perr
 	}
-	var since *broker.Position
-	if cmd.Since != nil {
-		since = &broker.Position{Offset: cmd.Since.Offset, Epoch: cmd.Since.Epoch}
-	}
+	since := SincePosition(cmd.Since)
 	perr := s.subscribeChannel(ctx, cmd.Channel, since, func(res *SubscribeResult) {
 		if !cmd.HasID {
 			return

@@ -67,19 +67,12 @@ func holdFor(d time.Duration, lastWrite, lastGap, now int64) time.Duration {
 // WriteDelayMinRate.
 const coalesceInterval = 100 * time.Millisecond
 
-// coalesceLoop switches WriteDelay on while the node sends at least
-// WriteDelayMinRate messages per second and off below half of that.
-func (h *Hub) coalesceLoop() {
-	defer h.loops.Done()
-	t := h.clock.NewTicker(coalesceInterval)
-	defer t.Stop()
+// writeDelaySwitch returns the check, run every coalesceInterval, that
+// switches WriteDelay on while the node sends at least WriteDelayMinRate
+// messages per second and off below half of that.
+func (h *Hub) writeDelaySwitch() func() {
 	sent := metrics.Value(h.metrics.MessagesSent)
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-t.Chan():
-		}
+	return func() {
 		prev := sent
 		sent = metrics.Value(h.metrics.MessagesSent)
 		rate := (sent - prev) / coalesceInterval.Seconds()

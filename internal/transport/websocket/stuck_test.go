@@ -3,20 +3,14 @@ package websocket
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
-	"github.com/switchboardhq/switchboard/internal/metrics"
 )
 
 // deafBroker's Publish never returns on its own: only its context ends it,
@@ -35,32 +29,12 @@ func (deafBroker) Publish(ctx context.Context, _ string, _ []byte, _ broker.Publ
 // client's ping must still get its pong, because every command ends with
 // the hub's command timeout and gives its worker back.
 func TestStuckBrokerCannotStopPings(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := hub.New(hub.Config{
-		Metrics:        metrics.New(prometheus.NewRegistry()),
-		Logger:         log,
-		ClientPublish:  true,
-		CommandTimeout: 200 * time.Millisecond,
-		CommandRate:    1e6,
-	}, deafBroker{memory.New(memory.Options{})}, nil)
-	if err := h.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	hd := NewHandler(h, Options{Reader: "epoll", MaxMessageSize: 1024, Logger: log, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: hd, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = h.Shutdown(ctx)
-		hd.Close()
-	})
-	url := "ws://" + ln.Addr().String() + "/ws"
+	e := startEnvFull(t, ReaderEpoll, deafBroker{memory.New(memory.Options{})}, func(hc *hub.Config) {
+		hc.ClientPublish = true
+		hc.CommandTimeout = 200 * time.Millisecond
+		hc.CommandRate = 1e6
+	}, nil)
+	url := e.url()
 
 	victim := dialURL(t, url)
 	stuck := make([]*client, maxWorkers+64)
