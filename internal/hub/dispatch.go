@@ -44,18 +44,13 @@ func (s *Session) dispatch(cmd *protocol.Command) ([]byte, *protocol.Error) {
 		return nil, protocol.ErrUnauthorized.WithMessage(`send {"command":"connect","token":...} first`)
 	}
 	if c.local {
-		return c.run(s, s.ctx, cmd)
+		return c.run(s, context.Background(), cmd)
 	}
-	ctx, cancel := s.hub.commandContext(s.ctx)
-	defer cancel()
+	// The timeout is in real time, not the hub's clock: a fake clock's
+	// context in clockwork costs a goroutine and its Err blocks until done.
+	ctx, end := s.begin(context.Background())
+	defer end()
 	return c.run(s, ctx, cmd)
-}
-
-// commandContext bounds one command that may wait on the broker. The
-// timeout is in real time, not the hub's clock: a fake clock's context in
-// clockwork costs a goroutine and its Err blocks until it is done.
-func (h *Hub) commandContext(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, h.cfg.CommandTimeout)
 }
 
 func (s *Session) ping(context.Context, *protocol.Command) ([]byte, *protocol.Error) {

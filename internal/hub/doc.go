@@ -15,8 +15,9 @@
 // handlers (commands.go), the channel registry and fan-out (registry.go).
 //
 // Lock order: stripe (per channel, serialises broker subscribe/unsubscribe)
-// -> shard.mu (channel registry) -> subscription.mu -> outbox.mu;
-// Session.subsMu -> outbox.mu. No hub lock is held across a broker call.
+// -> shard.mu (channel registry) -> subscription.mu -> outbox.mu ->
+// Session.mu (a close cancels the commands in flight). No hub lock is held
+// across a broker call.
 // The broker may call HandlePublication while holding its own per-channel
 // lock; HandlePublication takes shard.mu (read), then subscription and
 // outbox locks, and never calls back into the broker.

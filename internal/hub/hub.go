@@ -153,7 +153,7 @@ func (h *Hub) sweep() func() {
 			switch {
 			case exp != 0 && now.UnixNano() > exp:
 				s.Close(protocol.DisconnectTokenExpired)
-			case h.cfg.RequireAuth && !s.authed.Load() && now.Sub(s.created) > h.cfg.ConnectTimeout:
+			case h.cfg.RequireAuth && !s.authed.Load() && time.Duration(h.nanotime()-s.created) > h.cfg.ConnectTimeout:
 				s.Close(protocol.DisconnectUnauthorized)
 			}
 		}

@@ -29,9 +29,9 @@ type outbox struct {
 	queueBytes int        // bytes of the bounded messages in queue
 	queueLen   int        // number of bounded messages in queue
 	forced     int        // bytes queued past the bounds since the writer last took the queue
-	urgent     bool       // the queue holds a reply, which write_delay does not hold back
-	holding    bool       // the writer is waiting out write_delay
 	wake       chan struct{}
+	urgent     bool // the queue holds a reply, which write_delay does not hold back
+	holding    bool // the writer is waiting out write_delay
 	writing    bool // a writer goroutine is running
 	closing    bool // no more messages are queued; the writer closes
 	finished   bool // the writer closed the transport
@@ -189,7 +189,7 @@ func (o *outbox) closeLocked(d protocol.Disconnect) {
 	o.closing = true
 	o.disconnect = d
 	o.sess.hub.metrics.Disconnect(d.Code)
-	o.sess.cancel() // commands in flight for this client stop
+	o.sess.cancelCommands() // commands in flight for this client stop
 	o.wakeLocked()
 	o.startWriterLocked()
 }
@@ -204,7 +204,7 @@ func (o *outbox) peerGone() {
 	o.closing = true
 	o.disconnect = protocol.DisconnectNormal
 	o.dropQueueLocked(metrics.DropClosed)
-	o.sess.cancel()
+	o.sess.cancelCommands()
 	o.wakeLocked()
 	o.startWriterLocked()
 }
@@ -270,7 +270,7 @@ func (o *outbox) writeLoop() {
 			if !o.closing {
 				o.closing = true
 				o.disconnect = protocol.DisconnectWriteTimeout
-				o.sess.cancel()
+				o.sess.cancelCommands()
 				if !errors.Is(err, ErrTransportClosed) {
 					m.Disconnect(o.disconnect.Code)
 				}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -70,37 +70,36 @@ type SessionInfo struct {
 // client; each subscription (subscription.go) owns its channel state; the
 // command path (dispatch.go, commands.go, subscribe.go) runs on the
 // transport's reading goroutine; Session itself holds the identity, the
-// subscription list and the connection's lifetime context.
+// subscription list and the commands in flight, which end when the
+// connection closes.
 type Session struct {
 	hub       *Hub
 	id        string
 	transport Transport
 	info      SessionInfo
 	ip        string
-	created   time.Time
-
-	// ctx lives as long as the connection: it is cancelled when the
-	// session begins closing, which stops the commands in flight for it.
-	ctx    context.Context
-	cancel context.CancelFunc
+	created   int64 // nanotime when the session was opened
 
 	authed  atomic.Bool  // a valid connection token was presented
 	expires atomic.Int64 // unix nanoseconds when the token expires; 0 never
 
 	// Owned by HandleMessage's caller (the transport calls it for one
-	// session from one goroutine at a time, in order):
+	// session from one goroutine at a time, in order). The fields are laid
+	// out to keep the struct in a smaller allocation class.
+	overLimitIn int32   // commands refused in a row by the rate limit
 	connected   bool    // the connect command succeeded
 	bucket      float64 // rate limit tokens
-	bucketAt    time.Time
-	overLimitIn int // commands refused in a row by the rate limit
+	bucketAt    int64   // nanotime of the last refill
 
 	userMu sync.Mutex // guards user and creds
 	user   string
 	creds  *Credentials
 
-	subsMu sync.Mutex // guards subs and ended
+	mu     sync.Mutex // guards subs, ended, closed and cmds
+	ended  bool       // the session is gone: no subscription may be added
+	closed bool       // the session began closing: commands are cancelled
 	subs   []*subscription
-	ended  bool // the session is gone: no subscription may be added
+	cmds   []*inflight // commands in flight, cancelled when the session closes
 
 	out outbox
 }
@@ -108,9 +107,8 @@ type Session struct {
 // NewSession registers a new connection on the hub.
 // A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
-	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: h.clock.Now(), user: info.User}
+	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: h.nanotime(), user: info.User}
 	s.out.sess = s
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ip = info.RemoteAddr
 	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {
 		s.ip = host
@@ -170,8 +168,8 @@ func (s *Session) allow() bool {
 	if rate <= 0 {
 		return true
 	}
-	now := s.hub.clock.Now()
-	s.bucket = min(float64(s.hub.cfg.CommandBurst), s.bucket+now.Sub(s.bucketAt).Seconds()*rate)
+	now := s.hub.nanotime()
+	s.bucket = min(float64(s.hub.cfg.CommandBurst), s.bucket+float64(now-s.bucketAt)/1e9*rate)
 	s.bucketAt = now
 	if s.bucket < 1 {
 		return false
@@ -256,16 +254,70 @@ func (s *Session) PeerGone() { s.out.peerGone() }
 // finish runs once, on the writer, after the transport is closed: the
 // session leaves the registry and every channel.
 func (s *Session) finish() {
-	s.cancel()
+	s.cancelCommands()
 	s.hub.unregister(s)
+}
+
+// inflight is a command in progress and how to stop it.
+type inflight struct {
+	cancel context.CancelFunc
+}
+
+// begin starts a command that may wait on the broker: its context ends
+// when parent does, after the hub's CommandTimeout, or when the session
+// closes, whichever comes first; end releases it. A session keeps a slot
+// per command in flight rather than a context of its own: a context that
+// commands derive from keeps a map of children and a channel alive for the
+// whole connection, close to a kilobyte per idle client.
+func (s *Session) begin(parent context.Context) (ctx context.Context, end func()) {
+	ctx, cancel := context.WithTimeout(parent, s.hub.cfg.CommandTimeout)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		return ctx, cancel
+	}
+	c := &inflight{cancel}
+	s.cmds = append(s.cmds, c)
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		for i := range s.cmds {
+			if s.cmds[i] == c {
+				s.cmds = slices.Delete(s.cmds, i, i+1) // zeroes the freed slot
+				break
+			}
+		}
+		s.mu.Unlock()
+		cancel()
+	}
+}
+
+// cancelCommands ends every command in flight, and any begun later. It is
+// called when the session begins closing.
+func (s *Session) cancelCommands() {
+	s.mu.Lock()
+	cmds := s.cmds
+	s.cmds, s.closed = nil, true
+	s.mu.Unlock()
+	for _, c := range cmds {
+		c.cancel()
+	}
+}
+
+// isClosed reports whether the session began closing.
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // addSub adds sub to the session's list, unless the session is closing, is
 // already subscribed to the channel, or is at its channel limit.
 func (s *Session) addSub(sub *subscription) *protocol.Error {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	if s.ended || s.out.isClosing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.closed {
 		return protocol.ErrUnavailable.WithMessage("connection is closing")
 	}
 	for _, have := range s.subs {
@@ -282,8 +334,8 @@ func (s *Session) addSub(sub *subscription) *protocol.Error {
 
 // findSub returns the session's subscription to channel, or nil.
 func (s *Session) findSub(channel string) *subscription {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, have := range s.subs {
 		if have.channel == channel {
 			return have
@@ -294,8 +346,8 @@ func (s *Session) findSub(channel string) *subscription {
 
 // removeSub removes sub from the session's list.
 func (s *Session) removeSub(sub *subscription) {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i, have := range s.subs {
 		if have == sub {
 			s.subs = append(s.subs[:i], s.subs[i+1:]...)
@@ -309,16 +361,16 @@ func (s *Session) removeSub(sub *subscription) {
 
 // appendSubs appends the session's subscriptions to dst.
 func (s *Session) appendSubs(dst []*subscription) []*subscription {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return append(dst, s.subs...)
 }
 
 // takeSubs ends the list: it returns what it held, and no subscription can
 // be added after it.
 func (s *Session) takeSubs() []*subscription {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	subs := s.subs
 	s.subs, s.ended = nil, true
 	return subs

@@ -77,10 +77,8 @@ type SubscribeResult struct {
 // The subscribe stops when ctx ends, when the session closes, or after the
 // hub's CommandTimeout.
 func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.Position, first func(SubscribeResult) []Message) (SubscribeResult, *protocol.Error) {
-	ctx, cancel := s.hub.commandContext(ctx)
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
+	ctx, end := s.begin(ctx)
+	defer end()
 	var out SubscribeResult
 	perr := s.subscribeChannel(ctx, channel, since, func(res *SubscribeResult) {
 		out = *res
@@ -122,7 +120,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 	}
 	res, err := s.hub.recover(ctx, channel, since)
 	if err != nil {
-		if s.ctx.Err() == nil {
+		if !s.isClosed() {
 			s.hub.log.Warn("read history failed", "channel", channel, "err", err)
 		}
 		return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))

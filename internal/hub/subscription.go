@@ -43,19 +43,21 @@ type subscription struct {
 	sess    *Session
 	channel string
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards the fields below, which are packed to keep the struct small
 	state subState
-	// While pending:
-	buf      []Message // live publications, in arrival order
+	// skipped: while pending, the buffer overflowed and was dropped; epoch
+	// and last say where it ended.
+	skipped     bool
+	pres        presState // where the subscription is in presence
+	leaveWanted bool      // an end came while pres was presBusy
+	// While pending: live publications, in arrival order.
+	buf      []Message
 	bufBytes int
-	skipped  bool            // the buffer overflowed and was dropped
-	skipTo   broker.Position // the last publication dropped with it
-	// While live:
-	epoch string // the channel's epoch the subscriber is in
-	last  uint64 // offset of the last publication queued
-	// Presence:
-	pres        presState
-	leaveWanted bool // an end came while pres was presBusy
+	// While live: the channel's epoch the subscriber is in, and the offset
+	// of the last publication queued. While pending and skipped: the
+	// position of the last publication dropped.
+	epoch string
+	last  uint64
 }
 
 // deliver queues a publication or event for the subscriber, or buffers it
@@ -86,7 +88,7 @@ func (sub *subscription) bufferLocked(m Message, epoch string) {
 	if sub.skipped || len(sub.buf) >= h.cfg.QueueMaxMessages || sub.bufBytes+len(m.Data) > h.cfg.QueueMaxBytes {
 		h.metrics.Drop(metrics.DropPendingOverflow, len(sub.buf)+1)
 		sub.skipped = true
-		sub.skipTo = broker.Position{Offset: m.Offset, Epoch: epoch}
+		sub.epoch, sub.last = epoch, m.Offset
 		sub.buf, sub.bufBytes = nil, 0
 		return
 	}
@@ -141,8 +143,8 @@ func (sub *subscription) goLive(res *SubscribeResult, emit func(*SubscribeResult
 	if sub.state != subPending {
 		return false
 	}
-	if sub.skipped && sub.skipTo.Offset > res.Position.Offset {
-		*res = SubscribeResult{Position: sub.skipTo}
+	if sub.skipped && sub.last > res.Position.Offset {
+		*res = SubscribeResult{Position: broker.Position{Offset: sub.last, Epoch: sub.epoch}}
 	}
 	emit(res)
 	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
