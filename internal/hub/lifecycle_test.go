@@ -95,14 +95,22 @@ func (b *gatedBroker) Publish(ctx context.Context, channel string, data []byte, 
 // gate.
 type gatedPresence struct {
 	broker.PresenceStore
-	add *gate
+	add   *gate
+	added chan struct{} // receives after each AddPresence the gate held
 }
 
 func (p *gatedPresence) AddPresence(ctx context.Context, channel string, info broker.ClientInfo, ttl time.Duration) error {
+	p.add.mu.Lock()
+	armed := p.add.armed
+	p.add.mu.Unlock()
 	if err := p.add.hold(ctx); err != nil {
 		return err
 	}
-	return p.PresenceStore.AddPresence(ctx, channel, info, ttl)
+	err := p.PresenceStore.AddPresence(ctx, channel, info, ttl)
+	if armed {
+		p.added <- struct{}{}
+	}
+	return err
 }
 
 type gatedHub struct {
@@ -116,7 +124,7 @@ func newGatedHub(t *testing.T, cfg hub.Config) gatedHub {
 	t.Helper()
 	g := gatedHub{
 		b: &gatedBroker{Broker: memory.New(memory.Options{}), history: newGate(), publish: newGate()},
-		p: &gatedPresence{PresenceStore: memory.NewPresence(), add: newGate()},
+		p: &gatedPresence{PresenceStore: memory.NewPresence(), add: newGate(), added: make(chan struct{}, 16)},
 		m: metrics.New(prometheus.NewRegistry()),
 	}
 	cfg.Metrics = g.m
@@ -239,6 +247,7 @@ func TestPresenceRefreshCannotUndoALeave(t *testing.T) {
 	send(s, `{"id":2,"command":"unsubscribe","channel":"room"}`)
 	r.waitFor(t, "unsubscribed", func() bool { return len(r.msgs) == 2 })
 	h.p.add.open <- struct{}{} // let the refresh through; then the leave must follow
+	<-h.p.added
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, _ := h.PresenceStats(context.Background(), "room")
