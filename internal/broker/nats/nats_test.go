@@ -725,3 +725,65 @@ func TestSubscribeWhileDown(t *testing.T) {
 		rec.waitOffset(t, ch, pos.Offset, pos.Epoch)
 	}
 }
+
+// TestIdempotentPublishTwoNodes: publishers on two nodes repeating the
+// same keys at once store each key's publication once, and every repeat
+// answers its offset.
+func TestIdempotentPublishTwoNodes(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{})
+	a, recA := startedBroker(t, srv.URL(), nil)
+	b, _ := startedBroker(t, srv.URL(), nil)
+	ctx := ctxT(t)
+	const ch, keys, repeats = "idem", 20, 4
+	if err := a.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	byKey := map[string]map[broker.Position]bool{}
+	stored := 0
+	var wg sync.WaitGroup
+	for k := range keys {
+		key := fmt.Sprint("key-", k)
+		byKey[key] = map[broker.Position]bool{}
+		for r := range repeats {
+			for _, n := range []*nats.Broker{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					opts := hist
+					opts.IdempotencyKey, opts.IdempotencyWindow = key, time.Minute
+					pos, err := n.Publish(ctx, ch, []byte(fmt.Sprint(r)), opts)
+					if err != nil && !errors.Is(err, broker.ErrDuplicate) {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					byKey[key][pos] = true
+					if err == nil {
+						stored++
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	if stored != keys {
+		t.Fatalf("%d publications stored for %d keys", stored, keys)
+	}
+	var offs []uint64
+	var epoch string
+	for key, seen := range byKey {
+		if len(seen) != 1 {
+			t.Fatalf("key %s answered positions %v", key, seen)
+		}
+		for p := range seen {
+			offs, epoch = append(offs, p.Offset), p.Epoch
+		}
+	}
+	slices.Sort(offs)
+	if !slices.Equal(offs, span(1, keys)) {
+		t.Fatalf("offsets of the keys %v", offs)
+	}
+	checkDense(t, recA.waitOffset(t, ch, keys, epoch), keys, epoch)
+}

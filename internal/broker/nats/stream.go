@@ -160,7 +160,7 @@ func (b *Broker) top(ctx context.Context, subject string) (*streamRef, stored, e
 			marker := broker.Publication{Time: b.opts.Now()}
 			t := tip{stream: r.name, epoch: newEpoch(), floor: 1}
 			var ack *jetstream.PubAck
-			if ack, err = b.store(ctx, r, subject, marker, t, t.floor, 0); err == nil {
+			if ack, err = b.store(ctx, r, subject, marker, t, t.floor, 0, ""); err == nil {
 				return r, stored{seq: ack.Sequence, pub: marker, epoch: t.epoch, floor: t.floor}, nil
 			}
 			if isConflict(err) { // written meanwhile: read it
