@@ -196,6 +196,7 @@ func (s *scanner) skipValue() bool {
 				s.i++
 			}
 			if s.i >= len(s.b) {
+				s.i = len(s.b) // a trailing backslash stepped past the end
 				return false
 			}
 			s.i++
