@@ -132,6 +132,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		HistorySize:              cfg.HistorySize,
 		HistoryTTL:               cfg.HistoryTTL,
 		HistoryMaxLimit:          cfg.HistoryMaxLimit,
+		IdempotencyWindow:        cfg.IdempotencyWindow,
 		Presence:                 cfg.Presence,
 		JoinLeave:                cfg.JoinLeave,
 		PresenceTTL:              cfg.PresenceTTL,
