@@ -434,6 +434,17 @@ func (c Config) LargestHistory() (size int, ttl time.Duration) {
 	return size, ttl
 }
 
+// LargestIdempotencyWindow returns the longest idempotency window of the
+// top level and the namespaces: how long a shared broker must remember a
+// key.
+func (c Config) LargestIdempotencyWindow() time.Duration {
+	w := c.IdempotencyWindow
+	for _, ns := range c.Namespaces {
+		w = max(w, ns.IdempotencyWindow)
+	}
+	return w
+}
+
 // Default returns the configuration with every key at its default.
 func Default() Config {
 	fs := pflag.NewFlagSet("defaults", pflag.ContinueOnError)

@@ -289,6 +289,8 @@ func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
 		HistoryMaxAge:  maxAge,
 		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
 		Logger:         log.With("component", "nats"),
+
+		IdempotencyMaxWindow: cfg.LargestIdempotencyWindow(),
 	}
 }
 

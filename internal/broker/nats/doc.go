@@ -82,7 +82,7 @@
 // the original offset to every repeat within its window, from any node, and
 // be stored once however many repeats race. The stream's own
 // de-duplication (Nats-Msg-Id) does not suffice alone: its window is one
-// per stream (two minutes here), and a duplicate's acknowledgement carries
+// per stream (Options.IdempotencyMaxWindow), and a duplicate's acknowledgement carries
 // the original's stream sequence, not its offset, and that message may
 // have been trimmed since. So the broker keeps each key in a second bucket,
 // <prefix>_idempotency (TTL 24 hours, the longest window), under
@@ -147,12 +147,13 @@
 //     messages linked from the newest one, but two nodes may have delivered
 //     different data for that offset. A single server or Replicas: 1 has no
 //     such window.
-//   - A repeat of an idempotency key is answered by the stream's
-//     de-duplication only within its window (two minutes) when the key's
-//     first publisher died between storing and settling the key; a repeat
-//     later than that, but within the key's window, publishes again. A
-//     repeat whose original was both unsettled and already trimmed from the
-//     stream fails with broker.ErrUnavailable rather than guess.
+//   - When a key's first publisher died between storing and settling the
+//     key, a repeat is recognised by the stream's de-duplication, whose
+//     window is Options.IdempotencyMaxWindow (cut to HistoryMaxAge): a
+//     repeat later than that, but within a longer key window, publishes
+//     again. A repeat whose original was both unsettled and already
+//     trimmed from the stream fails with broker.ErrUnavailable rather than
+//     guess.
 //   - History of a channel that never had a publication stores a marker to
 //     fix its epoch: one small message per channel read, which expires with
 //     HistoryMaxAge like any other.

@@ -787,3 +787,35 @@ func TestIdempotentPublishTwoNodes(t *testing.T) {
 	}
 	checkDense(t, recA.waitOffset(t, ch, keys, epoch), keys, epoch)
 }
+
+// TestDuplicateWindow: the history stream's duplicate window follows
+// IdempotencyMaxWindow, on a new stream and on an existing one, within
+// JetStream's default and HistoryMaxAge.
+func TestDuplicateWindow(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{})
+	ctx := ctxT(t)
+	js := rawJetStream(t, srv.URL())
+	for _, tc := range []struct {
+		window, maxAge, want time.Duration
+	}{
+		{0, 0, 2 * time.Minute},
+		{10 * time.Minute, 0, 10 * time.Minute},
+		{3 * time.Hour, time.Hour, time.Hour},
+		{time.Second, 0, 2 * time.Minute},
+	} {
+		newBroker(t, srv.URL(), func(o *nats.Options) {
+			o.Prefix, o.IdempotencyMaxWindow, o.HistoryMaxAge = "dup", tc.window, tc.maxAge
+		})
+		name, err := js.StreamNameBySubject(ctx, "dup.hist.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Duplicates; got != tc.want {
+			t.Errorf("window %s, max age %s: duplicate window %s, want %s", tc.window, tc.maxAge, got, tc.want)
+		}
+	}
+}
