@@ -89,13 +89,13 @@
 // <token(channel)>.<token(key)>, and uses the stream's de-duplication only
 // for the race:
 //
-//  1. Read the key. Settled (it holds an offset and epoch) and not expired:
-//     return that position as a duplicate; nothing is published.
-//  2. Missing: create it as a claim (expiry only; create fails if another
-//     publisher created it first, and the loop reads it again). Claimed and
-//     not expired: join that claim. Expired: replace it with a new claim,
-//     conditional on its revision. The claim's revision is the key's
-//     generation.
+//  1. Create the key as a claim (an expiry only). Create fails when the key
+//     exists; then read it.
+//  2. Settled (it holds an offset and epoch) and not expired: return that
+//     position as a duplicate; nothing is published. Claimed and not
+//     expired: join that claim. Expired: replace it with a new claim,
+//     conditional on its revision (a publisher that loses starts over). The
+//     claim's revision is the key's generation.
 //  3. Store the publication as usual, with Nats-Msg-Id
 //     <token(channel)>.<token(key)>.<generation>. Every publisher of one
 //     generation sends the same id, so the stream stores one message; the

@@ -46,14 +46,15 @@ func (b *Broker) reserveKey(ctx context.Context, channel, key string, window tim
 		for attempt := 0; attempt < maxPublishAttempts; attempt++ {
 			now := b.opts.Now()
 			claim, _ := json.Marshal(idemRecord{Expires: now.Add(window).UnixMilli()})
+			// Most keys are new: claim first, read only when that fails.
+			gen, err = kv.Create(ctx, name, claim)
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return err
+			}
 			e, err := kv.Get(ctx, name)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
-				gen, err = kv.Create(ctx, name, claim)
-				if errors.Is(err, jetstream.ErrKeyExists) {
-					continue // claimed meanwhile: read the claim
-				}
-				return err
+				continue // expired meanwhile: claim again
 			case err != nil:
 				return err
 			}

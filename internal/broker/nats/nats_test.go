@@ -624,6 +624,30 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
 	})
+	// Idempotency keys: a new key each time (read, claim and settle in the
+	// key bucket around the store), and the same key again (one read).
+	keyed := hist
+	keyed.IdempotencyWindow = time.Minute
+	b.Run("one-channel-new-key", func(b *testing.B) {
+		run, i := time.Now().UnixNano(), 0 // keys new to every run, -count included
+		for b.Loop() {
+			i++
+			keyed.IdempotencyKey = fmt.Sprint(run, "-", i)
+			if _, err := br.Publish(ctx, "bench-keyed", data, keyed); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
+	})
+	b.Run("one-channel-repeated-key", func(b *testing.B) {
+		keyed.IdempotencyKey = "again"
+		for b.Loop() {
+			if _, err := br.Publish(ctx, "bench-keyed", data, keyed); err != nil && !errors.Is(err, broker.ErrDuplicate) {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
+	})
 	b.Run("channel-per-goroutine", func(b *testing.B) {
 		var id sync.Mutex
 		n := 0
