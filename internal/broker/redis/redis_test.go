@@ -879,7 +879,9 @@ func TestIdempotentPublishTwoNodes(t *testing.T) {
 	var wg sync.WaitGroup
 	for k := range keys {
 		key := fmt.Sprint("key-", k)
+		mu.Lock() // goroutines of earlier keys are reading byKey
 		byKey[key] = map[broker.Position]bool{}
+		mu.Unlock()
 		for i := range repeats {
 			for _, n := range []*redis.Broker{a, b} {
 				wg.Add(1)
