@@ -54,7 +54,8 @@ type PublishOptions struct {
 	IdempotencyKey string
 	// IdempotencyWindow is how long a key is remembered after the
 	// publication that used it first; after that the key publishes again.
-	// It is ignored without an IdempotencyKey and must then be positive.
+	// It must be positive with an IdempotencyKey and is ignored without
+	// one. A broker may cut windows beyond a documented limit (NATS: 24h).
 	IdempotencyWindow time.Duration
 }
 
