@@ -37,7 +37,7 @@ type Options struct {
 
 // Hub is what the API needs from the engine.
 type Hub interface {
-	Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error)
+	PublishOnce(ctx context.Context, channel string, data []byte, source, key string) (hub.Published, error)
 	History(ctx context.Context, channel string, since *broker.Position, limit int, reverse bool) (broker.HistoryResult, error)
 	HistoryLimit(limit *int) int
 	Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error)
@@ -164,12 +164,29 @@ func equalFold(a, b string) bool {
 type publishRequest struct {
 	Channel string          `json:"channel"`
 	Data    json.RawMessage `json:"data"`
+	// IdempotencyKey is nil when absent; an empty key is refused.
+	IdempotencyKey *string `json:"idempotency_key"`
 }
 
 // publishResult is a publication's place in its channel's history.
 type publishResult struct {
 	Offset uint64 `json:"offset"`
 	Epoch  string `json:"epoch"`
+	// Duplicate: the idempotency key was used within its window, this is
+	// the original publication's place and nothing was published.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// idempotencyKey checks an optional idempotency key and returns it, ""
+// when absent.
+func idempotencyKey(key *string) (string, *protocol.Error) {
+	if key == nil {
+		return "", nil
+	}
+	if perr := protocol.ValidateIdempotencyKey(*key); perr != nil {
+		return "", perr.WithMessage(`"idempotency_key": %s`, perr.Message)
+	}
+	return *key, nil
 }
 
 func (a *API) publish(ctx context.Context, body []byte) (any, *protocol.Error) {
@@ -180,24 +197,31 @@ func (a *API) publish(ctx context.Context, body []byte) (any, *protocol.Error) {
 	if req.Data == nil {
 		return nil, protocol.ErrBadRequest.WithMessage(`missing "data"`)
 	}
-	pos, err := a.hub.Publish(ctx, req.Channel, req.Data, "api")
+	key, perr := idempotencyKey(req.IdempotencyKey)
+	if perr != nil {
+		return nil, perr
+	}
+	r, err := a.hub.PublishOnce(ctx, req.Channel, req.Data, "api", key)
 	if err != nil {
 		return nil, a.failed(err)
 	}
-	return publishResult{pos.Offset, pos.Epoch}, nil
+	return publishResult{r.Offset, r.Epoch, r.Duplicate}, nil
 }
 
 type broadcastRequest struct {
 	Channels []string        `json:"channels"`
 	Data     json.RawMessage `json:"data"`
+	// IdempotencyKey applies to each channel on its own.
+	IdempotencyKey *string `json:"idempotency_key"`
 }
 
 // broadcastResult is one channel's outcome in a broadcast.
 type broadcastResult struct {
-	Channel string          `json:"channel"`
-	Offset  uint64          `json:"offset,omitempty"`
-	Epoch   string          `json:"epoch,omitempty"`
-	Error   *protocol.Error `json:"error,omitempty"`
+	Channel   string          `json:"channel"`
+	Offset    uint64          `json:"offset,omitempty"`
+	Epoch     string          `json:"epoch,omitempty"`
+	Duplicate bool            `json:"duplicate,omitempty"`
+	Error     *protocol.Error `json:"error,omitempty"`
 }
 
 func (a *API) broadcast(ctx context.Context, body []byte) (any, *protocol.Error) {
@@ -216,15 +240,19 @@ func (a *API) broadcast(ctx context.Context, body []byte) (any, *protocol.Error)
 			return nil, perr
 		}
 	}
+	key, perr := idempotencyKey(req.IdempotencyKey)
+	if perr != nil {
+		return nil, perr
+	}
 	out := make([]broadcastResult, 0, len(req.Channels))
 	for _, ch := range req.Channels {
 		res := broadcastResult{Channel: ch}
-		pos, err := a.hub.Publish(ctx, ch, req.Data, "api")
+		r, err := a.hub.PublishOnce(ctx, ch, req.Data, "api", key)
 		if err != nil {
 			a.log.Warn("broadcast publish failed", "channel", ch, "err", err)
 			res.Error = protocol.ErrUnavailable.WithMessage("publish failed, retry")
 		} else {
-			res.Offset, res.Epoch = pos.Offset, pos.Epoch
+			res.Offset, res.Epoch, res.Duplicate = r.Offset, r.Epoch, r.Duplicate
 		}
 		out = append(out, res)
 	}

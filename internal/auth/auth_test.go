@@ -243,6 +243,7 @@ func TestRules(t *testing.T) {
 	bad := [][]auth.Namespace{
 		{{Name: "a:b"}}, {{Name: ""}}, {{Name: "x"}, {Name: "x"}}, {{Name: "x", Subscribe: "everyone"}},
 		{{Name: "x", JoinLeave: true}}, {{Name: "x", Recovery: true}},
+		{{Name: "x", IdempotencyWindow: -time.Second}}, {{Name: "x", IdempotencyWindow: 25 * time.Hour}},
 	}
 	for _, b := range bad {
 		if _, err := auth.NewRules(auth.Namespace{}, b); err == nil {

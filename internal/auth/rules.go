@@ -18,6 +18,10 @@ const (
 	SubscribeToken = "token"
 )
 
+// MaxIdempotencyWindow is the longest idempotency window accepted: the
+// NATS broker keeps keys for at most this long.
+const MaxIdempotencyWindow = 24 * time.Hour
+
 // Namespace holds the options of the channels "name:..." (or, for the
 // default namespace, of channels without a namespace).
 type Namespace struct {
@@ -29,6 +33,10 @@ type Namespace struct {
 	// HistorySize and HistoryTTL bound the channels' history.
 	HistorySize int           `koanf:"history_size"`
 	HistoryTTL  time.Duration `koanf:"history_ttl"`
+	// IdempotencyWindow is how long an idempotency key of a publish to the
+	// namespace's channels is remembered; 0 takes the server's
+	// idempotency_window.
+	IdempotencyWindow time.Duration `koanf:"idempotency_window"`
 	// Recovery lets clients recover missed publications with "since".
 	Recovery bool `koanf:"recovery"`
 	// Presence keeps who is subscribed; JoinLeave pushes joins and leaves.
@@ -45,6 +53,9 @@ func (n Namespace) Validate() error {
 	}
 	if n.HistorySize < 0 || n.HistoryTTL < 0 {
 		return fmt.Errorf("namespace %q: history_size and history_ttl must not be negative", n.Name)
+	}
+	if n.IdempotencyWindow < 0 || n.IdempotencyWindow > MaxIdempotencyWindow {
+		return fmt.Errorf("namespace %q: idempotency_window must be from 0 (the server's) to %s, got %s", n.Name, MaxIdempotencyWindow, n.IdempotencyWindow)
 	}
 	if n.JoinLeave && !n.Presence {
 		return fmt.Errorf("namespace %q: join_leave needs presence", n.Name)

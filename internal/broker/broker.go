@@ -44,6 +44,19 @@ type PublishOptions struct {
 	// HistoryTTL is how long a publication stays in history; 0 with a
 	// HistorySize keeps it until it is pushed out by newer ones.
 	HistoryTTL time.Duration
+	// IdempotencyKey, when not empty, makes the publication happen at most
+	// once per channel within IdempotencyWindow: a Publish to the same
+	// channel with the same key, from any node, while the key is
+	// remembered stores and delivers nothing and returns the position of
+	// the publication that used the key first with an error wrapping
+	// ErrDuplicate. Concurrent Publish calls with one key store exactly
+	// one publication. The same key on another channel is another key.
+	IdempotencyKey string
+	// IdempotencyWindow is how long a key is remembered after the
+	// publication that used it first; after that the key publishes again.
+	// It must be positive with an IdempotencyKey and is ignored without
+	// one. A broker may cut windows beyond a documented limit (NATS: 24h).
+	IdempotencyWindow time.Duration
 }
 
 // HistoryQuery selects publications from a channel's history.
@@ -117,7 +130,10 @@ type Broker interface {
 	Unsubscribe(ctx context.Context, channel string) error
 	// Publish stores data in the channel's stream and delivers it to the
 	// subscribed nodes, returning the position it was stored at. The broker
-	// takes ownership of data.
+	// takes ownership of data. With opts.IdempotencyKey it first checks
+	// the key, atomically with the store: a repeat within the window
+	// returns the original position and an error wrapping ErrDuplicate
+	// (see PublishOptions).
 	Publish(ctx context.Context, channel string, data []byte, opts PublishOptions) (Position, error)
 	// PublishEvent delivers data to the nodes subscribed to the channel
 	// without storing it or giving it an offset (join and leave pushes).
@@ -166,4 +182,8 @@ var (
 	ErrUnavailable = errors.New("broker: unavailable")
 	// ErrClosed: the broker was closed.
 	ErrClosed = errors.New("broker: closed")
+	// ErrDuplicate: Publish found its idempotency key already used on the
+	// channel within the window. Publish then returns the position of the
+	// original publication with it, and stores and delivers nothing.
+	ErrDuplicate = errors.New("broker: duplicate publication")
 )

@@ -52,6 +52,7 @@ type Config struct {
 	HistorySize              int           `koanf:"history_size"`
 	HistoryTTL               time.Duration `koanf:"history_ttl"`
 	HistoryMaxLimit          int           `koanf:"history_max_limit"`
+	IdempotencyWindow        time.Duration `koanf:"idempotency_window"`
 	Presence                 bool          `koanf:"presence"`
 	JoinLeave                bool          `koanf:"join_leave"`
 	PresenceTTL              time.Duration `koanf:"presence_ttl"`
@@ -115,6 +116,7 @@ var Keys = []Key{
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
 	{"history_max_limit", 1000, "most publications one history request may return"},
+	{"idempotency_window", 5 * time.Minute, "how long a publish's idempotency key is remembered per channel: a repeat within it gets the original offset and publishes nothing (1s to 24h; namespaces may override it)"},
 	{"presence", true, "keep who is subscribed to each channel (presence commands)"},
 	{"join_leave", false, "push join and leave events to a channel's subscribers (needs presence)"},
 	{"presence_ttl", time.Minute, "with a shared broker: how long a dead node's clients stay in presence"},
@@ -356,6 +358,9 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls_cert, tls_key: set both or neither"))
 	}
+	if c.IdempotencyWindow < time.Second || c.IdempotencyWindow > auth.MaxIdempotencyWindow {
+		errs = append(errs, fmt.Errorf("idempotency_window: must be from 1s to %s, got %s", auth.MaxIdempotencyWindow, c.IdempotencyWindow))
+	}
 	if c.PollMaxTimeout < time.Second || c.PollMaxTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("poll_max_timeout: must be from 1s to 1h, got %s", c.PollMaxTimeout))
 	}
@@ -427,6 +432,17 @@ func (c Config) LargestHistory() (size int, ttl time.Duration) {
 		size, ttl = max(size, ns.HistorySize), max(ttl, ns.HistoryTTL)
 	}
 	return size, ttl
+}
+
+// LargestIdempotencyWindow returns the longest idempotency window of the
+// top level and the namespaces: how long a shared broker must remember a
+// key.
+func (c Config) LargestIdempotencyWindow() time.Duration {
+	w := c.IdempotencyWindow
+	for _, ns := range c.Namespaces {
+		w = max(w, ns.IdempotencyWindow)
+	}
+	return w
 }
 
 // Default returns the configuration with every key at its default.

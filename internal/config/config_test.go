@@ -25,7 +25,7 @@ func load(t *testing.T, args []string, env []string) (config.Config, error) {
 func TestDefaults(t *testing.T) {
 	c := config.Default()
 	if c.Addr != "127.0.0.1:8000" || c.Broker != "memory" || !c.AllowAnonymous || len(c.APIKey) != 0 ||
-		c.PingInterval != 25*time.Second || c.MaxMessageSize != 65536 || !c.Demo {
+		c.PingInterval != 25*time.Second || c.MaxMessageSize != 65536 || !c.Demo || c.IdempotencyWindow != 5*time.Minute {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -151,6 +151,8 @@ func TestInvalid(t *testing.T) {
 		{"nats storage", []string{"--nats-storage", "disk"}, nil, `nats_storage: "disk"`},
 		{"nats prefix wildcard", []string{"--nats-prefix", "sb.*"}, nil, "nats_prefix"},
 		{"nats prefix empty token", []string{"--nats-prefix", "a..b"}, nil, "nats_prefix"},
+		{"idempotency window zero", []string{"--idempotency-window", "0s"}, nil, "idempotency_window: must be from 1s to 24h0m0s"},
+		{"idempotency window over a day", nil, []string{"SWITCHBOARD_IDEMPOTENCY_WINDOW=25h"}, "idempotency_window"},
 		{"nats max age negative", []string{"--nats-history-max-age", "-1h"}, nil, "nats_history_max_age: must not be negative"},
 		{"nats max age below ttl", []string{"--broker", "nats://127.0.0.1:4222", "--history-ttl", "2h", "--nats-history-max-age", "1h"}, nil,
 			"nats_history_max_age: 1h0m0s is shorter than the longest history_ttl (2h0m0s)"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -13,19 +14,61 @@ import (
 // returns the position it was stored at. source labels the metric ("api",
 // "client").
 func (h *Hub) Publish(ctx context.Context, channel string, data []byte, source string) (broker.Position, error) {
+	r, err := h.PublishOnce(ctx, channel, data, source, "")
+	return r.Position, err
+}
+
+// Published is where a publication landed.
+type Published struct {
+	broker.Position
+	// Duplicate reports that the publish repeated an idempotency key
+	// within its window: Position is the original publication's and
+	// nothing was published now.
+	Duplicate bool
+}
+
+// PublishOnce is Publish with an idempotency key (none when key is
+// empty): a repeat of key on channel within the namespace's idempotency
+// window, through any node, publishes nothing and returns the original
+// position with Duplicate set. The key must be valid
+// (protocol.ValidateIdempotencyKey); an invalid one fails with that error.
+func (h *Hub) PublishOnce(ctx context.Context, channel string, data []byte, source, key string) (Published, error) {
 	ns, perr := h.namespace(channel)
 	if perr != nil {
-		return broker.Position{}, perr
+		return Published{}, perr
 	}
-	pos, err := h.broker.Publish(ctx, channel, data, broker.PublishOptions{
-		HistorySize: ns.HistorySize,
-		HistoryTTL:  ns.HistoryTTL,
-	})
+	opts := broker.PublishOptions{HistorySize: ns.HistorySize, HistoryTTL: ns.HistoryTTL}
+	if key != "" {
+		if perr := protocol.ValidateIdempotencyKey(key); perr != nil {
+			return Published{}, perr
+		}
+		opts.IdempotencyKey, opts.IdempotencyWindow = key, ns.IdempotencyWindow
+		if opts.IdempotencyWindow <= 0 {
+			opts.IdempotencyWindow = h.cfg.IdempotencyWindow
+		}
+	}
+	pos, err := h.broker.Publish(ctx, channel, data, opts)
+	if key != "" && errors.Is(err, broker.ErrDuplicate) {
+		h.metrics.PublicationsDeduplicated.WithLabelValues(source).Inc()
+		return Published{Position: pos, Duplicate: true}, nil
+	}
 	if err != nil {
-		return pos, fmt.Errorf("hub: publish to %q: %w", channel, err)
+		return Published{Position: pos}, fmt.Errorf("hub: publish to %q: %w", channel, err)
 	}
 	h.metrics.Publications.WithLabelValues(source).Inc()
-	return pos, nil
+	return Published{Position: pos}, nil
+}
+
+// AppendPublished appends the publish result {"offset":N,"epoch":E} to
+// b, with "duplicate":true for a repeat of an idempotency key: the reply
+// of the publish command and of POST /publish.
+func AppendPublished(b []byte, r Published) []byte {
+	b = strconv.AppendUint(append(b, `{"offset":`...), r.Offset, 10)
+	b = strconv.AppendQuote(append(b, `,"epoch":`...), r.Epoch)
+	if r.Duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	return append(b, '}')
 }
 
 // Position returns a channel's current position.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
@@ -208,7 +207,7 @@ func (s *Session) publish(ctx context.Context, cmd *protocol.Command) ([]byte, *
 	if cmd.Data == nil {
 		return nil, protocol.ErrBadRequest.WithMessage(`missing "data"`)
 	}
-	pos, err := s.hub.Publish(ctx, cmd.Channel, cmd.Data, "client")
+	r, err := s.hub.PublishOnce(ctx, cmd.Channel, cmd.Data, "client", cmd.IdempotencyKey)
 	if err != nil {
 		s.hub.log.Warn("client publish failed", "channel", cmd.Channel, "err", err)
 		return nil, protocol.ErrUnavailable.WithMessage("cannot publish now, retry")
@@ -216,5 +215,5 @@ func (s *Session) publish(ctx context.Context, cmd *protocol.Command) ([]byte, *
 	if !cmd.HasID {
 		return nil, nil
 	}
-	return append(strconv.AppendUint([]byte(`{"offset":`), pos.Offset, 10), '}'), nil
+	return AppendPublished(nil, r), nil
 }

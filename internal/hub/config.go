@@ -47,6 +47,9 @@ type Config struct {
 	// HistoryMaxLimit caps the publications one history request returns.
 	// Default 1000.
 	HistoryMaxLimit int
+	// IdempotencyWindow is how long a publish's idempotency key is
+	// remembered per channel, for namespaces that set none. Default 5m.
+	IdempotencyWindow time.Duration
 	// Presence keeps who is subscribed to each channel.
 	Presence bool
 	// JoinLeave sends join and leave pushes to a channel's subscribers when
@@ -110,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HistoryMaxLimit <= 0 {
 		c.HistoryMaxLimit = 1000
+	}
+	if c.IdempotencyWindow <= 0 {
+		c.IdempotencyWindow = 5 * time.Minute
 	}
 	if c.PresenceTTL <= 0 {
 		c.PresenceTTL = time.Minute

@@ -11,6 +11,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
@@ -441,5 +443,54 @@ func TestWriteDelayNeverOverflowsTheQueue(t *testing.T) {
 	defer r.mu.Unlock()
 	if r.closed != nil {
 		t.Fatalf("closed with %v after %d messages", *r.closed, len(r.msgs)-1)
+	}
+}
+
+// TestIdempotencyWindow: a key is remembered for the hub's window, or for
+// its namespace's when it sets one, and only on its channel.
+func TestIdempotencyWindow(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	rules, err := auth.NewRules(auth.Namespace{HistorySize: 10},
+		[]auth.Namespace{{Name: "short", Subscribe: auth.SubscribeAnyone, IdempotencyWindow: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(hub.Config{Metrics: metrics.New(prometheus.NewRegistry()), Rules: rules, IdempotencyWindow: time.Minute},
+		memory.New(memory.Options{Now: clock.Now}), memory.NewPresence())
+	ctx := context.Background()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(ctx)
+	pub := func(channel, key string) hub.Published {
+		t.Helper()
+		r, err := h.PublishOnce(ctx, channel, []byte(`1`), "api", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	first, short := pub("c", "k"), pub("short:c", "k")
+	clock.Advance(30 * time.Second)
+	tests := []struct {
+		name, channel, key string
+		want               hub.Published
+	}{
+		{"within the hub's window", "c", "k", hub.Published{Position: first.Position, Duplicate: true}},
+		{"past the namespace's window", "short:c", "k", hub.Published{Position: broker.Position{Offset: 2, Epoch: short.Epoch}}},
+		{"another channel", "d", "k", hub.Published{Position: broker.Position{Offset: 1}}},
+		{"no key", "c", "", hub.Published{Position: broker.Position{Offset: 2, Epoch: first.Epoch}}},
+	}
+	for _, tc := range tests {
+		got := pub(tc.channel, tc.key)
+		if tc.want.Epoch == "" {
+			tc.want.Epoch = got.Epoch // a new channel's
+		}
+		if got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	if _, err := h.PublishOnce(ctx, "c", []byte(`1`), "api", "bad\x01key"); err == nil {
+		t.Error("an invalid key was taken")
 	}
 }

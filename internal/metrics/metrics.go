@@ -39,6 +39,10 @@ type Metrics struct {
 	WriteDelayActive prometheus.Gauge
 	// Publications counts publications accepted, by source (api, client).
 	Publications *prometheus.CounterVec
+	// PublicationsDeduplicated counts publishes that repeated an
+	// idempotency key within its window and so published nothing, by
+	// source (api, client).
+	PublicationsDeduplicated *prometheus.CounterVec
 	// DeliveryLatency observes the time from a publication reaching this node
 	// to its write into a subscriber's socket.
 	DeliveryLatency prometheus.Histogram
@@ -113,6 +117,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "publications_total",
 			Help: "Publications accepted, by source.",
 		}, []string{"source"}),
+		PublicationsDeduplicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "publications_deduplicated_total",
+			Help: "Publishes that repeated an idempotency key within its window: answered with the original position, nothing published. By source.",
+		}, []string{"source"}),
 		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "delivery_latency_seconds",
 			Help:    "Time from a publication reaching this node to its write into a subscriber's connection.",
@@ -154,7 +162,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
-		m.SocketWrites, m.WriteDelayActive, m.Publications, m.DeliveryLatency, m.QueueOverflows,
+		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
 		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -108,7 +108,7 @@ func (g *Guard) CORS(w http.ResponseWriter, r *http.Request, methods string) boo
 	}
 	if r.Method == http.MethodOptions {
 		h.Set("Access-Control-Allow-Methods", methods)
-		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID, Idempotency-Key")
 		h.Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
 		return false

@@ -51,6 +51,12 @@ type Command struct {
 	Limit *int
 	// Reverse asks history for the newest publications first.
 	Reverse bool
+	// IdempotencyKey, when not empty, makes a publish happen at most once
+	// per channel within the server's idempotency window: a repeat gets
+	// the original offset and publishes nothing. A frame with an
+	// "idempotency_key" that ValidateIdempotencyKey refuses (an empty one
+	// included) does not decode.
+	IdempotencyKey string
 }
 
 // wireCommand mirrors the JSON shape; pointer fields tell "absent" from zero.
@@ -63,6 +69,7 @@ type wireCommand struct {
 	Since   *StreamPosition `json:"since"`
 	Limit   *int            `json:"limit"`
 	Reverse bool            `json:"reverse"`
+	Key     *string         `json:"idempotency_key"`
 }
 
 // DecodeError is returned by DecodeCommand. It carries the client-visible
@@ -121,6 +128,12 @@ func decodeSlow(frame []byte) (Command, error) {
 	c.Command = *w.Command
 	if w.Channel != nil {
 		c.Channel = *w.Channel
+	}
+	if w.Key != nil {
+		if perr := ValidateIdempotencyKey(*w.Key); perr != nil {
+			return Command{}, &DecodeError{Err: perr, ID: c.ID, HasID: c.HasID}
+		}
+		c.IdempotencyKey = *w.Key
 	}
 	return c, nil
 }

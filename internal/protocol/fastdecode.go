@@ -7,9 +7,10 @@ import (
 
 // decodeFast parses the usual shape of a command frame without reflection:
 // one flat object whose keys are among id, command, channel, token, data,
-// limit and reverse, spelt exactly so and each given once, with strings of
-// printable ASCII and no escapes, integer id and limit, a boolean reverse
-// and any valid JSON value but null for data. For anything else it reports
+// limit, reverse and idempotency_key, spelt exactly so and each given once,
+// with strings of printable ASCII and no escapes, integer id and limit, a
+// boolean reverse, any valid JSON value but null for data and a valid
+// idempotency key. For anything else it reports
 // ok false and DecodeCommand hands the frame to encoding/json, so the two
 // paths agree on every frame (FuzzDecodeFastAgrees checks it).
 func decodeFast(frame []byte) (c Command, hasCommand, ok bool) {
@@ -74,6 +75,13 @@ func decodeFast(frame []byte) (c Command, hasCommand, ok bool) {
 		case "reverse":
 			bit = 64
 			c.Reverse, good = s.boolean()
+		case "idempotency_key":
+			bit = 128
+			var v []byte
+			v, good = s.plainString()
+			c.IdempotencyKey = string(v)
+			// An invalid key is the slow path's to report.
+			good = good && ValidateIdempotencyKey(c.IdempotencyKey) == nil
 		default:
 			return c, false, false // "since", another spelling, an unknown key
 		}
@@ -196,6 +204,7 @@ func (s *scanner) skipValue() bool {
 				s.i++
 			}
 			if s.i >= len(s.b) {
+				s.i = len(s.b) // a trailing backslash stepped past the end
 				return false
 			}
 			s.i++

@@ -18,6 +18,10 @@ func FuzzDecodeFastAgrees(f *testing.F) {
 		`{"command":"publish","data":[1,}`, `{"command":"publish","data":null}`, `{"command":"publish","data":tru}`,
 		`{"command":"ping"}x`, `{}`, `{"command":""}`, `{"reverse":false,"limit":-1,"command":"history"}`,
 		`{"command":"publish","data":"a\\"b"}`, `{"command":"publish","data":{"a":"}"}}`, `{"id":1,}`,
+		`{"command":"publish","channel":"c","data":1,"idempotency_key":"k-1"}`, `{"command":"publish","idempotency_key":""}`,
+		`{"command":"publish","idempotency_key":"` + strings.Repeat("x", 65) + `"}`, `{"idempotency_key":"k"}`,
+		`{"command":"publish","idempotency_key":"\u0041"}`, `{"command":"publish","idempotency_key":null}`,
+		`{"command":"publish","idempotency_key":"a","idempotency_key":"b"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -53,6 +57,7 @@ func TestDecodeFastTakesTheUsualFrames(t *testing.T) {
 		`{"command":"subscribe","channel":"chat:room-1","id":1}`,
 		`{"command":"ping"}`,
 		`{"id":3,"command":"history","channel":"c","limit":10,"reverse":true}`,
+		`{"command":"publish","channel":"news","data":{"n":1},"id":8,"idempotency_key":"0f8e-41c2:7"}`,
 	} {
 		if _, _, ok := decodeFast([]byte(frame)); !ok {
 			t.Errorf("%s: not taken by the fast path", frame)

@@ -38,6 +38,19 @@ func TestDecodeCommand(t *testing.T) {
 		{"command not a string", `{"id":3,"command":1}`, protocol.Command{}, 400, true},
 		{"id not an integer", `{"id":1.5,"command":"ping"}`, protocol.Command{}, 400, false},
 		{"trailing garbage", `{"command":"ping"} x`, protocol.Command{}, 400, false},
+		{"idempotency key", `{"id":5,"command":"publish","channel":"c","data":1,"idempotency_key":"out-7 {x}"}`,
+			protocol.Command{Command: "publish", Channel: "c", ID: 5, HasID: true, Data: json.RawMessage(`1`), IdempotencyKey: "out-7 {x}"}, 0, false},
+		{"idempotency key escaped", `{"command":"publish","idempotency_key":"a\u0062\"c"}`,
+			protocol.Command{Command: "publish", IdempotencyKey: `ab"c`}, 0, false},
+		{"idempotency key of 64 bytes", `{"command":"publish","idempotency_key":"` + strings.Repeat("k", 64) + `"}`,
+			protocol.Command{Command: "publish", IdempotencyKey: strings.Repeat("k", 64)}, 0, false},
+		{"idempotency key of 65 bytes", `{"id":1,"command":"publish","idempotency_key":"` + strings.Repeat("k", 65) + `"}`,
+			protocol.Command{}, 400, true},
+		{"empty idempotency key", `{"id":1,"command":"publish","idempotency_key":""}`, protocol.Command{}, 400, true},
+		{"idempotency key not ASCII", `{"id":1,"command":"publish","idempotency_key":"caf\u00e9"}`, protocol.Command{}, 400, true},
+		{"idempotency key with a control byte", `{"id":1,"command":"publish","idempotency_key":"a\tb"}`, protocol.Command{}, 400, true},
+		{"idempotency key not a string", `{"id":1,"command":"publish","idempotency_key":7}`, protocol.Command{}, 400, true},
+		{"null idempotency key is absent", `{"command":"publish","idempotency_key":null}`, protocol.Command{Command: "publish"}, 0, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +66,8 @@ func TestDecodeCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.Command != tc.want.Command || got.Channel != tc.want.Channel || got.ID != tc.want.ID ||
-				got.HasID != tc.want.HasID || string(got.Data) != string(tc.want.Data) {
+				got.HasID != tc.want.HasID || string(got.Data) != string(tc.want.Data) ||
+				got.IdempotencyKey != tc.want.IdempotencyKey {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -221,4 +235,27 @@ func FuzzDecodeCursor(f *testing.F) {
 			t.Fatal("re-encoded cursor does not decode")
 		}
 	})
+}
+
+func TestValidateIdempotencyKey(t *testing.T) {
+	tests := map[string]bool{
+		"k":                       true,
+		"0f8e41c2-9b1d:outbox/17": true,
+		" ~":                      true,
+		strings.Repeat("a", 64):   true,
+		"":                        false,
+		strings.Repeat("a", 65):   false,
+		"tab\there":               false,
+		"del\x7f":                 false,
+		"caf\xc3\xa9":             false,
+	}
+	for key, ok := range tests {
+		perr := protocol.ValidateIdempotencyKey(key)
+		if (perr == nil) != ok {
+			t.Errorf("%q: error %v, want valid %v", key, perr, ok)
+		}
+		if perr != nil && perr.Code != protocol.ErrBadRequest.Code {
+			t.Errorf("%q: code %d, want %d", key, perr.Code, protocol.ErrBadRequest.Code)
+		}
+	}
 }

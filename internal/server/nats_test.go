@@ -9,6 +9,7 @@ import (
 	gonats "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/testenv"
 )
@@ -24,6 +25,8 @@ func TestNATSSettings(t *testing.T) {
 		c.NATSHistoryMaxAge = 3 * time.Hour
 		c.HistorySize = 70
 		c.PresenceTTL = 2 * time.Hour
+		c.IdempotencyWindow = 10 * time.Minute
+		c.Namespaces = []auth.Namespace{{Name: "ns", Subscribe: auth.SubscribeAnyone, IdempotencyWindow: 20 * time.Minute}}
 	})
 	nc, err := gonats.Connect(srv.URL())
 	if err != nil {
@@ -45,9 +48,9 @@ func TestNATSSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg := s.CachedInfo().Config; cfg.Storage != jetstream.MemoryStorage || cfg.MaxAge != 3*time.Hour ||
-		cfg.MaxMsgsPerSubject < 70 || cfg.MaxMsgsPerSubject > 100 || cfg.Replicas != 1 {
-		t.Fatalf("history stream %s: storage %v, max age %s, %d per channel, %d replicas",
-			name, cfg.Storage, cfg.MaxAge, cfg.MaxMsgsPerSubject, cfg.Replicas)
+		cfg.MaxMsgsPerSubject < 70 || cfg.MaxMsgsPerSubject > 100 || cfg.Replicas != 1 || cfg.Duplicates != 20*time.Minute {
+		t.Fatalf("history stream %s: storage %v, max age %s, %d per channel, %d replicas, duplicate window %s",
+			name, cfg.Storage, cfg.MaxAge, cfg.MaxMsgsPerSubject, cfg.Replicas, cfg.Duplicates)
 	}
 	kv, err := js.KeyValue(ctx, "sbtest_presence")
 	if err != nil {

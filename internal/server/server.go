@@ -132,6 +132,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		HistorySize:              cfg.HistorySize,
 		HistoryTTL:               cfg.HistoryTTL,
 		HistoryMaxLimit:          cfg.HistoryMaxLimit,
+		IdempotencyWindow:        cfg.IdempotencyWindow,
 		Presence:                 cfg.Presence,
 		JoinLeave:                cfg.JoinLeave,
 		PresenceTTL:              cfg.PresenceTTL,
@@ -288,6 +289,8 @@ func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
 		HistoryMaxAge:  maxAge,
 		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
 		Logger:         log.With("component", "nats"),
+
+		IdempotencyMaxWindow: cfg.LargestIdempotencyWindow(),
 	}
 }
 

@@ -19,7 +19,7 @@
 //     of offsets, and changes when the server has lost the channel's history
 //     (for example after a restart with the in-memory broker).
 //   * {"command":"publish","channel":"chat","data":<any JSON>,"id":3}
-//       -> {"id":3,"result":{"offset":13}}
+//       -> {"id":3,"result":{"offset":13,"epoch":"KZ3MA7QD"}}
 //   * Every subscriber of the channel, the publisher included, then gets a
 //     push, which has no "id":
 //       {"channel":"chat","data":<the same JSON>,"offset":13}

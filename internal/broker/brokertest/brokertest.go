@@ -1,6 +1,6 @@
 // Package brokertest is the conformance suite every broker.Broker
 // implementation runs against a real instance of its backend: offsets,
-// order, history queries and node-level subscription.
+// order, history queries, node-level subscription and idempotent publish.
 package brokertest
 
 import (
@@ -394,6 +394,103 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 			if p.Offset != uint64(i+1) {
 				t.Fatalf("delivery %d has offset %d", i, p.Offset)
 			}
+		}
+	})
+
+	t.Run("IdempotentPublish", func(t *testing.T) {
+		b, c := start(t)
+		name := ch(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		keyed := opts
+		keyed.IdempotencyKey, keyed.IdempotencyWindow = "k-1", time.Minute
+		first, err := b.Publish(ctx, name, []byte(`"first"`), keyed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A repeat, even with other data, publishes nothing and answers
+		// the original position.
+		for _, data := range []string{`"first"`, `"again"`} {
+			pos, err := b.Publish(ctx, name, []byte(data), keyed)
+			if !errors.Is(err, broker.ErrDuplicate) || pos != first {
+				t.Fatalf("repeat: %+v, %v; want %+v and ErrDuplicate", pos, err, first)
+			}
+		}
+		// Concurrent repeats of a new key store exactly one publication.
+		keyed.IdempotencyKey = "k-2"
+		const n = 8
+		var (
+			wg     sync.WaitGroup
+			mu     sync.Mutex
+			stored int
+			seen   = map[broker.Position]bool{}
+		)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pos, err := b.Publish(ctx, name, []byte(`"concurrent"`), keyed)
+				if err != nil && !errors.Is(err, broker.ErrDuplicate) {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					stored++
+				}
+				seen[pos] = true
+			}()
+		}
+		wg.Wait()
+		if stored != 1 || len(seen) != 1 || !seen[broker.Position{Offset: 2, Epoch: first.Epoch}] {
+			t.Fatalf("concurrent repeats: %d stored, positions %v; want 1 at offset 2", stored, seen)
+		}
+		// The same key on another channel is another publication.
+		other, err := b.Publish(ctx, name+"-other", []byte(`"other"`), keyed)
+		if err != nil || other.Offset != 1 {
+			t.Fatalf("same key on another channel: %+v, %v; want offset 1", other, err)
+		}
+		// Deliveries: the two keyed publications once each, then an
+		// unkeyed one that proves nothing else is on the way.
+		last, err := b.Publish(ctx, name, []byte(`"last"`), opts)
+		if err != nil || last.Offset != 3 {
+			t.Fatalf("unkeyed publish after repeats: %+v, %v; want offset 3", last, err)
+		}
+		c.waitCount(t, name, 3)
+		c.mu.Lock()
+		got := offsetList(c.pubs[name])
+		c.mu.Unlock()
+		if got != "1 2 3" {
+			t.Fatalf("delivered offsets %q, want \"1 2 3\"", got)
+		}
+		r, err := b.History(ctx, name, broker.HistoryQuery{Limit: -1})
+		if err != nil || offsetList(r.Publications) != "1 2 3" || string(r.Publications[0].Data) != `"first"` {
+			t.Fatalf("history %+v, %v; want offsets 1 2 3 with the first data", r, err)
+		}
+	})
+
+	t.Run("IdempotencyWindowExpires", func(t *testing.T) {
+		// Real time with a wide margin, as HistoryTTLExpires: only that the
+		// key is forgotten long after the window is checked.
+		b, _ := start(t)
+		name := ch(t)
+		const window = 300 * time.Millisecond
+		keyed := opts
+		keyed.IdempotencyKey, keyed.IdempotencyWindow = "k", window
+		first, err := b.Publish(ctx, name, []byte(`1`), keyed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * window)
+		pos, err := b.Publish(ctx, name, []byte(`2`), keyed)
+		if err != nil || pos != (broker.Position{Offset: first.Offset + 1, Epoch: first.Epoch}) {
+			t.Fatalf("after the window: %+v, %v; want a new publication after %+v", pos, err, first)
+		}
+		again, err := b.Publish(ctx, name, []byte(`3`), keyed)
+		if !errors.Is(err, broker.ErrDuplicate) || again != pos {
+			t.Fatalf("repeat of the new publication: %+v, %v; want %+v and ErrDuplicate", again, err, pos)
 		}
 	})
 }

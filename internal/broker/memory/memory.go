@@ -59,6 +59,18 @@ type stream struct {
 	last       time.Time // time of the newest publication
 	ttl        time.Duration
 	subscribed bool
+	// keys are the idempotency keys remembered, with keyOrder listing them
+	// oldest first for pruning; keysUntil is when the last one expires (the
+	// stream is not evicted before, or its keys would be forgotten early).
+	keys      map[string]keyUse
+	keyOrder  []string
+	keysUntil time.Time
+}
+
+// keyUse is what a stream remembers of an idempotency key.
+type keyUse struct {
+	offset  uint64
+	expires time.Time
 }
 
 // New returns a memory broker.
@@ -146,10 +158,21 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 			s.mu.Unlock()
 			continue
 		}
+		if k := opts.IdempotencyKey; k != "" {
+			s.pruneKeys(now)
+			if use, ok := s.keys[k]; ok && now.Before(use.expires) {
+				pos := broker.Position{Offset: use.offset, Epoch: s.epoch}
+				s.mu.Unlock()
+				return pos, fmt.Errorf("memory broker: publish to %q: %w", channel, broker.ErrDuplicate)
+			}
+		}
 		s.top++
 		pub := broker.Publication{Offset: s.top, Data: data, Time: now}
 		s.store(pub, opts, now)
 		pos := broker.Position{Offset: s.top, Epoch: s.epoch}
+		if k := opts.IdempotencyKey; k != "" {
+			s.rememberKey(k, s.top, now.Add(opts.IdempotencyWindow))
+		}
 		if s.subscribed {
 			b.handler.HandlePublication(channel, pub, s.epoch)
 		}
@@ -200,6 +223,37 @@ func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now t
 	s.ring[(s.head+s.size)%len(s.ring)] = pub
 	s.size++
 	s.trim(now)
+}
+
+// rememberKey records that key published offset, until expires. s.mu must
+// be held.
+func (s *stream) rememberKey(key string, offset uint64, expires time.Time) {
+	if s.keys == nil {
+		s.keys = make(map[string]keyUse)
+	}
+	s.keys[key] = keyUse{offset: offset, expires: expires}
+	s.keyOrder = append(s.keyOrder, key)
+	if expires.After(s.keysUntil) {
+		s.keysUntil = expires
+	}
+}
+
+// pruneKeys forgets the expired idempotency keys at the front of keyOrder.
+// A key with a longer window than later ones holds back their pruning (not
+// their expiry: Publish checks it). s.mu must be held.
+func (s *stream) pruneKeys(now time.Time) {
+	n := 0
+	for n < len(s.keyOrder) {
+		k := s.keyOrder[n]
+		if use, ok := s.keys[k]; ok && now.Before(use.expires) {
+			break
+		}
+		delete(s.keys, k)
+		n++
+	}
+	if n > 0 {
+		s.keyOrder = append(s.keyOrder[:0], s.keyOrder[n:]...)
+	}
 }
 
 // trim drops publications older than the history TTL. s.mu must be held.
@@ -270,8 +324,9 @@ func (b *Broker) evictLoop() {
 	}
 }
 
-// evict drops streams that no node is subscribed to and that have been idle
-// longer than both their history TTL and the idle TTL.
+// evict drops streams that no node is subscribed to, that have been idle
+// longer than both their history TTL and the idle TTL, and whose
+// idempotency keys have all expired. It prunes expired keys of the others.
 func (b *Broker) evict() {
 	now := b.opts.Now()
 	for i := range b.shards {
@@ -280,9 +335,11 @@ func (b *Broker) evict() {
 		for name, s := range sh.streams {
 			s.mu.Lock()
 			keep := max(s.ttl, b.opts.IdleTTL)
-			if !s.subscribed && now.Sub(s.last) > keep {
+			if !s.subscribed && now.Sub(s.last) > keep && now.After(s.keysUntil) {
 				s.epoch = "" // tells a Publish that raced with us to retry
 				delete(sh.streams, name)
+			} else {
+				s.pruneKeys(now)
 			}
 			s.mu.Unlock()
 		}

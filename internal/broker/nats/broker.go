@@ -33,6 +33,7 @@ type Broker struct {
 	livePrefix string // "<prefix>.pub.": live publications and events
 	streamBase string // history stream names are streamBase_<id>
 	bucket     string // presence bucket
+	idemBucket string // idempotency keys bucket
 
 	// life is the broker's lifetime: cancelled by Close, it bounds
 	// background work (gap fills, catch-up after reconnection, purges).
@@ -56,6 +57,7 @@ type Broker struct {
 	stream   atomic.Pointer[streamRef] // the history stream in use
 	kvMu     sync.Mutex                // serialises looking up or creating the bucket
 	kv       atomic.Pointer[kvRef]     // the presence bucket in use
+	idemKV   atomic.Pointer[kvRef]     // the idempotency bucket, once used
 	purges   chan purgeReq             // to the purge loop; never closed
 	resync   chan struct{}             // reconnections, to the catch-up loop; never closed
 	inbox    chan *gonats.Msg          // every live subscription's messages, to the dispatcher; never closed
@@ -121,6 +123,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		livePrefix: opts.Prefix + ".pub.",
 		streamBase: strings.ToUpper(strings.ReplaceAll(opts.Prefix, ".", "_")),
 		bucket:     strings.ReplaceAll(opts.Prefix, ".", "_") + "_presence",
+		idemBucket: strings.ReplaceAll(opts.Prefix, ".", "_") + "_idempotency",
 		purges:     make(chan purgeReq, 64),
 		resync:     make(chan struct{}, 1),
 		inbox:      make(chan *gonats.Msg, inboxSize),

@@ -12,6 +12,7 @@
 //	switchboard.pub.<token(c)>    core subject of c's live publications and events
 //	SWITCHBOARD_<id>              the history stream (all channels), see below
 //	switchboard_presence          the presence bucket, keys <token(c)>.<token(client)>
+//	switchboard_idempotency       idempotency keys, <token(c)>.<token(key)> (see Idempotency)
 //
 // Channel names may hold bytes a subject token cannot ('.', '*', '>',
 // spaces) or a key cannot (':', '#', '@', ...), so token keeps ASCII letters,
@@ -75,6 +76,40 @@
 // sequence, so that position and publications agree. Either way only
 // messages linked into the chain from the newest one are returned.
 //
+// # Idempotency
+//
+// A publication with an idempotency key (broker.PublishOptions) must return
+// the original offset to every repeat within its window, from any node, and
+// be stored once however many repeats race. The stream's own
+// de-duplication (Nats-Msg-Id) does not suffice alone: its window is one
+// per stream (Options.IdempotencyMaxWindow), and a duplicate's acknowledgement carries
+// the original's stream sequence, not its offset, and that message may
+// have been trimmed since. So the broker keeps each key in a second bucket,
+// <prefix>_idempotency (TTL 24 hours, the longest window), under
+// <token(channel)>.<token(key)>, and uses the stream's de-duplication only
+// for the race:
+//
+//  1. Create the key as a claim (an expiry only). Create fails when the key
+//     exists; then read it.
+//  2. Settled (it holds an offset and epoch) and not expired: return that
+//     position as a duplicate; nothing is published. Claimed and not
+//     expired: join that claim. Expired: replace it with a new claim,
+//     conditional on its revision (a publisher that loses starts over). The
+//     claim's revision is the key's generation.
+//  3. Store the publication as usual, with Nats-Msg-Id
+//     <token(channel)>.<token(key)>.<generation>. Every publisher of one
+//     generation sends the same id, so the stream stores one message; the
+//     others get an acknowledgement marked duplicate with the original's
+//     sequence, read its offset from that message, and return it as a
+//     duplicate without announcing anything.
+//  4. The publisher whose message was stored settles the key: the claim,
+//     conditional on its revision, becomes the offset and epoch. A repeat
+//     that comes before that, or after its publisher died between storing
+//     and settling, is answered by step 3.
+//
+// Expiry compares the nodes' clocks with the one that wrote the key, so
+// nodes should keep their clocks in step (as for presence).
+//
 // # Delivery
 //
 // After the stream acknowledges a publication, the publishing node
@@ -112,6 +147,13 @@
 //     messages linked from the newest one, but two nodes may have delivered
 //     different data for that offset. A single server or Replicas: 1 has no
 //     such window.
+//   - When a key's first publisher died between storing and settling the
+//     key, a repeat is recognised by the stream's de-duplication, whose
+//     window is Options.IdempotencyMaxWindow (cut to HistoryMaxAge): a
+//     repeat later than that, but within a longer key window, publishes
+//     again. A repeat whose original was both unsettled and already
+//     trimmed from the stream fails with broker.ErrUnavailable rather than
+//     guess.
 //   - History of a channel that never had a publication stores a marker to
 //     fix its epoch: one small message per channel read, which expires with
 //     HistoryMaxAge like any other.

@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -121,7 +122,7 @@ func storeSilently(t *testing.T, b *Broker, channel string) stored {
 		t.Fatal(err)
 	}
 	pub := broker.Publication{Offset: top.pub.Offset + 1, Data: []byte(fmt.Sprint(top.pub.Offset + 1)), Time: time.Now()}
-	ack, err := b.store(ctx, r, subject, pub, tip{stream: r.name, seq: top.seq, offset: top.pub.Offset, epoch: top.epoch}, nextFloor(top.floor, pub.Offset, 10), 0)
+	ack, err := b.store(ctx, r, subject, pub, tip{stream: r.name, seq: top.seq, offset: top.pub.Offset, epoch: top.epoch}, nextFloor(top.floor, pub.Offset, 10), 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,5 +225,56 @@ func TestNextFloor(t *testing.T) {
 		if got := nextFloor(tc.floor, tc.offset, tc.size); got != tc.want {
 			t.Errorf("%s: nextFloor(%d, %d, %d) = %d, want %d", tc.name, tc.floor, tc.offset, tc.size, got, tc.want)
 		}
+	}
+}
+
+// TestIdempotencyJoinsAClaim: a publisher that finds a key claimed but not
+// settled (its claimant died, or is still at work) publishes under the
+// claim's generation, so that the stream's de-duplication stores the key's
+// publication once whichever publisher gets there.
+func TestIdempotencyJoinsAClaim(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{})
+	ctx := context.Background()
+	b, err := New(ctx, Options{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	opts := broker.PublishOptions{HistorySize: 10, IdempotencyKey: "k", IdempotencyWindow: time.Minute}
+
+	// A claim left by a publisher that died before storing: the repeat
+	// stores the publication.
+	if _, _, found, err := b.reserveKey(ctx, "c", "k", time.Minute); err != nil || found {
+		t.Fatalf("reserve: %v %v", found, err)
+	}
+	first, err := b.Publish(ctx, "c", []byte(`1`), opts)
+	if err != nil || first.Offset != 1 {
+		t.Fatalf("publish on an abandoned claim: %+v %v", first, err)
+	}
+	if again, err := b.Publish(ctx, "c", []byte(`1`), opts); !errors.Is(err, broker.ErrDuplicate) || again != first {
+		t.Fatalf("repeat after settling: %+v %v", again, err)
+	}
+
+	// A claim whose publication was stored but not settled (the claimant
+	// died right after storing): the repeat's store is de-duplicated by
+	// the stream and answers the stored position.
+	gen, _, found, err := b.reserveKey(ctx, "d", "k", time.Minute)
+	if err != nil || found {
+		t.Fatalf("reserve: %v %v", found, err)
+	}
+	r, err := b.currentStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := broker.Publication{Offset: 1, Data: []byte(`1`), Time: time.Now()}
+	if _, err := b.store(ctx, r, b.histPrefix+token("d"), pub, tip{stream: r.name, epoch: "E"}, 1, 0, msgID("d", "k", gen)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Publish(ctx, "d", []byte(`2`), opts)
+	if !errors.Is(err, broker.ErrDuplicate) || got != (broker.Position{Offset: 1, Epoch: "E"}) {
+		t.Fatalf("repeat of a stored, unsettled key: %+v %v", got, err)
+	}
+	if h, err := b.History(ctx, "d", broker.HistoryQuery{Limit: -1}); err != nil || len(h.Publications) != 1 {
+		t.Fatalf("history %+v %v", h, err)
 	}
 }

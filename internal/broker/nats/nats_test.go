@@ -624,6 +624,30 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
 	})
+	// Idempotency keys: a new key each time (read, claim and settle in the
+	// key bucket around the store), and the same key again (one read).
+	keyed := hist
+	keyed.IdempotencyWindow = time.Minute
+	b.Run("one-channel-new-key", func(b *testing.B) {
+		run, i := time.Now().UnixNano(), 0 // keys new to every run, -count included
+		for b.Loop() {
+			i++
+			keyed.IdempotencyKey = fmt.Sprint(run, "-", i)
+			if _, err := br.Publish(ctx, "bench-keyed", data, keyed); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
+	})
+	b.Run("one-channel-repeated-key", func(b *testing.B) {
+		keyed.IdempotencyKey = "again"
+		for b.Loop() {
+			if _, err := br.Publish(ctx, "bench-keyed", data, keyed); err != nil && !errors.Is(err, broker.ErrDuplicate) {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
+	})
 	b.Run("channel-per-goroutine", func(b *testing.B) {
 		var id sync.Mutex
 		n := 0
@@ -723,5 +747,101 @@ func TestSubscribeWhileDown(t *testing.T) {
 	for _, ch := range []string{"during", "before"} {
 		pos := eventually(t, func() (broker.Position, error) { return b.Publish(ctx, ch, []byte(`1`), hist) })
 		rec.waitOffset(t, ch, pos.Offset, pos.Epoch)
+	}
+}
+
+// TestIdempotentPublishTwoNodes: publishers on two nodes repeating the
+// same keys at once store each key's publication once, and every repeat
+// answers its offset.
+func TestIdempotentPublishTwoNodes(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{})
+	a, recA := startedBroker(t, srv.URL(), nil)
+	b, _ := startedBroker(t, srv.URL(), nil)
+	ctx := ctxT(t)
+	const ch, keys, repeats = "idem", 20, 4
+	if err := a.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	byKey := map[string]map[broker.Position]bool{}
+	stored := 0
+	var wg sync.WaitGroup
+	for k := range keys {
+		key := fmt.Sprint("key-", k)
+		mu.Lock() // goroutines of earlier keys are reading byKey
+		byKey[key] = map[broker.Position]bool{}
+		mu.Unlock()
+		for r := range repeats {
+			for _, n := range []*nats.Broker{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					opts := hist
+					opts.IdempotencyKey, opts.IdempotencyWindow = key, time.Minute
+					pos, err := n.Publish(ctx, ch, []byte(fmt.Sprint(r)), opts)
+					if err != nil && !errors.Is(err, broker.ErrDuplicate) {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					byKey[key][pos] = true
+					if err == nil {
+						stored++
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	if stored != keys {
+		t.Fatalf("%d publications stored for %d keys", stored, keys)
+	}
+	var offs []uint64
+	var epoch string
+	for key, seen := range byKey {
+		if len(seen) != 1 {
+			t.Fatalf("key %s answered positions %v", key, seen)
+		}
+		for p := range seen {
+			offs, epoch = append(offs, p.Offset), p.Epoch
+		}
+	}
+	slices.Sort(offs)
+	if !slices.Equal(offs, span(1, keys)) {
+		t.Fatalf("offsets of the keys %v", offs)
+	}
+	checkDense(t, recA.waitOffset(t, ch, keys, epoch), keys, epoch)
+}
+
+// TestDuplicateWindow: the history stream's duplicate window follows
+// IdempotencyMaxWindow, on a new stream and on an existing one, within
+// JetStream's default and HistoryMaxAge.
+func TestDuplicateWindow(t *testing.T) {
+	srv := testenv.StartNATS(t, testenv.NATSOptions{})
+	ctx := ctxT(t)
+	js := rawJetStream(t, srv.URL())
+	for _, tc := range []struct {
+		window, maxAge, want time.Duration
+	}{
+		{0, 0, 2 * time.Minute},
+		{10 * time.Minute, 0, 10 * time.Minute},
+		{3 * time.Hour, time.Hour, time.Hour},
+		{time.Second, 0, 2 * time.Minute},
+	} {
+		newBroker(t, srv.URL(), func(o *nats.Options) {
+			o.Prefix, o.IdempotencyMaxWindow, o.HistoryMaxAge = "dup", tc.window, tc.maxAge
+		})
+		name, err := js.StreamNameBySubject(ctx, "dup.hist.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Duplicates; got != tc.want {
+			t.Errorf("window %s, max age %s: duplicate window %s, want %s", tc.window, tc.maxAge, got, tc.want)
+		}
 	}
 }

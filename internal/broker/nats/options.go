@@ -39,6 +39,15 @@ type Options struct {
 	// epoch. Default 24h; a negative value keeps messages with no age limit
 	// (and the newest message of every channel ever used forever).
 	HistoryMaxAge time.Duration
+	// IdempotencyMaxWindow is the longest idempotency window publications
+	// will ask for. The history stream's duplicate window is set to it (at
+	// least JetStream's default of 2m, at most HistoryMaxAge), so that a
+	// repeat of a key whose first publisher died between storing the
+	// publication and recording its offset is still recognised for the
+	// whole window (see "Idempotency" in the package documentation).
+	// JetStream remembers the id of each keyed publication for that long.
+	// Default 2m; longer than 24h is cut to 24h.
+	IdempotencyMaxWindow time.Duration
 	// PresenceMaxAge is how long the presence bucket keeps an entry that is
 	// not refreshed. Entries are hidden once the ttl given to AddPresence has
 	// passed; this only removes them from storage, and shortens a longer ttl.
@@ -88,6 +97,7 @@ func (o Options) withDefaults() (Options, error) {
 	case o.HistoryMaxAge < 0:
 		o.HistoryMaxAge = 0 // no limit, as JetStream spells it
 	}
+	o.IdempotencyMaxWindow = min(max(o.IdempotencyMaxWindow, 2*time.Minute), idemMaxWindow)
 	if o.PresenceMaxAge <= 0 {
 		o.PresenceMaxAge = time.Hour
 	}

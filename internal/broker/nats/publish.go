@@ -31,6 +31,22 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 		return broker.Position{}, fmt.Errorf("nats broker: publish to %q: %w", channel, err)
 	}
 	defer b.unlockChannel(channel, l)
+	var id string // Nats-Msg-Id, with an idempotency key
+	var gen uint64
+	if key := opts.IdempotencyKey; key != "" {
+		var (
+			pos   broker.Position
+			found bool
+		)
+		gen, pos, found, err = b.reserveKey(ctx, channel, key, opts.IdempotencyWindow)
+		if err != nil {
+			return broker.Position{}, err
+		}
+		if found {
+			return pos, fmt.Errorf("nats broker: publish to %q: %w", channel, broker.ErrDuplicate)
+		}
+		id = msgID(channel, key, gen)
+	}
 
 	var lastErr error
 	for attempt := 0; attempt < maxPublishAttempts; attempt++ {
@@ -63,13 +79,25 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 		}
 		pub := broker.Publication{Offset: t.offset + 1, Data: data, Time: b.opts.Now()}
 		floor := nextFloor(t.floor, pub.Offset, size)
-		ack, err := b.store(ctx, r, subject, pub, t, floor, ttl)
+		ack, err := b.store(ctx, r, subject, pub, t, floor, ttl, id)
 		switch {
+		case err == nil && ack.Duplicate:
+			// Another publisher stored this key's publication under the
+			// same generation: nothing was stored now.
+			pos, err := b.original(ctx, r, channel, opts.IdempotencyKey, ack.Sequence)
+			if err != nil {
+				return broker.Position{}, b.fail("publish to "+strconv.Quote(channel), err)
+			}
+			return pos, fmt.Errorf("nats broker: publish to %q: %w", channel, broker.ErrDuplicate)
 		case err == nil:
 			b.setTip(channel, tip{stream: r.name, seq: ack.Sequence, offset: pub.Offset, epoch: t.epoch, floor: floor})
 			b.announce(tok, pub, t.epoch)
 			b.maybePurge(subject, pub.Offset, size)
-			return broker.Position{Offset: pub.Offset, Epoch: t.epoch}, nil
+			pos := broker.Position{Offset: pub.Offset, Epoch: t.epoch}
+			if id != "" {
+				b.settleKey(ctx, channel, opts.IdempotencyKey, gen, pos, opts.IdempotencyWindow)
+			}
+			return pos, nil
 		case isConflict(err):
 			b.dropTip(channel)
 			lastErr = err
@@ -104,9 +132,14 @@ func nextFloor(floor, offset uint64, size int) uint64 {
 }
 
 // store appends pub to the channel's chain after t, or fails with a
-// conflict when t is no longer the channel's newest message.
-func (b *Broker) store(ctx context.Context, r *streamRef, subject string, pub broker.Publication, t tip, floor uint64, ttl time.Duration) (*jetstream.PubAck, error) {
+// conflict when t is no longer the channel's newest message. With a
+// message id, the stream stores nothing when a message with that id is
+// stored already, and answers its sequence with Duplicate set.
+func (b *Broker) store(ctx context.Context, r *streamRef, subject string, pub broker.Publication, t tip, floor uint64, ttl time.Duration, id string) (*jetstream.PubAck, error) {
 	m := &gonats.Msg{Subject: subject, Data: pub.Data, Header: gonats.Header{}}
+	if id != "" {
+		m.Header.Set(jetstream.MsgIDHeader, id)
+	}
 	setPublication(m.Header, pub, t.epoch)
 	m.Header.Set(hdrPrev, strconv.FormatUint(t.seq, 10))
 	m.Header.Set(hdrFloor, strconv.FormatUint(floor, 10))

@@ -88,7 +88,7 @@ func (b *Broker) streamConfig(name string) jetstream.StreamConfig {
 	if b.opts.MemoryStorage {
 		cfg.Storage = jetstream.MemoryStorage
 	}
-	cfg.Duplicates = 2 * time.Minute // the server's default, which must not exceed MaxAge
+	cfg.Duplicates = b.opts.IdempotencyMaxWindow // must not exceed MaxAge
 	if cfg.MaxAge > 0 && cfg.MaxAge < cfg.Duplicates {
 		cfg.Duplicates = cfg.MaxAge
 	}
@@ -109,13 +109,12 @@ func (b *Broker) reconcile(ctx context.Context, s jetstream.Stream) error {
 		b.log.Warn("history stream keeps its storage: JetStream cannot change it in place",
 			"stream", cfg.Name, "storage", cfg.Storage.String(), "configured", want.Storage.String())
 	}
-	if cfg.MaxMsgsPerSubject == want.MaxMsgsPerSubject && cfg.MaxAge == want.MaxAge && cfg.Replicas == want.Replicas && !cfg.AllowDirect {
+	if cfg.MaxMsgsPerSubject == want.MaxMsgsPerSubject && cfg.MaxAge == want.MaxAge && cfg.Replicas == want.Replicas &&
+		cfg.Duplicates == want.Duplicates && !cfg.AllowDirect {
 		return nil
 	}
-	cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Replicas, cfg.AllowDirect = want.MaxMsgsPerSubject, want.MaxAge, want.Replicas, false
-	if cfg.Duplicates > cfg.MaxAge && cfg.MaxAge > 0 {
-		cfg.Duplicates = cfg.MaxAge
-	}
+	cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Replicas, cfg.Duplicates, cfg.AllowDirect =
+		want.MaxMsgsPerSubject, want.MaxAge, want.Replicas, want.Duplicates, false
 	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("update stream %s: %w", cfg.Name, err)
 	}
@@ -160,7 +159,7 @@ func (b *Broker) top(ctx context.Context, subject string) (*streamRef, stored, e
 			marker := broker.Publication{Time: b.opts.Now()}
 			t := tip{stream: r.name, epoch: newEpoch(), floor: 1}
 			var ack *jetstream.PubAck
-			if ack, err = b.store(ctx, r, subject, marker, t, t.floor, 0); err == nil {
+			if ack, err = b.store(ctx, r, subject, marker, t, t.floor, 0, ""); err == nil {
 				return r, stored{seq: ack.Sequence, pub: marker, epoch: t.epoch, floor: t.floor}, nil
 			}
 			if isConflict(err) { // written meanwhile: read it

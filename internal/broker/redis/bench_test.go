@@ -3,6 +3,7 @@ package redis_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -75,6 +76,31 @@ func BenchmarkPublish(b *testing.B) {
 			})
 		}
 	}
+	// Idempotency keys: a new key each time (the check and the extra SET in
+	// the script), and the same key again (a duplicate: one GET).
+	data := []byte(`"` + string(bytes.Repeat([]byte("x"), 14)) + `"`)
+	keyed := opts
+	keyed.IdempotencyWindow = time.Minute
+	b.Run("serial-new-key/16B", func(b *testing.B) {
+		b.ReportAllocs()
+		run, i := time.Now().UnixNano(), 0 // keys new to every run, -count included
+		for b.Loop() {
+			i++
+			keyed.IdempotencyKey = fmt.Sprint(run, "-", i)
+			if _, err := pub.Publish(ctx, "bench-keyed", data, keyed); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("serial-repeated-key/16B", func(b *testing.B) {
+		b.ReportAllocs()
+		keyed.IdempotencyKey = "again"
+		for b.Loop() {
+			if _, err := pub.Publish(ctx, "bench-keyed", data, keyed); err != nil && !errors.Is(err, broker.ErrDuplicate) {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Logf("%d publications delivered to the subscribed node", cnt.n.Load())
 }
 

@@ -15,6 +15,8 @@
 //	{prefix}:{channel}:pub              (shard) Pub/Sub channel: publications and events
 //	{prefix}:{channel}:presence         hash: client id -> JSON ClientInfo
 //	{prefix}:{channel}:presence-expiry  sorted set: client id scored by expiry (ms)
+//	{prefix}:{channel}:idem:{key}       string: "offset:epoch" of the publication that
+//	                                    used idempotency key {key}, expiring after the window
 //	{prefix}:control                    Pub/Sub channel between the nodes (broker.Controller)
 //
 // Every script and multi-key command works on the keys of one channel, so
@@ -32,6 +34,12 @@
 // expired, or a Redis that lost its data) the script starts a new random
 // epoch and drops any history left, so an offset never repeats within an
 // epoch as long as Redis keeps what it acknowledged (see Options.URL).
+//
+// A publication with an idempotency key passes the key's name to the same
+// script, which answers the remembered position instead of publishing when
+// the key exists, and sets it otherwise: the check is atomic with the
+// publication on every node, in a cluster too (the key has the channel's
+// hash tag).
 //
 // # Delivery
 //
@@ -381,6 +389,11 @@ func (b *Broker) metaKey(channel string) string    { return b.base(channel) + ":
 func (b *Broker) historyKey(channel string) string { return b.base(channel) + ":history" }
 func (b *Broker) pubName(channel string) string    { return b.base(channel) + ":pub" }
 
+// idemKey is where an idempotency key of the channel is remembered: next
+// to the channel's keys, with its hash tag, so that a cluster stores it on
+// the channel's slot and the publish script may read and write it.
+func (b *Broker) idemKey(channel, key string) string { return b.base(channel) + ":idem:" + key }
+
 // Publish implements broker.Broker: one script call stores the publication
 // and PUBLISHes (in a cluster SPUBLISHes) it to the subscribed nodes.
 func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts broker.PublishOptions) (broker.Position, error) {
@@ -392,29 +405,37 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 	if b.cluster {
 		script = spublishScript
 	}
-	res := script.Exec(ctx, b.client,
-		[]string{b.metaKey(channel), b.historyKey(channel)},
-		[]string{
-			b.pubName(channel),
-			rueidis.BinaryString(data),
-			strconv.Itoa(max(opts.HistorySize, 0)),
-			strconv.FormatInt(ttl, 10),
-			strconv.FormatInt(max(ttl, ms(b.opts.IdleTTL)), 10),
-			newEpoch(),
-		})
-	arr, err := res.ToArray()
+	keys := []string{b.metaKey(channel), b.historyKey(channel)}
+	args := []string{
+		b.pubName(channel),
+		rueidis.BinaryString(data),
+		strconv.Itoa(max(opts.HistorySize, 0)),
+		strconv.FormatInt(ttl, 10),
+		strconv.FormatInt(max(ttl, ms(b.opts.IdleTTL)), 10),
+		newEpoch(),
+	}
+	if opts.IdempotencyKey != "" {
+		keys = append(keys, b.idemKey(channel, opts.IdempotencyKey))
+		args = append(args, strconv.FormatInt(max(ms(opts.IdempotencyWindow), 1), 10))
+	}
+	arr, err := script.Exec(ctx, b.client, keys, args).ToArray()
 	if err != nil {
 		return broker.Position{}, b.wrap("publish to "+channel, err)
 	}
-	if len(arr) != 2 {
+	if len(arr) != 3 {
 		return broker.Position{}, fmt.Errorf("redis broker: publish to %s: script returned %d values", channel, len(arr))
 	}
 	offset, err1 := arr[0].AsInt64()
 	epoch, err2 := arr[1].ToString()
-	if err := errors.Join(err1, err2); err != nil {
+	dup, err3 := arr[2].AsInt64()
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return broker.Position{}, fmt.Errorf("redis broker: publish to %s: bad script result: %w", channel, err)
 	}
-	return broker.Position{Offset: uint64(offset), Epoch: epoch}, nil
+	pos := broker.Position{Offset: uint64(offset), Epoch: epoch}
+	if dup == 1 {
+		return pos, fmt.Errorf("redis broker: publish to %s: %w", channel, broker.ErrDuplicate)
+	}
+	return pos, nil
 }
 
 // PublishEvent implements broker.Broker. Events travel on the channel's

@@ -50,10 +50,18 @@ end
 // the same with SPUBLISH, for a Redis Cluster: the shard channel hashes to
 // the slot of the keys, so the script may publish to it.
 //
-//	KEYS: meta, history
+//	KEYS: meta, history[, idempotency key]
 //	ARGV: pubsub channel, data, history size, history ttl (ms),
-//	      meta ttl (ms), epoch to start when the channel has none
-//	returns: {offset, epoch}
+//	      meta ttl (ms), epoch to start when the channel has none,
+//	      idempotency window (ms, with the third key)
+//	returns: {offset, epoch, duplicate (1 or 0)}
+//
+// With an idempotency key the script first reads it: a key set by an
+// earlier publication holds that publication's "offset:epoch", which is
+// returned with duplicate 1 and nothing is stored or sent. Otherwise the
+// key is set to the new publication's position, expiring after the window.
+// Check and set happen inside the script, so two nodes publishing with the
+// same key at once store one publication.
 var (
 	publishScript  = newPublishScript("PUBLISH")
 	spublishScript = newPublishScript("SPUBLISH")
@@ -67,8 +75,15 @@ func newPublishScript(cmd string) *rueidis.Lua {
 // luaPublish is the body of the publish scripts; PUBLISH_COMMAND stands for
 // the Pub/Sub command.
 const luaPublish = `
-local meta, hist = KEYS[1], KEYS[2]
+local meta, hist, idem = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, metattl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if idem then
+	local used = redis.call('GET', idem)
+	if used then
+		local o, e = string.match(used, '^(%d+):(.*)$')
+		return {tonumber(o), e, 1}
+	end
+end
 local now = now_ms()
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
@@ -94,7 +109,10 @@ else
 end
 redis.call('PEXPIRE', meta, metattl)
 redis.call('PUBLISH_COMMAND', ARGV[1], string.format('p%d:%s:%d:', offset, epoch, now) .. ARGV[2])
-return {offset, epoch}
+if idem then
+	redis.call('SET', idem, string.format('%d:', offset) .. epoch, 'PX', ARGV[7])
+end
+return {offset, epoch, 0}
 `
 
 // historyScript reads a channel's position and history together.

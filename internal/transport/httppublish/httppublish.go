@@ -8,6 +8,12 @@
 // The connection token, when the client has one (or the server requires
 // one), comes as "Authorization: Bearer <token>".
 //
+// An idempotency key makes a retried request safe: it comes as the body's
+// "idempotency_key" or as an "Idempotency-Key" header (the name HTTP
+// clients and proxies use for it), or both when they are equal. A repeat
+// within the idempotency window answers the original offset and epoch with
+// "duplicate":true and publishes nothing.
+//
 // It is a package of its own, not a part of the SSE or polling transport,
 // because both kinds of clients use it and transports never import each
 // other. Unlike the server API (/api/publish) it takes no API key: it is
@@ -21,7 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/switchboardhq/switchboard/internal/httpauth"
 	"github.com/switchboardhq/switchboard/internal/httpx"
@@ -79,11 +84,44 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 
 // publishRequest is the body of POST /publish.
 type publishRequest struct {
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
+	Channel        string          `json:"channel"`
+	Data           json.RawMessage `json:"data"`
+	IdempotencyKey *string         `json:"idempotency_key"`
 }
 
-// ServeHTTP publishes one message and answers {"result":{"offset":N}}.
+// HeaderIdempotencyKey is the request header that may carry the
+// idempotency key instead of the body.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// idempotencyKey returns the request's idempotency key ("" for none) from
+// the body field and the header, refusing an invalid one or two that
+// differ.
+func idempotencyKey(r *http.Request, body *string) (string, *protocol.Error) {
+	key := ""
+	if vs, ok := r.Header[HeaderIdempotencyKey]; ok {
+		if len(vs) != 1 {
+			return "", protocol.ErrBadRequest.WithMessage("%s header given %d times", HeaderIdempotencyKey, len(vs))
+		}
+		if perr := protocol.ValidateIdempotencyKey(vs[0]); perr != nil {
+			return "", perr.WithMessage("%s header: %s", HeaderIdempotencyKey, perr.Message)
+		}
+		key = vs[0]
+	}
+	if body != nil {
+		if perr := protocol.ValidateIdempotencyKey(*body); perr != nil {
+			return "", perr.WithMessage(`"idempotency_key": %s`, perr.Message)
+		}
+		if key != "" && key != *body {
+			return "", protocol.ErrBadRequest.WithMessage(`the %s header and "idempotency_key" differ`, HeaderIdempotencyKey)
+		}
+		key = *body
+	}
+	return key, nil
+}
+
+// ServeHTTP publishes one message and answers
+// {"result":{"offset":N,"epoch":E}}, with "duplicate":true added for a
+// repeat of an idempotency key.
 func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !hd.gate.Admit(w, r) {
 		return
@@ -115,7 +153,12 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
 		return
 	}
-	pos, err := hd.hub.Publish(r.Context(), req.Channel, req.Data, "client")
+	key, perr := idempotencyKey(r, req.IdempotencyKey)
+	if perr != nil {
+		httpauth.WriteError(w, http.StatusBadRequest, perr)
+		return
+	}
+	res, err := hd.hub.PublishOnce(r.Context(), req.Channel, req.Data, "client", key)
 	if err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
@@ -126,8 +169,8 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable.WithMessage("cannot publish now, retry"))
 		return
 	}
-	b := append([]byte(`{"result":{"offset":`), strconv.FormatUint(pos.Offset, 10)...)
-	writeJSON(w, http.StatusOK, append(b, "}}\n"...))
+	b := hub.AppendPublished([]byte(`{"result":`), res)
+	writeJSON(w, http.StatusOK, append(b, "}\n"...))
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
