@@ -126,6 +126,7 @@ func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*
 	}()
 	urls := map[string]bool{}
 	prevURL := c.Info().URL
+	during := 0 // cuts made while the publisher was still publishing
 	for i := range cuts {
 		info := c.Info()
 		for info.Client == "" {
@@ -140,6 +141,9 @@ func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*
 		// A moment of live traffic, then cut.
 		seen := len(rec.pubs)
 		rec.wait(t, "traffic or the end", func() bool { return len(rec.pubs) > seen || published.Load() == int64(total) })
+		if published.Load() < int64(total) {
+			during++
+		}
 		nodes[i%len(nodes)].disconnect(t, info.Client, true)
 		rec.wait(t, "the next connection", func() bool { return rec.connections() > i+1 })
 	}
@@ -148,7 +152,7 @@ func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*
 	rec.wait(t, "every publication", func() bool {
 		return len(rec.pubs) > 0 && rec.pubs[len(rec.pubs)-1].Offset >= last
 	})
-	t.Logf("%d cuts over %d endpoints, %d publications", cuts, len(urls), total)
+	t.Logf("%d cuts (%d while publishing) over %d endpoints, %d publications", cuts, during, len(urls), total)
 	return start + 1, last
 }
 
