@@ -284,10 +284,11 @@ func (c *Client) stopLocked(err error) {
 	default:
 		close(c.stopped)
 	}
-	for _, e := range c.outbox {
+	box := c.outbox
+	c.outbox = nil
+	for _, e := range box {
 		c.finishLocked(e, OutboxFailed, 0, err)
 	}
-	c.outbox = nil
 	for ch, s := range c.subs {
 		if !s.wasSubscribed() {
 			delete(c.subs, ch)
