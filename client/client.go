@@ -78,9 +78,6 @@ func (c *Client) Connect(ctx context.Context) error {
 	if !c.running {
 		c.running = true
 		c.stopErr = nil
-		if c.ev == nil {
-			c.ev = newEvents()
-		}
 		select {
 		case <-c.stopped:
 			c.stopped = make(chan struct{})
@@ -166,12 +163,17 @@ func (c *Client) stopError() error {
 	return ErrClosed
 }
 
-// emit queues a callback. c.mu must be held (the order of events is the
-// order of the state changes made under it).
+// emit queues a callback, starting the events goroutine if this is the
+// first. c.mu must be held (the order of events is the order of the state
+// changes made under it). After Close it does nothing.
 func (c *Client) emit(f func()) {
-	if c.ev != nil {
-		c.ev.push(f)
+	if c.ev == nil {
+		if c.closed {
+			return
+		}
+		c.ev = newEvents()
 	}
+	c.ev.push(f)
 }
 
 // setStateLocked records a state change and tells OnState. c.mu must be
