@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // Client is a connection to Switchboard that keeps itself up. Create one
@@ -263,6 +265,13 @@ func (c *Client) retryable(err error) bool {
 			return true
 		}
 		return se.Temporary()
+	}
+	var hs ws.StatusError
+	if errors.As(err, &hs) && hs >= 400 && hs < 500 && hs != 408 && hs != 429 {
+		// The handshake was refused for a reason a retry cannot fix: a
+		// Host or Origin the server does not allow (421, 403), a wrong
+		// path (404).
+		return false
 	}
 	return true // dial errors, HTTP 503 while a node drains, GetToken errors
 }

@@ -364,3 +364,15 @@ func TestHistoryAndPresence(t *testing.T) {
 		t.Fatalf("second subscribe: %v", err)
 	}
 }
+
+// TestHandshakeRefusedStops: a handshake the server refuses for good (a
+// wrong path: 404) stops the client instead of retrying forever.
+func TestHandshakeRefusedStops(t *testing.T) {
+	n := startNode(t, nil)
+	c := client.New("ws://"+n.addr+"/nowhere", client.Options{Backoff: fastBackoff})
+	defer c.Close()
+	err := c.Connect(ctxT(t))
+	if err == nil || c.State() != client.StateDisconnected {
+		t.Fatalf("Connect = %v, state %v", err, c.State())
+	}
+}
