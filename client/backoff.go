@@ -10,9 +10,9 @@ import "time"
 // that accepts and then drops each connection at once is retried ever
 // more slowly, not in a tight loop.
 type Backoff struct {
-	// Min is the cap of the first delay. Default 200 ms.
+	// Min is the cap of the first delay. Default 500 ms.
 	Min time.Duration
-	// Max is the largest cap. Default 5 s.
+	// Max is the largest cap. Default 10 s.
 	Max time.Duration
 	// Stable is how long a connection must stay up for the attempt count
 	// to start again from zero. Default 5 s.
@@ -22,10 +22,10 @@ type Backoff struct {
 // withDefaults fills the zero fields.
 func (b Backoff) withDefaults() Backoff {
 	if b.Min <= 0 {
-		b.Min = 200 * time.Millisecond
+		b.Min = 500 * time.Millisecond
 	}
 	if b.Max <= 0 {
-		b.Max = 5 * time.Second
+		b.Max = 10 * time.Second
 	}
 	if b.Max < b.Min {
 		b.Max = b.Min

@@ -24,8 +24,8 @@ func TestBackoffDelay(t *testing.T) {
 		"far past the cap does not overflow": {b, 1000, 0.5, time.Second},
 		"random 1 is clamped below 1":        {b, 5, 1, 1999998 * time.Microsecond},
 		"negative random is clamped to 0":    {b, 2, -3, 0},
-		"zero value takes the defaults":      {client.Backoff{}, 0, 0.5, 100 * time.Millisecond},
-		"defaults cap at 5 s":                {client.Backoff{}, 40, 0.5, 2500 * time.Millisecond},
+		"zero value takes the defaults":      {client.Backoff{}, 0, 0.5, 250 * time.Millisecond},
+		"defaults cap at 10 s":               {client.Backoff{}, 40, 0.5, 5 * time.Second},
 		"Max below Min is raised to Min":     {client.Backoff{Min: time.Second, Max: time.Millisecond}, 3, 0.5, 500 * time.Millisecond},
 	}
 	for name, tc := range cases {

@@ -520,15 +520,15 @@ func (c *Client) Presence(ctx context.Context, channel string) (PresenceResult, 
 	return res, nil
 }
 
-// scheduleRefreshLocked arms the token refresh of cn: at 80% of the
-// token's remaining life, at most 30 s before it expires. c.mu must be
-// held.
+// scheduleRefreshLocked arms the token refresh of cn: a quarter of the
+// token's remaining life before it expires, at most 30 s before. c.mu
+// must be held.
 func (c *Client) scheduleRefreshLocked(cn *conn) {
 	if c.opts.GetToken == nil || c.info.Expires.IsZero() || c.cn != cn {
 		return
 	}
 	ttl := time.Until(c.info.Expires)
-	lead := min(ttl/5, 30*time.Second)
+	lead := min(ttl/4, 30*time.Second)
 	c.refresh = time.AfterFunc(max(ttl-lead, 0), func() { c.refreshToken(cn) })
 }
 

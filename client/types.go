@@ -115,8 +115,9 @@ type Options struct {
 	// GetToken returns a new connection token. The client calls it before
 	// connecting when it has no token, after the server closed the
 	// connection because the token expired (4005) or refused it as
-	// expired (419), and to refresh the token before it expires (at 80%
-	// of its lifetime, at most 30 s before). Nil: the token never changes.
+	// expired (419), and to refresh the token before it expires (a
+	// quarter of its remaining life before, at most 30 s before). Nil:
+	// the token never changes.
 	GetToken func(ctx context.Context) (string, error)
 	// Endpoint chooses the URL to dial for each attempt (attempt counts
 	// every dial of this Client, from 0). Use it to spread reconnects over
