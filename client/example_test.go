@@ -60,31 +60,32 @@ func ExampleClient_Publish() {
 	n := exampleNode()
 	defer n.stop()
 
-	queued := make(chan struct{})
+	queued, acked := make(chan struct{}), make(chan struct{})
 	c := client.New(n.url(), client.Options{
 		OnOutbox: func(e client.OutboxEntry) {
 			fmt.Println(e.Channel, e.State)
-			if e.State == client.OutboxQueued {
+			switch e.State {
+			case client.OutboxQueued:
 				close(queued)
+			case client.OutboxAcked:
+				fmt.Println("offset", e.Offset)
+				close(acked)
 			}
 		},
 	})
 	defer c.Close()
 	ctx := context.Background()
-	done := make(chan client.PublishResult)
 	go func() {
-		res, err := c.Publish(ctx, "orders", "paid")
-		if err != nil {
+		if _, err := c.Publish(ctx, "orders", "paid"); err != nil {
 			fmt.Println(err)
 		}
-		done <- res
 	}()
 	<-queued
 	if err := c.Connect(ctx); err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("offset", (<-done).Offset)
+	<-acked
 	// Output:
 	// orders queued
 	// orders sent
