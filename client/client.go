@@ -394,11 +394,7 @@ func (c *Client) serve(cn *conn) {
 	for _, s := range c.subs {
 		c.subscribeLocked(cn, s)
 	}
-	for _, e := range c.outbox {
-		if e.State == OutboxQueued {
-			c.sendLocked(cn, e)
-		}
-	}
+	c.pumpLocked()
 	c.scheduleRefreshLocked(cn)
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,7 +61,8 @@ type conn struct {
 	mu      sync.Mutex // guards the fields below
 	queue   [][]byte
 	pending map[int64]replyFunc
-	err     error // why the connection ended; non-nil once it has
+	order   []int64 // ids of the commands not answered yet, in the order sent
+	err     error   // why the connection ended; non-nil once it has
 	wake    chan struct{}
 
 	closed chan struct{} // closed when err is set
@@ -139,19 +141,36 @@ func closeErrorOf(err error) *CloseError {
 }
 
 // handle dispatches one message from the server.
+//
+// The server answers a connection's commands in the order it got them,
+// and every command the client sends has an id. An error without id (a
+// command refused by the rate limit before it was read, a frame whose id
+// could not be read) therefore answers the oldest command not answered
+// yet.
 func (cn *conn) handle(m *message) {
-	if m.ID != nil {
+	if m.ID != nil || m.Error != nil {
 		cn.mu.Lock()
-		f := cn.pending[*m.ID]
-		delete(cn.pending, *m.ID)
+		var id int64
+		switch {
+		case m.ID != nil:
+			id = *m.ID
+			if i := slices.Index(cn.order, id); i >= 0 {
+				cn.order = slices.Delete(cn.order, i, i+1)
+			}
+		case len(cn.order) > 0:
+			id = cn.order[0]
+			cn.order = cn.order[1:]
+		default:
+			cn.mu.Unlock()
+			cn.c.log.Warn("client: server error for no command", "code", m.Error.Code, "message", m.Error.Message)
+			return
+		}
+		f := cn.pending[id]
+		delete(cn.pending, id)
 		cn.mu.Unlock()
 		if f != nil {
 			f(m, nil)
 		}
-		return
-	}
-	if m.Error != nil {
-		cn.c.log.Warn("client: server error without id", "code", m.Error.Code, "message", m.Error.Message)
 		return
 	}
 	if m.Channel != "" {
@@ -209,6 +228,7 @@ func (cn *conn) send(cmd *command, f replyFunc) bool {
 	if f != nil {
 		cn.pending[cmd.ID] = f
 	}
+	cn.order = append(cn.order, cmd.ID)
 	cn.queue = append(cn.queue, b)
 	cn.mu.Unlock()
 	select {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // OutboxState is where a publication is on its way to the server.
@@ -61,9 +62,16 @@ type OutboxEntry struct {
 // Client's mu.
 type entry struct {
 	OutboxEntry
-	cn   *conn         // the connection it was last sent on
-	done chan struct{} // closed when acked or failed
+	cn      *conn         // the connection it was last sent on
+	done    chan struct{} // closed when acked or failed
+	hold    *time.Timer   // set while it waits to be sent again after a temporary refusal
+	refused int           // temporary refusals so far, for the retry's backoff
 }
+
+// maxInFlight bounds the publications sent and not yet acknowledged, over
+// all channels, so that a large outbox does not run into the server's
+// command rate limit all at once.
+const maxInFlight = 64
 
 // Publish publishes data (any value encoding/json accepts; a
 // json.RawMessage is sent as it is) to channel, and waits until the server
@@ -73,12 +81,14 @@ type entry struct {
 // sent now if the client is connected, else on the next connection, and
 // sent again with the same key on each new connection until it is
 // acknowledged (a server that knows the key answers the first offset and
-// publishes nothing twice). Publications to one channel are sent in the
-// order of the Publish calls. When ctx ends before the publication was
-// sent, it is withdrawn; once sent, it stays in the outbox until
-// acknowledged (see Outbox). Publish fails at once with ErrOutboxFull when
-// Options.OutboxSize publications wait already, and with the server's
-// *Error when it refuses the publication.
+// publishes nothing twice). A channel's publications are sent one at a
+// time, in the order of the Publish calls: the next once the previous was
+// acknowledged. A refusal that may pass (429 rate limit, 500, 503) is
+// retried after a backoff delay; any other fails Publish with the
+// server's *Error. When ctx ends before the publication was sent, it is
+// withdrawn; once sent, it stays in the outbox until acknowledged (see
+// Outbox). Publish fails at once with ErrOutboxFull when
+// Options.OutboxSize publications wait already.
 func (c *Client) Publish(ctx context.Context, channel string, data any) (PublishResult, error) {
 	raw, ok := data.(json.RawMessage)
 	if !ok {
@@ -108,9 +118,7 @@ func (c *Client) Publish(ctx context.Context, channel string, data any) (Publish
 	}
 	c.outbox = append(c.outbox, e)
 	c.outboxEventLocked(e)
-	if c.cn != nil {
-		c.sendLocked(c.cn, e)
-	}
+	c.pumpLocked()
 	c.mu.Unlock()
 	select {
 	case <-e.done:
@@ -118,6 +126,7 @@ func (c *Client) Publish(ctx context.Context, channel string, data any) (Publish
 		c.mu.Lock()
 		if e.State == OutboxQueued {
 			c.finishLocked(e, OutboxFailed, 0, ctx.Err())
+			c.pumpLocked()
 		}
 		c.mu.Unlock()
 		return PublishResult{}, fmt.Errorf("client: publish %s: %w", channel, ctx.Err())
@@ -143,15 +152,47 @@ func (c *Client) Outbox() []OutboxEntry {
 	return out
 }
 
+// pumpLocked sends what may go now: for each channel, the first
+// publication not acknowledged yet, once the one before it was, and at
+// most maxInFlight in all. One at a time per channel keeps a channel's
+// order even when the server refuses one for a while (a rate limit, a
+// broker outage) and it is sent again later. c.mu must be held.
+func (c *Client) pumpLocked() {
+	if c.cn == nil {
+		return
+	}
+	busy := map[string]bool{}
+	inFlight := 0
+	for _, e := range c.outbox {
+		if e.State == OutboxSent {
+			busy[e.Channel] = true
+			inFlight++
+		}
+	}
+	for _, e := range c.outbox {
+		if inFlight >= maxInFlight {
+			return
+		}
+		if busy[e.Channel] {
+			continue
+		}
+		busy[e.Channel] = true // the channel's first: the others wait for it
+		if e.State == OutboxQueued && e.hold == nil && c.sendLocked(c.cn, e) {
+			inFlight++
+		}
+	}
+}
+
 // sendLocked sends e on cn. c.mu must be held.
-func (c *Client) sendLocked(cn *conn, e *entry) {
+func (c *Client) sendLocked(cn *conn, e *entry) bool {
 	cmd := &command{ID: c.nextID.Add(1), Command: "publish", Channel: e.Channel, Data: e.Data, IdempotencyKey: e.Key}
 	if !cn.send(cmd, func(m *message, err error) { c.published(cn, e, m, err) }) {
-		return // cn ended: e stays queued for the next connection
+		return false // cn ended: e stays queued for the next connection
 	}
 	e.State, e.cn = OutboxSent, cn
 	e.Attempts++
 	c.outboxEventLocked(e)
+	return true
 }
 
 // published handles the answer to e's publish on cn, or cn's end.
@@ -165,6 +206,23 @@ func (c *Client) published(cn *conn, e *entry, m *message, err error) {
 	case err != nil:
 		e.State, e.cn = OutboxQueued, nil
 		c.outboxEventLocked(e) // the next connection sends it again
+		return
+	case m.Error != nil && m.Error.Temporary():
+		// Refused for now (429, 500, 503): queued again, sent after a
+		// backoff delay; the channel's next publications wait for it.
+		e.State, e.cn = OutboxQueued, nil
+		delay := c.opts.Backoff.Delay(e.refused, c.random)
+		e.refused++
+		c.log.Debug("client: publish refused for now", "channel", e.Channel, "err", m.Error, "retry_in", delay)
+		e.hold = time.AfterFunc(delay, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if e.hold != nil {
+				e.hold = nil
+				c.pumpLocked()
+			}
+		})
+		c.outboxEventLocked(e)
 	case m.Error != nil:
 		c.finishLocked(e, OutboxFailed, 0, m.Error)
 	default:
@@ -174,12 +232,17 @@ func (c *Client) published(cn *conn, e *entry, m *message, err error) {
 		_ = json.Unmarshal(m.Result, &res)
 		c.finishLocked(e, OutboxAcked, res.Offset, nil)
 	}
+	c.pumpLocked()
 }
 
 // finishLocked takes e out of the outbox as acked or failed and wakes its
 // Publish. c.mu must be held.
 func (c *Client) finishLocked(e *entry, st OutboxState, offset uint64, err error) {
 	e.State, e.Offset, e.Err = st, offset, err
+	if e.hold != nil {
+		e.hold.Stop()
+		e.hold = nil
+	}
 	if i := slices.Index(c.outbox, e); i >= 0 {
 		c.outbox = slices.Delete(c.outbox, i, i+1)
 	}

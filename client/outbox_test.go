@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/switchboardhq/switchboard/client"
+	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/wstest"
 )
 
@@ -110,6 +111,15 @@ func TestOutboxSendsOfflinePublicationsInOrder(t *testing.T) {
 		}
 	}
 	seen.mu.Unlock()
+	rec.wait(t, "every acked event", func() bool {
+		acked := 0
+		for _, e := range rec.outbox {
+			if e.State == client.OutboxAcked {
+				acked++
+			}
+		}
+		return acked == count
+	})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	states := map[string][]string{}
@@ -207,6 +217,9 @@ func TestOutboxResendIsIdempotent(t *testing.T) {
 	n.publish(t, "idem", "marker")
 	seen.wait(t, "the marker", func() bool { return string(seen.pubs[len(seen.pubs)-1].Data) == `"marker"` })
 
+	rec.wait(t, "the acked event", func() bool {
+		return len(rec.outbox) > 0 && rec.outbox[len(rec.outbox)-1].State == client.OutboxAcked
+	})
 	rec.mu.Lock()
 	var states []string
 	for _, e := range rec.outbox {
@@ -228,5 +241,59 @@ func TestOutboxResendIsIdempotent(t *testing.T) {
 	}
 	if copies != 1 || res.Offset != first {
 		t.Fatalf("%d copies published; acknowledged offset %d, first copy at %d", copies, res.Offset, first)
+	}
+}
+
+// TestOutboxUnderRateLimit flushes 60 offline publications to two channels
+// into a server that allows 20 commands a second: the refused ones (429)
+// are sent again later, and each channel still gets its publications once
+// each, in order.
+func TestOutboxUnderRateLimit(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.CommandRate = 20; c.CommandBurst = 10 })
+	seenA, seenB := observe(t, n, "rate-a"), observe(t, n, "rate-b")
+	rec := newRecorder()
+	c := client.New(n.url(), client.Options{Backoff: fastBackoff, OnOutbox: rec.onOutbox})
+	defer c.Close()
+	results := make(chan error, 60)
+	for i := range 60 {
+		ch := "rate-a"
+		if i%2 == 1 {
+			ch = "rate-b"
+		}
+		before := len(c.Outbox())
+		go func() { _, err := c.Publish(ctxT(t), ch, i); results <- err }()
+		for len(c.Outbox()) == before {
+			runtime.Gosched()
+		}
+	}
+	if err := c.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for range 60 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, seen := range []*recorder{seenA, seenB} {
+		seen.wait(t, "30 publications", func() bool { return len(seen.pubs) == 30 })
+		seen.mu.Lock()
+		for j, p := range seen.pubs {
+			if string(p.Data) != fmt.Sprint(2*j+i) {
+				t.Fatalf("channel %d: publication %d carries %s", i, j, p.Data)
+			}
+		}
+		seen.mu.Unlock()
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	refused := 0
+	for _, e := range rec.outbox {
+		if e.State == client.OutboxQueued && e.Attempts > 0 {
+			refused++
+		}
+	}
+	t.Logf("%d refusals by the rate limit, sent again", refused)
+	if refused == 0 {
+		t.Fatal("the rate limit never refused a publication: the test shows nothing")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // SubscribeOptions configure a Subscription.
@@ -50,6 +51,7 @@ type Subscription struct {
 	cn         *conn // the connection the last subscribe went on
 	live       bool  // cn confirmed the subscribe: pushes are delivered
 	subscribed bool  // confirmed at least once
+	refused    int   // temporary refusals of subscribes again, for the backoff
 }
 
 // Channel returns the subscription's channel.
@@ -238,6 +240,7 @@ func (c *Client) subscribed(cn *conn, s *Subscription, since *Position, m *messa
 	}
 	s.hasPos = true
 	s.live = true
+	s.refused = 0
 	if !s.subscribed {
 		s.subscribed = true
 		s.readyOnce.Do(func() { close(s.ready) })
@@ -246,17 +249,27 @@ func (c *Client) subscribed(cn *conn, s *Subscription, since *Position, m *messa
 
 // subscribeFailed handles a refused subscribe. A first subscribe fails
 // its caller. A subscribe again after a reconnect that may work later
-// (500, 503) reconnects; one that cannot ends the subscription and tells
-// OnError.
+// (429 rate limit, 500, 503) is sent again on the same connection after a
+// backoff delay; one that cannot ends the subscription and tells OnError.
 func (c *Client) subscribeFailed(cn *conn, s *Subscription, e *Error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.ended.Load() || c.subs[s.channel] != s {
 		return
 	}
-	if s.wasSubscribed() && (e.Code == 500 || e.Code == 503) {
-		c.log.Warn("client: subscribe again failed, reconnecting", "channel", s.channel, "err", e)
-		go cn.close(1000, "subscribe failed")
+	if s.wasSubscribed() && e.Temporary() {
+		s.mu.Lock()
+		delay := c.opts.Backoff.Delay(s.refused, c.random)
+		s.refused++
+		s.mu.Unlock()
+		c.log.Warn("client: subscribe again refused for now", "channel", s.channel, "err", e, "retry_in", delay)
+		time.AfterFunc(delay, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.cn == cn && c.subs[s.channel] == s {
+				c.subscribeLocked(cn, s)
+			}
+		})
 		return
 	}
 	delete(c.subs, s.channel)
