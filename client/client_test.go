@@ -376,3 +376,92 @@ func TestHandshakeRefusedStops(t *testing.T) {
 		t.Fatalf("Connect = %v, state %v", err, c.State())
 	}
 }
+
+// TestUnsubscribeStopsDelivery: after Unsubscribe, nothing more of the
+// channel arrives, while another subscription carries on.
+func TestUnsubscribeStopsDelivery(t *testing.T) {
+	n := startNode(t, nil)
+	gone, kept := newRecorder(), newRecorder()
+	c := client.New(n.url(), client.Options{})
+	defer c.Close()
+	if err := c.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.Subscribe(ctxT(t), "gone", client.SubscribeOptions{OnPublication: gone.onPublication})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctxT(t), "kept", client.SubscribeOptions{OnPublication: kept.onPublication}); err != nil {
+		t.Fatal(err)
+	}
+	n.publish(t, "gone", 1)
+	gone.wait(t, "the first publication", func() bool { return len(gone.pubs) == 1 })
+	if err := sub.Unsubscribe(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Unsubscribe(ctxT(t)); err != nil {
+		t.Fatalf("second Unsubscribe: %v", err)
+	}
+	n.publish(t, "gone", 2)
+	n.publish(t, "kept", 1) // published after, on the same connection: arrives after
+	kept.wait(t, "the other channel", func() bool { return len(kept.pubs) == 1 })
+	gone.mu.Lock()
+	defer gone.mu.Unlock()
+	if len(gone.pubs) != 1 {
+		t.Fatalf("unsubscribed channel delivered %+v", gone.pubs)
+	}
+	if sub.Position().Offset != 1 || sub.Channel() != "gone" {
+		t.Fatalf("position %+v", sub.Position())
+	}
+}
+
+// TestSubscribeSince starts from a position the application kept: what
+// came after it is delivered first; a position history no longer holds
+// gives a gap.
+func TestSubscribeSince(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.HistorySize = 3 })
+	c := client.New(n.url(), client.Options{})
+	defer c.Close()
+	if err := c.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		n.publish(t, "since", i)
+	}
+	h, err := c.History(ctxT(t), "since", client.HistoryOptions{Limit: -1})
+	if err != nil || len(h.Publications) != 0 || h.Position.Offset != 5 {
+		t.Fatalf("history without publications: %+v %v", h, err)
+	}
+	rec := newRecorder()
+	sub, err := c.Subscribe(ctxT(t), "since", client.SubscribeOptions{
+		OnPublication: rec.onPublication, OnGap: rec.onGap,
+		Since: &client.Position{Offset: 3, Epoch: h.Position.Epoch},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "4 and 5", func() bool { return len(rec.pubs) == 2 })
+	rec.mu.Lock()
+	if rec.pubs[0].Offset != 4 || rec.pubs[1].Offset != 5 || len(rec.gaps) != 0 || sub.Position().Offset != 5 {
+		t.Fatalf("publications %+v, gaps %+v", rec.pubs, rec.gaps)
+	}
+	rec.mu.Unlock()
+	old := newRecorder()
+	for i := 1; i <= 5; i++ {
+		n.publish(t, "since-other", i)
+	}
+	h, _ = c.History(ctxT(t), "since-other", client.HistoryOptions{Limit: -1})
+	_, err = c.Subscribe(ctxT(t), "since-other", client.SubscribeOptions{
+		OnGap: old.onGap,
+		Since: &client.Position{Offset: 1, Epoch: h.Position.Epoch},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.wait(t, "the gap", func() bool { return len(old.gaps) == 1 })
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	if g := old.gaps[0]; g.Reason != client.GapNotRecovered || g.From.Offset != 1 || g.To.Offset != 5 {
+		t.Fatalf("gap %+v", g)
+	}
+}
