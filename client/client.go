@@ -116,9 +116,9 @@ func (c *Client) Close() error {
 	c.closed = true
 	cancel, loopDone, running := c.cancel, c.loopDone, c.running
 	c.mu.Unlock()
-	if running {
+	if cancel != nil {
 		cancel()
-		<-loopDone
+		<-loopDone // also after a stop for good: the loop may still be returning
 	}
 	c.mu.Lock()
 	if c.stopErr == nil || running {
