@@ -95,10 +95,11 @@ func TestConnectStoppedForGood(t *testing.T) {
 }
 
 // cutWhilePublishing subscribes c to channel and publishes total
-// publications through the nodes' APIs (in turn) while it disconnects c
-// cuts times through the API, each time waiting until it is connected
-// again. It returns what c delivered and the offsets published.
-func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*node, channel string, total, cuts int) (first, last uint64) {
+// publications through the nodes' APIs (in turn) while it cuts c's
+// connection cuts times (with cut, or /api/disconnect when cut is nil),
+// each time waiting until it is connected again. It returns the first and
+// last offsets c should have delivered.
+func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*node, channel string, total, cuts int, cut func()) (first, last uint64) {
 	t.Helper()
 	sub, err := c.Subscribe(ctxT(t), channel, client.SubscribeOptions{OnPublication: rec.onPublication, OnGap: rec.onGap})
 	if err != nil {
@@ -139,12 +140,18 @@ func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*
 		prevURL = info.URL
 		urls[info.URL] = true
 		// A moment of live traffic, then cut.
+		rec.mu.Lock()
 		seen := len(rec.pubs)
+		rec.mu.Unlock()
 		rec.wait(t, "traffic or the end", func() bool { return len(rec.pubs) > seen || published.Load() == int64(total) })
 		if published.Load() < int64(total) {
 			during++
 		}
-		nodes[i%len(nodes)].disconnect(t, info.Client, true)
+		if cut != nil {
+			cut()
+		} else {
+			nodes[i%len(nodes)].disconnect(t, info.Client, true)
+		}
 		rec.wait(t, "the next connection", func() bool { return rec.connections() > i+1 })
 	}
 	wg.Wait()
@@ -167,13 +174,42 @@ func TestRecoverAfterAPIDisconnect(t *testing.T) {
 	if err := c.Connect(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	first, last := cutWhilePublishing(t, c, rec, []*node{n}, "feed", 500, 25)
+	first, last := cutWhilePublishing(t, c, rec, []*node{n}, "feed", 500, 25, nil)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	lost, dup, disorder := checkSequence(rec.pubs, first, last)
 	t.Logf("offsets %d..%d: %d delivered, %d lost, %d duplicated, %d gaps", first, last, len(rec.pubs), lost, dup, len(rec.gaps))
 	if lost != 0 || dup != 0 || disorder || len(rec.gaps) != 0 || uint64(len(rec.pubs)) != last-first+1 {
 		t.Fatalf("lost %d, duplicated %d, out of order %v, gaps %v", lost, dup, disorder, rec.gaps)
+	}
+}
+
+// TestRecoverAfterTCPCuts cuts the subscriber's TCP connection 25 times
+// (no close frame: the client sees 1006) while 500 publications are made:
+// it delivers each once, in order.
+func TestRecoverAfterTCPCuts(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.HistorySize = 10000; c.HistoryTTL = time.Hour })
+	p := startProxy(t, n.addr)
+	rec := newRecorder()
+	c := client.New(p.url(), client.Options{Backoff: fastBackoff, OnState: rec.onState})
+	defer c.Close()
+	if err := c.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	first, last := cutWhilePublishing(t, c, rec, []*node{n}, "tcp", 500, 25, p.cut)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	lost, dup, disorder := checkSequence(rec.pubs, first, last)
+	abnormal := 0
+	for _, s := range rec.states {
+		var ce *client.CloseError
+		if errors.As(s.Err, &ce) && ce.Code == 1006 {
+			abnormal++
+		}
+	}
+	t.Logf("offsets %d..%d: %d delivered, %d lost, %d duplicated, %d gaps, %d connections lost without a close frame", first, last, len(rec.pubs), lost, dup, len(rec.gaps), abnormal)
+	if lost != 0 || dup != 0 || disorder || len(rec.gaps) != 0 || uint64(len(rec.pubs)) != last-first+1 || abnormal < 25 {
+		t.Fatalf("lost %d, duplicated %d, out of order %v, gaps %v, %d abnormal closes", lost, dup, disorder, rec.gaps, abnormal)
 	}
 }
 

@@ -39,7 +39,7 @@ func TestCutAndRecoverAcrossThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	const publications, cuts = 500, 25
-	first, last := cutWhilePublishing(t, c, rec, nodes, "cut", publications, cuts)
+	first, last := cutWhilePublishing(t, c, rec, nodes, "cut", publications, cuts, nil)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	lost, dup, disorder := checkSequence(rec.pubs, first, last)
