@@ -1,6 +1,8 @@
 package client_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,5 +104,23 @@ func TestCloseCodes(t *testing.T) {
 		if e.TokenExpired() != (tc.code == 4005) {
 			t.Errorf("close %d: TokenExpired() = %v", tc.code, e.TokenExpired())
 		}
+	}
+}
+
+func TestRoundRobin(t *testing.T) {
+	next := client.RoundRobin("ws://a/ws", "ws://b/ws", "ws://c/ws")
+	var got []string
+	for attempt := range 5 {
+		u, err := next(context.Background(), attempt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, u)
+	}
+	if fmt.Sprint(got) != "[ws://a/ws ws://b/ws ws://c/ws ws://a/ws ws://b/ws]" {
+		t.Fatalf("urls %v", got)
+	}
+	if _, err := client.RoundRobin()(context.Background(), 0); err == nil {
+		t.Fatal("RoundRobin without URLs gave one")
 	}
 }

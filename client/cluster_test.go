@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -28,11 +27,9 @@ func TestCutAndRecoverAcrossThreeNodes(t *testing.T) {
 	}
 	rec := newRecorder()
 	c := client.New("", client.Options{
-		Backoff: fastBackoff,
-		OnState: rec.onState,
-		Endpoint: func(_ context.Context, attempt int) (string, error) {
-			return nodes[attempt%len(nodes)].url(), nil
-		},
+		Backoff:  fastBackoff,
+		OnState:  rec.onState,
+		Endpoint: client.RoundRobin(nodes[0].url(), nodes[1].url(), nodes[2].url()),
 	})
 	defer c.Close()
 	if err := c.Connect(ctxT(t)); err != nil {

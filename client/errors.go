@@ -27,6 +27,8 @@ var (
 	// reply came. Reads are retried on the next connection; it does not
 	// reach callers.
 	errDisconnected = errors.New("client: connection lost")
+	// errNoURL is RoundRobin's answer when it was given no URL.
+	errNoURL = errors.New("client: no URL to dial")
 )
 
 // Error is a command the server refused: {"error":{"code":C,"message":M}}.

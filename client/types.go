@@ -237,3 +237,14 @@ type PublishResult struct {
 	// Key is the idempotency key it was sent with.
 	Key string
 }
+
+// RoundRobin returns an Options.Endpoint that dials urls in turn, one per
+// attempt, so that a client whose node went away tries the next one.
+func RoundRobin(urls ...string) func(ctx context.Context, attempt int) (string, error) {
+	return func(_ context.Context, attempt int) (string, error) {
+		if len(urls) == 0 {
+			return "", errNoURL
+		}
+		return urls[attempt%len(urls)], nil
+	}
+}
