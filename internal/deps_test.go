@@ -46,6 +46,7 @@ var forbidden = []struct {
 	{"internal/broker/nats", module + "/internal/transport", "brokers do not know transports", false},
 	{"internal/hub", module + "/internal/broker/redis", "the engine never picks a concrete broker", false},
 	{"internal/hub", module + "/internal/broker/nats", "the engine never picks a concrete broker", false},
+	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 }
 
 func TestDependencyDirection(t *testing.T) {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboardhq/switchboard/internal/wstest"
+	"github.com/switchboardhq/switchboard/client"
 )
 
 var (
@@ -92,17 +93,39 @@ func TestNodeKilled(t *testing.T) {
 				return apiAt(t, survivor.addr, method, path, body)
 			}
 
-			c := wstest.Dial(t, "ws://"+victim.addr+"/ws")
-			res := c.Subscribe("k")
-			epoch := res["epoch"]
-			last := res["offset"].(float64)
+			// The client SDK dials the victim first, then the survivor.
+			var mu sync.Mutex
+			var got []client.Publication
+			var gaps []client.Gap
+			c := client.New("", client.Options{
+				Backoff: client.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+				Endpoint: func(_ context.Context, attempt int) (string, error) {
+					if attempt == 0 {
+						return "ws://" + victim.addr + "/ws", nil
+					}
+					return "ws://" + survivor.addr + "/ws", nil
+				},
+			})
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Connect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Subscribe(ctx, "k", client.SubscribeOptions{
+				OnPublication: func(p client.Publication) { mu.Lock(); got = append(got, p); mu.Unlock() },
+				OnGap:         func(g client.Gap) { mu.Lock(); gaps = append(gaps, g); mu.Unlock() },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			received := func(n int) func() bool {
+				return func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= n }
+			}
 			for i := 0; i < 20; i++ {
 				apiAt(t, survivor.addr, "POST", "/api/publish", `{"channel":"k","data":1}`)
 			}
-			for i := 0; i < 20; i++ {
-				m := c.Next()
-				last = m["offset"].(float64)
-			}
+			waitFor(t, "20 publications on the victim", received(20))
 			waitFor(t, "the victim's client in presence", func() bool {
 				_, m := api("POST", "/api/presence_stats", `{"channel":"k"}`)
 				return m["result"].(map[string]any)["num_clients"] == 1.0
@@ -110,18 +133,23 @@ func TestNodeKilled(t *testing.T) {
 			if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			// Publications go on while the client is away.
+			// Publications go on while the client moves to the survivor.
 			for i := 0; i < 10; i++ {
 				apiAt(t, survivor.addr, "POST", "/api/publish", `{"channel":"k","data":2}`)
 			}
-			if _, err := c.NextErr(5 * time.Second); err == nil {
-				t.Fatal("the client of a killed node still receives")
+			waitFor(t, "the 10 publications made while the client moved", received(30))
+			mu.Lock()
+			for i, p := range got {
+				if p.Offset != got[0].Offset+uint64(i) || i >= 20 && string(p.Data) != "2" {
+					t.Fatalf("publication %d: %+v", i, p)
+				}
 			}
-			d := wstest.Dial(t, "ws://"+survivor.addr+"/ws")
-			r := d.MustCall(map[string]any{"command": "subscribe", "channel": "k", "since": map[string]any{"offset": last, "epoch": epoch}})
-			pubs := anySlice(r["publications"])
-			if r["recovered"] != true || len(pubs) != 10 || pubs[0].(map[string]any)["offset"] != last+1 {
-				t.Fatalf("recovery on the survivor: %v", r)
+			if len(got) != 30 || len(gaps) != 0 {
+				t.Fatalf("%d publications, gaps %v", len(got), gaps)
+			}
+			mu.Unlock()
+			if u := c.Info().URL; u != "ws://"+survivor.addr+"/ws" {
+				t.Fatalf("client on %s, not on the survivor", u)
 			}
 			// The dead node's presence entry expires; the survivor's stays.
 			waitFor(t, "the dead node's presence to expire", func() bool {
