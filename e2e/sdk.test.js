@@ -194,6 +194,11 @@ test('WebSocket blocked: falls back to SSE, then to long polling, recovering acr
     for (let i = 0; i < 20; i++) await publish(srv, 'fb', n++);
     prev = await cut(srv, p2, prev);
   }
+  // A second subscription during the stream re-opens it (EventSource
+  // cannot change its channels): the first channel must not skip.
+  await addSubscriptionDuring(srv, p2, 'fb2', async () => {
+    for (let i = 0; i < 30; i++) await publish(srv, 'fb', n++);
+  });
   await waitFor(p2, (m) => window.got.length >= m, n, `${n} publications over SSE`);
 
   // SSE now fails too: the next cut sends the client to long polling.
@@ -203,6 +208,10 @@ test('WebSocket blocked: falls back to SSE, then to long polling, recovering acr
   await waitFor(p2, () => window.c.transportName === 'poll' && window.c.state === 'connected', null, 'long polling');
   await waitFor(p2, () => window.sub.state === 'subscribed', null, 'subscribed over long polling');
 
+  // A new channel list while polling: the old list is drained.
+  await addSubscriptionDuring(srv, p2, 'fb3', async () => {
+    for (let i = 0; i < 30; i++) await publish(srv, 'fb', n++);
+  });
   // Over long polling: requests fail for a while (the cursor resumes).
   for (let k = 0; k < 5; k++) {
     await p2.route('**/poll?**', (r) => r.abort('connectionreset'));
@@ -223,6 +232,18 @@ test('WebSocket blocked: falls back to SSE, then to long polling, recovering acr
   assert.equal(ack.offset, n + 1);
   await p2.close();
 });
+
+// addSubscriptionDuring subscribes the page to channel while publish runs.
+async function addSubscriptionDuring(srv, page, channel, publishing) {
+  const running = publishing();
+  await new Promise((r) => setTimeout(r, 20)); // let the stream get going
+  await page.evaluate((ch) => {
+    window.extra = window.extra || {};
+    window.extra[ch] = window.c.subscribe(ch, { onGap: (g) => window.gaps.push(g) });
+  }, channel);
+  await running;
+  await waitFor(page, (ch) => window.extra[ch].state === 'subscribed', channel, `subscribed to ${channel}`);
+}
 
 // openFallbackPage is openPage with WebSocket blocked and EventSource
 // blockable (window.blockSSE).

@@ -326,6 +326,7 @@ async function answer(resp) {
 }
 
 // src/sse.ts
+var OverlapTimeout = 1e4;
 var MaxStreamChannels = 16;
 var SSETransport = class {
   constructor(ctx) {
@@ -335,8 +336,10 @@ var SSETransport = class {
     this.ended = false;
     this.started = false;
     // the server answered (connected event) at least once
+    /** subs: the subscriptions of the current stream's channels, in its order (undefined: no longer subscribed). */
     this.subs = [];
-    this.listKey = "";
+    this.feeds = null;
+    this.finishOverlap = null;
   }
   open() {
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
@@ -347,21 +350,34 @@ var SSETransport = class {
     this.stream();
   }
   stream() {
-    this.es?.close();
+    this.finishOverlap?.();
+    const old = this.es;
+    const oldFeeds = this.feeds;
     this.es = null;
-    this.subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    if (this.subs.length === 0) {
+    const current = this.ctx.subscriptions().slice(0, MaxStreamChannels);
+    let names = current.map((s) => s.channel);
+    let listKey = "sse " + names.join(" ");
+    const prevKey = this.ctx.resume.get("sse list");
+    const resumeFirst = !old && prevKey !== void 0 && prevKey !== listKey && this.ctx.resume.has(prevKey);
+    if (resumeFirst) {
+      listKey = prevKey;
+      names = listKey.slice(4).split(" ");
+    }
+    const byName = new Map(current.map((s) => [s.channel, s]));
+    this.subs = names.map((n) => byName.get(n));
+    if (names.length === 0) {
+      old?.close();
       if (!this.started) {
         this.started = true;
         this.ctx.opened({});
       }
       return;
     }
+    this.ctx.resume.set("sse list", listKey);
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
     const q = new URLSearchParams();
-    for (const s of this.subs) q.append("channel", s.channel);
-    this.listKey = "sse " + this.subs.map((s) => s.channel).join(" ");
-    const last = this.ctx.resume.get(this.listKey);
+    for (const n of names) q.append("channel", n);
+    const last = this.ctx.resume.get(listKey);
     if (last) q.set("lastEventId", last);
     const token = this.ctx.token();
     if (token) q.set("token", token);
@@ -369,14 +385,52 @@ var SSETransport = class {
     try {
       es = new ES(`${this.ctx.httpURL}/sse?${q}`);
     } catch (err) {
+      old?.close();
       setTimeout(() => this.end(0, `sse: ${String(err)}`, false));
       return;
     }
     this.es = es;
-    const byName = new Map(this.subs.map((s) => [s.channel, s]));
+    const catching = /* @__PURE__ */ new Map();
+    let overlap;
+    let oldDone = !old;
+    const finishOverlap = (abandon = false) => {
+      oldDone = true;
+      if (this.finishOverlap === finishOverlap) this.finishOverlap = null;
+      clearTimeout(overlap);
+      if (old) old.close();
+      if (oldFeeds) oldFeeds.onRelease = null;
+      if (abandon) {
+        catching.clear();
+        return;
+      }
+      for (const [ch, c] of catching) {
+        const sub = byName.get(ch);
+        if (sub) {
+          sub.startAt({ offset: c.target, epoch: sub.position?.epoch });
+          for (const p of c.held) sub.deliver(p);
+        }
+      }
+      catching.clear();
+    };
+    const release = (ch) => {
+      const c = catching.get(ch);
+      const sub = byName.get(ch);
+      if (!c || !sub || (sub.position?.offset ?? -1) < c.target) return;
+      catching.delete(ch);
+      for (const p of c.held) sub.deliver(p);
+      if (catching.size === 0) finishOverlap();
+    };
+    this.finishOverlap = finishOverlap;
+    const feeds = { onRelease: null };
+    this.feeds = feeds;
+    if (oldFeeds) oldFeeds.onRelease = release;
     let connected = false;
     const remember = (e) => {
-      if (e.lastEventId) this.ctx.resume.set(this.listKey, e.lastEventId);
+      if (e.lastEventId) this.ctx.resume.set(listKey, e.lastEventId);
+    };
+    const deliver = (sub, p) => {
+      sub.deliver(p);
+      feeds.onRelease?.(sub.channel);
     };
     es.addEventListener("connected", (e) => {
       const ev = e;
@@ -386,11 +440,24 @@ var SSETransport = class {
       if (!this.started) {
         this.started = true;
         this.ctx.opened({ client: d.client });
+      } else if (d.client) {
+        this.ctx.identified(d.client);
       }
       for (const c of d.channels ?? []) {
         const sub = byName.get(c.channel);
-        if (sub) sub.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
+        if (!sub) continue;
+        const pos = sub.position;
+        const behind = !oldDone && !last && pos && pos.offset !== null && pos.epoch === c.epoch && pos.offset < c.offset;
+        if (behind) {
+          catching.set(c.channel, { target: c.offset, held: [] });
+          sub.subscribed({ offset: pos.offset, epoch: c.epoch }, void 0);
+        } else {
+          sub.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
+        }
       }
+      if (catching.size === 0) finishOverlap();
+      else overlap = setTimeout(() => finishOverlap(), OverlapTimeout);
+      if (resumeFirst) this.subscriptionsChanged();
     });
     es.addEventListener("unrecovered", (e) => {
       const ev = e;
@@ -399,6 +466,7 @@ var SSETransport = class {
       byName.get(d.channel)?.gap("unrecovered", { offset: d.offset, epoch: d.epoch });
     });
     es.addEventListener("disconnect", (e) => {
+      if (es !== this.es) return;
       const d = JSON.parse(e.data);
       this.end(d.code, d.reason ?? "disconnected", connected, d.code === 4005);
     });
@@ -406,27 +474,37 @@ var SSETransport = class {
       remember(e);
       const m = JSON.parse(e.data);
       const sub = byName.get(m.channel);
-      if (sub && typeof m.offset === "number") sub.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+      if (!sub || typeof m.offset !== "number") return;
+      const p = { channel: m.channel, data: m.data, offset: m.offset };
+      const c = catching.get(m.channel);
+      if (c) c.held.push(p);
+      else deliver(sub, p);
     };
     es.onerror = () => {
       if (es !== this.es) return;
       this.end(0, "sse: stream failed", connected || this.started);
     };
+    if (old) {
+      old.onerror = () => finishOverlap();
+      old.addEventListener("disconnect", () => finishOverlap());
+    }
   }
   end(code, reason, opened, tokenExpired = false) {
     if (this.ended) return;
     this.ended = true;
+    this.finishOverlap?.(true);
     this.es?.close();
     this.es = null;
     this.ctx.closed({ code, reason, opened, tokenExpired, fatal: closeIsFatal(code) });
   }
   close() {
     this.ended = true;
+    this.finishOverlap?.(true);
     this.es?.close();
     this.es = null;
   }
   subscriptionsChanged() {
-    if (this.ended || !this.started) return;
+    if (this.ended) return;
     const now = this.ctx.subscriptions().slice(0, MaxStreamChannels);
     if (now.length === this.subs.length && now.every((s, i) => s === this.subs[i])) return;
     this.stream();
@@ -471,6 +549,8 @@ var PollTransport = class {
       setTimeout(() => this.end(0, "poll: no fetch"));
       return;
     }
+    const lastKey = this.ctx.resume.get("poll list");
+    let prev = lastKey ? { key: lastKey } : null;
     while (!this.ended) {
       const subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
       this.changed = false;
@@ -529,7 +609,37 @@ var PollTransport = class {
         if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
       }
       if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!cursor && prev && prev.key !== key && this.ctx.resume.has(prev.key)) {
+        await this.drain(prev.key, headers);
+      }
+      prev = { key };
+      this.ctx.resume.set("poll list", key);
     }
+  }
+  /** drain polls an old channel list with timeout=0 until it returns nothing. */
+  async drain(key, headers) {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
+    const names = key.slice(5).split(" ");
+    const subs = this.ctx.subscriptions();
+    for (let i = 0; i < 100 && !this.ended; i++) {
+      const q = new URLSearchParams();
+      for (const n of names) q.append("channel", n);
+      q.set("cursor", this.ctx.resume.get(key) ?? "");
+      q.set("timeout", "0");
+      let result;
+      try {
+        result = await answer(await f(`${this.ctx.httpURL}/poll?${q}`, { headers, cache: "no-store" }));
+      } catch {
+        break;
+      }
+      for (const m of result.messages ?? []) {
+        const s = subs.find((x) => x.channel === m.channel);
+        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+      }
+      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!result.messages?.length || result.unrecovered?.length) break;
+    }
+    this.ctx.resume.delete(key);
   }
   subscriptionsChanged() {
     this.changed = true;
@@ -998,6 +1108,9 @@ var Switchboard = class {
       subscriptions: () => this.order.filter((s) => s.state !== "failed"),
       resume: this.resume,
       opened: (info) => this.opened(t, info),
+      identified: (client) => {
+        if (t === this.transport) this.clientId = client;
+      },
       publication: (p) => this.subs.get(p.channel)?.deliver(p),
       closed: (info) => this.transportClosed(t, info)
     };

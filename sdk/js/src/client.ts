@@ -283,6 +283,9 @@ export class Switchboard {
       subscriptions: () => this.order.filter((s) => s.state !== "failed"),
       resume: this.resume,
       opened: (info) => this.opened(t, info),
+      identified: (client) => {
+        if (t === this.transport) this.clientId = client;
+      },
       publication: (p) => this.subs.get(p.channel)?.deliver(p),
       closed: (info) => this.transportClosed(t, info),
     };

@@ -44,6 +44,10 @@ export class PollTransport implements Transport {
       setTimeout(() => this.end(0, "poll: no fetch"));
       return;
     }
+    // The list of the last answered poll, also from an earlier connection:
+    // a new list drains it (below).
+    const lastKey = this.ctx.resume.get("poll list");
+    let prev: { key: string } | null = lastKey ? { key: lastKey } : null;
     while (!this.ended) {
       const subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
       this.changed = false;
@@ -106,7 +110,41 @@ export class PollTransport implements Transport {
         if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
       }
       if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!cursor && prev && prev.key !== key && this.ctx.resume.has(prev.key)) {
+        // A new channel list starts from now: what the old list had not
+        // brought yet comes from draining it (docs/protocol.md, "To change
+        // the channel list"); repeats are dropped by offset.
+        await this.drain(prev.key, headers);
+      }
+      prev = { key };
+      this.ctx.resume.set("poll list", key);
     }
+  }
+
+  /** drain polls an old channel list with timeout=0 until it returns nothing. */
+  private async drain(key: string, headers: Record<string, string>): Promise<void> {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
+    const names = key.slice(5).split(" ");
+    const subs = this.ctx.subscriptions();
+    for (let i = 0; i < 100 && !this.ended; i++) {
+      const q = new URLSearchParams();
+      for (const n of names) q.append("channel", n);
+      q.set("cursor", this.ctx.resume.get(key) ?? "");
+      q.set("timeout", "0");
+      let result: any;
+      try {
+        result = await answer(await f(`${this.ctx.httpURL}/poll?${q}`, { headers, cache: "no-store" }));
+      } catch {
+        break; // what is missing shows as a jump in offsets: a "skipped" gap
+      }
+      for (const m of result.messages ?? []) {
+        const s = subs.find((x) => x.channel === m.channel);
+        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+      }
+      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!result.messages?.length || result.unrecovered?.length) break;
+    }
+    this.ctx.resume.delete(key);
   }
 
   subscriptionsChanged(): void {

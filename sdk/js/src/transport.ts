@@ -28,6 +28,8 @@ export interface TransportContext {
   resume: Map<string, string>;
   /** opened: the transport got through; subscriptions follow. */
   opened(info: { client?: string; expires?: number }): void;
+  /** identified: the server gave the connection (a new SSE stream) a client id. */
+  identified(client: string): void;
   /** publication routes a push to its subscription. */
   publication(p: Publication): void;
   /** reset handles a reset push / unrecovered notice. */
