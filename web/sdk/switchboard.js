@@ -1007,6 +1007,10 @@ var Switchboard = class {
   get outbox() {
     return this.box.entries;
   }
+  /** dropFailed removes the entries that failed for good from {@link outbox}. */
+  dropFailed() {
+    this.box.dropFailed();
+  }
   /** on registers a listener and returns a function that removes it. */
   on(name, fn) {
     return this.emitter.on(name, fn);

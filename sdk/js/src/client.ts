@@ -170,6 +170,11 @@ export class Switchboard {
     return this.box.entries;
   }
 
+  /** dropFailed removes the entries that failed for good from {@link outbox}. */
+  dropFailed(): void {
+    this.box.dropFailed();
+  }
+
   /** on registers a listener and returns a function that removes it. */
   on<K extends keyof ClientEvents>(name: K, fn: (e: ClientEvents[K]) => void): () => void {
     return this.emitter.on(name, fn);
