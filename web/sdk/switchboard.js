@@ -834,7 +834,33 @@ var WebSocketTransport = class {
     this.ws = null;
     this.ctx.closed(info);
   }
+  /**
+   * startPinging checks the connection now and then: a browser does not
+   * show the server's WebSocket pings, and a connection whose network
+   * silently died can otherwise stay "open" for minutes. No answer within
+   * the interval closes it (and the client reconnects and recovers).
+   */
+  startPinging() {
+    const every = this.ctx.pingInterval;
+    if (!(every > 0)) return;
+    this.pinger = setInterval(() => {
+      let answered = false;
+      this.request({ command: "ping" }).then(
+        () => answered = true,
+        () => answered = true
+      );
+      setTimeout(() => {
+        if (answered || this.ended) return;
+        try {
+          this.ws?.close(4e3);
+        } catch {
+        }
+        this.end({ code: 0, reason: "no answer to ping", opened: true });
+      }, every);
+    }, every);
+  }
   rejectAll() {
+    clearInterval(this.pinger);
     const err = new DisconnectedError();
     for (const [, p] of this.pending) p.reject(err);
     this.pending.clear();
@@ -861,6 +887,7 @@ var WebSocketTransport = class {
       this.connected = true;
       this.ctx.opened({ client: res?.client, expires: res?.expires });
       this.subscriptionsChanged();
+      this.startPinging();
     } catch (err) {
       if (this.ended) return;
       const code = err instanceof ServerError ? err.code : 0;
@@ -1108,6 +1135,7 @@ var Switchboard = class {
       wsURL: this.urls.ws,
       httpURL: this.urls.http,
       env: this.opts.env ?? {},
+      pingInterval: this.opts.pingInterval ?? 25e3,
       token: () => this.token,
       subscriptions: () => this.order.filter((s) => s.state !== "failed"),
       resume: this.resume,

@@ -48,6 +48,12 @@ export interface SwitchboardOptions {
    * `false` keeps them in memory.
    */
   outbox?: OutboxStore | false;
+  /**
+   * pingInterval: over WebSocket, a ping command this often (ms); no answer
+   * within as long again closes the connection and reconnects. Default
+   * 25000; 0 disables.
+   */
+  pingInterval?: number;
   /** env replaces WebSocket, EventSource or fetch (tests, polyfills). */
   env?: Env;
 }
@@ -284,6 +290,7 @@ export class Switchboard {
       wsURL: this.urls.ws,
       httpURL: this.urls.http,
       env: this.opts.env ?? {},
+      pingInterval: this.opts.pingInterval ?? 25_000,
       token: () => this.token,
       subscriptions: () => this.order.filter((s) => s.state !== "failed"),
       resume: this.resume,

@@ -20,6 +20,8 @@ export interface TransportContext {
   /** httpURL is the server's base URL for /sse, /poll and /publish (no trailing slash). */
   httpURL: string;
   env: Env;
+  /** pingInterval: how often the WebSocket transport checks the connection with a ping command, in ms (0: never). */
+  pingInterval: number;
   /** token is the current connection token, if any. */
   token(): string | undefined;
   /** subscriptions lists the live subscriptions, in subscribe order. */

@@ -19,6 +19,7 @@ export class WebSocketTransport implements Transport {
   private ended = false;
   /** subscribed: channels the server has (or is being asked for) on this connection. */
   private subscribed = new Map<string, Subscription>();
+  private pinger: ReturnType<typeof setInterval> | undefined;
 
   constructor(private ctx: TransportContext) {}
 
@@ -75,7 +76,35 @@ export class WebSocketTransport implements Transport {
     this.ctx.closed(info);
   }
 
+  /**
+   * startPinging checks the connection now and then: a browser does not
+   * show the server's WebSocket pings, and a connection whose network
+   * silently died can otherwise stay "open" for minutes. No answer within
+   * the interval closes it (and the client reconnects and recovers).
+   */
+  private startPinging(): void {
+    const every = this.ctx.pingInterval;
+    if (!(every > 0)) return;
+    this.pinger = setInterval(() => {
+      let answered = false;
+      this.request({ command: "ping" }).then(
+        () => (answered = true),
+        () => (answered = true),
+      );
+      setTimeout(() => {
+        if (answered || this.ended) return;
+        try {
+          this.ws?.close(4000);
+        } catch {
+          // already closing
+        }
+        this.end({ code: 0, reason: "no answer to ping", opened: true });
+      }, every);
+    }, every);
+  }
+
   private rejectAll(): void {
+    clearInterval(this.pinger);
     const err = new DisconnectedError();
     for (const [, p] of this.pending) p.reject(err);
     this.pending.clear();
@@ -104,6 +133,7 @@ export class WebSocketTransport implements Transport {
       this.connected = true;
       this.ctx.opened({ client: res?.client, expires: res?.expires });
       this.subscriptionsChanged();
+      this.startPinging();
     } catch (err) {
       if (this.ended) return;
       // The server closes after a failed connect (4005 or 4502); if it

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Switchboard } from '../../dist/switchboard.js';
-import { FakeServer, waitFor } from './fakes.mjs';
+import { FakeServer, fakeEventSource, waitFor } from './fakes.mjs';
 
 const fast = { base: 2, max: 20 };
 
@@ -167,4 +167,69 @@ test('refresh before expiry goes over the open connection', async (t) => {
   await c.subscribe('news').ready;
   await waitFor(() => server.refreshes.length === 1, 'refresh');
   assert.equal(server.sockets.length, 1, 'no reconnect');
+});
+
+test('a connection that stops answering pings is replaced, and nothing is missed', async (t) => {
+  const server = new FakeServer();
+  const { c } = client(server, { pingInterval: 20 });
+  t.after(() => c.close());
+  const got = [];
+  const sub = c.subscribe('news', { onPublication: (p) => got.push(p.data) });
+  await sub.ready;
+  server.publish('news', 1);
+  const first = server.current();
+  server.mute = true; // the network died: nothing comes back, and no close
+  first.push = () => {}; // the old socket delivers nothing more
+  server.publish('news', 2);
+  await waitFor(() => server.sockets.length > 1, 'a new socket');
+  server.mute = false;
+  await waitFor(() => got.length === 2, 'both publications');
+  assert.deepEqual(got, [1, 2]);
+});
+
+test('SSE: a new subscription re-opens the stream and the old one is drained first (no gap, no repeat)', async (t) => {
+  const server = new FakeServer();
+  const ES = fakeEventSource(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['sse'], env: { EventSource: ES } });
+  t.after(() => c.close());
+  const got = [];
+  const gaps = [];
+  const a = c.subscribe('a', { onPublication: (p) => got.push(p.offset), onGap: (g) => gaps.push(g) });
+  await a.ready;
+  for (let i = 0; i < 5; i++) server.publish('a', i);
+  await waitFor(() => got.length === 5, 'first five');
+  const first = ES.streams[0];
+  first.paused = true; // it lags: 6..8 wait in its queue
+  for (let i = 0; i < 3; i++) server.publish('a', i);
+  const b = c.subscribe('b', { onGap: (g) => gaps.push(g) });
+  await b.ready;
+  assert.equal(ES.streams.length, 2);
+  assert.deepEqual(ES.streams[1].channels, ['a', 'b']);
+  for (let i = 0; i < 2; i++) server.publish('a', i); // 9 and 10: on both streams, the new one holds them
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(got, [1, 2, 3, 4, 5], 'the new stream waits for the old one');
+  first.resume();
+  await waitFor(() => got.length === 10, 'all ten');
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(gaps, []);
+  assert.ok(first.closed, 'the old stream is closed once drained');
+});
+
+test('SSE: a stream that starts past the position, with nothing to drain it, is reported as a gap', async (t) => {
+  const server = new FakeServer();
+  const ES = fakeEventSource(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['sse'], env: { EventSource: ES } });
+  t.after(() => c.close());
+  const gaps = [];
+  const a = c.subscribe('a', { onGap: (g) => gaps.push(g) });
+  await a.ready;
+  const first = ES.streams[0];
+  first.paused = true;
+  server.publish('a', 1);
+  c.subscribe('b');
+  first.onerror = null;
+  first.close(); // the old stream dies before it could deliver
+  first.listeners.disconnect?.({ data: '{}' });
+  await waitFor(() => gaps.length === 1, 'a gap');
+  assert.equal(gaps[0].reason, 'unrecovered');
 });

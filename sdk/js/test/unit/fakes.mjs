@@ -67,6 +67,7 @@ export class FakeServer {
         if (this.readyState !== 1) throw new Error('not open');
         const cmd = JSON.parse(raw);
         this.sent.push(cmd);
+        if (server.mute) return; // a connection whose network died silently
         const reply = (result) => this.push({ id: cmd.id, result });
         const error = (code, message) => this.push({ id: cmd.id, error: { code, message } });
         switch (cmd.command) {
@@ -141,4 +142,66 @@ export async function waitFor(cond, what, ms = 10_000) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+// FakeSSE is an EventSource class over a FakeServer's channels. An event id
+// is the JSON of the offsets (the real server's ids are opaque; the client
+// never reads them). A stream can be paused: its events queue up.
+export function fakeEventSource(server) {
+  return class FakeEventSource {
+    static streams = [];
+    constructor(url) {
+      const u = new URL(url);
+      this.url = url;
+      this.channels = u.searchParams.getAll('channel');
+      this.listeners = {};
+      this.paused = false;
+      this.queue = [];
+      this.closed = false;
+      this.readyState = 0;
+      FakeEventSource.streams.push(this);
+      const last = u.searchParams.get('lastEventId');
+      this.offsets = last ? JSON.parse(last) : this.channels.map((c) => server.channel(c).pubs.length);
+      const start = [...this.offsets];
+      setTimeout(() => {
+        if (this.closed) return;
+        this.readyState = 1;
+        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: server.channel(c).epoch })) });
+        this.channels.forEach((c, i) => {
+          for (const p of server.channel(c).pubs.slice(start[i])) this.pub(p);
+          server.channel(c).subs.add(this);
+        });
+      });
+    }
+    push(p) {
+      this.pub(p);
+    }
+    pub(p) {
+      const i = this.channels.indexOf(p.channel);
+      this.offsets[i] = p.offset;
+      this.emit('message', p, JSON.stringify(this.offsets));
+    }
+    emit(name, data, id = JSON.stringify(this.offsets)) {
+      const ev = { data: JSON.stringify(data), lastEventId: id };
+      if (this.paused) return this.queue.push([name, ev]);
+      this.dispatch(name, ev);
+    }
+    dispatch(name, ev) {
+      if (this.closed) return;
+      if (name === 'message') this.onmessage?.(ev);
+      else this.listeners[name]?.(ev);
+    }
+    resume() {
+      this.paused = false;
+      for (const [name, ev] of this.queue.splice(0)) this.dispatch(name, ev);
+    }
+    addEventListener(name, fn) {
+      this.listeners[name] = fn;
+    }
+    close() {
+      this.closed = true;
+      this.readyState = 2;
+      for (const c of this.channels) server.channel(c).subs.delete(this);
+    }
+  };
 }
