@@ -881,9 +881,19 @@ var WebSocketTransport = class {
     });
   }
   async onOpen() {
+    const every = this.ctx.pingInterval;
+    const timer = every > 0 ? setTimeout(() => {
+      if (this.connected || this.ended) return;
+      try {
+        this.ws?.close(4e3);
+      } catch {
+      }
+      this.end({ code: 0, reason: "no answer to connect", opened: false });
+    }, every) : void 0;
     try {
       const token = this.ctx.token();
       const res = await this.request(token ? { command: "connect", token } : { command: "connect" });
+      clearTimeout(timer);
       this.connected = true;
       this.ctx.opened({ client: res?.client, expires: res?.expires });
       this.subscriptionsChanged();

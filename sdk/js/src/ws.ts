@@ -127,9 +127,25 @@ export class WebSocketTransport implements Transport {
   }
 
   private async onOpen(): Promise<void> {
+    // A connect that gets no answer (a server that accepts but does not
+    // serve) fails the attempt, like one that does not open.
+    const every = this.ctx.pingInterval;
+    const timer =
+      every > 0
+        ? setTimeout(() => {
+            if (this.connected || this.ended) return;
+            try {
+              this.ws?.close(4000);
+            } catch {
+              // already closing
+            }
+            this.end({ code: 0, reason: "no answer to connect", opened: false });
+          }, every)
+        : undefined;
     try {
       const token = this.ctx.token();
       const res = await this.request(token ? { command: "connect", token } : { command: "connect" });
+      clearTimeout(timer);
       this.connected = true;
       this.ctx.opened({ client: res?.client, expires: res?.expires });
       this.subscriptionsChanged();
