@@ -1178,6 +1178,33 @@ var Switchboard = class {
   }
   upgrade() {
     if (this.closedForGood || this.index === 0) return;
+    const again = () => {
+      clearTimeout(this.timers.upgrade);
+      if (!this.closedForGood && this.index !== 0) this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 3e4);
+    };
+    if (this.transports[0] === "websocket") {
+      const WS = this.opts.env?.WebSocket ?? globalThis.WebSocket;
+      let probe;
+      try {
+        probe = new WS(this.urls.ws);
+      } catch {
+        again();
+        return;
+      }
+      probe.onopen = () => {
+        probe.onclose = null;
+        probe.close(1e3);
+        this.switchToFirst();
+      };
+      probe.onclose = () => again();
+      probe.onerror = () => {
+      };
+      return;
+    }
+    this.switchToFirst();
+  }
+  switchToFirst() {
+    if (this.closedForGood || this.index === 0) return;
     this.transport?.close();
     this.transport = null;
     this.box.setSender(null);

@@ -325,8 +325,37 @@ export class Switchboard {
 
   private upgrade(): void {
     if (this.closedForGood || this.index === 0) return;
-    // Try the preferred transport again; positions carry over, so
-    // WebSocket resubscribes with `since` and misses nothing.
+    const again = () => {
+      clearTimeout(this.timers.upgrade);
+      if (!this.closedForGood && this.index !== 0) this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 30_000);
+    };
+    if (this.transports[0] === "websocket") {
+      // Probe first, so that a WebSocket that is still blocked does not
+      // cost the working fallback a reconnect.
+      const WS = this.opts.env?.WebSocket ?? globalThis.WebSocket;
+      let probe: WebSocket;
+      try {
+        probe = new WS(this.urls.ws);
+      } catch {
+        again();
+        return;
+      }
+      probe.onopen = () => {
+        probe.onclose = null;
+        probe.close(1000);
+        this.switchToFirst();
+      };
+      probe.onclose = () => again();
+      probe.onerror = () => {};
+      return;
+    }
+    this.switchToFirst();
+  }
+
+  private switchToFirst(): void {
+    if (this.closedForGood || this.index === 0) return;
+    // Positions carry over: WebSocket resubscribes with `since` and
+    // misses nothing.
     this.transport?.close();
     this.transport = null;
     this.box.setSender(null);

@@ -233,3 +233,21 @@ test('SSE: a stream that starts past the position, with nothing to drain it, is 
   await waitFor(() => gaps.length === 1, 'a gap');
   assert.equal(gaps[0].reason, 'unrecovered');
 });
+
+test('on a fallback, the WebSocket is probed later and used again once it opens, resuming from the position', async (t) => {
+  const server = new FakeServer();
+  server.refuseOpen = 2; // blocked for the first two attempts only
+  const ES = fakeEventSource(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, upgradeAfter: 30, env: { WebSocket: server.WebSocket, EventSource: ES } });
+  t.after(() => c.close());
+  const got = [];
+  const sub = c.subscribe('news', { onPublication: (p) => got.push(p.data) });
+  await sub.ready;
+  assert.equal(c.transportName, 'sse');
+  server.publish('news', 1);
+  await waitFor(() => c.transportName === 'websocket' && c.state === 'connected' && sub.state === 'subscribed', 'back on websocket');
+  server.publish('news', 2);
+  await waitFor(() => got.length === 2, 'both');
+  assert.deepEqual(got, [1, 2]);
+  assert.ok(ES.streams.every((s) => s.closed), 'the SSE stream is closed');
+});
