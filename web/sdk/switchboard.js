@@ -107,11 +107,13 @@ var IndexedDBOutboxStore = class {
   }
   async put(e) {
     const store = await this.tx("readwrite");
-    await req(store.put(e));
-    await new Promise((resolve, reject) => {
+    const done = new Promise((resolve, reject) => {
       store.transaction.oncomplete = () => resolve();
       store.transaction.onerror = () => reject(store.transaction.error);
+      store.transaction.onabort = () => reject(store.transaction.error);
     });
+    store.put(e);
+    await done;
   }
   async delete(id) {
     await req((await this.tx("readwrite")).delete(id));
@@ -1074,6 +1076,7 @@ var Switchboard = class {
    */
   publish(channel, data) {
     if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
+    if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
     return this.box.add(channel, data);
   }
   /** presence lists the clients subscribed to a channel (WebSocket only). */

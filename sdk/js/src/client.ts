@@ -210,6 +210,7 @@ export class Switchboard {
    */
   publish(channel: string, data: unknown): Promise<{ offset: number }> {
     if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
+    if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
     return this.box.add(channel, data);
   }
 

@@ -85,11 +85,14 @@ export class IndexedDBOutboxStore implements OutboxStore {
   }
   async put(e: StoredEntry): Promise<void> {
     const store = await this.tx("readwrite");
-    await req(store.put(e));
-    await new Promise<void>((resolve, reject) => {
+    // Durable only once the transaction has committed.
+    const done = new Promise<void>((resolve, reject) => {
       store.transaction.oncomplete = () => resolve();
       store.transaction.onerror = () => reject(store.transaction.error);
+      store.transaction.onabort = () => reject(store.transaction.error);
     });
+    store.put(e);
+    await done;
   }
   async delete(id: string): Promise<void> {
     await req((await this.tx("readwrite")).delete(id));
