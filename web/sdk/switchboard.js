@@ -1016,6 +1016,8 @@ var Switchboard = class {
     this.failures = 0;
     this.tokenStale = false;
     this.closedForGood = false;
+    this.stopped = null;
+    // set when the server refused us for good
     this.timers = { reconnect: 0, stable: 0, refresh: 0, upgrade: 0 };
     this.onlineHandler = () => this.wentOnline();
     this.offlineHandler = () => this.wentOffline();
@@ -1093,7 +1095,10 @@ var Switchboard = class {
   }
   async command(cmd) {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise((r) => this.waiters.push(r));
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
     const t = this.transport;
     if (!t?.request) throw new Error(`switchboard: ${cmd.command} needs the websocket transport (on ${this.transportName})`);
     return t.request(cmd);
@@ -1110,6 +1115,7 @@ var Switchboard = class {
     this.transport = null;
     this.box.close(new DisconnectedError("switchboard: client closed"));
     this.setState("disconnected", { code: 1e3, reason: "closed by client" });
+    for (const f of this.waiters.splice(0)) f();
   }
   setState(state, extra = {}) {
     this.state = state;
@@ -1258,11 +1264,11 @@ var Switchboard = class {
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
-        this.emitter.emit("error", new Error("switchboard: token expired and no getToken to renew it"));
+        this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
-      this.emitter.emit("error", new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
+      this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
     if (!info.opened) {
@@ -1273,6 +1279,12 @@ var Switchboard = class {
       }
     }
     this.scheduleReconnect();
+  }
+  /** stop gives up reconnecting: commands waiting for a connection fail. */
+  stop(err) {
+    this.stopped = err;
+    this.emitter.emit("error", err);
+    for (const f of this.waiters.splice(0)) f();
   }
   scheduleReconnect() {
     clearTimeout(this.timers.reconnect);

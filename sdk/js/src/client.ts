@@ -139,6 +139,7 @@ export class Switchboard {
   private token: string | undefined;
   private tokenStale = false;
   private closedForGood = false;
+  private stopped: Error | null = null; // set when the server refused us for good
   private timers = { reconnect: 0 as any, stable: 0 as any, refresh: 0 as any, upgrade: 0 as any };
   private onlineHandler = () => this.wentOnline();
   private offlineHandler = () => this.wentOffline();
@@ -231,7 +232,10 @@ export class Switchboard {
 
   private async command(cmd: Record<string, unknown>): Promise<any> {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise<void>((r) => this.waiters.push(r));
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
     const t = this.transport;
     if (!t?.request) throw new Error(`switchboard: ${cmd.command} needs the websocket transport (on ${this.transportName})`);
     return t.request(cmd);
@@ -249,6 +253,7 @@ export class Switchboard {
     this.transport = null;
     this.box.close(new DisconnectedError("switchboard: client closed"));
     this.setState("disconnected", { code: 1000, reason: "closed by client" });
+    for (const f of this.waiters.splice(0)) f(); // they throw DisconnectedError
   }
 
   private setState(state: ConnectionState, extra: { code?: number; reason?: string } = {}): void {
@@ -412,12 +417,12 @@ export class Switchboard {
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
-        this.emitter.emit("error", new Error("switchboard: token expired and no getToken to renew it"));
+        this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
       // 4500-4999 (4502: bad credentials): reconnecting as is would loop.
-      this.emitter.emit("error", new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
+      this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
     if (!info.opened) {
@@ -428,6 +433,13 @@ export class Switchboard {
       }
     }
     this.scheduleReconnect();
+  }
+
+  /** stop gives up reconnecting: commands waiting for a connection fail. */
+  private stop(err: Error): void {
+    this.stopped = err;
+    this.emitter.emit("error", err);
+    for (const f of this.waiters.splice(0)) f();
   }
 
   private scheduleReconnect(): void {

@@ -78,6 +78,17 @@ test('4502 is not retried', async (t) => {
   await new Promise((r) => setTimeout(r, 100)); // room for a (wrong) retry to show
   assert.equal(server.sockets.length, 1);
   assert.equal(errors.length, 1);
+  await assert.rejects(c.presence('news'), /4502/, 'a command does not wait for a connection that will not come');
+});
+
+test('close rejects commands waiting for a connection', async () => {
+  const server = new FakeServer();
+  server.refuseOpen = 1000;
+  const { c } = client(server);
+  const p = c.history('news');
+  c.close();
+  await assert.rejects(p, /closed/);
+  await assert.rejects(c.publish('news', 1), /closed/);
 });
 
 test('4005 gets a new token from getToken, then reconnects with it', async (t) => {
