@@ -1,5 +1,5 @@
 # Thin wrappers over the commands the README and CI use.
-.PHONY: run build test test-go test-e2e fuzz
+.PHONY: run build test test-go test-sdk test-e2e fuzz
 
 # Run a server with the demo on http://127.0.0.1:8000 (in-memory broker).
 run:
@@ -9,12 +9,18 @@ build:
 	go build -o bin/switchboard ./cmd/switchboard
 
 # The README's test command: vet, the Go suite with the race detector
-# (fuzz seed corpora included), then the browser tests.
-test: test-go test-e2e
+# (fuzz seed corpora included), the SDK's unit tests and bundle check, then
+# the browser tests.
+test: test-go test-sdk test-e2e
 
 test-go:
 	go vet ./...
 	go test -race ./...
+
+# The TypeScript SDK: type check, unit tests, and a check that the bundle
+# the server embeds (web/sdk/switchboard.js) is a fresh build of sdk/js.
+test-sdk:
+	cd sdk/js && npm ci --no-audit --no-fund && npm run typecheck && npm run check-bundle && npm test
 
 test-e2e:
 	cd e2e && npm ci --no-audit --no-fund && npm test

@@ -40,10 +40,10 @@ export async function binary(dir) {
   return bin;
 }
 
-// startServer runs "switchboard serve" on addr with the given API key and
-// resolves once its log says where it listens.
-export function startServer(bin, addr, apiKey) {
-  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', apiKey, '--shutdown-timeout', '5s'], {
+// startServer runs "switchboard serve" on addr with the given API key (and
+// any extra flags) and resolves once its log says where it listens.
+export function startServer(bin, addr, apiKey, extraArgs = []) {
+  const proc = spawn(bin, ['serve', '--addr', addr, '--api-key', apiKey, '--shutdown-timeout', '5s', ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   running.add(proc);

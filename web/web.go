@@ -1,5 +1,5 @@
-// Package web holds the demo pages, embedded into the binary so that
-// "switchboard serve" needs no files beside it.
+// Package web holds the demo pages and the browser SDK, embedded into the
+// binary so that "switchboard serve" needs no files beside it.
 package web
 
 import "embed"
@@ -8,3 +8,11 @@ import "embed"
 //
 //go:embed static
 var Static embed.FS
+
+// SDK holds "sdk/switchboard.js", the bundle of the TypeScript SDK in
+// sdk/js, built by "npm run build" there and committed, so that the server
+// builds without npm. "npm run check-bundle" (part of "make test") fails
+// when it differs from a fresh build.
+//
+//go:embed sdk/switchboard.js
+var SDK embed.FS

@@ -209,6 +209,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		mux.Handle("/debug/pprof/trace", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace))))
 		mux.Handle("/debug/pprof/symbol", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol))))
 	}
+	sdkJS, err := sdkHandler()
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("/sdk/switchboard.js", guard.RequireHost(sdkJS))
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {

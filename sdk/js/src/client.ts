@@ -1,0 +1,464 @@
+// The client: one connection state machine over a list of transports,
+// the subscriptions, the outbox and the token.
+
+import { Backoff } from "./backoff.js";
+import type { BackoffOptions } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { Outbox, defaultStore, MemoryOutboxStore } from "./outbox.js";
+import type { OutboxEntry, OutboxStore } from "./outbox.js";
+import { PollTransport } from "./poll.js";
+import { SSETransport } from "./sse.js";
+import { Subscription } from "./subscription.js";
+import type { SubscriptionHandlers } from "./subscription.js";
+import type { Env, Transport, TransportContext } from "./transport.js";
+import { DisconnectedError, ServerError } from "./types.js";
+import type { CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
+import { WebSocketTransport } from "./ws.js";
+
+/** SwitchboardOptions configures a client. Every field is optional. */
+export interface SwitchboardOptions {
+  /** token is a connection token (JWT) minted by the application's backend. */
+  token?: string;
+  /**
+   * getToken returns a fresh token. It is called before the first
+   * connection when `token` is not set, before the token expires (the
+   * new one is sent with `refresh` over WebSocket; SSE and long polling
+   * reconnect with it) and after the server closed with 4005.
+   */
+  getToken?: () => Promise<string>;
+  /** transports in order of preference; the client falls back along it. Default all three. */
+  transports?: TransportName[];
+  /**
+   * sharedConnection: one connection per browser shared by the tabs
+   * (SharedWorker). NOT IMPLEMENTED YET: accepted and ignored; every
+   * client has its own connection.
+   */
+  sharedConnection?: boolean;
+  /** backoff tunes reconnect delays (defaults: base 500 ms, max 10 s, factor 2, full jitter). */
+  backoff?: BackoffOptions;
+  /** stablePeriod: a connection up this long resets the backoff, in ms. Default 5000. */
+  stablePeriod?: number;
+  /** fallbackAfter: failures to open a transport before trying the next one. Default 2. */
+  fallbackAfter?: number;
+  /** upgradeAfter: on a fallback transport, try the first one again after this long, in ms. Default 30000. */
+  upgradeAfter?: number;
+  /**
+   * outbox: where unacknowledged publishes are kept. Default: IndexedDB
+   * when the environment has it (they survive a reload), memory otherwise.
+   * `false` keeps them in memory.
+   */
+  outbox?: OutboxStore | false;
+  /**
+   * pingInterval: over WebSocket, a ping command this often (ms); no answer
+   * within as long again closes the connection and reconnects. Default
+   * 25000; 0 disables.
+   */
+  pingInterval?: number;
+  /** env replaces WebSocket, EventSource or fetch (tests, polyfills). */
+  env?: Env;
+}
+
+/** StateEvent is the payload of the "state" event. */
+export interface StateEvent {
+  state: ConnectionState;
+  /** transport in use or being tried. */
+  transport: TransportName;
+  /** code and reason of the close that led to "disconnected". */
+  code?: number;
+  reason?: string;
+}
+
+/** ClientEvents lists the events of {@link Switchboard.on}. */
+export interface ClientEvents extends Record<string, unknown> {
+  state: StateEvent;
+  /** error: something the application should know of (a refused token, a failed refresh). */
+  error: Error;
+  /** outbox: an outbox entry changed state. */
+  outbox: readonly OutboxEntry[];
+}
+
+/** HistoryOptions selects a part of a channel's history. */
+export interface HistoryOptions {
+  limit?: number;
+  since?: { offset: number; epoch: string };
+  reverse?: boolean;
+}
+
+const ALL: TransportName[] = ["websocket", "sse", "poll"];
+
+function endpoints(url: string): { ws: string; http: string } {
+  const u = new URL(url, (globalThis as any).location?.href);
+  let path = u.pathname.replace(/\/+$/, "");
+  if (path.endsWith("/ws")) path = path.slice(0, -3);
+  const secure = u.protocol === "wss:" || u.protocol === "https:";
+  const host = u.host;
+  return {
+    ws: `${secure ? "wss" : "ws"}://${host}${path}/ws`,
+    http: `${secure ? "https" : "http"}://${host}${path}`,
+  };
+}
+
+/** tokenExpiry reads a JWT's exp (seconds), for scheduling a refresh; 0 when absent. */
+export function tokenExpiry(token: string | undefined): number {
+  if (!token) return 0;
+  try {
+    const part = token.split(".")[1];
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function retryable(err: unknown): boolean {
+  if (err instanceof DisconnectedError) return true;
+  if (err instanceof ServerError) return err.temporary || err.code === 419 || err.code === 401;
+  return true;
+}
+
+/**
+ * Switchboard is a client of a Switchboard server. It connects at once,
+ * reconnects with backoff, falls back from WebSocket to SSE to long
+ * polling, resubscribes every channel from the last position it
+ * delivered, and keeps publishes in a durable outbox until acknowledged.
+ */
+export class Switchboard {
+  private readonly opts: SwitchboardOptions;
+  private readonly emitter = new Emitter<ClientEvents>();
+  private readonly subs = new Map<string, Subscription>();
+  private readonly order: Subscription[] = [];
+  private readonly backoff: Backoff;
+  private readonly transports: TransportName[];
+  private readonly urls: { ws: string; http: string };
+  private readonly resume = new Map<string, string>();
+  private readonly box: Outbox;
+  private transport: Transport | null = null;
+  private index = 0;
+  private failures = 0;
+  private token: string | undefined;
+  private tokenStale = false;
+  private closedForGood = false;
+  private stopped: Error | null = null; // set when the server refused us for good
+  private timers = { reconnect: 0 as any, stable: 0 as any, refresh: 0 as any, upgrade: 0 as any };
+  private onlineHandler = () => this.wentOnline();
+  private offlineHandler = () => this.wentOffline();
+  private waiters: Array<() => void> = [];
+  /** state is the current connection state. */
+  state: ConnectionState = "disconnected";
+  /** client is the id the server gave this connection (WebSocket, SSE). */
+  clientId: string | undefined;
+
+  constructor(url: string, opts: SwitchboardOptions = {}) {
+    this.opts = opts;
+    this.urls = endpoints(url);
+    this.transports = opts.transports?.length ? [...opts.transports] : [...ALL];
+    for (const t of this.transports) {
+      if (!ALL.includes(t)) throw new TypeError(`switchboard: unknown transport ${t}`);
+    }
+    this.backoff = new Backoff(opts.backoff);
+    this.token = opts.token;
+    const store = opts.outbox === false ? new MemoryOutboxStore() : (opts.outbox ?? defaultStore());
+    this.box = new Outbox(store, this.urls.http, retryable);
+    this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    const g = globalThis as any;
+    g.addEventListener?.("online", this.onlineHandler);
+    g.addEventListener?.("offline", this.offlineHandler);
+    queueMicrotask(() => this.connect());
+  }
+
+  /** transportName is the transport in use or being tried. */
+  get transportName(): TransportName {
+    return this.transports[this.index];
+  }
+
+  /** outbox lists the publishes not acknowledged yet (and those failed for good). */
+  get outbox(): readonly OutboxEntry[] {
+    return this.box.entries;
+  }
+
+  /** dropFailed removes the entries that failed for good from {@link outbox}. */
+  dropFailed(): void {
+    this.box.dropFailed();
+  }
+
+  /** on registers a listener and returns a function that removes it. */
+  on<K extends keyof ClientEvents>(name: K, fn: (e: ClientEvents[K]) => void): () => void {
+    return this.emitter.on(name, fn);
+  }
+
+  /** subscribe starts receiving a channel. One subscription per channel and client. */
+  subscribe(channel: string, handlers: SubscriptionHandlers = {}): Subscription {
+    if (this.subs.has(channel)) throw new Error(`switchboard: already subscribed to ${channel}`);
+    const sub = new Subscription(channel, handlers, (s) => this.removeSub(s));
+    this.subs.set(channel, sub);
+    this.order.push(sub);
+    this.transport?.subscriptionsChanged();
+    return sub;
+  }
+
+  private removeSub(s: Subscription): void {
+    if (this.subs.get(s.channel) !== s) return;
+    this.subs.delete(s.channel);
+    this.order.splice(this.order.indexOf(s), 1);
+    this.transport?.subscriptionsChanged();
+  }
+
+  /**
+   * publish sends data to a channel and resolves with its offset once the
+   * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
+   * with its idempotency key, until a connection takes it.
+   */
+  publish(channel: string, data: unknown): Promise<{ offset: number }> {
+    if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
+    if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    return this.box.add(channel, data);
+  }
+
+  /** presence lists the clients subscribed to a channel (WebSocket only). */
+  presence(channel: string): Promise<{ clients: unknown[]; num_clients: number; num_users: number }> {
+    return this.command({ command: "presence", channel });
+  }
+
+  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  presenceStats(channel: string): Promise<{ num_clients: number; num_users: number }> {
+    return this.command({ command: "presence_stats", channel });
+  }
+
+  /** history reads a channel's history (WebSocket only). */
+  history(channel: string, opts: HistoryOptions = {}): Promise<{ publications: Publication[]; offset: number; epoch: string }> {
+    return this.command({ command: "history", channel, ...opts });
+  }
+
+  private async command(cmd: Record<string, unknown>): Promise<any> {
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
+    if (this.state !== "connected") await new Promise<void>((r) => this.waiters.push(r));
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
+    const t = this.transport;
+    if (!t?.request) throw new Error(`switchboard: ${cmd.command} needs the websocket transport (on ${this.transportName})`);
+    return t.request(cmd);
+  }
+
+  /** close ends the connection for good. Queued publishes stay stored for the next page. */
+  close(): void {
+    if (this.closedForGood) return;
+    this.closedForGood = true;
+    for (const k of Object.keys(this.timers) as Array<keyof typeof this.timers>) clearTimeout(this.timers[k]);
+    const g = globalThis as any;
+    g.removeEventListener?.("online", this.onlineHandler);
+    g.removeEventListener?.("offline", this.offlineHandler);
+    this.transport?.close();
+    this.transport = null;
+    this.box.close(new DisconnectedError("switchboard: client closed"));
+    this.setState("disconnected", { code: 1000, reason: "closed by client" });
+    for (const f of this.waiters.splice(0)) f(); // they throw DisconnectedError
+  }
+
+  private setState(state: ConnectionState, extra: { code?: number; reason?: string } = {}): void {
+    this.state = state;
+    this.emitter.emit("state", { state, transport: this.transportName, ...extra });
+    if (state === "connected") {
+      const w = this.waiters.splice(0);
+      for (const f of w) f();
+    }
+  }
+
+  private offline(): boolean {
+    const nav = (globalThis as any).navigator;
+    return nav?.onLine === false;
+  }
+
+  private async connect(): Promise<void> {
+    if (this.closedForGood || this.transport) return;
+    if (this.offline()) {
+      // Wait for the "online" event: attempts now would only fail.
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      return;
+    }
+    this.setState("connecting");
+    if (this.opts.getToken && (!this.token || this.tokenStale)) {
+      try {
+        this.token = await this.opts.getToken();
+        this.tokenStale = false;
+      } catch (err) {
+        this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+        this.scheduleReconnect();
+        return;
+      }
+      if (this.closedForGood || this.transport) return;
+    }
+    for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+    const name = this.transportName;
+    let t: Transport;
+    const ctx: TransportContext = {
+      wsURL: this.urls.ws,
+      httpURL: this.urls.http,
+      env: this.opts.env ?? {},
+      pingInterval: this.opts.pingInterval ?? 25_000,
+      token: () => this.token,
+      subscriptions: () => this.order.filter((s) => s.state !== "failed"),
+      resume: this.resume,
+      opened: (info) => this.opened(t, info),
+      identified: (client) => {
+        if (t === this.transport) this.clientId = client;
+      },
+      publication: (p) => this.subs.get(p.channel)?.deliver(p),
+      closed: (info) => this.transportClosed(t, info),
+    };
+    if (name === "websocket") t = new WebSocketTransport(ctx);
+    else if (name === "sse") t = new SSETransport(ctx);
+    else t = new PollTransport(ctx);
+    this.transport = t;
+    t.open();
+  }
+
+  private opened(t: Transport, info: { client?: string; expires?: number }): void {
+    if (t !== this.transport) return;
+    this.failures = 0;
+    this.clientId = info.client;
+    this.setState("connected");
+    clearTimeout(this.timers.stable);
+    this.timers.stable = setTimeout(() => this.backoff.reset(), this.opts.stablePeriod ?? 5000);
+    this.scheduleRefresh(info.expires || tokenExpiry(this.token));
+    this.box.setSender((e) => t.publish(e.channel, e.data, e.id));
+    if (this.index > 0) {
+      clearTimeout(this.timers.upgrade);
+      this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 30_000);
+    }
+  }
+
+  private upgrade(): void {
+    if (this.closedForGood || this.index === 0) return;
+    const again = () => {
+      clearTimeout(this.timers.upgrade);
+      if (!this.closedForGood && this.index !== 0) this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 30_000);
+    };
+    if (this.transports[0] === "websocket") {
+      // Probe first, so that a WebSocket that is still blocked does not
+      // cost the working fallback a reconnect.
+      const WS = this.opts.env?.WebSocket ?? globalThis.WebSocket;
+      let probe: WebSocket;
+      try {
+        probe = new WS(this.urls.ws);
+      } catch {
+        again();
+        return;
+      }
+      probe.onopen = () => {
+        probe.onclose = null;
+        probe.close(1000);
+        this.switchToFirst();
+      };
+      probe.onclose = () => again();
+      probe.onerror = () => {};
+      return;
+    }
+    this.switchToFirst();
+  }
+
+  private switchToFirst(): void {
+    if (this.closedForGood || this.index === 0) return;
+    // Positions carry over: WebSocket resubscribes with `since` and
+    // misses nothing.
+    this.transport?.close();
+    this.transport = null;
+    this.box.setSender(null);
+    this.index = 0;
+    this.failures = 0;
+    void this.connect();
+  }
+
+  private scheduleRefresh(exp: number): void {
+    clearTimeout(this.timers.refresh);
+    if (!exp || !this.opts.getToken) return;
+    const remaining = exp * 1000 - Date.now();
+    const lead = Math.min(30_000, Math.max(remaining / 4, 0));
+    this.timers.refresh = setTimeout(() => void this.refresh(), Math.max(0, remaining - lead));
+  }
+
+  private async refresh(): Promise<void> {
+    const t = this.transport;
+    if (!t || !this.opts.getToken) return;
+    let token: string;
+    try {
+      token = await this.opts.getToken();
+    } catch (err) {
+      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.timers.refresh = setTimeout(() => void this.refresh(), 1000);
+      return;
+    }
+    this.token = token;
+    if (t !== this.transport) return;
+    try {
+      await t.refresh(token);
+      this.scheduleRefresh(tokenExpiry(token));
+    } catch (err) {
+      if (t !== this.transport) return;
+      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      // The connection will be closed with 4005 if this cannot be fixed;
+      // reconnecting with the new token is the surest way.
+      this.tokenStale = false;
+      t.close();
+      this.transportClosed(t, { code: 0, reason: "refresh failed", opened: true });
+    }
+  }
+
+  private transportClosed(t: Transport, info: CloseInfo): void {
+    if (t !== this.transport) return;
+    this.transport = null;
+    clearTimeout(this.timers.stable);
+    clearTimeout(this.timers.refresh);
+    clearTimeout(this.timers.upgrade);
+    this.box.setSender(null);
+    this.setState("disconnected", { code: info.code, reason: info.reason });
+    if (this.closedForGood) return;
+    if (info.tokenExpired) {
+      this.tokenStale = true;
+      if (!this.opts.getToken) {
+        this.stop(new Error("switchboard: token expired and no getToken to renew it"));
+        return;
+      }
+    } else if (info.fatal) {
+      // 4500-4999 (4502: bad credentials): reconnecting as is would loop.
+      this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
+      return;
+    }
+    if (!info.opened) {
+      this.failures++;
+      if (this.failures >= (this.opts.fallbackAfter ?? 2) && this.transports.length > 1) {
+        this.index = (this.index + 1) % this.transports.length;
+        this.failures = 0;
+      }
+    }
+    this.scheduleReconnect();
+  }
+
+  /** stop gives up reconnecting: commands waiting for a connection fail. */
+  private stop(err: Error): void {
+    this.stopped = err;
+    this.emitter.emit("error", err);
+    for (const f of this.waiters.splice(0)) f();
+  }
+
+  private scheduleReconnect(): void {
+    clearTimeout(this.timers.reconnect);
+    const delay = this.backoff.next();
+    this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+  }
+
+  private wentOffline(): void {
+    const t = this.transport;
+    if (!t) return;
+    t.close();
+    this.transportClosed(t, { code: 0, reason: "offline", opened: true });
+  }
+
+  private wentOnline(): void {
+    if (this.closedForGood || this.transport) return;
+    clearTimeout(this.timers.reconnect);
+    this.backoff.reset();
+    void this.connect();
+  }
+}

@@ -1,0 +1,13 @@
+// switchboard-client: the browser SDK of Switchboard.
+
+export { Switchboard, tokenExpiry } from "./client.js";
+export type { SwitchboardOptions, StateEvent, ClientEvents, HistoryOptions } from "./client.js";
+export { Subscription } from "./subscription.js";
+export type { SubscriptionHandlers, SubscriptionState } from "./subscription.js";
+export { Backoff } from "./backoff.js";
+export type { BackoffOptions } from "./backoff.js";
+export { Outbox, MemoryOutboxStore, IndexedDBOutboxStore, randomKey } from "./outbox.js";
+export type { OutboxEntry, OutboxState, OutboxStore, StoredEntry } from "./outbox.js";
+export { ServerError, DisconnectedError } from "./types.js";
+export type { TransportName, ConnectionState, Publication, StreamPosition, Gap, GapReason, CloseInfo } from "./types.js";
+export type { Env } from "./transport.js";

@@ -1,0 +1,94 @@
+// What the client gives a transport and gets back from it. A transport
+// object lives for one connection attempt; the client makes a new one for
+// the next attempt, and keeps the positions.
+
+import type { Subscription } from "./subscription.js";
+import type { CloseInfo, Publication, TransportName } from "./types.js";
+import { ServerError } from "./types.js";
+
+/** Env holds the platform constructors, replaceable for tests. */
+export interface Env {
+  WebSocket?: typeof WebSocket;
+  EventSource?: typeof EventSource;
+  fetch?: typeof fetch;
+}
+
+/** TransportContext is the client side of a transport. */
+export interface TransportContext {
+  /** wsURL is the WebSocket endpoint (…/ws). */
+  wsURL: string;
+  /** httpURL is the server's base URL for /sse, /poll and /publish (no trailing slash). */
+  httpURL: string;
+  env: Env;
+  /** pingInterval: how often the WebSocket transport checks the connection with a ping command, in ms (0: never). */
+  pingInterval: number;
+  /** token is the current connection token, if any. */
+  token(): string | undefined;
+  /** subscriptions lists the live subscriptions, in subscribe order. */
+  subscriptions(): Subscription[];
+  /** resume is state kept across attempts of one transport (SSE ids, poll cursors). */
+  resume: Map<string, string>;
+  /** opened: the transport got through; subscriptions follow. */
+  opened(info: { client?: string; expires?: number }): void;
+  /** identified: the server gave the connection (a new SSE stream) a client id. */
+  identified(client: string): void;
+  /** publication routes a push to its subscription. */
+  publication(p: Publication): void;
+  /** reset handles a reset push / unrecovered notice. */
+  closed(info: CloseInfo): void;
+}
+
+/** Transport is one connection attempt over one way of reaching the server. */
+export interface Transport {
+  readonly name: TransportName;
+  open(): void;
+  /** close ends it without reporting `closed`. */
+  close(): void;
+  /** subscriptionsChanged: a subscription was added or removed. */
+  subscriptionsChanged(): void;
+  publish(channel: string, data: unknown, key: string): Promise<{ offset: number }>;
+  /** request sends a command and resolves with its result (WebSocket only). */
+  request?(command: Record<string, unknown>): Promise<any>;
+  /** refresh hands the transport a new token. */
+  refresh(token: string): Promise<void>;
+}
+
+/** httpPublish is POST /publish, for the SSE and long-polling transports. */
+export async function httpPublish(
+  ctx: TransportContext,
+  channel: string,
+  data: unknown,
+  key: string,
+  signal?: AbortSignal,
+): Promise<{ offset: number }> {
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers: Record<string, string> = { "Content-Type": "application/json" };
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp: Response;
+  try {
+    resp = await f(`${ctx.httpURL}/publish`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ channel, data, idempotency_key: key }),
+      signal,
+    });
+  } catch (err) {
+    throw new ServerError(503, `publish failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
+
+/** answer reads a JSON answer of the HTTP transports: {"result":...} or {"error":...}. */
+export async function answer(resp: Response): Promise<any> {
+  let body: any = null;
+  try {
+    body = await resp.json();
+  } catch {
+    // not JSON: judged by the status below
+  }
+  if (resp.ok && body && "result" in body) return body.result;
+  if (resp.ok && body && !("error" in body)) return body;
+  const code = body?.error?.code ?? (resp.status >= 500 ? 503 : resp.status);
+  throw new ServerError(code, body?.error?.message ?? `HTTP ${resp.status}`);
+}

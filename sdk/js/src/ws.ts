@@ -1,0 +1,234 @@
+// The WebSocket transport: connect, subscribe every channel with `since`,
+// commands with ids, pushes routed to their subscriptions.
+
+import type { Subscription } from "./subscription.js";
+import type { Transport, TransportContext } from "./transport.js";
+import { DisconnectedError, ServerError, closeIsFatal } from "./types.js";
+
+interface Pending {
+  resolve: (v: any) => void;
+  reject: (e: Error) => void;
+}
+
+export class WebSocketTransport implements Transport {
+  readonly name = "websocket" as const;
+  private ws: WebSocket | null = null;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private connected = false;
+  private ended = false;
+  /** subscribed: channels the server has (or is being asked for) on this connection. */
+  private subscribed = new Map<string, Subscription>();
+  private pinger: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private ctx: TransportContext) {}
+
+  open(): void {
+    const WS = this.ctx.env.WebSocket ?? globalThis.WebSocket;
+    let ws: WebSocket;
+    try {
+      if (!WS) throw new Error("no WebSocket");
+      ws = new WS(this.ctx.wsURL);
+    } catch (err) {
+      // Reported asynchronously, like any other failure to open.
+      setTimeout(() => this.end({ code: 0, reason: `websocket: ${String(err)}`, opened: false }));
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => this.onOpen();
+    ws.onmessage = (e) => this.onMessage(e.data);
+    ws.onclose = (e) => {
+      const code = e.code === 1005 || e.code === 1006 ? 0 : e.code;
+      this.end({
+        code,
+        reason: e.reason || "connection closed",
+        opened: this.connected,
+        tokenExpired: e.code === 4005,
+        fatal: closeIsFatal(e.code),
+      });
+    };
+    ws.onerror = () => {
+      // onclose follows and reports it.
+    };
+  }
+
+  close(): void {
+    this.ended = true;
+    this.rejectAll();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+  }
+
+  private end(info: Parameters<TransportContext["closed"]>[0]): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.rejectAll();
+    if (this.ws) this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.ws = null;
+    this.ctx.closed(info);
+  }
+
+  /**
+   * startPinging checks the connection now and then: a browser does not
+   * show the server's WebSocket pings, and a connection whose network
+   * silently died can otherwise stay "open" for minutes. No answer within
+   * the interval closes it (and the client reconnects and recovers).
+   */
+  private startPinging(): void {
+    const every = this.ctx.pingInterval;
+    if (!(every > 0)) return;
+    this.pinger = setInterval(() => {
+      let answered = false;
+      this.request({ command: "ping" }).then(
+        () => (answered = true),
+        () => (answered = true),
+      );
+      setTimeout(() => {
+        if (answered || this.ended) return;
+        try {
+          this.ws?.close(4000);
+        } catch {
+          // already closing
+        }
+        this.end({ code: 0, reason: "no answer to ping", opened: true });
+      }, every);
+    }, every);
+  }
+
+  private rejectAll(): void {
+    clearInterval(this.pinger);
+    const err = new DisconnectedError();
+    for (const [, p] of this.pending) p.reject(err);
+    this.pending.clear();
+  }
+
+  /** request sends a command with an id and resolves with its result. */
+  request(command: Record<string, unknown>): Promise<any> {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return Promise.reject(new DisconnectedError());
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      try {
+        ws.send(JSON.stringify({ ...command, id }));
+      } catch (err) {
+        this.pending.delete(id);
+        reject(new DisconnectedError(String(err)));
+      }
+    });
+  }
+
+  private async onOpen(): Promise<void> {
+    // A connect that gets no answer (a server that accepts but does not
+    // serve) fails the attempt, like one that does not open.
+    const every = this.ctx.pingInterval;
+    const timer =
+      every > 0
+        ? setTimeout(() => {
+            if (this.connected || this.ended) return;
+            try {
+              this.ws?.close(4000);
+            } catch {
+              // already closing
+            }
+            this.end({ code: 0, reason: "no answer to connect", opened: false });
+          }, every)
+        : undefined;
+    try {
+      const token = this.ctx.token();
+      const res = await this.request(token ? { command: "connect", token } : { command: "connect" });
+      clearTimeout(timer);
+      this.connected = true;
+      this.ctx.opened({ client: res?.client, expires: res?.expires });
+      this.subscriptionsChanged();
+      this.startPinging();
+    } catch (err) {
+      if (this.ended) return;
+      // The server closes after a failed connect (4005 or 4502); if it
+      // does not, close it ourselves.
+      const code = err instanceof ServerError ? err.code : 0;
+      if (code === 419 || code === 401 || code === 403) {
+        this.ws?.close(4000);
+        this.end({ code: code === 419 ? 4005 : 4502, reason: String(err), opened: false, tokenExpired: code === 419, fatal: code !== 419 });
+      }
+    }
+  }
+
+  subscriptionsChanged(): void {
+    if (!this.connected || this.ended) return;
+    const want = new Map(this.ctx.subscriptions().map((s) => [s.channel, s]));
+    for (const [ch, sub] of this.subscribed) {
+      if (want.get(ch) !== sub) {
+        this.subscribed.delete(ch);
+        this.request({ command: "unsubscribe", channel: ch }).catch(() => {});
+      }
+    }
+    for (const [ch, sub] of want) {
+      if (this.subscribed.get(ch) === sub) continue;
+      this.subscribed.set(ch, sub);
+      void this.subscribe(sub);
+    }
+  }
+
+  private async subscribe(sub: Subscription): Promise<void> {
+    const since = sub.since();
+    const cmd: Record<string, unknown> = { command: "subscribe", channel: sub.channel };
+    if (since) cmd.since = since;
+    try {
+      const r = await this.request(cmd);
+      if (this.subscribed.get(sub.channel) !== sub) return;
+      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : undefined, r.publications);
+    } catch (err) {
+      if (this.subscribed.get(sub.channel) !== sub) return;
+      this.subscribed.delete(sub.channel);
+      if (err instanceof ServerError && !err.temporary) {
+        sub.failed(err);
+      } else if (err instanceof ServerError && !this.ended) {
+        // 503/429: try again a little later on this connection.
+        setTimeout(() => this.subscriptionsChanged(), 1000);
+      }
+    }
+  }
+
+  publish(channel: string, data: unknown, key: string): Promise<{ offset: number }> {
+    return this.request({ command: "publish", channel, data, idempotency_key: key });
+  }
+
+  async refresh(token: string): Promise<void> {
+    await this.request({ command: "refresh", token });
+  }
+
+  private onMessage(raw: unknown): void {
+    let msg: any;
+    try {
+      msg = JSON.parse(String(raw));
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    if (typeof msg.id === "number") {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.error) p.reject(new ServerError(msg.error.code, msg.error.message));
+      else p.resolve(msg.result);
+      return;
+    }
+    if (typeof msg.channel !== "string") return;
+    const sub = this.subscribed.get(msg.channel);
+    if (!sub || sub.state === "unsubscribed") return;
+    if (typeof msg.offset === "number" && "data" in msg) {
+      sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
+    } else if (msg.reset) {
+      sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
+    }
+  }
+}

@@ -1,0 +1,207 @@
+// An in-memory stand-in for a Switchboard node, for the client's state
+// machine tests: just enough of the protocol (connect, subscribe with
+// recovery, publish with idempotency keys, refresh, close codes). The
+// browser tests run the real server.
+
+export class FakeServer {
+  constructor() {
+    this.channels = new Map(); // name -> {epoch, pubs: [], subs: Set<FakeWebSocket>}
+    this.keys = new Map(); // channel + key -> offset
+    this.sockets = [];
+    this.connects = []; // tokens seen by connect
+    this.refreshes = [];
+    this.refuseOpen = 0; // constructor throws this many times
+    this.failOpen = 0; // sockets close before opening this many times
+    this.tokenCheck = null; // (token) => null | {code, close}
+    this.published = 0;
+  }
+
+  channel(name) {
+    let c = this.channels.get(name);
+    if (!c) {
+      c = { epoch: 'E1', pubs: [], subs: new Set() };
+      this.channels.set(name, c);
+    }
+    return c;
+  }
+
+  publish(name, data) {
+    const c = this.channel(name);
+    const p = { channel: name, data, offset: c.pubs.length + 1 };
+    c.pubs.push(p);
+    this.published++;
+    for (const ws of c.subs) ws.push(p);
+    return p.offset;
+  }
+
+  get WebSocket() {
+    const server = this;
+    return class FakeWebSocket {
+      constructor(url) {
+        if (server.refuseOpen > 0) {
+          server.refuseOpen--;
+          throw new Error('blocked');
+        }
+        this.url = url;
+        this.readyState = 0;
+        this.sent = [];
+        server.sockets.push(this);
+        setTimeout(() => {
+          if (this.readyState !== 0) return;
+          if (server.failOpen > 0) {
+            server.failOpen--;
+            this.readyState = 3;
+            this.onclose?.({ code: 1006, reason: '' });
+            return;
+          }
+          this.readyState = 1;
+          this.onopen?.({});
+        });
+      }
+      push(msg) {
+        if (this.readyState !== 1) return;
+        const data = JSON.stringify(msg);
+        setTimeout(() => this.readyState === 1 && this.onmessage?.({ data }));
+      }
+      send(raw) {
+        if (this.readyState !== 1) throw new Error('not open');
+        const cmd = JSON.parse(raw);
+        this.sent.push(cmd);
+        if (server.mute) return; // a connection whose network died silently
+        const reply = (result) => this.push({ id: cmd.id, result });
+        const error = (code, message) => this.push({ id: cmd.id, error: { code, message } });
+        switch (cmd.command) {
+          case 'connect': {
+            server.connects.push(cmd.token);
+            const bad = server.tokenCheck?.(cmd.token);
+            if (bad) {
+              error(bad.error, 'token');
+              setTimeout(() => this.serverClose(bad.close), 1);
+              return;
+            }
+            return reply({ client: `c${server.sockets.length}`, expires: 0 });
+          }
+          case 'refresh':
+            server.refreshes.push(cmd.token);
+            return reply({ expires: 0 });
+          case 'subscribe': {
+            const c = server.channel(cmd.channel);
+            c.subs.add(this);
+            const res = { channel: cmd.channel, offset: c.pubs.length, epoch: c.epoch };
+            if (cmd.since) {
+              if (cmd.since.epoch === c.epoch && cmd.since.offset <= c.pubs.length) {
+                res.recovered = true;
+                res.publications = c.pubs.slice(cmd.since.offset);
+              } else res.recovered = false;
+            }
+            return reply(res);
+          }
+          case 'unsubscribe':
+            server.channel(cmd.channel).subs.delete(this);
+            return reply({});
+          case 'publish': {
+            const k = cmd.channel + '\u0000' + cmd.idempotency_key;
+            if (cmd.idempotency_key && server.keys.has(k)) return reply({ offset: server.keys.get(k) });
+            const offset = server.publish(cmd.channel, cmd.data);
+            if (cmd.idempotency_key) server.keys.set(k, offset);
+            return reply({ offset });
+          }
+          default:
+            return error(404, 'unknown command');
+        }
+      }
+      // serverClose ends the connection with a code, as the server would.
+      serverClose(code, reason = '') {
+        if (this.readyState === 3) return;
+        this.readyState = 3;
+        for (const c of server.channels.values()) c.subs.delete(this);
+        setTimeout(() => this.onclose?.({ code, reason }));
+      }
+      close(code) {
+        if (this.readyState === 3) return;
+        this.readyState = 3;
+        for (const c of server.channels.values()) c.subs.delete(this);
+        setTimeout(() => this.onclose?.({ code: code ?? 1000, reason: '' }));
+      }
+      live() {
+        return this.readyState === 1;
+      }
+    };
+  }
+
+  // current is the last socket that is open.
+  current() {
+    return [...this.sockets].reverse().find((s) => s.readyState === 1);
+  }
+}
+
+// waitFor polls a condition with a generous bound (no timed assertion).
+export async function waitFor(cond, what, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+// FakeSSE is an EventSource class over a FakeServer's channels. An event id
+// is the JSON of the offsets (the real server's ids are opaque; the client
+// never reads them). A stream can be paused: its events queue up.
+export function fakeEventSource(server) {
+  return class FakeEventSource {
+    static streams = [];
+    constructor(url) {
+      const u = new URL(url);
+      this.url = url;
+      this.channels = u.searchParams.getAll('channel');
+      this.listeners = {};
+      this.paused = false;
+      this.queue = [];
+      this.closed = false;
+      this.readyState = 0;
+      FakeEventSource.streams.push(this);
+      const last = u.searchParams.get('lastEventId');
+      this.offsets = last ? JSON.parse(last) : this.channels.map((c) => server.channel(c).pubs.length);
+      const start = [...this.offsets];
+      setTimeout(() => {
+        if (this.closed) return;
+        this.readyState = 1;
+        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: server.channel(c).epoch })) });
+        this.channels.forEach((c, i) => {
+          for (const p of server.channel(c).pubs.slice(start[i])) this.pub(p);
+          server.channel(c).subs.add(this);
+        });
+      });
+    }
+    push(p) {
+      this.pub(p);
+    }
+    pub(p) {
+      const i = this.channels.indexOf(p.channel);
+      this.offsets[i] = p.offset;
+      this.emit('message', p, JSON.stringify(this.offsets));
+    }
+    emit(name, data, id = JSON.stringify(this.offsets)) {
+      const ev = { data: JSON.stringify(data), lastEventId: id };
+      if (this.paused) return this.queue.push([name, ev]);
+      this.dispatch(name, ev);
+    }
+    dispatch(name, ev) {
+      if (this.closed) return;
+      if (name === 'message') this.onmessage?.(ev);
+      else this.listeners[name]?.(ev);
+    }
+    resume() {
+      this.paused = false;
+      for (const [name, ev] of this.queue.splice(0)) this.dispatch(name, ev);
+    }
+    addEventListener(name, fn) {
+      this.listeners[name] = fn;
+    }
+    close() {
+      this.closed = true;
+      this.readyState = 2;
+      for (const c of this.channels) server.channel(c).subs.delete(this);
+    }
+  };
+}

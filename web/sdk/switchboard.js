@@ -1,0 +1,1318 @@
+// switchboard-client 0.1.0: the Switchboard browser SDK. Built from sdk/js by "npm run build"; do not edit.
+
+// src/backoff.ts
+var Backoff = class {
+  constructor(opts = {}) {
+    /** attempt counts the delays handed out since the last reset. */
+    this.attempt = 0;
+    this.base = opts.base ?? 500;
+    this.max = opts.max ?? 1e4;
+    this.factor = opts.factor ?? 2;
+    this.random = opts.random ?? Math.random;
+    if (!(this.base > 0) || !(this.max >= this.base) || !(this.factor >= 1)) {
+      throw new RangeError("switchboard: backoff needs 0 < base <= max and factor >= 1");
+    }
+  }
+  /** ceiling is the upper bound of the next delay. */
+  ceiling() {
+    return Math.min(this.max, this.base * Math.pow(this.factor, this.attempt));
+  }
+  /** next returns the next delay in ms and counts the attempt. */
+  next() {
+    const d = Math.floor(this.random() * this.ceiling());
+    this.attempt++;
+    return d;
+  }
+  /** reset starts again from `base`. */
+  reset() {
+    this.attempt = 0;
+  }
+};
+
+// src/emitter.ts
+var Emitter = class {
+  constructor() {
+    this.listeners = {};
+  }
+  on(name, fn) {
+    let set = this.listeners[name];
+    if (!set) {
+      set = /* @__PURE__ */ new Set();
+      this.listeners[name] = set;
+    }
+    set.add(fn);
+    return () => this.off(name, fn);
+  }
+  off(name, fn) {
+    this.listeners[name]?.delete(fn);
+  }
+  emit(name, event) {
+    const set = this.listeners[name];
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(event);
+      } catch (err) {
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+};
+
+// src/outbox.ts
+var MemoryOutboxStore = class {
+  constructor() {
+    this.entries = /* @__PURE__ */ new Map();
+  }
+  async load(scope) {
+    return [...this.entries.values()].filter((e) => e.scope === scope).sort((a, b) => a.seq - b.seq);
+  }
+  async put(e) {
+    this.entries.set(e.id, structuredClone(e));
+  }
+  async delete(id) {
+    this.entries.delete(id);
+  }
+};
+var DB_NAME = "switchboard-outbox";
+var STORE = "entries";
+function req(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+var IndexedDBOutboxStore = class {
+  constructor(idb, name = DB_NAME) {
+    this.db = new Promise((resolve, reject) => {
+      const open = idb.open(name, 1);
+      open.onupgradeneeded = () => {
+        open.result.createObjectStore(STORE, { keyPath: "id" });
+      };
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+      open.onblocked = () => reject(new Error("switchboard: outbox database blocked"));
+    });
+    this.db.catch(() => {
+    });
+  }
+  async tx(mode) {
+    return (await this.db).transaction(STORE, mode).objectStore(STORE);
+  }
+  async load(scope) {
+    const all = await req((await this.tx("readonly")).getAll());
+    return all.filter((e) => e.scope === scope).sort((a, b) => a.seq - b.seq);
+  }
+  async put(e) {
+    const store = await this.tx("readwrite");
+    const done = new Promise((resolve, reject) => {
+      store.transaction.oncomplete = () => resolve();
+      store.transaction.onerror = () => reject(store.transaction.error);
+      store.transaction.onabort = () => reject(store.transaction.error);
+    });
+    store.put(e);
+    await done;
+  }
+  async delete(id) {
+    await req((await this.tx("readwrite")).delete(id));
+  }
+};
+function defaultStore() {
+  const idb = globalThis.indexedDB;
+  if (idb) {
+    try {
+      return new IndexedDBOutboxStore(idb);
+    } catch {
+    }
+  }
+  return new MemoryOutboxStore();
+}
+function randomKey() {
+  const c = globalThis.crypto;
+  const b = new Uint8Array(16);
+  if (c?.getRandomValues) c.getRandomValues(b);
+  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+var Outbox = class {
+  constructor(store, scope, isRetryable) {
+    /** entries not acked yet (failed ones stay, without being persisted, until dropFailed). */
+    this.entries = [];
+    this.seq = Date.now() * 1e3;
+    this.waiters = /* @__PURE__ */ new Map();
+    this.busy = /* @__PURE__ */ new Set();
+    // channels with a send in flight
+    this.sender = null;
+    this.persisted = /* @__PURE__ */ new Map();
+    /** retryDelay is the pause before resending after a retryable refusal, in ms. */
+    this.retryDelay = 1e3;
+    /** onChange runs after every change of an entry's state. */
+    this.onChange = null;
+    this.store = store;
+    this.scope = scope;
+    this.isRetryable = isRetryable;
+    this.loaded = store.load(scope).then((kept) => {
+      const fresh = this.entries.splice(0);
+      for (const k of kept) {
+        this.entries.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
+        this.seq = Math.max(this.seq, k.seq + 1);
+      }
+      this.entries.push(...fresh);
+    }).catch(() => {
+    });
+  }
+  /** add queues a publish and returns its promise (resolved on ack). */
+  add(channel, data, id = randomKey()) {
+    const entry = { id, channel, data, state: "queued" };
+    this.entries.push(entry);
+    const stored = { id, seq: this.seq++, scope: this.scope, channel, data };
+    const p = this.store.put(stored).catch(() => {
+    });
+    this.persisted.set(id, p);
+    const result = new Promise((resolve, reject) => {
+      this.waiters.set(id, { resolve, reject });
+    });
+    this.changed();
+    void this.flush();
+    return result;
+  }
+  /** online sets the sender (null while disconnected) and sends what is queued. */
+  setSender(s) {
+    this.sender = s;
+    if (!s) {
+      for (const e of this.entries) if (e.state === "sent") e.state = "queued";
+      this.changed();
+      return;
+    }
+    void this.flush();
+  }
+  /** flush starts sending the first queued entry of every idle channel. */
+  async flush() {
+    await this.loaded;
+    if (!this.sender) return;
+    const channels = /* @__PURE__ */ new Set();
+    for (const e of this.entries) if (e.state === "queued" || e.state === "sent") channels.add(e.channel);
+    for (const ch of channels) if (!this.busy.has(ch)) void this.drain(ch);
+  }
+  async drain(channel) {
+    this.busy.add(channel);
+    let retryLater = false;
+    try {
+      for (; ; ) {
+        const sender = this.sender;
+        if (!sender) return;
+        const e = this.entries.find((x) => x.channel === channel && (x.state === "queued" || x.state === "sent"));
+        if (!e) return;
+        await this.persisted.get(e.id);
+        e.state = "sent";
+        this.changed();
+        let res;
+        try {
+          res = await sender(e);
+        } catch (err) {
+          if (this.isRetryable(err)) {
+            if (e.state === "sent") e.state = "queued";
+            this.changed();
+            retryLater = true;
+            return;
+          }
+          this.fail(e, err instanceof Error ? err : new Error(String(err)));
+          continue;
+        }
+        this.ack(e, res.offset);
+      }
+    } finally {
+      this.busy.delete(channel);
+      const pending = this.entries.some((x) => x.channel === channel && x.state === "queued");
+      if (pending && this.sender) {
+        if (retryLater) setTimeout(() => void this.flush(), this.retryDelay);
+        else void this.drain(channel);
+      }
+    }
+  }
+  ack(e, offset) {
+    e.state = "acked";
+    e.offset = offset;
+    this.remove(e);
+    this.waiters.get(e.id)?.resolve({ offset });
+    this.waiters.delete(e.id);
+  }
+  fail(e, err) {
+    e.state = "failed";
+    e.error = err;
+    void this.store.delete(e.id).catch(() => {
+    });
+    this.persisted.delete(e.id);
+    this.changed();
+    this.waiters.get(e.id)?.reject(err);
+    this.waiters.delete(e.id);
+  }
+  remove(e) {
+    const i = this.entries.indexOf(e);
+    if (i >= 0) this.entries.splice(i, 1);
+    const p = this.persisted.get(e.id) ?? Promise.resolve();
+    this.persisted.delete(e.id);
+    void p.then(() => this.store.delete(e.id)).catch(() => {
+    });
+    this.changed();
+  }
+  /** dropFailed forgets the entries that failed for good. */
+  dropFailed() {
+    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i].state === "failed") this.entries.splice(i, 1);
+    this.changed();
+  }
+  /** close rejects every waiting publish (the entries stay stored for the next page). */
+  close(err) {
+    this.sender = null;
+    for (const [, w] of this.waiters) w.reject(err);
+    this.waiters.clear();
+  }
+  changed() {
+    this.onChange?.();
+  }
+};
+
+// src/types.ts
+var ServerError = class extends Error {
+  constructor(code, message) {
+    super(`switchboard: ${code}: ${message}`);
+    this.name = "ServerError";
+    this.code = code;
+  }
+  /** temporary says whether retrying the same thing later may succeed. */
+  get temporary() {
+    return this.code === 503 || this.code === 429 || this.code === 500;
+  }
+};
+var DisconnectedError = class extends Error {
+  constructor(message = "switchboard: disconnected") {
+    super(message);
+    this.name = "DisconnectedError";
+  }
+};
+function closeIsFatal(code) {
+  return code >= 4500 && code <= 4999;
+}
+
+// src/transport.ts
+async function httpPublish(ctx, channel, data, key, signal) {
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers = { "Content-Type": "application/json" };
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await f(`${ctx.httpURL}/publish`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ channel, data, idempotency_key: key }),
+      signal
+    });
+  } catch (err) {
+    throw new ServerError(503, `publish failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
+async function answer(resp) {
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+  }
+  if (resp.ok && body && "result" in body) return body.result;
+  if (resp.ok && body && !("error" in body)) return body;
+  const code = body?.error?.code ?? (resp.status >= 500 ? 503 : resp.status);
+  throw new ServerError(code, body?.error?.message ?? `HTTP ${resp.status}`);
+}
+
+// src/sse.ts
+var OverlapTimeout = 1e4;
+var MaxStreamChannels = 16;
+var SSETransport = class {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.name = "sse";
+    this.es = null;
+    this.ended = false;
+    this.started = false;
+    // the server answered (connected event) at least once
+    /** subs: the subscriptions of the current stream's channels, in its order (undefined: no longer subscribed). */
+    this.subs = [];
+    this.feeds = null;
+    this.finishOverlap = null;
+  }
+  open() {
+    const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
+    if (!ES) {
+      setTimeout(() => this.end(0, "sse: no EventSource", false));
+      return;
+    }
+    this.stream();
+  }
+  stream() {
+    this.finishOverlap?.();
+    const old = this.es;
+    const oldFeeds = this.feeds;
+    this.es = null;
+    const current = this.ctx.subscriptions().slice(0, MaxStreamChannels);
+    let names = current.map((s) => s.channel);
+    let listKey = "sse " + names.join(" ");
+    const prevKey = this.ctx.resume.get("sse list");
+    const resumeFirst = !old && prevKey !== void 0 && prevKey !== listKey && this.ctx.resume.has(prevKey);
+    if (resumeFirst) {
+      listKey = prevKey;
+      names = listKey.slice(4).split(" ");
+    }
+    const byName = new Map(current.map((s) => [s.channel, s]));
+    this.subs = names.map((n) => byName.get(n));
+    if (names.length === 0) {
+      old?.close();
+      if (!this.started) {
+        this.started = true;
+        this.ctx.opened({});
+      }
+      return;
+    }
+    this.ctx.resume.set("sse list", listKey);
+    const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
+    const q = new URLSearchParams();
+    for (const n of names) q.append("channel", n);
+    const last = this.ctx.resume.get(listKey);
+    if (last) q.set("lastEventId", last);
+    const token = this.ctx.token();
+    if (token) q.set("token", token);
+    let es;
+    try {
+      es = new ES(`${this.ctx.httpURL}/sse?${q}`);
+    } catch (err) {
+      old?.close();
+      setTimeout(() => this.end(0, `sse: ${String(err)}`, false));
+      return;
+    }
+    this.es = es;
+    const catching = /* @__PURE__ */ new Map();
+    let overlap;
+    let oldDone = !old;
+    const finishOverlap = (abandon = false) => {
+      oldDone = true;
+      if (this.finishOverlap === finishOverlap) this.finishOverlap = null;
+      clearTimeout(overlap);
+      if (old) old.close();
+      if (oldFeeds) oldFeeds.onRelease = null;
+      if (abandon) {
+        catching.clear();
+        return;
+      }
+      for (const [ch, c] of catching) {
+        const sub = byName.get(ch);
+        if (sub) {
+          sub.startAt({ offset: c.target, epoch: sub.position?.epoch });
+          for (const p of c.held) sub.deliver(p);
+        }
+      }
+      catching.clear();
+    };
+    const release = (ch) => {
+      const c = catching.get(ch);
+      const sub = byName.get(ch);
+      if (!c || !sub || (sub.position?.offset ?? -1) < c.target) return;
+      catching.delete(ch);
+      for (const p of c.held) sub.deliver(p);
+      if (catching.size === 0) finishOverlap();
+    };
+    this.finishOverlap = finishOverlap;
+    const feeds = { onRelease: null };
+    this.feeds = feeds;
+    if (oldFeeds) oldFeeds.onRelease = release;
+    let connected = false;
+    const remember = (e) => {
+      if (e.lastEventId) this.ctx.resume.set(listKey, e.lastEventId);
+    };
+    const deliver = (sub, p) => {
+      sub.deliver(p);
+      feeds.onRelease?.(sub.channel);
+    };
+    es.addEventListener("connected", (e) => {
+      const ev = e;
+      const d = JSON.parse(ev.data);
+      connected = true;
+      remember(ev);
+      if (!this.started) {
+        this.started = true;
+        this.ctx.opened({ client: d.client });
+      } else if (d.client) {
+        this.ctx.identified(d.client);
+      }
+      for (const c of d.channels ?? []) {
+        const sub = byName.get(c.channel);
+        if (!sub) continue;
+        const pos = sub.position;
+        const behind = !oldDone && !last && pos && pos.offset !== null && pos.epoch === c.epoch && pos.offset < c.offset;
+        if (behind) {
+          catching.set(c.channel, { target: c.offset, held: [] });
+          sub.subscribed({ offset: pos.offset, epoch: c.epoch }, void 0);
+        } else {
+          sub.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
+        }
+      }
+      if (catching.size === 0) finishOverlap();
+      else overlap = setTimeout(() => finishOverlap(), OverlapTimeout);
+      if (resumeFirst) this.subscriptionsChanged();
+    });
+    es.addEventListener("unrecovered", (e) => {
+      const ev = e;
+      const d = JSON.parse(ev.data);
+      remember(ev);
+      byName.get(d.channel)?.gap("unrecovered", { offset: d.offset, epoch: d.epoch });
+    });
+    es.addEventListener("disconnect", (e) => {
+      if (es !== this.es) return;
+      const d = JSON.parse(e.data);
+      this.end(d.code, d.reason ?? "disconnected", connected, d.code === 4005);
+    });
+    es.onmessage = (e) => {
+      remember(e);
+      const m = JSON.parse(e.data);
+      const sub = byName.get(m.channel);
+      if (!sub || typeof m.offset !== "number") return;
+      const p = { channel: m.channel, data: m.data, offset: m.offset };
+      const c = catching.get(m.channel);
+      if (c) c.held.push(p);
+      else deliver(sub, p);
+    };
+    es.onerror = () => {
+      if (es !== this.es) return;
+      this.end(0, "sse: stream failed", connected || this.started);
+    };
+    if (old) {
+      old.onerror = () => finishOverlap();
+      old.addEventListener("disconnect", () => finishOverlap());
+    }
+  }
+  end(code, reason, opened, tokenExpired = false) {
+    if (this.ended) return;
+    this.ended = true;
+    this.finishOverlap?.(true);
+    this.es?.close();
+    this.es = null;
+    this.ctx.closed({ code, reason, opened, tokenExpired, fatal: closeIsFatal(code) });
+  }
+  close() {
+    this.ended = true;
+    this.finishOverlap?.(true);
+    this.es?.close();
+    this.es = null;
+  }
+  subscriptionsChanged() {
+    if (this.ended) return;
+    const now = this.ctx.subscriptions().slice(0, MaxStreamChannels);
+    if (now.length === this.subs.length && now.every((s, i) => s === this.subs[i])) return;
+    this.stream();
+  }
+  publish(channel, data, key) {
+    return httpPublish(this.ctx, channel, data, key);
+  }
+  async refresh(_token) {
+    if (!this.ended && this.es) this.stream();
+  }
+};
+
+// src/poll.ts
+var PollTimeout = 25;
+var PollTransport = class {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.name = "poll";
+    this.ended = false;
+    this.started = false;
+    this.abort = null;
+    this.changed = false;
+    this.idle = null;
+  }
+  open() {
+    void this.loop();
+  }
+  close() {
+    this.ended = true;
+    this.abort?.abort();
+    this.idle?.();
+  }
+  end(code, reason, tokenExpired = false, fatal = false) {
+    if (this.ended) return;
+    this.ended = true;
+    this.abort?.abort();
+    this.ctx.closed({ code, reason, opened: this.started, tokenExpired, fatal });
+  }
+  async loop() {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
+    if (!f) {
+      setTimeout(() => this.end(0, "poll: no fetch"));
+      return;
+    }
+    const lastKey = this.ctx.resume.get("poll list");
+    let prev = lastKey ? { key: lastKey } : null;
+    while (!this.ended) {
+      const subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
+      this.changed = false;
+      if (subs.length === 0) {
+        if (!this.started) {
+          this.started = true;
+          this.ctx.opened({});
+        }
+        await new Promise((r) => this.idle = r);
+        this.idle = null;
+        continue;
+      }
+      const key = "poll " + subs.map((s) => s.channel).join(" ");
+      const cursor = this.ctx.resume.get(key);
+      const q = new URLSearchParams();
+      for (const s of subs) q.append("channel", s.channel);
+      if (cursor) q.set("cursor", cursor);
+      q.set("timeout", String(PollTimeout));
+      const headers = {};
+      const token = this.ctx.token();
+      if (token) headers["Authorization"] = `Bearer ${token}`;
+      const abort = new AbortController();
+      this.abort = abort;
+      let result;
+      try {
+        const resp = await f(`${this.ctx.httpURL}/poll?${q}`, { headers, signal: abort.signal, cache: "no-store" });
+        result = await answer(resp);
+      } catch (err) {
+        if (this.ended) return;
+        if (this.changed) continue;
+        if (err instanceof ServerError) {
+          if (err.code === 419) return this.end(4005, err.message, true);
+          if (err.code === 401) return this.end(4502, err.message, false, true);
+          if (err.code === 503) return this.end(0, err.message);
+          if (err.code === 400 && cursor) {
+            this.ctx.resume.delete(key);
+            continue;
+          }
+          for (const s of subs) s.failed(err);
+          continue;
+        }
+        return this.end(0, `poll: ${String(err)}`);
+      }
+      if (this.ended) return;
+      const byName = new Map(subs.map((s) => [s.channel, s]));
+      for (const ch of result.unrecovered ?? []) byName.get(ch)?.gap("unrecovered", { offset: null });
+      for (const s of subs) {
+        if (s.state === "subscribing") s.subscribed({ offset: s.position?.offset ?? null, epoch: s.position?.epoch }, void 0);
+      }
+      if (!this.started) {
+        this.started = true;
+        this.ctx.opened({});
+      }
+      for (const m of result.messages ?? []) {
+        const s = byName.get(m.channel);
+        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+      }
+      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!cursor && prev && prev.key !== key && this.ctx.resume.has(prev.key)) {
+        await this.drain(prev.key, headers);
+      }
+      prev = { key };
+      this.ctx.resume.set("poll list", key);
+    }
+  }
+  /** drain polls an old channel list with timeout=0 until it returns nothing. */
+  async drain(key, headers) {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
+    const names = key.slice(5).split(" ");
+    const subs = this.ctx.subscriptions();
+    for (let i = 0; i < 100 && !this.ended; i++) {
+      const q = new URLSearchParams();
+      for (const n of names) q.append("channel", n);
+      q.set("cursor", this.ctx.resume.get(key) ?? "");
+      q.set("timeout", "0");
+      let result;
+      try {
+        result = await answer(await f(`${this.ctx.httpURL}/poll?${q}`, { headers, cache: "no-store" }));
+      } catch {
+        break;
+      }
+      for (const m of result.messages ?? []) {
+        const s = subs.find((x) => x.channel === m.channel);
+        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+      }
+      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
+      if (!result.messages?.length || result.unrecovered?.length) break;
+    }
+    this.ctx.resume.delete(key);
+  }
+  subscriptionsChanged() {
+    this.changed = true;
+    this.abort?.abort();
+    this.idle?.();
+  }
+  publish(channel, data, key) {
+    return httpPublish(this.ctx, channel, data, key);
+  }
+  async refresh(_token) {
+  }
+};
+
+// src/subscription.ts
+var Subscription = class {
+  /** @internal */
+  constructor(channel, handlers, onUnsubscribe) {
+    /** state: "subscribing" until the server confirmed (again after each reconnect). */
+    this.state = "subscribing";
+    /** delivered counts publications handed to onPublication. */
+    this.delivered = 0;
+    /** duplicates counts publications dropped because they were already delivered. */
+    this.duplicates = 0;
+    this.settled = false;
+    this.channel = channel;
+    this.handlers = handlers;
+    this.onUnsubscribe = onUnsubscribe;
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {
+    });
+  }
+  /** unsubscribe stops the subscription; no callback runs after it returns. */
+  unsubscribe() {
+    if (this.state === "unsubscribed") return;
+    this.state = "unsubscribed";
+    if (!this.settled) {
+      this.settled = true;
+      this.rejectReady(new Error("switchboard: unsubscribed"));
+    }
+    this.onUnsubscribe(this);
+  }
+  /** @internal since is the position to resume from, when one is known. */
+  since() {
+    const p = this.position;
+    if (!p || p.offset === null || p.epoch === void 0) return void 0;
+    return { offset: p.offset, epoch: p.epoch };
+  }
+  /**
+   * @internal subscribed records a (re)subscribe at `pos`: the server's
+   * current position when it could not recover (or for a first subscribe),
+   * after which live publications follow.
+   */
+  subscribed(pos, recovered, publications) {
+    if (this.state === "unsubscribed") return;
+    const prev = this.position;
+    if (recovered === false) {
+      this.gap("unrecovered", pos);
+    } else if (publications) {
+      for (const p of publications) this.deliver(p);
+      if (this.position && pos.epoch) this.position.epoch = pos.epoch;
+    } else if (!prev) {
+      this.position = { ...pos };
+    } else {
+      this.startAt(pos);
+    }
+    this.state = "subscribed";
+    if (!this.settled) {
+      this.settled = true;
+      this.resolveReady();
+    }
+  }
+  /**
+   * @internal startAt handles a stream that starts at `pos` without
+   * having been asked for our position (a new SSE stream): any publication
+   * between ours and `pos` is lost, and the subscriber is told.
+   */
+  startAt(pos) {
+    const prev = this.position;
+    if (!prev || prev.offset === null) {
+      this.position = { offset: pos.offset, epoch: pos.epoch ?? prev?.epoch };
+      return;
+    }
+    if (pos.epoch !== void 0 && prev.epoch !== void 0 && pos.epoch !== prev.epoch) {
+      this.gap("unrecovered", pos);
+      return;
+    }
+    if (pos.offset !== null && pos.offset > prev.offset) {
+      this.gap("unrecovered", pos);
+      return;
+    }
+    if (pos.epoch !== void 0) prev.epoch = pos.epoch;
+  }
+  /** @internal failed records a refusal of the subscribe for good. */
+  failed(err) {
+    if (this.state === "unsubscribed") return;
+    this.state = "failed";
+    if (!this.settled) {
+      this.settled = true;
+      this.rejectReady(err);
+    }
+    this.handlers.onError?.(err);
+  }
+  /**
+   * @internal deliver hands a publication to the subscriber unless it
+   * was delivered before: offsets at or below the position are duplicates
+   * (a resent answer, a recovered publication also pushed live).
+   */
+  deliver(p) {
+    if (this.state === "unsubscribed") return;
+    const pos = this.position;
+    if (pos && pos.offset !== null) {
+      if (p.offset <= pos.offset) {
+        this.duplicates++;
+        return;
+      }
+      if (p.offset > pos.offset + 1) {
+        this.gap("skipped", { offset: p.offset - 1, epoch: pos.epoch });
+      }
+    }
+    this.position = { offset: p.offset, epoch: pos?.epoch };
+    this.delivered++;
+    this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+  }
+  /** @internal gap tells the subscriber its state is stale and moves to `pos`. */
+  gap(reason, pos) {
+    if (this.state === "unsubscribed") return;
+    this.position = { offset: pos.offset, epoch: pos.epoch ?? this.position?.epoch };
+    this.handlers.onGap?.({ channel: this.channel, reason, offset: pos.offset, epoch: pos.epoch });
+  }
+};
+
+// src/ws.ts
+var WebSocketTransport = class {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.name = "websocket";
+    this.ws = null;
+    this.nextId = 1;
+    this.pending = /* @__PURE__ */ new Map();
+    this.connected = false;
+    this.ended = false;
+    /** subscribed: channels the server has (or is being asked for) on this connection. */
+    this.subscribed = /* @__PURE__ */ new Map();
+  }
+  open() {
+    const WS = this.ctx.env.WebSocket ?? globalThis.WebSocket;
+    let ws;
+    try {
+      if (!WS) throw new Error("no WebSocket");
+      ws = new WS(this.ctx.wsURL);
+    } catch (err) {
+      setTimeout(() => this.end({ code: 0, reason: `websocket: ${String(err)}`, opened: false }));
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => this.onOpen();
+    ws.onmessage = (e) => this.onMessage(e.data);
+    ws.onclose = (e) => {
+      const code = e.code === 1005 || e.code === 1006 ? 0 : e.code;
+      this.end({
+        code,
+        reason: e.reason || "connection closed",
+        opened: this.connected,
+        tokenExpired: e.code === 4005,
+        fatal: closeIsFatal(e.code)
+      });
+    };
+    ws.onerror = () => {
+    };
+  }
+  close() {
+    this.ended = true;
+    this.rejectAll();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1e3);
+      } catch {
+      }
+    }
+  }
+  end(info) {
+    if (this.ended) return;
+    this.ended = true;
+    this.rejectAll();
+    if (this.ws) this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.ws = null;
+    this.ctx.closed(info);
+  }
+  /**
+   * startPinging checks the connection now and then: a browser does not
+   * show the server's WebSocket pings, and a connection whose network
+   * silently died can otherwise stay "open" for minutes. No answer within
+   * the interval closes it (and the client reconnects and recovers).
+   */
+  startPinging() {
+    const every = this.ctx.pingInterval;
+    if (!(every > 0)) return;
+    this.pinger = setInterval(() => {
+      let answered = false;
+      this.request({ command: "ping" }).then(
+        () => answered = true,
+        () => answered = true
+      );
+      setTimeout(() => {
+        if (answered || this.ended) return;
+        try {
+          this.ws?.close(4e3);
+        } catch {
+        }
+        this.end({ code: 0, reason: "no answer to ping", opened: true });
+      }, every);
+    }, every);
+  }
+  rejectAll() {
+    clearInterval(this.pinger);
+    const err = new DisconnectedError();
+    for (const [, p] of this.pending) p.reject(err);
+    this.pending.clear();
+  }
+  /** request sends a command with an id and resolves with its result. */
+  request(command) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return Promise.reject(new DisconnectedError());
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      try {
+        ws.send(JSON.stringify({ ...command, id }));
+      } catch (err) {
+        this.pending.delete(id);
+        reject(new DisconnectedError(String(err)));
+      }
+    });
+  }
+  async onOpen() {
+    const every = this.ctx.pingInterval;
+    const timer = every > 0 ? setTimeout(() => {
+      if (this.connected || this.ended) return;
+      try {
+        this.ws?.close(4e3);
+      } catch {
+      }
+      this.end({ code: 0, reason: "no answer to connect", opened: false });
+    }, every) : void 0;
+    try {
+      const token = this.ctx.token();
+      const res = await this.request(token ? { command: "connect", token } : { command: "connect" });
+      clearTimeout(timer);
+      this.connected = true;
+      this.ctx.opened({ client: res?.client, expires: res?.expires });
+      this.subscriptionsChanged();
+      this.startPinging();
+    } catch (err) {
+      if (this.ended) return;
+      const code = err instanceof ServerError ? err.code : 0;
+      if (code === 419 || code === 401 || code === 403) {
+        this.ws?.close(4e3);
+        this.end({ code: code === 419 ? 4005 : 4502, reason: String(err), opened: false, tokenExpired: code === 419, fatal: code !== 419 });
+      }
+    }
+  }
+  subscriptionsChanged() {
+    if (!this.connected || this.ended) return;
+    const want = new Map(this.ctx.subscriptions().map((s) => [s.channel, s]));
+    for (const [ch, sub] of this.subscribed) {
+      if (want.get(ch) !== sub) {
+        this.subscribed.delete(ch);
+        this.request({ command: "unsubscribe", channel: ch }).catch(() => {
+        });
+      }
+    }
+    for (const [ch, sub] of want) {
+      if (this.subscribed.get(ch) === sub) continue;
+      this.subscribed.set(ch, sub);
+      void this.subscribe(sub);
+    }
+  }
+  async subscribe(sub) {
+    const since = sub.since();
+    const cmd = { command: "subscribe", channel: sub.channel };
+    if (since) cmd.since = since;
+    try {
+      const r = await this.request(cmd);
+      if (this.subscribed.get(sub.channel) !== sub) return;
+      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : void 0, r.publications);
+    } catch (err) {
+      if (this.subscribed.get(sub.channel) !== sub) return;
+      this.subscribed.delete(sub.channel);
+      if (err instanceof ServerError && !err.temporary) {
+        sub.failed(err);
+      } else if (err instanceof ServerError && !this.ended) {
+        setTimeout(() => this.subscriptionsChanged(), 1e3);
+      }
+    }
+  }
+  publish(channel, data, key) {
+    return this.request({ command: "publish", channel, data, idempotency_key: key });
+  }
+  async refresh(token) {
+    await this.request({ command: "refresh", token });
+  }
+  onMessage(raw) {
+    let msg;
+    try {
+      msg = JSON.parse(String(raw));
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    if (typeof msg.id === "number") {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.error) p.reject(new ServerError(msg.error.code, msg.error.message));
+      else p.resolve(msg.result);
+      return;
+    }
+    if (typeof msg.channel !== "string") return;
+    const sub = this.subscribed.get(msg.channel);
+    if (!sub || sub.state === "unsubscribed") return;
+    if (typeof msg.offset === "number" && "data" in msg) {
+      sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
+    } else if (msg.reset) {
+      sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
+    }
+  }
+};
+
+// src/client.ts
+var ALL = ["websocket", "sse", "poll"];
+function endpoints(url) {
+  const u = new URL(url, globalThis.location?.href);
+  let path = u.pathname.replace(/\/+$/, "");
+  if (path.endsWith("/ws")) path = path.slice(0, -3);
+  const secure = u.protocol === "wss:" || u.protocol === "https:";
+  const host = u.host;
+  return {
+    ws: `${secure ? "wss" : "ws"}://${host}${path}/ws`,
+    http: `${secure ? "https" : "http"}://${host}${path}`
+  };
+}
+function tokenExpiry(token) {
+  if (!token) return 0;
+  try {
+    const part = token.split(".")[1];
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : 0;
+  } catch {
+    return 0;
+  }
+}
+function retryable(err) {
+  if (err instanceof DisconnectedError) return true;
+  if (err instanceof ServerError) return err.temporary || err.code === 419 || err.code === 401;
+  return true;
+}
+var Switchboard = class {
+  constructor(url, opts = {}) {
+    this.emitter = new Emitter();
+    this.subs = /* @__PURE__ */ new Map();
+    this.order = [];
+    this.resume = /* @__PURE__ */ new Map();
+    this.transport = null;
+    this.index = 0;
+    this.failures = 0;
+    this.tokenStale = false;
+    this.closedForGood = false;
+    this.stopped = null;
+    // set when the server refused us for good
+    this.timers = { reconnect: 0, stable: 0, refresh: 0, upgrade: 0 };
+    this.onlineHandler = () => this.wentOnline();
+    this.offlineHandler = () => this.wentOffline();
+    this.waiters = [];
+    /** state is the current connection state. */
+    this.state = "disconnected";
+    this.opts = opts;
+    this.urls = endpoints(url);
+    this.transports = opts.transports?.length ? [...opts.transports] : [...ALL];
+    for (const t of this.transports) {
+      if (!ALL.includes(t)) throw new TypeError(`switchboard: unknown transport ${t}`);
+    }
+    this.backoff = new Backoff(opts.backoff);
+    this.token = opts.token;
+    const store = opts.outbox === false ? new MemoryOutboxStore() : opts.outbox ?? defaultStore();
+    this.box = new Outbox(store, this.urls.http, retryable);
+    this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    const g = globalThis;
+    g.addEventListener?.("online", this.onlineHandler);
+    g.addEventListener?.("offline", this.offlineHandler);
+    queueMicrotask(() => this.connect());
+  }
+  /** transportName is the transport in use or being tried. */
+  get transportName() {
+    return this.transports[this.index];
+  }
+  /** outbox lists the publishes not acknowledged yet (and those failed for good). */
+  get outbox() {
+    return this.box.entries;
+  }
+  /** dropFailed removes the entries that failed for good from {@link outbox}. */
+  dropFailed() {
+    this.box.dropFailed();
+  }
+  /** on registers a listener and returns a function that removes it. */
+  on(name, fn) {
+    return this.emitter.on(name, fn);
+  }
+  /** subscribe starts receiving a channel. One subscription per channel and client. */
+  subscribe(channel, handlers = {}) {
+    if (this.subs.has(channel)) throw new Error(`switchboard: already subscribed to ${channel}`);
+    const sub = new Subscription(channel, handlers, (s) => this.removeSub(s));
+    this.subs.set(channel, sub);
+    this.order.push(sub);
+    this.transport?.subscriptionsChanged();
+    return sub;
+  }
+  removeSub(s) {
+    if (this.subs.get(s.channel) !== s) return;
+    this.subs.delete(s.channel);
+    this.order.splice(this.order.indexOf(s), 1);
+    this.transport?.subscriptionsChanged();
+  }
+  /**
+   * publish sends data to a channel and resolves with its offset once the
+   * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
+   * with its idempotency key, until a connection takes it.
+   */
+  publish(channel, data) {
+    if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
+    if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    return this.box.add(channel, data);
+  }
+  /** presence lists the clients subscribed to a channel (WebSocket only). */
+  presence(channel) {
+    return this.command({ command: "presence", channel });
+  }
+  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  presenceStats(channel) {
+    return this.command({ command: "presence_stats", channel });
+  }
+  /** history reads a channel's history (WebSocket only). */
+  history(channel, opts = {}) {
+    return this.command({ command: "history", channel, ...opts });
+  }
+  async command(cmd) {
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
+    if (this.state !== "connected") await new Promise((r) => this.waiters.push(r));
+    if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.stopped && !this.transport) throw this.stopped;
+    const t = this.transport;
+    if (!t?.request) throw new Error(`switchboard: ${cmd.command} needs the websocket transport (on ${this.transportName})`);
+    return t.request(cmd);
+  }
+  /** close ends the connection for good. Queued publishes stay stored for the next page. */
+  close() {
+    if (this.closedForGood) return;
+    this.closedForGood = true;
+    for (const k of Object.keys(this.timers)) clearTimeout(this.timers[k]);
+    const g = globalThis;
+    g.removeEventListener?.("online", this.onlineHandler);
+    g.removeEventListener?.("offline", this.offlineHandler);
+    this.transport?.close();
+    this.transport = null;
+    this.box.close(new DisconnectedError("switchboard: client closed"));
+    this.setState("disconnected", { code: 1e3, reason: "closed by client" });
+    for (const f of this.waiters.splice(0)) f();
+  }
+  setState(state, extra = {}) {
+    this.state = state;
+    this.emitter.emit("state", { state, transport: this.transportName, ...extra });
+    if (state === "connected") {
+      const w = this.waiters.splice(0);
+      for (const f of w) f();
+    }
+  }
+  offline() {
+    const nav = globalThis.navigator;
+    return nav?.onLine === false;
+  }
+  async connect() {
+    if (this.closedForGood || this.transport) return;
+    if (this.offline()) {
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      return;
+    }
+    this.setState("connecting");
+    if (this.opts.getToken && (!this.token || this.tokenStale)) {
+      try {
+        this.token = await this.opts.getToken();
+        this.tokenStale = false;
+      } catch (err) {
+        this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+        this.scheduleReconnect();
+        return;
+      }
+      if (this.closedForGood || this.transport) return;
+    }
+    for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+    const name = this.transportName;
+    let t;
+    const ctx = {
+      wsURL: this.urls.ws,
+      httpURL: this.urls.http,
+      env: this.opts.env ?? {},
+      pingInterval: this.opts.pingInterval ?? 25e3,
+      token: () => this.token,
+      subscriptions: () => this.order.filter((s) => s.state !== "failed"),
+      resume: this.resume,
+      opened: (info) => this.opened(t, info),
+      identified: (client) => {
+        if (t === this.transport) this.clientId = client;
+      },
+      publication: (p) => this.subs.get(p.channel)?.deliver(p),
+      closed: (info) => this.transportClosed(t, info)
+    };
+    if (name === "websocket") t = new WebSocketTransport(ctx);
+    else if (name === "sse") t = new SSETransport(ctx);
+    else t = new PollTransport(ctx);
+    this.transport = t;
+    t.open();
+  }
+  opened(t, info) {
+    if (t !== this.transport) return;
+    this.failures = 0;
+    this.clientId = info.client;
+    this.setState("connected");
+    clearTimeout(this.timers.stable);
+    this.timers.stable = setTimeout(() => this.backoff.reset(), this.opts.stablePeriod ?? 5e3);
+    this.scheduleRefresh(info.expires || tokenExpiry(this.token));
+    this.box.setSender((e) => t.publish(e.channel, e.data, e.id));
+    if (this.index > 0) {
+      clearTimeout(this.timers.upgrade);
+      this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 3e4);
+    }
+  }
+  upgrade() {
+    if (this.closedForGood || this.index === 0) return;
+    const again = () => {
+      clearTimeout(this.timers.upgrade);
+      if (!this.closedForGood && this.index !== 0) this.timers.upgrade = setTimeout(() => this.upgrade(), this.opts.upgradeAfter ?? 3e4);
+    };
+    if (this.transports[0] === "websocket") {
+      const WS = this.opts.env?.WebSocket ?? globalThis.WebSocket;
+      let probe;
+      try {
+        probe = new WS(this.urls.ws);
+      } catch {
+        again();
+        return;
+      }
+      probe.onopen = () => {
+        probe.onclose = null;
+        probe.close(1e3);
+        this.switchToFirst();
+      };
+      probe.onclose = () => again();
+      probe.onerror = () => {
+      };
+      return;
+    }
+    this.switchToFirst();
+  }
+  switchToFirst() {
+    if (this.closedForGood || this.index === 0) return;
+    this.transport?.close();
+    this.transport = null;
+    this.box.setSender(null);
+    this.index = 0;
+    this.failures = 0;
+    void this.connect();
+  }
+  scheduleRefresh(exp) {
+    clearTimeout(this.timers.refresh);
+    if (!exp || !this.opts.getToken) return;
+    const remaining = exp * 1e3 - Date.now();
+    const lead = Math.min(3e4, Math.max(remaining / 4, 0));
+    this.timers.refresh = setTimeout(() => void this.refresh(), Math.max(0, remaining - lead));
+  }
+  async refresh() {
+    const t = this.transport;
+    if (!t || !this.opts.getToken) return;
+    let token;
+    try {
+      token = await this.opts.getToken();
+    } catch (err) {
+      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.timers.refresh = setTimeout(() => void this.refresh(), 1e3);
+      return;
+    }
+    this.token = token;
+    if (t !== this.transport) return;
+    try {
+      await t.refresh(token);
+      this.scheduleRefresh(tokenExpiry(token));
+    } catch (err) {
+      if (t !== this.transport) return;
+      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.tokenStale = false;
+      t.close();
+      this.transportClosed(t, { code: 0, reason: "refresh failed", opened: true });
+    }
+  }
+  transportClosed(t, info) {
+    if (t !== this.transport) return;
+    this.transport = null;
+    clearTimeout(this.timers.stable);
+    clearTimeout(this.timers.refresh);
+    clearTimeout(this.timers.upgrade);
+    this.box.setSender(null);
+    this.setState("disconnected", { code: info.code, reason: info.reason });
+    if (this.closedForGood) return;
+    if (info.tokenExpired) {
+      this.tokenStale = true;
+      if (!this.opts.getToken) {
+        this.stop(new Error("switchboard: token expired and no getToken to renew it"));
+        return;
+      }
+    } else if (info.fatal) {
+      this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
+      return;
+    }
+    if (!info.opened) {
+      this.failures++;
+      if (this.failures >= (this.opts.fallbackAfter ?? 2) && this.transports.length > 1) {
+        this.index = (this.index + 1) % this.transports.length;
+        this.failures = 0;
+      }
+    }
+    this.scheduleReconnect();
+  }
+  /** stop gives up reconnecting: commands waiting for a connection fail. */
+  stop(err) {
+    this.stopped = err;
+    this.emitter.emit("error", err);
+    for (const f of this.waiters.splice(0)) f();
+  }
+  scheduleReconnect() {
+    clearTimeout(this.timers.reconnect);
+    const delay = this.backoff.next();
+    this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+  }
+  wentOffline() {
+    const t = this.transport;
+    if (!t) return;
+    t.close();
+    this.transportClosed(t, { code: 0, reason: "offline", opened: true });
+  }
+  wentOnline() {
+    if (this.closedForGood || this.transport) return;
+    clearTimeout(this.timers.reconnect);
+    this.backoff.reset();
+    void this.connect();
+  }
+};
+export {
+  Backoff,
+  DisconnectedError,
+  IndexedDBOutboxStore,
+  MemoryOutboxStore,
+  Outbox,
+  ServerError,
+  Subscription,
+  Switchboard,
+  randomKey,
+  tokenExpiry
+};
