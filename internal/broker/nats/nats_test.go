@@ -762,55 +762,9 @@ func TestIdempotentPublishTwoNodes(t *testing.T) {
 	if err := a.Subscribe(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	byKey := map[string]map[broker.Position]bool{}
-	stored := 0
-	var wg sync.WaitGroup
-	for k := range keys {
-		key := fmt.Sprint("key-", k)
-		mu.Lock() // goroutines of earlier keys are reading byKey
-		byKey[key] = map[broker.Position]bool{}
-		mu.Unlock()
-		for r := range repeats {
-			for _, n := range []*nats.Broker{a, b} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					opts := hist
-					opts.IdempotencyKey, opts.IdempotencyWindow = key, time.Minute
-					pos, err := n.Publish(ctx, ch, []byte(fmt.Sprint(r)), opts)
-					if err != nil && !errors.Is(err, broker.ErrDuplicate) {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					byKey[key][pos] = true
-					if err == nil {
-						stored++
-					}
-				}()
-			}
-		}
-	}
-	wg.Wait()
-	if stored != keys {
-		t.Fatalf("%d publications stored for %d keys", stored, keys)
-	}
-	var offs []uint64
-	var epoch string
-	for key, seen := range byKey {
-		if len(seen) != 1 {
-			t.Fatalf("key %s answered positions %v", key, seen)
-		}
-		for p := range seen {
-			offs, epoch = append(offs, p.Offset), p.Epoch
-		}
-	}
-	slices.Sort(offs)
-	if !slices.Equal(offs, span(1, keys)) {
-		t.Fatalf("offsets of the keys %v", offs)
-	}
+	opts := hist
+	opts.IdempotencyWindow = time.Minute
+	epoch := brokertest.PublishOnceRacing(t, ctx, ch, []broker.Broker{a, b}, keys, repeats, opts)
 	checkDense(t, recA.waitOffset(t, ch, keys, epoch), keys, epoch)
 }
 

@@ -873,55 +873,8 @@ func TestIdempotentPublishTwoNodes(t *testing.T) {
 	if err := a.Subscribe(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	byKey := map[string]map[broker.Position]bool{}
-	stored := 0
-	var wg sync.WaitGroup
-	for k := range keys {
-		key := fmt.Sprint("key-", k)
-		mu.Lock() // goroutines of earlier keys are reading byKey
-		byKey[key] = map[broker.Position]bool{}
-		mu.Unlock()
-		for i := range repeats {
-			for _, n := range []*redis.Broker{a, b} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					opts := broker.PublishOptions{HistorySize: 10, IdempotencyKey: key, IdempotencyWindow: time.Minute}
-					pos, err := n.Publish(ctx, ch, []byte(fmt.Sprint(i)), opts)
-					if err != nil && !errors.Is(err, broker.ErrDuplicate) {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					byKey[key][pos] = true
-					if err == nil {
-						stored++
-					}
-				}()
-			}
-		}
-	}
-	wg.Wait()
-	if stored != keys {
-		t.Fatalf("%d publications stored for %d keys", stored, keys)
-	}
-	offs := map[uint64]bool{}
-	var epoch string
-	for key, seen := range byKey {
-		if len(seen) != 1 {
-			t.Fatalf("key %s answered positions %v", key, seen)
-		}
-		for p := range seen {
-			offs[p.Offset], epoch = true, p.Epoch
-		}
-	}
-	for o := uint64(1); o <= keys; o++ {
-		if !offs[o] {
-			t.Fatalf("offsets of the keys %v: %d missing", offs, o)
-		}
-	}
+	opts := broker.PublishOptions{HistorySize: 10, IdempotencyWindow: time.Minute}
+	epoch := brokertest.PublishOnceRacing(t, ctx, ch, []broker.Broker{a, b}, keys, repeats, opts)
 	checkDense(t, recA.wait(t, ch, keys), 1, epoch)
 	c := rawClient(t, r.URL())
 	ttl, err := c.Do(ctx, c.B().Pttl().Key("switchboard:{idem}:idem:key-0").Build()).AsInt64()
