@@ -1168,7 +1168,6 @@ var Switchboard = class {
     const sh = this.shared;
     switch (m.t) {
       case "join":
-        this.post({ t: "hello", leader: sh.tab });
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         return;
       case "sub": {

@@ -276,7 +276,9 @@ export class Switchboard {
     const sh = this.shared!;
     switch (m.t) {
       case "join":
-        this.post({ t: "hello", leader: sh.tab });
+        // Not hello: that would make every tab resend its pending requests.
+        // A tab's subscribes and requests sent before this leader existed
+        // are answered by the hello of becomeLeader.
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         return;
       case "sub": {

@@ -99,3 +99,29 @@ test('subscriptions are reference counted across tabs; publish from a follower g
   b.sub.unsubscribe();
   await waitFor(() => ws.sent.some((c) => c.command === 'unsubscribe' && c.channel === 'news'), 'news dropped');
 });
+
+test('three tabs, two hand-overs; a publish made while no tab leads is sent once by the next leader', async (t) => {
+  const server = new FakeServer();
+  const [a, b, c] = tabs(server, 3);
+  t.after(() => {
+    a.c.close();
+    b.c.close();
+    c.c.close();
+  });
+  await Promise.all([a.sub.ready, b.sub.ready, c.sub.ready]);
+  let n = 0;
+  for (; n < 20; n++) server.publish('news', n);
+  a.c.close();
+  const acked = c.c.publish('news', 'from c'); // waits for the next leader
+  n++;
+  for (; n < 40; n++) server.publish('news', n);
+  await waitFor(() => server.sockets.length === 2 && live(server) === 1, 'b leads');
+  assert.equal((await acked).offset > 20, true);
+  b.c.close();
+  for (; n < 60; n++) server.publish('news', n);
+  await waitFor(() => server.sockets.length === 3 && live(server) === 1, 'c leads');
+  await waitFor(() => c.got.length === 60, `c got 60 (has ${c.got.length})`);
+  assert.deepEqual(c.got, Array.from({ length: 60 }, (_, i) => i + 1));
+  assert.equal(server.channel('news').pubs.filter((p) => p.data === 'from c').length, 1);
+  assert.deepEqual(c.gaps, []);
+});
