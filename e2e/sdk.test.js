@@ -471,10 +471,10 @@ window.sub = c.subscribe('shared', { onPublication: (p) => offsets.push(p.offset
   await waitFor(b, (n) => window.offsets.length >= n, N, `tab B got ${N}`);
   const after = await connections(srv, 1);
   await waitFor(b, (id) => window.c.state === 'connected' && window.c.clientId && window.c.clientId !== id, idA, 'tab B on its own connection');
-  const { offsets, gaps } = await b.evaluate(() => ({ offsets: window.offsets, gaps: window.gaps }));
+  const { offsets, gaps, dropped } = await b.evaluate(() => ({ offsets: window.offsets, gaps: window.gaps, dropped: window.sub.duplicates }));
   const tb = tally(offsets.map((o) => o - 1), N);
   const ta = tally(gotA.map((o) => o - 1), HANDOVER);
-  console.log(`# shared: connections=${before} (after hand-over ${after}) published=${N} tabA(leader, closed after ${HANDOVER}): received=${ta.received} lost=${ta.lost} duplicated=${ta.dup} tabB: received=${tb.received} lost=${tb.lost} duplicated=${tb.dup} out-of-order=${tb.disorder} gaps=${gaps.length}`);
+  console.log(`# shared: connections=${before} (after hand-over ${after}) published=${N} tabA(leader, closed after ${HANDOVER}): received=${ta.received} lost=${ta.lost} duplicated=${ta.dup} tabB: received=${tb.received} lost=${tb.lost} duplicated=${tb.dup} out-of-order=${tb.disorder} gaps=${gaps.length} (dropped as already delivered: ${dropped})`);
   assert.deepEqual(ta, { received: HANDOVER, lost: 0, dup: 0, disorder: 0 });
   assert.deepEqual(tb, { received: N, lost: 0, dup: 0, disorder: 0 });
   assert.deepEqual(gaps, []);
