@@ -419,3 +419,66 @@ window.sdkLoaded = true;
     await page.close();
   });
 }
+
+// info reads the server's /api/info (GET, with the API key).
+async function info(srv) {
+  const res = await fetch(`${srv.url}api/info`, { headers: { Authorization: `apikey ${API_KEY}` }, signal: AbortSignal.timeout(WAIT) });
+  assert.equal(res.status, 200);
+  return (await res.json()).result;
+}
+
+// connections waits until the server counts want connections and returns the count.
+async function connections(srv, want) {
+  const deadline = Date.now() + WAIT;
+  let n;
+  while ((n = (await info(srv)).connections) !== want && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  return n;
+}
+
+test('sharedConnection: two tabs, one server connection; the leader tab closes mid-stream and the other goes on without a gap or duplicate', { timeout: TEST_TIMEOUT }, async () => {
+  const srv = await start();
+  const init = `
+window.offsets = []; window.gaps = [];
+window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { sharedConnection: true, backoff: { base: 50, max: 400 } });
+window.sub = c.subscribe('shared', { onPublication: (p) => offsets.push(p.offset), onGap: (g) => gaps.push(g) });
+`;
+  const a = await openPage(srv, { init });
+  await waitFor(a, () => window.sub.state === 'subscribed' && window.c.state === 'connected', null, 'tab A subscribed');
+  const b = await openPage(srv, { init });
+  await waitFor(b, () => window.sub.state === 'subscribed' && window.c.state === 'connected', null, 'tab B subscribed');
+  const before = await connections(srv, 1);
+  assert.equal(before, 1, 'one connection for two tabs');
+  const idA = await a.evaluate(() => window.c.clientId);
+  assert.ok(idA);
+  assert.equal(await b.evaluate(() => window.c.clientId), idA, 'tab B uses tab A\'s connection');
+  // A follower's publish goes through the leader's connection.
+  const ack = await b.evaluate(() => window.c.publish('shared-other', 'from B'));
+  assert.equal(ack.offset, 1);
+
+  const N = 400;
+  const HANDOVER = 200;
+  for (let i = 0; i < HANDOVER; i++) await publish(srv, 'shared', i);
+  await waitFor(a, (n) => window.offsets.length >= n, HANDOVER, `tab A got ${HANDOVER}`);
+  const gotA = await a.evaluate(() => window.offsets);
+  // Close the leader while the stream goes on.
+  let published = HANDOVER;
+  const publisher = (async () => {
+    for (; published < N; published++) await publish(srv, 'shared', published);
+  })();
+  while (published < HANDOVER + 20) await new Promise((r) => setTimeout(r, 2));
+  await a.close();
+  await publisher;
+  await waitFor(b, (n) => window.offsets.length >= n, N, `tab B got ${N}`);
+  const after = await connections(srv, 1);
+  await waitFor(b, (id) => window.c.state === 'connected' && window.c.clientId && window.c.clientId !== id, idA, 'tab B on its own connection');
+  const { offsets, gaps, dropped } = await b.evaluate(() => ({ offsets: window.offsets, gaps: window.gaps, dropped: window.sub.duplicates }));
+  const tb = tally(offsets.map((o) => o - 1), N);
+  const ta = tally(gotA.map((o) => o - 1), HANDOVER);
+  console.log(`# shared: connections=${before} (after hand-over ${after}) published=${N} tabA(leader, closed after ${HANDOVER}): received=${ta.received} lost=${ta.lost} duplicated=${ta.dup} tabB: received=${tb.received} lost=${tb.lost} duplicated=${tb.dup} out-of-order=${tb.disorder} gaps=${gaps.length} (dropped as already delivered: ${dropped})`);
+  assert.deepEqual(ta, { received: HANDOVER, lost: 0, dup: 0, disorder: 0 });
+  assert.deepEqual(tb, { received: N, lost: 0, dup: 0, disorder: 0 });
+  assert.deepEqual(gaps, []);
+  assert.equal(after, 1);
+  assert.deepEqual(b.errors, []);
+  await b.close();
+});

@@ -776,6 +776,45 @@ var Subscription = class {
   }
 };
 
+// src/shared.ts
+function sharedSupport(env) {
+  const g = globalThis;
+  const locks = env?.locks ?? g.navigator?.locks;
+  const BC = env?.BroadcastChannel ?? g.BroadcastChannel;
+  if (!locks || typeof locks.request !== "function" || !BC) return null;
+  return { locks, BC };
+}
+var WireSub = class extends Subscription {
+  constructor(channel, send, onUnsubscribe) {
+    const ref = {};
+    super(
+      channel,
+      {
+        onPublication: (p) => send({ t: "pub", channel, data: p.data, offset: p.offset, epoch: ref.self?.position?.epoch }),
+        onGap: (g) => send({ t: "gap", channel, reason: g.reason, offset: g.offset, epoch: g.epoch }),
+        onError: (err) => send({ t: "failed", channel, message: err.message })
+      },
+      onUnsubscribe
+    );
+    ref.self = this;
+    this.send = send;
+  }
+  subscribed(pos, recovered, publications) {
+    super.subscribed(pos, recovered, publications);
+    if (this.state === "subscribed") this.send({ t: "subscribed", channel: this.channel, pos: this.at() });
+  }
+  /** at is the position the tabs join at. */
+  at() {
+    return this.position ? { ...this.position } : { offset: null };
+  }
+};
+function lower(a, b) {
+  if (!a || a.offset === null) return false;
+  if (!b || b.offset === null) return true;
+  if (a.epoch !== void 0 && b.epoch !== void 0 && a.epoch !== b.epoch) return false;
+  return a.offset < b.offset;
+}
+
 // src/ws.ts
 var WebSocketTransport = class {
   constructor(ctx) {
@@ -1022,6 +1061,7 @@ var Switchboard = class {
     this.onlineHandler = () => this.wentOnline();
     this.offlineHandler = () => this.wentOffline();
     this.waiters = [];
+    this.shared = null;
     /** state is the current connection state. */
     this.state = "disconnected";
     this.opts = opts;
@@ -1035,13 +1075,235 @@ var Switchboard = class {
     const store = opts.outbox === false ? new MemoryOutboxStore() : opts.outbox ?? defaultStore();
     this.box = new Outbox(store, this.urls.http, retryable);
     this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    this.wsubs = this.subs;
+    this.worder = this.order;
     const g = globalThis;
     g.addEventListener?.("online", this.onlineHandler);
     g.addEventListener?.("offline", this.offlineHandler);
-    queueMicrotask(() => this.connect());
+    const support = opts.sharedConnection ? sharedSupport(opts.env) : null;
+    if (support) {
+      this.wsubs = /* @__PURE__ */ new Map();
+      this.worder = [];
+      this.startShared(support.locks, support.BC);
+    } else {
+      queueMicrotask(() => this.connect());
+    }
+  }
+  // ---- sharedConnection ----
+  /** leader says whether this client holds the shared connection (always true without sharing). */
+  get leading() {
+    return !this.shared || this.shared.leader;
+  }
+  startShared(locks, BC) {
+    const name = `switchboard:${this.urls.http}`;
+    const sh = {
+      tab: randomKey(),
+      bc: new BC(name),
+      leader: false,
+      release: () => {
+      },
+      refs: /* @__PURE__ */ new Map(),
+      joined: /* @__PURE__ */ new Set(),
+      pending: /* @__PURE__ */ new Map(),
+      transport: this.transports[0],
+      gathering: false,
+      pageHide: () => this.sharedBye()
+    };
+    this.shared = sh;
+    sh.bc.onmessage = (ev) => this.sharedMessage(ev.data);
+    globalThis.addEventListener?.("pagehide", sh.pageHide);
+    const held = new Promise((r) => sh.release = r);
+    locks.request(name, () => {
+      if (this.closedForGood) return Promise.resolve();
+      this.becomeLeader();
+      return held;
+    }).catch(() => {
+    });
+    this.post({ t: "join", tab: sh.tab });
+  }
+  post(m) {
+    try {
+      this.shared?.bc.postMessage(m);
+    } catch {
+    }
+  }
+  /** fanout sends a leader message to the other tabs and handles it here. */
+  fanout(m) {
+    this.post(m);
+    this.fromLeader(m);
+  }
+  /** toLeader sends a tab message to the leader, which may be this tab. */
+  toLeader(m) {
+    if (this.shared?.leader) this.fromTab(m);
+    else this.post(m);
+  }
+  sharedMessage(m) {
+    if (this.closedForGood || !this.shared) return;
+    switch (m.t) {
+      case "join":
+      case "sub":
+      case "unsub":
+      case "bye":
+      case "req":
+        if (this.shared.leader) this.fromTab(m);
+        return;
+      default:
+        if (!this.shared.leader) this.fromLeader(m);
+    }
+  }
+  becomeLeader() {
+    const sh = this.shared;
+    sh.leader = true;
+    sh.gathering = true;
+    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
+    this.post({ t: "hello", leader: sh.tab });
+    for (const p of sh.pending.values()) this.fromTab(p.msg);
+    setTimeout(() => {
+      sh.gathering = false;
+      if (!this.closedForGood) void this.connect();
+    }, 150);
+  }
+  /** fromTab handles, in the leader, a message of a tab (maybe itself). */
+  fromTab(m) {
+    const sh = this.shared;
+    switch (m.t) {
+      case "join":
+        this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
+        return;
+      case "sub": {
+        let refs = sh.refs.get(m.channel);
+        if (!refs) sh.refs.set(m.channel, refs = /* @__PURE__ */ new Set());
+        refs.add(m.tab);
+        let w = this.wsubs.get(m.channel);
+        if (!w) {
+          w = new WireSub(m.channel, (x) => this.fanout(x), (s) => this.removeWire(s));
+          if (m.pos && m.pos.offset !== null) w.position = { ...m.pos };
+          this.wsubs.set(m.channel, w);
+          this.worder.push(w);
+          this.transport?.subscriptionsChanged();
+        } else if (w.state === "subscribed") {
+          this.fanout({ t: "subscribed", channel: m.channel, pos: w.at() });
+        } else if (w.state === "failed") {
+          this.fanout({ t: "failed", channel: m.channel, message: "switchboard: subscribe refused" });
+        } else if ((sh.gathering || !this.transport) && lower(m.pos, w.position)) {
+          w.position = { ...m.pos };
+        }
+        return;
+      }
+      case "unsub":
+        this.unref(m.channel, m.tab);
+        return;
+      case "bye":
+        for (const ch of [...sh.refs.keys()]) this.unref(ch, m.tab);
+        return;
+      case "req": {
+        const reply = (ok, value, err) => this.fanout({
+          t: "res",
+          to: m.tab,
+          id: m.id,
+          ok,
+          value,
+          error: err ? { name: err.name ?? "Error", message: err.message ?? String(err), code: err.code } : void 0
+        });
+        const p = m.op === "publish" ? this.box.add(m.channel, m.data, m.key) : this.command(m.cmd, true);
+        p.then(
+          (v) => reply(true, v),
+          (e) => reply(false, void 0, e)
+        );
+        return;
+      }
+    }
+  }
+  unref(channel, tab) {
+    const refs = this.shared.refs.get(channel);
+    if (!refs || !refs.delete(tab) || refs.size > 0) return;
+    this.shared.refs.delete(channel);
+    this.wsubs.get(channel)?.unsubscribe();
+  }
+  removeWire(s) {
+    if (this.wsubs.get(s.channel) !== s) return;
+    this.wsubs.delete(s.channel);
+    this.worder.splice(this.worder.indexOf(s), 1);
+    this.transport?.subscriptionsChanged();
+  }
+  /** fromLeader handles, in every tab, a message of the leader (maybe itself). */
+  fromLeader(m) {
+    const sh = this.shared;
+    switch (m.t) {
+      case "hello":
+        if (m.leader === sh.tab) return;
+        for (const s of this.order) {
+          if (s.state === "unsubscribed") continue;
+          this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
+        }
+        for (const p of sh.pending.values()) this.post(p.msg);
+        return;
+      case "pub": {
+        const s = this.subs.get(m.channel);
+        if (!s || !sh.joined.has(m.channel)) return;
+        s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+        if (s.position && m.epoch !== void 0) s.position.epoch = m.epoch;
+        return;
+      }
+      case "gap": {
+        const s = this.subs.get(m.channel);
+        if (s && sh.joined.has(m.channel)) s.gap(m.reason, { offset: m.offset ?? null, epoch: m.epoch });
+        return;
+      }
+      case "subscribed": {
+        const s = this.subs.get(m.channel);
+        if (!s) return;
+        sh.joined.add(m.channel);
+        s.subscribed(m.pos, void 0);
+        return;
+      }
+      case "failed":
+        this.subs.get(m.channel)?.failed(new Error(m.message));
+        return;
+      case "state":
+        sh.transport = m.transport;
+        if (!sh.leader) {
+          this.clientId = m.clientId;
+          if (m.state === "connecting") {
+            for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+          }
+          this.setState(m.state, m.code ? { code: m.code, reason: m.reason } : {});
+        }
+        return;
+      case "res": {
+        if (m.to !== sh.tab) return;
+        const p = sh.pending.get(m.id);
+        if (!p) return;
+        sh.pending.delete(m.id);
+        if (m.ok) p.resolve(m.value);
+        else {
+          const e = m.error;
+          p.reject(
+            e.name === "ServerError" && e.code !== void 0 ? new ServerError(e.code, e.message.replace(/^switchboard: \d+: /, "")) : e.name === "DisconnectedError" ? new DisconnectedError(e.message) : new Error(e.message)
+          );
+        }
+        return;
+      }
+    }
+  }
+  /** request sends a publish or command to the leader and waits for its answer (resent to a new leader). */
+  request(msg) {
+    const sh = this.shared;
+    const id = randomKey();
+    const full = { t: "req", tab: sh.tab, id, ...msg };
+    return new Promise((resolve, reject) => {
+      sh.pending.set(id, { msg: full, resolve, reject });
+      this.toLeader(full);
+    });
+  }
+  sharedBye() {
+    const sh = this.shared;
+    if (!sh || sh.leader) return;
+    this.post({ t: "bye", tab: sh.tab });
   }
   /** transportName is the transport in use or being tried. */
   get transportName() {
+    if (this.shared && !this.shared.leader) return this.shared.transport;
     return this.transports[this.index];
   }
   /** outbox lists the publishes not acknowledged yet (and those failed for good). */
@@ -1062,6 +1324,10 @@ var Switchboard = class {
     const sub = new Subscription(channel, handlers, (s) => this.removeSub(s));
     this.subs.set(channel, sub);
     this.order.push(sub);
+    if (this.shared) {
+      this.toLeader({ t: "sub", tab: this.shared.tab, channel });
+      return sub;
+    }
     this.transport?.subscriptionsChanged();
     return sub;
   }
@@ -1069,6 +1335,11 @@ var Switchboard = class {
     if (this.subs.get(s.channel) !== s) return;
     this.subs.delete(s.channel);
     this.order.splice(this.order.indexOf(s), 1);
+    if (this.shared) {
+      this.shared.joined.delete(s.channel);
+      this.toLeader({ t: "unsub", tab: this.shared.tab, channel: s.channel });
+      return;
+    }
     this.transport?.subscriptionsChanged();
   }
   /**
@@ -1079,6 +1350,7 @@ var Switchboard = class {
   publish(channel, data) {
     if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
   }
   /** presence lists the clients subscribed to a channel (WebSocket only). */
@@ -1093,8 +1365,9 @@ var Switchboard = class {
   history(channel, opts = {}) {
     return this.command({ command: "history", channel, ...opts });
   }
-  async command(cmd) {
+  async command(cmd, local = false) {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.shared && !local) return this.request({ op: "command", cmd });
     if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise((r) => this.waiters.push(r));
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
@@ -1116,8 +1389,23 @@ var Switchboard = class {
     this.box.close(new DisconnectedError("switchboard: client closed"));
     this.setState("disconnected", { code: 1e3, reason: "closed by client" });
     for (const f of this.waiters.splice(0)) f();
+    const sh = this.shared;
+    if (sh) {
+      if (!sh.leader) this.post({ t: "bye", tab: sh.tab });
+      globalThis.removeEventListener?.("pagehide", sh.pageHide);
+      for (const p of sh.pending.values()) p.reject(new DisconnectedError("switchboard: client closed"));
+      sh.pending.clear();
+      sh.release();
+      sh.bc.close();
+    }
   }
   setState(state, extra = {}) {
+    if (this.shared?.leader && !this.closedForGood) {
+      this.post({ t: "state", state, transport: this.transportName, clientId: this.clientId, ...extra });
+      if (state === "connecting") {
+        for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+      }
+    }
     this.state = state;
     this.emitter.emit("state", { state, transport: this.transportName, ...extra });
     if (state === "connected") {
@@ -1130,7 +1418,7 @@ var Switchboard = class {
     return nav?.onLine === false;
   }
   async connect() {
-    if (this.closedForGood || this.transport) return;
+    if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
       if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
       return;
@@ -1147,7 +1435,7 @@ var Switchboard = class {
       }
       if (this.closedForGood || this.transport) return;
     }
-    for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+    for (const s of this.worder) if (s.state === "subscribed") s.state = "subscribing";
     const name = this.transportName;
     let t;
     const ctx = {
@@ -1156,13 +1444,13 @@ var Switchboard = class {
       env: this.opts.env ?? {},
       pingInterval: this.opts.pingInterval ?? 25e3,
       token: () => this.token,
-      subscriptions: () => this.order.filter((s) => s.state !== "failed"),
+      subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
       resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;
       },
-      publication: (p) => this.subs.get(p.channel)?.deliver(p),
+      publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
       closed: (info) => this.transportClosed(t, info)
     };
     if (name === "websocket") t = new WebSocketTransport(ctx);
@@ -1298,7 +1586,7 @@ var Switchboard = class {
     this.transportClosed(t, { code: 0, reason: "offline", opened: true });
   }
   wentOnline() {
-    if (this.closedForGood || this.transport) return;
+    if (this.closedForGood || this.transport || !this.leading) return;
     clearTimeout(this.timers.reconnect);
     this.backoff.reset();
     void this.connect();

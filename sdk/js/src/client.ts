@@ -4,10 +4,12 @@
 import { Backoff } from "./backoff.js";
 import type { BackoffOptions } from "./backoff.js";
 import { Emitter } from "./emitter.js";
-import { Outbox, defaultStore, MemoryOutboxStore } from "./outbox.js";
+import { Outbox, defaultStore, MemoryOutboxStore, randomKey } from "./outbox.js";
 import type { OutboxEntry, OutboxStore } from "./outbox.js";
 import { PollTransport } from "./poll.js";
 import { SSETransport } from "./sse.js";
+import { WireSub, lower, sharedSupport } from "./shared.js";
+import type { Locks, Message } from "./shared.js";
 import { Subscription } from "./subscription.js";
 import type { SubscriptionHandlers } from "./subscription.js";
 import type { Env, Transport, TransportContext } from "./transport.js";
@@ -29,9 +31,10 @@ export interface SwitchboardOptions {
   /** transports in order of preference; the client falls back along it. Default all three. */
   transports?: TransportName[];
   /**
-   * sharedConnection: one connection per browser shared by the tabs
-   * (SharedWorker). NOT IMPLEMENTED YET: accepted and ignored; every
-   * client has its own connection.
+   * sharedConnection: the clients of one server in the tabs of one origin
+   * share one connection, held by a leader tab chosen with Web Locks; the
+   * others reach it over a BroadcastChannel. Ignored (own connection)
+   * where either is missing. See docs/sdk.md.
    */
   sharedConnection?: boolean;
   /** backoff tunes reconnect delays (defaults: base 500 ms, max 10 s, factor 2, full jitter). */
@@ -144,6 +147,11 @@ export class Switchboard {
   private onlineHandler = () => this.wentOnline();
   private offlineHandler = () => this.wentOffline();
   private waiters: Array<() => void> = [];
+  // The subscriptions the transport carries: this.subs and this.order
+  // themselves, or with sharedConnection the leader's wire subscriptions.
+  private wsubs: Map<string, Subscription>;
+  private worder: Subscription[];
+  private shared: SharedState | null = null;
   /** state is the current connection state. */
   state: ConnectionState = "disconnected";
   /** client is the id the server gave this connection (WebSocket, SSE). */
@@ -161,14 +169,262 @@ export class Switchboard {
     const store = opts.outbox === false ? new MemoryOutboxStore() : (opts.outbox ?? defaultStore());
     this.box = new Outbox(store, this.urls.http, retryable);
     this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    this.wsubs = this.subs;
+    this.worder = this.order;
     const g = globalThis as any;
     g.addEventListener?.("online", this.onlineHandler);
     g.addEventListener?.("offline", this.offlineHandler);
-    queueMicrotask(() => this.connect());
+    const support = opts.sharedConnection ? sharedSupport(opts.env) : null;
+    if (support) {
+      this.wsubs = new Map();
+      this.worder = [];
+      this.startShared(support.locks, support.BC);
+    } else {
+      queueMicrotask(() => this.connect());
+    }
+  }
+
+  // ---- sharedConnection ----
+
+  /** leader says whether this client holds the shared connection (always true without sharing). */
+  private get leading(): boolean {
+    return !this.shared || this.shared.leader;
+  }
+
+  private startShared(locks: Locks, BC: typeof BroadcastChannel): void {
+    const name = `switchboard:${this.urls.http}`;
+    const sh: SharedState = {
+      tab: randomKey(),
+      bc: new BC(name),
+      leader: false,
+      release: () => {},
+      refs: new Map(),
+      joined: new Set(),
+      pending: new Map(),
+      transport: this.transports[0],
+      gathering: false,
+      pageHide: () => this.sharedBye(),
+    };
+    this.shared = sh;
+    sh.bc.onmessage = (ev: MessageEvent) => this.sharedMessage(ev.data as Message);
+    (globalThis as any).addEventListener?.("pagehide", sh.pageHide);
+    const held = new Promise<void>((r) => (sh.release = r));
+    locks
+      .request(name, () => {
+        if (this.closedForGood) return Promise.resolve();
+        this.becomeLeader();
+        return held;
+      })
+      .catch(() => {});
+    this.post({ t: "join", tab: sh.tab });
+  }
+
+  private post(m: Message): void {
+    try {
+      this.shared?.bc.postMessage(m);
+    } catch {
+      // closed
+    }
+  }
+
+  /** fanout sends a leader message to the other tabs and handles it here. */
+  private fanout(m: Message): void {
+    this.post(m);
+    this.fromLeader(m);
+  }
+
+  /** toLeader sends a tab message to the leader, which may be this tab. */
+  private toLeader(m: Message): void {
+    if (this.shared?.leader) this.fromTab(m);
+    else this.post(m);
+  }
+
+  private sharedMessage(m: Message): void {
+    if (this.closedForGood || !this.shared) return;
+    switch (m.t) {
+      case "join":
+      case "sub":
+      case "unsub":
+      case "bye":
+      case "req":
+        if (this.shared.leader) this.fromTab(m);
+        return;
+      default:
+        if (!this.shared.leader) this.fromLeader(m);
+    }
+  }
+
+  private becomeLeader(): void {
+    const sh = this.shared!;
+    sh.leader = true;
+    sh.gathering = true;
+    // Our own subscriptions first, then whatever the other tabs announce
+    // in answer to hello, before connecting: each channel resumes from the
+    // lowest position a tab delivered.
+    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
+    this.post({ t: "hello", leader: sh.tab });
+    // Our own requests go to us now.
+    for (const p of sh.pending.values()) this.fromTab(p.msg);
+    setTimeout(() => {
+      sh.gathering = false;
+      if (!this.closedForGood) void this.connect();
+    }, 150);
+  }
+
+  /** fromTab handles, in the leader, a message of a tab (maybe itself). */
+  private fromTab(m: Message): void {
+    const sh = this.shared!;
+    switch (m.t) {
+      case "join":
+        // Not hello: that would make every tab resend its pending requests.
+        // A tab's subscribes and requests sent before this leader existed
+        // are answered by the hello of becomeLeader.
+        this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
+        return;
+      case "sub": {
+        let refs = sh.refs.get(m.channel);
+        if (!refs) sh.refs.set(m.channel, (refs = new Set()));
+        refs.add(m.tab);
+        let w = this.wsubs.get(m.channel) as WireSub | undefined;
+        if (!w) {
+          w = new WireSub(m.channel, (x) => this.fanout(x), (s) => this.removeWire(s));
+          if (m.pos && m.pos.offset !== null) w.position = { ...m.pos };
+          this.wsubs.set(m.channel, w);
+          this.worder.push(w);
+          this.transport?.subscriptionsChanged();
+        } else if (w.state === "subscribed") {
+          this.fanout({ t: "subscribed", channel: m.channel, pos: w.at() });
+        } else if (w.state === "failed") {
+          this.fanout({ t: "failed", channel: m.channel, message: "switchboard: subscribe refused" });
+        } else if ((sh.gathering || !this.transport) && lower(m.pos, w.position)) {
+          w.position = { ...m.pos! };
+        }
+        return;
+      }
+      case "unsub":
+        this.unref(m.channel, m.tab);
+        return;
+      case "bye":
+        for (const ch of [...sh.refs.keys()]) this.unref(ch, m.tab);
+        return;
+      case "req": {
+        const reply = (ok: boolean, value?: unknown, err?: any) =>
+          this.fanout({
+            t: "res",
+            to: m.tab,
+            id: m.id,
+            ok,
+            value,
+            error: err ? { name: err.name ?? "Error", message: err.message ?? String(err), code: err.code } : undefined,
+          });
+        const p = m.op === "publish" ? this.box.add(m.channel!, m.data, m.key) : this.command(m.cmd!, true);
+        p.then(
+          (v) => reply(true, v),
+          (e) => reply(false, undefined, e),
+        );
+        return;
+      }
+    }
+  }
+
+  private unref(channel: string, tab: string): void {
+    const refs = this.shared!.refs.get(channel);
+    if (!refs || !refs.delete(tab) || refs.size > 0) return;
+    this.shared!.refs.delete(channel);
+    this.wsubs.get(channel)?.unsubscribe();
+  }
+
+  private removeWire(s: Subscription): void {
+    if (this.wsubs.get(s.channel) !== s) return;
+    this.wsubs.delete(s.channel);
+    this.worder.splice(this.worder.indexOf(s), 1);
+    this.transport?.subscriptionsChanged();
+  }
+
+  /** fromLeader handles, in every tab, a message of the leader (maybe itself). */
+  private fromLeader(m: Message): void {
+    const sh = this.shared!;
+    switch (m.t) {
+      case "hello":
+        if (m.leader === sh.tab) return;
+        for (const s of this.order) {
+          if (s.state === "unsubscribed") continue;
+          this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
+        }
+        for (const p of sh.pending.values()) this.post(p.msg);
+        return;
+      case "pub": {
+        const s = this.subs.get(m.channel);
+        if (!s || !sh.joined.has(m.channel)) return;
+        s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
+        if (s.position && m.epoch !== undefined) s.position.epoch = m.epoch;
+        return;
+      }
+      case "gap": {
+        const s = this.subs.get(m.channel);
+        if (s && sh.joined.has(m.channel)) s.gap(m.reason, { offset: m.offset ?? null, epoch: m.epoch });
+        return;
+      }
+      case "subscribed": {
+        const s = this.subs.get(m.channel);
+        if (!s) return;
+        sh.joined.add(m.channel);
+        s.subscribed(m.pos, undefined);
+        return;
+      }
+      case "failed":
+        this.subs.get(m.channel)?.failed(new Error(m.message));
+        return;
+      case "state":
+        sh.transport = m.transport;
+        if (!sh.leader) {
+          this.clientId = m.clientId;
+          if (m.state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+          this.setState(m.state as ConnectionState, m.code ? { code: m.code, reason: m.reason } : {});
+        }
+        return;
+      case "res": {
+        if (m.to !== sh.tab) return;
+        const p = sh.pending.get(m.id);
+        if (!p) return;
+        sh.pending.delete(m.id);
+        if (m.ok) p.resolve(m.value);
+        else {
+          const e = m.error!;
+          p.reject(
+            e.name === "ServerError" && e.code !== undefined
+              ? new ServerError(e.code, e.message.replace(/^switchboard: \d+: /, ""))
+              : e.name === "DisconnectedError"
+                ? new DisconnectedError(e.message)
+                : new Error(e.message),
+          );
+        }
+        return;
+      }
+    }
+  }
+
+  /** request sends a publish or command to the leader and waits for its answer (resent to a new leader). */
+  private request(msg: { op: "publish" | "command"; channel?: string; data?: unknown; key?: string; cmd?: Record<string, unknown> }): Promise<any> {
+    const sh = this.shared!;
+    const id = randomKey();
+    const full: Message = { t: "req", tab: sh.tab, id, ...msg };
+    return new Promise((resolve, reject) => {
+      sh.pending.set(id, { msg: full, resolve, reject });
+      this.toLeader(full);
+    });
+  }
+
+  private sharedBye(): void {
+    const sh = this.shared;
+    // The leader's going hands over on its own (the lock is released).
+    if (!sh || sh.leader) return;
+    this.post({ t: "bye", tab: sh.tab });
   }
 
   /** transportName is the transport in use or being tried. */
   get transportName(): TransportName {
+    if (this.shared && !this.shared.leader) return this.shared.transport as TransportName;
     return this.transports[this.index];
   }
 
@@ -193,6 +449,10 @@ export class Switchboard {
     const sub = new Subscription(channel, handlers, (s) => this.removeSub(s));
     this.subs.set(channel, sub);
     this.order.push(sub);
+    if (this.shared) {
+      this.toLeader({ t: "sub", tab: this.shared.tab, channel });
+      return sub;
+    }
     this.transport?.subscriptionsChanged();
     return sub;
   }
@@ -201,6 +461,11 @@ export class Switchboard {
     if (this.subs.get(s.channel) !== s) return;
     this.subs.delete(s.channel);
     this.order.splice(this.order.indexOf(s), 1);
+    if (this.shared) {
+      this.shared.joined.delete(s.channel);
+      this.toLeader({ t: "unsub", tab: this.shared.tab, channel: s.channel });
+      return;
+    }
     this.transport?.subscriptionsChanged();
   }
 
@@ -212,6 +477,7 @@ export class Switchboard {
   publish(channel: string, data: unknown): Promise<{ offset: number }> {
     if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
   }
 
@@ -230,8 +496,9 @@ export class Switchboard {
     return this.command({ command: "history", channel, ...opts });
   }
 
-  private async command(cmd: Record<string, unknown>): Promise<any> {
+  private async command(cmd: Record<string, unknown>, local = false): Promise<any> {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
+    if (this.shared && !local) return this.request({ op: "command", cmd });
     if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise<void>((r) => this.waiters.push(r));
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
@@ -254,9 +521,23 @@ export class Switchboard {
     this.box.close(new DisconnectedError("switchboard: client closed"));
     this.setState("disconnected", { code: 1000, reason: "closed by client" });
     for (const f of this.waiters.splice(0)) f(); // they throw DisconnectedError
+    const sh = this.shared;
+    if (sh) {
+      // Another tab takes the lock and the connection.
+      if (!sh.leader) this.post({ t: "bye", tab: sh.tab });
+      (globalThis as any).removeEventListener?.("pagehide", sh.pageHide);
+      for (const p of sh.pending.values()) p.reject(new DisconnectedError("switchboard: client closed"));
+      sh.pending.clear();
+      sh.release();
+      sh.bc.close();
+    }
   }
 
   private setState(state: ConnectionState, extra: { code?: number; reason?: string } = {}): void {
+    if (this.shared?.leader && !this.closedForGood) {
+      this.post({ t: "state", state, transport: this.transportName, clientId: this.clientId, ...extra });
+      if (state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+    }
     this.state = state;
     this.emitter.emit("state", { state, transport: this.transportName, ...extra });
     if (state === "connected") {
@@ -271,7 +552,7 @@ export class Switchboard {
   }
 
   private async connect(): Promise<void> {
-    if (this.closedForGood || this.transport) return;
+    if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
       // Wait for the "online" event: attempts now would only fail.
       if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
@@ -289,7 +570,7 @@ export class Switchboard {
       }
       if (this.closedForGood || this.transport) return;
     }
-    for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
+    for (const s of this.worder) if (s.state === "subscribed") s.state = "subscribing";
     const name = this.transportName;
     let t: Transport;
     const ctx: TransportContext = {
@@ -298,13 +579,13 @@ export class Switchboard {
       env: this.opts.env ?? {},
       pingInterval: this.opts.pingInterval ?? 25_000,
       token: () => this.token,
-      subscriptions: () => this.order.filter((s) => s.state !== "failed"),
+      subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
       resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;
       },
-      publication: (p) => this.subs.get(p.channel)?.deliver(p),
+      publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
       closed: (info) => this.transportClosed(t, info),
     };
     if (name === "websocket") t = new WebSocketTransport(ctx);
@@ -456,9 +737,30 @@ export class Switchboard {
   }
 
   private wentOnline(): void {
-    if (this.closedForGood || this.transport) return;
+    if (this.closedForGood || this.transport || !this.leading) return;
     clearTimeout(this.timers.reconnect);
     this.backoff.reset();
     void this.connect();
   }
+}
+
+interface SharedState {
+  /** tab identifies this client among the tabs. */
+  tab: string;
+  bc: BroadcastChannel;
+  /** leader: this client holds the lock and the connection. */
+  leader: boolean;
+  /** release lets the lock go. */
+  release: () => void;
+  /** refs: in the leader, the tabs subscribed to each channel. */
+  refs: Map<string, Set<string>>;
+  /** joined: our channels the leader confirmed (publications before that are not ours yet). */
+  joined: Set<string>;
+  /** pending: our requests waiting for the leader's answer. */
+  pending: Map<string, { msg: Message; resolve: (v: any) => void; reject: (e: Error) => void }>;
+  /** transport the leader uses. */
+  transport: string;
+  /** gathering: a new leader waits for the tabs' positions before connecting. */
+  gathering: boolean;
+  pageHide: () => void;
 }
