@@ -324,6 +324,7 @@ function learnName(id, user) {
   names.set(id, user);
   if (awaitingName.delete(id)) note(`${user} joined.`);
   if (known !== user) renderWho();
+  if (members && !members.has(id)) refreshPresence(); // someone new: do not wait for the next round
 }
 
 function stopPresence() {
@@ -348,7 +349,12 @@ async function refreshPresence() {
   if (client.state !== 'connected') return;
   const own = client.clientId;
   const ids = new Set(res.clients.map((c) => c.client).filter(Boolean));
-  if (own && !ids.has(own)) return; // asked before our subscription was in: wait for the next answer
+  if (own && !ids.has(own)) {
+    // Asked before our subscription was in: ask again shortly.
+    clearTimeout(presenceTimer);
+    presenceTimer = setTimeout(refreshPresence, 300);
+    return;
+  }
   if (members) {
     let someoneNew = false;
     for (const id of ids) {
