@@ -115,7 +115,7 @@ const room = client.subscribe(CHANNEL, {
     // from its backend; this one shows what history still has.
     note(g.reason === 'reset'
       ? 'The server lost recent history: some messages may be missing.'
-      : 'Reconnected. The messages sent while you were away are no longer available.');
+      : 'The messages sent while you were away are no longer available.');
     loadHistory().catch(() => {});
   },
   onError: (err) => note(`Could not join the room (${err.message}).`),
