@@ -1,5 +1,8 @@
-// End-to-end tests of the demo chat page (web/static) in a real browser
-// against a real switchboard binary.
+// End-to-end tests of the demo chat page (web/static), which is written
+// with the browser SDK the server serves at /sdk/switchboard.js, in a real
+// browser against a real switchboard binary: chat between two pages,
+// presence and the typing indicator, history on joining, a message sent
+// offline (pending, then delivered once), restarts and disconnects.
 //
 // The binary is built from this checkout (or taken from SWITCHBOARD_BIN),
 // started on a free loopback port, and driven with headless Chromium through
@@ -30,13 +33,15 @@ let tmpDir; // holds the binary (when built here) and the browser profile
 let bin;
 let server; // the running server, see startServer
 let context; // the browser
+let otherContext; // a second browser profile, to take one page offline alone
 
 const startServer = (addr) => harness.startServer(bin, addr, API_KEY);
 const { stopServer } = harness;
 
-// openChat opens the demo in a new tab and waits until it is connected.
-async function openChat(name) {
-  const page = await context.newPage();
+// openChat opens the demo in a new tab (of ctx, the first browser by
+// default) and waits until it is connected.
+async function openChat(name, ctx = context) {
+  const page = await ctx.newPage();
   // Uncaught exceptions only: the console also reports each refused
   // WebSocket while the server is down, which is expected.
   page.errors = [];
@@ -69,16 +74,43 @@ async function send(page, text) {
   await page.click('#send', { timeout: DELIVERY_TIMEOUT });
 }
 
+// messageItem is the latest chat message containing text.
+function messageItem(page, text) {
+  return page.locator('#messages li.msg').filter({ has: page.locator('.text', { hasText: text }) }).last();
+}
+
 // waitForMessage waits for the latest chat message containing text and returns
 // its user name, its text, and whether the page marked it as its own.
 async function waitForMessage(page, text) {
-  const item = page.locator('#messages li.msg').filter({ has: page.locator('.text', { hasText: text }) }).last();
+  const item = messageItem(page, text);
   await item.waitFor({ timeout: DELIVERY_TIMEOUT });
   return item.evaluate((li) => ({
     user: li.querySelector('.user').textContent,
     text: li.querySelector('.text').textContent,
     mine: li.classList.contains('mine'),
   }));
+}
+
+// countMessages counts the chat messages whose text is exactly text.
+async function countMessages(page, text) {
+  const texts = await page.locator('#messages li.msg .text').allTextContents();
+  return texts.filter((t) => t === text).length;
+}
+
+// waitForDelivery waits until our message containing text shows state
+// (pending, delivered).
+async function waitForDelivery(page, text, state, timeout = DELIVERY_TIMEOUT) {
+  try {
+    await page.waitForFunction(
+      ([t, s]) => [...document.querySelectorAll('#messages li.msg.mine')]
+        .some((li) => li.querySelector('.text').textContent === t && li.dataset.delivery === s),
+      [text, state],
+      { timeout },
+    );
+  } catch (err) {
+    const now = await messageItem(page, text).getAttribute('data-delivery').catch(() => 'not shown');
+    throw new Error(`message "${text}" not ${state} within ${timeout} ms (it is ${now})`, { cause: err });
+  }
 }
 
 async function notes(page) {
@@ -126,10 +158,12 @@ before(async () => {
   bin = await harness.binary(tmpDir);
   server = await startServer('127.0.0.1:0');
   context = await harness.launchBrowser(tmpDir);
+  otherContext = await harness.launchBrowser(tmpDir);
 }, { timeout: BUILD_TIMEOUT + 30_000 });
 
 after(async () => {
   await context?.close().catch(() => {});
+  await otherContext?.close().catch(() => {});
   if (server) await stopServer(server);
   harness.killAll();
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
@@ -144,8 +178,10 @@ chatTest('a message sent from one page shows in both', async () => {
     assert.deepEqual(await waitForMessage(bob, text), { user: 'alice', text, mine: false });
     const own = await waitForMessage(alice, text);
     assert.equal(own.user, 'alice');
-    // The sender marks its own message once the publish reply arrives.
-    await alice.waitForSelector('#messages li.msg.mine', { timeout: DELIVERY_TIMEOUT });
+    // The sender marks its own message, delivered once the server has it.
+    assert.equal(own.mine, true);
+    await waitForDelivery(alice, text, 'delivered');
+    assert.equal(await countMessages(alice, text), 1, 'its own message shows once');
     assert.equal(await alice.inputValue('#message'), '', 'the composer is cleared after sending');
 
     // User text is shown as text, never interpreted as HTML.
@@ -183,48 +219,122 @@ chatTest('the pages have an icon', async () => {
   }
 });
 
-chatTest('pages reconnect by themselves after a server restart', async () => {
+chatTest('pages reconnect by themselves after two server restarts, and do not take the others\' messages for theirs', async () => {
   const alice = await openChat('alice');
   const bob = await openChat('bob');
   try {
     const addr = server.addr;
-    await stopServer(server);
-    for (const page of [alice, bob]) {
-      await waitForNote(page, 'Connection lost (4000', CONNECT_TIMEOUT);
-      // The status alternates between a countdown and short "connecting"
-      // attempts while the server is down; catch a countdown.
-      await page.waitForFunction(
-        () => /^reconnecting in \d+\.\ds$/.test(document.getElementById('status').textContent),
-        null,
-        { timeout: CONNECT_TIMEOUT },
-      );
-      assert.ok(await page.isDisabled('#send'), 'sending is disabled while offline');
-    }
+    // restart stops the server, waits until both pages saw it, and starts
+    // it again on the same port (the pages know no other), with an empty
+    // in-memory broker: a new epoch, offsets from 1 again.
+    const restart = async () => {
+      await stopServer(server);
+      for (const page of [alice, bob]) {
+        await waitForNote(page, 'Connection lost (4000', CONNECT_TIMEOUT);
+        await waitForState(page, 'reconnecting', CONNECT_TIMEOUT);
+      }
+      server = await startServer(addr);
+      assert.equal(server.addr, addr);
+      await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
+    };
 
-    server = await startServer(addr); // the same port: the pages know no other
-    assert.equal(server.addr, addr);
-    await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
+    await restart();
     await Promise.all([alice, bob].map((p) => waitForNote(p, 'Reconnected.', DELIVERY_TIMEOUT)));
-    // Back in the room, the backoff starts again from its base delay: a
-    // second restart right after this one is no longer waited out.
-    for (const page of [alice, bob]) assert.equal(await page.getAttribute('#status', 'data-attempt'), '0');
+    // The first message of the new epoch: offset 1, from alice.
+    const text0 = `first after the restart ${Date.now()}`;
+    await send(alice, text0);
+    await waitForMessage(bob, text0);
+    await waitForDelivery(alice, text0, 'delivered');
+    const offset0 = await messageItem(alice, text0).getAttribute('data-offset');
 
     // A second restart, right away.
-    await stopServer(server);
-    await Promise.all([alice, bob].map((p) => waitForState(p, 'reconnecting', CONNECT_TIMEOUT)));
-    server = await startServer(addr);
-    await Promise.all([alice, bob].map((p) => waitForState(p, 'connected', RECONNECT_TIMEOUT)));
-    for (const page of [alice, bob]) assert.equal(await page.getAttribute('#status', 'data-attempt'), '0');
+    await restart();
 
-    // The pages subscribed again: chat works both ways.
+    // The pages subscribed again: chat works both ways. Bob's message now
+    // has the offset alice's had: she must not take it for hers.
     const text1 = `back again ${Date.now()}`;
     await send(bob, text1);
-    assert.equal((await waitForMessage(alice, text1)).user, 'bob');
+    assert.deepEqual(await waitForMessage(alice, text1), { user: 'bob', text: text1, mine: false });
+    assert.equal(await messageItem(alice, text1).getAttribute('data-offset'), offset0, 'the same offset in the new epoch');
+    assert.equal((await waitForMessage(bob, text1)).mine, true);
     const text2 = `welcome back ${Date.now()}`;
     await send(alice, text2);
-    assert.equal((await waitForMessage(bob, text2)).user, 'alice');
+    assert.deepEqual(await waitForMessage(bob, text2), { user: 'alice', text: text2, mine: false });
+    assert.equal((await waitForMessage(alice, text2)).mine, true);
     assertNoPageErrors(alice, bob);
   } finally {
+    await closePages(alice, bob);
+  }
+});
+
+chatTest('presence shows both pages by name, and a typing indicator appears', async () => {
+  const alice = await openChat('alice');
+  const bob = await openChat('bob');
+  try {
+    // Names travel when a page connects or changes its name; bob's page
+    // connected before he typed his name, so he announces it again.
+    await bob.dispatchEvent('#name', 'change');
+    await alice.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
+    await bob.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
+    await alice.waitForFunction(() => /\bbob\b/.test(document.getElementById('who').textContent), null, { timeout: DELIVERY_TIMEOUT });
+    assert.match(await alice.textContent('#who'), /alice \(you\)/);
+
+    // Bob types: alice sees it for a few seconds.
+    await bob.locator('#message').pressSequentially('hel', { timeout: DELIVERY_TIMEOUT });
+    await alice.waitForSelector('#typing:not([hidden])', { timeout: DELIVERY_TIMEOUT });
+    assert.equal(await alice.textContent('#typing'), 'bob is typing…');
+    assert.equal(await bob.isHidden('#typing'), true, 'bob does not see himself typing');
+    await alice.waitForSelector('#typing[hidden]', { state: 'attached', timeout: 10_000 });
+
+    // Carol comes in: the others are told, and she gets the last messages
+    // from history.
+    const text = `before carol ${Date.now()}`;
+    await send(alice, text);
+    await waitForMessage(bob, text);
+    // Carol's page announces the name it starts with: the one remembered
+    // in this browser profile (the pages share it).
+    await alice.evaluate(() => localStorage.setItem('switchboard-chat-name', 'carol'));
+    const carol = await openChat('carol');
+    try {
+      assert.deepEqual(await waitForMessage(carol, text), { user: 'alice', text, mine: false });
+      await waitForNote(alice, 'carol joined', DELIVERY_TIMEOUT + 3000);
+      await alice.waitForSelector('#presence[data-count="3"]', { timeout: DELIVERY_TIMEOUT });
+    } finally {
+      await closePages(carol);
+    }
+    await waitForNote(alice, 'carol left', DELIVERY_TIMEOUT + 3000);
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await closePages(alice, bob);
+  }
+});
+
+chatTest('a message sent offline shows pending, then delivered, and reaches the other page once', async () => {
+  const alice = await openChat('alice', otherContext);
+  const bob = await openChat('bob');
+  try {
+    await otherContext.setOffline(true);
+    await waitForState(alice, 'offline', CONNECT_TIMEOUT);
+    const text = `sent offline ${Date.now()}`;
+    await send(alice, text);
+    await waitForDelivery(alice, text, 'pending');
+    assert.equal((await waitForMessage(alice, text)).mine, true);
+    // It waits in the outbox: bob has nothing yet.
+    await bob.waitForTimeout(500);
+    assert.equal(await countMessages(bob, text), 0);
+
+    await otherContext.setOffline(false);
+    await waitForState(alice, 'connected', RECONNECT_TIMEOUT);
+    await waitForDelivery(alice, text, 'delivered');
+    assert.equal((await waitForMessage(bob, text)).mine, false);
+    // Once on each page, also after the echo of the publication.
+    await bob.waitForTimeout(500);
+    assert.equal(await countMessages(bob, text), 1);
+    assert.equal(await countMessages(alice, text), 1);
+    assert.deepEqual(await alice.evaluate(() => document.querySelectorAll('#messages li.msg.mine').length), 1);
+    assertNoPageErrors(alice, bob);
+  } finally {
+    await otherContext.setOffline(false).catch(() => {});
     await closePages(alice, bob);
   }
 });
