@@ -278,16 +278,9 @@ func TestGapWhenHistoryCannotCover(t *testing.T) {
 	g := newGate()
 	rec := newRecorder()
 	c := client.New("", client.Options{
-		Backoff: fastBackoff,
-		OnState: rec.onState,
-		Endpoint: func(ctx context.Context, attempt int) (string, error) {
-			if attempt > 0 {
-				if err := g.wait(ctx); err != nil {
-					return "", err
-				}
-			}
-			return n.url(), nil
-		},
+		Backoff:  fastBackoff,
+		OnState:  rec.onState,
+		Endpoint: heldEndpoint(g, n.url()),
 	})
 	defer c.Close()
 	if err := c.Connect(ctxT(t)); err != nil {

@@ -313,3 +313,16 @@ func (p *proxy) cut() {
 	p.conns = nil
 	p.mu.Unlock()
 }
+
+// heldEndpoint returns an Endpoint that gives url at once for the first
+// connection and, for every reconnect, only once g opens.
+func heldEndpoint(g *gate, url string) func(ctx context.Context, attempt int) (string, error) {
+	return func(ctx context.Context, attempt int) (string, error) {
+		if attempt > 0 {
+			if err := g.wait(ctx); err != nil {
+				return "", err
+			}
+		}
+		return url, nil
+	}
+}

@@ -66,14 +66,7 @@ func TestOutboxSendsOfflinePublicationsInOrder(t *testing.T) {
 		Backoff:  fastBackoff,
 		OnState:  rec.onState,
 		OnOutbox: rec.onOutbox,
-		Endpoint: func(ctx context.Context, attempt int) (string, error) {
-			if attempt > 0 {
-				if err := g.wait(ctx); err != nil {
-					return "", err
-				}
-			}
-			return n.url(), nil
-		},
+		Endpoint: heldEndpoint(g, n.url()),
 	})
 	defer c.Close()
 	if err := c.Connect(ctxT(t)); err != nil {
