@@ -6,17 +6,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
 // joined records a new live subscription in presence and tells the
-// channel's subscribers.
-func (h *Hub) joined(ctx context.Context, channel string, info broker.ClientInfo) {
-	ns, _ := h.cfg.Rules.Lookup(channel)
-	if !ns.Presence {
-		return
-	}
+// channel's subscribers; ns is the channel's namespace, with presence on.
+func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, info broker.ClientInfo) {
 	if err := h.presence.AddPresence(ctx, channel, info, h.cfg.PresenceTTL); err != nil {
 		h.log.Warn("add presence failed", "channel", channel, "err", err)
 	}

@@ -189,12 +189,13 @@ func (sub *subscription) end() {
 // join adds the live subscription to the channel's presence (and tells the
 // channel, with join_leave), unless it ended first.
 func (sub *subscription) join(ctx context.Context) {
-	if ns, _ := sub.sess.hub.cfg.Rules.Lookup(sub.channel); !ns.Presence || !sub.own() {
+	h := sub.sess.hub
+	ns, _ := h.cfg.Rules.Lookup(sub.channel)
+	if !ns.Presence || !sub.own() {
 		return
 	}
-	h := sub.sess.hub
 	info := sub.sess.clientInfo()
-	h.joined(ctx, sub.channel, info)
+	h.joined(ctx, sub.channel, ns, info)
 	sub.release(info)
 }
 
