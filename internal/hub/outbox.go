@@ -48,11 +48,7 @@ type outbox struct {
 // Messages queued after the session began closing are dropped.
 func (o *outbox) push(m Message) {
 	o.mu.Lock()
-	o.pushLocked(m)
-	o.mu.Unlock()
-}
-
-func (o *outbox) pushLocked(m Message) {
+	defer o.mu.Unlock()
 	if o.closing {
 		return
 	}
@@ -167,13 +163,6 @@ func (o *outbox) startWriterLocked() {
 	}
 }
 
-// isClosing reports whether the session has begun closing.
-func (o *outbox) isClosing() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.closing
-}
-
 // close begins a server-side close: what is queued is written, then the
 // transport closes with d. The first reason wins.
 func (o *outbox) close(d protocol.Disconnect) {
@@ -183,15 +172,25 @@ func (o *outbox) close(d protocol.Disconnect) {
 }
 
 func (o *outbox) closeLocked(d protocol.Disconnect) {
-	if o.closing {
-		return
+	if o.beginCloseLocked(d, true) {
+		o.wakeLocked()
+		o.startWriterLocked()
 	}
-	o.closing = true
-	o.disconnect = d
-	o.sess.hub.metrics.Disconnect(d.Code)
-	o.sess.cancelCommands() // commands in flight for this client stop
-	o.wakeLocked()
-	o.startWriterLocked()
+}
+
+// beginCloseLocked marks the session closing with d (counted as a
+// server-side disconnect when counted) and stops the commands in flight
+// for it. It reports false when the session was already closing.
+func (o *outbox) beginCloseLocked(d protocol.Disconnect, counted bool) bool {
+	if o.closing {
+		return false
+	}
+	o.closing, o.disconnect = true, d
+	if counted {
+		o.sess.hub.metrics.Disconnect(d.Code)
+	}
+	o.sess.cancelCommands()
+	return true
 }
 
 // peerGone closes without writing anything more: the peer is gone.
@@ -201,10 +200,8 @@ func (o *outbox) peerGone() {
 	if o.closing {
 		return
 	}
-	o.closing = true
-	o.disconnect = protocol.DisconnectNormal
 	o.dropQueueLocked(metrics.DropClosed)
-	o.sess.cancelCommands()
+	o.beginCloseLocked(protocol.DisconnectNormal, false)
 	o.wakeLocked()
 	o.startWriterLocked()
 }
@@ -267,14 +264,7 @@ func (o *outbox) writeLoop() {
 		o.spare = batch[:0]
 		if err != nil {
 			o.dropQueueLocked(metrics.DropWriteFailed)
-			if !o.closing {
-				o.closing = true
-				o.disconnect = protocol.DisconnectWriteTimeout
-				o.sess.cancelCommands()
-				if !errors.Is(err, ErrTransportClosed) {
-					m.Disconnect(o.disconnect.Code)
-				}
-			}
+			o.beginCloseLocked(protocol.DisconnectWriteTimeout, !errors.Is(err, ErrTransportClosed))
 		}
 		o.mu.Unlock()
 	}
