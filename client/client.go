@@ -340,12 +340,7 @@ func (c *Client) connectOnce(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	type answer struct {
-		m   *message
-		err error
-	}
-	ch := make(chan answer, 1)
-	cn.send(&command{ID: c.nextID.Add(1), Command: "connect", Token: token}, func(m *message, err error) { ch <- answer{m, err} })
+	ch, _ := cn.ask(&command{ID: c.nextID.Add(1), Command: "connect", Token: token})
 	var a answer
 	select {
 	case a = <-ch:
@@ -447,13 +442,9 @@ func (c *Client) call(ctx context.Context, cmd command) (json.RawMessage, error)
 		if err != nil {
 			return nil, err
 		}
-		type answer struct {
-			m   *message
-			err error
-		}
-		ch := make(chan answer, 1)
 		cmd.ID = c.nextID.Add(1)
-		if !cn.send(&cmd, func(m *message, err error) { ch <- answer{m, err} }) {
+		ch, ok := cn.ask(&cmd)
+		if !ok {
 			continue
 		}
 		select {
@@ -548,12 +539,8 @@ func (c *Client) refreshToken(cn *conn) {
 		retry(err)
 		return
 	}
-	type answer struct {
-		m   *message
-		err error
-	}
-	ch := make(chan answer, 1)
-	if !cn.send(&command{ID: c.nextID.Add(1), Command: "refresh", Token: token}, func(m *message, err error) { ch <- answer{m, err} }) {
+	ch, ok := cn.ask(&command{ID: c.nextID.Add(1), Command: "refresh", Token: token})
+	if !ok {
 		return
 	}
 	var a answer

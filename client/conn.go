@@ -211,6 +211,20 @@ func (cn *conn) writeLoop() {
 	}
 }
 
+// answer is the reply to one command, or why none will come.
+type answer struct {
+	m   *message
+	err error
+}
+
+// ask sends cmd and returns where its answer will arrive, as send does
+// (false: the connection is gone and nothing will arrive).
+func (cn *conn) ask(cmd *command) (<-chan answer, bool) {
+	ch := make(chan answer, 1)
+	ok := cn.send(cmd, func(m *message, err error) { ch <- answer{m, err} })
+	return ch, ok
+}
+
 // send queues cmd, with f to receive its reply when f is not nil. It
 // reports false when the connection has already ended (f is then not
 // called).
