@@ -178,7 +178,11 @@ func TestNoGhostPresenceWhenTheSessionClosesDuringSubscribe(t *testing.T) {
 	}()
 	h.b.history.wait(t, "History")
 	s.PeerGone() // the client leaves while its subscribe reads history
-	<-done       // the connection's context ended the read
+	select {
+	case <-done: // closing the connection ended the read
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscribe's history read outlived its connection")
+	}
 	waitGone(t, h.Hub, 1)
 
 	list, err := h.Presence(context.Background(), "room")
