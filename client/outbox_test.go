@@ -11,7 +11,6 @@ import (
 
 	"github.com/switchboardhq/switchboard/client"
 	"github.com/switchboardhq/switchboard/internal/config"
-	"github.com/switchboardhq/switchboard/internal/wstest"
 )
 
 // observe subscribes a second client to channel and records what it gets.
@@ -164,28 +163,12 @@ func TestOutboxWithdrawAndBound(t *testing.T) {
 	}
 }
 
-// serverKnowsKeys reports whether the server honours idempotency keys: a
-// second publish with the same key returns the first offset.
-func serverKnowsKeys(t *testing.T, n *node) bool {
-	ws := wstest.Dial(t, n.url())
-	defer ws.Conn.Close()
-	cmd := map[string]any{"command": "publish", "channel": "probe", "data": 1, "idempotency_key": "probe-key"}
-	a := ws.MustCall(cmd)["offset"]
-	b := ws.MustCall(cmd)["offset"]
-	return a == b
-}
-
 // TestOutboxResendIsIdempotent loses the acknowledgement of a publication
 // the server did publish (a proxy drops what the node sends, then cuts the
 // connection): the client sends it again with the same key on the next
-// connection, and the channel holds it once.
-//
-// This needs the server to honour idempotency keys. Against a server that
-// ignores them, the resend publishes a second copy: the test checks
-// everything else and then skips, saying so.
+// connection, and the channel holds it once (the server honours the key).
 func TestOutboxResendIsIdempotent(t *testing.T) {
 	n := startNode(t, nil)
-	knows := serverKnowsKeys(t, n)
 	seen := observe(t, n, "idem")
 	p := startProxy(t, n.addr)
 	rec := newRecorder()
@@ -229,9 +212,6 @@ func TestOutboxResendIsIdempotent(t *testing.T) {
 	copies := len(seen.pubs) - 1
 	first := seen.pubs[0].Offset
 	seen.mu.Unlock()
-	if !knows {
-		t.Skipf("the server ignores idempotency_key: the resend published %d copies (first at offset %d, acknowledged %d); passes once the server honours keys", copies, first, res.Offset)
-	}
 	if copies != 1 || res.Offset != first {
 		t.Fatalf("%d copies published; acknowledged offset %d, first copy at %d", copies, res.Offset, first)
 	}
