@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,7 +114,15 @@ func cutWhilePublishing(t *testing.T, c *client.Client, rec *recorder, nodes []*
 	go func() {
 		defer wg.Done()
 		for i := range total {
-			res, err := nodes[i%len(nodes)].api(t, "/api/publish", map[string]any{"channel": channel, "data": i})
+			// A backend retries a publish the node could not take now
+			// (503), with the same idempotency key, as docs/protocol.md
+			// says: the publication still lands once.
+			body := map[string]any{"channel": channel, "data": i, "idempotency_key": fmt.Sprint("cut-", i)}
+			res, err := nodes[i%len(nodes)].api(t, "/api/publish", body)
+			for try := 0; err != nil && strings.Contains(err.Error(), ": 503 ") && try < 20; try++ {
+				time.Sleep(50 * time.Millisecond)
+				res, err = nodes[i%len(nodes)].api(t, "/api/publish", body)
+			}
 			if err != nil {
 				t.Error(err)
 				return
