@@ -38,6 +38,9 @@ type Config struct {
 	Broker                   string        `koanf:"broker"`
 	NodeName                 string        `koanf:"node_name"`
 	WebSocketReader          string        `koanf:"websocket_reader"`
+	WebSocketCompression     bool          `koanf:"websocket_compression"`
+	CompressionMinSize       int           `koanf:"websocket_compression_min_size"`
+	CompressionLevel         int           `koanf:"websocket_compression_level"`
 	Pprof                    bool          `koanf:"pprof"`
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
@@ -103,6 +106,9 @@ var Keys = []Key{
 	{"node_name", "", "this node's name in /api/info (default: the host name)"},
 	{"pprof", false, "serve Go profiles at /debug/pprof/ (behind the server API key)"},
 	{"websocket_reader", "", `how WebSocket connections are read: "epoll" (Linux default: no goroutine per idle connection) or "goroutine"`},
+	{"websocket_compression", false, "offer permessage-deflate (RFC 7692, no context takeover) to WebSocket clients that ask for it; each publication is compressed once for all of them"},
+	{"websocket_compression_min_size", 256, "messages shorter than this many bytes are sent uncompressed"},
+	{"websocket_compression_level", 1, "deflate level for WebSocket compression, 1 (fastest) to 9 (smallest)"},
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},
 	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
@@ -321,6 +327,12 @@ func (c Config) Validate() error {
 	}
 	if c.WriteDelay < 0 || c.WriteDelayMinRate < 0 {
 		errs = append(errs, fmt.Errorf("write_delay, write_delay_min_rate: must not be negative, got %s and %d", c.WriteDelay, c.WriteDelayMinRate))
+	}
+	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
+		errs = append(errs, fmt.Errorf("websocket_compression_level: must be 1 to 9, got %d", c.CompressionLevel))
+	}
+	if c.CompressionMinSize < 0 {
+		errs = append(errs, fmt.Errorf("websocket_compression_min_size: must not be negative, got %d", c.CompressionMinSize))
 	}
 	if c.HistorySize < 0 {
 		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))

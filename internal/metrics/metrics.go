@@ -34,6 +34,13 @@ type Metrics struct {
 	// SocketWrites counts write calls to client sockets; MessagesSent divided
 	// by it is the coalescing factor.
 	SocketWrites prometheus.Counter
+	// Compressed counts WebSocket messages sent or received compressed with
+	// permessage-deflate, by direction (sent, received).
+	Compressed *prometheus.CounterVec
+	// CompressionSaved counts the payload bytes permessage-deflate kept off
+	// the wire: uncompressed minus compressed size of each message sent
+	// compressed.
+	CompressionSaved prometheus.Counter
 	// WriteDelayActive is 1 while write_delay is in force (the node sends
 	// at least write_delay_min_rate messages per second), else 0.
 	WriteDelayActive prometheus.Gauge
@@ -154,6 +161,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "messages_dropped_total",
 			Help: "Messages meant for a client and never written, by reason.",
 		}, []string{"reason"}),
+		Compressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "websocket_compressed_messages_total",
+			Help: "WebSocket messages sent or received compressed (permessage-deflate), by direction.",
+		}, []string{"direction"}),
+		CompressionSaved: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "websocket_compression_saved_bytes_total",
+			Help: "Payload bytes permessage-deflate kept off the wire (uncompressed minus compressed size).",
+		}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
@@ -163,6 +178,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
+		m.Compressed, m.CompressionSaved,
 		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -154,13 +154,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		return nil, fmt.Errorf("server: websocket_reader: %w", err)
 	}
 	s.ws = websocket.NewHandler(s.hub, websocket.Options{
-		Reader:         cfg.WebSocketReader,
-		MaxMessageSize: cfg.MaxMessageSize,
-		PingInterval:   cfg.PingInterval,
-		IdleTimeout:    cfg.IdleTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		Guard:          guard,
-		Logger:         log,
+		Reader:             cfg.WebSocketReader,
+		Compression:        cfg.WebSocketCompression,
+		Metrics:            m,
+		CompressionMinSize: cfg.CompressionMinSize,
+		CompressionLevel:   cfg.CompressionLevel,
+		MaxMessageSize:     cfg.MaxMessageSize,
+		PingInterval:       cfg.PingInterval,
+		IdleTimeout:        cfg.IdleTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		Guard:              guard,
+		Logger:             log,
 	})
 	s.sse = sse.NewHandler(s.hub, sse.Options{
 		PingInterval: cfg.PingInterval,
