@@ -207,12 +207,12 @@ func ParseAllowedPeers(list []string) ([]netip.Prefix, error) {
 		} else {
 			var a netip.Addr
 			a, err = netip.ParseAddr(s)
-			if err == nil {
+			switch {
+			case err == nil && a.Zone() != "":
+				err = errors.New("an IPv6 zone is not allowed")
+			case err == nil:
 				p = netip.PrefixFrom(a, a.BitLen())
 			}
-		}
-		if err == nil && p.Addr().Zone() != "" {
-			err = errors.New("an IPv6 zone is not allowed")
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%q: not an IP address or CIDR prefix: %w", s, err))
