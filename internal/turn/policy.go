@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -239,4 +240,19 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	}
 	ap, err := netip.ParseAddrPort(a.String())
 	return ap, err == nil
+}
+
+// ParsePortRange parses turn_relay_ports, "min-max" (inclusive, 1 to
+// 65535).
+func ParsePortRange(s string) (lo, hi uint16, err error) {
+	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("turn: port range %q is not min-max", s)
+	}
+	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil || l == 0 || h < l {
+		return 0, 0, fmt.Errorf("turn: port range %q is not min-max with 1 <= min <= max <= 65535", s)
+	}
+	return uint16(l), uint16(h), nil
 }

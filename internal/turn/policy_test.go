@@ -139,3 +139,17 @@ func FuzzParseAllowedPeers(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePortRange(t *testing.T) {
+	for s, want := range map[string][2]uint16{"49152-65535": {49152, 65535}, " 3000 - 3000 ": {3000, 3000}, "1-2": {1, 2}} {
+		lo, hi, err := ParsePortRange(s)
+		if err != nil || lo != want[0] || hi != want[1] {
+			t.Errorf("%q: %d %d %v", s, lo, hi, err)
+		}
+	}
+	for _, bad := range []string{"", "5", "0-10", "10-5", "1-65536", "a-b", "-5", "5-"} {
+		if _, _, err := ParsePortRange(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
