@@ -173,17 +173,11 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 // and starts serving. ctx bounds the binding only; Close stops the server.
 func (s *Server) Start(ctx context.Context) error {
 	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", s.cfg.Addr)
+	pc, ln, err := listenUDPAndTCP(ctx, &lc, s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("turn: listen udp: %w", err)
+		return err
 	}
 	s.udpAddr = pc.LocalAddr().(*net.UDPAddr)
-	// TCP on the same port as UDP, as clients expect.
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(s.udpAddr.IP.String(), strconv.Itoa(s.udpAddr.Port)))
-	if err != nil {
-		_ = pc.Close()
-		return fmt.Errorf("turn: listen tcp: %w", err)
-	}
 	s.tcpAddr = ln.Addr().(*net.TCPAddr)
 	s.tracked = &trackedConns{conns: map[net.Conn]bool{}}
 	listeners := []net.Listener{s.tracked.wrap(ln)}
@@ -265,6 +259,27 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("turn_secret is empty: generated one for this process; with several nodes set the same turn_secret on each")
 	}
 	return nil
+}
+
+// listenUDPAndTCP binds UDP and TCP on the same port of addr. With port 0
+// the TCP port the system chose for UDP may be taken: it tries again.
+func listenUDPAndTCP(ctx context.Context, lc *net.ListenConfig, addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("turn: listen udp: %w", err)
+		}
+		ua := pc.LocalAddr().(*net.UDPAddr)
+		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(ua.IP.String(), strconv.Itoa(ua.Port)))
+		if err == nil {
+			return pc, ln, nil
+		}
+		_ = pc.Close()
+		if port != "0" || try == 9 {
+			return nil, nil, fmt.Errorf("turn: listen tcp: %w", err)
+		}
+	}
 }
 
 func (s *Server) closeAll(pc net.PacketConn, lns []net.Listener) {
