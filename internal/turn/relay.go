@@ -91,6 +91,13 @@ func (q *quota) acquire(user string) (release func(), reason string) {
 	}, ""
 }
 
+// count returns the number of open allocations.
+func (q *quota) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
 // idle returns a channel closed while no allocation is open.
 func (q *quota) idle() <-chan struct{} {
 	q.mu.Lock()
@@ -160,7 +167,7 @@ func (g *relayGen) AllocateConn(conf pturn.AllocateConnConfig) (net.Conn, error)
 		return nil, fmt.Errorf("%w: %v", errPeer, conf.RemoteAddr)
 	}
 	if r := g.srv.policy.checkAddr(peer); r != "" {
-		g.srv.peerRefused(r, peer.Addr())
+		g.srv.peerRefused(r)
 		return nil, fmt.Errorf("%w: %s (%s)", errPeer, peer, r)
 	}
 	local, ok := conf.LocalAddr.(*net.TCPAddr)
@@ -194,7 +201,7 @@ type relayPacketConn struct {
 // reach a peer IP could otherwise name any port on it.
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if ap, ok := addrPortOf(addr); !ok || c.srv.policy.checkOwn(ap) != "" {
-		c.srv.peerRefused(ReasonOwnAddress, ap.Addr())
+		c.srv.peerRefused(ReasonOwnAddress)
 		return 0, fmt.Errorf("%w: %v (%s)", errPeer, addr, ReasonOwnAddress)
 	}
 	return c.PacketConn.WriteTo(p, addr)

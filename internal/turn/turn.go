@@ -93,8 +93,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 }
 
-// Server is a STUN and TURN server. Its methods are safe for concurrent
-// use.
+// Server is a STUN and TURN server. After Start its methods are safe for
+// concurrent use.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
@@ -215,7 +215,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		own = append(own, ap)
 	}
-	hostIPs := interfaceIPs()
+	hostIPs := interfaceIPs() // where an own address on 0.0.0.0 is reachable
 	if ip, ok := netip.AddrFromSlice(s.relayIP); ok {
 		hostIPs = append(hostIPs, ip)
 	}
@@ -368,11 +368,7 @@ func (s *Server) TLSAddr() string {
 func (s *Server) RelayIP() net.IP { return s.relayIP }
 
 // Allocations returns the number of open allocations.
-func (s *Server) Allocations() int {
-	s.quota.mu.Lock()
-	defer s.quota.mu.Unlock()
-	return s.quota.n
-}
+func (s *Server) Allocations() int { return s.quota.count() }
 
 // Close stops the listeners, closes the TCP client connections and waits,
 // until ctx is done, for every allocation's relay socket to close. It is
@@ -488,7 +484,7 @@ func (s *Server) permit(src net.Addr, peer net.IP) bool {
 		return false
 	}
 	if r := s.policy.checkIP(ip); r != "" {
-		s.peerRefused(r, ip)
+		s.peerRefused(r)
 		s.log.Debug("TURN peer refused", "reason", string(r), "peer", ip.String(), "client", addrString(src))
 		return false
 	}
@@ -501,7 +497,7 @@ func (s *Server) allocRefused(reason string) {
 	}
 }
 
-func (s *Server) peerRefused(r Reason, _ netip.Addr) {
+func (s *Server) peerRefused(r Reason) {
 	if m := s.cfg.Metrics; m != nil {
 		m.TURNPermissionsRefused.WithLabelValues(string(r)).Inc()
 	}
