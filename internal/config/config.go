@@ -7,6 +7,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -24,6 +26,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/realip"
+	"github.com/switchboardhq/switchboard/internal/turn"
 )
 
 // EnvPrefix prefixes every environment variable Switchboard reads.
@@ -87,6 +90,19 @@ type Config struct {
 	NATSStorage              string        `koanf:"nats_storage"`
 	NATSPrefix               string        `koanf:"nats_prefix"`
 	NATSHistoryMaxAge        time.Duration `koanf:"nats_history_max_age"`
+	TURNAddr                 string        `koanf:"turn_addr"`
+	TURNTLSAddr              string        `koanf:"turn_tls_addr"`
+	TURNCertFile             string        `koanf:"turn_cert_file"`
+	TURNKeyFile              string        `koanf:"turn_key_file"`
+	TURNSecret               string        `koanf:"turn_secret"`
+	TURNTTL                  time.Duration `koanf:"turn_ttl"`
+	TURNRealm                string        `koanf:"turn_realm"`
+	TURNHost                 string        `koanf:"turn_host"`
+	TURNRelayIP              string        `koanf:"turn_relay_ip"`
+	TURNRelayPorts           string        `koanf:"turn_relay_ports"`
+	TURNAllowedPeers         []string      `koanf:"turn_allowed_peers"`
+	TURNUserQuota            int           `koanf:"turn_user_quota"`
+	TURNTotalQuota           int           `koanf:"turn_total_quota"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -154,6 +170,19 @@ var Keys = []Key{
 	{"nats_storage", "file", `with NATS: where JetStream keeps history and presence: "file" or "memory" (lost when NATS restarts)`},
 	{"nats_prefix", "switchboard", "with NATS: prefix of every subject, stream and bucket name, so several clusters can share one NATS"},
 	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},
+	{"turn_addr", "", "UDP and TCP address (host:port) of the built-in STUN/TURN server, e.g. 0.0.0.0:3478 (empty: off)"},
+	{"turn_tls_addr", "", "TCP address for TURN over TLS (turns:), with turn_cert_file and turn_key_file (empty: no TLS)"},
+	{"turn_cert_file", "", "TLS certificate file (PEM) for turn_tls_addr (default: tls_cert)"},
+	{"turn_key_file", "", "TLS private key file (PEM) for turn_cert_file (default: tls_key)"},
+	{"turn_secret", "", "shared secret signing TURN credentials; set the same one on every node (empty: generated at startup, single node only)"},
+	{"turn_ttl", time.Hour, "lifetime of the TURN credentials handed to clients, checked on allocate and refresh (1m to 24h)"},
+	{"turn_realm", "switchboard", "TURN realm"},
+	{"turn_host", "", "host name or IP clients use in their TURN and STUN URLs (default: the host they reached Switchboard by)"},
+	{"turn_relay_ip", "", "IP address advertised for relayed addresses, the public IP behind a 1:1 NAT (default: the turn_addr IP, or the host's first global IPv4 address)"},
+	{"turn_relay_ports", "49152-65535", "port range (min-max) of TURN relay sockets"},
+	{"turn_allowed_peers", []string{}, "IP addresses or CIDR prefixes TURN may relay to although they are loopback, private, link-local or CGNAT, comma-separated (metadata, multicast and Switchboard's own ports stay refused)"},
+	{"turn_user_quota", 10, "most TURN allocations one user may hold at once (0: no limit)"},
+	{"turn_total_quota", 0, "most TURN allocations this node holds at once (0: no limit but turn_relay_ports)"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.
@@ -383,6 +412,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
 	}
 	errs = append(errs, c.validateNATS()...)
+	errs = append(errs, c.validateTURN()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -414,6 +444,63 @@ func (c Config) validateNATS() []error {
 		errs = append(errs, fmt.Errorf("nats_history_max_age: %s is shorter than the longest history_ttl (%s)", c.NATSHistoryMaxAge, ttl))
 	}
 	return errs
+}
+
+// validateTURN checks the turn_* keys, whether TURN is on or not, so that
+// a typo shows before TURN is switched on.
+func (c Config) validateTURN() []error {
+	var errs []error
+	for _, a := range []struct{ key, v string }{{"turn_addr", c.TURNAddr}, {"turn_tls_addr", c.TURNTLSAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", a.key, a.v))
+		}
+	}
+	if c.TURNTLSAddr != "" && c.TURNAddr == "" {
+		errs = append(errs, errors.New("turn_tls_addr: needs turn_addr"))
+	}
+	certFile, keyFile := c.TURNTLSFiles()
+	if c.TURNTLSAddr != "" && (certFile == "" || keyFile == "") {
+		errs = append(errs, errors.New("turn_tls_addr: needs turn_cert_file and turn_key_file (or tls_cert and tls_key)"))
+	}
+	if (c.TURNCertFile == "") != (c.TURNKeyFile == "") {
+		errs = append(errs, errors.New("turn_cert_file, turn_key_file: set both or neither"))
+	}
+	if c.TURNSecret != "" && len(c.TURNSecret) < 16 {
+		errs = append(errs, errors.New("turn_secret: must be at least 16 bytes"))
+	}
+	if c.TURNTTL < time.Minute || c.TURNTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("turn_ttl: must be from 1m to 24h, got %s", c.TURNTTL))
+	}
+	if c.TURNRealm == "" {
+		errs = append(errs, errors.New("turn_realm: must not be empty"))
+	}
+	if c.TURNRelayIP != "" {
+		if ip, err := netip.ParseAddr(c.TURNRelayIP); err != nil || ip.IsUnspecified() || ip.Zone() != "" {
+			errs = append(errs, fmt.Errorf("turn_relay_ip: %q is not an IP address", c.TURNRelayIP))
+		}
+	}
+	if _, _, err := turn.ParsePortRange(c.TURNRelayPorts); err != nil {
+		errs = append(errs, fmt.Errorf("turn_relay_ports: %w", err))
+	}
+	if _, err := turn.ParseAllowedPeers(c.TURNAllowedPeers); err != nil {
+		errs = append(errs, fmt.Errorf("turn_allowed_peers: %w", err))
+	}
+	if c.TURNUserQuota < 0 || c.TURNTotalQuota < 0 {
+		errs = append(errs, errors.New("turn_user_quota, turn_total_quota: must not be negative"))
+	}
+	return errs
+}
+
+// TURNTLSFiles returns the certificate and key files of TURN over TLS:
+// turn_cert_file and turn_key_file, else tls_cert and tls_key.
+func (c Config) TURNTLSFiles() (certFile, keyFile string) {
+	if c.TURNCertFile != "" {
+		return c.TURNCertFile, c.TURNKeyFile
+	}
+	return c.TLSCert, c.TLSKey
 }
 
 // validNATSPrefix reports whether p can start NATS subject, stream and

@@ -74,6 +74,15 @@ type Metrics struct {
 	dropped map[DropReason]prometheus.Counter
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
+	// TURNAllocations is the number of TURN allocations open on this node.
+	TURNAllocations prometheus.Gauge
+	// TURNAllocationsRefused counts TURN Allocate requests refused, by
+	// reason (see internal/turn).
+	TURNAllocationsRefused *prometheus.CounterVec
+	// TURNPermissionsRefused counts TURN CreatePermission, ChannelBind and
+	// Connect requests, and relayed datagrams, refused by the peer
+	// policy, by reason (see internal/turn).
+	TURNPermissionsRefused *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
@@ -173,6 +182,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
 		}, []string{"method", "status"}),
+		TURNAllocations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "turn_allocations",
+			Help: "TURN allocations open on this node.",
+		}),
+		TURNAllocationsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "turn_allocations_refused_total",
+			Help: "TURN Allocate requests refused, by reason.",
+		}, []string{"reason"}),
+		TURNPermissionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "turn_permissions_refused_total",
+			Help: "TURN permissions, channel binds, TCP connects and relayed datagrams refused by the peer policy, by reason.",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
@@ -180,6 +201,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
 		m.Compressed, m.CompressionSaved,
 		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
+		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
