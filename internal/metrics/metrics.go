@@ -41,8 +41,8 @@ type Metrics struct {
 	// the wire: uncompressed minus compressed size of each message sent
 	// compressed.
 	CompressionSaved prometheus.Counter
-	// WriteDelayActive is 1 while write_delay is in force (the node sends
-	// at least write_delay_min_rate messages per second), else 0.
+	// WriteDelayActive is 1 while write_delay is in force (the writers
+	// could not keep up; see hub.Config.WriteDelayMinRate), else 0.
 	WriteDelayActive prometheus.Gauge
 	// Publications counts publications accepted, by source (api, client).
 	Publications *prometheus.CounterVec
@@ -127,7 +127,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		WriteDelayActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "write_delay_active",
-			Help: "1 while write_delay batches busy connections' writes (the node is sending at least write_delay_min_rate messages/s), else 0.",
+			Help: "1 while write_delay batches busy connections' writes (the writers could not keep up at write_delay_min_rate messages/s or more), else 0.",
 		}),
 		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "publications_total",
@@ -234,6 +234,23 @@ func Value(m prometheus.Metric) float64 {
 		return c.GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+// HistogramUpTo returns how many observations of h were at most bound
+// (which must be one of its bucket bounds; otherwise the next smaller
+// bound counts) and how many there were in all.
+func HistogramUpTo(h prometheus.Histogram, bound float64) (upTo, total uint64) {
+	var d dto.Metric
+	if h.Write(&d) != nil {
+		return 0, 0
+	}
+	hist := d.GetHistogram()
+	for _, b := range hist.GetBucket() {
+		if b.GetUpperBound() <= bound {
+			upTo = b.GetCumulativeCount()
+		}
+	}
+	return upTo, hist.GetSampleCount()
 }
 
 // DropReason says why a message meant for a client was not written.
