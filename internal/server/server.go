@@ -257,6 +257,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 			return nil, fmt.Errorf("server: tls_cert, tls_key: %w", err)
 		}
 		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if cfg.HTTP2Cleartext {
+		// HTTP/2 without TLS for clients that start with its preface (h2c
+		// with prior knowledge; the HTTP/1.1 Upgrade to h2c is not
+		// offered): backends multiplex their server API requests on one
+		// connection. HTTP/1.1 requests and WebSocket upgrades are served
+		// as before.
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.httpSrv.Protocols = p
 	}
 	return s, nil
 }
