@@ -53,6 +53,19 @@ export interface Transport {
   refresh(token: string): Promise<void>;
 }
 
+/**
+ * sinceParams adds one `since` parameter per subscription (OFFSET:EPOCH,
+ * or empty for one without a known position) to q, after its `channel`
+ * parameters, and returns the positions sent.
+ */
+export function sinceParams(q: URLSearchParams, subs: Subscription[]): Array<{ offset: number; epoch: string } | undefined> {
+  const since = subs.map((s) => s.since());
+  if (since.some((p) => p !== undefined)) {
+    for (const p of since) q.append("since", p ? `${p.offset}:${p.epoch}` : "");
+  }
+  return since;
+}
+
 /** httpPublish is POST /publish, for the SSE and long-polling transports. */
 export async function httpPublish(
   ctx: TransportContext,
