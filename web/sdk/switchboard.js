@@ -522,7 +522,8 @@ var PollTransport = class {
       const q = new URLSearchParams();
       for (const s of subs) q.append("channel", s.channel);
       const since = sinceParams(q, subs);
-      q.set("timeout", since.every((p) => p !== void 0) ? String(PollTimeout) : "0");
+      const wait = this.started && subs.every((s, i) => since[i] !== void 0 && s.state === "subscribed");
+      q.set("timeout", wait ? String(PollTimeout) : "0");
       const headers = {};
       const token = this.ctx.token();
       if (token) headers["Authorization"] = `Bearer ${token}`;

@@ -83,9 +83,11 @@ export class PollTransport implements Transport {
       const q = new URLSearchParams();
       for (const s of subs) q.append("channel", s.channel);
       const since = sinceParams(q, subs);
-      // A subscription without a position learns it at once: a poll that
-      // does not wait answers with every channel's position.
-      q.set("timeout", since.every((p) => p !== undefined) ? String(PollTimeout) : "0");
+      // The first poll, and one for a subscription without a position,
+      // does not wait: it confirms the connection and the subscriptions,
+      // and gives every channel's position, at once.
+      const wait = this.started && subs.every((s, i) => since[i] !== undefined && s.state === "subscribed");
+      q.set("timeout", wait ? String(PollTimeout) : "0");
       const headers: Record<string, string> = {};
       const token = this.ctx.token();
       if (token) headers["Authorization"] = `Bearer ${token}`;
