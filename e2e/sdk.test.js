@@ -233,6 +233,16 @@ test('WebSocket blocked: falls back to SSE, then to long polling, recovering acr
   // Publishing goes over HTTP on both.
   const ack = await p2.evaluate(() => window.c.publish('fb', 'from the page'));
   assert.equal(ack.offset, n + 1);
+  // So do history and presence (GET /history, /presence, /presence_stats).
+  const h = await p2.evaluate(() => window.c.history('fb', { limit: 2, reverse: true }));
+  assert.deepEqual(h.publications.map((p) => p.data), ['from the page', n - 1]);
+  const since = await p2.evaluate((e) => window.c.history('fb', { since: { offset: 1, epoch: e } }), h.epoch);
+  assert.equal(since.publications.length, n);
+  const pr = await p2.evaluate(() => window.c.presence('fb'));
+  assert.ok(Array.isArray(pr.clients) && pr.num_clients === pr.clients.length, JSON.stringify(pr));
+  const st = await p2.evaluate(() => window.c.presenceStats('fb'));
+  assert.equal(typeof st.num_clients, 'number');
+  await assert.rejects(p2.evaluate(() => window.c.history('nope:x')), /422/);
   await p2.close();
 });
 

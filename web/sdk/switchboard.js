@@ -322,6 +322,30 @@ async function httpPublish(ctx, channel, data, key, signal) {
   }
   return answer(resp);
 }
+var ReadCommands = /* @__PURE__ */ new Set(["history", "presence", "presence_stats"]);
+async function httpRead(ctx, cmd) {
+  const name = String(cmd.command);
+  if (!ReadCommands.has(name)) throw new Error(`switchboard: ${name} needs the websocket transport`);
+  const q = new URLSearchParams();
+  q.set("channel", String(cmd.channel));
+  if (name === "history") {
+    if (cmd.limit !== void 0) q.set("limit", String(cmd.limit));
+    if (cmd.reverse) q.set("reverse", "true");
+    const since = cmd.since;
+    if (since) q.set("since", `${since.offset}:${since.epoch}`);
+  }
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers = {};
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await f(`${ctx.httpURL}/${name}?${q}`, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new DisconnectedError(`switchboard: ${name} failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
 async function answer(resp) {
   let body = null;
   try {
@@ -452,6 +476,9 @@ var SSETransport = class {
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
+  }
+  request(command) {
+    return httpRead(this.ctx, command);
   }
   async refresh(_token) {
     if (this.ended) return;
@@ -587,6 +614,9 @@ var PollTransport = class {
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
+  }
+  request(command) {
+    return httpRead(this.ctx, command);
   }
   async refresh(_token) {
   }
@@ -1300,15 +1330,15 @@ var Switchboard = class {
     if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
   }
-  /** presence lists the clients subscribed to a channel (WebSocket only). */
+  /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
   presence(channel) {
     return this.command({ command: "presence", channel });
   }
-  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  /** presenceStats counts the clients and users of a channel (over SSE and long polling: GET /presence_stats). */
   presenceStats(channel) {
     return this.command({ command: "presence_stats", channel });
   }
-  /** history reads a channel's history (WebSocket only). */
+  /** history reads a channel's history (over SSE and long polling: GET /history). */
   history(channel, opts = {}) {
     return this.command({ command: "history", channel, ...opts });
   }

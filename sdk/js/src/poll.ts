@@ -8,7 +8,7 @@
 import type { Subscription } from "./subscription.js";
 import { chunks } from "./sse.js";
 import { ServerError } from "./types.js";
-import { answer, httpPublish, sinceParams } from "./transport.js";
+import { answer, httpPublish, httpRead, sinceParams } from "./transport.js";
 import type { Transport, TransportContext } from "./transport.js";
 
 /** PollTimeout is how long one poll waits on the server, in seconds. */
@@ -158,6 +158,10 @@ export class PollTransport implements Transport {
 
   publish(channel: string, data: unknown, key: string): Promise<{ offset: number }> {
     return httpPublish(this.ctx, channel, data, key);
+  }
+
+  request(command: Record<string, unknown>): Promise<any> {
+    return httpRead(this.ctx, command);
   }
 
   async refresh(_token: string): Promise<void> {

@@ -6,7 +6,7 @@
 // again from the positions, and closes the old one.
 
 import type { Subscription } from "./subscription.js";
-import { httpPublish, sinceParams } from "./transport.js";
+import { httpPublish, httpRead, sinceParams } from "./transport.js";
 import type { Transport, TransportContext } from "./transport.js";
 import { closeIsFatal } from "./types.js";
 
@@ -153,6 +153,10 @@ export class SSETransport implements Transport {
 
   publish(channel: string, data: unknown, key: string): Promise<{ offset: number }> {
     return httpPublish(this.ctx, channel, data, key);
+  }
+
+  request(command: Record<string, unknown>): Promise<any> {
+    return httpRead(this.ctx, command);
   }
 
   async refresh(_token: string): Promise<void> {
