@@ -36,6 +36,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
+	"github.com/switchboardhq/switchboard/internal/transport/httpread"
 	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
@@ -195,6 +196,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		Guard:          guard,
 		Logger:         log,
 	}))
+	for path, op := range map[string]httpread.Op{"/history": httpread.History, "/presence": httpread.Presence, "/presence_stats": httpread.PresenceStats} {
+		mux.Handle(path, httpread.NewHandler(s.hub, op, httpread.Options{Guard: guard, Logger: log}))
+	}
 	// The server API, the profiles and the demo pages check the Host too
 	// (the transports do it themselves). The operations endpoints do not:
 	// probes and scrapers often address a node by a name nobody lists, and

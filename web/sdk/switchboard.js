@@ -297,6 +297,13 @@ function closeIsFatal(code) {
 }
 
 // src/transport.ts
+function sinceParams(q, subs) {
+  const since = subs.map((s) => s.since());
+  if (since.some((p) => p !== void 0)) {
+    for (const p of since) q.append("since", p ? `${p.offset}:${p.epoch}` : "");
+  }
+  return since;
+}
 async function httpPublish(ctx, channel, data, key, signal) {
   const f = ctx.env.fetch ?? globalThis.fetch;
   const headers = { "Content-Type": "application/json" };
@@ -315,6 +322,30 @@ async function httpPublish(ctx, channel, data, key, signal) {
   }
   return answer(resp);
 }
+var ReadCommands = /* @__PURE__ */ new Set(["history", "presence", "presence_stats"]);
+async function httpRead(ctx, cmd) {
+  const name = String(cmd.command);
+  if (!ReadCommands.has(name)) throw new Error(`switchboard: ${name} needs the websocket transport`);
+  const q = new URLSearchParams();
+  q.set("channel", String(cmd.channel));
+  if (name === "history") {
+    if (cmd.limit !== void 0) q.set("limit", String(cmd.limit));
+    if (cmd.reverse) q.set("reverse", "true");
+    const since = cmd.since;
+    if (since) q.set("since", `${since.offset}:${since.epoch}`);
+  }
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers = {};
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await f(`${ctx.httpURL}/${name}?${q}`, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new DisconnectedError(`switchboard: ${name} failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
 async function answer(resp) {
   let body = null;
   try {
@@ -328,20 +359,20 @@ async function answer(resp) {
 }
 
 // src/sse.ts
-var OverlapTimeout = 1e4;
 var MaxStreamChannels = 16;
+function chunks(subs) {
+  const out = [];
+  for (let i = 0; i < subs.length; i += MaxStreamChannels) out.push(subs.slice(i, i + MaxStreamChannels));
+  return out;
+}
 var SSETransport = class {
   constructor(ctx) {
     this.ctx = ctx;
     this.name = "sse";
-    this.es = null;
     this.ended = false;
     this.started = false;
-    // the server answered (connected event) at least once
-    /** subs: the subscriptions of the current stream's channels, in its order (undefined: no longer subscribed). */
-    this.subs = [];
-    this.feeds = null;
-    this.finishOverlap = null;
+    // opened was reported
+    this.streams = [];
   }
   open() {
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
@@ -349,173 +380,111 @@ var SSETransport = class {
       setTimeout(() => this.end(0, "sse: no EventSource", false));
       return;
     }
-    this.stream();
+    this.sync();
   }
-  stream() {
-    this.finishOverlap?.();
-    const old = this.es;
-    const oldFeeds = this.feeds;
-    this.es = null;
-    const current = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    let names = current.map((s) => s.channel);
-    let listKey = "sse " + names.join(" ");
-    const prevKey = this.ctx.resume.get("sse list");
-    const resumeFirst = !old && prevKey !== void 0 && prevKey !== listKey && this.ctx.resume.has(prevKey);
-    if (resumeFirst) {
-      listKey = prevKey;
-      names = listKey.slice(4).split(" ");
-    }
-    const byName = new Map(current.map((s) => [s.channel, s]));
-    this.subs = names.map((n) => byName.get(n));
-    if (names.length === 0) {
-      old?.close();
-      if (!this.started) {
-        this.started = true;
-        this.ctx.opened({});
+  /** sync makes the streams match the subscriptions: a group whose list changed gets a new stream. */
+  sync() {
+    if (this.ended) return;
+    const groups = chunks(this.ctx.subscriptions());
+    for (let i = 0; i < Math.max(groups.length, this.streams.length); i++) {
+      const cur = this.streams[i];
+      const want = groups[i];
+      if (cur && want && cur.subs.length === want.length && cur.subs.every((s, j) => s === want[j])) continue;
+      cur?.es.close();
+      if (want) {
+        const s = this.stream(want);
+        if (!s) return;
+        this.streams[i] = s;
       }
-      return;
     }
-    this.ctx.resume.set("sse list", listKey);
+    this.streams.length = groups.length;
+    if (groups.length === 0 && !this.started) {
+      this.started = true;
+      this.ctx.opened({});
+    }
+  }
+  stream(subs) {
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
     const q = new URLSearchParams();
-    for (const n of names) q.append("channel", n);
-    const last = this.ctx.resume.get(listKey);
-    if (last) q.set("lastEventId", last);
+    for (const s of subs) q.append("channel", s.channel);
+    sinceParams(q, subs);
     const token = this.ctx.token();
     if (token) q.set("token", token);
     let es;
     try {
       es = new ES(`${this.ctx.httpURL}/sse?${q}`);
     } catch (err) {
-      old?.close();
       setTimeout(() => this.end(0, `sse: ${String(err)}`, false));
-      return;
+      return null;
     }
-    this.es = es;
-    const catching = /* @__PURE__ */ new Map();
-    let overlap;
-    let oldDone = !old;
-    const finishOverlap = (abandon = false) => {
-      oldDone = true;
-      if (this.finishOverlap === finishOverlap) this.finishOverlap = null;
-      clearTimeout(overlap);
-      if (old) old.close();
-      if (oldFeeds) oldFeeds.onRelease = null;
-      if (abandon) {
-        catching.clear();
-        return;
-      }
-      for (const [ch, c] of catching) {
-        const sub = byName.get(ch);
-        if (sub) {
-          sub.startAt({ offset: c.target, epoch: sub.position?.epoch });
-          for (const p of c.held) sub.deliver(p);
-        }
-      }
-      catching.clear();
-    };
-    const release = (ch) => {
-      const c = catching.get(ch);
-      const sub = byName.get(ch);
-      if (!c || !sub || (sub.position?.offset ?? -1) < c.target) return;
-      catching.delete(ch);
-      for (const p of c.held) sub.deliver(p);
-      if (catching.size === 0) finishOverlap();
-    };
-    this.finishOverlap = finishOverlap;
-    const feeds = { onRelease: null };
-    this.feeds = feeds;
-    if (oldFeeds) oldFeeds.onRelease = release;
-    let connected = false;
-    const remember = (e) => {
-      if (e.lastEventId) this.ctx.resume.set(listKey, e.lastEventId);
-    };
-    const deliver = (sub, p) => {
-      sub.deliver(p);
-      feeds.onRelease?.(sub.channel);
-    };
+    const st = { es, subs, connected: false };
+    const byName = new Map(subs.map((s) => [s.channel, s]));
+    const live = () => !this.ended && this.streams.includes(st);
     es.addEventListener("connected", (e) => {
-      const ev = e;
-      const d = JSON.parse(ev.data);
-      connected = true;
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse(e.data);
+      st.connected = true;
       if (!this.started) {
         this.started = true;
         this.ctx.opened({ client: d.client });
-      } else if (d.client) {
+      } else if (d.client && st === this.streams[0]) {
         this.ctx.identified(d.client);
       }
-      for (const c of d.channels ?? []) {
-        const sub = byName.get(c.channel);
-        if (!sub) continue;
-        const pos = sub.position;
-        const behind = !oldDone && !last && pos && pos.offset !== null && pos.epoch === c.epoch && pos.offset < c.offset;
-        if (behind) {
-          catching.set(c.channel, { target: c.offset, held: [] });
-          sub.subscribed({ offset: pos.offset, epoch: c.epoch }, void 0);
-        } else {
-          sub.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
-        }
-      }
-      if (catching.size === 0) finishOverlap();
-      else overlap = setTimeout(() => finishOverlap(), OverlapTimeout);
-      if (resumeFirst) this.subscriptionsChanged();
+      for (const c of d.channels ?? []) byName.get(c.channel)?.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
     });
     es.addEventListener("unrecovered", (e) => {
-      const ev = e;
-      const d = JSON.parse(ev.data);
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse(e.data);
       byName.get(d.channel)?.gap("unrecovered", { offset: d.offset, epoch: d.epoch });
     });
+    for (const kind of ["join", "leave"]) {
+      es.addEventListener(kind, (e) => {
+        if (!live()) return;
+        const d = JSON.parse(e.data);
+        byName.get(d.channel)?.presenceEvent(kind, d[kind]);
+      });
+    }
     es.addEventListener("disconnect", (e) => {
-      if (es !== this.es) return;
+      if (!live()) return;
       const d = JSON.parse(e.data);
-      this.end(d.code, d.reason ?? "disconnected", connected, d.code === 4005);
+      this.end(d.code, d.reason ?? "disconnected", st.connected || this.started, d.code === 4005);
     });
     es.onmessage = (e) => {
-      remember(e);
+      if (!live()) return;
       const m = JSON.parse(e.data);
       const sub = byName.get(m.channel);
-      if (!sub || typeof m.offset !== "number") return;
-      const p = { channel: m.channel, data: m.data, offset: m.offset };
-      const c = catching.get(m.channel);
-      if (c) c.held.push(p);
-      else deliver(sub, p);
+      if (sub && typeof m.offset === "number") sub.deliver({ channel: m.channel, data: m.data, offset: m.offset });
     };
     es.onerror = () => {
-      if (es !== this.es) return;
-      this.end(0, "sse: stream failed", connected || this.started);
+      if (!live()) return;
+      this.end(0, "sse: stream failed", st.connected || this.started);
     };
-    if (old) {
-      old.onerror = () => finishOverlap();
-      old.addEventListener("disconnect", () => finishOverlap());
-    }
+    return st;
   }
   end(code, reason, opened, tokenExpired = false) {
     if (this.ended) return;
-    this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    this.close();
     this.ctx.closed({ code, reason, opened, tokenExpired, fatal: closeIsFatal(code) });
   }
   close() {
     this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
   }
   subscriptionsChanged() {
-    if (this.ended) return;
-    const now = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    if (now.length === this.subs.length && now.every((s, i) => s === this.subs[i])) return;
-    this.stream();
+    this.sync();
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
   }
+  request(command) {
+    return httpRead(this.ctx, command);
+  }
   async refresh(_token) {
-    if (!this.ended && this.es) this.stream();
+    if (this.ended) return;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
+    this.sync();
   }
 };
 
@@ -527,36 +496,48 @@ var PollTransport = class {
     this.name = "poll";
     this.ended = false;
     this.started = false;
-    this.abort = null;
-    this.changed = false;
+    this.workers = /* @__PURE__ */ new Map();
     this.idle = null;
   }
   open() {
-    void this.loop();
-  }
-  close() {
-    this.ended = true;
-    this.abort?.abort();
-    this.idle?.();
-  }
-  end(code, reason, tokenExpired = false, fatal = false) {
-    if (this.ended) return;
-    this.ended = true;
-    this.abort?.abort();
-    this.ctx.closed({ code, reason, opened: this.started, tokenExpired, fatal });
-  }
-  async loop() {
     const f = this.ctx.env.fetch ?? globalThis.fetch;
     if (!f) {
       setTimeout(() => this.end(0, "poll: no fetch"));
       return;
     }
-    const lastKey = this.ctx.resume.get("poll list");
-    let prev = lastKey ? { key: lastKey } : null;
+    this.sync();
+  }
+  close() {
+    this.ended = true;
+    for (const w of this.workers.values()) w.abort?.abort();
+    this.idle?.();
+  }
+  end(code, reason, tokenExpired = false, fatal = false) {
+    if (this.ended) return;
+    this.close();
+    this.ctx.closed({ code, reason, opened: this.started, tokenExpired, fatal });
+  }
+  /** sync starts a worker per group of channels (worker 0 also waits while there are none). */
+  sync() {
+    if (this.ended) return;
+    const n = Math.max(1, chunks(this.ctx.subscriptions()).length);
+    for (let k = 0; k < n; k++) {
+      if (this.workers.has(k)) continue;
+      const w = { abort: null, changed: false };
+      this.workers.set(k, w);
+      void this.loop(k, w);
+    }
+  }
+  async loop(k, w) {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
     while (!this.ended) {
-      const subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-      this.changed = false;
+      const subs = chunks(this.ctx.subscriptions())[k] ?? [];
+      w.changed = false;
       if (subs.length === 0) {
+        if (k > 0) {
+          this.workers.delete(k);
+          return;
+        }
         if (!this.started) {
           this.started = true;
           this.ctx.opened({});
@@ -565,43 +546,48 @@ var PollTransport = class {
         this.idle = null;
         continue;
       }
-      const key = "poll " + subs.map((s) => s.channel).join(" ");
-      const cursor = this.ctx.resume.get(key);
       const q = new URLSearchParams();
       for (const s of subs) q.append("channel", s.channel);
-      if (cursor) q.set("cursor", cursor);
-      q.set("timeout", String(PollTimeout));
+      const since = sinceParams(q, subs);
+      const wait = this.started && subs.every((s, i) => since[i] !== void 0 && s.state === "subscribed");
+      q.set("timeout", wait ? String(PollTimeout) : "0");
       const headers = {};
       const token = this.ctx.token();
       if (token) headers["Authorization"] = `Bearer ${token}`;
       const abort = new AbortController();
-      this.abort = abort;
+      w.abort = abort;
       let result;
       try {
         const resp = await f(`${this.ctx.httpURL}/poll?${q}`, { headers, signal: abort.signal, cache: "no-store" });
         result = await answer(resp);
       } catch (err) {
         if (this.ended) return;
-        if (this.changed) continue;
+        if (w.changed) continue;
         if (err instanceof ServerError) {
           if (err.code === 419) return this.end(4005, err.message, true);
           if (err.code === 401) return this.end(4502, err.message, false, true);
           if (err.code === 503) return this.end(0, err.message);
-          if (err.code === 400 && cursor) {
-            this.ctx.resume.delete(key);
-            continue;
-          }
           for (const s of subs) s.failed(err);
           continue;
         }
         return this.end(0, `poll: ${String(err)}`);
       }
       if (this.ended) return;
+      if (w.changed) continue;
       const byName = new Map(subs.map((s) => [s.channel, s]));
-      for (const ch of result.unrecovered ?? []) byName.get(ch)?.gap("unrecovered", { offset: null });
-      for (const s of subs) {
-        if (s.state === "subscribing") s.subscribed({ offset: s.position?.offset ?? null, epoch: s.position?.epoch }, void 0);
+      const positions = /* @__PURE__ */ new Map();
+      for (const c of result.channels ?? []) positions.set(c.channel, { offset: c.offset, epoch: c.epoch });
+      const lost = new Set(result.unrecovered ?? []);
+      for (const ch of lost) {
+        const s = byName.get(ch);
+        const p = positions.get(ch);
+        const pos = p ? { offset: p.offset, epoch: p.epoch } : { offset: null };
+        if (s?.state === "subscribing") s.subscribed(pos, false);
+        else s?.gap("unrecovered", pos);
       }
+      subs.forEach((s, i) => {
+        if (s.state === "subscribing" && since[i] && !lost.has(s.channel)) s.subscribed({ ...since[i] }, void 0);
+      });
       if (!this.started) {
         this.started = true;
         this.ctx.opened({});
@@ -610,46 +596,27 @@ var PollTransport = class {
         const s = byName.get(m.channel);
         if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
       }
-      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
-      if (!cursor && prev && prev.key !== key && this.ctx.resume.has(prev.key)) {
-        await this.drain(prev.key, headers);
+      for (const s of subs) {
+        const p = positions.get(s.channel);
+        if (!p) continue;
+        if (s.state === "subscribing") s.subscribed({ ...p }, void 0);
+        else if (s.position && s.position.offset === p.offset) s.position.epoch = p.epoch;
       }
-      prev = { key };
-      this.ctx.resume.set("poll list", key);
     }
-  }
-  /** drain polls an old channel list with timeout=0 until it returns nothing. */
-  async drain(key, headers) {
-    const f = this.ctx.env.fetch ?? globalThis.fetch;
-    const names = key.slice(5).split(" ");
-    const subs = this.ctx.subscriptions();
-    for (let i = 0; i < 100 && !this.ended; i++) {
-      const q = new URLSearchParams();
-      for (const n of names) q.append("channel", n);
-      q.set("cursor", this.ctx.resume.get(key) ?? "");
-      q.set("timeout", "0");
-      let result;
-      try {
-        result = await answer(await f(`${this.ctx.httpURL}/poll?${q}`, { headers, cache: "no-store" }));
-      } catch {
-        break;
-      }
-      for (const m of result.messages ?? []) {
-        const s = subs.find((x) => x.channel === m.channel);
-        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
-      }
-      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
-      if (!result.messages?.length || result.unrecovered?.length) break;
-    }
-    this.ctx.resume.delete(key);
   }
   subscriptionsChanged() {
-    this.changed = true;
-    this.abort?.abort();
+    for (const w of this.workers.values()) {
+      w.changed = true;
+      w.abort?.abort();
+    }
     this.idle?.();
+    this.sync();
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
+  }
+  request(command) {
+    return httpRead(this.ctx, command);
   }
   async refresh(_token) {
   }
@@ -767,6 +734,12 @@ var Subscription = class {
     this.position = { offset: p.offset, epoch: pos?.epoch };
     this.delivered++;
     this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+  }
+  /** @internal presenceEvent hands a join or leave push to its handler. */
+  presenceEvent(kind, info) {
+    if (this.state === "unsubscribed" || !info || typeof info !== "object") return;
+    if (kind === "join") this.handlers.onJoin?.(info);
+    else this.handlers.onLeave?.(info);
   }
   /** @internal gap tells the subscriber its state is stale and moves to `pos`. */
   gap(reason, pos) {
@@ -1011,6 +984,10 @@ var WebSocketTransport = class {
       sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
     } else if (msg.reset) {
       sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
+    } else if (msg.join) {
+      sub.presenceEvent("join", msg.join);
+    } else if (msg.leave) {
+      sub.presenceEvent("leave", msg.leave);
     }
   }
 };
@@ -1353,15 +1330,15 @@ var Switchboard = class {
     if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
   }
-  /** presence lists the clients subscribed to a channel (WebSocket only). */
+  /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
   presence(channel) {
     return this.command({ command: "presence", channel });
   }
-  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  /** presenceStats counts the clients and users of a channel (over SSE and long polling: GET /presence_stats). */
   presenceStats(channel) {
     return this.command({ command: "presence_stats", channel });
   }
-  /** history reads a channel's history (WebSocket only). */
+  /** history reads a channel's history (over SSE and long polling: GET /history). */
   history(channel, opts = {}) {
     return this.command({ command: "history", channel, ...opts });
   }

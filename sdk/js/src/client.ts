@@ -14,7 +14,7 @@ import { Subscription } from "./subscription.js";
 import type { SubscriptionHandlers } from "./subscription.js";
 import type { Env, Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError } from "./types.js";
-import type { CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
+import type { ClientInfo, CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
 import { WebSocketTransport } from "./ws.js";
 
 /** SwitchboardOptions configures a client. Every field is optional. */
@@ -481,17 +481,17 @@ export class Switchboard {
     return this.box.add(channel, data);
   }
 
-  /** presence lists the clients subscribed to a channel (WebSocket only). */
-  presence(channel: string): Promise<{ clients: unknown[]; num_clients: number; num_users: number }> {
+  /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
+  presence(channel: string): Promise<{ clients: ClientInfo[]; num_clients: number; num_users: number }> {
     return this.command({ command: "presence", channel });
   }
 
-  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  /** presenceStats counts the clients and users of a channel (over SSE and long polling: GET /presence_stats). */
   presenceStats(channel: string): Promise<{ num_clients: number; num_users: number }> {
     return this.command({ command: "presence_stats", channel });
   }
 
-  /** history reads a channel's history (WebSocket only). */
+  /** history reads a channel's history (over SSE and long polling: GET /history). */
   history(channel: string, opts: HistoryOptions = {}): Promise<{ publications: Publication[]; offset: number; epoch: string }> {
     return this.command({ command: "history", channel, ...opts });
   }

@@ -144,9 +144,10 @@ export async function waitFor(cond, what, ms = 10_000) {
   }
 }
 
-// FakeSSE is an EventSource class over a FakeServer's channels. An event id
-// is the JSON of the offsets (the real server's ids are opaque; the client
-// never reads them). A stream can be paused: its events queue up.
+// FakeSSE is an EventSource class over a FakeServer's channels, started
+// from the since parameters. An event id is the JSON of the offsets (the
+// real server's ids are opaque; the client never reads them). A stream can
+// be paused: its events queue up.
 export function fakeEventSource(server) {
   return class FakeEventSource {
     static streams = [];
@@ -160,14 +161,31 @@ export function fakeEventSource(server) {
       this.closed = false;
       this.readyState = 0;
       FakeEventSource.streams.push(this);
-      const last = u.searchParams.get('lastEventId');
-      this.offsets = last ? JSON.parse(last) : this.channels.map((c) => server.channel(c).pubs.length);
+      // since: one OFFSET:EPOCH (or empty) per channel, as the server takes it.
+      const since = u.searchParams.getAll('since');
+      const lost = [];
+      this.offsets = this.channels.map((c, i) => {
+        const top = server.channel(c).pubs.length;
+        if (!since[i]) return top;
+        const [off, epoch] = [Number(since[i].split(':')[0]), since[i].slice(since[i].indexOf(':') + 1)];
+        if (epoch !== server.channel(c).epoch || off > top) {
+          lost.push(i);
+          return off;
+        }
+        return off;
+      });
       const start = [...this.offsets];
+      const epochs = this.channels.map((c, i) => (since[i] ? since[i].slice(since[i].indexOf(':') + 1) : server.channel(c).epoch));
       setTimeout(() => {
         if (this.closed) return;
         this.readyState = 1;
-        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: server.channel(c).epoch })) });
+        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: epochs[i] })) });
         this.channels.forEach((c, i) => {
+          if (lost.includes(i)) {
+            start[i] = server.channel(c).pubs.length;
+            this.offsets[i] = start[i];
+            this.emit('unrecovered', { channel: c, offset: start[i], epoch: server.channel(c).epoch });
+          }
           for (const p of server.channel(c).pubs.slice(start[i])) this.pub(p);
           server.channel(c).subs.add(this);
         });
