@@ -165,7 +165,9 @@ var Outbox = class {
   }
   /** nextSeq is the seq of a new entry. */
   nextSeq() {
-    this.seq = Math.max(Date.now() * 1e3, this.seq + 1);
+    const perf = globalThis.performance;
+    const now = perf?.timeOrigin ? perf.timeOrigin + perf.now() : Date.now();
+    this.seq = Math.max(Math.floor(now * 1e3), this.seq + 1);
     return this.seq;
   }
   /**
@@ -193,15 +195,15 @@ var Outbox = class {
         return;
       }
       const have = new Set(this.entries.map((e) => e.id));
-      let added = false;
+      const fresh = [];
       for (const k of kept) {
         this.seq = Math.max(this.seq, k.seq);
         if (have.has(k.id) || this.acked.has(k.id)) continue;
-        this.entries.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
+        fresh.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
         this.seqOf.set(k.id, k.seq);
-        added = true;
       }
-      if (!added) return;
+      if (!fresh.length) return;
+      this.entries.unshift(...fresh);
       const order = this.entries.map((e, i) => [this.seqOf.get(e.id) ?? 0, i, e]);
       order.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
       this.entries.splice(0, this.entries.length, ...order.map((x) => x[2]));
@@ -1216,7 +1218,8 @@ var Switchboard = class {
         awaiting: false,
         ping: 0,
         outboxTimer: 0,
-        persisting: Promise.resolve()
+        persisting: Promise.resolve(),
+        handing: /* @__PURE__ */ new Map()
       };
       g2.addEventListener?.("pagehide", this.shared.pageHide);
       g2.addEventListener?.("pageshow", this.shared.pageShow);
@@ -1398,7 +1401,8 @@ var Switchboard = class {
       awaiting: false,
       ping: 0,
       outboxTimer: 0,
-      persisting: Promise.resolve()
+      persisting: Promise.resolve(),
+      handing: /* @__PURE__ */ new Map()
     };
     this.becomeLeader();
   }
@@ -1669,10 +1673,12 @@ var Switchboard = class {
   sharedPublish(channel, data) {
     const sh = this.shared;
     const key = randomKey();
+    sh.handing.set(key, { id: key, channel, data, state: "queued" });
     const stored = sh.persisting.then(() => this.box.persist(channel, data, key).catch(() => void 0));
     sh.persisting = stored.then(() => {
     });
     return stored.then((seq) => {
+      sh.handing.delete(key);
       if (!this.shared) return this.box.add(channel, data, key, seq);
       return this.request({ op: "publish", channel, data, key, seq });
     });
@@ -1706,14 +1712,18 @@ var Switchboard = class {
   /** outbox lists the publishes not acknowledged yet (and those failed for good). */
   get outbox() {
     const sh = this.shared;
-    if (!sh || sh.leader) return this.box.entries;
-    const listed = new Set(sh.view.map((e) => e.id));
+    if (!sh) return this.box.entries;
+    const base = sh.leader ? this.box.entries : sh.view;
     const mine = [];
-    for (const p of sh.pending.values()) {
-      const m = p.msg;
-      if (m.t === "req" && m.op === "publish" && !listed.has(m.key)) mine.push({ id: m.key, channel: m.channel, data: m.data, state: "queued" });
+    if (!sh.leader) {
+      const listed = new Set(sh.view.map((e) => e.id));
+      for (const p of sh.pending.values()) {
+        const m = p.msg;
+        if (m.t === "req" && m.op === "publish" && !listed.has(m.key)) mine.push({ id: m.key, channel: m.channel, data: m.data, state: "queued" });
+      }
     }
-    return mine.length ? [...sh.view, ...mine] : sh.view;
+    mine.push(...sh.handing.values());
+    return mine.length ? [...base, ...mine] : base;
   }
   /** dropFailed removes the entries that failed for good from {@link outbox}. */
   dropFailed() {
@@ -2116,7 +2126,7 @@ var Hub = class {
       fallbackAfter: config.fallbackAfter,
       upgradeAfter: config.upgradeAfter,
       pingInterval: config.pingInterval,
-      outbox: config.memoryOutbox ? false : void 0,
+      outbox: config.memoryOutbox ? false : this.opts.outbox,
       env: this.opts.env,
       sharedTimings: this.opts.sharedTimings,
       hub: bus

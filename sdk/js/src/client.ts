@@ -230,6 +230,7 @@ export class Switchboard {
         ping: 0,
         outboxTimer: 0,
         persisting: Promise.resolve(),
+        handing: new Map(),
       };
       g.addEventListener?.("pagehide", this.shared.pageHide);
       g.addEventListener?.("pageshow", this.shared.pageShow);
@@ -423,6 +424,7 @@ export class Switchboard {
       ping: 0,
       outboxTimer: 0,
       persisting: Promise.resolve(),
+      handing: new Map(),
     };
     this.becomeLeader();
   }
@@ -724,9 +726,11 @@ export class Switchboard {
   private sharedPublish(channel: string, data: unknown): Promise<{ offset: number }> {
     const sh = this.shared!;
     const key = randomKey();
+    sh.handing.set(key, { id: key, channel, data, state: "queued" });
     const stored = sh.persisting.then(() => this.box.persist(channel, data, key).catch(() => undefined));
     sh.persisting = stored.then(() => {});
     return stored.then((seq) => {
+      sh.handing.delete(key);
       if (!this.shared) return this.box.add(channel, data, key, seq);
       return this.request({ op: "publish", channel, data, key, seq });
     });
@@ -767,15 +771,20 @@ export class Switchboard {
   /** outbox lists the publishes not acknowledged yet (and those failed for good). */
   get outbox(): readonly OutboxEntry[] {
     const sh = this.shared;
-    if (!sh || sh.leader) return this.box.entries;
-    // The holder's outbox, and this tab's publishes it has not listed yet.
-    const listed = new Set(sh.view.map((e) => e.id));
+    if (!sh) return this.box.entries;
+    // The holder's outbox, and this tab's publishes it has not listed yet
+    // (being stored, or on their way).
+    const base = sh.leader ? this.box.entries : sh.view;
     const mine: OutboxEntry[] = [];
-    for (const p of sh.pending.values()) {
-      const m = p.msg;
-      if (m.t === "req" && m.op === "publish" && !listed.has(m.key!)) mine.push({ id: m.key!, channel: m.channel!, data: m.data, state: "queued" });
+    if (!sh.leader) {
+      const listed = new Set(sh.view.map((e) => e.id));
+      for (const p of sh.pending.values()) {
+        const m = p.msg;
+        if (m.t === "req" && m.op === "publish" && !listed.has(m.key!)) mine.push({ id: m.key!, channel: m.channel!, data: m.data, state: "queued" });
+      }
     }
-    return mine.length ? [...sh.view, ...mine] : sh.view;
+    mine.push(...sh.handing.values());
+    return mine.length ? [...base, ...mine] : base;
   }
 
   /** dropFailed removes the entries that failed for good from {@link outbox}. */
@@ -1141,6 +1150,7 @@ interface SharedState {
   awaiting: boolean;
   ping: any;
   outboxTimer: any;
-  /** persisting: the tab's publishes are stored, then handed over, in order. */
+  /** persisting: the tab's publishes are stored, then handed over, in order; handing: those not handed yet. */
   persisting: Promise<unknown>;
+  handing: Map<string, OutboxEntry>;
 }

@@ -14,6 +14,7 @@
 // speaks again, and joins anew.
 
 import { Switchboard, tabLockName } from "./client.js";
+import type { OutboxStore } from "./outbox.js";
 import type { Bus, Locks, Message, SharedConfig } from "./shared.js";
 
 /** HubOptions tune a Hub (tests). */
@@ -22,8 +23,9 @@ export interface HubOptions {
   locks?: Locks;
   /** silence: without locks, a tab not heard from this long is dropped, in ms. Default 60000. */
   silence?: number;
-  /** env and sharedTimings are handed to the client (tests). */
+  /** env, outbox and sharedTimings are handed to the client (tests). */
   env?: Record<string, unknown>;
+  outbox?: OutboxStore;
   sharedTimings?: { gather?: number; ping?: number };
 }
 
@@ -162,7 +164,7 @@ export class Hub {
       fallbackAfter: config.fallbackAfter,
       upgradeAfter: config.upgradeAfter,
       pingInterval: config.pingInterval,
-      outbox: config.memoryOutbox ? false : undefined,
+      outbox: config.memoryOutbox ? false : this.opts.outbox,
       env: this.opts.env as any,
       sharedTimings: this.opts.sharedTimings,
       hub: bus,

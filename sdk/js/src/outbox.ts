@@ -179,7 +179,9 @@ export class Outbox {
 
   /** nextSeq is the seq of a new entry. */
   nextSeq(): number {
-    this.seq = Math.max(Date.now() * 1000, this.seq + 1);
+    const perf = (globalThis as { performance?: { timeOrigin?: number; now(): number } }).performance;
+    const now = perf?.timeOrigin ? perf.timeOrigin + perf.now() : Date.now();
+    this.seq = Math.max(Math.floor(now * 1000), this.seq + 1);
     return this.seq;
   }
 
@@ -209,16 +211,17 @@ export class Outbox {
         return;
       }
       const have = new Set(this.entries.map((e) => e.id));
-      let added = false;
+      const fresh: OutboxEntry[] = [];
       for (const k of kept) {
         this.seq = Math.max(this.seq, k.seq);
         if (have.has(k.id) || this.acked.has(k.id)) continue;
-        this.entries.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
+        fresh.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
         this.seqOf.set(k.id, k.seq);
-        added = true;
       }
-      if (!added) return;
-      // Stable: entries of equal seq keep their order.
+      if (!fresh.length) return;
+      // Stable; of equal seqs, the stored ones first (made before this
+      // context saw them).
+      this.entries.unshift(...fresh);
       const order = this.entries.map((e, i) => [this.seqOf.get(e.id) ?? 0, i, e] as const);
       order.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
       this.entries.splice(0, this.entries.length, ...order.map((x) => x[2]));
