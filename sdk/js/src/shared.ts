@@ -1,17 +1,19 @@
 // sharedConnection: the tabs of one origin share one server connection.
 //
-// Every client with sharedConnection asks for a Web Lock named after the
-// server. The tab holding it is the leader: it alone owns a transport and
-// its subscriptions (the "wire" subscriptions, one per channel, reference
-// counted by tab) and the outbox. It fans everything out on a
-// BroadcastChannel: publications with their offsets, gaps, subscribe
-// confirmations, the connection state, and the answers to the other tabs'
-// requests (publish, history, presence). Every tab, the leader included,
-// delivers through its own Subscription objects, which drop offsets they
-// already delivered. When the leader goes (tab closed, client closed), the
-// browser gives the lock to another tab, which says hello; the tabs
-// announce their subscriptions again with the position each delivered last,
-// and the new leader resubscribes every channel from the lowest of them.
+// The connection is held by a SharedWorker (hub.ts) or, where there is
+// none, by a leader tab: every client asks for a Web Lock named after the
+// share (server and identity), and the tab holding it is the leader. The
+// holder alone owns a transport and its subscriptions (the "wire"
+// subscriptions, one per channel, reference counted by tab) and sends the
+// outbox. It sends the tabs, over the worker's ports or a BroadcastChannel:
+// publications with their offsets, gaps, subscribe confirmations, the
+// connection state, the outbox, and the answers to the tabs' requests
+// (publish, history, presence). Every tab delivers through its own
+// Subscription objects, which drop offsets they already delivered. When a
+// leader goes (tab closed, client closed), the browser gives the lock to
+// another tab, which says hello; the tabs announce their subscriptions
+// again with the position each delivered last, and the new leader
+// resubscribes every channel from the lowest of them.
 
 import type { BackoffOptions } from "./backoff.js";
 import type { OutboxState } from "./outbox.js";
