@@ -122,7 +122,9 @@ async function waitFor(page, fn, arg, what) {
   try {
     await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 20 });
   } catch (err) {
-    const snap = await page.evaluate(() => ({ got: window.got?.length, gaps: window.gaps, state: window.c?.state, transport: window.c?.transportName })).catch(() => ({}));
+    const snap = await page
+      .evaluate(() => ({ got: window.got?.length, gaps: window.gaps, state: window.c?.state, transport: window.c?.transportName, outbox: window.c?.outbox?.length, sharing: window.c?.shared && { mode: window.c.shared.mode, leader: window.c.shared.leader } }))
+      .catch(() => ({}));
     throw new Error(`timed out waiting for ${what}: ${JSON.stringify(snap)}`, { cause: err });
   }
 }
@@ -305,6 +307,17 @@ const storedCount = () =>
     };
   });
 
+// waitForStored waits until the page's IndexedDB holds n outbox entries
+// (polled from here: waitForFunction does not wait for a promise).
+async function waitForStored(page, n) {
+  const deadline = Date.now() + WAIT;
+  let have;
+  while ((have = await page.evaluate((fn) => eval(fn)(), storedCount.toString())) !== n) {
+    assert.ok(Date.now() < deadline, `want ${n} entries in IndexedDB, have ${have}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 test('20 publishes while offline survive a reload and are delivered once each, in order', { timeout: TEST_TIMEOUT }, async () => {
   const srv = await start();
   const init = recorder('outbox', `{ transports: ['websocket'], backoff: { base: 50, max: 400 } }`);
@@ -318,7 +331,7 @@ test('20 publishes while offline survive a reload and are delivered once each, i
       for (let i = 0; i < 20; i++) window.c.publish('outbox', i).catch(() => {});
     });
     // Wait until IndexedDB holds all 20 (the outbox writes each before sending).
-    await waitFor(page, async (fn) => (await eval(fn)()) === 20, storedCount.toString(), '20 entries in IndexedDB');
+    await waitForStored(page, 20);
     assert.deepEqual(await page.evaluate(() => window.c.outbox.map((e) => e.state)), Array(20).fill('queued'));
     await page.reload({ timeout: WAIT }); // still offline
     await page.waitForFunction(() => window.sdkLoaded === true, null, { timeout: WAIT });
@@ -566,7 +579,7 @@ test('sharedConnection: a follower tab publishes while offline, the leader tab c
       for (let i = 0; i < n; i++) window.c.publish('follow', i).catch(() => {});
     }, N);
     // The follower stores each publish before handing it to the leader.
-    await waitFor(b, async (arg) => (await eval(arg.fn)()) === arg.n, { fn: storedCount.toString(), n: N }, `${N} entries in IndexedDB`);
+    await waitForStored(b, N);
     await waitFor(a, (n) => window.c.outbox.length === n, N, 'the leader queued them');
     await a.close(); // the leader goes before it could send
     await b.reload({ timeout: WAIT }); // still offline

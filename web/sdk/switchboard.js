@@ -1674,9 +1674,9 @@ var Switchboard = class {
     const sh = this.shared;
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
-    const stored = sh.persisting.then(() => this.box.persist(channel, data, key).catch(() => void 0));
-    sh.persisting = stored.then(() => {
-    });
+    const put = this.box.persist(channel, data, key).catch(() => void 0);
+    const stored = sh.persisting.then(() => put);
+    sh.persisting = stored;
     return stored.then((seq) => {
       sh.handing.delete(key);
       if (!this.shared) return this.box.add(channel, data, key, seq);

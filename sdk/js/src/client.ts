@@ -727,8 +727,10 @@ export class Switchboard {
     const sh = this.shared!;
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
-    const stored = sh.persisting.then(() => this.box.persist(channel, data, key).catch(() => undefined));
-    sh.persisting = stored.then(() => {});
+    // Written at once (IndexedDB runs the writes in order), handed over in order.
+    const put = this.box.persist(channel, data, key).catch(() => undefined);
+    const stored = sh.persisting.then(() => put);
+    sh.persisting = stored;
     return stored.then((seq) => {
       sh.handing.delete(key);
       if (!this.shared) return this.box.add(channel, data, key, seq);
