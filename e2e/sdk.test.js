@@ -599,3 +599,29 @@ test('sharedConnection: a follower tab publishes while offline, the leader tab c
   assert.deepEqual(b.errors, []);
   await b.close();
 });
+
+test('sharedConnection never crosses identities: tabs of two users in one browser get one connection each, tabs of one user share', { timeout: TEST_TIMEOUT }, async () => {
+  const srv = await start(['--jwt-secret', JWT_SECRET, '--allow-anonymous=false']);
+  const tab = async (user, ttl) => {
+    const init = `
+window.got = [];
+window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { token: ${JSON.stringify(mint(user, ttl))} });
+window.sub = c.subscribe('who', { onPublication: (p) => got.push(p.data) });
+`;
+    const page = await openPage(srv, { init });
+    await waitFor(page, () => window.sub.state === 'subscribed' && window.c.state === 'connected', null, `${user}'s tab subscribed`);
+    return page;
+  };
+  const alice1 = await tab('alice', 600);
+  const bob = await tab('bob', 600);
+  const alice2 = await tab('alice', 900); // another token of alice: the same identity
+  assert.equal(await connections(srv, 2), 2, 'one connection per user');
+  const [a1, a2, b] = await Promise.all([alice1, alice2, bob].map((p) => p.evaluate(() => window.c.clientId)));
+  assert.equal(a1, a2, 'alice\'s tabs share');
+  assert.notEqual(a1, b, 'bob has his own');
+  const users = (await api(srv, 'presence', { channel: 'who' })).body.result.clients.map((c) => c.user).sort();
+  assert.deepEqual(users, ['alice', 'bob']);
+  await publish(srv, 'who', 'hello');
+  for (const p of [alice1, alice2, bob]) await waitFor(p, () => window.got.length === 1, null, 'the publication');
+  for (const p of [alice1, alice2, bob]) await p.close();
+});
