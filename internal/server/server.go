@@ -223,11 +223,13 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		mux.Handle("/debug/pprof/trace", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace))))
 		mux.Handle("/debug/pprof/symbol", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol))))
 	}
-	sdkJS, err := sdkHandler()
-	if err != nil {
-		return nil, err
+	for _, name := range []string{"switchboard.js", "switchboard-worker.js"} {
+		h, err := sdkHandler(name)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/sdk/"+name, guard.RequireHost(h))
 	}
-	mux.Handle("/sdk/switchboard.js", guard.RequireHost(sdkJS))
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {
