@@ -599,7 +599,9 @@ test('50 mixed cuts (server API, offline, server restarts with Redis) during 500
   const pages = {};
   try {
     for (const transport of ['websocket', 'sse', 'poll']) {
-      pages[transport] = await openPage(holder.srv, { init: recorder('mixed', `{ transports: ['${transport}'], backoff: { base: 50, max: 400 } }`) });
+      // noSharedWorker: the test cuts the network with setOffline, which
+      // reaches the page, not a SharedWorker.
+      pages[transport] = await openPage(holder.srv, { noSharedWorker: true, init: recorder('mixed', `{ transports: ['${transport}'], backoff: { base: 50, max: 400 } }`) });
       await waitFor(pages[transport], () => window.sub.state === 'subscribed' && window.c.state === 'connected', null, `${transport} subscribed`);
     }
     const N = 500;
@@ -695,6 +697,8 @@ test('transport switches mid-stream: WebSocket blocked, to SSE, SSE blocked, to 
   // throw, as when a proxy refuses them); what is open stays open until the
   // server cuts it.
   await page.addInitScript(() => {
+    // The connection must be the page's (blocked below), not a SharedWorker's.
+    delete window.SharedWorker;
     const RealWS = window.WebSocket;
     window.WebSocket = class extends RealWS {
       constructor(url, protocols) {
