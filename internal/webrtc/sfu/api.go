@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
@@ -128,6 +129,7 @@ func settingEngine(cfg *Config) webrtc.SettingEngine {
 	var se webrtc.SettingEngine
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
 	if cfg.UDPConn != nil {
 		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, cfg.UDPConn))

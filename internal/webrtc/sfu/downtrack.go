@@ -130,7 +130,7 @@ func (d *downTrack) forward(f *frame) {
 	var wantKey int = -1
 	var switched = -1
 	d.mu.Lock()
-	if !d.bound || d.paused {
+	if !d.bound || d.paused || !d.sub.subReady.Load() {
 		d.mu.Unlock()
 		return
 	}
@@ -231,13 +231,7 @@ func (d *downTrack) readRTCP() {
 		for _, p := range pkts {
 			switch p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				d.mu.Lock()
-				q := d.current
-				if q < 0 {
-					q = d.target
-				}
-				d.mu.Unlock()
-				d.up.requestKeyframe(q)
+				d.up.requestKeyframe(d.wantedLayer())
 			}
 		}
 	}
@@ -302,6 +296,16 @@ func (d *downTrack) allocate(budget int) {
 	if changed {
 		d.up.requestKeyframe(best)
 	}
+}
+
+// wantedLayer is the layer forwarded, or the target before the first.
+func (d *downTrack) wantedLayer() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.current >= 0 {
+		return d.current
+	}
+	return d.target
 }
 
 func (d *downTrack) info() SubscriptionInfo {

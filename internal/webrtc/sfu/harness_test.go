@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
@@ -112,6 +113,7 @@ func (l *lab) join(id, room string, publish bool) *peer {
 	}
 	var se webrtc.SettingEngine
 	se.SetNet(l.newNet())
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	p := &peer{t: t, lab: l, id: id, room: room, received: map[string]*recvTrack{},
 		api: webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))}
 	sub, err := p.api.NewPeerConnection(webrtc.Configuration{})
@@ -314,25 +316,30 @@ func (s *source) start(t *testing.T) {
 		}
 	}
 	mid := ""
-	s.done.Add(2)
-	go func() { // keyframe requests
-		defer s.done.Done()
-		for {
-			pkts, _, err := s.sender.ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, p := range pkts {
-				if pli, ok := p.(*rtcp.PictureLossIndication); ok {
-					s.plis.Add(1)
-					for i := range s.tracks {
-						_ = pli
+	s.done.Add(1 + len(s.tracks))
+	for i, tr := range s.tracks {
+		go func() { // keyframe requests for this layer
+			defer s.done.Done()
+			for {
+				var pkts []rtcp.Packet
+				var err error
+				if tr.RID() == "" {
+					pkts, _, err = s.sender.ReadRTCP()
+				} else {
+					pkts, _, err = s.sender.ReadSimulcastRTCP(tr.RID())
+				}
+				if err != nil {
+					return
+				}
+				for _, p := range pkts {
+					if _, ok := p.(*rtcp.PictureLossIndication); ok {
+						s.plis.Add(1)
 						s.forceKey[i].Store(true)
 					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	go func() {
 		defer s.done.Done()
 		interval := 33 * time.Millisecond

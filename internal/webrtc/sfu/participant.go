@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor/pkg/cc"
@@ -29,6 +30,10 @@ type Participant struct {
 	// Set at creation, never changed.
 	sub       *webrtc.PeerConnection // nil in a P2P room
 	estimator cc.BandwidthEstimator  // the subscriber connection's; may be nil
+	// subReady is set once the subscriber connection is connected (SRTP
+	// keys agreed): pion drops what is written before, so forwarding
+	// starts, at a keyframe, only then.
+	subReady atomic.Bool
 
 	mu        sync.Mutex
 	pub       *webrtc.PeerConnection // created by the first offer
@@ -64,6 +69,17 @@ func newParticipant(r *Room, req JoinRequest, sig Signaler) (*Participant, error
 	p.sub, p.estimator = pc, est
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		r.sfu.log.Debug("subscriber connection", "room", r.name, "participant", p.id, "state", st.String())
+		if st == webrtc.PeerConnectionStateConnected && !p.subReady.Swap(true) {
+			p.mu.Lock()
+			downs := make([]*downTrack, 0, len(p.downs))
+			for _, d := range p.downs {
+				downs = append(downs, d)
+			}
+			p.mu.Unlock()
+			for _, d := range downs {
+				d.up.requestKeyframe(d.wantedLayer())
+			}
+		}
 	})
 	go p.negotiateLoop()
 	return p, nil
