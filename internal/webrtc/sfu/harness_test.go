@@ -61,6 +61,11 @@ func newLab(t *testing.T, cfg Config) *lab {
 }
 
 func (l *lab) newNet() *vnet.Net {
+	n, _ := l.newNetIP()
+	return n
+}
+
+func (l *lab) newNetIP() (*vnet.Net, string) {
 	ip := fmt.Sprintf("10.0.0.%d", 10+l.nextIP.Add(1))
 	n, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
 	if err != nil {
@@ -69,7 +74,7 @@ func (l *lab) newNet() *vnet.Net {
 	if err := l.router.AddNet(n); err != nil {
 		l.t.Fatal(err)
 	}
-	return n
+	return n, ip
 }
 
 // peer is a pion client of the SFU: a publishing and a subscribing
@@ -79,6 +84,7 @@ type peer struct {
 	lab  *lab
 	id   string
 	room string
+	ip   string
 	api  *webrtc.API
 
 	pub *webrtc.PeerConnection
@@ -112,9 +118,10 @@ func (l *lab) join(id, room string, publish bool) *peer {
 		t.Fatal(err)
 	}
 	var se webrtc.SettingEngine
-	se.SetNet(l.newNet())
+	n, ip := l.newNetIP()
+	se.SetNet(n)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	p := &peer{t: t, lab: l, id: id, room: room, received: map[string]*recvTrack{},
+	p := &peer{t: t, lab: l, id: id, room: room, ip: ip, received: map[string]*recvTrack{},
 		api: webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))}
 	sub, err := p.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -398,7 +405,6 @@ func (s *source) start(t *testing.T) {
 	}()
 	t.Cleanup(s.halt)
 }
-
 
 func (s *source) halt() {
 	select {

@@ -47,9 +47,9 @@ type Room struct {
 	mode  string
 	codec string // first video codec choice, "" for the SFU's order
 
-	mu       sync.Mutex
-	parts    []*Participant // in join order
-	closed   bool
+	mu           sync.Mutex
+	parts        []*Participant // in join order
+	closed       bool
 	speakers     []string // owned by the loop goroutine
 	lastSpeakers []string // a copy for info, guarded by mu
 
