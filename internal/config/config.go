@@ -84,6 +84,13 @@ type Config struct {
 	NATSStorage              string        `koanf:"nats_storage"`
 	NATSPrefix               string        `koanf:"nats_prefix"`
 	NATSHistoryMaxAge        time.Duration `koanf:"nats_history_max_age"`
+	WebRTC                   bool          `koanf:"webrtc"`
+	WebRTCUDPPort            int           `koanf:"webrtc_udp_port"`
+	WebRTCTCPPort            int           `koanf:"webrtc_tcp_port"`
+	WebRTCPublicIP           []string      `koanf:"webrtc_public_ip"`
+	WebRTCLoopback           bool          `koanf:"webrtc_loopback"`
+	WebRTCCodecs             []string      `koanf:"webrtc_codecs"`
+	NodeURL                  string        `koanf:"node_url"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -148,6 +155,13 @@ var Keys = []Key{
 	{"nats_storage", "file", `with NATS: where JetStream keeps history and presence: "file" or "memory" (lost when NATS restarts)`},
 	{"nats_prefix", "switchboard", "with NATS: prefix of every subject, stream and bucket name, so several clusters can share one NATS"},
 	{"nats_history_max_age", 24 * time.Hour, "with NATS: how long the history stream keeps a message, at least every history_ttl (0: no limit)"},
+	{"webrtc", true, "serve calls: the room commands and the SFU"},
+	{"webrtc_udp_port", 0, "one UDP port for the media of every peer (0: each connection on its own ephemeral ports)"},
+	{"webrtc_tcp_port", 0, "TCP port for ICE-TCP, the fallback when UDP is blocked (0: off)"},
+	{"webrtc_public_ip", []string{}, "public addresses announced for the media ports (1:1 NAT), comma-separated"},
+	{"webrtc_loopback", false, "offer loopback ICE candidates and gather on lo only (tests, machines without a network)"},
+	{"webrtc_codecs", []string{"vp8", "vp9", "h264"}, "video codecs accepted from publishers, most preferred first"},
+	{"node_url", "", "this node's public URL (wss://host/ws), given to clients of a room it serves that land on another node"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.
@@ -324,6 +338,16 @@ func (c Config) Validate() error {
 	}
 	if c.HistorySize < 0 {
 		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))
+	}
+	for k, v := range map[string]int{"webrtc_udp_port": c.WebRTCUDPPort, "webrtc_tcp_port": c.WebRTCTCPPort} {
+		if v < 0 || v > 65535 {
+			errs = append(errs, fmt.Errorf("%s: must be a port from 0 to 65535, got %d", k, v))
+		}
+	}
+	for _, codec := range c.WebRTCCodecs {
+		if codec != "vp8" && codec != "vp9" && codec != "h264" {
+			errs = append(errs, fmt.Errorf("webrtc_codecs: %q is not vp8, vp9 or h264", codec))
+		}
 	}
 	durations := map[string]time.Duration{
 		"ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout, "write_timeout": c.WriteTimeout,

@@ -50,6 +50,7 @@ type Server struct {
 	broker  broker.Broker
 	ws      *websocket.Handler
 	sse     *sse.Handler
+	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
 	ln      net.Listener
 	// APIKeys are the keys the server API accepts (generated when none is
@@ -60,7 +61,7 @@ type Server struct {
 }
 
 // New builds a node from cfg. Version is reported by the API.
-func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
+func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -106,6 +107,22 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: namespaces: %w", err)
 	}
+	var rooms hub.Rooms
+	if cfg.WebRTC {
+		var owners broker.PresenceStore
+		if cfg.Broker != "memory" {
+			owners = p
+		}
+		if s.calls, err = newCalls(cfg, owners, log); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = s.calls.close(context.Background())
+			}
+		}()
+		rooms = s.calls.signal
+	}
 	nodeName := cfg.NodeName
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
@@ -138,7 +155,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		PresenceTTL:              cfg.PresenceTTL,
 		Logger:                   log,
 		Metrics:                  m,
+		Rooms:                    rooms,
 	}, b, p)
+	if s.calls != nil {
+		s.calls.signal.SetNode(s.hub.NodeID())
+	}
 	hosts, err := origin.ParseHosts(cfg.AllowedHosts)
 	if err != nil {
 		return nil, fmt.Errorf("server: allowed_hosts: %w", err)
@@ -190,7 +211,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m})))
+	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI()})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -249,6 +270,15 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return s, nil
+}
+
+// roomsAPI is the call service for the server API, nil when calls are
+// off.
+func (s *Server) roomsAPI() api.Rooms {
+	if s.calls == nil {
+		return nil
+	}
+	return s.calls.signal
 }
 
 // newBroker connects the configured broker: the in-memory one, Redis or
@@ -387,5 +417,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.ws.Close()
 	s.sse.Close()
+	if s.calls != nil {
+		if err := s.calls.close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: calls: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -314,3 +314,15 @@ func (s *SFU) Close() error {
 	}
 	return nil
 }
+
+// RoomSize returns the number of participants in a room of this node (0
+// when there is no such room).
+func (s *SFU) RoomSize(name string) int {
+	r := s.room(name)
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.parts)
+}
