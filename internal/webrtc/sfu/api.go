@@ -73,7 +73,7 @@ func mediaEngine(order []string) (*webrtc.MediaEngine, error) {
 // generation towards the publisher, receiver reports, transport-cc
 // feedback (so the browser's own estimate can grow to send every
 // simulcast layer), and the simulcast header extensions.
-func newPublishAPI(cfg *Config) (*webrtc.API, error) {
+func newPublishAPI(cfg *Config, mx muxes) (*webrtc.API, error) {
 	m, err := mediaEngine(cfg.VideoCodecs)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func newPublishAPI(cfg *Config) (*webrtc.API, error) {
 	if err := webrtc.ConfigureTWCCSender(m, ir); err != nil {
 		return nil, fmt.Errorf("sfu: twcc: %w", err)
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(settingEngine(cfg))), nil
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(settingEngine(cfg, mx))), nil
 }
 
 // newSubscribeAPI builds the API of subscribing PeerConnections: the
@@ -99,7 +99,7 @@ func newPublishAPI(cfg *Config) (*webrtc.API, error) {
 // reports, transport-wide sequence numbers and a send-side bandwidth
 // estimator (Google congestion control) per PeerConnection, announced to
 // onEstimator.
-func newSubscribeAPI(cfg *Config, onEstimator cc.NewPeerConnectionCallback) (*webrtc.API, error) {
+func newSubscribeAPI(cfg *Config, mx muxes, onEstimator cc.NewPeerConnectionCallback) (*webrtc.API, error) {
 	m, err := mediaEngine(cfg.VideoCodecs)
 	if err != nil {
 		return nil, err
@@ -122,21 +122,44 @@ func newSubscribeAPI(cfg *Config, onEstimator cc.NewPeerConnectionCallback) (*we
 	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, ir); err != nil {
 		return nil, fmt.Errorf("sfu: twcc header: %w", err)
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(settingEngine(cfg))), nil
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(settingEngine(cfg, mx))), nil
 }
 
-func settingEngine(cfg *Config) webrtc.SettingEngine {
+// muxes are the ICE muxes on the configured sockets, made once per SFU:
+// two muxes reading one socket would each drop the other's packets.
+type muxes struct {
+	udp ice.UDPMux
+	tcp ice.TCPMux
+}
+
+func newMuxes(cfg *Config) muxes {
+	var m muxes
+	if cfg.UDPConn != nil {
+		m.udp = webrtc.NewICEUDPMux(nil, cfg.UDPConn)
+	}
+	if cfg.TCPListener != nil {
+		m.tcp = webrtc.NewICETCPMux(nil, cfg.TCPListener, 64)
+	}
+	return m
+}
+
+func settingEngine(cfg *Config, mx muxes) webrtc.SettingEngine {
 	var se webrtc.SettingEngine
+	// ICE lite: the server only answers connectivity checks and never
+	// controls, whichever side offers: a server with reachable host (or
+	// NAT 1:1) candidates needs no more, and it keeps no check schedule
+	// per connection.
+	se.SetLite(true)
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
-	if cfg.UDPConn != nil {
-		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, cfg.UDPConn))
+	if mx.udp != nil {
+		se.SetICEUDPMux(mx.udp)
 	}
 	types := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
-	if cfg.TCPListener != nil {
-		se.SetICETCPMux(webrtc.NewICETCPMux(nil, cfg.TCPListener, 64))
+	if mx.tcp != nil {
+		se.SetICETCPMux(mx.tcp)
 		types = append(types, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
 	se.SetNetworkTypes(types)

@@ -366,10 +366,12 @@ func (p *Participant) onTrack(pc *webrtc.PeerConnection, remote *webrtc.TrackRem
 		return
 	}
 	p.room.sfu.log.Debug("track published", "room", p.room.name, "participant", p.id, "track", t.id, "codec", t.codec.MimeType)
+	// The event first, so that a client knows the track before the offer
+	// that carries it.
+	p.room.broadcast(nil, EventPublished, t.info())
 	for _, q := range p.room.others(p) {
 		q.subscribe(t)
 	}
-	p.room.broadcast(nil, EventPublished, t.info())
 }
 
 // subscribe starts forwarding t to p.

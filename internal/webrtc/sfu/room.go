@@ -38,6 +38,10 @@ const (
 	EventKicked = "kicked"
 )
 
+// errRoomClosing: the room ended while a join was on its way to it; the
+// join retries with a new room.
+var errRoomClosing = fmt.Errorf("%w: room is closing, retry", ErrRoomState)
+
 // Room is one call: its participants and, in an SFU room, the tracks they
 // forward to each other. Lock order: Room.mu, then Participant.mu, then
 // upTrack.mu, then downTrack.mu.
@@ -103,7 +107,7 @@ func (r *Room) join(ctx context.Context, req JoinRequest, sig Signaler) (JoinRes
 	}
 	switch {
 	case r.closed:
-		err = fmt.Errorf("%w: room %q is closing, retry", ErrRoomState, r.name)
+		err = errRoomClosing
 	case len(r.parts) >= limit:
 		err = fmt.Errorf("%w: room %q is full (%d)", ErrRoomState, r.name, limit)
 	default:

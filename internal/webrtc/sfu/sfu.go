@@ -54,6 +54,7 @@ type SFU struct {
 	log    *slog.Logger
 	pubAPI *webrtc.API
 	subAPI *webrtc.API
+	mx     muxes // shared by both APIs
 
 	// newSubMu serialises the creation of subscribing PeerConnections, so
 	// that the estimator the congestion controller announces during
@@ -71,10 +72,11 @@ func New(cfg Config) (*SFU, error) {
 	cfg.setDefaults()
 	s := &SFU{cfg: cfg, log: cfg.Logger.With("component", "sfu"), rooms: map[string]*Room{}}
 	var err error
-	if s.pubAPI, err = newPublishAPI(&s.cfg); err != nil {
+	s.mx = newMuxes(&s.cfg)
+	if s.pubAPI, err = newPublishAPI(&s.cfg, s.mx); err != nil {
 		return nil, err
 	}
-	if s.subAPI, err = newSubscribeAPI(&s.cfg, func(_ string, e cc.BandwidthEstimator) { s.estimator = e }); err != nil {
+	if s.subAPI, err = newSubscribeAPI(&s.cfg, s.mx, func(_ string, e cc.BandwidthEstimator) { s.estimator = e }); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -129,18 +131,24 @@ func (s *SFU) Join(ctx context.Context, req JoinRequest, sig Signaler) (JoinResu
 			return JoinResult{}, fmt.Errorf("%w: codec %q is not vp8, vp9 or h264", ErrRoomState, req.Codec)
 		}
 	}
-	s.mu.Lock()
-	if s.closed {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return JoinResult{}, ErrClosed
+		}
+		r := s.rooms[req.Room]
+		if r == nil {
+			r = newRoom(s, req.Room, req.Mode, req.Codec)
+			s.rooms[req.Room] = r
+		}
 		s.mu.Unlock()
-		return JoinResult{}, ErrClosed
+		res, err := r.join(ctx, req, sig)
+		if err != errRoomClosing {
+			return res, err
+		}
+		s.removeRoom(r) // the room's end will not find it again
 	}
-	r := s.rooms[req.Room]
-	if r == nil {
-		r = newRoom(s, req.Room, req.Mode, req.Codec)
-		s.rooms[req.Room] = r
-	}
-	s.mu.Unlock()
-	return r.join(ctx, req, sig)
 }
 
 // room returns the named room, or nil.
@@ -312,7 +320,14 @@ func (s *SFU) Close() error {
 	for _, r := range rooms {
 		r.closeAll()
 	}
-	return nil
+	var errs []error
+	if s.mx.udp != nil {
+		errs = append(errs, s.mx.udp.Close())
+	}
+	if s.mx.tcp != nil {
+		errs = append(errs, s.mx.tcp.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // RoomSize returns the number of participants in a room of this node (0
