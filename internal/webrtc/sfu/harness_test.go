@@ -431,7 +431,7 @@ func vp8Frame(key bool, pic uint16, tl0 uint8, layer int) [][]byte {
 	} else {
 		first = append(desc(true), 0x01, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, byte(layer))
 	}
-	pad := make([]byte, 200)
+	pad := make([]byte, 150+450*layer) // about 0.13, 0.5 and 0.8 Mbit/s
 	return [][]byte{append(first, pad...), append(desc(false), append([]byte{byte(layer)}, pad...)...), append(desc(false), byte(layer))}
 }
 
