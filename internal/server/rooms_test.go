@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/testenv"
 	"github.com/switchboardhq/switchboard/internal/wstest"
 )
 
@@ -435,4 +436,32 @@ func TestRoomBadInput(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestRoomAcrossNodes: on two nodes sharing Redis, a room is served by
+// the node where it was first joined; a client of the other node gets
+// 421 with the serving node's node_url, joins there, and sees the first
+// participant. Once the room is empty, the other node may serve it.
+func TestRoomAcrossNodes(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	nodes := cluster(t, r.URL(), 2, func(c *config.Config) {
+		withCalls(t)(c)
+		c.NodeURL = "ws://" + c.NodeName + ".example/ws"
+	})
+	a := nodes[0].dial()
+	ra := a.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
+	b := nodes[1].dial()
+	res := b.Call(roomCmd("room_join", map[string]any{"room": "call"}))
+	e, _ := res["error"].(map[string]any)
+	if errorCode(res) != 421 || e["url"] != "ws://node0.example/ws" {
+		t.Fatalf("join on the other node: %v, want 421 with node0's url", res)
+	}
+	b2 := nodes[0].dial()
+	rb := b2.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
+	if ps, _ := rb["participants"].([]any); len(ps) != 1 || ps[0].(map[string]any)["participant"] != ra["participant"] {
+		t.Fatalf("participants %v", rb["participants"])
+	}
+	a.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
+	b2.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
+	b.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
 }
