@@ -39,7 +39,7 @@ type Participant struct {
 	pub       *webrtc.PeerConnection // created by the first offer
 	published []*upTrack             // tracks this participant sends
 	downs     map[*upTrack]*downTrack
-	channels  []string                      // labels of the data channels it publishes
+	channels  []string                       // labels of the data channels it publishes
 	relays    map[string]*webrtc.DataChannel // on its subscriber connection, by label
 	closed    bool
 	bucket    float64   // signaling rate limit tokens
