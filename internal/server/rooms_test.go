@@ -154,6 +154,7 @@ func TestRoomSignaling(t *testing.T) {
 	if _, err := pub.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		t.Fatal(err)
 	}
+	a.MustCall(roomCmd("room_publish", map[string]any{"room": "call", "track": "cam", "source": "camera", "name": "a's camera"}))
 	offer, err := pub.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestRoomSignaling(t *testing.T) {
 	defer func() { close(stop); <-sent }()
 
 	published := nextRoomEvent(t, b, "track_published")
-	if published["track"] != fmt.Sprint(ra["participant"], ":cam") || published["kind"] != "video" {
+	if published["track"] != fmt.Sprint(ra["participant"], ":cam") || published["kind"] != "video" || published["source"] != "camera" {
 		t.Fatalf("track_published %v", published)
 	}
 	o := nextRoomEvent(t, b, "offer")
@@ -384,12 +385,14 @@ func TestRoomBadInput(t *testing.T) {
 			{roomCmd("room_mute", map[string]any{"room": "members:r", "track": "nope"}), 400},
 			{roomCmd("room_mute", map[string]any{"room": "members:r", "track": "nope", "muted": true}), 440},
 			{roomCmd("room_unpublish", map[string]any{"room": "members:r", "track": "nope"}), 440},
+			{roomCmd("room_publish", map[string]any{"room": "members:r"}), 400},
 		}},
 		{"join without permission", "", []step{{roomCmd("room_join", map[string]any{"room": "vip:r"}), 403}}},
 		{"join with a grant for another room", grant("room:join:vip:other"), []step{{roomCmd("room_join", map[string]any{"room": "vip:r"}), 403}}},
 		{"join with a grant, publish without", grant("room:join:vip:r"), []step{
 			{roomCmd("room_join", map[string]any{"room": "vip:r"}), 0},
 			{roomCmd("room_offer", map[string]any{"room": "vip:r", "sdp": "v=0"}), 403},
+			{roomCmd("room_publish", map[string]any{"room": "vip:r", "track": "cam"}), 403},
 		}},
 		{"publish grant", grant("room:publish"), []step{
 			{roomCmd("room_join", map[string]any{"room": "vip:r"}), 0},

@@ -39,6 +39,7 @@ type Participant struct {
 	pub       *webrtc.PeerConnection // created by the first offer
 	published []*upTrack             // tracks this participant sends
 	downs     map[*upTrack]*downTrack
+	meta      map[string]TrackMeta           // announced with room_publish, by client track id
 	channels  []string                       // labels of the data channels it publishes
 	relays    map[string]*webrtc.DataChannel // on its subscriber connection, by label
 	closed    bool
@@ -57,7 +58,7 @@ type Participant struct {
 func newParticipant(r *Room, req JoinRequest, sig Signaler) (*Participant, error) {
 	p := &Participant{
 		room: r, id: req.Participant, user: req.User, sig: sig, canPublish: req.CanPublish,
-		downs: map[*upTrack]*downTrack{}, relays: map[string]*webrtc.DataChannel{}, bucket: float64(r.sfu.cfg.OfferBurst), bucketAt: time.Now(),
+		downs: map[*upTrack]*downTrack{}, relays: map[string]*webrtc.DataChannel{}, meta: map[string]TrackMeta{}, bucket: float64(r.sfu.cfg.OfferBurst), bucketAt: time.Now(),
 		negKick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if r.mode == ModeP2P {
@@ -360,6 +361,7 @@ func (p *Participant) onTrack(pc *webrtc.PeerConnection, remote *webrtc.TrackRem
 	isNew := t == nil
 	if isNew {
 		t = newUpTrack(p, pc, remote)
+		t.meta = p.meta[remote.ID()]
 		p.published = append(p.published, t)
 	}
 	p.mu.Unlock()
@@ -636,4 +638,48 @@ func (p *Participant) dataChannels() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.channels)
+}
+
+// TrackMeta describes a track its publisher announced with room_publish:
+// what it shows, for the others' layout.
+type TrackMeta struct {
+	// Track is the client's track id (MediaStreamTrack.id, the msid in
+	// the SDP).
+	Track string `json:"track"`
+	// Source is what the track carries: "camera", "microphone",
+	// "screen", "screen_audio" or the application's own word.
+	Source string `json:"source,omitempty"`
+	// Name is a label for people.
+	Name string `json:"name,omitempty"`
+}
+
+// maxMeta bounds the announced tracks of one participant.
+const maxMeta = 32
+
+// announce records a track's description; when the track already
+// arrived, it is updated and published again.
+func (p *Participant) announce(m TrackMeta) error {
+	if !p.canPublish {
+		return fmt.Errorf("%w: in room %q", ErrNotAllowed, p.room.name)
+	}
+	p.mu.Lock()
+	if _, have := p.meta[m.Track]; !have && len(p.meta) >= maxMeta {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: at most %d announced tracks", ErrRateLimited, maxMeta)
+	}
+	p.meta[m.Track] = m
+	var t *upTrack
+	for _, have := range p.published {
+		if have.remoteID == m.Track {
+			t = have
+		}
+	}
+	p.mu.Unlock()
+	if t != nil {
+		t.mu.Lock()
+		t.meta = m
+		t.mu.Unlock()
+		p.room.broadcast(nil, EventPublished, t.info())
+	}
+	return nil
 }

@@ -26,6 +26,7 @@ type upTrack struct {
 
 	mu     sync.Mutex
 	layers [3]*layer // by quality; a track without simulcast uses [0]
+	meta   TrackMeta // from room_publish
 	ended  bool
 
 	downs   atomic.Pointer[[]*downTrack] // copy on write, read per packet
@@ -277,6 +278,8 @@ type TrackInfo struct {
 	Stream      string      `json:"stream"`
 	Muted       bool        `json:"muted"`
 	Simulcast   bool        `json:"simulcast"`
+	Source      string      `json:"source,omitempty"`
+	Name        string      `json:"name,omitempty"`
 	Layers      []LayerInfo `json:"layers"`
 }
 
@@ -292,6 +295,9 @@ type LayerInfo struct {
 func (t *upTrack) info() TrackInfo {
 	ti := TrackInfo{Participant: t.pub.id, ID: t.id, Kind: t.kind.String(), Codec: t.codec.MimeType, Stream: t.streamID,
 		Muted: t.muted.Load(), Simulcast: t.simulcast(), Layers: []LayerInfo{}}
+	t.mu.Lock()
+	ti.Source, ti.Name = t.meta.Source, t.meta.Name
+	t.mu.Unlock()
 	for i := range 3 {
 		if l := t.layer(i); l != nil {
 			ti.Layers = append(ti.Layers, LayerInfo{Quality: i, RID: l.rid, Bitrate: l.bitrate.Load(), Width: int(l.width.Load()), Height: int(l.height.Load())})

@@ -197,6 +197,8 @@ func (s *Service) Signal(ctx context.Context, room, participant, kind string, da
 		return nil, toProtocol(s.sfu.AddCandidate(room, participant, v))
 	case sfu.Prefs:
 		return nil, toProtocol(s.sfu.SetPrefs(room, participant, v))
+	case sfu.TrackMeta:
+		return nil, toProtocol(s.sfu.Announce(room, participant, v))
 	case trackData:
 		return nil, toProtocol(s.sfu.Unpublish(room, participant, v.Track))
 	case muteData:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -34,6 +35,9 @@ func TestParseSignal(t *testing.T) {
 		"subscribe no track":   {"subscribe", `{"max_layer":1}`, false},
 		"layer too high":       {"subscribe", `{"track":"t","max_layer":3}`, false},
 		"negative width":       {"subscribe", `{"track":"t","max_width":-1}`, false},
+		"publish":              {"publish", `{"track":"3f1c","source":"screen","name":"slides"}`, true},
+		"publish no track":     {"publish", `{"source":"camera"}`, false},
+		"publish long source":  {"publish", `{"track":"t","source":"` + strings.Repeat("x", 33) + `"}`, false},
 		"unpublish":            {"unpublish", `{"track":"t"}`, true},
 		"unpublish no track":   {"unpublish", `{}`, false},
 		"mute":                 {"mute", `{"muted":false}`, true},
@@ -61,6 +65,7 @@ func FuzzParseSignal(f *testing.F) {
 		{"subscribe", `{"track":"a:cam","max_layer":1,"max_width":320,"paused":true}`},
 		{"mute", `{"track":"t","muted":true}`},
 		{"unpublish", `{"track":"t"}`},
+		{"publish", `{"track":"t","source":"camera","name":"me"}`},
 	} {
 		f.Add(s.kind, []byte(s.data))
 	}
