@@ -505,7 +505,7 @@ func (p *Participant) close() {
 		return
 	}
 	p.closed = true
-	pub, tracks := p.pub, p.published
+	pub, tracks := p.pub, slices.Clone(p.published) // unpublish may delete from p.published meanwhile
 	downs := p.downs
 	p.downs = map[*upTrack]*downTrack{}
 	p.mu.Unlock()

@@ -33,6 +33,7 @@ type upTrack struct {
 	downsMu sync.Mutex                   // serialises writers of downs
 
 	readers sync.WaitGroup
+	reading atomic.Int32 // layers whose reader still runs
 }
 
 // layer is one simulcast layer (or the only stream) of a track.
@@ -91,6 +92,7 @@ func (t *upTrack) addLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	t.layers[l.quality] = l
 	t.mu.Unlock()
 	t.readers.Add(1)
+	t.reading.Add(1)
 	return l
 }
 
@@ -114,6 +116,13 @@ func (t *upTrack) simulcast() bool {
 // readLoop reads one layer's packets and hands each to every subscriber.
 func (t *upTrack) readLoop(l *layer) {
 	defer t.readers.Done()
+	defer func() {
+		// The last layer ended while the participant stays: the client
+		// removed the track (renegotiation), so the others drop it.
+		if t.reading.Add(-1) == 0 {
+			_ = t.pub.unpublish(t.id)
+		}
+	}()
 	isVP8 := t.codec.MimeType == webrtc.MimeTypeVP8
 	for {
 		pkt, _, err := l.remote.ReadRTP()
