@@ -222,7 +222,7 @@ func (t *upTrack) requestKeyframe(q int) {
 		}
 		pkts = append(pkts, &rtcp.PictureLossIndication{MediaSSRC: l.ssrc})
 	}
-	if len(pkts) > 0 {
+	if len(pkts) > 0 && t.pc != nil { // unit tests build tracks without a connection
 		_ = t.pc.WriteRTCP(pkts)
 	}
 }
