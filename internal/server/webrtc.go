@@ -62,6 +62,8 @@ func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) 
 	if c.sfu, err = sfu.New(scfg); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	// The join reply's ice_servers: the built-in TURN server (internal/turn)
+	// gives them with c.signal.SetICEServers once it runs; none until then.
 	c.signal = signal.New(signal.Config{SFU: c.sfu, Owners: owners, NodeURL: cfg.NodeURL, Logger: log})
 	return c, nil
 }
