@@ -171,7 +171,9 @@ func (d *downTrack) switchTo(f *frame) {
 	src := f.pkt
 	if d.started {
 		d.seqOff = d.lastSeq + 1 - src.SequenceNumber
-		ticks := uint32(f.at.Sub(d.lastAt).Seconds() * d.clock)
+		// Readers of different layers stamp their packets: the new one
+		// may carry an earlier time than the last packet written.
+		ticks := uint32(max(f.at.Sub(d.lastAt), 0).Seconds() * d.clock)
 		if ticks == 0 {
 			ticks = 1
 		}
@@ -254,10 +256,18 @@ func (d *downTrack) setPrefs(pr Prefs) {
 	if pr.MaxLayer != nil {
 		d.maxLayer = min(max(*pr.MaxLayer, 0), 2)
 	}
-	d.maxW, d.maxH, d.paused = pr.MaxWidth, pr.MaxHeight, pr.Paused
+	d.maxW, d.maxH = pr.MaxWidth, pr.MaxHeight
+	resume := d.paused && !pr.Paused
+	d.paused = pr.Paused
+	if pr.Paused {
+		d.current = -1 // resume at a keyframe, numbered on from here
+	}
 	budget := d.lastBudget
 	d.mu.Unlock()
 	d.allocate(budget)
+	if resume {
+		d.up.requestKeyframe(d.wantedLayer())
+	}
 }
 
 // hysteresis: moving up a layer needs this much more budget than the
@@ -306,6 +316,15 @@ func (d *downTrack) allocate(budget int) {
 	if changed {
 		d.up.requestKeyframe(best)
 	}
+}
+
+// restart makes forwarding wait for the next keyframe (after a pause in
+// the source, such as a mute): the numbering goes on from the last packet
+// written, with no hole for the subscriber to ask about.
+func (d *downTrack) restart() {
+	d.mu.Lock()
+	d.current = -1
+	d.mu.Unlock()
 }
 
 // wantedLayer is the layer forwarded, or the target before the first.
