@@ -468,3 +468,50 @@ func TestRoomAcrossNodes(t *testing.T) {
 	b2.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
 	b.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
 }
+
+// TestRoomICETCP: a client that can use only TCP reaches the SFU through
+// webrtc_tcp_port (ICE-TCP, the server's passive candidates).
+func TestRoomICETCP(t *testing.T) {
+	port := freeUDPPort(t) // a free TCP port too, most likely
+	ts := start(t, func(c *config.Config) {
+		withCalls(t)(c)
+		c.WebRTCTCPPort = port
+	})
+	a := ts.dial()
+	a.MustCall(roomCmd("room_join", map[string]any{"room": "tcp"}))
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+	pc := newPC(t, webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)))
+	connected := make(chan struct{})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	if _, err := pc.CreateDataChannel("chat", nil); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := a.MustCall(roomCmd("room_offer", map[string]any{"room": "tcp", "sdp": localSDP(t, pc, offer)}))
+	answer := res["sdp"].(string)
+	if !strings.Contains(answer, "tcptype passive") {
+		t.Fatalf("no passive TCP candidate in the answer:\n%s", answer)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection over ICE-TCP")
+	}
+}
