@@ -515,3 +515,37 @@ func TestRoomICETCP(t *testing.T) {
 		t.Fatal("no connection over ICE-TCP")
 	}
 }
+
+// TestRoomPublicIP: with webrtc_public_ip the server's candidates announce
+// that address instead of the host's (1:1 NAT).
+func TestRoomPublicIP(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		withCalls(t)(c)
+		c.WebRTCPublicIP = []string{"203.0.113.7"}
+	})
+	a := ts.dial()
+	a.MustCall(roomCmd("room_join", map[string]any{"room": "nat"}))
+	pc := newPC(t, pionAPI(t))
+	if _, err := pc.CreateDataChannel("chat", nil); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := a.MustCall(roomCmd("room_offer", map[string]any{"room": "nat", "sdp": localSDP(t, pc, offer)}))["sdp"].(string)
+	var cands []string
+	for _, line := range strings.Split(answer, "\r\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			cands = append(cands, line)
+		}
+	}
+	if len(cands) == 0 {
+		t.Fatalf("no candidates in the answer:\n%s", answer)
+	}
+	for _, c := range cands {
+		if !strings.Contains(c, " 203.0.113.7 ") {
+			t.Errorf("candidate without the public address: %s", c)
+		}
+	}
+}
