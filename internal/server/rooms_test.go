@@ -208,6 +208,12 @@ func TestRoomSignaling(t *testing.T) {
 	}()
 	waitFor(t, "video packets at b", func() bool { return got.Load() > 20 })
 
+	if n := ts.metric("switchboard_sfu_forwarded_packets_total"); n < 20 {
+		t.Errorf("switchboard_sfu_forwarded_packets_total %g, want at least the 20 packets b got", n)
+	}
+	if n := ts.metric("switchboard_room_participants"); n != 2 {
+		t.Errorf("switchboard_room_participants %g, want 2", n)
+	}
 	status, body := ts.api("GET", "/api/rooms", testKey, "")
 	result, _ := body["result"].(map[string]any)
 	rooms, _ := result["rooms"].([]any)

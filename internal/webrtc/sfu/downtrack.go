@@ -130,25 +130,25 @@ const switchWindow = 1 << 14
 func seqBefore(a, b uint16) bool { return int16(a-b) < 0 }
 
 // forward writes one received packet to the subscriber, if it belongs to
-// the forwarded layer, switching layers at a keyframe of the target.
-func (d *downTrack) forward(f *frame) {
-	var wantKey int = -1
-	var switched = -1
+// the forwarded layer, switching layers at a keyframe of the target. It
+// reports whether it wrote the packet.
+func (d *downTrack) forward(f *frame) bool {
+	switched := -1
 	d.mu.Lock()
 	if !d.bound || d.paused || !d.sub.subReady.Load() {
 		d.mu.Unlock()
-		return
+		return false
 	}
 	if f.layer != d.current {
 		if f.layer != d.target {
 			d.mu.Unlock()
-			return
+			return false
 		}
 		if !f.keyframe {
-			wantKey = d.target
+			want := d.target
 			d.mu.Unlock()
-			d.up.requestKeyframe(wantKey)
-			return
+			d.up.requestKeyframe(want)
+			return false
 		}
 		if d.started {
 			switched = f.layer
@@ -156,13 +156,17 @@ func (d *downTrack) forward(f *frame) {
 		d.switchTo(f)
 	} else if seqBefore(f.pkt.SequenceNumber, d.switchSeq) {
 		d.mu.Unlock() // from before the switch to this layer
-		return
+		return false
 	}
-	d.write(f)
+	wrote := d.write(f)
 	d.mu.Unlock()
 	if switched >= 0 {
+		if s := d.up.sfu(); s != nil {
+			s.stats.switches.Add(1)
+		}
 		d.sub.sig.Signal(EventLayer, map[string]any{"track": d.id, "layer": switched})
 	}
+	return wrote
 }
 
 // switchTo makes f's layer the forwarded one, choosing offsets that make
@@ -191,19 +195,19 @@ func (d *downTrack) switchTo(f *frame) {
 	d.current = f.layer
 }
 
-// write rewrites and sends f. Lock held.
-func (d *downTrack) write(f *frame) {
+// write rewrites and sends f, reporting whether it did. Lock held.
+func (d *downTrack) write(f *frame) bool {
 	src := f.pkt
 	newest := !d.started || seqBefore(d.lastSrc, src.SequenceNumber)
 	if len(src.Payload) == 0 && src.PaddingSize == 0 && !src.Padding {
-		return
+		return false
 	}
 	if len(src.Payload) == 0 { // padding only: not forwarded
 		if newest && src.SequenceNumber == d.lastSrc+1 {
 			d.seqOff-- // the next packet takes its number
 			d.lastSrc = src.SequenceNumber
 		}
-		return
+		return false
 	}
 	seq := src.SequenceNumber + d.seqOff
 	ts := src.Timestamp + d.tsOff
@@ -226,9 +230,11 @@ func (d *downTrack) write(f *frame) {
 	}
 	d.started = true
 	d.hdr = rtp.Header{Version: 2, Marker: src.Marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
-	if _, err := d.w.WriteRTP(&d.hdr, pl); err == nil {
-		d.packets++
+	if _, err := d.w.WriteRTP(&d.hdr, pl); err != nil {
+		return false
 	}
+	d.packets++
+	return true
 }
 
 // readRTCP reads the subscriber's feedback for this track: keyframe
