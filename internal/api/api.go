@@ -33,6 +33,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics counts requests. Required.
 	Metrics *metrics.Metrics
+	// Rooms serves /api/rooms, /api/rooms/kick and /api/rooms/mute; nil
+	// when calls are off.
+	Rooms Rooms
 }
 
 // Hub is what the API needs from the engine.
@@ -80,11 +83,14 @@ func New(h Hub, opts Options) *API {
 		"history":        a.history,
 		"presence":       a.presence,
 		"presence_stats": a.presenceStats,
+		"rooms":          a.rooms,
+		"rooms/kick":     a.roomKick,
+		"rooms/mute":     a.roomMute,
 	}
 	methods := map[string]string{}
 	for name, m := range a.methods {
 		verb := "POST"
-		if name == "channels" || name == "info" {
+		if name == "channels" || name == "info" || name == "rooms" {
 			verb = "GET"
 		}
 		a.mux.HandleFunc(verb+" /api/"+name, a.serve(m))

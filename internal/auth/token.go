@@ -67,6 +67,10 @@ type ConnectClaims struct {
 	Info json.RawMessage `json:"info,omitempty"`
 	// Channels are subscribed by the server when the client connects.
 	Channels []string `json:"channels,omitempty"`
+	// Grants are permissions for calls: "room:join", "room:publish"
+	// (every room), "room:join:NAME", "room:publish:NAME" (one room) or
+	// "room:*" (both, every room).
+	Grants []string `json:"grants,omitempty"`
 	// Channel must be absent: its presence marks a subscription token.
 	Channel string `json:"channel,omitempty"`
 }

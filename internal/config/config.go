@@ -104,6 +104,13 @@ type Config struct {
 	TURNAllowedPeers         []string      `koanf:"turn_allowed_peers"`
 	TURNUserQuota            int           `koanf:"turn_user_quota"`
 	TURNTotalQuota           int           `koanf:"turn_total_quota"`
+	WebRTC                   bool          `koanf:"webrtc"`
+	WebRTCUDPPort            int           `koanf:"webrtc_udp_port"`
+	WebRTCTCPPort            int           `koanf:"webrtc_tcp_port"`
+	WebRTCPublicIP           []string      `koanf:"webrtc_public_ip"`
+	WebRTCLoopback           bool          `koanf:"webrtc_loopback"`
+	WebRTCCodecs             []string      `koanf:"webrtc_codecs"`
+	NodeURL                  string        `koanf:"node_url"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -185,6 +192,13 @@ var Keys = []Key{
 	{"turn_allowed_peers", []string{}, "IP addresses or CIDR prefixes TURN may relay to although they are loopback, private, link-local or CGNAT, comma-separated (metadata, multicast and Switchboard's own ports stay refused)"},
 	{"turn_user_quota", 10, "most TURN allocations one user may hold at once (0: no limit)"},
 	{"turn_total_quota", 0, "most TURN allocations this node holds at once (0: no limit but turn_relay_ports)"},
+	{"webrtc", true, "serve calls: the room commands and the SFU"},
+	{"webrtc_udp_port", 0, "one UDP port for the media of every peer (0: each connection on its own ephemeral ports)"},
+	{"webrtc_tcp_port", 0, "TCP port for ICE-TCP, the fallback when UDP is blocked (0: off)"},
+	{"webrtc_public_ip", []string{}, "public addresses announced for the media ports (1:1 NAT), comma-separated"},
+	{"webrtc_loopback", false, "offer loopback ICE candidates and gather on lo only (tests, machines without a network)"},
+	{"webrtc_codecs", []string{"vp8", "vp9", "h264"}, "video codecs accepted from publishers, most preferred first"},
+	{"node_url", "", "this node's public URL (wss://host/ws), given to clients of a room it serves that land on another node"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.
@@ -367,6 +381,16 @@ func (c Config) Validate() error {
 	}
 	if c.HistorySize < 0 {
 		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))
+	}
+	for k, v := range map[string]int{"webrtc_udp_port": c.WebRTCUDPPort, "webrtc_tcp_port": c.WebRTCTCPPort} {
+		if v < 0 || v > 65535 {
+			errs = append(errs, fmt.Errorf("%s: must be a port from 0 to 65535, got %d", k, v))
+		}
+	}
+	for _, codec := range c.WebRTCCodecs {
+		if codec != "vp8" && codec != "vp9" && codec != "h264" {
+			errs = append(errs, fmt.Errorf("webrtc_codecs: %q is not vp8, vp9 or h264", codec))
+		}
 	}
 	durations := map[string]time.Duration{
 		"ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout, "write_timeout": c.WriteTimeout,

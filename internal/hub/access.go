@@ -32,6 +32,9 @@ type Credentials struct {
 	Channels []string
 	// Expires is when the token expires; zero for never.
 	Expires time.Time
+	// Grants are the token's permissions beyond channels, such as
+	// "room:join" and "room:publish" (see Session.granted).
+	Grants []string
 }
 
 // Authenticate verifies a connection token, for transports that take it at
@@ -44,7 +47,7 @@ func (h *Hub) Authenticate(token string) (*Credentials, *protocol.Error) {
 	if err != nil {
 		return nil, tokenError(err)
 	}
-	return &Credentials{User: c.Subject, Info: c.Info, Channels: c.Channels, Expires: auth.Expiry(c.RegisteredClaims)}, nil
+	return &Credentials{User: c.Subject, Info: c.Info, Channels: c.Channels, Expires: auth.Expiry(c.RegisteredClaims), Grants: c.Grants}, nil
 }
 
 // tokenError maps a verification error to what the client sees.

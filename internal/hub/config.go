@@ -93,6 +93,8 @@ type Config struct {
 	// CommandTimeout bounds each client command that waits on the broker
 	// (and each subscribe of a transport without commands). Default 5s.
 	CommandTimeout time.Duration
+	// Rooms serves the room commands (calls); nil refuses them with 503.
+	Rooms Rooms
 	// Clock tells the hub's time: timers, tickers, the rate limit, token
 	// expiry, write_delay. Default the real clock; tests pass a fake one.
 	Clock clockwork.Clock

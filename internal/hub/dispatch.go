@@ -31,6 +31,15 @@ var commands = map[string]command{
 	protocol.CmdHistory:       {run: (*Session).history},
 	protocol.CmdPresence:      {run: (*Session).presence},
 	protocol.CmdPresenceStats: {run: (*Session).presenceStats},
+	CmdRoomJoin:               {run: (*Session).roomJoin},
+	CmdRoomLeave:              {run: (*Session).roomLeave, local: true},
+	CmdRoomOffer:              {run: (*Session).roomSignal},
+	CmdRoomAnswer:             {run: (*Session).roomSignal},
+	CmdRoomCandidate:          {run: (*Session).roomSignal},
+	CmdRoomSubscribe:          {run: (*Session).roomSignal},
+	CmdRoomPublish:            {run: (*Session).roomSignal},
+	CmdRoomUnpublish:          {run: (*Session).roomSignal},
+	CmdRoomMute:               {run: (*Session).roomSignal},
 }
 
 // dispatch runs a decoded command under the session's lifetime context,

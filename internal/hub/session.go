@@ -95,11 +95,12 @@ type Session struct {
 	user   string
 	creds  *Credentials
 
-	mu     sync.Mutex // guards subs, ended, closed and cmds
+	mu     sync.Mutex // guards subs, ended, closed, cmds and rooms
 	ended  bool       // the session is gone: no subscription may be added
 	closed bool       // the session began closing: commands are cancelled
 	subs   []*subscription
 	cmds   []*inflight // commands in flight, cancelled when the session closes
+	rooms  []string    // the rooms joined (room commands, rooms.go)
 
 	out outbox
 }
@@ -255,6 +256,7 @@ func (s *Session) PeerGone() { s.out.peerGone() }
 // session leaves the registry and every channel.
 func (s *Session) finish() {
 	s.cancelCommands()
+	s.leaveRooms()
 	s.hub.unregister(s)
 }
 

@@ -8,6 +8,8 @@ import "fmt"
 type Error struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
+	// URL is set on ErrRoomElsewhere: the node to connect to.
+	URL string `json:"url,omitempty"`
 }
 
 // Error implements the error interface.
@@ -46,6 +48,18 @@ var (
 	ErrInvalidChannel = &Error{Code: 422, Message: "invalid channel name"}
 	// ErrLimitExceeded: a per-connection limit (channels, rate) was reached.
 	ErrLimitExceeded = &Error{Code: 429, Message: "limit exceeded"}
+	// ErrRoomElsewhere: the room's media is served by another node; the
+	// error's "url" says where to connect.
+	ErrRoomElsewhere = &Error{Code: 421, Message: "room served by another node"}
+	// ErrNotInRoom: a room command for a room the connection has not
+	// joined (or was removed from), or for a track it does not have.
+	ErrNotInRoom = &Error{Code: 440, Message: "not in room"}
+	// ErrBadSignal: an SDP or ICE candidate the server cannot apply, or
+	// an answer when no offer waits for one.
+	ErrBadSignal = &Error{Code: 441, Message: "invalid session description or candidate"}
+	// ErrRoomState: the room refuses the request as it stands: full,
+	// joined in another mode, or the peer of a p2p room is not there.
+	ErrRoomState = &Error{Code: 442, Message: "room state conflict"}
 	// ErrInternal: the server failed; the command may be retried.
 	ErrInternal = &Error{Code: 500, Message: "internal server error"}
 	// ErrUnavailable: a dependency (the broker) is unavailable; retry later.
@@ -71,8 +85,8 @@ func HTTPStatus(e *Error) int {
 // and tests.
 var Errors = []*Error{
 	ErrBadRequest, ErrUnauthorized, ErrPermissionDenied, ErrUnknownCommand,
-	ErrAlreadySubscribed, ErrNotSubscribed, ErrEpochMismatch, ErrTooLarge, ErrTokenExpired, ErrInvalidChannel,
-	ErrLimitExceeded, ErrInternal, ErrUnavailable,
+	ErrAlreadySubscribed, ErrNotSubscribed, ErrEpochMismatch, ErrTooLarge, ErrTokenExpired, ErrRoomElsewhere, ErrInvalidChannel,
+	ErrLimitExceeded, ErrNotInRoom, ErrBadSignal, ErrRoomState, ErrInternal, ErrUnavailable,
 }
 
 // Disconnect is the reason the server closes a connection. On WebSocket it

@@ -65,5 +65,10 @@ func AppendErrorObject(dst []byte, e *Error) []byte {
 	dst = append(dst, `,"message":`...)
 	msg, _ := json.Marshal(e.Message) // a string always marshals
 	dst = append(dst, msg...)
+	if e.URL != "" {
+		u, _ := json.Marshal(e.URL)
+		dst = append(dst, `,"url":`...)
+		dst = append(dst, u...)
+	}
 	return append(dst, '}')
 }

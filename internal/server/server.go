@@ -52,6 +52,7 @@ type Server struct {
 	broker  broker.Broker
 	ws      *websocket.Handler
 	sse     *sse.Handler
+	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
 	ln      net.Listener
 	metrics *metrics.Metrics
@@ -66,7 +67,7 @@ type Server struct {
 }
 
 // New builds a node from cfg. Version is reported by the API.
-func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
+func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -113,6 +114,28 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: namespaces: %w", err)
 	}
+	var rooms hub.Rooms
+	if cfg.WebRTC {
+		var owners broker.PresenceStore
+		if cfg.Broker != "memory" {
+			owners = p
+		}
+		if s.calls, err = newCalls(cfg, owners, log); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = s.calls.close(context.Background())
+			}
+		}()
+		rooms = s.calls.signal
+		calls := s.calls.sfu
+		reg.MustRegister(metrics.NewCallCollector(func() metrics.CallStats {
+			st := calls.Stats()
+			return metrics.CallStats{Rooms: st.Rooms, Participants: st.Participants, Tracks: st.Tracks, Subscriptions: st.Subscriptions,
+				ForwardedPackets: st.ForwardedPackets, KeyframeRequests: st.KeyframeRequests, LayerSwitches: st.LayerSwitches}
+		}))
+	}
 	nodeName := cfg.NodeName
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
@@ -145,7 +168,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		PresenceTTL:              cfg.PresenceTTL,
 		Logger:                   log,
 		Metrics:                  m,
+		Rooms:                    rooms,
 	}, b, p)
+	if s.calls != nil {
+		s.calls.signal.SetNode(s.hub.NodeID())
+	}
 	hosts, err := origin.ParseHosts(cfg.AllowedHosts)
 	if err != nil {
 		return nil, fmt.Errorf("server: allowed_hosts: %w", err)
@@ -204,7 +231,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m})))
+	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI()})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -275,6 +302,15 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Server, error) {
 		s.httpSrv.Protocols = p
 	}
 	return s, nil
+}
+
+// roomsAPI is the call service for the server API, nil when calls are
+// off.
+func (s *Server) roomsAPI() api.Rooms {
+	if s.calls == nil {
+		return nil
+	}
+	return s.calls.signal
 }
 
 // newBroker connects the configured broker: the in-memory one, Redis or
@@ -409,6 +445,7 @@ func (s *Server) startTURN() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.turn = t
+	s.offerTURN(t)
 	return nil
 }
 
@@ -476,5 +513,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.ws.Close()
 	s.sse.Close()
+	if s.calls != nil {
+		if err := s.calls.close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: calls: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,297 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// Rooms is the call service behind the room commands: the SFU and its
+// signaling, which the hub must not import. The server wires an
+// implementation (internal/webrtc/signal) into Config.Rooms. Errors that
+// are *protocol.Error reach the client as they are; any other is a 500.
+type Rooms interface {
+	// Join adds a participant to a room and returns the join result (a
+	// JSON object: participants, ice_servers, ...). j.Push carries the
+	// room's pushes to the participant until Leave.
+	Join(ctx context.Context, j RoomJoin) (json.RawMessage, error)
+	// Leave removes a participant; it is called for every room of a
+	// connection when the connection ends.
+	Leave(room, participant string)
+	// Signal carries one signaling command of a participant (kind is
+	// "offer", "answer", "candidate", "subscribe", "publish", "unpublish"
+	// or "mute";
+	// data is the command's whole "data" object) and returns its result
+	// (nil for none).
+	Signal(ctx context.Context, room, participant, kind string, data json.RawMessage) (json.RawMessage, error)
+}
+
+// RoomJoin is a participant entering a room, with what the hub decided
+// about it.
+type RoomJoin struct {
+	// Room is the room's name; Participant the participant's id (the
+	// client id); User the connection's user.
+	Room, Participant, User string
+	// Mode ("sfu" or "p2p") and Codec are the client's requests, as sent.
+	Mode, Codec string
+	// CanPublish: the client may publish tracks in the room.
+	CanPublish bool
+	// Push sends an event of the room to the participant: it becomes
+	// {"room":R,"event":E,"data":D}. data must be a JSON value. It never
+	// blocks.
+	Push func(event string, data []byte)
+}
+
+// Room command names.
+const (
+	CmdRoomJoin      = "room_join"
+	CmdRoomLeave     = "room_leave"
+	CmdRoomOffer     = "room_offer"
+	CmdRoomAnswer    = "room_answer"
+	CmdRoomCandidate = "room_candidate"
+	CmdRoomSubscribe = "room_subscribe"
+	CmdRoomPublish   = "room_publish"
+	CmdRoomUnpublish = "room_unpublish"
+	CmdRoomMute      = "room_mute"
+)
+
+// RoomEventKicked is the push that tells a participant the server removed
+// it from the room: the hub forgets the room for the connection.
+const RoomEventKicked = "kicked"
+
+// roomSignals maps the signaling commands to their kind in Rooms.Signal.
+var roomSignals = map[string]string{
+	CmdRoomOffer:     "offer",
+	CmdRoomAnswer:    "answer",
+	CmdRoomCandidate: "candidate",
+	CmdRoomSubscribe: "subscribe",
+	CmdRoomPublish:   "publish",
+	CmdRoomUnpublish: "unpublish",
+	CmdRoomMute:      "mute",
+}
+
+// maxRoomsPerConnection bounds the rooms one connection may be in.
+const maxRoomsPerConnection = 8
+
+// roomData is the part of a room command's data the hub reads.
+type roomData struct {
+	Room  string `json:"room"`
+	Mode  string `json:"mode"`
+	Codec string `json:"codec"`
+}
+
+// parseRoomData reads the room name (and the join options) from a room
+// command's data, and checks it like a channel name.
+func parseRoomData(data json.RawMessage) (roomData, *protocol.Error) {
+	var d roomData
+	if len(data) == 0 {
+		return d, protocol.ErrBadRequest.WithMessage(`missing "data" with "room"`)
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		return d, protocol.ErrBadRequest.WithMessage("invalid data: %s", protocol.JSONProblem(err))
+	}
+	if d.Room == "" {
+		return d, protocol.ErrBadRequest.WithMessage(`missing "room" in data`)
+	}
+	if perr := protocol.ValidateChannel(d.Room); perr != nil {
+		return d, protocol.ErrInvalidChannel.WithMessage("room name: %s", perr.Message)
+	}
+	return d, nil
+}
+
+// roomError turns an error of Rooms into what the client sees.
+func (s *Session) roomError(err error) *protocol.Error {
+	var perr *protocol.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	s.hub.log.Warn("room command failed", "client", s.id, "err", err)
+	return protocol.ErrInternal.WithMessage("room command failed")
+}
+
+// granted reports whether the connection's token grants perm ("join" or
+// "publish") in room: the grants "room:PERM", "room:PERM:ROOM" or
+// "room:*".
+func (s *Session) granted(perm, room string) bool {
+	c := s.credentials()
+	if c == nil {
+		return false
+	}
+	return slices.ContainsFunc(c.Grants, func(g string) bool {
+		return g == "room:*" || g == "room:"+perm || g == "room:"+perm+":"+room
+	})
+}
+
+// canJoinRoom applies the room's namespace (rooms are named like
+// channels): a token grant, or the namespace's subscribe rule when it is
+// "anyone" or "authenticated" (with a user); a "token" namespace needs
+// the grant. It returns whether the client may also publish: a grant, or
+// a namespace that lets clients publish.
+func (s *Session) canJoinRoom(room string) (publish bool, perr *protocol.Error) {
+	ns, perr := s.hub.namespace(room)
+	if perr != nil {
+		return false, perr
+	}
+	user := s.User()
+	publish = s.granted("publish", room) || ns.Publish
+	if s.granted("join", room) || s.granted("publish", room) {
+		return publish, nil
+	}
+	if !auth.UserAllowed(room, user) {
+		return false, protocol.ErrPermissionDenied.WithMessage("room %q is limited to its listed users", room)
+	}
+	switch ns.Subscribe {
+	case auth.SubscribeAnyone:
+		return publish, nil
+	case auth.SubscribeAuthenticated:
+		if user != "" {
+			return publish, nil
+		}
+		return false, protocol.ErrPermissionDenied.WithMessage("room %q needs an authenticated user", room)
+	default:
+		return false, protocol.ErrPermissionDenied.WithMessage(`room %q needs a token granting "room:join"`, room)
+	}
+}
+
+func (s *Session) roomJoin(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	rooms := s.hub.cfg.Rooms
+	if rooms == nil {
+		return nil, protocol.ErrUnavailable.WithMessage("calls are not enabled on this server")
+	}
+	d, perr := parseRoomData(cmd.Data)
+	if perr != nil {
+		return nil, perr
+	}
+	publish, perr := s.canJoinRoom(d.Room)
+	if perr != nil {
+		return nil, perr
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		perr = protocol.ErrUnavailable.WithMessage("connection is closing")
+	case slices.Contains(s.rooms, d.Room):
+		perr = protocol.ErrAlreadySubscribed.WithMessage("already in room %q", d.Room)
+	case len(s.rooms) >= maxRoomsPerConnection:
+		perr = protocol.ErrLimitExceeded.WithMessage("at most %d rooms per connection", maxRoomsPerConnection)
+	default:
+		s.rooms = append(s.rooms, d.Room) // reserved; undone on failure
+	}
+	s.mu.Unlock()
+	if perr != nil {
+		return nil, perr
+	}
+	room := d.Room
+	res, err := rooms.Join(ctx, RoomJoin{
+		Room: room, Participant: s.id, User: s.User(), Mode: d.Mode, Codec: d.Codec, CanPublish: publish,
+		Push: func(event string, data []byte) {
+			if event == RoomEventKicked { // removed by the server API
+				s.dropRoom(room)
+			}
+			s.pushRoom(room, event, data)
+		},
+	})
+	if err != nil {
+		s.dropRoom(room)
+		return nil, s.roomError(err)
+	}
+	if s.isClosed() { // the connection ended during the join
+		s.dropRoom(room)
+		rooms.Leave(room, s.id)
+		return nil, protocol.ErrUnavailable.WithMessage("connection is closing")
+	}
+	return res, nil
+}
+
+// pushRoom queues {"room":R,"event":E,"data":D}.
+func (s *Session) pushRoom(room, event string, data []byte) {
+	b := make([]byte, 0, len(room)+len(event)+len(data)+40)
+	b = append(b, `{"room":`...)
+	b = appendJSONString(b, room)
+	b = append(b, `,"event":`...)
+	b = appendJSONString(b, event)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, '}')
+	s.out.push(Message{Data: b})
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
+}
+
+// inRoom reports whether the session joined room.
+func (s *Session) inRoom(room string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.rooms, room)
+}
+
+// dropRoom forgets room in the session's list.
+func (s *Session) dropRoom(room string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.rooms, room)
+	if i < 0 {
+		return false
+	}
+	s.rooms = slices.Delete(s.rooms, i, i+1)
+	return true
+}
+
+func (s *Session) roomLeave(_ context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	d, perr := parseRoomData(cmd.Data)
+	if perr != nil {
+		return nil, perr
+	}
+	if !s.dropRoom(d.Room) {
+		return nil, errNotInRoom(d.Room)
+	}
+	if r := s.hub.cfg.Rooms; r != nil {
+		r.Leave(d.Room, s.id)
+	}
+	return nil, nil
+}
+
+func errNotInRoom(room string) *protocol.Error {
+	return protocol.ErrNotInRoom.WithMessage("not in room %q: send room_join first", room)
+}
+
+// roomSignal runs room_offer, room_answer, room_candidate,
+// room_subscribe, room_publish, room_unpublish and room_mute.
+func (s *Session) roomSignal(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	rooms := s.hub.cfg.Rooms
+	if rooms == nil {
+		return nil, protocol.ErrUnavailable.WithMessage("calls are not enabled on this server")
+	}
+	d, perr := parseRoomData(cmd.Data)
+	if perr != nil {
+		return nil, perr
+	}
+	if !s.inRoom(d.Room) {
+		return nil, errNotInRoom(d.Room)
+	}
+	res, err := rooms.Signal(ctx, d.Room, s.id, roomSignals[cmd.Command], cmd.Data)
+	if err != nil {
+		return nil, s.roomError(err)
+	}
+	return res, nil
+}
+
+// leaveRooms leaves every room of a closed session.
+func (s *Session) leaveRooms() {
+	s.mu.Lock()
+	rooms := s.rooms
+	s.rooms = nil
+	s.mu.Unlock()
+	if r := s.hub.cfg.Rooms; r != nil {
+		for _, room := range rooms {
+			r.Leave(room, s.id)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
+	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webrtc/signal"
+)
+
+// calls is the node's call service: the SFU, its signaling, and the media
+// sockets they share.
+type calls struct {
+	sfu    *sfu.SFU
+	signal *signal.Service
+	udp    net.PacketConn // nil without webrtc_udp_port
+	tcp    net.Listener   // nil without webrtc_tcp_port
+}
+
+// newCalls builds the call service from the webrtc_* keys. Owners is the
+// cluster's presence store (nil on a single node), where each room's
+// serving node is recorded.
+func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) (c *calls, err error) {
+	c = &calls{}
+	defer func() {
+		if err != nil {
+			c.close(context.Background())
+		}
+	}()
+	host := ""
+	if cfg.WebRTCLoopback {
+		host = "127.0.0.1"
+	}
+	if cfg.WebRTCUDPPort > 0 {
+		if c.udp, err = net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(cfg.WebRTCUDPPort))); err != nil {
+			return nil, fmt.Errorf("server: webrtc_udp_port: %w", err)
+		}
+	}
+	if cfg.WebRTCTCPPort > 0 {
+		if c.tcp, err = net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.WebRTCTCPPort))); err != nil {
+			return nil, fmt.Errorf("server: webrtc_tcp_port: %w", err)
+		}
+	}
+	scfg := sfu.Config{
+		PublicIPs:   cfg.WebRTCPublicIP,
+		Loopback:    cfg.WebRTCLoopback,
+		VideoCodecs: cfg.WebRTCCodecs,
+		Logger:      log,
+	}
+	if c.udp != nil {
+		scfg.UDPConn = c.udp
+	}
+	if c.tcp != nil {
+		scfg.TCPListener = c.tcp
+	}
+	if c.sfu, err = sfu.New(scfg); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	// The join reply's ice_servers: the built-in TURN server (internal/turn)
+	// gives them with c.signal.SetICEServers once it runs; none until then.
+	c.signal = signal.New(signal.Config{SFU: c.sfu, Owners: owners, NodeURL: cfg.NodeURL, Logger: log})
+	return c, nil
+}
+
+// close ends every call and releases the media sockets.
+func (c *calls) close(ctx context.Context) error {
+	var errs []error
+	if c.signal != nil {
+		c.signal.Close(ctx)
+	}
+	if c.sfu != nil {
+		errs = append(errs, c.sfu.Close())
+	}
+	// The SFU's ICE muxes close the sockets they were given; these closes
+	// are for a service that failed before its SFU existed.
+	if c.udp != nil {
+		if err := c.udp.Close(); !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if c.tcp != nil {
+		if err := c.tcp.Close(); !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// offerTURN makes a room join hand the client t, the node's TURN server,
+// with a fresh credential. The join does not carry the HTTP Host, so the
+// URLs name turn_host, or else the relay IP.
+func (s *Server) offerTURN(t *turn.Server) {
+	if s.calls == nil {
+		return
+	}
+	s.calls.signal.SetICEServers(func(user string) []signal.ICEServer {
+		list, _, err := t.ICEServers(user, "")
+		if err != nil {
+			s.log.Warn("TURN credentials not minted", "user", user, "err", err)
+			return nil
+		}
+		out := make([]signal.ICEServer, len(list))
+		for i, e := range list {
+			out[i] = signal.ICEServer{URLs: e.URLs, Username: e.Username, Credential: e.Credential}
+		}
+		return out
+	})
+}
