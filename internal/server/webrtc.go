@@ -10,8 +10,8 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/config"
-	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 	"github.com/switchboardhq/switchboard/internal/webrtc/signal"
 )
 
