@@ -2,7 +2,10 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +78,27 @@ func TestTURNLifecycle(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", tu.TCPAddr().String()); err == nil {
 		t.Error("TURN still listens after shutdown")
+	}
+}
+
+// TestRoomJoinHandsOutTURN: with calls and TURN on, a room join's
+// ice_servers name the node's STUN and TURN with a credential TURN
+// accepts.
+func TestRoomJoinHandsOutTURN(t *testing.T) {
+	calls := withCalls(t)
+	ts := start(t, func(c *config.Config) {
+		calls(c)
+		c.TURNAddr = "127.0.0.1:0"
+	})
+	c := ts.dial()
+	r := c.MustCall(roomCmd("room_join", map[string]any{"room": "turned"}))
+	list, _ := r["ice_servers"].([]any)
+	if len(list) != 2 {
+		t.Fatalf("ice_servers %v", r["ice_servers"])
+	}
+	turnEntry := list[1].(map[string]any)
+	urls := fmt.Sprint(turnEntry["urls"])
+	if !strings.Contains(urls, "turn:127.0.0.1:"+strconv.Itoa(ts.TURN().UDPAddr().Port)) || turnEntry["username"] == "" || turnEntry["credential"] == "" {
+		t.Fatalf("TURN entry %v", turnEntry)
 	}
 }

@@ -170,7 +170,13 @@ func (s *Service) Join(ctx context.Context, j hub.RoomJoin) (json.RawMessage, er
 	r := joinReply{Room: j.Room, Participant: j.Participant, Mode: res.Mode, Codec: res.Codec, CanPublish: j.CanPublish, Node: node,
 		ICEServers: []ICEServer{}, Others: res.Participants}
 	if ice != nil {
-		if list := ice(j.User); list != nil {
+		// TURN credentials and quotas go by user; an anonymous
+		// participant is its own user.
+		user := j.User
+		if user == "" {
+			user = j.Participant
+		}
+		if list := ice(user); list != nil {
 			r.ICEServers = list
 		}
 	}
