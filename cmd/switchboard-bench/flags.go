@@ -48,11 +48,13 @@ type options struct {
 	payload    int
 	publishers int
 	batch      int
-	via        string
-	drain      time.Duration
-	warmup     time.Duration
-	retries    int
-	pause      time.Duration
+	// sfu: video publishers (the subscribers are --conns).
+	sfuPublishers int
+	via           string
+	drain         time.Duration
+	warmup        time.Duration
+	retries       int
+	pause         time.Duration
 
 	drop         string
 	recover      bool
@@ -91,6 +93,11 @@ Scenarios:
              time until all are back and resubscribed
   sse        broadcast with Server-Sent Events subscribers (GET /sse);
              Switchboard only
+  sfu        --sfu-publishers pion peers publish a synthetic VP8 track each
+             into one room, --conns pion peers (default 10) receive them all
+             for --duration: forwarded streams and packets, server CPU per
+             packet, streams per core, loss, time to first packet;
+             Switchboard only (calls are turned on in the server it starts)
 
   switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
   the last broadcast JSON line of a file written with --json-out.
@@ -129,6 +136,7 @@ Flags:
 	fs.IntVar(&o.maxSteps, "max-steps", 20, "find-max: most steps")
 	fs.IntVar(&o.payload, "payload", 100, "approximate size of each publication's data, in bytes (at least 40)")
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
+	fs.IntVar(&o.sfuPublishers, "sfu-publishers", 1, "sfu: participants publishing one video track each (the subscribers are --conns)")
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
@@ -162,6 +170,9 @@ Flags:
 		case "channels":
 			o.rate = 1000
 		}
+	}
+	if !set["conns"] && o.scenario == "sfu" {
+		o.conns = 10 // pion peers in this process: tens, not thousands
 	}
 	if _, ok := scenarios[o.scenario]; !ok {
 		fs.Usage()
@@ -229,6 +240,10 @@ func (o *options) params() map[string]any {
 			p["via"] = o.via
 			p["batch"] = o.batch
 		}
+	case "sfu":
+		p["sfu_publishers"] = o.sfuPublishers
+		p["duration_s"] = o.duration.Seconds()
+		p["warmup_s"] = o.warmup.Seconds()
 	case "reconnect":
 		p["drop"] = o.drop
 		p["recover"] = o.recover
