@@ -54,6 +54,8 @@ type options struct {
 	warmup     time.Duration
 	retries    int
 	pause      time.Duration
+	// sfu: video publishers (the subscribers are --conns).
+	sfuPublishers int
 
 	drop         string
 	recover      bool
@@ -92,6 +94,11 @@ Scenarios:
              time until all are back and resubscribed
   sse        broadcast with Server-Sent Events subscribers (GET /sse);
              Switchboard only
+  sfu        --sfu-publishers pion peers publish a synthetic VP8 track each
+             into one room, --conns pion peers (default 10) receive them all
+             for --duration: forwarded streams and packets, server CPU per
+             packet, streams per core, loss, time to first packet;
+             Switchboard only (calls are turned on in the server it starts)
 
   switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
   the last broadcast JSON line of a file written with --json-out.
@@ -131,6 +138,7 @@ Flags:
 	fs.IntVar(&o.payload, "payload", 100, "approximate size of each publication's data, in bytes (at least 40)")
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
 	fs.BoolVar(&o.h2c, "h2c", false, "publish to Switchboard's server API over HTTP/2 without TLS (h2c), many requests in flight per connection; the baseline stays on HTTP/1.1")
+	fs.IntVar(&o.sfuPublishers, "sfu-publishers", 1, "sfu: participants publishing one video track each (the subscribers are --conns)")
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
@@ -164,6 +172,9 @@ Flags:
 		case "channels":
 			o.rate = 1000
 		}
+	}
+	if !set["conns"] && o.scenario == "sfu" {
+		o.conns = 10 // pion peers in this process: tens, not thousands
 	}
 	if _, ok := scenarios[o.scenario]; !ok {
 		fs.Usage()
@@ -232,6 +243,10 @@ func (o *options) params() map[string]any {
 			p["batch"] = o.batch
 			p["h2c"] = o.h2c
 		}
+	case "sfu":
+		p["sfu_publishers"] = o.sfuPublishers
+		p["duration_s"] = o.duration.Seconds()
+		p["warmup_s"] = o.warmup.Seconds()
 	case "reconnect":
 		p["drop"] = o.drop
 		p["recover"] = o.recover

@@ -34,6 +34,7 @@ var scenarios = map[string]func(context.Context, *env) (targetResult, error){
 	"channels":  runChannels,
 	"reconnect": runReconnect,
 	"sse":       runSSE,
+	"sfu":       runSFU,
 }
 
 func main() {
@@ -139,6 +140,9 @@ type env struct {
 // runOne starts the target and the workers, runs the scenario, and stops
 // everything it started, whatever happens.
 func runOne(ctx context.Context, o *options, kind string) (targetResult, error) {
+	if o.scenario == "sfu" && kind == kindBaseline {
+		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no SFU"}}, nil
+	}
 	if o.scenario == "sse" && kind == kindBaseline {
 		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no Server-Sent Events endpoint"}}, nil
 	}
@@ -147,6 +151,13 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 	case kind == kindSwitchboard && o.url != "":
 		spec.URL, spec.PID, spec.CPUs, spec.PublishURL = o.url, o.serverPID, "", o.publishURL
 	case kind == kindSwitchboard:
+		var sfuArgs []string
+		if o.scenario == "sfu" {
+			var err error
+			if sfuArgs, err = sfuServerArgs(); err != nil {
+				return targetResult{}, err
+			}
+		}
 		bin, err := findServerBin(o.serverBin)
 		if err != nil {
 			return targetResult{}, err
@@ -156,6 +167,7 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 				addr = "127.0.0.1:0"
 			}
 			a := []string{bin, "serve", "--addr", addr, "--api-key", o.apiKey, "--demo=false"}
+			a = append(a, sfuArgs...)
 			return append(a, o.serverArgs...)
 		}
 	case kind == kindBaseline:
@@ -182,6 +194,9 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 		e.notes = append(e.notes, fmt.Sprintf("the machine was busy before the run: other processes used %.0f%% of a core; figures are disturbed", busy))
 	}
 	nw := (o.conns + o.connsPerWorker - 1) / o.connsPerWorker
+	if o.scenario == "sfu" {
+		nw = 0 // the participants are pion peers in this process
+	}
 	cfg := clientConfig{
 		Addr: t.Addr, Path: "/ws", Kind: kind, Sources: o.sources, Pollers: o.pollers,
 		InFlight: o.inflight, ReadDelay: o.readDelay, Recover: o.recover && kind == kindSwitchboard,
