@@ -9,6 +9,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -152,6 +153,9 @@ type ClientInfo struct {
 	User string `json:"user,omitempty"`
 	// Transport names how the client is connected (websocket, sse, ...).
 	Transport string `json:"transport,omitempty"`
+	// Info is what the application backend's subscribe hook attached to
+	// the subscription (a JSON value), nil for none.
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // PresenceStats counts a channel's presence.

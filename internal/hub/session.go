@@ -60,6 +60,10 @@ type SessionInfo struct {
 	// Credentials, when not nil, come from a connection token the transport
 	// verified with Hub.Authenticate.
 	Credentials *Credentials
+	// Headers are the allowlisted headers of the client's HTTP request
+	// (Hub.PassHeaders), for the connect hook; nil when no connect hook is
+	// configured. They are dropped once the client is connected.
+	Headers map[string]string
 	// Ephemeral marks a short-lived session (one long poll): it is not shown
 	// in presence, so polling clients do not join and leave on every poll.
 	Ephemeral bool
@@ -80,8 +84,9 @@ type Session struct {
 	ip        string
 	created   int64 // nanotime when the session was opened
 
-	authed  atomic.Bool  // a valid connection token was presented
-	expires atomic.Int64 // unix nanoseconds when the token expires; 0 never
+	authed     atomic.Bool  // a valid connection token was presented
+	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
+	expires    atomic.Int64 // unix nanoseconds when the token expires; 0 never
 
 	// Owned by HandleMessage's caller (the transport calls it for one
 	// session from one goroutine at a time, in order). The fields are laid

@@ -146,7 +146,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, ch := range req.channels {
-		if perr := hd.hub.CanSubscribe(ch, creds.User(), ""); perr != nil {
+		if perr := hd.hub.CanSubscribe(r.Context(), ch, creds.User(), ""); perr != nil {
 			httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 			return
 		}

@@ -24,6 +24,7 @@
 package sse
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -133,7 +134,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, status, perr := h.authorize(req)
+	creds, status, perr := h.authorize(r.Context(), req)
 	if perr != nil {
 		writeError(w, status, perr)
 		return
@@ -217,7 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorize checks the request's connection token, if any, and whether it
 // may subscribe to each of its channels. It returns the credentials (nil
 // for an anonymous client), or the HTTP status and error to answer.
-func (h *Handler) authorize(req request) (*hub.Credentials, int, *protocol.Error) {
+func (h *Handler) authorize(ctx context.Context, req request) (*hub.Credentials, int, *protocol.Error) {
 	var creds *hub.Credentials
 	if req.token != "" {
 		c, perr := h.hub.Authenticate(req.token)
@@ -236,9 +237,12 @@ func (h *Handler) authorize(req request) (*hub.Credentials, int, *protocol.Error
 		if creds != nil && slices.Contains(creds.Channels, ch) {
 			continue // the token grants it, as for a WebSocket connect
 		}
-		if perr := h.hub.CanSubscribe(ch, user, ""); perr != nil {
-			if perr.Code == protocol.ErrInvalidChannel.Code {
+		if perr := h.hub.CanSubscribe(ctx, ch, user, ""); perr != nil {
+			switch perr.Code {
+			case protocol.ErrInvalidChannel.Code:
 				return nil, http.StatusBadRequest, perr
+			case protocol.ErrUnavailable.Code: // the subscribe hook failed
+				return nil, http.StatusServiceUnavailable, perr
 			}
 			return nil, http.StatusForbidden, perr
 		}
