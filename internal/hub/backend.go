@@ -162,7 +162,10 @@ func (h *Hub) checkSubscribe(ctx context.Context, channel, client, user, token s
 		return nil, protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
 	}
 	if token != "" && ns.Subscribe == auth.SubscribeToken {
-		return nil, h.checkSubscriptionToken(channel, user, token)
+		if perr := h.checkSubscriptionToken(channel, user, token); perr != nil {
+			return nil, perr
+		}
+		return nil, nil // not a nil *protocol.Error in an error
 	}
 	if ns.Subscribe == auth.SubscribeAuthenticated && user == "" {
 		return nil, protocol.ErrPermissionDenied.WithMessage("%q needs an authenticated user", channel)
