@@ -47,6 +47,8 @@ var forbidden = []struct {
 	{"internal/hub", module + "/internal/broker/redis", "the engine never picks a concrete broker", false},
 	{"internal/hub", module + "/internal/broker/nats", "the engine never picks a concrete broker", false},
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
+	{"internal/proxy", module + "/internal/hub", "the backend client knows nothing of the engine: the hub declares the interface it calls", false},
+	{"internal/proxy", module + "/internal/transport", "the backend client knows nothing of transports", false},
 }
 
 func TestDependencyDirection(t *testing.T) {
