@@ -472,3 +472,33 @@ func TestBackendBadAnswers(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestAPIDisconnectUser: POST /api/disconnect {"user"} closes every
+// connection of the user (here admitted by the connect hook), and no one
+// else's.
+func TestAPIDisconnectUser(t *testing.T) {
+	b := newAppBackend(t)
+	ts := start(t, withBackend(b, nil))
+	var tabs []*wstest.Client
+	for range 2 {
+		c := ts.dialHeaders(map[string]string{"Cookie": "session=alice-secret"})
+		c.MustCall(map[string]any{"command": "connect"})
+		tabs = append(tabs, c)
+	}
+	other := ts.dial() // anonymous: the hook refuses it, anonymous clients may stay
+	if r := other.Call(map[string]any{"command": "connect"}); errorCode(r) != 401 {
+		t.Fatalf("anonymous connect: %v", r)
+	}
+	if status, m := ts.api("POST", "/api/disconnect", testKey, `{"user":"alice"}`); status != 200 {
+		t.Fatalf("disconnect: %d %v", status, m)
+	}
+	for i, c := range tabs {
+		if code := c.ExpectClose(); code != 4500 {
+			t.Fatalf("tab %d closed with %d, want 4500", i, code)
+		}
+	}
+	other.MustCall(map[string]any{"command": "ping"})
+	if status, _ := ts.api("POST", "/api/disconnect", testKey, `{"user":"nobody","reconnect":true}`); status != 200 {
+		t.Fatalf("disconnect of a user without connections: %d", status)
+	}
+}
