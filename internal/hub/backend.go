@@ -86,6 +86,41 @@ func (s *Session) connectHook(ctx context.Context, cmd *protocol.Command) (json.
 	return res.Data, nil
 }
 
+// ConnectHook asks the connect hook who the client of an HTTP transport's
+// request without a token is (SSE, long polling, HTTP publish: no session
+// exists yet, so the hook gets an empty client id). It returns nil, nil
+// when no connect hook is configured, and when the backend refuses while
+// anonymous clients are allowed (the request goes on as anonymous, as a
+// WebSocket client the hook refused stays connected anonymously). Else
+// the backend's refusal comes back as its error, its disconnect as 403, a
+// failure as 503.
+func (h *Hub) ConnectHook(ctx context.Context, transport, remoteAddr string, headers map[string]string) (*Credentials, *protocol.Error) {
+	if h.cfg.Backend == nil || h.cfg.ProxyConnectEndpoint == "" {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.CommandTimeout)
+	defer cancel()
+	res, err := h.cfg.Backend.Connect(ctx, h.cfg.ProxyConnectEndpoint, proxy.ConnectRequest{
+		Transport: transport, RemoteAddr: remoteAddr, Headers: headers,
+	})
+	if err != nil {
+		var d protocol.Disconnect
+		perr := refusal(err)
+		if !h.cfg.RequireAuth && !errors.As(err, &d) && perr.Code != protocol.ErrUnavailable.Code {
+			return nil, nil
+		}
+		return nil, perr
+	}
+	c := &Credentials{User: res.User, Info: res.Info, Channels: res.Channels, Proxy: true}
+	if res.ExpireAt > 0 {
+		c.Expires = time.Unix(res.ExpireAt, 0)
+		if !c.Expires.After(h.clock.Now()) {
+			return nil, protocol.ErrTokenExpired.WithMessage("the application backend gave an expiry in the past")
+		}
+	}
+	return c, nil
+}
+
 // refreshable reports whether the refresh hook extends the session's
 // credentials.
 func (s *Session) refreshable() bool {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/ssetest"
 	"github.com/switchboardhq/switchboard/internal/wstest"
 )
 
@@ -500,5 +501,63 @@ func TestAPIDisconnectUser(t *testing.T) {
 	other.MustCall(map[string]any{"command": "ping"})
 	if status, _ := ts.api("POST", "/api/disconnect", testKey, `{"user":"nobody","reconnect":true}`); status != 200 {
 		t.Fatalf("disconnect of a user without connections: %d", status)
+	}
+}
+
+// TestBackendHTTPTransportsByCookie: SSE, long polling and HTTP publish
+// ask the connect hook too when a request has no token, so a session
+// cookie works on every transport (allow_anonymous off, no token key);
+// their subscriptions and publications go through the hooks.
+func TestBackendHTTPTransportsByCookie(t *testing.T) {
+	b := newAppBackend(t)
+	ts := start(t, withBackend(b, func(c *config.Config) { c.AllowAnonymous = false }))
+	cookie := http.Header{"Cookie": {"session=alice-secret"}}
+
+	s := ssetest.Open(t, nil, "http://"+ts.Addr()+"/sse?channel=chat", cookie)
+	defer s.Close()
+	for ev := s.NextData(); ev.Type != "connected"; ev = s.NextData() {
+	}
+	if body, _ := b.last("connect"); body["transport"] != "sse" || body["client"] != "" {
+		t.Fatalf("connect hook body for SSE: %v", body)
+	}
+	if body, _ := b.last("subscribe"); body["user"] != "alice" || body["channel"] != "chat" {
+		t.Fatalf("subscribe hook body for SSE: %v", body)
+	}
+	for _, tc := range []struct {
+		query, cookie string
+		want          int
+	}{{"channel=secret", "session=alice-secret", http.StatusForbidden}, {"channel=chat", "session=forged", http.StatusUnauthorized}} {
+		_, resp, _ := ssetest.OpenErr(t, nil, "http://"+ts.Addr()+"/sse?"+tc.query, http.Header{"Cookie": {tc.cookie}})
+		if resp == nil {
+			t.Fatalf("SSE %s with %s: no answer", tc.query, tc.cookie)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("SSE %s with %s: %d, want %d", tc.query, tc.cookie, resp.StatusCode, tc.want)
+		}
+	}
+
+	a := ts.httpDo("POST", "/publish", map[string]string{"Cookie": "session=alice-secret", "Content-Type": "application/json"}, `{"channel":"chat","data":{"text":"from http"}}`)
+	if a.status != 200 {
+		t.Fatalf("HTTP publish with the cookie: %d %v", a.status, a.body)
+	}
+	ev := s.NextData()
+	var pub map[string]any
+	if err := json.Unmarshal([]byte(ev.Data), &pub); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := pub["data"].(map[string]any); d["text"] != "FROM HTTP" || d["by"] != "alice" {
+		t.Fatalf("SSE got %v", ev.Data)
+	}
+	if a := ts.httpDo("POST", "/publish", map[string]string{"Content-Type": "application/json"}, `{"channel":"chat","data":1}`); a.status != 401 {
+		t.Fatalf("HTTP publish without the cookie: %d %v", a.status, a.body)
+	}
+
+	p := ts.pollOK("channel=chat&timeout=0", map[string]string{"Cookie": "session=alice-secret"})
+	if body, _ := b.last("connect"); body["transport"] != "longpoll" {
+		t.Fatalf("connect hook body for polling: %v (%v)", body, p.body)
+	}
+	if a := ts.httpDo("GET", "/poll?channel=chat&timeout=0", map[string]string{"Cookie": "session=forged"}, ""); a.status != 401 {
+		t.Fatalf("poll with a forged cookie: %d %v", a.status, a.body)
 	}
 }

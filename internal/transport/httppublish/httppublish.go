@@ -126,7 +126,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !hd.gate.Admit(w, r) {
 		return
 	}
-	id, perr := httpauth.Credentials(hd.hub, r)
+	id, perr := httpauth.Credentials(hd.hub, r, "publish")
 	if perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return

@@ -140,7 +140,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, perr := httpauth.Credentials(hd.hub, r)
+	creds, perr := httpauth.Credentials(hd.hub, r, "longpoll")
 	if perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return

@@ -24,7 +24,6 @@
 package sse
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -40,6 +39,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 )
 
 // Options configure the SSE endpoint. Zero fields take the defaults
@@ -134,7 +134,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, status, perr := h.authorize(r.Context(), req)
+	creds, status, perr := h.authorize(r, req)
+	if perr != nil && status == http.StatusServiceUnavailable {
+		// The application backend failed (a hook): a 5xx would stop
+		// EventSource for good, a dropped connection makes it retry.
+		h.log.Debug("stream dropped: backend unavailable", "err", perr)
+		panic(http.ErrAbortHandler)
+	}
 	if perr != nil {
 		writeError(w, status, perr)
 		return
@@ -218,13 +224,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorize checks the request's connection token, if any, and whether it
 // may subscribe to each of its channels. It returns the credentials (nil
 // for an anonymous client), or the HTTP status and error to answer.
-func (h *Handler) authorize(ctx context.Context, req request) (*hub.Credentials, int, *protocol.Error) {
+func (h *Handler) authorize(r *http.Request, req request) (*hub.Credentials, int, *protocol.Error) {
+	ctx := r.Context()
 	var creds *hub.Credentials
 	if req.token != "" {
 		c, perr := h.hub.Authenticate(req.token)
 		if perr != nil {
 			return nil, http.StatusUnauthorized, perr
 		}
+		creds = c
+	} else if c, perr := h.hub.ConnectHook(ctx, "sse", r.RemoteAddr, proxy.PickHeaders(r.Header, h.hub.PassHeaders())); perr != nil {
+		return nil, protocol.HTTPStatus(perr), perr
+	} else if c != nil {
 		creds = c
 	} else if h.hub.RequireAuth() {
 		return nil, http.StatusUnauthorized, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("token" query parameter or "Authorization: Bearer" header)`)
