@@ -68,8 +68,8 @@ func refusal(err error) *protocol.Error {
 // session's identity. It returns the backend's data for the client.
 func (s *Session) connectHook(ctx context.Context, cmd *protocol.Command) (json.RawMessage, *protocol.Error) {
 	res, err := s.hub.cfg.Backend.Connect(ctx, s.hub.cfg.ProxyConnectEndpoint, proxy.ConnectRequest{
-		Client: s.id, Transport: s.transport.Name(), RemoteAddr: s.info.RemoteAddr,
-		Headers: s.info.Headers, Data: cmd.Data,
+		Client: s.id, Transport: s.transport.Name(), RemoteAddr: s.remoteAddr,
+		Headers: s.headers, Data: cmd.Data,
 	})
 	if err != nil {
 		return nil, s.hookFailed(err)
@@ -82,7 +82,7 @@ func (s *Session) connectHook(ctx context.Context, cmd *protocol.Command) (json.
 		}
 	}
 	s.setCredentials(c)
-	s.info.Headers = nil // the cookies served their purpose
+	s.headers = nil // the cookies served their purpose
 	return res.Data, nil
 }
 

@@ -80,9 +80,12 @@ type Session struct {
 	hub       *Hub
 	id        string
 	transport Transport
-	info      SessionInfo
-	ip        string
-	created   int64 // nanotime when the session was opened
+	// Of the SessionInfo, only what is used later is kept: a session is
+	// allocated per connection, and its size class is watched.
+	remoteAddr string
+	headers    map[string]string // for the connect hook, dropped once connected
+	ip         string
+	created    int64 // nanotime when the session was opened
 
 	authed     atomic.Bool  // a valid connection token was presented
 	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
@@ -93,6 +96,7 @@ type Session struct {
 	// out to keep the struct in a smaller allocation class.
 	overLimitIn int32   // commands refused in a row by the rate limit
 	connected   bool    // the connect command succeeded
+	ephemeral   bool    // SessionInfo.Ephemeral: not shown in presence
 	bucket      float64 // rate limit tokens
 	bucketAt    int64   // nanotime of the last refill
 
@@ -112,7 +116,7 @@ type Session struct {
 // NewSession registers a new connection on the hub.
 // A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
-	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: h.nanotime(), user: info.User}
+	s := &Session{hub: h, id: h.newClientID(), transport: t, remoteAddr: info.RemoteAddr, headers: info.Headers, ephemeral: info.Ephemeral, created: h.nanotime(), user: info.User}
 	s.out.sess = s
 	s.ip = info.RemoteAddr
 	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {

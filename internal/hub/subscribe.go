@@ -133,7 +133,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 		s.hub.removeSubscription(sub)
 		return protocol.ErrUnavailable.WithMessage("connection closed")
 	}
-	if !s.info.Ephemeral {
+	if !s.ephemeral {
 		sub.join(ctx)
 	}
 	return nil
