@@ -203,12 +203,23 @@ func TestDownAndSlow(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
+	// A backend that sends its headers and the start of a body, then
+	// stalls: the timeout covers reading the body too.
+	stallURL := backend(t, c, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"result":`)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
 	defer close(release)
 
 	for name, tc := range map[string]struct {
 		url  string
 		want error
-	}{"down": {downURL, proxy.ErrUnavailable}, "slow": {slowURL, proxy.ErrTimeout}} {
+	}{"down": {downURL, proxy.ErrUnavailable}, "slow": {slowURL, proxy.ErrTimeout}, "stalled body": {stallURL, proxy.ErrTimeout}} {
 		start := time.Now()
 		_, err := c.RPC(context.Background(), tc.url, proxy.RPCRequest{Client: "c1", Method: "m"})
 		if !errors.Is(err, tc.want) {
@@ -218,8 +229,8 @@ func TestDownAndSlow(t *testing.T) {
 			t.Fatalf("%s: failed after %s, timeout %s", name, d, timeout)
 		}
 	}
-	if v := metrics.Value(m.ProxyCalls.WithLabelValues("rpc", proxy.ResultTimeout)); v != 1 {
-		t.Fatalf("rpc timeouts counted %v, want 1", v)
+	if v := metrics.Value(m.ProxyCalls.WithLabelValues("rpc", proxy.ResultTimeout)); v != 2 {
+		t.Fatalf("rpc timeouts counted %v, want 2", v)
 	}
 	if v := metrics.Value(m.ProxyCalls.WithLabelValues("rpc", proxy.ResultUnavailable)); v != 1 {
 		t.Fatalf("rpc unavailable counted %v, want 1", v)
