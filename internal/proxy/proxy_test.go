@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -332,7 +333,7 @@ func FuzzAnswer(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	rt := &fixedTransport{}
-	c := proxy.New(proxy.Options{Transport: rt})
+	c := proxy.New(proxy.Options{Transport: rt, Logger: slog.New(slog.DiscardHandler)})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		rt.body = body
 		_, err := c.Publish(context.Background(), "http://backend.invalid/publish", proxy.PublishRequest{Channel: "x"})
