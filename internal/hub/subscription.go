@@ -252,6 +252,6 @@ func (sub *subscription) release(info broker.ClientInfo) {
 // clientInfo describes the subscriber in the channel's presence.
 func (sub *subscription) clientInfo() broker.ClientInfo {
 	ci := sub.sess.clientInfo()
-	ci.Info = sub.info
+	ci.Info = broker.RawJSON(sub.info)
 	return ci
 }
