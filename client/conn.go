@@ -27,6 +27,7 @@ type command struct {
 	Limit          *int            `json:"limit,omitempty"`
 	Reverse        bool            `json:"reverse,omitempty"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Method         string          `json:"method,omitempty"`
 }
 
 // message is anything the server sends: a reply (with id), an error

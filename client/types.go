@@ -221,6 +221,9 @@ type ClientInfo struct {
 	Client    string `json:"client"`
 	User      string `json:"user,omitempty"`
 	Transport string `json:"transport,omitempty"`
+	// Info is what the application backend's subscribe hook attached to
+	// the subscription (docs/backend.md), nil for none.
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // PresenceResult lists the connections subscribed to a channel.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 
@@ -46,6 +47,7 @@ type Hub interface {
 	Presence(ctx context.Context, channel string) ([]broker.ClientInfo, error)
 	PresenceStats(ctx context.Context, channel string) (broker.PresenceStats, error)
 	Channels(ctx context.Context) []hub.ChannelInfo
+	Connections(ctx context.Context, user string) []hub.ConnectionInfo
 	Disconnect(clientID, user string, reconnect bool) error
 	Info() hub.Info
 }
@@ -78,6 +80,7 @@ func New(h Hub, opts Options) *API {
 		"publish":        a.publish,
 		"broadcast":      a.broadcast,
 		"channels":       a.channels,
+		"connections":    a.connections,
 		"disconnect":     a.disconnect,
 		"info":           a.info,
 		"history":        a.history,
@@ -90,7 +93,7 @@ func New(h Hub, opts Options) *API {
 	methods := map[string]string{}
 	for name, m := range a.methods {
 		verb := "POST"
-		if name == "channels" || name == "info" || name == "rooms" {
+		if name == "channels" || name == "info" || name == "rooms" || name == "connections" {
 			verb = "GET"
 		}
 		a.mux.HandleFunc(verb+" /api/"+name, a.serve(m))
@@ -355,6 +358,11 @@ func (a *API) info(context.Context, []byte) (any, *protocol.Error) {
 func (a *API) serve(m method) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := readBody(w, r, a.opts.MaxBodySize)
+		if err == nil && r.Method == http.MethodGet && len(body) == 0 {
+			// A GET's parameters come in its query; methods read them as
+			// the JSON object a batch would give them.
+			body = queryParams(r.URL.Query())
+		}
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -390,6 +398,37 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return buf, nil
 	}
 	return io.ReadAll(body)
+}
+
+// queryParams turns a query string into a JSON object of its first
+// values.
+func queryParams(q url.Values) []byte {
+	m := make(map[string]string, len(q))
+	for k, v := range q {
+		m[k] = v[0]
+	}
+	b, _ := json.Marshal(m) // strings only: cannot fail
+	return b
+}
+
+// connections lists a user's connections on every node.
+func (a *API) connections(ctx context.Context, body []byte) (any, *protocol.Error) {
+	var req struct {
+		User string `json:"user"`
+	}
+	if len(body) > 0 {
+		if perr := decodeParams(body, &req); perr != nil {
+			return nil, perr
+		}
+	}
+	if req.User == "" {
+		return nil, protocol.ErrBadRequest.WithMessage(`give "user" (GET /api/connections?user=alice)`)
+	}
+	list := a.hub.Connections(ctx, req.User)
+	if list == nil {
+		list = []hub.ConnectionInfo{}
+	}
+	return map[string]any{"connections": list}, nil
 }
 
 // decodeParams reads a JSON object into v.

@@ -42,7 +42,20 @@ type Namespace struct {
 	// Presence keeps who is subscribed; JoinLeave pushes joins and leaves.
 	Presence  bool `koanf:"presence"`
 	JoinLeave bool `koanf:"join_leave"`
+	// ProxySubscribe, ProxyPublish and ProxyRPC are the URLs of the
+	// application backend's subscribe, publish and rpc hooks for the
+	// namespace's channels (and, for rpc, its methods "name:..."). In the
+	// configuration file "" takes the top-level proxy_*_endpoint and
+	// ProxyOff calls no hook; the server resolves both before building the
+	// rules, so that here "" means no hook.
+	ProxySubscribe string `koanf:"proxy_subscribe_endpoint"`
+	ProxyPublish   string `koanf:"proxy_publish_endpoint"`
+	ProxyRPC       string `koanf:"proxy_rpc_endpoint"`
 }
+
+// ProxyOff, as a namespace's proxy endpoint, turns off a hook the
+// top-level configuration sets.
+const ProxyOff = "off"
 
 // Validate checks the namespace's options.
 func (n Namespace) Validate() error {

@@ -152,6 +152,32 @@ type ClientInfo struct {
 	User string `json:"user,omitempty"`
 	// Transport names how the client is connected (websocket, sse, ...).
 	Transport string `json:"transport,omitempty"`
+	// Info is what the application backend's subscribe hook attached to
+	// the subscription (a JSON value), empty for none.
+	Info RawJSON `json:"info,omitempty"`
+}
+
+// RawJSON is an encoded JSON value, kept as it is when encoded again. It
+// is a string, unlike json.RawMessage, so that structs holding it stay
+// comparable with ==.
+type RawJSON string
+
+// MarshalJSON returns r itself, or null when r is empty.
+func (r RawJSON) MarshalJSON() ([]byte, error) {
+	if r == "" {
+		return []byte("null"), nil
+	}
+	return []byte(r), nil
+}
+
+// UnmarshalJSON keeps a copy of b (empty for null).
+func (r *RawJSON) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*r = ""
+		return nil
+	}
+	*r = RawJSON(b)
+	return nil
 }
 
 // PresenceStats counts a channel's presence.

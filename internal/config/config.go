@@ -25,6 +25,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/origin"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/turn"
 )
@@ -111,6 +112,14 @@ type Config struct {
 	WebRTCLoopback           bool          `koanf:"webrtc_loopback"`
 	WebRTCCodecs             []string      `koanf:"webrtc_codecs"`
 	NodeURL                  string        `koanf:"node_url"`
+	ProxyConnectEndpoint     string        `koanf:"proxy_connect_endpoint"`
+	ProxyRefreshEndpoint     string        `koanf:"proxy_refresh_endpoint"`
+	ProxySubscribeEndpoint   string        `koanf:"proxy_subscribe_endpoint"`
+	ProxyPublishEndpoint     string        `koanf:"proxy_publish_endpoint"`
+	ProxyRPCEndpoint         string        `koanf:"proxy_rpc_endpoint"`
+	ProxyTimeout             time.Duration `koanf:"proxy_timeout"`
+	ProxyMaxConcurrency      int           `koanf:"proxy_max_concurrency"`
+	ProxyPassHeaders         []string      `koanf:"proxy_pass_headers"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -199,6 +208,14 @@ var Keys = []Key{
 	{"webrtc_loopback", false, "offer loopback ICE candidates and gather on lo only (tests, machines without a network)"},
 	{"webrtc_codecs", []string{"vp8", "vp9", "h264"}, "video codecs accepted from publishers, most preferred first"},
 	{"node_url", "", "this node's public URL (wss://host/ws), given to clients of a room it serves that land on another node"},
+	{"proxy_connect_endpoint", "", "URL of the application backend's connect hook, called when a client connects without a token (docs/backend.md)"},
+	{"proxy_refresh_endpoint", "", "URL of the refresh hook, which extends a connection the connect hook admitted when it expires"},
+	{"proxy_subscribe_endpoint", "", "URL of the subscribe hook, which allows or refuses subscriptions (namespaces may set their own, or \"off\")"},
+	{"proxy_publish_endpoint", "", "URL of the publish hook, which allows, refuses or rewrites client publications (namespaces may set their own, or \"off\")"},
+	{"proxy_rpc_endpoint", "", "URL of the rpc hook, which answers the rpc command (namespaces may set their own for methods \"name:...\", or \"off\")"},
+	{"proxy_timeout", 3 * time.Second, "longest a proxy hook call may take, from waiting for a free slot to the whole answer (then error 503)"},
+	{"proxy_max_concurrency", 256, "most calls in flight per proxy hook; a call over it waits for a slot within proxy_timeout"},
+	{"proxy_pass_headers", []string{"Cookie", "Authorization", "Origin", "User-Agent", "Accept-Language"}, "headers of the client's HTTP request passed to the connect hook (in the body and as HTTP headers), comma-separated"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.
@@ -439,6 +456,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateNATS()...)
 	errs = append(errs, c.validateTURN()...)
+	errs = append(errs, c.validateProxy()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -527,6 +545,49 @@ func (c Config) TURNTLSFiles() (certFile, keyFile string) {
 		return c.TURNCertFile, c.TURNKeyFile
 	}
 	return c.TLSCert, c.TLSKey
+}
+
+// validateProxy checks the proxy_* keys and the namespaces' endpoints.
+func (c Config) validateProxy() []error {
+	var errs []error
+	for key, u := range map[string]string{
+		"proxy_connect_endpoint": c.ProxyConnectEndpoint, "proxy_refresh_endpoint": c.ProxyRefreshEndpoint,
+		"proxy_subscribe_endpoint": c.ProxySubscribeEndpoint, "proxy_publish_endpoint": c.ProxyPublishEndpoint,
+		"proxy_rpc_endpoint": c.ProxyRPCEndpoint,
+	} {
+		if u != "" {
+			if err := proxy.CheckEndpoint(u); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			}
+		}
+	}
+	for _, ns := range c.Namespaces {
+		for key, u := range map[string]string{
+			"proxy_subscribe_endpoint": ns.ProxySubscribe, "proxy_publish_endpoint": ns.ProxyPublish, "proxy_rpc_endpoint": ns.ProxyRPC,
+		} {
+			if u != "" && u != auth.ProxyOff {
+				if err := proxy.CheckEndpoint(u); err != nil {
+					errs = append(errs, fmt.Errorf("namespace %q: %s: %w (or \"off\")", ns.Name, key, err))
+				}
+			}
+		}
+	}
+	if c.ProxyRefreshEndpoint != "" && c.ProxyConnectEndpoint == "" {
+		errs = append(errs, errors.New("proxy_refresh_endpoint: needs proxy_connect_endpoint (it extends what the connect hook granted)"))
+	}
+	if c.ProxyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("proxy_timeout: must be positive, got %s", c.ProxyTimeout))
+	}
+	if c.ProxyMaxConcurrency <= 0 {
+		errs = append(errs, fmt.Errorf("proxy_max_concurrency: must be positive, got %d", c.ProxyMaxConcurrency))
+	}
+	for _, h := range c.ProxyPassHeaders {
+		if err := proxy.CheckPassHeader(h); err != nil {
+			errs = append(errs, fmt.Errorf("proxy_pass_headers: %w", err))
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) }) // maps have no order
+	return errs
 }
 
 // validNATSPrefix reports whether p can start NATS subject, stream and

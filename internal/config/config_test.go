@@ -80,6 +80,12 @@ func TestNATSAndProxyKeys(t *testing.T) {
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	proxyFile := filepath.Join(t.TempDir(), "proxy.yaml")
+	proxyYAML := "proxy_connect_endpoint: http://127.0.0.1:3000/connect\nproxy_timeout: 500ms\n" +
+		"namespaces:\n  - name: chat\n    proxy_subscribe_endpoint: \"off\"\n    proxy_rpc_endpoint: http://127.0.0.1:3000/chat-rpc\n"
+	if err := os.WriteFile(proxyFile, []byte(proxyYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -108,6 +114,15 @@ func TestNATSAndProxyKeys(t *testing.T) {
 		// The age check applies only to NATS: the default age does not
 		// refuse a long history_ttl with another broker.
 		{"long ttl without nats", []string{"--history-ttl", "72h"}, nil, func(c config.Config) bool { return c.HistoryTTL == 72*time.Hour }},
+		{"proxy keys", []string{"--config", proxyFile}, []string{"SWITCHBOARD_PROXY_PASS_HEADERS=Cookie, X-Tenant"}, func(c config.Config) bool {
+			return c.ProxyConnectEndpoint == "http://127.0.0.1:3000/connect" && c.ProxyTimeout == 500*time.Millisecond &&
+				strings.Join(c.ProxyPassHeaders, " ") == "Cookie X-Tenant" && len(c.Namespaces) == 1 &&
+				c.Namespaces[0].ProxySubscribe == "off" && c.Namespaces[0].ProxyRPC == "http://127.0.0.1:3000/chat-rpc"
+		}},
+		{"proxy defaults", nil, nil, func(c config.Config) bool {
+			return c.ProxyConnectEndpoint == "" && c.ProxyTimeout == 3*time.Second && c.ProxyMaxConcurrency == 256 &&
+				strings.Join(c.ProxyPassHeaders, " ") == "Cookie Authorization Origin User-Agent Accept-Language"
+		}},
 		{"no age limit with nats", []string{"--broker", "nats://n:4222", "--history-ttl", "72h", "--nats-history-max-age", "0"}, nil,
 			func(c config.Config) bool { return c.NATSHistoryMaxAge == 0 }},
 	} {
@@ -127,6 +142,8 @@ func TestInvalid(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "u.yaml")
 	_ = os.WriteFile(unknown, []byte("adr: typo\n"), 0o600)
+	nsBad := filepath.Join(dir, "ns.yaml")
+	_ = os.WriteFile(nsBad, []byte("namespaces:\n  - name: chat\n    proxy_publish_endpoint: nope\n"), 0o600)
 	tests := []struct {
 		name string
 		args []string
@@ -165,6 +182,13 @@ func TestInvalid(t *testing.T) {
 		{"turn quota", []string{"--turn-user-quota", "-1"}, nil, "turn_user_quota"},
 		{"nats max age below ttl", []string{"--broker", "nats://127.0.0.1:4222", "--history-ttl", "2h", "--nats-history-max-age", "1h"}, nil,
 			"nats_history_max_age: 1h0m0s is shorter than the longest history_ttl (2h0m0s)"},
+		{"proxy endpoint not a URL", []string{"--proxy-rpc-endpoint", "backend:3000/rpc"}, nil, "proxy_rpc_endpoint"},
+		{"proxy endpoint relative", nil, []string{"SWITCHBOARD_PROXY_CONNECT_ENDPOINT=/connect"}, "proxy_connect_endpoint"},
+		{"proxy refresh without connect", []string{"--proxy-refresh-endpoint", "http://127.0.0.1:3000/r"}, nil, "proxy_refresh_endpoint: needs proxy_connect_endpoint"},
+		{"proxy timeout zero", []string{"--proxy-timeout", "0s"}, nil, "proxy_timeout"},
+		{"proxy concurrency zero", nil, []string{"SWITCHBOARD_PROXY_MAX_CONCURRENCY=0"}, "proxy_max_concurrency"},
+		{"proxy pass Host", nil, []string{"SWITCHBOARD_PROXY_PASS_HEADERS=Cookie,Host"}, `proxy_pass_headers: proxy: header "Host"`},
+		{"namespace proxy endpoint", []string{"--config", nsBad}, nil, `namespace "chat": proxy_publish_endpoint`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 )
 
 // Identity is who a request comes from: a verified connection token, or
@@ -26,10 +27,20 @@ func (id Identity) User() string {
 }
 
 // Credentials verifies the request's connection token, given as
-// "Authorization: Bearer <token>". A request without one is anonymous,
-// which the server may refuse (allow_anonymous off).
-func Credentials(h *hub.Hub, r *http.Request) (Identity, *protocol.Error) {
+// "Authorization: Bearer <token>". A request without one asks the connect
+// hook, when one is configured, with transport as the transport's name;
+// else it is anonymous, which the server may refuse (allow_anonymous off).
+func Credentials(h *hub.Hub, r *http.Request, transport string) (Identity, *protocol.Error) {
 	a := r.Header.Get("Authorization")
+	if a == "" || !hasBearer(a) && h.PassHeaders() != nil {
+		c, perr := h.ConnectHook(r.Context(), transport, r.RemoteAddr, proxy.PickHeaders(r.Header, h.PassHeaders()))
+		if perr != nil {
+			return Identity{}, perr
+		}
+		if c != nil {
+			return Identity{Creds: c}, nil
+		}
+	}
 	if a == "" {
 		if h.RequireAuth() {
 			return Identity{}, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("Authorization: Bearer <token>")`)
@@ -63,4 +74,11 @@ func WriteError(w http.ResponseWriter, status int, perr *protocol.Error) {
 	w.WriteHeader(status)
 	b := append([]byte(`{"error":`), protocol.AppendErrorObject(nil, perr)...)
 	_, _ = w.Write(append(b, "}\n"...))
+}
+
+// hasBearer reports whether an Authorization header value uses the Bearer
+// scheme; other schemes are the connect hook's, when one is configured.
+func hasBearer(a string) bool {
+	const scheme = "bearer "
+	return len(a) > len(scheme) && strings.EqualFold(a[:len(scheme)], scheme)
 }

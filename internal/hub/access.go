@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"time"
@@ -35,6 +36,9 @@ type Credentials struct {
 	// Grants are the token's permissions beyond channels, such as
 	// "room:join" and "room:publish" (see Session.granted).
 	Grants []string
+	// Proxy marks credentials the connect hook gave: the refresh hook, when
+	// configured, extends them at expiry.
+	Proxy bool
 }
 
 // Authenticate verifies a connection token, for transports that take it at
@@ -91,40 +95,15 @@ func (h *Hub) CanPublish(channel, user string) *protocol.Error {
 // HistoryMaxLimit is the most publications one history request may ask for.
 func (h *Hub) HistoryMaxLimit() int { return h.cfg.HistoryMaxLimit }
 
-// canSubscribe checks the namespace's subscribe rule and the channel's user
-// list for this session.
-func (s *Session) canSubscribe(channel, token string) *protocol.Error {
-	return s.hub.CanSubscribe(channel, s.User(), token)
-}
-
 // CanSubscribe checks whether a client with the given user id (empty when
-// anonymous) may subscribe to channel: the namespace's subscribe rule and
-// the channel's user list; token is a subscription token, for namespaces
-// that need one. The subscribe command checks it itself; transports that
+// anonymous) may subscribe to channel: the namespace's subscribe rule, the
+// channel's user list and the namespace's subscribe hook (see
+// checkSubscribe); token is a subscription token, for namespaces that
+// need one. The subscribe command checks it itself; transports that
 // subscribe with Session.Subscribe (which checks nothing) call it first.
-func (h *Hub) CanSubscribe(channel, user, token string) *protocol.Error {
-	ns, perr := h.namespace(channel)
-	if perr != nil {
-		return perr
-	}
-	if !auth.UserAllowed(channel, user) {
-		return protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
-	}
-	switch ns.Subscribe {
-	case auth.SubscribeAuthenticated:
-		if user == "" {
-			return protocol.ErrPermissionDenied.WithMessage("%q needs an authenticated user", channel)
-		}
-	case auth.SubscribeToken:
-		if token == "" {
-			return protocol.ErrPermissionDenied.WithMessage("%q needs a subscription token", channel)
-		}
-		if _, err := h.cfg.Verifier.Subscribe(token, channel, user); err != nil {
-			if errors.Is(err, auth.ErrTokenExpired) {
-				return protocol.ErrTokenExpired.WithMessage("subscription token expired")
-			}
-			return protocol.ErrPermissionDenied.WithMessage("subscription token refused")
-		}
+func (h *Hub) CanSubscribe(ctx context.Context, channel, user, token string) *protocol.Error {
+	if _, err := h.checkSubscribe(ctx, channel, "", user, token, nil); err != nil {
+		return refusal(err)
 	}
 	return nil
 }

@@ -36,9 +36,11 @@ type control struct {
 	Client    string `json:"client,omitempty"`
 	User      string `json:"user,omitempty"`
 	Reconnect bool   `json:"reconnect,omitempty"`
-	// ID correlates "channels" requests and "channels_reply" answers.
-	ID       string        `json:"id,omitempty"`
-	Channels []ChannelInfo `json:"channels,omitempty"`
+	// ID correlates "channels" and "connections" requests with their
+	// "..._reply" answers (User names whose connections are asked for).
+	ID          string           `json:"id,omitempty"`
+	Channels    []ChannelInfo    `json:"channels,omitempty"`
+	Connections []ConnectionInfo `json:"connections,omitempty"`
 }
 
 // cluster is the hub's view of the other nodes.
@@ -120,7 +122,11 @@ func (h *Hub) HandleControl(data []byte) {
 		if c.From != h.cfg.NodeID {
 			h.sendControl(control{Type: "channels_reply", ID: c.ID, Channels: h.localChannels()})
 		}
-	case "channels_reply":
+	case "connections":
+		if c.From != h.cfg.NodeID {
+			h.sendControl(control{Type: "connections_reply", ID: c.ID, Connections: h.localConnections(c.User)})
+		}
+	case "channels_reply", "connections_reply":
 		h.cl.mu.Lock()
 		ch := h.cl.waiting[c.ID]
 		h.cl.mu.Unlock()
@@ -175,38 +181,11 @@ func (h *Hub) gatherChannels(ctx context.Context) []ChannelInfo {
 	for _, c := range h.localChannels() {
 		merged[c.Channel] += c.Subscribers
 	}
-	if h.cl.ctl != nil {
-		want := len(h.Nodes()) - 1
-		if want > 0 {
-			id := randomID(12)
-			replies := make(chan control, want)
-			h.cl.mu.Lock()
-			h.cl.waiting[id] = replies
-			h.cl.mu.Unlock()
-			defer func() {
-				h.cl.mu.Lock()
-				delete(h.cl.waiting, id)
-				h.cl.mu.Unlock()
-			}()
-			h.sendControl(control{Type: "channels", ID: id})
-			timeout := time.NewTimer(2 * time.Second)
-			defer timeout.Stop()
-		collect:
-			for got := 0; got < want; got++ {
-				select {
-				case r := <-replies:
-					for _, c := range r.Channels {
-						merged[c.Channel] += c.Subscribers
-					}
-				case <-timeout.C:
-					h.log.Warn("channels: some nodes did not answer", "answered", got, "nodes", want)
-					break collect
-				case <-ctx.Done():
-					break collect
-				}
-			}
+	h.gather(ctx, control{Type: "channels"}, func(r control) {
+		for _, c := range r.Channels {
+			merged[c.Channel] += c.Subscribers
 		}
-	}
+	})
 	out := make([]ChannelInfo, 0, len(merged))
 	for name, n := range merged {
 		out = append(out, ChannelInfo{Channel: name, Subscribers: n})

@@ -17,6 +17,7 @@ func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *
 	if s.connected {
 		return nil, protocol.ErrBadRequest.WithMessage("already connected")
 	}
+	var data json.RawMessage // the connect hook's data for the client
 	if cmd.Token != "" {
 		c, perr := s.hub.Authenticate(cmd.Token)
 		if perr != nil {
@@ -30,6 +31,22 @@ func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *
 			return nil, protocol.ErrPermissionDenied.WithMessage("the token is for another user than the connection's")
 		}
 		s.setCredentials(c)
+	} else if s.hub.cfg.ProxyConnectEndpoint != "" && s.hub.cfg.Backend != nil && !s.authed.Load() {
+		d, perr := s.connectHook(ctx, cmd)
+		switch {
+		case perr == nil:
+			data = d
+		case perr == errReplied || perr.Code == protocol.ErrUnavailable.Code:
+			// Closed by the backend; or the backend failed, and the
+			// client may send connect again (within the connect
+			// timeout, when authentication is required).
+			return nil, perr
+		case s.hub.cfg.RequireAuth || perr.Code == protocol.ErrTokenExpired.Code:
+			s.failConnect(cmd, perr)
+			return nil, errReplied
+		default:
+			return nil, perr
+		}
 	} else if s.hub.cfg.RequireAuth && !s.authed.Load() {
 		s.failConnect(cmd, protocol.ErrUnauthorized.WithMessage("a connection token is required"))
 		return nil, errReplied
@@ -48,7 +65,8 @@ func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *
 		Expires       int64           `json:"expires,omitempty"`
 		Subscriptions []subPos        `json:"subscriptions,omitempty"`
 		Info          json.RawMessage `json:"info,omitempty"`
-	}{Client: s.id, Node: s.hub.cfg.NodeID, Version: s.hub.cfg.Version, User: s.User()}
+		Data          json.RawMessage `json:"data,omitempty"`
+	}{Client: s.id, Node: s.hub.cfg.NodeID, Version: s.hub.cfg.Version, User: s.User(), Data: data}
 	if creds := s.credentials(); creds != nil {
 		res.Info = creds.Info
 		if !creds.Expires.IsZero() {
@@ -79,8 +97,22 @@ func (s *Session) failConnect(cmd *protocol.Command, perr *protocol.Error) {
 }
 
 // refresh replaces the connection's token with a newer one of the same
-// user, pushing its expiry back.
-func (s *Session) refresh(_ context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+// user, pushing its expiry back; without a token, for a connection the
+// connect hook admitted, it asks the refresh hook.
+func (s *Session) refresh(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if cmd.Token == "" && s.refreshable() {
+		exp, perr := s.refreshHook(ctx, cmd.Data)
+		if perr != nil {
+			return nil, perr
+		}
+		var unix int64
+		if !exp.IsZero() {
+			unix = exp.Unix()
+		}
+		return mustJSON(struct {
+			Expires int64 `json:"expires,omitempty"`
+		}{unix}), nil
+	}
 	if cmd.Token == "" {
 		return nil, protocol.ErrBadRequest.WithMessage(`missing "token"`)
 	}
@@ -109,13 +141,17 @@ func (s *Session) canRead(channel string) *protocol.Error {
 	if perr != nil {
 		return perr
 	}
-	if ns.Subscribe == auth.SubscribeToken {
+	if ns.Subscribe == auth.SubscribeToken || ns.ProxySubscribe != "" {
 		if sub := s.findSub(channel); sub != nil && sub.isLive() {
 			return nil
 		}
 		return protocol.ErrPermissionDenied.WithMessage("subscribe to %q first", channel)
 	}
-	return s.canSubscribe(channel, "")
+	_, err := s.hub.checkSubscribe(context.Background(), channel, s.id, s.User(), "", nil) // no hook: no I/O
+	if err != nil {
+		return s.hookFailed(err)
+	}
+	return nil
 }
 
 func (s *Session) history(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
@@ -205,13 +241,11 @@ func (s *Session) clientError(err error) *protocol.Error {
 }
 
 func (s *Session) publish(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
-	if perr := s.hub.CanPublish(cmd.Channel, s.User()); perr != nil {
-		return nil, perr
+	data, err := s.hub.checkPublish(ctx, cmd.Channel, s.id, s.User(), cmd.Data)
+	if err != nil {
+		return nil, s.hookFailed(err)
 	}
-	if cmd.Data == nil {
-		return nil, protocol.ErrBadRequest.WithMessage(`missing "data"`)
-	}
-	r, err := s.hub.PublishOnce(ctx, cmd.Channel, cmd.Data, "client", cmd.IdempotencyKey)
+	r, err := s.hub.PublishOnce(ctx, cmd.Channel, data, "client", cmd.IdempotencyKey)
 	if err != nil {
 		s.hub.log.Warn("client publish failed", "channel", cmd.Channel, "err", err)
 		return nil, protocol.ErrUnavailable.WithMessage("cannot publish now, retry")

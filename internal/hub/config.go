@@ -66,8 +66,24 @@ type Config struct {
 	// Verifier checks connection and subscription tokens; nil when tokens
 	// are not configured.
 	Verifier *auth.Verifier
+	// Backend, when not nil, is the application backend the proxy hooks
+	// call: the connect and refresh hooks at ProxyConnectEndpoint and
+	// ProxyRefreshEndpoint, the subscribe, publish and rpc hooks at the
+	// endpoints of each namespace (auth.Namespace.ProxySubscribe...).
+	Backend Backend
+	// ProxyConnectEndpoint is called when a client connects without a
+	// token; "" calls none.
+	ProxyConnectEndpoint string
+	// ProxyRefreshEndpoint is called when the credentials the connect hook
+	// gave expire, and on a refresh command without a token; "" calls
+	// none (such connections then close at expiry, 4005).
+	ProxyRefreshEndpoint string
+	// PassHeaders names the headers of a client's HTTP request that
+	// transports keep for the connect hook (see Hub.PassHeaders).
+	PassHeaders []string
 	// RequireAuth refuses every command but connect, refresh and ping from
-	// clients without a valid connection token, and closes those that have
+	// clients without a valid connection token (or the connect hook's
+	// approval), and closes those that have
 	// none after ConnectTimeout (4502).
 	RequireAuth bool
 	// ConnectTimeout: see RequireAuth. Default 10s.

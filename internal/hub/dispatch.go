@@ -23,7 +23,7 @@ type command struct {
 // commands maps each command name of the protocol to its handler.
 var commands = map[string]command{
 	protocol.CmdConnect:       {run: (*Session).connect, beforeAuth: true},
-	protocol.CmdRefresh:       {run: (*Session).refresh, beforeAuth: true, local: true},
+	protocol.CmdRefresh:       {run: (*Session).refresh, beforeAuth: true}, // the refresh hook waits on the backend
 	protocol.CmdPing:          {run: (*Session).ping, beforeAuth: true, local: true},
 	protocol.CmdSubscribe:     {run: (*Session).subscribe},
 	protocol.CmdUnsubscribe:   {run: (*Session).unsubscribe},
@@ -40,6 +40,7 @@ var commands = map[string]command{
 	CmdRoomPublish:            {run: (*Session).roomSignal},
 	CmdRoomUnpublish:          {run: (*Session).roomSignal},
 	CmdRoomMute:               {run: (*Session).roomSignal},
+	protocol.CmdRPC:           {run: (*Session).rpc},
 }
 
 // dispatch runs a decoded command under the session's lifetime context,

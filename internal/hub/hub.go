@@ -151,6 +151,8 @@ func (h *Hub) sweep() func() {
 		for _, s := range batch {
 			exp := s.expires.Load()
 			switch {
+			case exp != 0 && now.UnixNano() > exp && s.refreshable() && now.UnixNano() < exp+int64(refreshGrace):
+				s.refreshExpired()
 			case exp != 0 && now.UnixNano() > exp:
 				s.Close(protocol.DisconnectTokenExpired)
 			case h.cfg.RequireAuth && !s.authed.Load() && time.Duration(h.nanotime()-s.created) > h.cfg.ConnectTimeout:

@@ -60,6 +60,10 @@ type SessionInfo struct {
 	// Credentials, when not nil, come from a connection token the transport
 	// verified with Hub.Authenticate.
 	Credentials *Credentials
+	// Headers are the allowlisted headers of the client's HTTP request
+	// (Hub.PassHeaders), for the connect hook; nil when no connect hook is
+	// configured. They are dropped once the client is connected.
+	Headers map[string]string
 	// Ephemeral marks a short-lived session (one long poll): it is not shown
 	// in presence, so polling clients do not join and leave on every poll.
 	Ephemeral bool
@@ -76,18 +80,23 @@ type Session struct {
 	hub       *Hub
 	id        string
 	transport Transport
-	info      SessionInfo
-	ip        string
-	created   int64 // nanotime when the session was opened
+	// Of the SessionInfo, only what is used later is kept: a session is
+	// allocated per connection, and its size class is watched.
+	remoteAddr string
+	headers    map[string]string // for the connect hook, dropped once connected
+	ip         string
+	created    int64 // nanotime when the session was opened
 
-	authed  atomic.Bool  // a valid connection token was presented
-	expires atomic.Int64 // unix nanoseconds when the token expires; 0 never
+	authed     atomic.Bool  // a valid connection token was presented
+	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
+	expires    atomic.Int64 // unix nanoseconds when the token expires; 0 never
 
 	// Owned by HandleMessage's caller (the transport calls it for one
 	// session from one goroutine at a time, in order). The fields are laid
 	// out to keep the struct in a smaller allocation class.
 	overLimitIn int32   // commands refused in a row by the rate limit
 	connected   bool    // the connect command succeeded
+	ephemeral   bool    // SessionInfo.Ephemeral: not shown in presence
 	bucket      float64 // rate limit tokens
 	bucketAt    int64   // nanotime of the last refill
 
@@ -108,7 +117,7 @@ type Session struct {
 // NewSession registers a new connection on the hub.
 // A session over a connection limit, or during shutdown, is closed at once.
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
-	s := &Session{hub: h, id: h.newClientID(), transport: t, info: info, created: h.nanotime(), user: info.User}
+	s := &Session{hub: h, id: h.newClientID(), transport: t, remoteAddr: info.RemoteAddr, headers: info.Headers, ephemeral: info.Ephemeral, created: h.nanotime(), user: info.User}
 	s.out.sess = s
 	s.ip = info.RemoteAddr
 	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {

@@ -18,11 +18,12 @@ import (
 // it final (subscription.end).
 
 func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
-	if perr := s.canSubscribe(cmd.Channel, cmd.Token); perr != nil {
-		return nil, perr
+	info, err := s.hub.checkSubscribe(ctx, cmd.Channel, s.id, s.User(), cmd.Token, cmd.Data)
+	if err != nil {
+		return nil, s.hookFailed(err)
 	}
 	since := SincePosition(cmd.Since)
-	perr := s.subscribeChannel(ctx, cmd.Channel, since, func(res *SubscribeResult) {
+	perr := s.subscribeChannel(ctx, cmd.Channel, since, info, func(res *SubscribeResult) {
 		if !cmd.HasID {
 			return
 		}
@@ -80,7 +81,7 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 	ctx, end := s.begin(ctx)
 	defer end()
 	var out SubscribeResult
-	perr := s.subscribeChannel(ctx, channel, since, func(res *SubscribeResult) {
+	perr := s.subscribeChannel(ctx, channel, since, nil, func(res *SubscribeResult) {
 		out = *res
 		if first != nil {
 			for _, m := range first(*res) {
@@ -95,13 +96,14 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 }
 
 // subscribeChannel is the one subscribe path (see the top of this file).
-// emit queues what the client must see first; it runs under the
-// subscription's lock.
-func (s *Session) subscribeChannel(ctx context.Context, channel string, since *broker.Position, emit func(*SubscribeResult)) *protocol.Error {
+// info is shown with the client in the channel's presence (from the
+// subscribe hook). emit queues what the client must see first; it runs
+// under the subscription's lock.
+func (s *Session) subscribeChannel(ctx context.Context, channel string, since *broker.Position, info json.RawMessage, emit func(*SubscribeResult)) *protocol.Error {
 	if perr := protocol.ValidateChannel(channel); perr != nil {
 		return perr
 	}
-	sub := &subscription{sess: s, channel: channel}
+	sub := &subscription{sess: s, channel: channel, info: info}
 	if perr := s.addSub(sub); perr != nil {
 		return perr
 	}
@@ -131,7 +133,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 		s.hub.removeSubscription(sub)
 		return protocol.ErrUnavailable.WithMessage("connection closed")
 	}
-	if !s.info.Ephemeral {
+	if !s.ephemeral {
 		sub.join(ctx)
 	}
 	return nil

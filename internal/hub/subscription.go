@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
@@ -42,6 +43,7 @@ const (
 type subscription struct {
 	sess    *Session
 	channel string
+	info    json.RawMessage // shown in presence (the subscribe hook's), nil for none
 
 	mu    sync.Mutex // guards the fields below, which are packed to keep the struct small
 	state subState
@@ -186,7 +188,7 @@ func (sub *subscription) end() {
 	}
 	sub.mu.Unlock()
 	if leave {
-		sub.sess.hub.left(sub.channel, sub.sess.clientInfo())
+		sub.sess.hub.left(sub.channel, sub.clientInfo())
 	}
 }
 
@@ -198,7 +200,7 @@ func (sub *subscription) join(ctx context.Context) {
 	if !ns.Presence || !sub.own() {
 		return
 	}
-	info := sub.sess.clientInfo()
+	info := sub.clientInfo()
 	h.joined(ctx, sub.channel, ns, info)
 	sub.release(info)
 }
@@ -214,7 +216,7 @@ func (sub *subscription) refresh(ctx context.Context) error {
 	sub.pres = presBusy
 	sub.mu.Unlock()
 	h := sub.sess.hub
-	info := sub.sess.clientInfo()
+	info := sub.clientInfo()
 	err := h.presence.AddPresence(ctx, sub.channel, info, h.cfg.PresenceTTL)
 	sub.release(info)
 	return err
@@ -249,4 +251,11 @@ func (sub *subscription) release(info broker.ClientInfo) {
 	if leave {
 		sub.sess.hub.left(sub.channel, info)
 	}
+}
+
+// clientInfo describes the subscriber in the channel's presence.
+func (sub *subscription) clientInfo() broker.ClientInfo {
+	ci := sub.sess.clientInfo()
+	ci.Info = broker.RawJSON(sub.info)
+	return ci
 }

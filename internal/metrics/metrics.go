@@ -83,6 +83,13 @@ type Metrics struct {
 	// Connect requests, and relayed datagrams, refused by the peer
 	// policy, by reason (see internal/turn).
 	TURNPermissionsRefused *prometheus.CounterVec
+	// ProxyCalls counts calls to the application backend's proxy hooks, by
+	// hook (connect, refresh, subscribe, publish, rpc) and result (see
+	// the proxy package's Result constants).
+	ProxyCalls *prometheus.CounterVec
+	// ProxyDuration observes how long each proxy hook call took, by hook,
+	// whatever its result.
+	ProxyDuration *prometheus.HistogramVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
@@ -194,14 +201,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "turn_permissions_refused_total",
 			Help: "TURN permissions, channel binds, TCP connects and relayed datagrams refused by the peer policy, by reason.",
 		}, []string{"reason"}),
+		ProxyCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "proxy_calls_total",
+			Help: "Calls to the application backend's proxy hooks, by hook and result.",
+		}, []string{"hook", "result"}),
+		ProxyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "proxy_duration_seconds",
+			Help:    "Duration of calls to the application backend's proxy hooks, by hook.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"hook"}),
 	}
 	reg.MustRegister(
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
 		m.Compressed, m.CompressionSaved,
-		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
+		m.Errors, m.Disconnects, m.APIRequests, m.ProxyCalls, m.ProxyDuration, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -37,3 +37,26 @@ func ValidateChannel(name string) *Error {
 	}
 	return nil
 }
+
+// MaxMethodLength is the longest rpc method name accepted, in bytes.
+const MaxMethodLength = 128
+
+// ValidateMethod reports whether name is a valid rpc method name: 1 to
+// MaxMethodLength bytes of ASCII letters, digits and "_-.:/". As with
+// channels, the part before the first ':' names a namespace, whose
+// proxy_rpc_endpoint handles the method.
+func ValidateMethod(name string) *Error {
+	if name == "" {
+		return ErrBadRequest.WithMessage(`missing "method"`)
+	}
+	if len(name) > MaxMethodLength {
+		return ErrBadRequest.WithMessage("method name longer than %d bytes", MaxMethodLength)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == ':' || c == '/') {
+			return ErrBadRequest.WithMessage("method name may contain only letters, digits and _-.:/ (byte %d)", i)
+		}
+	}
+	return nil
+}

@@ -30,7 +30,8 @@ var (
 	ErrUnauthorized = &Error{Code: 401, Message: "unauthorized"}
 	// ErrPermissionDenied: the credentials do not allow this command on this channel.
 	ErrPermissionDenied = &Error{Code: 403, Message: "permission denied"}
-	// ErrUnknownCommand: the "command" field names no command this server knows.
+	// ErrUnknownCommand: the "command" field names no command this server
+	// knows, or an rpc names a method no application backend handles.
 	ErrUnknownCommand = &Error{Code: 404, Message: "unknown command"}
 	// ErrAlreadySubscribed: the connection is already subscribed to the channel.
 	ErrAlreadySubscribed = &Error{Code: 409, Message: "already subscribed"}
@@ -62,7 +63,8 @@ var (
 	ErrRoomState = &Error{Code: 442, Message: "room state conflict"}
 	// ErrInternal: the server failed; the command may be retried.
 	ErrInternal = &Error{Code: 500, Message: "internal server error"}
-	// ErrUnavailable: a dependency (the broker) is unavailable; retry later.
+	// ErrUnavailable: a dependency (the broker, the application backend of
+	// a proxy hook) is unavailable, slow or broken; retry later.
 	ErrUnavailable = &Error{Code: 503, Message: "service unavailable"}
 )
 

@@ -18,6 +18,7 @@ const (
 	CmdPresence      = "presence"
 	CmdPresenceStats = "presence_stats"
 	CmdRefresh       = "refresh"
+	CmdRPC           = "rpc"
 )
 
 // StreamPosition is a client's position in a channel: the offset of the last
@@ -57,6 +58,9 @@ type Command struct {
 	// "idempotency_key" that ValidateIdempotencyKey refuses (an empty one
 	// included) does not decode.
 	IdempotencyKey string
+	// Method names the procedure an rpc command calls on the
+	// application backend (see ValidateMethod).
+	Method string
 }
 
 // wireCommand mirrors the JSON shape; pointer fields tell "absent" from zero.
@@ -70,6 +74,7 @@ type wireCommand struct {
 	Limit   *int            `json:"limit"`
 	Reverse bool            `json:"reverse"`
 	Key     *string         `json:"idempotency_key"`
+	Method  string          `json:"method"`
 }
 
 // DecodeError is returned by DecodeCommand. It carries the client-visible
@@ -118,7 +123,7 @@ func decodeSlow(frame []byte) (Command, error) {
 		}
 		return Command{}, de
 	}
-	c := Command{Data: w.Data, Token: w.Token, Since: w.Since, Limit: w.Limit, Reverse: w.Reverse}
+	c := Command{Data: w.Data, Token: w.Token, Since: w.Since, Limit: w.Limit, Reverse: w.Reverse, Method: w.Method}
 	if w.ID != nil {
 		c.ID, c.HasID = *w.ID, true
 	}

@@ -7,7 +7,7 @@ import (
 
 // decodeFast parses the usual shape of a command frame without reflection:
 // one flat object whose keys are among id, command, channel, token, data,
-// limit, reverse and idempotency_key, spelt exactly so and each given once,
+// limit, reverse, idempotency_key and method, spelt exactly so and each given once,
 // with strings of printable ASCII and no escapes, integer id and limit, a
 // boolean reverse, any valid JSON value but null for data and a valid
 // idempotency key. For anything else it reports
@@ -19,7 +19,7 @@ func decodeFast(frame []byte) (c Command, hasCommand, ok bool) {
 	if !s.eat('{') {
 		return c, false, false
 	}
-	var seen uint8
+	var seen uint16
 	s.space()
 	if s.eat('}') {
 		return c, false, s.end()
@@ -34,7 +34,7 @@ func decodeFast(frame []byte) (c Command, hasCommand, ok bool) {
 			return c, false, false
 		}
 		s.space()
-		var bit uint8
+		var bit uint16
 		switch string(key) {
 		case "id":
 			bit = 1
@@ -82,6 +82,11 @@ func decodeFast(frame []byte) (c Command, hasCommand, ok bool) {
 			c.IdempotencyKey = string(v)
 			// An invalid key is the slow path's to report.
 			good = good && ValidateIdempotencyKey(c.IdempotencyKey) == nil
+		case "method":
+			bit = 256
+			var v []byte
+			v, good = s.plainString()
+			c.Method = string(v)
 		default:
 			return c, false, false // "since", another spelling, an unknown key
 		}

@@ -22,6 +22,8 @@ func FuzzDecodeFastAgrees(f *testing.F) {
 		`{"command":"publish","idempotency_key":"` + strings.Repeat("x", 65) + `"}`, `{"idempotency_key":"k"}`,
 		`{"command":"publish","idempotency_key":"\u0041"}`, `{"command":"publish","idempotency_key":null}`,
 		`{"command":"publish","idempotency_key":"a","idempotency_key":"b"}`,
+		`{"id":4,"command":"rpc","method":"chat.history","data":{"n":10}}`, `{"command":"rpc","method":"a","method":"b"}`,
+		`{"command":"rpc","method":"\u0061"}`, `{"command":"rpc","method":null}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -55,6 +57,7 @@ func TestDecodeFastTakesTheUsualFrames(t *testing.T) {
 	for _, frame := range []string{
 		`{"command":"publish","channel":"news","data":{"text":"h\u00e9llo \"x\"","n":[1,2]},"id":7}`,
 		`{"command":"subscribe","channel":"chat:room-1","id":1}`,
+		`{"id":5,"command":"rpc","method":"chat:history","data":{"n":10}}`,
 		`{"command":"ping"}`,
 		`{"id":3,"command":"history","channel":"c","limit":10,"reverse":true}`,
 		`{"command":"publish","channel":"news","data":{"n":1},"id":8,"idempotency_key":"0f8e-41c2:7"}`,

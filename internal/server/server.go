@@ -34,6 +34,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
 	"github.com/switchboardhq/switchboard/internal/transport/httpread"
@@ -54,6 +55,7 @@ type Server struct {
 	sse     *sse.Handler
 	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
+	proxy   *proxy.Client // nil when no proxy hook is configured
 	ln      net.Listener
 	metrics *metrics.Metrics
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
@@ -99,18 +101,22 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if !cfg.AllowAnonymous && verifier == nil {
-		return nil, errors.New("server: allow_anonymous is false but no token key is configured (jwt_secret, jwt_public_key or jwt_jwks_url)")
+	if !cfg.AllowAnonymous && verifier == nil && cfg.ProxyConnectEndpoint == "" {
+		return nil, errors.New("server: allow_anonymous is false but no token key (jwt_secret, jwt_public_key or jwt_jwks_url) nor proxy_connect_endpoint is configured")
 	}
+	namespaces, useBackend := resolveProxy(cfg)
 	rules, err := auth.NewRules(auth.Namespace{
-		Subscribe:   auth.SubscribeAnyone,
-		Publish:     cfg.ClientPublish,
-		HistorySize: cfg.HistorySize,
-		HistoryTTL:  cfg.HistoryTTL,
-		Recovery:    cfg.HistorySize > 0,
-		Presence:    cfg.Presence,
-		JoinLeave:   cfg.JoinLeave,
-	}, cfg.Namespaces)
+		Subscribe:      auth.SubscribeAnyone,
+		Publish:        cfg.ClientPublish,
+		HistorySize:    cfg.HistorySize,
+		HistoryTTL:     cfg.HistoryTTL,
+		Recovery:       cfg.HistorySize > 0,
+		Presence:       cfg.Presence,
+		JoinLeave:      cfg.JoinLeave,
+		ProxySubscribe: cfg.ProxySubscribeEndpoint,
+		ProxyPublish:   cfg.ProxyPublishEndpoint,
+		ProxyRPC:       cfg.ProxyRPCEndpoint,
+	}, namespaces)
 	if err != nil {
 		return nil, fmt.Errorf("server: namespaces: %w", err)
 	}
@@ -136,6 +142,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 				ForwardedPackets: st.ForwardedPackets, KeyframeRequests: st.KeyframeRequests, LayerSwitches: st.LayerSwitches}
 		}))
 	}
+	var backend hub.Backend
+	if useBackend {
+		s.proxy = proxy.New(proxy.Options{
+			Timeout:        cfg.ProxyTimeout,
+			MaxConcurrency: cfg.ProxyMaxConcurrency,
+			Metrics:        m,
+			Logger:         log,
+		})
+		backend = s.proxy
+	}
 	nodeName := cfg.NodeName
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
@@ -146,6 +162,10 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		Rules:                    rules,
 		Verifier:                 verifier,
 		RequireAuth:              !cfg.AllowAnonymous,
+		Backend:                  backend,
+		ProxyConnectEndpoint:     cfg.ProxyConnectEndpoint,
+		ProxyRefreshEndpoint:     cfg.ProxyRefreshEndpoint,
+		PassHeaders:              cfg.ProxyPassHeaders,
 		ConnectTimeout:           cfg.HandshakeTimeout,
 		CommandRate:              cfg.CommandRate,
 		CommandTimeout:           cfg.CommandTimeout,
@@ -518,5 +538,32 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("server: calls: %w", err))
 		}
 	}
+	if s.proxy != nil {
+		s.proxy.Close()
+	}
 	return errors.Join(errs...)
+}
+
+// resolveProxy returns the namespaces with their proxy endpoints
+// resolved: "" takes the top-level endpoint, "off" none. useBackend
+// reports whether any hook is configured at all.
+func resolveProxy(cfg config.Config) (namespaces []auth.Namespace, useBackend bool) {
+	resolve := func(ns, top string) string {
+		switch ns {
+		case "":
+			return top
+		case auth.ProxyOff:
+			return ""
+		}
+		return ns
+	}
+	useBackend = cfg.ProxyConnectEndpoint != "" || cfg.ProxySubscribeEndpoint != "" || cfg.ProxyPublishEndpoint != "" || cfg.ProxyRPCEndpoint != ""
+	for _, ns := range cfg.Namespaces {
+		ns.ProxySubscribe = resolve(ns.ProxySubscribe, cfg.ProxySubscribeEndpoint)
+		ns.ProxyPublish = resolve(ns.ProxyPublish, cfg.ProxyPublishEndpoint)
+		ns.ProxyRPC = resolve(ns.ProxyRPC, cfg.ProxyRPCEndpoint)
+		useBackend = useBackend || ns.ProxySubscribe != "" || ns.ProxyPublish != "" || ns.ProxyRPC != ""
+		namespaces = append(namespaces, ns)
+	}
+	return namespaces, useBackend
 }

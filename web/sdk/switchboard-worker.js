@@ -1757,6 +1757,18 @@ var Switchboard = class {
   history(channel, opts = {}) {
     return this.command({ command: "history", channel, ...opts });
   }
+  /**
+   * rpc calls a method of the application's backend through the server (the
+   * rpc command, docs/backend.md) and resolves with the data it answered.
+   * The backend's refusals reject with its code; 503 means it was down or
+   * slow (retry). WebSocket only.
+   */
+  async rpc(method, data) {
+    const cmd = { command: "rpc", method };
+    if (data !== void 0) cmd.data = data;
+    const res = await this.command(cmd);
+    return res?.data;
+  }
   async command(cmd, local = false) {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
     if (this.shared && !local) {

@@ -126,7 +126,7 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !hd.gate.Admit(w, r) {
 		return
 	}
-	id, perr := httpauth.Credentials(hd.hub, r)
+	id, perr := httpauth.Credentials(hd.hub, r, "publish")
 	if perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
@@ -153,6 +153,13 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage(`missing "data"`))
 		return
 	}
+	// The namespace's publish hook, if any, allows and may rewrite.
+	data, perr := hd.hub.CheckPublish(r.Context(), req.Channel, id.User(), req.Data)
+	if perr != nil {
+		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
+		return
+	}
+	req.Data = data
 	key, perr := idempotencyKey(r, req.IdempotencyKey)
 	if perr != nil {
 		httpauth.WriteError(w, http.StatusBadRequest, perr)

@@ -20,6 +20,7 @@
 package httpread
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -98,12 +99,12 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
-	id, perr := httpauth.Credentials(hd.hub, r)
+	id, perr := httpauth.Credentials(hd.hub, r, "read")
 	if perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
-	if perr := hd.canRead(id, req.channel); perr != nil {
+	if perr := hd.canRead(r.Context(), id, req.channel); perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
@@ -139,11 +140,11 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // canRead applies the rules of the commands (see the package comment).
-func (hd *Handler) canRead(id httpauth.Identity, channel string) *protocol.Error {
+func (hd *Handler) canRead(ctx context.Context, id httpauth.Identity, channel string) *protocol.Error {
 	if id.Creds != nil && slices.Contains(id.Creds.Channels, channel) {
 		return nil
 	}
-	return hd.hub.CanSubscribe(channel, id.User(), "")
+	return hd.hub.CanSubscribe(ctx, channel, id.User(), "")
 }
 
 // fail answers an error of the hub: protocol errors with their status,

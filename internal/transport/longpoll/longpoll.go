@@ -140,13 +140,13 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpauth.WriteError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, perr := httpauth.Credentials(hd.hub, r)
+	creds, perr := httpauth.Credentials(hd.hub, r, "longpoll")
 	if perr != nil {
 		httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 		return
 	}
 	for _, ch := range req.channels {
-		if perr := hd.hub.CanSubscribe(ch, creds.User(), ""); perr != nil {
+		if perr := hd.hub.CanSubscribe(r.Context(), ch, creds.User(), ""); perr != nil {
 			httpauth.WriteError(w, protocol.HTTPStatus(perr), perr)
 			return
 		}

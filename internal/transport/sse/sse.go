@@ -39,6 +39,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 )
 
 // Options configure the SSE endpoint. Zero fields take the defaults
@@ -133,7 +134,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, perr)
 		return
 	}
-	creds, status, perr := h.authorize(req)
+	creds, status, perr := h.authorize(r, req)
+	if perr != nil && status == http.StatusServiceUnavailable {
+		// The application backend failed (a hook): a 5xx would stop
+		// EventSource for good, a dropped connection makes it retry.
+		h.log.Debug("stream dropped: backend unavailable", "err", perr)
+		panic(http.ErrAbortHandler)
+	}
 	if perr != nil {
 		writeError(w, status, perr)
 		return
@@ -225,13 +232,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorize checks the request's connection token, if any, and whether it
 // may subscribe to each of its channels. It returns the credentials (nil
 // for an anonymous client), or the HTTP status and error to answer.
-func (h *Handler) authorize(req request) (*hub.Credentials, int, *protocol.Error) {
+func (h *Handler) authorize(r *http.Request, req request) (*hub.Credentials, int, *protocol.Error) {
+	ctx := r.Context()
 	var creds *hub.Credentials
 	if req.token != "" {
 		c, perr := h.hub.Authenticate(req.token)
 		if perr != nil {
 			return nil, http.StatusUnauthorized, perr
 		}
+		creds = c
+	} else if c, perr := h.hub.ConnectHook(ctx, "sse", r.RemoteAddr, proxy.PickHeaders(r.Header, h.hub.PassHeaders())); perr != nil {
+		return nil, protocol.HTTPStatus(perr), perr
+	} else if c != nil {
 		creds = c
 	} else if h.hub.RequireAuth() {
 		return nil, http.StatusUnauthorized, protocol.ErrUnauthorized.WithMessage(`a connection token is required ("token" query parameter or "Authorization: Bearer" header)`)
@@ -244,9 +256,12 @@ func (h *Handler) authorize(req request) (*hub.Credentials, int, *protocol.Error
 		if creds != nil && slices.Contains(creds.Channels, ch) {
 			continue // the token grants it, as for a WebSocket connect
 		}
-		if perr := h.hub.CanSubscribe(ch, user, ""); perr != nil {
-			if perr.Code == protocol.ErrInvalidChannel.Code {
+		if perr := h.hub.CanSubscribe(ctx, ch, user, ""); perr != nil {
+			switch perr.Code {
+			case protocol.ErrInvalidChannel.Code:
 				return nil, http.StatusBadRequest, perr
+			case protocol.ErrUnavailable.Code: // the subscribe hook failed
+				return nil, http.StatusServiceUnavailable, perr
 			}
 			return nil, http.StatusForbidden, perr
 		}

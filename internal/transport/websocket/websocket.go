@@ -31,6 +31,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/proxy"
 	"github.com/switchboardhq/switchboard/internal/wheel"
 )
 
@@ -244,7 +245,9 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The event loop takes the connection before the session exists (and
 	// could close it): whether it is polled is fixed from here on.
 	polled := hd.ep != nil && hd.ep.register(c, pre)
-	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds})
+	// Headers are kept for the connect hook only when one is configured
+	// (PassHeaders is nil otherwise), and only those it may see.
+	c.sess = hd.hub.NewSession(c, hub.SessionInfo{RemoteAddr: r.RemoteAddr, Credentials: creds, Headers: proxy.PickHeaders(r.Header, hd.hub.PassHeaders())})
 	c.touch()
 	hd.ka.add(c)
 	if polled {

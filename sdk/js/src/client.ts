@@ -852,6 +852,19 @@ export class Switchboard {
     return this.command({ command: "history", channel, ...opts });
   }
 
+  /**
+   * rpc calls a method of the application's backend through the server (the
+   * rpc command, docs/backend.md) and resolves with the data it answered.
+   * The backend's refusals reject with its code; 503 means it was down or
+   * slow (retry). WebSocket only.
+   */
+  async rpc(method: string, data?: unknown): Promise<unknown> {
+    const cmd: Record<string, unknown> = { command: "rpc", method };
+    if (data !== undefined) cmd.data = data;
+    const res = await this.command(cmd);
+    return res?.data;
+  }
+
   private async command(cmd: Record<string, unknown>, local = false): Promise<any> {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
     if (this.shared && !local) {

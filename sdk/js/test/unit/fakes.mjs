@@ -107,6 +107,9 @@ export class FakeServer {
             if (cmd.idempotency_key) server.keys.set(k, offset);
             return reply({ offset });
           }
+          case 'rpc': // a backend that echoes, and refuses the method "refused"
+            if (cmd.method === 'refused') return error(3404, 'no such method');
+            return reply({ data: { method: cmd.method, echo: cmd.data ?? null } });
           default:
             return error(404, 'unknown command');
         }

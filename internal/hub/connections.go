@@ -1,0 +1,97 @@
+package hub
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+)
+
+// ConnectionInfo describes one client connection, for the server API.
+type ConnectionInfo struct {
+	// Client is the connection's client id.
+	Client string `json:"client"`
+	// User is its user id, empty for an anonymous client.
+	User string `json:"user,omitempty"`
+	// Transport names how it is connected (websocket, sse, ...).
+	Transport string `json:"transport"`
+	// Node is the id of the node that holds it.
+	Node string `json:"node"`
+	// ConnectedAt is when it was opened, in Unix seconds.
+	ConnectedAt int64 `json:"connected_at"`
+	// Channels are the channels it is subscribed to, sorted.
+	Channels []string `json:"channels"`
+}
+
+// Connections lists the connections of user on every live node of the
+// cluster, sorted by node and client id. Nodes that do not answer within
+// 2 s are left out (and logged).
+func (h *Hub) Connections(ctx context.Context, user string) []ConnectionInfo {
+	out := h.localConnections(user)
+	h.gather(ctx, control{Type: "connections", User: user}, func(r control) {
+		out = append(out, r.Connections...)
+	})
+	slices.SortFunc(out, func(a, b ConnectionInfo) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Client, b.Client))
+	})
+	return out
+}
+
+// localConnections lists this node's connections of user.
+func (h *Hub) localConnections(user string) []ConnectionInfo {
+	var out []ConnectionInfo
+	var subs []*subscription
+	for _, s := range h.appendSessions(nil) {
+		if s.User() != user || s.ephemeral {
+			continue
+		}
+		ci := ConnectionInfo{
+			Client: s.id, User: user, Transport: s.transport.Name(), Node: h.cfg.NodeID,
+			ConnectedAt: h.epoch.Add(time.Duration(s.created)).Unix(), Channels: []string{},
+		}
+		subs = s.appendSubs(subs[:0])
+		for _, sub := range subs {
+			ci.Channels = append(ci.Channels, sub.channel)
+		}
+		slices.Sort(ci.Channels)
+		out = append(out, ci)
+	}
+	return out
+}
+
+// gather sends req to every other live node and passes each reply to f,
+// until every node answered, 2 s passed or ctx ended. It does nothing on
+// a single node. Replies come as req.Type + "_reply" with req's id.
+func (h *Hub) gather(ctx context.Context, req control, f func(control)) {
+	if h.cl.ctl == nil {
+		return
+	}
+	want := len(h.Nodes()) - 1
+	if want <= 0 {
+		return
+	}
+	req.ID = randomID(12)
+	replies := make(chan control, want)
+	h.cl.mu.Lock()
+	h.cl.waiting[req.ID] = replies
+	h.cl.mu.Unlock()
+	defer func() {
+		h.cl.mu.Lock()
+		delete(h.cl.waiting, req.ID)
+		h.cl.mu.Unlock()
+	}()
+	h.sendControl(req)
+	timeout := time.NewTimer(2 * time.Second)
+	defer timeout.Stop()
+	for got := 0; got < want; got++ {
+		select {
+		case r := <-replies:
+			f(r)
+		case <-timeout.C:
+			h.log.Warn(req.Type+": some nodes did not answer", "answered", got, "nodes", want)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
