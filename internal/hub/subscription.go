@@ -56,14 +56,22 @@ type subscription struct {
 	// registry (shard.channels), guarded by the shard's lock, not mu. It
 	// fills what would be padding.
 	slot int32
-	// While pending: live publications, in arrival order.
-	buf      []Message
-	bufBytes int
+	// While pending: live publications, in arrival order (nil until the
+	// first; most subscribes see none, and an idle subscription should not
+	// carry an empty buffer's 32 bytes).
+	pend *pendingBuf
 	// While live: the channel's epoch the subscriber is in, and the offset
 	// of the last publication queued. While pending and skipped: the
 	// position of the last publication dropped.
 	epoch string
 	last  uint64
+}
+
+// pendingBuf holds the publications that arrive during a subscribe's
+// history read.
+type pendingBuf struct {
+	msgs  []Message
+	bytes int
 }
 
 // deliver queues a publication or event for the subscriber, or buffers it
@@ -91,16 +99,25 @@ func (sub *subscription) bufferLocked(m Message, epoch string) {
 		h.metrics.Drop(metrics.DropPendingEvent, 1)
 		return
 	}
-	if sub.skipped || len(sub.buf) >= h.cfg.QueueMaxMessages || sub.bufBytes+len(m.Data) > h.cfg.QueueMaxBytes {
-		h.metrics.Drop(metrics.DropPendingOverflow, len(sub.buf)+1)
+	p := sub.pend
+	var n, bytes int
+	if p != nil {
+		n, bytes = len(p.msgs), p.bytes
+	}
+	if sub.skipped || n >= h.cfg.QueueMaxMessages || bytes+len(m.Data) > h.cfg.QueueMaxBytes {
+		h.metrics.Drop(metrics.DropPendingOverflow, n+1)
 		sub.skipped = true
 		sub.epoch, sub.last = epoch, m.Offset
-		sub.buf, sub.bufBytes = nil, 0
+		sub.pend = nil
 		return
 	}
+	if p == nil {
+		p = &pendingBuf{}
+		sub.pend = p
+	}
 	m.Epoch = epoch
-	sub.buf = append(sub.buf, m)
-	sub.bufBytes += len(m.Data)
+	p.msgs = append(p.msgs, m)
+	p.bytes += len(m.Data)
 }
 
 // deliverLiveLocked queues a publication for a live subscription, once and
@@ -154,10 +171,12 @@ func (sub *subscription) goLive(res *SubscribeResult, emit func(*SubscribeResult
 	}
 	emit(res)
 	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
-	for _, m := range sub.buf {
-		sub.deliverLiveLocked(m, m.Epoch)
+	if sub.pend != nil {
+		for _, m := range sub.pend.msgs {
+			sub.deliverLiveLocked(m, m.Epoch)
+		}
 	}
-	sub.buf, sub.bufBytes, sub.skipped = nil, 0, false
+	sub.pend, sub.skipped = nil, false
 	sub.state = subLive
 	return true
 }
@@ -178,7 +197,7 @@ func (sub *subscription) end() {
 		return
 	}
 	sub.state = subEnded
-	sub.buf, sub.bufBytes = nil, 0
+	sub.pend = nil
 	leave := false
 	switch sub.pres {
 	case presIn:
