@@ -163,6 +163,14 @@ var Outbox = class {
     this.isRetryable = isRetryable;
     this.loaded = load ? this.sync() : Promise.resolve();
   }
+  /**
+   * setScope changes the scope of an outbox that has not loaded or queued
+   * anything yet (a shared connection's outbox is scoped by identity, known
+   * only once the token is).
+   */
+  setScope(scope) {
+    if (this.entries.length === 0) this.scope = scope;
+  }
   /** nextSeq is the seq of a new entry. */
   nextSeq() {
     const perf = globalThis.performance;
@@ -1253,7 +1261,9 @@ var Switchboard = class {
       }
     }
     if (this.closedForGood) return;
-    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    const who = identityKey(this.token);
+    sh.name = `switchboard:${this.urls.http}:${who}`;
+    this.box.setScope(sharedScope(this.urls.http, who));
     if (sp.locks) await this.holdTabLock(sp.locks);
     if (this.closedForGood) return;
     if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
@@ -1374,6 +1384,7 @@ var Switchboard = class {
   }
   /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
   startHub(bus) {
+    this.box.setScope(sharedScope(this.urls.http, identityKey(this.token)));
     this.wsubs = /* @__PURE__ */ new Map();
     this.worder = [];
     this.shared = {
@@ -1674,7 +1685,7 @@ var Switchboard = class {
     const sh = this.shared;
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
-    const put = this.box.persist(channel, data, key).catch(() => void 0);
+    const put = this.starting.then(() => this.box.persist(channel, data, key)).catch(() => void 0);
     const stored = sh.persisting.then(() => put);
     sh.persisting = stored;
     return stored.then((seq) => {
@@ -2016,6 +2027,9 @@ var Switchboard = class {
     void this.connect();
   }
 };
+function sharedScope(http, who) {
+  return `${http}#${who}`;
+}
 function tabLockName(tab) {
   return `switchboard-tab:${tab}`;
 }

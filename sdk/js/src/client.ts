@@ -268,7 +268,11 @@ export class Switchboard {
       }
     }
     if (this.closedForGood) return;
-    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    const who = identityKey(this.token);
+    sh.name = `switchboard:${this.urls.http}:${who}`;
+    // Only the connection of the same identity may send a tab's stored
+    // publishes: the shared outbox is scoped by server and identity.
+    this.box.setScope(sharedScope(this.urls.http, who));
     if (sp.locks) await this.holdTabLock(sp.locks);
     if (this.closedForGood) return;
     if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
@@ -400,6 +404,7 @@ export class Switchboard {
 
   /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
   private startHub(bus: Bus): void {
+    this.box.setScope(sharedScope(this.urls.http, identityKey(this.token)));
     this.wsubs = new Map();
     this.worder = [];
     this.shared = {
@@ -728,7 +733,8 @@ export class Switchboard {
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
     // Written at once (IndexedDB runs the writes in order), handed over in order.
-    const put = this.box.persist(channel, data, key).catch(() => undefined);
+    // Once the identity (and so the outbox's scope) is known.
+    const put = this.starting.then(() => this.box.persist(channel, data, key)).catch(() => undefined);
     const stored = sh.persisting.then(() => put);
     sh.persisting = stored;
     return stored.then((seq) => {
@@ -1108,6 +1114,11 @@ export class Switchboard {
     this.backoff.reset();
     void this.connect();
   }
+}
+
+/** sharedScope is the outbox scope of a shared connection: its server and identity. */
+function sharedScope(http: string, who: string): string {
+  return `${http}#${who}`;
 }
 
 function tabLockName(tab: string): string {
