@@ -1227,7 +1227,8 @@ var Switchboard = class {
         ping: 0,
         outboxTimer: 0,
         persisting: Promise.resolve(),
-        handing: /* @__PURE__ */ new Map()
+        handing: /* @__PURE__ */ new Map(),
+        watched: /* @__PURE__ */ new Set()
       };
       g.addEventListener?.("pagehide", this.shared.pageHide);
       g.addEventListener?.("pageshow", this.shared.pageShow);
@@ -1367,6 +1368,7 @@ var Switchboard = class {
   startLocks(locks, BC) {
     const sh = this.shared;
     sh.mode = "locks";
+    sh.locks = locks;
     const bc = new BC(sh.name);
     bc.onmessage = (ev) => this.sharedMessage(ev.data);
     sh.bus = {
@@ -1413,7 +1415,8 @@ var Switchboard = class {
       ping: 0,
       outboxTimer: 0,
       persisting: Promise.resolve(),
-      handing: /* @__PURE__ */ new Map()
+      handing: /* @__PURE__ */ new Map(),
+      watched: /* @__PURE__ */ new Set()
     };
     this.becomeLeader();
   }
@@ -1473,7 +1476,7 @@ var Switchboard = class {
   announce() {
     const sh = this.shared;
     if (!sh || sh.leader || this.closedForGood) return;
-    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : void 0 });
+    this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
       this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
@@ -1524,6 +1527,7 @@ var Switchboard = class {
       case "join":
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         this.outboxChanged();
+        if (sh.mode === "locks" && m.config?.tabLock) this.watchTab(m.tab);
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -1572,6 +1576,20 @@ var Switchboard = class {
         return;
       }
     }
+  }
+  /**
+   * watchTab: a leader tab learns that a follower is gone, even without a
+   * bye (a crash), when the browser grants it the follower's tab lock.
+   */
+  watchTab(tab) {
+    const sh = this.shared;
+    if (!sh.locks || sh.watched.has(tab)) return;
+    sh.watched.add(tab);
+    sh.locks.request(tabLockName(tab), async () => {
+      sh.watched.delete(tab);
+      if (!this.closedForGood && this.shared === sh && sh.leader) this.fromTab({ t: "bye", tab });
+    }).catch(() => {
+    });
   }
   unref(channel, tab) {
     const refs = this.shared.refs.get(channel);

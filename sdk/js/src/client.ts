@@ -231,6 +231,7 @@ export class Switchboard {
         outboxTimer: 0,
         persisting: Promise.resolve(),
         handing: new Map(),
+        watched: new Set(),
       };
       g.addEventListener?.("pagehide", this.shared.pageHide);
       g.addEventListener?.("pageshow", this.shared.pageShow);
@@ -385,6 +386,7 @@ export class Switchboard {
   private startLocks(locks: Locks, BC: typeof BroadcastChannel): void {
     const sh = this.shared!;
     sh.mode = "locks";
+    sh.locks = locks;
     const bc = new BC(sh.name);
     bc.onmessage = (ev: MessageEvent) => this.sharedMessage(ev.data as Message);
     sh.bus = {
@@ -430,6 +432,7 @@ export class Switchboard {
       outboxTimer: 0,
       persisting: Promise.resolve(),
       handing: new Map(),
+      watched: new Set(),
     };
     this.becomeLeader();
   }
@@ -497,7 +500,7 @@ export class Switchboard {
   private announce(): void {
     const sh = this.shared;
     if (!sh || sh.leader || this.closedForGood) return;
-    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : undefined });
+    this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
       this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
@@ -561,6 +564,7 @@ export class Switchboard {
         // are answered by the hello of becomeLeader.
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         this.outboxChanged();
+        if (sh.mode === "locks" && m.config?.tabLock) this.watchTab(m.tab);
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -611,6 +615,22 @@ export class Switchboard {
         return;
       }
     }
+  }
+
+  /**
+   * watchTab: a leader tab learns that a follower is gone, even without a
+   * bye (a crash), when the browser grants it the follower's tab lock.
+   */
+  private watchTab(tab: string): void {
+    const sh = this.shared!;
+    if (!sh.locks || sh.watched.has(tab)) return;
+    sh.watched.add(tab);
+    sh.locks
+      .request(tabLockName(tab), async () => {
+        sh.watched.delete(tab);
+        if (!this.closedForGood && this.shared === sh && sh.leader) this.fromTab({ t: "bye", tab });
+      })
+      .catch(() => {});
   }
 
   private unref(channel: string, tab: string): void {
@@ -1143,6 +1163,9 @@ interface SharedState {
   /** tabLock lets this tab's liveness lock go; tabLocked: it is held. */
   tabLock: () => void;
   tabLocked?: boolean;
+  /** locks (Web Locks way): to watch the followers' tab locks, watched: those watched. */
+  locks?: Locks;
+  watched: Set<string>;
   /** refs: in the leader, the tabs subscribed to each channel. */
   refs: Map<string, Set<string>>;
   /** joined: our channels the leader confirmed (publications before that are not ours yet). */
