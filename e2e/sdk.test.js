@@ -895,3 +895,37 @@ window.sub = c.subscribe('who', { onPublication: (p) => got.push(p.data) });
   for (const p of [alice1, alice2, bob]) await waitFor(p, () => window.got.length === 1, null, 'the publication');
   for (const p of [alice1, alice2, bob]) await p.close();
 });
+
+test('sharedConnection with a SharedWorker: publishes made while the server is down survive the tabs (and their worker) closing, and the next tab\'s worker sends them once each, in order', { timeout: TEST_TIMEOUT }, async () => {
+  let srv = await start();
+  const init = recorder('sw-out', `{ transports: ['websocket'], backoff: { base: 50, max: 400 } }`);
+  const a = await openPage(srv, { init });
+  const b = await openPage(srv, { init });
+  for (const p of [a, b]) await waitFor(p, () => window.sub.state === 'subscribed' && window.c.state === 'connected', null, 'subscribed');
+  assert.equal(a.sockets + b.sockets, 0, 'the worker holds the connection');
+  // The server goes away; the network emulation would not reach the worker.
+  await harness.stopServer(srv);
+  for (const p of [a, b]) await waitFor(p, () => window.c.state !== 'connected', null, 'disconnected');
+  const N = 20;
+  await b.evaluate((n) => {
+    for (let i = 0; i < n; i++) window.c.publish('sw-out', i).catch(() => {});
+  }, N);
+  await waitForStored(b, N);
+  await waitFor(a, (n) => window.c.outbox.length === n, N, 'the worker queued them (tab A sees its outbox)');
+  await a.close();
+  await b.close(); // the last tab: the browser stops the worker
+  srv = await harness.startServer(bin, srv.addr, API_KEY, ['--history-size', '2000']);
+  servers.push(srv);
+  const c = await openPage(srv, { init });
+  await waitFor(c, (n) => window.c.state === 'connected' && window.c.outbox.length === 0 && window.got.length >= n, N, 'the stored publishes sent and delivered');
+  const h = await api(srv, 'history', { channel: 'sw-out' });
+  const data = h.body.result.publications.map((p) => p.data);
+  const got = await c.evaluate(() => window.got);
+  const t = tally(data, N);
+  console.log(`# SharedWorker outbox: published-while-down=${N} in-history=${data.length} lost=${t.lost} duplicated=${t.dup} out-of-order=${t.disorder}`);
+  assert.deepEqual(data, Array.from({ length: N }, (_, i) => i));
+  assert.deepEqual(got, data);
+  assert.equal(c.sockets, 0, 'sent by a worker');
+  assert.deepEqual(c.errors, []);
+  await c.close();
+});

@@ -163,6 +163,14 @@ var Outbox = class {
     this.isRetryable = isRetryable;
     this.loaded = load ? this.sync() : Promise.resolve();
   }
+  /**
+   * setScope changes the scope of an outbox that has not loaded or queued
+   * anything yet (a shared connection's outbox is scoped by identity, known
+   * only once the token is).
+   */
+  setScope(scope) {
+    if (this.entries.length === 0) this.scope = scope;
+  }
   /** nextSeq is the seq of a new entry. */
   nextSeq() {
     const perf = globalThis.performance;
@@ -1196,7 +1204,8 @@ var Switchboard = class {
         ping: 0,
         outboxTimer: 0,
         persisting: Promise.resolve(),
-        handing: /* @__PURE__ */ new Map()
+        handing: /* @__PURE__ */ new Map(),
+        watched: /* @__PURE__ */ new Set()
       };
       g2.addEventListener?.("pagehide", this.shared.pageHide);
       g2.addEventListener?.("pageshow", this.shared.pageShow);
@@ -1230,7 +1239,9 @@ var Switchboard = class {
       }
     }
     if (this.closedForGood) return;
-    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    const who = identityKey(this.token);
+    sh.name = `switchboard:${this.urls.http}:${who}`;
+    this.box.setScope(sharedScope(this.urls.http, who));
     if (sp.locks) await this.holdTabLock(sp.locks);
     if (this.closedForGood) return;
     if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
@@ -1334,6 +1345,7 @@ var Switchboard = class {
   startLocks(locks, BC) {
     const sh = this.shared;
     sh.mode = "locks";
+    sh.locks = locks;
     const bc = new BC(sh.name);
     bc.onmessage = (ev) => this.sharedMessage(ev.data);
     sh.bus = {
@@ -1351,6 +1363,7 @@ var Switchboard = class {
   }
   /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
   startHub(bus) {
+    this.box.setScope(sharedScope(this.urls.http, identityKey(this.token)));
     this.wsubs = /* @__PURE__ */ new Map();
     this.worder = [];
     this.shared = {
@@ -1379,7 +1392,8 @@ var Switchboard = class {
       ping: 0,
       outboxTimer: 0,
       persisting: Promise.resolve(),
-      handing: /* @__PURE__ */ new Map()
+      handing: /* @__PURE__ */ new Map(),
+      watched: /* @__PURE__ */ new Set()
     };
     this.becomeLeader();
   }
@@ -1439,7 +1453,7 @@ var Switchboard = class {
   announce() {
     const sh = this.shared;
     if (!sh || sh.leader || this.closedForGood) return;
-    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : void 0 });
+    this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
       this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
@@ -1490,6 +1504,7 @@ var Switchboard = class {
       case "join":
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         this.outboxChanged();
+        if (sh.mode === "locks" && m.config?.tabLock) this.watchTab(m.tab);
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -1538,6 +1553,20 @@ var Switchboard = class {
         return;
       }
     }
+  }
+  /**
+   * watchTab: a leader tab learns that a follower is gone, even without a
+   * bye (a crash), when the browser grants it the follower's tab lock.
+   */
+  watchTab(tab) {
+    const sh = this.shared;
+    if (!sh.locks || sh.watched.has(tab)) return;
+    sh.watched.add(tab);
+    sh.locks.request(tabLockName(tab), async () => {
+      sh.watched.delete(tab);
+      if (!this.closedForGood && this.shared === sh && sh.leader) this.fromTab({ t: "bye", tab });
+    }).catch(() => {
+    });
   }
   unref(channel, tab) {
     const refs = this.shared.refs.get(channel);
@@ -1651,7 +1680,7 @@ var Switchboard = class {
     const sh = this.shared;
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
-    const put = this.box.persist(channel, data, key).catch(() => void 0);
+    const put = this.starting.then(() => this.box.persist(channel, data, key)).catch(() => void 0);
     const stored = sh.persisting.then(() => put);
     sh.persisting = stored;
     return stored.then((seq) => {
@@ -2005,6 +2034,9 @@ var Switchboard = class {
     void this.connect();
   }
 };
+function sharedScope(http, who) {
+  return `${http}#${who}`;
+}
 function tabLockName(tab) {
   return `switchboard-tab:${tab}`;
 }

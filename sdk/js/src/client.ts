@@ -231,6 +231,7 @@ export class Switchboard {
         outboxTimer: 0,
         persisting: Promise.resolve(),
         handing: new Map(),
+        watched: new Set(),
       };
       g.addEventListener?.("pagehide", this.shared.pageHide);
       g.addEventListener?.("pageshow", this.shared.pageShow);
@@ -268,7 +269,11 @@ export class Switchboard {
       }
     }
     if (this.closedForGood) return;
-    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    const who = identityKey(this.token);
+    sh.name = `switchboard:${this.urls.http}:${who}`;
+    // Only the connection of the same identity may send a tab's stored
+    // publishes: the shared outbox is scoped by server and identity.
+    this.box.setScope(sharedScope(this.urls.http, who));
     if (sp.locks) await this.holdTabLock(sp.locks);
     if (this.closedForGood) return;
     if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
@@ -381,6 +386,7 @@ export class Switchboard {
   private startLocks(locks: Locks, BC: typeof BroadcastChannel): void {
     const sh = this.shared!;
     sh.mode = "locks";
+    sh.locks = locks;
     const bc = new BC(sh.name);
     bc.onmessage = (ev: MessageEvent) => this.sharedMessage(ev.data as Message);
     sh.bus = {
@@ -400,6 +406,7 @@ export class Switchboard {
 
   /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
   private startHub(bus: Bus): void {
+    this.box.setScope(sharedScope(this.urls.http, identityKey(this.token)));
     this.wsubs = new Map();
     this.worder = [];
     this.shared = {
@@ -425,6 +432,7 @@ export class Switchboard {
       outboxTimer: 0,
       persisting: Promise.resolve(),
       handing: new Map(),
+      watched: new Set(),
     };
     this.becomeLeader();
   }
@@ -492,7 +500,7 @@ export class Switchboard {
   private announce(): void {
     const sh = this.shared;
     if (!sh || sh.leader || this.closedForGood) return;
-    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : undefined });
+    this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
       this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
@@ -556,6 +564,7 @@ export class Switchboard {
         // are answered by the hello of becomeLeader.
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
         this.outboxChanged();
+        if (sh.mode === "locks" && m.config?.tabLock) this.watchTab(m.tab);
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -606,6 +615,22 @@ export class Switchboard {
         return;
       }
     }
+  }
+
+  /**
+   * watchTab: a leader tab learns that a follower is gone, even without a
+   * bye (a crash), when the browser grants it the follower's tab lock.
+   */
+  private watchTab(tab: string): void {
+    const sh = this.shared!;
+    if (!sh.locks || sh.watched.has(tab)) return;
+    sh.watched.add(tab);
+    sh.locks
+      .request(tabLockName(tab), async () => {
+        sh.watched.delete(tab);
+        if (!this.closedForGood && this.shared === sh && sh.leader) this.fromTab({ t: "bye", tab });
+      })
+      .catch(() => {});
   }
 
   private unref(channel: string, tab: string): void {
@@ -728,7 +753,8 @@ export class Switchboard {
     const key = randomKey();
     sh.handing.set(key, { id: key, channel, data, state: "queued" });
     // Written at once (IndexedDB runs the writes in order), handed over in order.
-    const put = this.box.persist(channel, data, key).catch(() => undefined);
+    // Once the identity (and so the outbox's scope) is known.
+    const put = this.starting.then(() => this.box.persist(channel, data, key)).catch(() => undefined);
     const stored = sh.persisting.then(() => put);
     sh.persisting = stored;
     return stored.then((seq) => {
@@ -1123,6 +1149,11 @@ export class Switchboard {
   }
 }
 
+/** sharedScope is the outbox scope of a shared connection: its server and identity. */
+function sharedScope(http: string, who: string): string {
+  return `${http}#${who}`;
+}
+
 function tabLockName(tab: string): string {
   return `switchboard-tab:${tab}`;
 }
@@ -1145,6 +1176,9 @@ interface SharedState {
   /** tabLock lets this tab's liveness lock go; tabLocked: it is held. */
   tabLock: () => void;
   tabLocked?: boolean;
+  /** locks (Web Locks way): to watch the followers' tab locks, watched: those watched. */
+  locks?: Locks;
+  watched: Set<string>;
   /** refs: in the leader, the tabs subscribed to each channel. */
   refs: Map<string, Set<string>>;
   /** joined: our channels the leader confirmed (publications before that are not ours yet). */

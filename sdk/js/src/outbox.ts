@@ -151,7 +151,7 @@ export class Outbox {
   loaded: Promise<void>;
   /** store is where entries are kept. */
   readonly store: OutboxStore;
-  private readonly scope: string;
+  private scope: string;
   private seq = 0;
   private readonly seqOf = new Map<string, number>();
   private readonly waiters = new Map<string, Waiter[]>();
@@ -175,6 +175,15 @@ export class Outbox {
     this.scope = scope;
     this.isRetryable = isRetryable;
     this.loaded = load ? this.sync() : Promise.resolve();
+  }
+
+  /**
+   * setScope changes the scope of an outbox that has not loaded or queued
+   * anything yet (a shared connection's outbox is scoped by identity, known
+   * only once the token is).
+   */
+  setScope(scope: string): void {
+    if (this.entries.length === 0) this.scope = scope;
   }
 
   /** nextSeq is the seq of a new entry. */

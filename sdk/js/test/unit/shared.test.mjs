@@ -96,3 +96,18 @@ test('three tabs, two hand-overs; a publish made while no tab leads is sent once
   assert.equal(server.channel('news').pubs.filter((p) => p.data === 'from c').length, 1);
   assert.deepEqual(c.gaps, []);
 });
+
+test('a follower gone without a bye (its tab lock released, as on a crash) has its channels released by the leader', async (t) => {
+  const server = new FakeServer();
+  const [a, b] = tabs(server, 2);
+  t.after(() => {
+    a.c.close();
+    b.c.close();
+  });
+  await Promise.all([a.sub.ready, b.sub.ready]);
+  await b.c.subscribe('only-b').ready;
+  const ws = server.current();
+  b.c.shared.tabLock(); // the browser releases a dead tab's locks; no bye was sent
+  await waitFor(() => ws.sent.some((c) => c.command === 'unsubscribe' && c.channel === 'only-b'), 'only-b released');
+  assert.ok(!ws.sent.some((c) => c.command === 'unsubscribe' && c.channel === 'news'), 'news kept for a');
+});
