@@ -478,6 +478,7 @@ var SSETransport = class {
     return httpPublish(this.ctx, channel, data, key);
   }
   request(command) {
+    if (command.command === "publish") return httpPublish(this.ctx, String(command.channel), command.data, String(command.idempotency_key));
     return httpRead(this.ctx, command);
   }
   async refresh(_token) {
@@ -616,6 +617,7 @@ var PollTransport = class {
     return httpPublish(this.ctx, channel, data, key);
   }
   request(command) {
+    if (command.command === "publish") return httpPublish(this.ctx, String(command.channel), command.data, String(command.idempotency_key));
     return httpRead(this.ctx, command);
   }
   async refresh(_token) {
@@ -1038,6 +1040,7 @@ var Switchboard = class {
     this.onlineHandler = () => this.wentOnline();
     this.offlineHandler = () => this.wentOffline();
     this.waiters = [];
+    this.attempts = 0;
     this.shared = null;
     /** state is the current connection state. */
     this.state = "disconnected";
@@ -1324,11 +1327,23 @@ var Switchboard = class {
    * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
    * with its idempotency key, until a connection takes it.
    */
-  publish(channel, data) {
+  publish(channel, data, opts = {}) {
     if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (opts.ephemeral) return this.publishNow(channel, data);
     if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
+  }
+  /** publishNow sends an ephemeral publish on the connection as it is, without the outbox. */
+  publishNow(channel, data) {
+    if (this.state !== "connected") return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    const key = randomKey();
+    if (this.shared && !this.shared.leader) {
+      return this.request({ op: "command", cmd: { command: "publish", channel, data, idempotency_key: key } });
+    }
+    const t = this.transport;
+    if (!t) return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    return t.publish(channel, data, key);
   }
   /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
   presence(channel) {
@@ -1397,10 +1412,11 @@ var Switchboard = class {
   async connect() {
     if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
-      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline", attempt: this.attempts + 1 });
       return;
     }
-    this.setState("connecting");
+    this.attempts++;
+    this.setState("connecting", { attempt: this.attempts, delay: 0 });
     if (this.opts.getToken && (!this.token || this.tokenStale)) {
       try {
         this.token = await this.opts.getToken();
@@ -1439,6 +1455,7 @@ var Switchboard = class {
   opened(t, info) {
     if (t !== this.transport) return;
     this.failures = 0;
+    this.attempts = 0;
     this.clientId = info.client;
     this.setState("connected");
     clearTimeout(this.timers.stable);
@@ -1524,15 +1541,20 @@ var Switchboard = class {
     clearTimeout(this.timers.refresh);
     clearTimeout(this.timers.upgrade);
     this.box.setSender(null);
-    this.setState("disconnected", { code: info.code, reason: info.reason });
-    if (this.closedForGood) return;
+    const closed = { code: info.code, reason: info.reason };
+    if (this.closedForGood) {
+      this.setState("disconnected", closed);
+      return;
+    }
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
+        this.setState("disconnected", closed);
         this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
+      this.setState("disconnected", closed);
       this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
@@ -1543,7 +1565,12 @@ var Switchboard = class {
         this.failures = 0;
       }
     }
-    this.scheduleReconnect();
+    if (this.offline()) {
+      this.setState("disconnected", { ...closed, attempt: this.attempts + 1 });
+      return;
+    }
+    const delay = this.scheduleReconnect();
+    this.setState("disconnected", { ...closed, attempt: this.attempts + 1, delay });
   }
   /** stop gives up reconnecting: commands waiting for a connection fail. */
   stop(err) {
@@ -1551,10 +1578,12 @@ var Switchboard = class {
     this.emitter.emit("error", err);
     for (const f of this.waiters.splice(0)) f();
   }
+  /** scheduleReconnect sets the reconnect timer to the next backoff delay and returns it. */
   scheduleReconnect() {
     clearTimeout(this.timers.reconnect);
     const delay = this.backoff.next();
     this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+    return delay;
   }
   wentOffline() {
     const t = this.transport;

@@ -69,6 +69,29 @@ export interface StateEvent {
   /** code and reason of the close that led to "disconnected". */
   code?: number;
   reason?: string;
+  /**
+   * attempt counts the connection attempts since the client was last
+   * connected: with "connecting", the attempt being made (1 for the first);
+   * with "disconnected", the one that comes next.
+   */
+  attempt?: number;
+  /**
+   * delay is the time until the next attempt, in ms: 0 with "connecting";
+   * with "disconnected", the backoff delay. Absent when no attempt is
+   * scheduled: the client waits for the browser to be online, or has
+   * stopped (see the "error" event).
+   */
+  delay?: number;
+}
+
+/** PublishOptions are the options of {@link Switchboard.publish}. */
+export interface PublishOptions {
+  /**
+   * ephemeral: send now or fail at once (DisconnectedError when not
+   * connected), never kept in the outbox nor sent again: for signals that
+   * are worthless later, such as typing indicators.
+   */
+  ephemeral?: boolean;
 }
 
 /** ClientEvents lists the events of {@link Switchboard.on}. */
@@ -147,6 +170,7 @@ export class Switchboard {
   private onlineHandler = () => this.wentOnline();
   private offlineHandler = () => this.wentOffline();
   private waiters: Array<() => void> = [];
+  private attempts = 0; // connection attempts since the last connection
   // The subscriptions the transport carries: this.subs and this.order
   // themselves, or with sharedConnection the leader's wire subscriptions.
   private wsubs: Map<string, Subscription>;
@@ -474,11 +498,24 @@ export class Switchboard {
    * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
    * with its idempotency key, until a connection takes it.
    */
-  publish(channel: string, data: unknown): Promise<{ offset: number }> {
+  publish(channel: string, data: unknown, opts: PublishOptions = {}): Promise<{ offset: number }> {
     if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (opts.ephemeral) return this.publishNow(channel, data);
     if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
     return this.box.add(channel, data);
+  }
+
+  /** publishNow sends an ephemeral publish on the connection as it is, without the outbox. */
+  private publishNow(channel: string, data: unknown): Promise<{ offset: number }> {
+    if (this.state !== "connected") return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    const key = randomKey();
+    if (this.shared && !this.shared.leader) {
+      return this.request({ op: "command", cmd: { command: "publish", channel, data, idempotency_key: key } });
+    }
+    const t = this.transport;
+    if (!t) return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    return t.publish(channel, data, key);
   }
 
   /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
@@ -533,7 +570,7 @@ export class Switchboard {
     }
   }
 
-  private setState(state: ConnectionState, extra: { code?: number; reason?: string } = {}): void {
+  private setState(state: ConnectionState, extra: { code?: number; reason?: string; attempt?: number; delay?: number } = {}): void {
     if (this.shared?.leader && !this.closedForGood) {
       this.post({ t: "state", state, transport: this.transportName, clientId: this.clientId, ...extra });
       if (state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
@@ -555,10 +592,11 @@ export class Switchboard {
     if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
       // Wait for the "online" event: attempts now would only fail.
-      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline", attempt: this.attempts + 1 });
       return;
     }
-    this.setState("connecting");
+    this.attempts++;
+    this.setState("connecting", { attempt: this.attempts, delay: 0 });
     if (this.opts.getToken && (!this.token || this.tokenStale)) {
       try {
         this.token = await this.opts.getToken();
@@ -598,6 +636,7 @@ export class Switchboard {
   private opened(t: Transport, info: { client?: string; expires?: number }): void {
     if (t !== this.transport) return;
     this.failures = 0;
+    this.attempts = 0;
     this.clientId = info.client;
     this.setState("connected");
     clearTimeout(this.timers.stable);
@@ -693,16 +732,21 @@ export class Switchboard {
     clearTimeout(this.timers.refresh);
     clearTimeout(this.timers.upgrade);
     this.box.setSender(null);
-    this.setState("disconnected", { code: info.code, reason: info.reason });
-    if (this.closedForGood) return;
+    const closed = { code: info.code, reason: info.reason };
+    if (this.closedForGood) {
+      this.setState("disconnected", closed);
+      return;
+    }
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
+        this.setState("disconnected", closed);
         this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
       // 4500-4999 (4502: bad credentials): reconnecting as is would loop.
+      this.setState("disconnected", closed);
       this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
@@ -713,7 +757,13 @@ export class Switchboard {
         this.failures = 0;
       }
     }
-    this.scheduleReconnect();
+    if (this.offline()) {
+      // The "online" event reconnects: no attempt is scheduled.
+      this.setState("disconnected", { ...closed, attempt: this.attempts + 1 });
+      return;
+    }
+    const delay = this.scheduleReconnect();
+    this.setState("disconnected", { ...closed, attempt: this.attempts + 1, delay });
   }
 
   /** stop gives up reconnecting: commands waiting for a connection fail. */
@@ -723,10 +773,12 @@ export class Switchboard {
     for (const f of this.waiters.splice(0)) f();
   }
 
-  private scheduleReconnect(): void {
+  /** scheduleReconnect sets the reconnect timer to the next backoff delay and returns it. */
+  private scheduleReconnect(): number {
     clearTimeout(this.timers.reconnect);
     const delay = this.backoff.next();
     this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+    return delay;
   }
 
   private wentOffline(): void {

@@ -281,3 +281,51 @@ test('on a fallback, the WebSocket is probed later and used again once it opens,
   assert.deepEqual(got, [1, 2]);
   assert.ok(ES.streams.every((s) => s.closed), 'the SSE stream is closed');
 });
+
+test('state events carry the attempt number and the delay before the next one', async (t) => {
+  const server = new FakeServer();
+  const events = [];
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['websocket'], env: { WebSocket: server.WebSocket } });
+  t.after(() => c.close());
+  c.on('state', (e) => events.push(e));
+  await c.subscribe('news').ready;
+  server.failOpen = 2;
+  server.current().serverClose(4003);
+  await waitFor(() => events.filter((e) => e.state === 'connected').length === 2, 'reconnected');
+  const seq = events.map((e) => `${e.state} ${e.attempt ?? '-'}`);
+  assert.deepEqual(seq, ['connecting 1', 'connected -', 'disconnected 1', 'connecting 1', 'disconnected 2', 'connecting 2', 'disconnected 3', 'connecting 3', 'connected -']);
+  for (const e of events) {
+    if (e.state === 'connecting') assert.equal(e.delay, 0);
+    if (e.state === 'disconnected') assert.ok(e.delay >= 0 && e.delay <= fast.max, `delay ${e.delay}`);
+  }
+});
+
+test('an ephemeral publish is sent now, or fails at once, and never waits in the outbox', async (t) => {
+  const server = new FakeServer();
+  const { c } = client(server);
+  t.after(() => c.close());
+  await assert.rejects(c.publish('typing', 1, { ephemeral: true }), /not connected/);
+  await c.subscribe('news').ready;
+  assert.deepEqual(await c.publish('typing', 'now', { ephemeral: true }), { offset: 1 });
+  const ws = server.current();
+  ws.serverClose(4003);
+  await waitFor(() => c.state !== 'connected', 'disconnected');
+  await assert.rejects(c.publish('typing', 'later', { ephemeral: true }), /not connected/);
+  assert.equal(c.outbox.length, 0);
+  await waitFor(() => c.state === 'connected', 'reconnected');
+  assert.deepEqual(server.channel('typing').pubs.map((p) => p.data), ['now']);
+});
+
+test('join and leave pushes reach onJoin and onLeave', async (t) => {
+  const server = new FakeServer();
+  const { c } = client(server);
+  t.after(() => c.close());
+  const seen = [];
+  const sub = c.subscribe('room', { onJoin: (i) => seen.push(`join ${i.client}`), onLeave: (i) => seen.push(`leave ${i.client}`) });
+  await sub.ready;
+  server.current().push({ channel: 'room', join: { client: 'n1-7', transport: 'websocket' } });
+  server.current().push({ channel: 'room', leave: { client: 'n1-7', transport: 'websocket' } });
+  server.current().push({ channel: 'other', join: { client: 'n1-8' } });
+  await waitFor(() => seen.length === 2, 'both');
+  assert.deepEqual(seen, ['join n1-7', 'leave n1-7']);
+});
