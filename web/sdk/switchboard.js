@@ -1028,7 +1028,6 @@ var Switchboard = class {
     this.emitter = new Emitter();
     this.subs = /* @__PURE__ */ new Map();
     this.order = [];
-    this.resume = /* @__PURE__ */ new Map();
     this.transport = null;
     this.index = 0;
     this.failures = 0;
@@ -1438,7 +1437,6 @@ var Switchboard = class {
       pingInterval: this.opts.pingInterval ?? 25e3,
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
-      resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;

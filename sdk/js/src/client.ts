@@ -157,7 +157,6 @@ export class Switchboard {
   private readonly backoff: Backoff;
   private readonly transports: TransportName[];
   private readonly urls: { ws: string; http: string };
-  private readonly resume = new Map<string, string>();
   private readonly box: Outbox;
   private transport: Transport | null = null;
   private index = 0;
@@ -618,7 +617,6 @@ export class Switchboard {
       pingInterval: this.opts.pingInterval ?? 25_000,
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
-      resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;
