@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Switchboard } from '../../dist/switchboard.js';
-import { FakeServer, fakeEventSource, waitFor } from './fakes.mjs';
+import { FakeServer, fakeEventSource, fakeFetch, waitFor } from './fakes.mjs';
 
 const fast = { base: 2, max: 20 };
 
@@ -328,4 +328,57 @@ test('join and leave pushes reach onJoin and onLeave', async (t) => {
   server.current().push({ channel: 'other', join: { client: 'n1-8' } });
   await waitFor(() => seen.length === 2, 'both');
   assert.deepEqual(seen, ['join n1-7', 'leave n1-7']);
+});
+
+test('a switch from WebSocket to long polling carries the position: nothing lost or repeated', async (t) => {
+  const server = new FakeServer();
+  const f = fakeFetch(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['websocket', 'poll'], upgradeAfter: 3_600_000, env: { WebSocket: server.WebSocket, fetch: f } });
+  t.after(() => c.close());
+  const got = [];
+  const gaps = [];
+  const sub = c.subscribe('news', { onPublication: (p) => got.push(p.offset), onGap: (g) => gaps.push(g) });
+  await sub.ready;
+  for (let i = 0; i < 3; i++) server.publish('news', i);
+  await waitFor(() => got.length === 3, 'three over websocket');
+  server.refuseOpen = 1000; // the WebSocket is blocked from now on
+  server.current().serverClose(1006);
+  for (let i = 0; i < 4; i++) server.publish('news', i); // during the switch
+  await waitFor(() => c.transportName === 'poll' && c.state === 'connected', 'on long polling');
+  for (let i = 0; i < 3; i++) server.publish('news', i);
+  await waitFor(() => got.length === 10, 'all ten');
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(gaps, []);
+  const first = f.calls.find((u) => u.pathname === '/poll');
+  assert.deepEqual(first.searchParams.getAll('since'), ['3:E1'], 'the first poll starts from the WebSocket position');
+  // History and publishing work over HTTP too.
+  const h = await c.history('news');
+  assert.equal(h.publications.length, 10);
+  assert.deepEqual(await c.publish('news', 'over http'), { offset: 11 });
+  await waitFor(() => got.length === 11, 'the own publication');
+});
+
+test('long polling: a lost position reaches onGap; more than 16 subscriptions poll in groups', async (t) => {
+  const server = new FakeServer();
+  const f = fakeFetch(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['poll'], env: { fetch: f } });
+  t.after(() => c.close());
+  const gaps = [];
+  const got = [];
+  const subs = [];
+  for (let i = 0; i < 20; i++) subs.push(c.subscribe(`c${i}`, { onGap: (g) => gaps.push(g), onPublication: (p) => got.push(p.channel) }));
+  await Promise.all(subs.map((s) => s.ready));
+  const sizes = new Set(f.calls.filter((u) => u.pathname === '/poll').map((u) => u.searchParams.getAll('channel').length));
+  assert.ok(sizes.has(16) && sizes.has(4), `poll sizes ${[...sizes]}`);
+  server.publish('c19', 1);
+  server.publish('c0', 1);
+  await waitFor(() => got.length === 2, 'both groups deliver');
+  server.channel('c3').epoch = 'E2'; // c3 lost its history
+  server.channel('c3').pubs = [];
+  await waitFor(() => gaps.length === 1, 'a gap');
+  assert.equal(gaps[0].channel, 'c3');
+  assert.equal(gaps[0].reason, 'unrecovered');
+  assert.equal(gaps[0].epoch, 'E2');
+  server.publish('c3', 'new');
+  await waitFor(() => got.length === 3, 'the next publication of c3');
 });
