@@ -64,6 +64,9 @@ let lastTypingSent = 0;
 
 const client = new Switchboard(location.origin, {
   backoff: { base: 500, max: 5000, factor: 2 },
+  // Every tab is a participant of its own (its name, its presence entry,
+  // its typing notice), so every tab has its own connection.
+  sharedConnection: false,
 });
 
 // Status ---------------------------------------------------------------

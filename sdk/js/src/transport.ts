@@ -12,6 +12,11 @@ export interface Env {
   WebSocket?: typeof WebSocket;
   EventSource?: typeof EventSource;
   fetch?: typeof fetch;
+  /** locks replaces navigator.locks (sharedConnection). */
+  locks?: { request(name: string, cb: () => Promise<void>): Promise<unknown> };
+  /** BroadcastChannel and SharedWorker replace the globals (sharedConnection). */
+  BroadcastChannel?: typeof BroadcastChannel;
+  SharedWorker?: typeof SharedWorker;
 }
 
 /** TransportContext is the client side of a transport. */

@@ -68,7 +68,8 @@ export class FakeServer {
         const cmd = JSON.parse(raw);
         this.sent.push(cmd);
         if (server.mute) return; // a connection whose network died silently
-        const reply = (result) => this.push({ id: cmd.id, result });
+        // noReply: the command is done but its answer is lost (a cut).
+        const reply = (result) => !(server.noReply && cmd.command === 'publish') && this.push({ id: cmd.id, result });
         const error = (code, message) => this.push({ id: cmd.id, error: { code, message } });
         switch (cmd.command) {
           case 'connect': {
@@ -293,4 +294,34 @@ export function fakeFetch(server) {
   };
   f.calls = calls;
   return f;
+}
+
+// FakeLocks stands in for navigator.locks: exclusive locks, granted in
+// request order, released when the callback's promise settles.
+export class FakeLocks {
+  constructor() {
+    this.queue = new Map(); // name -> [{cb, resolve}]
+    this.held = new Map();
+  }
+  request(name, cb) {
+    return new Promise((resolve, reject) => {
+      const q = this.queue.get(name) ?? [];
+      this.queue.set(name, q);
+      q.push({ cb, resolve, reject });
+      this.next(name);
+    });
+  }
+  next(name) {
+    if (this.held.get(name)) return;
+    const w = this.queue.get(name)?.shift();
+    if (!w) return;
+    this.held.set(name, true);
+    Promise.resolve()
+      .then(() => w.cb())
+      .then(w.resolve, w.reject)
+      .finally(() => {
+        this.held.set(name, false);
+        this.next(name);
+      });
+  }
 }
