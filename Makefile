@@ -35,6 +35,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/transport/longpoll/
 	go test -run '^$$' -fuzz '^FuzzFeed$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/protocol/
+	go test -run '^$$' -fuzz '^FuzzParseSince$$' -fuzztime $(FUZZTIME) ./internal/protocol/
+	go test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/transport/httpread/
 	go test -run '^$$' -fuzz '^FuzzDecodeFastAgrees$$' -fuzztime $(FUZZTIME) ./internal/protocol/
 	go test -run '^$$' -fuzz '^FuzzConnectToken$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	go test -run '^$$' -fuzz '^FuzzChannelRules$$' -fuzztime $(FUZZTIME) ./internal/auth/

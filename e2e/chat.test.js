@@ -35,7 +35,8 @@ let server; // the running server, see startServer
 let context; // the browser
 let otherContext; // a second browser profile, to take one page offline alone
 
-const startServer = (addr) => harness.startServer(bin, addr, API_KEY);
+// join_leave on: the chat keeps its member list from join and leave pushes.
+const startServer = (addr) => harness.startServer(bin, addr, API_KEY, ['--join-leave']);
 const { stopServer } = harness;
 
 // openChat opens the demo in a new tab (of ctx, the first browser by
@@ -232,6 +233,9 @@ chatTest('pages reconnect by themselves after two server restarts, and do not ta
       for (const page of [alice, bob]) {
         await waitForNote(page, 'Connection lost (4000', CONNECT_TIMEOUT);
         await waitForState(page, 'reconnecting', CONNECT_TIMEOUT);
+        // The status counts the attempts (and down to the next one).
+        await page.waitForSelector('#status[data-attempt]:not([data-attempt="1"])', { timeout: CONNECT_TIMEOUT });
+        assert.match(await page.textContent('#status'), /^reconnecting(…| in \d+s) \(attempt \d+\)$/);
       }
       server = await startServer(addr);
       assert.equal(server.addr, addr);
@@ -277,6 +281,8 @@ chatTest('presence shows both pages by name, and a typing indicator appears', as
     await alice.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
     await bob.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
     await alice.waitForFunction(() => /\bbob\b/.test(document.getElementById('who').textContent), null, { timeout: DELIVERY_TIMEOUT });
+    // The list follows join and leave pushes: no presence polling.
+    await alice.waitForSelector('#presence[data-source="pushes"]', { timeout: DELIVERY_TIMEOUT });
     assert.match(await alice.textContent('#who'), /alice \(you\)/);
 
     // Bob types: alice sees it for a few seconds.
@@ -303,6 +309,7 @@ chatTest('presence shows both pages by name, and a typing indicator appears', as
       await closePages(carol);
     }
     await waitForNote(alice, 'carol left', DELIVERY_TIMEOUT + 3000);
+    await alice.waitForSelector('#presence[data-count="2"]', { timeout: DELIVERY_TIMEOUT });
     assertNoPageErrors(alice, bob);
   } finally {
     await closePages(alice, bob);

@@ -558,6 +558,7 @@ var SSETransport = class {
     return httpPublish(this.ctx, channel, data, key);
   }
   request(command) {
+    if (command.command === "publish") return httpPublish(this.ctx, String(command.channel), command.data, String(command.idempotency_key));
     return httpRead(this.ctx, command);
   }
   async refresh(_token) {
@@ -696,6 +697,7 @@ var PollTransport = class {
     return httpPublish(this.ctx, channel, data, key);
   }
   request(command) {
+    if (command.command === "publish") return httpPublish(this.ctx, String(command.channel), command.data, String(command.idempotency_key));
     return httpRead(this.ctx, command);
   }
   async refresh(_token) {
@@ -869,7 +871,9 @@ var WireSub = class extends Subscription {
       {
         onPublication: (p) => send({ t: "pub", channel, data: p.data, offset: p.offset, epoch: ref.self?.position?.epoch }),
         onGap: (g2) => send({ t: "gap", channel, reason: g2.reason, offset: g2.offset, epoch: g2.epoch }),
-        onError: (err) => send({ t: "failed", channel, message: err.message })
+        onError: (err) => send({ t: "failed", channel, message: err.message }),
+        onJoin: (info) => send({ t: "presence", channel, kind: "join", info }),
+        onLeave: (info) => send({ t: "presence", channel, kind: "leave", info })
       },
       onUnsubscribe
     );
@@ -1140,7 +1144,6 @@ var Switchboard = class {
     this.emitter = new Emitter();
     this.subs = /* @__PURE__ */ new Map();
     this.order = [];
-    this.resume = /* @__PURE__ */ new Map();
     this.transport = null;
     this.index = 0;
     this.failures = 0;
@@ -1152,6 +1155,7 @@ var Switchboard = class {
     this.onlineHandler = () => this.wentOnline();
     this.offlineHandler = () => this.wentOffline();
     this.waiters = [];
+    this.attempts = 0;
     this.shared = null;
     this.starting = Promise.resolve();
     /** state is the current connection state. */
@@ -1600,6 +1604,11 @@ var Switchboard = class {
         if (s && sh.joined.has(m.channel)) s.gap(m.reason, { offset: m.offset ?? null, epoch: m.epoch });
         return;
       }
+      case "presence": {
+        const s = this.subs.get(m.channel);
+        if (s && sh.joined.has(m.channel)) s.presenceEvent(m.kind, m.info);
+        return;
+      }
       case "subscribed": {
         const s = this.subs.get(m.channel);
         if (!s) return;
@@ -1619,7 +1628,10 @@ var Switchboard = class {
           if (m.state === "connecting") {
             for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
           }
-          this.setState(m.state, m.code ? { code: m.code, reason: m.reason } : {});
+          const extra = m.code ? { code: m.code, reason: m.reason } : {};
+          if (m.attempt !== void 0) extra.attempt = m.attempt;
+          if (m.delay !== void 0) extra.delay = m.delay;
+          this.setState(m.state, extra);
         }
         return;
       case "outbox":
@@ -1768,11 +1780,23 @@ var Switchboard = class {
    * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
    * with its idempotency key, until a connection takes it.
    */
-  publish(channel, data) {
+  publish(channel, data, opts = {}) {
     if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (opts.ephemeral) return this.publishNow(channel, data);
     if (this.shared) return this.sharedPublish(channel, data);
     return this.box.add(channel, data);
+  }
+  /** publishNow sends an ephemeral publish on the connection as it is, without the outbox. */
+  publishNow(channel, data) {
+    if (this.state !== "connected") return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    const key = randomKey();
+    if (this.shared && !this.shared.leader) {
+      return this.request({ op: "command", cmd: { command: "publish", channel, data, idempotency_key: key } });
+    }
+    const t = this.transport;
+    if (!t) return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    return t.publish(channel, data, key);
   }
   /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
   presence(channel) {
@@ -1860,10 +1884,11 @@ var Switchboard = class {
   async connect() {
     if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
-      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline", attempt: this.attempts + 1 });
       return;
     }
-    this.setState("connecting");
+    this.attempts++;
+    this.setState("connecting", { attempt: this.attempts, delay: 0 });
     if (this.opts.getToken && (!this.token || this.tokenStale)) {
       try {
         this.token = await this.opts.getToken();
@@ -1885,7 +1910,6 @@ var Switchboard = class {
       pingInterval: this.opts.pingInterval ?? 25e3,
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
-      resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;
@@ -1902,6 +1926,7 @@ var Switchboard = class {
   opened(t, info) {
     if (t !== this.transport) return;
     this.failures = 0;
+    this.attempts = 0;
     this.clientId = info.client;
     this.setState("connected");
     clearTimeout(this.timers.stable);
@@ -1987,15 +2012,20 @@ var Switchboard = class {
     clearTimeout(this.timers.refresh);
     clearTimeout(this.timers.upgrade);
     this.box.setSender(null);
-    this.setState("disconnected", { code: info.code, reason: info.reason });
-    if (this.closedForGood) return;
+    const closed = { code: info.code, reason: info.reason };
+    if (this.closedForGood) {
+      this.setState("disconnected", closed);
+      return;
+    }
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
+        this.setState("disconnected", closed);
         this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
+      this.setState("disconnected", closed);
       this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
@@ -2006,7 +2036,12 @@ var Switchboard = class {
         this.failures = 0;
       }
     }
-    this.scheduleReconnect();
+    if (this.offline()) {
+      this.setState("disconnected", { ...closed, attempt: this.attempts + 1 });
+      return;
+    }
+    const delay = this.scheduleReconnect();
+    this.setState("disconnected", { ...closed, attempt: this.attempts + 1, delay });
   }
   /** stop gives up reconnecting: commands waiting for a connection fail. */
   stop(err) {
@@ -2014,10 +2049,12 @@ var Switchboard = class {
     this.error(err);
     for (const f of this.waiters.splice(0)) f();
   }
+  /** scheduleReconnect sets the reconnect timer to the next backoff delay and returns it. */
   scheduleReconnect() {
     clearTimeout(this.timers.reconnect);
     const delay = this.backoff.next();
     this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+    return delay;
   }
   wentOffline() {
     const t = this.transport;
@@ -2168,6 +2205,7 @@ var Hub = class {
         return;
       case "pub":
       case "gap":
+      case "presence":
       case "subscribed":
       case "failed": {
         const refs = this.client?.hubRefs(m.channel);

@@ -10,9 +10,14 @@
 //     gives them (offsets start again at 1 after a restart with the
 //     in-memory broker);
 //   * on joining, the last HISTORY_SHOWN messages come from history;
-//   * who is in the room comes from presence, asked every few seconds;
-//     names travel on a side channel, "chat-typing", which also carries
-//     the "is typing" signals;
+//   * who is in the room comes from presence, asked once per connection,
+//     then kept up to date by the join and leave pushes of the room's
+//     subscription (onJoin, onLeave; the server needs join_leave on, and
+//     long polling carries none: without them the page asks presence
+//     every few seconds instead); names travel on a side channel,
+//     "chat-typing", which also carries the "is typing" signals, sent as
+//     ephemeral publishes (now or never, never from the outbox);
+//   * while disconnected, the status counts down to the next attempt;
 //   * a message sent while offline is shown as pending at once, and as
 //     delivered when the server acknowledged it.
 
@@ -22,7 +27,7 @@ const CHANNEL = 'chat';
 const SIDE = 'chat-typing'; // "is typing" and "here is my name" signals
 const HISTORY_SHOWN = 50; // messages loaded on joining
 const MAX_SHOWN = 300; // messages kept on screen
-const PRESENCE_EVERY_MS = 3000;
+const PRESENCE_EVERY_MS = 3000; // only when the server sends no join/leave pushes
 const TYPING_EVERY_MS = 2000; // at most one typing signal this often
 const TYPING_SHOWN_MS = 4000; // how long "x is typing" stays without news
 const STALE_SIGNAL_MS = 10000; // side channel signals older than this are ignored
@@ -52,13 +57,12 @@ let stopped = false; // the server told us not to come back
 let joined = false; // history loaded, live messages shown as they come
 let early = []; // publications that came before the history answer
 let presenceTimer = 0;
+let pushes = false; // the server sends join and leave pushes for the room
+let countdownTimer = 0;
 let typingTimer = 0;
 let lastTypingSent = 0;
 
 const client = new Switchboard(location.origin, {
-  // History and presence are WebSocket commands; the chat does not fall
-  // back to SSE or long polling, where they are not available.
-  transports: ['websocket'],
   backoff: { base: 500, max: 5000, factor: 2 },
   // Every tab is a participant of its own (its name, its presence entry,
   // its typing notice), so every tab has its own connection.
@@ -69,10 +73,25 @@ const client = new Switchboard(location.origin, {
 
 // setStatus shows the connection state. data-state is one of connecting,
 // connected, reconnecting, offline, disconnected, for styling and tests.
-function setStatus(state, text = state) {
+function setStatus(state, text = state, attempt = 0) {
+  clearInterval(countdownTimer);
+  if (attempt > 0) ui.status.dataset.attempt = attempt; // the attempt made or waited for
+  else delete ui.status.dataset.attempt;
   ui.status.dataset.state = state;
   ui.status.textContent = text;
   ui.send.disabled = state === 'disconnected'; // offline, messages wait in the outbox
+}
+
+// countdown shows "reconnecting in Ns" until the SDK's next attempt.
+function countdown(e) {
+  const at = Date.now() + e.delay;
+  const tick = () => {
+    const s = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+    ui.status.textContent = s > 0 ? `reconnecting in ${s}s (attempt ${e.attempt})` : `reconnecting… (attempt ${e.attempt})`;
+  };
+  setStatus('reconnecting', 'reconnecting…', e.attempt);
+  tick();
+  countdownTimer = setInterval(tick, 250);
 }
 
 client.on('state', (e) => {
@@ -87,7 +106,8 @@ client.on('state', (e) => {
     refreshPresence();
     announce();
   } else if (e.state === 'connecting') {
-    setStatus(everConnected ? 'reconnecting' : 'connecting', everConnected ? 'reconnecting…' : 'connecting');
+    const attempt = e.attempt > 1 ? ` (attempt ${e.attempt})` : '';
+    setStatus(everConnected ? 'reconnecting' : 'connecting', (everConnected ? 'reconnecting…' : 'connecting') + attempt, e.attempt);
   } else if (e.code >= 4500 && e.code <= 4999) {
     stopped = true;
     setStatus('disconnected');
@@ -100,7 +120,8 @@ client.on('state', (e) => {
   } else {
     // Lost: the SDK reconnects by itself after a backoff delay.
     if (everConnected) note(`Connection lost (${e.code}${e.reason ? ' ' + e.reason : ''}).`);
-    setStatus(everConnected ? 'reconnecting' : 'connecting', everConnected ? 'reconnecting…' : 'connecting');
+    if (typeof e.delay === 'number') countdown(e);
+    else setStatus(everConnected ? 'reconnecting' : 'connecting', everConnected ? 'reconnecting…' : 'connecting');
     stopPresence();
   }
 });
@@ -122,6 +143,8 @@ const room = client.subscribe(CHANNEL, {
     loadHistory().catch(() => {});
   },
   onError: (err) => note(`Could not join the room (${err.message}).`),
+  onJoin: (info) => memberEvent('join', info),
+  onLeave: (info) => memberEvent('leave', info),
 });
 
 // join shows the last messages, then the live ones that came meanwhile.
@@ -289,11 +312,11 @@ client.subscribe(SIDE, {
   },
 });
 
-// signal publishes on the side channel, when connected only: a signal
-// kept in the outbox would be stale when it arrives.
+// signal publishes on the side channel, ephemeral: sent now or not at
+// all, since a signal kept in the outbox would be stale when it arrives.
 function signal(type) {
-  if (client.state !== 'connected') return;
-  client.publish(SIDE, { type, user: userName(), client: client.clientId, page: pageId, ts: Date.now() }).catch(() => {});
+  if (stopped) return;
+  client.publish(SIDE, { type, user: userName(), client: client.clientId, page: pageId, ts: Date.now() }, { ephemeral: true }).catch(() => {});
 }
 
 // announce tells the room this page's name (for the list of who is here).
@@ -332,17 +355,19 @@ function learnName(id, user) {
 
 function stopPresence() {
   clearTimeout(presenceTimer);
+  members = null;
   ui.presence.textContent = '';
   delete ui.presence.dataset.count;
   ui.who.textContent = '';
 }
 
-// refreshPresence asks who is in the room, shows them, and notes who
+// refreshPresence asks who is in the room (once per connection, or every
+// few seconds when the server sends no join/leave pushes) and notes who
 // joined or left since the last answer.
 async function refreshPresence() {
   clearTimeout(presenceTimer);
   if (stopped || client.state !== 'connected') return;
-  presenceTimer = setTimeout(refreshPresence, PRESENCE_EVERY_MS);
+  if (!pushes) presenceTimer = setTimeout(refreshPresence, PRESENCE_EVERY_MS);
   let res;
   try {
     res = await client.presence(CHANNEL);
@@ -359,23 +384,52 @@ async function refreshPresence() {
     return;
   }
   if (members) {
-    let someoneNew = false;
-    for (const id of ids) {
-      if (members.has(id) || id === own) continue;
-      someoneNew = true;
-      if (names.has(id)) note(`${names.get(id)} joined.`);
-      else awaitingName.add(id);
-    }
-    for (const id of members) {
-      if (ids.has(id) || id === own) continue;
-      if (awaitingName.delete(id)) continue;
-      note(`${names.get(id) || 'someone'} left.`);
-    }
-    if (someoneNew) announce(); // so that they learn our name
+    for (const id of ids) if (!members.has(id)) memberJoined(id);
+    for (const id of members) if (!ids.has(id)) memberLeft(id);
   }
   members = ids;
-  ui.presence.textContent = `${res.num_clients} online`;
-  ui.presence.dataset.count = res.num_clients;
+  renderCount();
+}
+
+// memberEvent applies a join or leave push on top of the last presence
+// answer; the first one also shows that polling presence is not needed.
+function memberEvent(kind, info) {
+  const id = info && typeof info.client === 'string' ? info.client : '';
+  if (!id) return;
+  if (!pushes) {
+    pushes = true;
+    clearTimeout(presenceTimer);
+    if (!members) refreshPresence(); // the answer may be under way: this is harmless
+  }
+  if (!members) return; // the presence answer will include it (or not)
+  if (kind === 'join' && !members.has(id)) {
+    members.add(id);
+    memberJoined(id);
+  } else if (kind === 'leave' && members.delete(id)) {
+    memberLeft(id);
+  } else {
+    return;
+  }
+  renderCount();
+}
+
+function memberJoined(id) {
+  if (id === client.clientId) return;
+  if (names.has(id)) note(`${names.get(id)} joined.`);
+  else awaitingName.add(id);
+  announce(); // so that they learn our name
+}
+
+function memberLeft(id) {
+  if (id === client.clientId) return;
+  if (awaitingName.delete(id)) return;
+  note(`${names.get(id) || 'someone'} left.`);
+}
+
+function renderCount() {
+  ui.presence.textContent = `${members.size} online`;
+  ui.presence.dataset.count = members.size;
+  ui.presence.dataset.source = pushes ? 'pushes' : 'polling'; // for tests
   renderWho();
 }
 

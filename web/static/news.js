@@ -5,8 +5,8 @@
 // blocked (some proxies) or not worth it: so this page asks the SDK for
 // the "sse" transport alone. What the SDK adds over a bare EventSource:
 //
-//   * the stream resumes from the id of the last event it delivered, on
-//     the same node or another one, and each item is delivered once, in
+//   * the stream resumes from the position of the last item it delivered
+//     (the since parameter of /sse), on the same node or another one, and each item is delivered once, in
 //     offset order (a repeat is dropped, never shown twice);
 //   * when what was missed cannot be sent (history no longer holds it, the
 //     server restarted and lost it), onGap says so: this page shows a

@@ -93,6 +93,29 @@ export interface StateEvent {
   /** code and reason of the close that led to "disconnected". */
   code?: number;
   reason?: string;
+  /**
+   * attempt counts the connection attempts since the client was last
+   * connected: with "connecting", the attempt being made (1 for the first);
+   * with "disconnected", the one that comes next.
+   */
+  attempt?: number;
+  /**
+   * delay is the time until the next attempt, in ms: 0 with "connecting";
+   * with "disconnected", the backoff delay. Absent when no attempt is
+   * scheduled: the client waits for the browser to be online, or has
+   * stopped (see the "error" event).
+   */
+  delay?: number;
+}
+
+/** PublishOptions are the options of {@link Switchboard.publish}. */
+export interface PublishOptions {
+  /**
+   * ephemeral: send now or fail at once (DisconnectedError when not
+   * connected), never kept in the outbox nor sent again: for signals that
+   * are worthless later, such as typing indicators.
+   */
+  ephemeral?: boolean;
 }
 
 /** ClientEvents lists the events of {@link Switchboard.on}. */
@@ -158,7 +181,6 @@ export class Switchboard {
   private readonly backoff: Backoff;
   private readonly transports: TransportName[];
   private readonly urls: { ws: string; http: string };
-  private readonly resume = new Map<string, string>();
   private readonly box: Outbox;
   private transport: Transport | null = null;
   private index = 0;
@@ -171,6 +193,7 @@ export class Switchboard {
   private onlineHandler = () => this.wentOnline();
   private offlineHandler = () => this.wentOffline();
   private waiters: Array<() => void> = [];
+  private attempts = 0; // connection attempts since the last connection
   // The subscriptions the transport carries: this.subs and this.order
   // themselves, or with sharedConnection the leader's wire subscriptions.
   private wsubs: Map<string, Subscription>;
@@ -667,6 +690,11 @@ export class Switchboard {
         if (s && sh.joined.has(m.channel)) s.gap(m.reason, { offset: m.offset ?? null, epoch: m.epoch });
         return;
       }
+      case "presence": {
+        const s = this.subs.get(m.channel);
+        if (s && sh.joined.has(m.channel)) s.presenceEvent(m.kind, m.info);
+        return;
+      }
       case "subscribed": {
         const s = this.subs.get(m.channel);
         if (!s) return;
@@ -684,7 +712,10 @@ export class Switchboard {
           this.clientId = m.clientId;
           if (same) return; // a join answered: nothing changed
           if (m.state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
-          this.setState(m.state as ConnectionState, m.code ? { code: m.code, reason: m.reason } : {});
+          const extra: { code?: number; reason?: string; attempt?: number; delay?: number } = m.code ? { code: m.code, reason: m.reason } : {};
+          if (m.attempt !== undefined) extra.attempt = m.attempt;
+          if (m.delay !== undefined) extra.delay = m.delay;
+          this.setState(m.state as ConnectionState, extra);
         }
         return;
       case "outbox":
@@ -856,11 +887,24 @@ export class Switchboard {
    * server acknowledged it. Offline, it waits in the outbox (IndexedDB),
    * with its idempotency key, until a connection takes it.
    */
-  publish(channel: string, data: unknown): Promise<{ offset: number }> {
+  publish(channel: string, data: unknown, opts: PublishOptions = {}): Promise<{ offset: number }> {
     if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
+    if (opts.ephemeral) return this.publishNow(channel, data);
     if (this.shared) return this.sharedPublish(channel, data);
     return this.box.add(channel, data);
+  }
+
+  /** publishNow sends an ephemeral publish on the connection as it is, without the outbox. */
+  private publishNow(channel: string, data: unknown): Promise<{ offset: number }> {
+    if (this.state !== "connected") return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    const key = randomKey();
+    if (this.shared && !this.shared.leader) {
+      return this.request({ op: "command", cmd: { command: "publish", channel, data, idempotency_key: key } });
+    }
+    const t = this.transport;
+    if (!t) return Promise.reject(new DisconnectedError("switchboard: not connected (ephemeral publish)"));
+    return t.publish(channel, data, key);
   }
 
   /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
@@ -935,7 +979,7 @@ export class Switchboard {
     }
   }
 
-  private setState(state: ConnectionState, extra: { code?: number; reason?: string } = {}): void {
+  private setState(state: ConnectionState, extra: { code?: number; reason?: string; attempt?: number; delay?: number } = {}): void {
     if (this.shared?.leader && !this.closedForGood) {
       this.post({ t: "state", state, transport: this.transportName, clientId: this.clientId, ...extra });
       if (state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
@@ -957,10 +1001,11 @@ export class Switchboard {
     if (this.closedForGood || this.transport || !this.leading) return;
     if (this.offline()) {
       // Wait for the "online" event: attempts now would only fail.
-      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline" });
+      if (this.state !== "disconnected") this.setState("disconnected", { code: 0, reason: "offline", attempt: this.attempts + 1 });
       return;
     }
-    this.setState("connecting");
+    this.attempts++;
+    this.setState("connecting", { attempt: this.attempts, delay: 0 });
     if (this.opts.getToken && (!this.token || this.tokenStale)) {
       try {
         this.token = await this.opts.getToken();
@@ -982,7 +1027,6 @@ export class Switchboard {
       pingInterval: this.opts.pingInterval ?? 25_000,
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
-      resume: this.resume,
       opened: (info) => this.opened(t, info),
       identified: (client) => {
         if (t === this.transport) this.clientId = client;
@@ -1000,6 +1044,7 @@ export class Switchboard {
   private opened(t: Transport, info: { client?: string; expires?: number }): void {
     if (t !== this.transport) return;
     this.failures = 0;
+    this.attempts = 0;
     this.clientId = info.client;
     this.setState("connected");
     clearTimeout(this.timers.stable);
@@ -1095,16 +1140,21 @@ export class Switchboard {
     clearTimeout(this.timers.refresh);
     clearTimeout(this.timers.upgrade);
     this.box.setSender(null);
-    this.setState("disconnected", { code: info.code, reason: info.reason });
-    if (this.closedForGood) return;
+    const closed = { code: info.code, reason: info.reason };
+    if (this.closedForGood) {
+      this.setState("disconnected", closed);
+      return;
+    }
     if (info.tokenExpired) {
       this.tokenStale = true;
       if (!this.opts.getToken) {
+        this.setState("disconnected", closed);
         this.stop(new Error("switchboard: token expired and no getToken to renew it"));
         return;
       }
     } else if (info.fatal) {
       // 4500-4999 (4502: bad credentials): reconnecting as is would loop.
+      this.setState("disconnected", closed);
       this.stop(new Error(`switchboard: closed by server: ${info.code} ${info.reason}`));
       return;
     }
@@ -1115,7 +1165,13 @@ export class Switchboard {
         this.failures = 0;
       }
     }
-    this.scheduleReconnect();
+    if (this.offline()) {
+      // The "online" event reconnects: no attempt is scheduled.
+      this.setState("disconnected", { ...closed, attempt: this.attempts + 1 });
+      return;
+    }
+    const delay = this.scheduleReconnect();
+    this.setState("disconnected", { ...closed, attempt: this.attempts + 1, delay });
   }
 
   /** stop gives up reconnecting: commands waiting for a connection fail. */
@@ -1125,10 +1181,12 @@ export class Switchboard {
     for (const f of this.waiters.splice(0)) f();
   }
 
-  private scheduleReconnect(): void {
+  /** scheduleReconnect sets the reconnect timer to the next backoff delay and returns it. */
+  private scheduleReconnect(): number {
     clearTimeout(this.timers.reconnect);
     const delay = this.backoff.next();
     this.timers.reconnect = setTimeout(() => void this.connect(), delay);
+    return delay;
   }
 
   private wentOffline(): void {

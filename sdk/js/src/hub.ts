@@ -187,6 +187,7 @@ export class Hub {
         return;
       case "pub":
       case "gap":
+      case "presence":
       case "subscribed":
       case "failed": {
         const refs = this.client?.hubRefs(m.channel);

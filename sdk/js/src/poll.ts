@@ -161,6 +161,7 @@ export class PollTransport implements Transport {
   }
 
   request(command: Record<string, unknown>): Promise<any> {
+    if (command.command === "publish") return httpPublish(this.ctx, String(command.channel), command.data, String(command.idempotency_key));
     return httpRead(this.ctx, command);
   }
 

@@ -18,7 +18,7 @@
 import type { BackoffOptions } from "./backoff.js";
 import type { OutboxState } from "./outbox.js";
 import { Subscription } from "./subscription.js";
-import type { Gap, GapReason, Publication, StreamPosition, TransportName } from "./types.js";
+import type { ClientInfo, Gap, GapReason, Publication, StreamPosition, TransportName } from "./types.js";
 
 /** SharedConfig is what a tab tells a SharedWorker so it can connect for it (functions cannot cross). */
 export interface SharedConfig {
@@ -64,7 +64,8 @@ export type Message =
   | { t: "gap"; channel: string; reason: GapReason; offset?: number | null; epoch?: string }
   | { t: "subscribed"; channel: string; pos: StreamPosition }
   | { t: "failed"; channel: string; message: string }
-  | { t: "state"; state: string; transport: string; code?: number; reason?: string; clientId?: string }
+  | { t: "state"; state: string; transport: string; code?: number; reason?: string; clientId?: string; attempt?: number; delay?: number }
+  | { t: "presence"; channel: string; kind: "join" | "leave"; info: ClientInfo }
   | { t: "res"; to: string; id: string; ok: boolean; value?: unknown; error?: { name: string; message: string; code?: number } }
   | { t: "outbox"; entries: WireEntry[] }
   | { t: "error"; message: string }
@@ -150,6 +151,8 @@ export class WireSub extends Subscription {
         onPublication: (p: Publication) => send({ t: "pub", channel, data: p.data, offset: p.offset, epoch: ref.self?.position?.epoch }),
         onGap: (g: Gap) => send({ t: "gap", channel, reason: g.reason, offset: g.offset, epoch: g.epoch }),
         onError: (err: Error) => send({ t: "failed", channel, message: err.message }),
+        onJoin: (info: ClientInfo) => send({ t: "presence", channel, kind: "join", info }),
+        onLeave: (info: ClientInfo) => send({ t: "presence", channel, kind: "leave", info }),
       },
       onUnsubscribe,
     );

@@ -1,6 +1,7 @@
 // What the client gives a transport and gets back from it. A transport
 // object lives for one connection attempt; the client makes a new one for
-// the next attempt, and keeps the positions.
+// the next attempt, and keeps the positions (in the subscriptions), which
+// every transport starts from.
 
 import type { Subscription } from "./subscription.js";
 import type { CloseInfo, Publication, TransportName } from "./types.js";
@@ -31,8 +32,6 @@ export interface TransportContext {
   token(): string | undefined;
   /** subscriptions lists the live subscriptions, in subscribe order. */
   subscriptions(): Subscription[];
-  /** resume is state kept across attempts of one transport (SSE ids, poll cursors). */
-  resume: Map<string, string>;
   /** opened: the transport got through; subscriptions follow. */
   opened(info: { client?: string; expires?: number }): void;
   /** identified: the server gave the connection (a new SSE stream) a client id. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Switchboard } from '../../dist/switchboard.js';
-import { FakeServer, fakeEventSource, waitFor } from './fakes.mjs';
+import { FakeServer, fakeEventSource, fakeFetch, waitFor } from './fakes.mjs';
 
 const fast = { base: 2, max: 20 };
 
@@ -280,4 +280,105 @@ test('on a fallback, the WebSocket is probed later and used again once it opens,
   await waitFor(() => got.length === 2, 'both');
   assert.deepEqual(got, [1, 2]);
   assert.ok(ES.streams.every((s) => s.closed), 'the SSE stream is closed');
+});
+
+test('state events carry the attempt number and the delay before the next one', async (t) => {
+  const server = new FakeServer();
+  const events = [];
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['websocket'], env: { WebSocket: server.WebSocket } });
+  t.after(() => c.close());
+  c.on('state', (e) => events.push(e));
+  await c.subscribe('news').ready;
+  server.failOpen = 2;
+  server.current().serverClose(4003);
+  await waitFor(() => events.filter((e) => e.state === 'connected').length === 2, 'reconnected');
+  const seq = events.map((e) => `${e.state} ${e.attempt ?? '-'}`);
+  assert.deepEqual(seq, ['connecting 1', 'connected -', 'disconnected 1', 'connecting 1', 'disconnected 2', 'connecting 2', 'disconnected 3', 'connecting 3', 'connected -']);
+  for (const e of events) {
+    if (e.state === 'connecting') assert.equal(e.delay, 0);
+    if (e.state === 'disconnected') assert.ok(e.delay >= 0 && e.delay <= fast.max, `delay ${e.delay}`);
+  }
+});
+
+test('an ephemeral publish is sent now, or fails at once, and never waits in the outbox', async (t) => {
+  const server = new FakeServer();
+  const { c } = client(server);
+  t.after(() => c.close());
+  await assert.rejects(c.publish('typing', 1, { ephemeral: true }), /not connected/);
+  await c.subscribe('news').ready;
+  assert.deepEqual(await c.publish('typing', 'now', { ephemeral: true }), { offset: 1 });
+  const ws = server.current();
+  ws.serverClose(4003);
+  await waitFor(() => c.state !== 'connected', 'disconnected');
+  await assert.rejects(c.publish('typing', 'later', { ephemeral: true }), /not connected/);
+  assert.equal(c.outbox.length, 0);
+  await waitFor(() => c.state === 'connected', 'reconnected');
+  assert.deepEqual(server.channel('typing').pubs.map((p) => p.data), ['now']);
+});
+
+test('join and leave pushes reach onJoin and onLeave', async (t) => {
+  const server = new FakeServer();
+  const { c } = client(server);
+  t.after(() => c.close());
+  const seen = [];
+  const sub = c.subscribe('room', { onJoin: (i) => seen.push(`join ${i.client}`), onLeave: (i) => seen.push(`leave ${i.client}`) });
+  await sub.ready;
+  server.current().push({ channel: 'room', join: { client: 'n1-7', transport: 'websocket' } });
+  server.current().push({ channel: 'room', leave: { client: 'n1-7', transport: 'websocket' } });
+  server.current().push({ channel: 'other', join: { client: 'n1-8' } });
+  await waitFor(() => seen.length === 2, 'both');
+  assert.deepEqual(seen, ['join n1-7', 'leave n1-7']);
+});
+
+test('a switch from WebSocket to long polling carries the position: nothing lost or repeated', async (t) => {
+  const server = new FakeServer();
+  const f = fakeFetch(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['websocket', 'poll'], upgradeAfter: 3_600_000, env: { WebSocket: server.WebSocket, fetch: f } });
+  t.after(() => c.close());
+  const got = [];
+  const gaps = [];
+  const sub = c.subscribe('news', { onPublication: (p) => got.push(p.offset), onGap: (g) => gaps.push(g) });
+  await sub.ready;
+  for (let i = 0; i < 3; i++) server.publish('news', i);
+  await waitFor(() => got.length === 3, 'three over websocket');
+  server.refuseOpen = 1000; // the WebSocket is blocked from now on
+  server.current().serverClose(1006);
+  for (let i = 0; i < 4; i++) server.publish('news', i); // during the switch
+  await waitFor(() => c.transportName === 'poll' && c.state === 'connected', 'on long polling');
+  for (let i = 0; i < 3; i++) server.publish('news', i);
+  await waitFor(() => got.length === 10, 'all ten');
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(gaps, []);
+  const first = f.calls.find((u) => u.pathname === '/poll');
+  assert.deepEqual(first.searchParams.getAll('since'), ['3:E1'], 'the first poll starts from the WebSocket position');
+  // History and publishing work over HTTP too.
+  const h = await c.history('news');
+  assert.equal(h.publications.length, 10);
+  assert.deepEqual(await c.publish('news', 'over http'), { offset: 11 });
+  await waitFor(() => got.length === 11, 'the own publication');
+});
+
+test('long polling: a lost position reaches onGap; more than 16 subscriptions poll in groups', async (t) => {
+  const server = new FakeServer();
+  const f = fakeFetch(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['poll'], env: { fetch: f } });
+  t.after(() => c.close());
+  const gaps = [];
+  const got = [];
+  const subs = [];
+  for (let i = 0; i < 20; i++) subs.push(c.subscribe(`c${i}`, { onGap: (g) => gaps.push(g), onPublication: (p) => got.push(p.channel) }));
+  await Promise.all(subs.map((s) => s.ready));
+  const sizes = new Set(f.calls.filter((u) => u.pathname === '/poll').map((u) => u.searchParams.getAll('channel').length));
+  assert.ok(sizes.has(16) && sizes.has(4), `poll sizes ${[...sizes]}`);
+  server.publish('c19', 1);
+  server.publish('c0', 1);
+  await waitFor(() => got.length === 2, 'both groups deliver');
+  server.channel('c3').epoch = 'E2'; // c3 lost its history
+  server.channel('c3').pubs = [];
+  await waitFor(() => gaps.length === 1, 'a gap');
+  assert.equal(gaps[0].channel, 'c3');
+  assert.equal(gaps[0].reason, 'unrecovered');
+  assert.equal(gaps[0].epoch, 'E2');
+  server.publish('c3', 'new');
+  await waitFor(() => got.length === 3, 'the next publication of c3');
 });

@@ -228,6 +228,77 @@ export function fakeEventSource(server) {
   };
 }
 
+// fakeFetch is fetch over a FakeServer: GET /poll with since (and the
+// answer's channel positions), POST /publish and GET /history, as the real
+// server answers them. A poll that has nothing waits for a publication (or
+// its timeout, or its abort signal).
+export function fakeFetch(server) {
+  const calls = [];
+  const json = (status, body) => ({ ok: status === 200, status, json: async () => body });
+  const f = async (url, init = {}) => {
+    const u = new URL(url);
+    calls.push(u);
+    const aborted = () => init.signal?.aborted;
+    if (aborted()) throw new DOMException('aborted', 'AbortError');
+    if (u.pathname === '/poll') {
+      const names = u.searchParams.getAll('channel');
+      const since = u.searchParams.getAll('since');
+      const order = names.map((c, i) => ({ c, s: since[i] })).sort((a, b) => (a.c < b.c ? -1 : 1));
+      const unrecovered = [];
+      const pos = order.map(({ c, s }) => {
+        const ch = server.channel(c);
+        if (!s) return ch.pubs.length;
+        const off = Number(s.slice(0, s.indexOf(':')));
+        if (s.slice(s.indexOf(':') + 1) !== ch.epoch || off > ch.pubs.length) {
+          unrecovered.push(c);
+          return ch.pubs.length;
+        }
+        return off;
+      });
+      const collect = () => order.flatMap(({ c }, i) => server.channel(c).pubs.slice(pos[i]));
+      // A channel whose epoch changes while the poll waits is unrecovered.
+      const epochs = order.map(({ c }) => server.channel(c).epoch);
+      const changed = () => {
+        order.forEach(({ c }, i) => {
+          if (server.channel(c).epoch === epochs[i]) return;
+          unrecovered.push(c);
+          pos[i] = server.channel(c).pubs.length;
+        });
+        return unrecovered.length > 0;
+      };
+      const end = Date.now() + Number(u.searchParams.get('timeout') ?? 25) * 1000;
+      while (!unrecovered.length && !changed() && collect().length === 0 && Date.now() < end) {
+        if (aborted()) throw new DOMException('aborted', 'AbortError');
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      if (aborted()) throw new DOMException('aborted', 'AbortError');
+      const messages = unrecovered.length ? [] : collect();
+      for (const m of messages) pos[order.findIndex((o) => o.c === m.channel)] = m.offset;
+      return json(200, {
+        messages,
+        cursor: 'opaque',
+        channels: order.map(({ c }, i) => ({ channel: c, offset: pos[i], epoch: server.channel(c).epoch })),
+        ...(unrecovered.length ? { unrecovered } : {}),
+      });
+    }
+    if (u.pathname === '/publish') {
+      const b = JSON.parse(init.body);
+      const k = b.channel + '\u0000' + b.idempotency_key;
+      if (server.keys.has(k)) return json(200, { result: { offset: server.keys.get(k), duplicate: true } });
+      const offset = server.publish(b.channel, b.data);
+      server.keys.set(k, offset);
+      return json(200, { result: { offset } });
+    }
+    if (u.pathname === '/history') {
+      const ch = server.channel(u.searchParams.get('channel'));
+      return json(200, { result: { publications: ch.pubs, offset: ch.pubs.length, epoch: ch.epoch } });
+    }
+    return json(404, { error: { code: 404, message: 'not found' } });
+  };
+  f.calls = calls;
+  return f;
+}
+
 // FakeLocks stands in for navigator.locks: exclusive locks, granted in
 // request order, released when the callback's promise settles.
 export class FakeLocks {

@@ -257,3 +257,32 @@ test('a worker that cannot start (script not loading) leaves the tabs to the Web
   server.publish('news', 'x');
   await waitFor(() => a.got.length === 1 && b.got.length === 1, 'both got it');
 });
+
+test('join and leave pushes, ephemeral publishes and the attempt of state events work in every sharing tab', async (t) => {
+  const server = new FakeServer();
+  const br = browser(server);
+  t.after(() => br.close());
+  const a = br.tab();
+  const b = br.tab();
+  await Promise.all([a.sub.ready, b.sub.ready]);
+  const seen = { a: [], b: [] };
+  const ra = a.c.subscribe('room', { onJoin: (i) => seen.a.push(`join ${i.client}`), onLeave: (i) => seen.a.push(`leave ${i.client}`) });
+  const rb = b.c.subscribe('room', { onJoin: (i) => seen.b.push(`join ${i.client}`), onLeave: (i) => seen.b.push(`leave ${i.client}`) });
+  await Promise.all([ra.ready, rb.ready]);
+  const ws = server.current();
+  ws.push({ channel: 'room', join: { client: 'n1-9' } });
+  ws.push({ channel: 'room', leave: { client: 'n1-9' } });
+  await waitFor(() => seen.a.length === 2 && seen.b.length === 2, 'both tabs');
+  assert.deepEqual(seen.a, ['join n1-9', 'leave n1-9']);
+  assert.deepEqual(seen.b, ['join n1-9', 'leave n1-9']);
+  assert.deepEqual(await b.c.publish('typing', 'now', { ephemeral: true }), { offset: 1 });
+  const states = [];
+  b.c.on('state', (e) => states.push(e));
+  server.failOpen = 1;
+  ws.serverClose(4003);
+  await waitFor(() => states.some((e) => e.state === 'connected'), 'reconnected');
+  const d = states.find((e) => e.state === 'disconnected');
+  assert.equal(d.attempt, 1);
+  assert.equal(typeof d.delay, 'number');
+  assert.ok(states.some((e) => e.state === 'connecting' && e.attempt === 2), JSON.stringify(states));
+});
