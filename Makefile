@@ -17,8 +17,9 @@ test-go:
 	go vet ./...
 	go test -race ./...
 
-# The TypeScript SDK: type check, unit tests, and a check that the bundle
-# the server embeds (web/sdk/switchboard.js) is a fresh build of sdk/js.
+# The TypeScript SDK: type check, unit tests, and a check that the bundles
+# the server embeds (web/sdk/switchboard.js and switchboard-worker.js) are
+# a fresh build of sdk/js.
 test-sdk:
 	cd sdk/js && npm ci --no-audit --no-fund && npm run typecheck && npm run check-bundle && npm test
 
@@ -41,6 +42,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzHosts$$' -fuzztime $(FUZZTIME) ./internal/origin/
 	go test -run '^$$' -fuzz '^FuzzUTF8Prefix$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzParseClose$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+	go test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -35,6 +35,8 @@ var forbidden = []struct {
 	{"internal/transport/sse", module + "/internal/api", "transports do not depend on the API", false},
 	{"internal/transport/sse", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
+	{"internal/transport/httpread", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/httpread", module + "/internal/transport/", "the read endpoints serve every transport and import none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/httpauth", module + "/internal/transport/", "shared by HTTP transports, it imports none of them", false},
 	{"internal/httpx", module + "/internal/transport/", "the HTTP transports' shared preamble imports none of them", false},
@@ -52,6 +54,9 @@ var forbidden = []struct {
 	{"internal/webrtc/sfu", module + "/internal/hub", "the SFU knows nothing of the engine: it talks through its Signaler", false},
 	{"internal/webrtc/sfu", module + "/internal/protocol", "the SFU's errors are its own; the signaling service maps them to codes", false},
 	{"internal/webrtc/payload", module + "/", "the RTP payload parsers import only the standard library", false},
+	{"internal/turn", module + "/internal/hub", "TURN knows nothing of the engine: the signaling code calls it for credentials", false},
+	{"internal/turn", module + "/internal/transport", "TURN knows nothing of the transports", false},
+	{"internal/turn", module + "/internal/config", "TURN takes its own Config; the server maps the keys onto it", false},
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 }
 

@@ -36,9 +36,11 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
+	"github.com/switchboardhq/switchboard/internal/transport/httpread"
 	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
+	"github.com/switchboardhq/switchboard/internal/turn"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -53,6 +55,10 @@ type Server struct {
 	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
 	ln      net.Listener
+	metrics *metrics.Metrics
+	// turn is the STUN/TURN server, started by Listen when turn_addr is
+	// set; nil otherwise.
+	turn *turn.Server
 	// APIKeys are the keys the server API accepts (generated when none is
 	// configured).
 	APIKeys []string
@@ -74,6 +80,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	s.metrics = m
 
 	b, p, err := newBroker(cfg, log)
 	if err != nil {
@@ -181,13 +188,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		return nil, fmt.Errorf("server: websocket_reader: %w", err)
 	}
 	s.ws = websocket.NewHandler(s.hub, websocket.Options{
-		Reader:         cfg.WebSocketReader,
-		MaxMessageSize: cfg.MaxMessageSize,
-		PingInterval:   cfg.PingInterval,
-		IdleTimeout:    cfg.IdleTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		Guard:          guard,
-		Logger:         log,
+		Reader:             cfg.WebSocketReader,
+		Compression:        cfg.WebSocketCompression,
+		Metrics:            m,
+		CompressionMinSize: cfg.CompressionMinSize,
+		CompressionLevel:   cfg.CompressionLevel,
+		MaxMessageSize:     cfg.MaxMessageSize,
+		PingInterval:       cfg.PingInterval,
+		IdleTimeout:        cfg.IdleTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		Guard:              guard,
+		Logger:             log,
 	})
 	s.sse = sse.NewHandler(s.hub, sse.Options{
 		PingInterval: cfg.PingInterval,
@@ -212,6 +223,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		Guard:          guard,
 		Logger:         log,
 	}))
+	for path, op := range map[string]httpread.Op{"/history": httpread.History, "/presence": httpread.Presence, "/presence_stats": httpread.PresenceStats} {
+		mux.Handle(path, httpread.NewHandler(s.hub, op, httpread.Options{Guard: guard, Logger: log}))
+	}
 	// The server API, the profiles and the demo pages check the Host too
 	// (the transports do it themselves). The operations endpoints do not:
 	// probes and scrapers often address a node by a name nobody lists, and
@@ -236,11 +250,13 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		mux.Handle("/debug/pprof/trace", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace))))
 		mux.Handle("/debug/pprof/symbol", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol))))
 	}
-	sdkJS, err := sdkHandler()
-	if err != nil {
-		return nil, err
+	for _, name := range []string{"switchboard.js", "switchboard-worker.js"} {
+		h, err := sdkHandler(name)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/sdk/"+name, guard.RequireHost(h))
 	}
-	mux.Handle("/sdk/switchboard.js", guard.RequireHost(sdkJS))
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {
@@ -274,6 +290,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 			return nil, fmt.Errorf("server: tls_cert, tls_key: %w", err)
 		}
 		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if cfg.HTTP2Cleartext {
+		// HTTP/2 without TLS for clients that start with its preface (h2c
+		// with prior knowledge; the HTTP/1.1 Upgrade to h2c is not
+		// offered): backends multiplex their server API requests on one
+		// connection. HTTP/1.1 requests and WebSocket upgrades are served
+		// as before.
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.httpSrv.Protocols = p
 	}
 	return s, nil
 }
@@ -365,8 +391,69 @@ func (s *Server) Listen() error {
 	}
 	s.ln = ln
 	s.hub.SetNodeAddress(ln.Addr().String())
+	if s.cfg.TURNAddr != "" {
+		if err := s.startTURN(); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		if s.calls != nil {
+			s.calls.useTURN(s.turn)
+		}
+	}
 	return nil
 }
+
+// startTURN starts the built-in STUN/TURN server. It runs after the HTTP
+// listener is bound, so that the HTTP port (chosen by the system when
+// addr says port 0) is among the addresses TURN refuses to relay to.
+func (s *Server) startTURN() error {
+	cfg := s.cfg
+	lo, hi, err := turn.ParsePortRange(cfg.TURNRelayPorts)
+	if err != nil {
+		return fmt.Errorf("server: turn_relay_ports: %w", err)
+	}
+	allowed, err := turn.ParseAllowedPeers(cfg.TURNAllowedPeers)
+	if err != nil {
+		return fmt.Errorf("server: turn_allowed_peers: %w", err)
+	}
+	userQuota := cfg.TURNUserQuota
+	if userQuota == 0 {
+		userQuota = -1 // no limit, as the turn package spells it
+	}
+	certFile, keyFile := cfg.TURNTLSFiles()
+	t, err := turn.New(turn.Config{
+		Addr:         cfg.TURNAddr,
+		TLSAddr:      cfg.TURNTLSAddr,
+		CertFile:     certFile,
+		KeyFile:      keyFile,
+		Secret:       cfg.TURNSecret,
+		TTL:          cfg.TURNTTL,
+		Realm:        cfg.TURNRealm,
+		Host:         cfg.TURNHost,
+		RelayIP:      cfg.TURNRelayIP,
+		MinPort:      lo,
+		MaxPort:      hi,
+		AllowedPeers: allowed,
+		OwnAddrs:     []string{s.ln.Addr().String()},
+		UserQuota:    userQuota,
+		TotalQuota:   cfg.TURNTotalQuota,
+		Metrics:      s.metrics,
+	}, s.log)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := t.Start(ctx); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.turn = t
+	return nil
+}
+
+// TURN returns the STUN/TURN server (after Listen), or nil when turn_addr
+// is not set. Signaling code hands clients its ICEServers.
+func (s *Server) TURN() *turn.Server { return s.turn }
 
 // Addr returns the address the server listens on (after Listen).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -420,6 +507,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err := <-hubDone; err != nil {
 		errs = append(errs, err)
+	}
+	if s.turn != nil {
+		if err := s.turn.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: %w", err))
+		}
 	}
 	s.ws.Close()
 	s.sse.Close()
