@@ -34,7 +34,8 @@ const (
 	// EventLayer: {"track","layer"}: the simulcast layer now forwarded to
 	// this subscriber.
 	EventLayer = "layer"
-	// EventKicked: {"room"}: the server API removed this participant.
+	// EventKicked: {"room","reason"}: the server removed this participant
+	// (the server API, or a connection that failed).
 	EventKicked = "kicked"
 )
 
