@@ -416,6 +416,9 @@ func (s *Server) Listen() error {
 			_ = ln.Close()
 			return err
 		}
+		if s.calls != nil {
+			s.calls.useTURN(s.turn)
+		}
 	}
 	return nil
 }
@@ -465,7 +468,6 @@ func (s *Server) startTURN() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.turn = t
-	s.offerTURN(t)
 	return nil
 }
 
