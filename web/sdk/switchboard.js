@@ -2077,9 +2077,183 @@ function sharedScope(http, who) {
 function tabLockName(tab) {
   return `switchboard-tab:${tab}`;
 }
+
+// src/hub.ts
+var Hub = class {
+  /** url is the server the worker connects to (its name says which). */
+  constructor(url, opts = {}) {
+    /** client is the connection, made when the first tab joins. */
+    this.client = null;
+    /** tabs by id. */
+    this.tabs = /* @__PURE__ */ new Map();
+    this.tokenAsks = /* @__PURE__ */ new Map();
+    this.sweeper = 0;
+    this.nextAsk = 0;
+    this.url = url;
+    this.opts = opts;
+    const silence = opts.silence ?? 6e4;
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const t of [...this.tabs.values()]) if (!t.watched && now - t.seen > silence) this.drop(t);
+    }, Math.max(10, silence / 4));
+    this.sweeper?.unref?.();
+  }
+  /** connect takes a new tab's port. */
+  connect(port) {
+    port.onmessage = (ev) => this.message(port, ev.data);
+    port.start?.();
+  }
+  /** close ends the connection (tests). */
+  close() {
+    clearInterval(this.sweeper);
+    this.client?.close();
+  }
+  message(port, m) {
+    if (!m || typeof m !== "object" || !("tab" in m)) return;
+    let tab = this.tabs.get(m.tab);
+    if (tab && tab.port !== port) tab = void 0;
+    if (!tab) {
+      if (m.t === "bye") return;
+      if (m.t !== "join") {
+        port.postMessage({ t: "hello", leader: "hub" });
+        return;
+      }
+      tab = this.admit(port, m.tab, m.config);
+    }
+    tab.seen = Date.now();
+    switch (m.t) {
+      case "ping":
+        port.postMessage({ t: "pong" });
+        return;
+      case "tok": {
+        const ask = this.tokenAsks.get(m.id);
+        if (!ask) return;
+        this.tokenAsks.delete(m.id);
+        if (m.token !== void 0) ask.resolve(m.token);
+        else ask.reject(new Error(m.error ?? "switchboard: no token"));
+        return;
+      }
+      case "bye":
+        this.drop(tab);
+        return;
+      case "join":
+        if (m.config?.hasGetToken) tab.hasGetToken = true;
+        if (!this.client && m.config) this.start(m.config);
+        break;
+    }
+    this.client?.hubMessage(m);
+  }
+  admit(port, id, config) {
+    const old = this.tabs.get(id);
+    if (old) this.drop(old);
+    const tab = { id, port, hasGetToken: !!config?.hasGetToken, seen: Date.now(), watched: false };
+    this.tabs.set(id, tab);
+    const locks = this.opts.locks;
+    if (locks && config?.tabLock) {
+      tab.watched = true;
+      locks.request(tabLockName(id), async () => {
+        if (this.tabs.get(id) === tab) this.drop(tab);
+      }).catch(() => {
+      });
+    }
+    return tab;
+  }
+  /** drop forgets a tab: its subscriptions are released, its token asks go to another tab. */
+  drop(tab) {
+    if (this.tabs.get(tab.id) !== tab) return;
+    this.tabs.delete(tab.id);
+    for (const [id, ask] of [...this.tokenAsks]) {
+      if (ask.tab !== tab.id) continue;
+      this.tokenAsks.delete(id);
+      this.askToken().then(ask.resolve, ask.reject);
+    }
+    this.client?.hubMessage({ t: "bye", tab: tab.id });
+  }
+  start(config) {
+    const bus = {
+      post: (m) => this.route(m),
+      close() {
+      }
+    };
+    this.client = new Switchboard(this.url, {
+      token: config.token,
+      getToken: config.hasGetToken ? () => this.askToken() : void 0,
+      transports: config.transports,
+      backoff: config.backoff,
+      stablePeriod: config.stablePeriod,
+      fallbackAfter: config.fallbackAfter,
+      upgradeAfter: config.upgradeAfter,
+      pingInterval: config.pingInterval,
+      outbox: config.memoryOutbox ? false : this.opts.outbox,
+      env: this.opts.env,
+      sharedTimings: this.opts.sharedTimings,
+      hub: bus
+    });
+  }
+  /** route sends a message of the connection to the tabs it concerns. */
+  route(m) {
+    const send = (t) => {
+      try {
+        t?.port.postMessage(m);
+      } catch {
+      }
+    };
+    switch (m.t) {
+      case "res":
+      case "tokreq":
+        send(this.tabs.get(m.to));
+        return;
+      case "pub":
+      case "gap":
+      case "presence":
+      case "subscribed":
+      case "failed": {
+        const refs = this.client?.hubRefs(m.channel);
+        for (const id of refs ?? []) send(this.tabs.get(id));
+        return;
+      }
+      default:
+        for (const t of this.tabs.values()) send(t);
+    }
+  }
+  /**
+   * askToken has a tab run its getToken (functions cannot cross a port):
+   * the tab heard from last among those that have one. If that tab goes
+   * before answering, the next one is asked.
+   */
+  askToken() {
+    let best;
+    for (const t of this.tabs.values()) if (t.hasGetToken && (!best || t.seen > best.seen)) best = t;
+    if (!best) return Promise.reject(new Error("switchboard: no tab can give a token"));
+    const id = String(++this.nextAsk);
+    const tab = best;
+    return new Promise((resolve, reject) => {
+      this.tokenAsks.set(id, { tab: tab.id, resolve, reject });
+      try {
+        tab.port.postMessage({ t: "tokreq", to: tab.id, id });
+      } catch {
+        this.drop(tab);
+      }
+    });
+  }
+};
+
+// src/sharedworker.ts
+function serverOf(name) {
+  const m = /^switchboard:(.+):[^:]+$/.exec(name);
+  return m ? m[1] : void 0;
+}
+function startSharedWorker(g) {
+  if (typeof g.SharedWorkerGlobalScope !== "function" || !(g instanceof g.SharedWorkerGlobalScope)) return;
+  const url = serverOf(String(g.name ?? ""));
+  if (!url) return;
+  const hub = new Hub(url, { locks: g.navigator?.locks });
+  g.addEventListener("connect", (ev) => hub.connect(ev.ports[0]));
+}
 export {
   Backoff,
   DisconnectedError,
+  Hub,
   IndexedDBOutboxStore,
   MemoryOutboxStore,
   Outbox,
@@ -2087,5 +2261,7 @@ export {
   Subscription,
   Switchboard,
   randomKey,
+  serverOf,
+  startSharedWorker,
   tokenExpiry
 };

@@ -12,7 +12,8 @@ const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
 
 const bundles = [
   { entry: 'src/index.ts', file: 'switchboard.js', what: 'the Switchboard browser SDK' },
-  { entry: 'src/worker.ts', file: 'switchboard-worker.js', what: 'the SharedWorker of the Switchboard browser SDK' },
+  // The worker imports the SDK bundle beside it instead of bundling a copy.
+  { entry: 'src/worker.ts', file: 'switchboard-worker.js', what: 'the SharedWorker of the Switchboard browser SDK', external: ['./switchboard.js'] },
 ];
 
 let failed = false;
@@ -27,6 +28,7 @@ for (const b of bundles) {
     legalComments: 'none',
     banner: { js: `// ${pkg.name} ${pkg.version}: ${b.what}. Built from sdk/js by "npm run build"; do not edit.` },
     logLevel: 'warning',
+    external: b.external ?? [],
   });
   const code = result.outputFiles[0].contents;
   const embedded = path.resolve(root, '../../web/sdk', b.file);

@@ -11,3 +11,7 @@ export type { OutboxEntry, OutboxState, OutboxStore, StoredEntry } from "./outbo
 export { ServerError, DisconnectedError } from "./types.js";
 export type { TransportName, ConnectionState, Publication, StreamPosition, Gap, GapReason, CloseInfo, ClientInfo } from "./types.js";
 export type { Env } from "./transport.js";
+// For the SharedWorker script (worker.ts) and its tests; not an API.
+export { Hub } from "./hub.js";
+export type { HubOptions, PortLike } from "./hub.js";
+export { serverOf, startSharedWorker } from "./sharedworker.js";

@@ -7,8 +7,7 @@
 // with nothing published twice or lost.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { MemoryOutboxStore, Switchboard } from '../../dist/switchboard.js';
-import { Hub, serverOf } from '../../dist/switchboard-worker.js';
+import { Hub, MemoryOutboxStore, Switchboard, serverOf } from '../../dist/switchboard.js';
 import { FakeLocks, FakeServer, waitFor } from './fakes.mjs';
 
 // browser gives the tabs of one browser: a SharedWorker class whose
