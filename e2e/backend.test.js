@@ -99,8 +99,9 @@ test('a session cookie connects over WebSocket and SSE; publish is rewritten; rp
   const page = await openPage();
   const res = await page.evaluate(async () => {
     const got = [];
-    const ws = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['websocket'], outbox: false });
-    const sse = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['sse'], outbox: false });
+    // Not shared: each client must make its own request with the cookie.
+    const ws = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['websocket'], outbox: false, sharedConnection: false });
+    const sse = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['sse'], outbox: false, sharedConnection: false });
     const sub = sse.subscribe('chat', { onPublication: (p) => got.push(p.data) });
     await sub.ready;
     const me = await ws.rpc('whoami');
