@@ -72,30 +72,39 @@ const coalesceInterval = 100 * time.Millisecond
 // deliveries of an interval are late, since the writers then cannot keep up.
 const lateLag = 10 * time.Millisecond
 
+// lateBatch is the mean number of messages per write, without the delay,
+// that shows writers falling behind: a writer that keeps up finds one.
+const lateBatch = 1.5
+
 // writeDelaySwitch returns the check, run every coalesceInterval, that
 // switches write_delay on and off.
 //
 // A fixed delay is the wrong tool below saturation: it adds its own length
 // to every delivery of a stream while a writer could have written at once.
 // So it goes on only when the writers cannot keep up: the node sends at
-// least WriteDelayMinRate messages per second and most of the interval's
-// deliveries took longer than lateLag. The send rate at that moment is
+// least WriteDelayMinRate messages per second and either most of the
+// interval's deliveries took longer than lateLag, or the writers found
+// messages piling up (lateBatch or more per write while nothing holds them
+// back). The second sign comes first when a burst saturates the node: the
+// queues grow before the deliveries are late, and a backlog that builds
+// while the delay is off is never drained at saturation. The send rate at that moment is
 // what the node could not sustain writing at once; the delay stays on
 // until the rate falls below half of it (and of WriteDelayMinRate), so it
 // does not flap off as soon as the batching it brings frees the CPU.
 // While it is off, a writer still batches whatever arrived during its
 // previous write.
 func (h *Hub) writeDelaySwitch() func() {
-	sent := metrics.Value(h.metrics.MessagesSent)
+	sent, writes := metrics.Value(h.metrics.MessagesSent), metrics.Value(h.metrics.SocketWrites)
 	onTime, timed := metrics.HistogramUpTo(h.metrics.DeliveryLatency, lateLag.Seconds())
 	var onRate float64 // the send rate when the delay went on
 	return func() {
-		prevSent, prevOnTime, prevTimed := sent, onTime, timed
-		sent = metrics.Value(h.metrics.MessagesSent)
+		prevSent, prevWrites, prevOnTime, prevTimed := sent, writes, onTime, timed
+		sent, writes = metrics.Value(h.metrics.MessagesSent), metrics.Value(h.metrics.SocketWrites)
 		onTime, timed = metrics.HistogramUpTo(h.metrics.DeliveryLatency, lateLag.Seconds())
 		rate := (sent - prevSent) / coalesceInterval.Seconds()
 		late := timed - prevTimed - (onTime - prevOnTime)
-		behind := late > 0 && 2*late >= timed-prevTimed
+		piling := writes > prevWrites && sent-prevSent >= lateBatch*(writes-prevWrites)
+		behind := piling || late > 0 && 2*late >= timed-prevTimed
 		minRate := float64(h.cfg.WriteDelayMinRate)
 		switch on := h.holdDelay.Load() != 0; {
 		case !on && rate >= minRate && behind:
