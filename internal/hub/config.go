@@ -28,7 +28,8 @@ type Config struct {
 	WriteDelay time.Duration
 	// WriteDelayMinRate makes WriteDelay apply only while the writers
 	// cannot keep up: the node sends at least this many messages per second
-	// and most deliveries take longer than 10 ms. It stops below half the
+	// and most deliveries take longer than 10 ms, or messages pile up at 1.5
+	// or more per write. It stops below half the
 	// rate at which it started. So a node that keeps up writes at once and
 	// a saturated one batches. 0 applies WriteDelay always.
 	WriteDelayMinRate int
