@@ -16,7 +16,9 @@
 package httpx
 
 import (
+	"log/slog"
 	"net/http"
+	"net/url"
 
 	"github.com/switchboardhq/switchboard/internal/httpauth"
 	"github.com/switchboardhq/switchboard/internal/origin"
@@ -61,4 +63,27 @@ func (g *Gate) Admit(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// Defaults fills the Logger and Guard options every endpoint takes, when
+// they are unset: slog.Default(), and a Guard that allows same-origin and
+// non-browser requests to loopback names and IP addresses only.
+func Defaults(log **slog.Logger, guard **origin.Guard) {
+	if *log == nil {
+		*log = slog.Default()
+	}
+	if *guard == nil {
+		*guard = origin.New(origin.Config{Logger: *log})
+	}
+}
+
+// Query parses r's query string. A malformed one is answered with 400
+// (bad request) and ok is false.
+func Query(w http.ResponseWriter, r *http.Request) (q url.Values, ok bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
+		return nil, false
+	}
+	return q, true
 }

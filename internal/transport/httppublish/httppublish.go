@@ -55,12 +55,7 @@ func (o *Options) setDefaults() {
 	if o.MaxMessageSize <= 0 {
 		o.MaxMessageSize = 65536
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Guard == nil {
-		o.Guard = origin.New(origin.Config{Logger: o.Logger})
-	}
+	httpx.Defaults(&o.Logger, &o.Guard)
 }
 
 // Handler is the http.Handler of POST /publish.

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 
 	"github.com/switchboardhq/switchboard/internal/httpauth"
@@ -57,12 +56,7 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Guard == nil {
-		o.Guard = origin.New(origin.Config{Logger: o.Logger})
-	}
+	httpx.Defaults(&o.Logger, &o.Guard)
 }
 
 // Handler is the http.Handler of one of the endpoints.
@@ -89,9 +83,8 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !hd.gate.Admit(w, r) {
 		return
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
+	q, ok := httpx.Query(w, r)
+	if !ok {
 		return
 	}
 	req, perr := parseRequest(q, hd.op == History)

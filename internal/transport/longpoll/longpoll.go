@@ -21,7 +21,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"time"
 
@@ -92,12 +91,7 @@ func (o *Options) setDefaults(historyMaxLimit int) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Guard == nil {
-		o.Guard = origin.New(origin.Config{Logger: o.Logger})
-	}
+	httpx.Defaults(&o.Logger, &o.Guard)
 }
 
 // Handler is the http.Handler of GET /poll.
@@ -130,9 +124,8 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !hd.gate.Admit(w, r) {
 		return
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		httpauth.WriteError(w, http.StatusBadRequest, protocol.ErrBadRequest.WithMessage("malformed query string"))
+	q, ok := httpx.Query(w, r)
+	if !ok {
 		return
 	}
 	req, perr := parseRequest(q, hd.lim)

@@ -87,12 +87,7 @@ func (o *Options) setDefaults() {
 	if o.MaxChannels <= 0 || o.MaxChannels > protocol.MaxCursorChannels {
 		o.MaxChannels = protocol.MaxCursorChannels
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Guard == nil {
-		o.Guard = origin.New(origin.Config{Logger: o.Logger})
-	}
+	httpx.Defaults(&o.Logger, &o.Guard)
 }
 
 // Handler serves the SSE endpoint. Create it with NewHandler and stop it

@@ -27,6 +27,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/switchboardhq/switchboard/internal/httpx"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
@@ -124,9 +125,7 @@ func (o *Options) setDefaults() {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	httpx.Defaults(&o.Logger, &o.Guard)
 	if o.CompressionLevel < flate.BestSpeed || o.CompressionLevel > flate.BestCompression {
 		o.CompressionLevel = flate.BestSpeed
 	}
@@ -135,9 +134,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.Clock == nil {
 		o.Clock = clockwork.NewRealClock()
-	}
-	if o.Guard == nil {
-		o.Guard = origin.New(origin.Config{Logger: o.Logger})
 	}
 }
 
