@@ -14,16 +14,26 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
-// expectPing reads the next frame and fails unless it is a server ping.
-func (c *client) expectPing() {
+// nextNudging reads the next frame. The keepalive wheel re-arms its timer
+// after a round's pings are out, so the test's next Advance can come
+// before the re-arm and find no timer to fire; when nothing arrives for a
+// while, the clock is nudged by a millisecond, which fires a timer re-armed
+// in the past.
+func (c *client) nextNudging(clk *clockwork.FakeClock) ws.Frame {
 	c.t.Helper()
-	f, err := c.frame()
-	if err != nil {
-		c.t.Fatalf("waiting for a ping: %v", err)
+	for range 100 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		f, err := ws.ReadFrame(c.r)
+		if err == nil {
+			return f
+		}
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			c.t.Fatalf("read: %v", err)
+		}
+		clk.Advance(time.Millisecond)
 	}
-	if f.Header.OpCode != ws.OpPing {
-		c.t.Fatalf("got %v %q, want a ping", f.Header.OpCode, f.Payload)
-	}
+	c.t.Fatal("no frame from the keepalive")
+	return ws.Frame{}
 }
 
 // TestKeepalive drives the keepalive with a fake clock: a ping each
@@ -55,13 +65,17 @@ func TestKeepalive(t *testing.T) {
 				}
 				for round := 1; round <= tc.rounds; round++ {
 					clk.Advance(interval)
+					f := c.nextNudging(clk)
 					if tc.closed && round == tc.rounds {
-						if code := c.expectClose(); code != int(protocol.DisconnectIdleTimeout.Code) {
-							t.Fatalf("round %d: close code %d, want 4002", round, code)
+						code, _ := ws.ParseCloseFrameData(f.Payload)
+						if f.Header.OpCode != ws.OpClose || code != ws.StatusCode(protocol.DisconnectIdleTimeout.Code) {
+							t.Fatalf("round %d: %v %d, want a close with 4002", round, f.Header.OpCode, code)
 						}
 						return
 					}
-					c.expectPing()
+					if f.Header.OpCode != ws.OpPing {
+						t.Fatalf("round %d: got %v %q, want a ping", round, f.Header.OpCode, f.Payload)
+					}
 					if tc.answer {
 						c.write(masked(ws.NewPongFrame(nil)))
 						// The reply comes after the pong was read.
