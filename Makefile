@@ -41,6 +41,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzHosts$$' -fuzztime $(FUZZTIME) ./internal/origin/
 	go test -run '^$$' -fuzz '^FuzzUTF8Prefix$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzParseClose$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+	go test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -46,6 +46,9 @@ var forbidden = []struct {
 	{"internal/broker/nats", module + "/internal/transport", "brokers do not know transports", false},
 	{"internal/hub", module + "/internal/broker/redis", "the engine never picks a concrete broker", false},
 	{"internal/hub", module + "/internal/broker/nats", "the engine never picks a concrete broker", false},
+	{"internal/turn", module + "/internal/hub", "TURN knows nothing of the engine: the signaling code calls it for credentials", false},
+	{"internal/turn", module + "/internal/transport", "TURN knows nothing of the transports", false},
+	{"internal/turn", module + "/internal/config", "TURN takes its own Config; the server maps the keys onto it", false},
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 }
 

@@ -7,6 +7,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -24,6 +26,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/realip"
+	"github.com/switchboardhq/switchboard/internal/turn"
 )
 
 // EnvPrefix prefixes every environment variable Switchboard reads.
@@ -38,6 +41,9 @@ type Config struct {
 	Broker                   string        `koanf:"broker"`
 	NodeName                 string        `koanf:"node_name"`
 	WebSocketReader          string        `koanf:"websocket_reader"`
+	WebSocketCompression     bool          `koanf:"websocket_compression"`
+	CompressionMinSize       int           `koanf:"websocket_compression_min_size"`
+	CompressionLevel         int           `koanf:"websocket_compression_level"`
 	Pprof                    bool          `koanf:"pprof"`
 	AllowAnonymous           bool          `koanf:"allow_anonymous"`
 	ClientPublish            bool          `koanf:"client_publish"`
@@ -91,6 +97,19 @@ type Config struct {
 	WebRTCLoopback           bool          `koanf:"webrtc_loopback"`
 	WebRTCCodecs             []string      `koanf:"webrtc_codecs"`
 	NodeURL                  string        `koanf:"node_url"`
+	TURNAddr                 string        `koanf:"turn_addr"`
+	TURNTLSAddr              string        `koanf:"turn_tls_addr"`
+	TURNCertFile             string        `koanf:"turn_cert_file"`
+	TURNKeyFile              string        `koanf:"turn_key_file"`
+	TURNSecret               string        `koanf:"turn_secret"`
+	TURNTTL                  time.Duration `koanf:"turn_ttl"`
+	TURNRealm                string        `koanf:"turn_realm"`
+	TURNHost                 string        `koanf:"turn_host"`
+	TURNRelayIP              string        `koanf:"turn_relay_ip"`
+	TURNRelayPorts           string        `koanf:"turn_relay_ports"`
+	TURNAllowedPeers         []string      `koanf:"turn_allowed_peers"`
+	TURNUserQuota            int           `koanf:"turn_user_quota"`
+	TURNTotalQuota           int           `koanf:"turn_total_quota"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
@@ -110,6 +129,9 @@ var Keys = []Key{
 	{"node_name", "", "this node's name in /api/info (default: the host name)"},
 	{"pprof", false, "serve Go profiles at /debug/pprof/ (behind the server API key)"},
 	{"websocket_reader", "", `how WebSocket connections are read: "epoll" (Linux default: no goroutine per idle connection) or "goroutine"`},
+	{"websocket_compression", false, "offer permessage-deflate (RFC 7692, no context takeover) to WebSocket clients that ask for it; each publication is compressed once for all of them"},
+	{"websocket_compression_min_size", 256, "messages shorter than this many bytes are sent uncompressed"},
+	{"websocket_compression_level", 1, "deflate level for WebSocket compression, 1 (fastest) to 9 (smallest)"},
 	{"allow_anonymous", true, "allow clients to connect without credentials"},
 	{"client_publish", true, "allow clients to publish with the publish command"},
 	{"allowed_origins", []string{}, `browser origins allowed besides the server's own, comma-separated ("*" allows any)`},
@@ -119,7 +141,7 @@ var Keys = []Key{
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
 	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
 	{"write_delay", 30 * time.Millisecond, "while the node is busy (write_delay_min_rate), a connection written to within this time waits out the rest before its next write, so more messages share one system call (0: write at once)"},
-	{"write_delay_min_rate", 20000, "messages per second the node must be sending for write_delay to apply; it stops below half (0: always)"},
+	{"write_delay_min_rate", 20000, "write_delay applies only while the node sends at least this many messages per second and most deliveries take over 10 ms; it stops below half the rate at which it started (0: always)"},
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
 	{"history_max_limit", 1000, "most publications one history request may return"},
@@ -162,6 +184,19 @@ var Keys = []Key{
 	{"webrtc_loopback", false, "offer loopback ICE candidates and gather on lo only (tests, machines without a network)"},
 	{"webrtc_codecs", []string{"vp8", "vp9", "h264"}, "video codecs accepted from publishers, most preferred first"},
 	{"node_url", "", "this node's public URL (wss://host/ws), given to clients of a room it serves that land on another node"},
+	{"turn_addr", "", "UDP and TCP address (host:port) of the built-in STUN/TURN server, e.g. 0.0.0.0:3478 (empty: off)"},
+	{"turn_tls_addr", "", "TCP address for TURN over TLS (turns:), with turn_cert_file and turn_key_file (empty: no TLS)"},
+	{"turn_cert_file", "", "TLS certificate file (PEM) for turn_tls_addr (default: tls_cert)"},
+	{"turn_key_file", "", "TLS private key file (PEM) for turn_cert_file (default: tls_key)"},
+	{"turn_secret", "", "shared secret signing TURN credentials; set the same one on every node (empty: generated at startup, single node only)"},
+	{"turn_ttl", time.Hour, "lifetime of the TURN credentials handed to clients, checked on allocate and refresh (1m to 24h)"},
+	{"turn_realm", "switchboard", "TURN realm"},
+	{"turn_host", "", "host name or IP clients use in their TURN and STUN URLs (default: the host they reached Switchboard by)"},
+	{"turn_relay_ip", "", "IP address advertised for relayed addresses, the public IP behind a 1:1 NAT (default: the turn_addr IP, or the host's first global IPv4 address)"},
+	{"turn_relay_ports", "49152-65535", "port range (min-max) of TURN relay sockets"},
+	{"turn_allowed_peers", []string{}, "IP addresses or CIDR prefixes TURN may relay to although they are loopback, private, link-local or CGNAT, comma-separated (metadata, multicast and Switchboard's own ports stay refused)"},
+	{"turn_user_quota", 10, "most TURN allocations one user may hold at once (0: no limit)"},
+	{"turn_total_quota", 0, "most TURN allocations this node holds at once (0: no limit but turn_relay_ports)"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.
@@ -336,6 +371,12 @@ func (c Config) Validate() error {
 	if c.WriteDelay < 0 || c.WriteDelayMinRate < 0 {
 		errs = append(errs, fmt.Errorf("write_delay, write_delay_min_rate: must not be negative, got %s and %d", c.WriteDelay, c.WriteDelayMinRate))
 	}
+	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
+		errs = append(errs, fmt.Errorf("websocket_compression_level: must be 1 to 9, got %d", c.CompressionLevel))
+	}
+	if c.CompressionMinSize < 0 {
+		errs = append(errs, fmt.Errorf("websocket_compression_min_size: must not be negative, got %d", c.CompressionMinSize))
+	}
 	if c.HistorySize < 0 {
 		errs = append(errs, fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize))
 	}
@@ -395,6 +436,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
 	}
 	errs = append(errs, c.validateNATS()...)
+	errs = append(errs, c.validateTURN()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -426,6 +468,63 @@ func (c Config) validateNATS() []error {
 		errs = append(errs, fmt.Errorf("nats_history_max_age: %s is shorter than the longest history_ttl (%s)", c.NATSHistoryMaxAge, ttl))
 	}
 	return errs
+}
+
+// validateTURN checks the turn_* keys, whether TURN is on or not, so that
+// a typo shows before TURN is switched on.
+func (c Config) validateTURN() []error {
+	var errs []error
+	for _, a := range []struct{ key, v string }{{"turn_addr", c.TURNAddr}, {"turn_tls_addr", c.TURNTLSAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", a.key, a.v))
+		}
+	}
+	if c.TURNTLSAddr != "" && c.TURNAddr == "" {
+		errs = append(errs, errors.New("turn_tls_addr: needs turn_addr"))
+	}
+	certFile, keyFile := c.TURNTLSFiles()
+	if c.TURNTLSAddr != "" && (certFile == "" || keyFile == "") {
+		errs = append(errs, errors.New("turn_tls_addr: needs turn_cert_file and turn_key_file (or tls_cert and tls_key)"))
+	}
+	if (c.TURNCertFile == "") != (c.TURNKeyFile == "") {
+		errs = append(errs, errors.New("turn_cert_file, turn_key_file: set both or neither"))
+	}
+	if c.TURNSecret != "" && len(c.TURNSecret) < 16 {
+		errs = append(errs, errors.New("turn_secret: must be at least 16 bytes"))
+	}
+	if c.TURNTTL < time.Minute || c.TURNTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("turn_ttl: must be from 1m to 24h, got %s", c.TURNTTL))
+	}
+	if c.TURNRealm == "" {
+		errs = append(errs, errors.New("turn_realm: must not be empty"))
+	}
+	if c.TURNRelayIP != "" {
+		if ip, err := netip.ParseAddr(c.TURNRelayIP); err != nil || ip.IsUnspecified() || ip.Zone() != "" {
+			errs = append(errs, fmt.Errorf("turn_relay_ip: %q is not an IP address", c.TURNRelayIP))
+		}
+	}
+	if _, _, err := turn.ParsePortRange(c.TURNRelayPorts); err != nil {
+		errs = append(errs, fmt.Errorf("turn_relay_ports: %w", err))
+	}
+	if _, err := turn.ParseAllowedPeers(c.TURNAllowedPeers); err != nil {
+		errs = append(errs, fmt.Errorf("turn_allowed_peers: %w", err))
+	}
+	if c.TURNUserQuota < 0 || c.TURNTotalQuota < 0 {
+		errs = append(errs, errors.New("turn_user_quota, turn_total_quota: must not be negative"))
+	}
+	return errs
+}
+
+// TURNTLSFiles returns the certificate and key files of TURN over TLS:
+// turn_cert_file and turn_key_file, else tls_cert and tls_key.
+func (c Config) TURNTLSFiles() (certFile, keyFile string) {
+	if c.TURNCertFile != "" {
+		return c.TURNCertFile, c.TURNKeyFile
+	}
+	return c.TLSCert, c.TLSKey
 }
 
 // validNATSPrefix reports whether p can start NATS subject, stream and

@@ -154,6 +154,15 @@ func TestInvalid(t *testing.T) {
 		{"idempotency window zero", []string{"--idempotency-window", "0s"}, nil, "idempotency_window: must be from 1s to 24h0m0s"},
 		{"idempotency window over a day", nil, []string{"SWITCHBOARD_IDEMPOTENCY_WINDOW=25h"}, "idempotency_window"},
 		{"nats max age negative", []string{"--nats-history-max-age", "-1h"}, nil, "nats_history_max_age: must not be negative"},
+		{"turn addr without port", []string{"--turn-addr", "0.0.0.0"}, nil, `turn_addr: "0.0.0.0" is not host:port`},
+		{"turn tls without files", []string{"--turn-addr", ":3478", "--turn-tls-addr", ":5349"}, nil, "turn_tls_addr: needs turn_cert_file"},
+		{"turn tls without turn", []string{"--turn-tls-addr", ":5349", "--tls-cert", "c", "--tls-key", "k"}, nil, "turn_tls_addr: needs turn_addr"},
+		{"turn short secret", nil, []string{"SWITCHBOARD_TURN_SECRET=short"}, "turn_secret: must be at least 16 bytes"},
+		{"turn ttl too long", []string{"--turn-ttl", "48h"}, nil, "turn_ttl: must be from 1m to 24h"},
+		{"turn relay ip", []string{"--turn-relay-ip", "relay.example.com"}, nil, "turn_relay_ip"},
+		{"turn relay ports", []string{"--turn-relay-ports", "60000-50000"}, nil, "turn_relay_ports"},
+		{"turn allowed peers", nil, []string{"SWITCHBOARD_TURN_ALLOWED_PEERS=127.0.0.0/8,localhost"}, `turn_allowed_peers: turn: allowed peers: "localhost"`},
+		{"turn quota", []string{"--turn-user-quota", "-1"}, nil, "turn_user_quota"},
 		{"nats max age below ttl", []string{"--broker", "nats://127.0.0.1:4222", "--history-ttl", "2h", "--nats-history-max-age", "1h"}, nil,
 			"nats_history_max_age: 1h0m0s is shorter than the longest history_ttl (2h0m0s)"},
 	}
@@ -164,6 +173,30 @@ func TestInvalid(t *testing.T) {
 				t.Fatalf("err = %v, want mention of %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTURNKeys: TURN is off by default and its keys come from every
+// source.
+func TestTURNKeys(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TURNAddr != "" || c.TURNTTL != time.Hour || c.TURNRealm != "switchboard" || c.TURNUserQuota != 10 ||
+		c.TURNRelayPorts != "49152-65535" || len(c.TURNAllowedPeers) != 0 {
+		t.Fatalf("defaults %+v", c)
+	}
+	c, err = load(t, []string{"--turn-addr", "127.0.0.1:3478", "--turn-user-quota", "3"},
+		[]string{"SWITCHBOARD_TURN_ALLOWED_PEERS=127.0.0.0/8, 10.0.0.0/8", "SWITCHBOARD_TURN_SECRET=0123456789abcdef",
+			"SWITCHBOARD_TLS_CERT=c.pem", "SWITCHBOARD_TLS_KEY=k.pem", "SWITCHBOARD_TURN_TLS_ADDR=:5349"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := c.TURNTLSFiles()
+	if c.TURNAddr != "127.0.0.1:3478" || c.TURNUserQuota != 3 || strings.Join(c.TURNAllowedPeers, " ") != "127.0.0.0/8 10.0.0.0/8" ||
+		cert != "c.pem" || key != "k.pem" {
+		t.Fatalf("config %+v", c)
 	}
 }
 

@@ -26,10 +26,11 @@ type Config struct {
 	// latency). Connections written to less often are not delayed. 0
 	// writes at once.
 	WriteDelay time.Duration
-	// WriteDelayMinRate makes WriteDelay apply only while the node sends
-	// at least this many messages per second (it stops below half of it),
-	// so that a quiet node writes at once and a loaded one batches. 0
-	// applies WriteDelay always.
+	// WriteDelayMinRate makes WriteDelay apply only while the writers
+	// cannot keep up: the node sends at least this many messages per second
+	// and most deliveries take longer than 10 ms. It stops below half the
+	// rate at which it started. So a node that keeps up writes at once and
+	// a saturated one batches. 0 applies WriteDelay always.
 	WriteDelayMinRate int
 	// QueueMaxBytes bounds each connection's outbound queue by bytes. A
 	// connection whose queue would exceed either bound is closed as a slow

@@ -91,7 +91,7 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		h.holdDelay.Store(int64(cfg.WriteDelay))
 	}
 	for i := range h.shards {
-		h.shards[i].channels = make(map[string]map[*subscription]struct{})
+		h.shards[i].channels = make(map[string][]*subscription)
 	}
 	return h
 }

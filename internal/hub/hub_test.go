@@ -409,14 +409,34 @@ func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 	if active() != 0 {
 		t.Fatal("write delay on while the node is quiet")
 	}
-	for range 10 { // 400 messages in the next 100 ms: 4,000/s
+	for range 10 { // 400 messages in the next 100 ms: 4,000/s, written at once
 		_, _ = h.Publish(context.Background(), "busy", []byte(`0`), "api")
 	}
 	for _, r := range rs {
 		r.waitFor(t, "10 publications", func() bool { return len(r.msgs) == 11 })
 	}
 	tick()
-	waitMetric(t, "write delay on at 4,000 messages/s", active, 1)
+	if active() != 0 {
+		t.Fatal("write delay on while the writers keep up")
+	}
+	// The same rate, but every write takes 50 ms: the writers cannot keep
+	// up, and the delay goes on.
+	gate := make(chan struct{})
+	for _, r := range rs {
+		r.mu.Lock()
+		r.block = gate
+		r.mu.Unlock()
+	}
+	for range 10 {
+		_, _ = h.Publish(context.Background(), "busy", []byte(`0`), "api")
+	}
+	clock.Advance(50 * time.Millisecond)
+	close(gate)
+	for _, r := range rs {
+		r.waitFor(t, "20 publications", func() bool { return len(r.msgs) == 21 })
+	}
+	tick()
+	waitMetric(t, "write delay on at 4,000 late messages/s", active, 1)
 	tick() // nothing sent
 	waitMetric(t, "write delay off after the publications stopped", active, 0)
 }

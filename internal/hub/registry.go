@@ -13,8 +13,12 @@ import (
 
 // shard is a part of the channel registry.
 type shard struct {
-	mu       sync.RWMutex
-	channels map[string]map[*subscription]struct{}
+	mu sync.RWMutex
+	// channels holds each channel's local subscriptions in no particular
+	// order; each subscription's slot is its index. A slice rather than a
+	// set: a channel with one subscriber (the common case of a channel per
+	// user) costs one pointer, and the fan-out walks contiguous memory.
+	channels map[string][]*subscription
 }
 
 func (h *Hub) shardOf(channel string) *shard {
@@ -33,7 +37,7 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	m.At = now
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
-	for sub := range sh.channels[channel] {
+	for _, sub := range sh.channels[channel] {
 		sub.deliver(m, epoch)
 	}
 	sh.mu.RUnlock()
@@ -45,7 +49,7 @@ func (h *Hub) HandleEvent(channel string, data []byte) {
 	m := Message{Data: data, Channel: channel}
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
-	for sub := range sh.channels[channel] {
+	for _, sub := range sh.channels[channel] {
 		sub.deliver(m, "")
 	}
 	sh.mu.RUnlock()
@@ -57,6 +61,40 @@ func pubMessage(channel string, pub broker.Publication) Message {
 	return Message{Data: data, Channel: channel, Offset: pub.Offset}
 }
 
+// add puts sub in its channel's list and reports whether it is the
+// channel's first. Called with sh.mu held.
+func (sh *shard) add(sub *subscription) (first bool) {
+	list := sh.channels[sub.channel]
+	sub.slot = int32(len(list))
+	sh.channels[sub.channel] = append(list, sub)
+	return len(list) == 0
+}
+
+// remove takes sub out of its channel's list, if it is there, moving the
+// last subscription into its slot; last reports that the channel has no
+// local subscriber left. Called with sh.mu held.
+func (sh *shard) remove(sub *subscription) (removed, last bool) {
+	list := sh.channels[sub.channel]
+	i := int(sub.slot)
+	if i >= len(list) || list[i] != sub {
+		return false, false
+	}
+	end := len(list) - 1
+	list[i] = list[end]
+	list[i].slot = int32(i)
+	list[end] = nil
+	list = list[:end]
+	if end == 0 {
+		delete(sh.channels, sub.channel)
+		return true, true
+	}
+	if cap(list) > 16 && len(list) < cap(list)/4 {
+		list = append([]*subscription(nil), list...) // give back what a crowd left
+	}
+	sh.channels[sub.channel] = list
+	return true, false
+}
+
 // addSubscription registers sub in the channel registry, subscribing the
 // node through the broker when sub is the channel's first local subscriber.
 func (h *Hub) addSubscription(ctx context.Context, sub *subscription) error {
@@ -65,21 +103,12 @@ func (h *Hub) addSubscription(ctx context.Context, sub *subscription) error {
 	defer stripe.Unlock()
 	sh := h.shardOf(sub.channel)
 	sh.mu.Lock()
-	set := sh.channels[sub.channel]
-	first := set == nil
-	if first {
-		set = make(map[*subscription]struct{}, 1)
-		sh.channels[sub.channel] = set
-	}
-	set[sub] = struct{}{}
+	first := sh.add(sub)
 	sh.mu.Unlock()
 	if first {
 		if err := h.broker.Subscribe(ctx, sub.channel); err != nil {
 			sh.mu.Lock()
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(sh.channels, sub.channel)
-			}
+			sh.remove(sub)
 			sh.mu.Unlock()
 			return fmt.Errorf("hub: broker subscribe %q: %w", sub.channel, err)
 		}
@@ -97,17 +126,11 @@ func (h *Hub) removeSubscription(sub *subscription) {
 	defer stripe.Unlock()
 	sh := h.shardOf(sub.channel)
 	sh.mu.Lock()
-	set := sh.channels[sub.channel]
-	if _, ok := set[sub]; !ok {
-		sh.mu.Unlock()
+	removed, last := sh.remove(sub)
+	sh.mu.Unlock()
+	if !removed {
 		return
 	}
-	delete(set, sub)
-	last := len(set) == 0
-	if last {
-		delete(sh.channels, sub.channel)
-	}
-	sh.mu.Unlock()
 	h.metrics.Subscriptions.Set(float64(h.subscriptions.Add(-1)))
 	if last {
 		h.metrics.Channels.Set(float64(h.channels.Add(-1)))

@@ -50,6 +50,10 @@ type subscription struct {
 	skipped     bool
 	pres        presState // where the subscription is in presence
 	leaveWanted bool      // an end came while pres was presBusy
+	// slot is the subscription's index in its channel's list in the
+	// registry (shard.channels), guarded by the shard's lock, not mu. It
+	// fills what would be padding.
+	slot int32
 	// While pending: live publications, in arrival order.
 	buf      []Message
 	bufBytes int

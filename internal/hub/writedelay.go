@@ -63,24 +63,46 @@ func holdFor(d time.Duration, lastWrite, lastGap, now int64) time.Duration {
 	return max(time.Duration(lastWrite+int64(d)-now), 0)
 }
 
-// coalesceInterval is how often the node's send rate is checked against
-// WriteDelayMinRate.
+// coalesceInterval is how often the node's send rate and delivery lag are
+// checked to switch write_delay on or off.
 const coalesceInterval = 100 * time.Millisecond
 
+// lateLag is the delivery lag (publication reaching the node to its write)
+// past which a delivery counts as late: write_delay goes on when most
+// deliveries of an interval are late, since the writers then cannot keep up.
+const lateLag = 10 * time.Millisecond
+
 // writeDelaySwitch returns the check, run every coalesceInterval, that
-// switches WriteDelay on while the node sends at least WriteDelayMinRate
-// messages per second and off below half of that.
+// switches write_delay on and off.
+//
+// A fixed delay is the wrong tool below saturation: it adds its own length
+// to every delivery of a stream while a writer could have written at once.
+// So it goes on only when the writers cannot keep up: the node sends at
+// least WriteDelayMinRate messages per second and most of the interval's
+// deliveries took longer than lateLag. The send rate at that moment is
+// what the node could not sustain writing at once; the delay stays on
+// until the rate falls below half of it (and of WriteDelayMinRate), so it
+// does not flap off as soon as the batching it brings frees the CPU.
+// While it is off, a writer still batches whatever arrived during its
+// previous write.
 func (h *Hub) writeDelaySwitch() func() {
 	sent := metrics.Value(h.metrics.MessagesSent)
+	onTime, timed := metrics.HistogramUpTo(h.metrics.DeliveryLatency, lateLag.Seconds())
+	var onRate float64 // the send rate when the delay went on
 	return func() {
-		prev := sent
+		prevSent, prevOnTime, prevTimed := sent, onTime, timed
 		sent = metrics.Value(h.metrics.MessagesSent)
-		rate := (sent - prev) / coalesceInterval.Seconds()
+		onTime, timed = metrics.HistogramUpTo(h.metrics.DeliveryLatency, lateLag.Seconds())
+		rate := (sent - prevSent) / coalesceInterval.Seconds()
+		late := timed - prevTimed - (onTime - prevOnTime)
+		behind := late > 0 && 2*late >= timed-prevTimed
+		minRate := float64(h.cfg.WriteDelayMinRate)
 		switch on := h.holdDelay.Load() != 0; {
-		case !on && rate >= float64(h.cfg.WriteDelayMinRate):
+		case !on && rate >= minRate && behind:
+			onRate = rate
 			h.holdDelay.Store(int64(h.cfg.WriteDelay))
 			h.metrics.WriteDelayActive.Set(1)
-		case on && rate < float64(h.cfg.WriteDelayMinRate)/2:
+		case on && rate < max(minRate, onRate)/2:
 			h.holdDelay.Store(0)
 			h.metrics.WriteDelayActive.Set(0)
 		}

@@ -34,8 +34,15 @@ type Metrics struct {
 	// SocketWrites counts write calls to client sockets; MessagesSent divided
 	// by it is the coalescing factor.
 	SocketWrites prometheus.Counter
-	// WriteDelayActive is 1 while write_delay is in force (the node sends
-	// at least write_delay_min_rate messages per second), else 0.
+	// Compressed counts WebSocket messages sent or received compressed with
+	// permessage-deflate, by direction (sent, received).
+	Compressed *prometheus.CounterVec
+	// CompressionSaved counts the payload bytes permessage-deflate kept off
+	// the wire: uncompressed minus compressed size of each message sent
+	// compressed.
+	CompressionSaved prometheus.Counter
+	// WriteDelayActive is 1 while write_delay is in force (the writers
+	// could not keep up; see hub.Config.WriteDelayMinRate), else 0.
 	WriteDelayActive prometheus.Gauge
 	// Publications counts publications accepted, by source (api, client).
 	Publications *prometheus.CounterVec
@@ -67,6 +74,15 @@ type Metrics struct {
 	dropped map[DropReason]prometheus.Counter
 	// APIRequests counts server API calls, by method and status code.
 	APIRequests *prometheus.CounterVec
+	// TURNAllocations is the number of TURN allocations open on this node.
+	TURNAllocations prometheus.Gauge
+	// TURNAllocationsRefused counts TURN Allocate requests refused, by
+	// reason (see internal/turn).
+	TURNAllocationsRefused *prometheus.CounterVec
+	// TURNPermissionsRefused counts TURN CreatePermission, ChannelBind and
+	// Connect requests, and relayed datagrams, refused by the peer
+	// policy, by reason (see internal/turn).
+	TURNPermissionsRefused *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
@@ -111,7 +127,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		WriteDelayActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "write_delay_active",
-			Help: "1 while write_delay batches busy connections' writes (the node is sending at least write_delay_min_rate messages/s), else 0.",
+			Help: "1 while write_delay batches busy connections' writes (the writers could not keep up at write_delay_min_rate messages/s or more), else 0.",
 		}),
 		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "publications_total",
@@ -154,16 +170,38 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "messages_dropped_total",
 			Help: "Messages meant for a client and never written, by reason.",
 		}, []string{"reason"}),
+		Compressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "websocket_compressed_messages_total",
+			Help: "WebSocket messages sent or received compressed (permessage-deflate), by direction.",
+		}, []string{"direction"}),
+		CompressionSaved: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "websocket_compression_saved_bytes_total",
+			Help: "Payload bytes permessage-deflate kept off the wire (uncompressed minus compressed size).",
+		}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
 		}, []string{"method", "status"}),
+		TURNAllocations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "turn_allocations",
+			Help: "TURN allocations open on this node.",
+		}),
+		TURNAllocationsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "turn_allocations_refused_total",
+			Help: "TURN Allocate requests refused, by reason.",
+		}, []string{"reason"}),
+		TURNPermissionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "turn_permissions_refused_total",
+			Help: "TURN permissions, channel binds, TCP connects and relayed datagrams refused by the peer policy, by reason.",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
+		m.Compressed, m.CompressionSaved,
 		m.Errors, m.Disconnects, m.APIRequests, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
+		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -196,6 +234,23 @@ func Value(m prometheus.Metric) float64 {
 		return c.GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+// HistogramUpTo returns how many observations of h were at most bound
+// (which must be one of its bucket bounds; otherwise the next smaller
+// bound counts) and how many there were in all.
+func HistogramUpTo(h prometheus.Histogram, bound float64) (upTo, total uint64) {
+	var d dto.Metric
+	if h.Write(&d) != nil {
+		return 0, 0
+	}
+	hist := d.GetHistogram()
+	for _, b := range hist.GetBucket() {
+		if b.GetUpperBound() <= bound {
+			upTo = b.GetCumulativeCount()
+		}
+	}
+	return upTo, hist.GetSampleCount()
 }
 
 // DropReason says why a message meant for a client was not written.

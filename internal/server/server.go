@@ -39,6 +39,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
+	"github.com/switchboardhq/switchboard/internal/turn"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -53,6 +54,10 @@ type Server struct {
 	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
 	ln      net.Listener
+	metrics *metrics.Metrics
+	// turn is the STUN/TURN server, started by Listen when turn_addr is
+	// set; nil otherwise.
+	turn *turn.Server
 	// APIKeys are the keys the server API accepts (generated when none is
 	// configured).
 	APIKeys []string
@@ -74,6 +79,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	s.metrics = m
 
 	b, p, err := newBroker(cfg, log)
 	if err != nil {
@@ -175,13 +181,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		return nil, fmt.Errorf("server: websocket_reader: %w", err)
 	}
 	s.ws = websocket.NewHandler(s.hub, websocket.Options{
-		Reader:         cfg.WebSocketReader,
-		MaxMessageSize: cfg.MaxMessageSize,
-		PingInterval:   cfg.PingInterval,
-		IdleTimeout:    cfg.IdleTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		Guard:          guard,
-		Logger:         log,
+		Reader:             cfg.WebSocketReader,
+		Compression:        cfg.WebSocketCompression,
+		Metrics:            m,
+		CompressionMinSize: cfg.CompressionMinSize,
+		CompressionLevel:   cfg.CompressionLevel,
+		MaxMessageSize:     cfg.MaxMessageSize,
+		PingInterval:       cfg.PingInterval,
+		IdleTimeout:        cfg.IdleTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		Guard:              guard,
+		Logger:             log,
 	})
 	s.sse = sse.NewHandler(s.hub, sse.Options{
 		PingInterval: cfg.PingInterval,
@@ -359,8 +369,66 @@ func (s *Server) Listen() error {
 	}
 	s.ln = ln
 	s.hub.SetNodeAddress(ln.Addr().String())
+	if s.cfg.TURNAddr != "" {
+		if err := s.startTURN(); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
 	return nil
 }
+
+// startTURN starts the built-in STUN/TURN server. It runs after the HTTP
+// listener is bound, so that the HTTP port (chosen by the system when
+// addr says port 0) is among the addresses TURN refuses to relay to.
+func (s *Server) startTURN() error {
+	cfg := s.cfg
+	lo, hi, err := turn.ParsePortRange(cfg.TURNRelayPorts)
+	if err != nil {
+		return fmt.Errorf("server: turn_relay_ports: %w", err)
+	}
+	allowed, err := turn.ParseAllowedPeers(cfg.TURNAllowedPeers)
+	if err != nil {
+		return fmt.Errorf("server: turn_allowed_peers: %w", err)
+	}
+	userQuota := cfg.TURNUserQuota
+	if userQuota == 0 {
+		userQuota = -1 // no limit, as the turn package spells it
+	}
+	certFile, keyFile := cfg.TURNTLSFiles()
+	t, err := turn.New(turn.Config{
+		Addr:         cfg.TURNAddr,
+		TLSAddr:      cfg.TURNTLSAddr,
+		CertFile:     certFile,
+		KeyFile:      keyFile,
+		Secret:       cfg.TURNSecret,
+		TTL:          cfg.TURNTTL,
+		Realm:        cfg.TURNRealm,
+		Host:         cfg.TURNHost,
+		RelayIP:      cfg.TURNRelayIP,
+		MinPort:      lo,
+		MaxPort:      hi,
+		AllowedPeers: allowed,
+		OwnAddrs:     []string{s.ln.Addr().String()},
+		UserQuota:    userQuota,
+		TotalQuota:   cfg.TURNTotalQuota,
+		Metrics:      s.metrics,
+	}, s.log)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := t.Start(ctx); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.turn = t
+	return nil
+}
+
+// TURN returns the STUN/TURN server (after Listen), or nil when turn_addr
+// is not set. Signaling code hands clients its ICEServers.
+func (s *Server) TURN() *turn.Server { return s.turn }
 
 // Addr returns the address the server listens on (after Listen).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -414,6 +482,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err := <-hubDone; err != nil {
 		errs = append(errs, err)
+	}
+	if s.turn != nil {
+		if err := s.turn.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: %w", err))
+		}
 	}
 	s.ws.Close()
 	s.sse.Close()

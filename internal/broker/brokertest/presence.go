@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -56,5 +57,46 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) broker.PresenceStore)
 	}
 	if list, _ := p.Presence(ctx, "bt-empty"); len(list) != 0 {
 		t.Fatalf("empty channel has presence %+v", list)
+	}
+
+	// A crowd: adds, an update and removals, past any small-set size a
+	// store may use.
+	crowd := "bt-presence-crowd"
+	for i := range 20 {
+		if err := p.AddPresence(ctx, crowd, broker.ClientInfo{Client: fmt.Sprintf("c%02d", i), User: "u"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.AddPresence(ctx, crowd, broker.ClientInfo{Client: "c07", User: "bob"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i += 2 {
+		if err := p.RemovePresence(ctx, crowd, fmt.Sprintf("c%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err = p.Presence(ctx, crowd)
+	if err != nil || len(list) != 10 {
+		t.Fatalf("crowd presence %+v %v", list, err)
+	}
+	for i, info := range list {
+		want := broker.ClientInfo{Client: fmt.Sprintf("c%02d", 2*i+1), User: "u"}
+		if want.Client == "c07" {
+			want.User = "bob"
+		}
+		if info != want {
+			t.Fatalf("crowd entry %d: %+v, want %+v", i, info, want)
+		}
+	}
+	if stats, err := p.PresenceStats(ctx, crowd); err != nil || stats != (broker.PresenceStats{Clients: 10, Users: 2}) {
+		t.Fatalf("crowd stats %+v %v", stats, err)
+	}
+	for i := 1; i < 20; i += 2 {
+		if err := p.RemovePresence(ctx, crowd, fmt.Sprintf("c%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, _ := p.Presence(ctx, crowd); len(list) != 0 {
+		t.Fatalf("emptied crowd has presence %+v", list)
 	}
 }

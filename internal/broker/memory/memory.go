@@ -59,12 +59,20 @@ type stream struct {
 	last       time.Time // time of the newest publication
 	ttl        time.Duration
 	subscribed bool
-	// keys are the idempotency keys remembered, with keyOrder listing them
-	// oldest first for pruning; keysUntil is when the last one expires (the
-	// stream is not evicted before, or its keys would be forgotten early).
-	keys      map[string]keyUse
-	keyOrder  []string
-	keysUntil time.Time
+	// idem holds the idempotency keys, allocated with the first: most
+	// streams never see one, and every stream costs every subscriber of a
+	// channel of its own.
+	idem *streamKeys
+}
+
+// streamKeys are the idempotency keys a stream remembers, with order
+// listing them oldest first for pruning; until is when the last one
+// expires (the stream is not evicted before, or its keys would be
+// forgotten early).
+type streamKeys struct {
+	keys  map[string]keyUse
+	order []string
+	until time.Time
 }
 
 // keyUse is what a stream remembers of an idempotency key.
@@ -160,7 +168,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 		}
 		if k := opts.IdempotencyKey; k != "" {
 			s.pruneKeys(now)
-			if use, ok := s.keys[k]; ok && now.Before(use.expires) {
+			if use, ok := s.idem.lookup(k); ok && now.Before(use.expires) {
 				pos := broker.Position{Offset: use.offset, Epoch: s.epoch}
 				s.mu.Unlock()
 				return pos, fmt.Errorf("memory broker: publish to %q: %w", channel, broker.ErrDuplicate)
@@ -228,31 +236,53 @@ func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now t
 // rememberKey records that key published offset, until expires. s.mu must
 // be held.
 func (s *stream) rememberKey(key string, offset uint64, expires time.Time) {
-	if s.keys == nil {
-		s.keys = make(map[string]keyUse)
+	if s.idem == nil {
+		s.idem = &streamKeys{keys: make(map[string]keyUse)}
 	}
-	s.keys[key] = keyUse{offset: offset, expires: expires}
-	s.keyOrder = append(s.keyOrder, key)
-	if expires.After(s.keysUntil) {
-		s.keysUntil = expires
+	k := s.idem
+	k.keys[key] = keyUse{offset: offset, expires: expires}
+	k.order = append(k.order, key)
+	if expires.After(k.until) {
+		k.until = expires
 	}
+}
+
+// lookup returns what k remembers of key; k may be nil.
+func (k *streamKeys) lookup(key string) (keyUse, bool) {
+	if k == nil {
+		return keyUse{}, false
+	}
+	use, ok := k.keys[key]
+	return use, ok
+}
+
+// keysExpired reports whether every idempotency key of s has expired.
+func (s *stream) keysExpired(now time.Time) bool {
+	return s.idem == nil || now.After(s.idem.until)
 }
 
 // pruneKeys forgets the expired idempotency keys at the front of keyOrder.
 // A key with a longer window than later ones holds back their pruning (not
 // their expiry: Publish checks it). s.mu must be held.
 func (s *stream) pruneKeys(now time.Time) {
+	k := s.idem
+	if k == nil {
+		return
+	}
 	n := 0
-	for n < len(s.keyOrder) {
-		k := s.keyOrder[n]
-		if use, ok := s.keys[k]; ok && now.Before(use.expires) {
+	for n < len(k.order) {
+		key := k.order[n]
+		if use, ok := k.keys[key]; ok && now.Before(use.expires) {
 			break
 		}
-		delete(s.keys, k)
+		delete(k.keys, key)
 		n++
 	}
-	if n > 0 {
-		s.keyOrder = append(s.keyOrder[:0], s.keyOrder[n:]...)
+	switch {
+	case n == len(k.order):
+		s.idem = nil // all expired: the stream is back to its small self
+	case n > 0:
+		k.order = append(k.order[:0], k.order[n:]...)
 	}
 }
 
@@ -335,7 +365,7 @@ func (b *Broker) evict() {
 		for name, s := range sh.streams {
 			s.mu.Lock()
 			keep := max(s.ttl, b.opts.IdleTTL)
-			if !s.subscribed && now.Sub(s.last) > keep && now.After(s.keysUntil) {
+			if !s.subscribed && now.Sub(s.last) > keep && s.keysExpired(now) {
 				s.epoch = "" // tells a Publish that raced with us to retry
 				delete(sh.streams, name)
 			} else {

@@ -18,12 +18,77 @@ var _ broker.PresenceStore = (*Presence)(nil)
 // is done, although it answers from memory.
 type Presence struct {
 	mu       sync.Mutex
-	channels map[string]map[string]broker.ClientInfo
+	channels map[string]*presenceSet
+}
+
+// presenceSet is one channel's presence: a slice while it is small, which
+// for a channel of one client costs one entry instead of a map's group of
+// eight, and a map by client id once it is larger.
+type presenceSet struct {
+	few  []broker.ClientInfo
+	many map[string]broker.ClientInfo
+}
+
+// smallPresence is the most entries a presenceSet keeps in a slice.
+const smallPresence = 8
+
+func (ps *presenceSet) add(info broker.ClientInfo) {
+	if ps.many != nil {
+		ps.many[info.Client] = info
+		return
+	}
+	for i := range ps.few {
+		if ps.few[i].Client == info.Client {
+			ps.few[i] = info
+			return
+		}
+	}
+	if len(ps.few) < smallPresence {
+		ps.few = append(ps.few, info)
+		return
+	}
+	ps.many = make(map[string]broker.ClientInfo, 2*smallPresence)
+	for _, c := range ps.few {
+		ps.many[c.Client] = c
+	}
+	ps.many[info.Client] = info
+	ps.few = nil
+}
+
+func (ps *presenceSet) remove(client string) {
+	if ps.many != nil {
+		delete(ps.many, client)
+		return
+	}
+	for i := range ps.few {
+		if ps.few[i].Client == client {
+			last := len(ps.few) - 1
+			ps.few[i] = ps.few[last]
+			ps.few[last] = broker.ClientInfo{}
+			ps.few = ps.few[:last]
+			return
+		}
+	}
+}
+
+func (ps *presenceSet) len() int { return len(ps.few) + len(ps.many) }
+
+// list returns a copy of the entries, in no order.
+func (ps *presenceSet) list() []broker.ClientInfo {
+	if ps == nil {
+		return []broker.ClientInfo{}
+	}
+	out := make([]broker.ClientInfo, 0, ps.len())
+	out = append(out, ps.few...)
+	for _, info := range ps.many {
+		out = append(out, info)
+	}
+	return out
 }
 
 // NewPresence returns an empty presence store.
 func NewPresence() *Presence {
-	return &Presence{channels: map[string]map[string]broker.ClientInfo{}}
+	return &Presence{channels: map[string]*presenceSet{}}
 }
 
 // AddPresence implements broker.PresenceStore.
@@ -33,12 +98,12 @@ func (p *Presence) AddPresence(ctx context.Context, channel string, info broker.
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := p.channels[channel]
-	if m == nil {
-		m = map[string]broker.ClientInfo{}
-		p.channels[channel] = m
+	ps := p.channels[channel]
+	if ps == nil {
+		ps = &presenceSet{}
+		p.channels[channel] = ps
 	}
-	m[info.Client] = info
+	ps.add(info)
 	return nil
 }
 
@@ -49,9 +114,9 @@ func (p *Presence) RemovePresence(ctx context.Context, channel, client string) e
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if m := p.channels[channel]; m != nil {
-		delete(m, client)
-		if len(m) == 0 {
+	if ps := p.channels[channel]; ps != nil {
+		ps.remove(client)
+		if ps.len() == 0 {
 			delete(p.channels, channel)
 		}
 	}
@@ -65,10 +130,7 @@ func (p *Presence) Presence(ctx context.Context, channel string) ([]broker.Clien
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]broker.ClientInfo, 0, len(p.channels[channel]))
-	for _, info := range p.channels[channel] {
-		out = append(out, info)
-	}
+	out := p.channels[channel].list()
 	sort.Slice(out, func(i, j int) bool { return out[i].Client < out[j].Client })
 	return out, nil
 }
@@ -80,9 +142,5 @@ func (p *Presence) PresenceStats(ctx context.Context, channel string) (broker.Pr
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	list := make([]broker.ClientInfo, 0, len(p.channels[channel]))
-	for _, info := range p.channels[channel] {
-		list = append(list, info)
-	}
-	return broker.CountPresence(list), nil
+	return broker.CountPresence(p.channels[channel].list()), nil
 }

@@ -70,11 +70,13 @@ func FuzzProcess(f *testing.F) {
 	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1005, ""))), 3) // a code not for the wire
 	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "\xff"))), 3)
 	f.Add(frame(ws.NewPongFrame(make([]byte, 126))), 3)
+	f.Add(append(compressedFrame([]byte(`{"command":"ping","id":1}`)), 0), 3) // odd length: deflate on
 
 	h, hd := fuzzHandler(f)
 
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
-		c := &conn{hd: hd}
+		// Half the inputs run as if permessage-deflate was negotiated.
+		c := &conn{hd: hd, deflate: len(data)%2 == 1}
 		c.sess = h.NewSession(sink{}, hub.SessionInfo{})
 		defer c.sess.PeerGone()
 		if split < 0 || split > len(data) {
@@ -94,7 +96,11 @@ func FuzzProcess(f *testing.F) {
 					t.Fatalf("disconnect %v", *d)
 				}
 				// With nothing consumed, the frame at buf[0] ended it.
-				if consumed == 0 && buf[0]&0x70 != 0 && d.Code != 1002 {
+				rsv := buf[0] & 0x70
+				if op := buf[0] & 0x0f; c.deflate && (op == 1 || op == 2) {
+					rsv &^= rsv1 // a compressed message
+				}
+				if consumed == 0 && rsv != 0 && d.Code != 1002 {
 					t.Fatalf("reserved bits in % x: %v, want 1002", buf[:min(len(buf), 14)], *d)
 				}
 				return
@@ -115,7 +121,7 @@ func TestAppendHeaderMatchesLibrary(t *testing.T) {
 		if err := ws.WriteHeader(&want, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(n)}); err != nil {
 			t.Fatal(err)
 		}
-		if got := appendHeader(nil, ws.OpText, n); !bytes.Equal(got, want.Bytes()) {
+		if got := appendHeader(nil, ws.OpText, false, n); !bytes.Equal(got, want.Bytes()) {
 			t.Errorf("length %d: % x, want % x", n, got, want.Bytes())
 		}
 	}

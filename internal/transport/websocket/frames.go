@@ -16,7 +16,8 @@ import (
 // which close code a violation ends the connection.
 //
 //   - Header, before any of the payload is waited for: reserved bits set
-//     (no extension, compression neither, is ever negotiated), an unmasked
+//     (RSV1 is allowed only on the first frame of a data message, and only
+//     when permessage-deflate was negotiated; see compress.go), an unmasked
 //     frame, a reserved opcode, a fragmented control frame or one with
 //     more than 125 bytes of payload, a continuation with nothing to
 //     continue, a new data frame inside a fragmented message: 1002. A
@@ -64,7 +65,7 @@ func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) 
 			}
 			return consumed, 0, &protocol.DisconnectProtocolError
 		}
-		if d := checkHeader(hdr, c.fragging, len(c.frag), c.hd.opts.MaxMessageSize); d != nil {
+		if d := checkHeader(hdr, c.fragging, len(c.frag), c.hd.opts.MaxMessageSize, c.deflate); d != nil {
 			return consumed, 0, d
 		}
 		hs := ws.HeaderSize(hdr)
@@ -82,11 +83,16 @@ func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) 
 
 // checkHeader checks a client frame's header before its payload is read.
 // fragging tells whether a fragmented message is open, and fragLen how many
-// bytes of it were received; maxMessage is Options.MaxMessageSize.
-// Reserved bits are checked first, so that they are a protocol error even
-// on a frame over the size limit.
-func checkHeader(h ws.Header, fragging bool, fragLen, maxMessage int) *protocol.Disconnect {
-	if h.Rsv != 0 || !h.Masked {
+// bytes of it were received; maxMessage is Options.MaxMessageSize; deflate
+// tells whether permessage-deflate was negotiated, which allows RSV1 on
+// the first frame of a data message. Reserved bits are checked first, so
+// that they are a protocol error even on a frame over the size limit.
+func checkHeader(h ws.Header, fragging bool, fragLen, maxMessage int, deflate bool) *protocol.Disconnect {
+	rsv := h.Rsv
+	if deflate && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary) {
+		rsv &^= ws.Rsv(true, false, false)
+	}
+	if rsv != 0 || !h.Masked {
 		return &protocol.DisconnectProtocolError
 	}
 	switch h.OpCode {
@@ -140,11 +146,15 @@ func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
 		c.sess.PeerGone()
 		return &peerClosed
 	case ws.OpText:
+		z := hdr.Rsv1()
 		if !hdr.Fin {
-			c.fragging = true
+			c.fragging, c.fragZ = true, z
 			c.frag = append(c.frag[:0], payload...)
 			c.fragValid = 0
 			return c.checkFragment()
+		}
+		if z {
+			return c.compressedMessage(payload)
 		}
 		return c.message(payload, 0)
 	case ws.OpContinuation:
@@ -152,17 +162,36 @@ func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
 		if !hdr.Fin {
 			return c.checkFragment()
 		}
-		msg, valid := c.frag, c.fragValid
-		c.frag, c.fragValid, c.fragging = nil, 0, false
+		msg, valid, z := c.frag, c.fragValid, c.fragZ
+		c.frag, c.fragValid, c.fragging, c.fragZ = nil, 0, false, false
+		if z {
+			return c.compressedMessage(msg)
+		}
 		return c.message(msg, valid)
 	}
 	return nil
+}
+
+// compressedMessage inflates a complete compressed message and hands it
+// to the session.
+func (c *conn) compressedMessage(payload []byte) *protocol.Disconnect {
+	msg, d := inflateMessage(payload, c.hd.opts.MaxMessageSize)
+	if d != nil {
+		return d
+	}
+	if zc := c.hd.zc; zc != nil && zc.received != nil {
+		zc.received.Inc()
+	}
+	return c.message(msg, 0)
 }
 
 // checkFragment checks the UTF-8 of the fragmented message received so far,
 // so that an invalid one is refused before the rest of it arrives. A
 // sequence cut between two fragments is checked once it is complete.
 func (c *conn) checkFragment() *protocol.Disconnect {
+	if c.fragZ {
+		return nil // checked once inflated
+	}
 	n, ok := utf8Prefix(c.frag[c.fragValid:])
 	if !ok {
 		return &protocol.DisconnectInvalidPayload

@@ -12,6 +12,7 @@
 package websocket
 
 import (
+	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/wheel"
@@ -64,6 +66,19 @@ type Options struct {
 	// connection. Default DefaultReader: "epoll" on Linux, "goroutine"
 	// elsewhere. See CheckReader.
 	Reader string
+	// Compression offers permessage-deflate (RFC 7692) to clients that ask
+	// for it, always with no context takeover in both directions, so that
+	// each message is compressed on its own: a publication is compressed
+	// once and the same bytes go to every subscriber that negotiated it.
+	// Default false.
+	Compression bool
+	// CompressionMinSize is the size below which a message is sent
+	// uncompressed. Default 0 (compress all); the server passes 256.
+	CompressionMinSize int
+	// CompressionLevel is the deflate level, 1 to 9. Default 1.
+	CompressionLevel int
+	// Metrics, when set, counts compressed messages.
+	Metrics *metrics.Metrics
 	// Clock is the time source of pings, idle timeouts and the event loop's
 	// worker pool. Default: the real clock; tests pass a fake one. Socket
 	// deadlines (WriteTimeout, the close grace period) always use real
@@ -111,6 +126,9 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.CompressionLevel < flate.BestSpeed || o.CompressionLevel > flate.BestCompression {
+		o.CompressionLevel = flate.BestSpeed
+	}
 	if o.Reader == "" {
 		o.Reader = DefaultReader
 	}
@@ -128,8 +146,9 @@ type Handler struct {
 	opts Options
 	log  *slog.Logger
 	ka   *keepalive
-	pong []byte  // an empty pong frame
-	ep   *poller // the event loop, nil with the goroutine reader
+	pong []byte        // an empty pong frame
+	ep   *poller       // the event loop, nil with the goroutine reader
+	zc   *deflateCache // compressed publications, nil without Options.Compression
 }
 
 // NewHandler returns the endpoint's handler. Call Close to stop its pinger
@@ -146,6 +165,12 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 	if err := CheckReader(opts.Reader); err != nil {
 		hd.log.Warn("using the goroutine reader", "err", err)
 		hd.opts.Reader = ReaderGoroutine
+	}
+	if hd.opts.Compression {
+		hd.zc = newDeflateCache(hd.opts.CompressionLevel)
+		if m := opts.Metrics; m != nil {
+			hd.zc.sent, hd.zc.received, hd.zc.saved = m.Compressed.WithLabelValues("sent"), m.Compressed.WithLabelValues("received"), m.CompressionSaved
+		}
 	}
 	if hd.opts.Reader == ReaderEpoll {
 		p, err := newPoller(hd.log, hd.opts.Clock)
@@ -197,13 +222,18 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		creds = c
 	}
 	up := ws.HTTPUpgrader{Timeout: hd.opts.WriteTimeout}
+	var neg *negotiator
+	if hd.zc != nil {
+		neg = newNegotiator()
+		up.Negotiate = neg.negotiate
+	}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		hd.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := &conn{hd: hd, nc: nc}
+	c := &conn{hd: hd, nc: nc, deflate: neg != nil && neg.accepted()}
 	// Bytes the client sent right behind its handshake sit in the hijacked
 	// reader; take them over so the reader can drop it.
 	var pre []byte
@@ -242,6 +272,8 @@ type conn struct {
 	nc   net.Conn
 	sess *hub.Session
 
+	deflate bool // permessage-deflate was negotiated
+
 	lastRead atomic.Int64 // unix milliseconds (Options.Clock) of the last frame received
 	kaSlot   wheel.Slot   // guarded by the keepalive wheel's lock
 
@@ -252,6 +284,7 @@ type conn struct {
 	frag      []byte // a fragmented message being assembled
 	fragValid int    // frag[:fragValid] is checked to be complete UTF-8
 	fragging  bool
+	fragZ     bool // the fragmented message is compressed
 
 	mu         sync.Mutex // guards readerDone, closeSent, peerCode and parts of ep
 	readerDone bool
@@ -271,13 +304,31 @@ func (c *conn) Name() string { return "websocket" }
 func (c *conn) WriteMessages(msgs []hub.Message) error {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
+	var nz, saved int // messages compressed, bytes that saved
 	for _, m := range msgs {
 		if m.Control {
 			buf = append(buf, m.Data...)
 			continue
 		}
-		buf = appendHeader(buf, ws.OpText, len(m.Data))
+		if c.deflate && len(m.Data) >= c.hd.opts.CompressionMinSize {
+			var z []byte
+			if m.At != 0 { // a publication, shared by its subscribers
+				z = c.hd.zc.get(m.Data)
+			} else { // a reply, for this connection alone
+				z = compressed(m.Data, c.hd.opts.CompressionLevel)
+			}
+			if z != nil {
+				buf = appendHeader(buf, ws.OpText, true, len(z))
+				buf = append(buf, z...)
+				nz, saved = nz+1, saved+len(m.Data)-len(z)
+				continue
+			}
+		}
+		buf = appendHeader(buf, ws.OpText, false, len(m.Data))
 		buf = append(buf, m.Data...)
+	}
+	if nz > 0 {
+		c.hd.zc.count(nz, saved)
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
 	_, err := c.nc.Write(buf)
@@ -295,13 +346,22 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 	return nil
 }
 
-// appendHeader appends an unmasked, final frame header.
-func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
+// rsv1 is the first reserved bit of a frame's first byte: with
+// permessage-deflate, it marks a compressed message (RFC 7692 section 6).
+const rsv1 = 0x40
+
+// appendHeader appends an unmasked, final frame header, with RSV1 set
+// when compressed.
+func appendHeader(dst []byte, op ws.OpCode, compressed bool, n int) []byte {
 	// RFC 6455 section 5.2: FIN and the opcode, then the payload length in
 	// 7 bits, or 126 and 16 bits, or 127 and 64 bits; a server's frames are
 	// not masked. Written by hand because it runs once per delivery and the
 	// library's io.Writer form allocates.
-	dst = append(dst, 0x80|byte(op))
+	b0 := 0x80 | byte(op)
+	if compressed {
+		b0 |= rsv1
+	}
+	dst = append(dst, b0)
 	switch {
 	case n < 126:
 		return append(dst, byte(n))
