@@ -49,6 +49,12 @@ var forbidden = []struct {
 	{"internal/turn", module + "/internal/hub", "TURN knows nothing of the engine: the signaling code calls it for credentials", false},
 	{"internal/turn", module + "/internal/transport", "TURN knows nothing of the transports", false},
 	{"internal/turn", module + "/internal/config", "TURN takes its own Config; the server maps the keys onto it", false},
+	{"internal/hub", module + "/internal/webrtc", "the engine knows nothing of WebRTC: it declares Rooms, which the signaling service implements", false},
+	{"internal/hub", "github.com/pion/", "the engine links no WebRTC library", false},
+	{"internal/api", "github.com/pion/", "the API reaches calls through its Rooms interface", false},
+	{"internal/webrtc/sfu", module + "/internal/hub", "the SFU knows nothing of the engine: it talks through its Signaler", false},
+	{"internal/webrtc/sfu", module + "/internal/protocol", "the SFU's errors are its own; the signaling service maps them to codes", false},
+	{"internal/webrtc/payload", module + "/", "the RTP payload parsers import only the standard library", false},
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 }
 
