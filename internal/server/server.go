@@ -40,6 +40,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webrtc/signal"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -119,7 +120,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		if cfg.Broker != "memory" {
 			owners = p
 		}
-		if s.calls, err = newCalls(cfg, owners, log); err != nil {
+		if s.calls, err = newCalls(cfg, owners, s.iceServers, log); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -424,6 +425,25 @@ func (s *Server) startTURN() error {
 	}
 	s.turn = t
 	return nil
+}
+
+// iceServers gives a room's joiner the built-in TURN server's STUN and
+// TURN URLs with fresh credentials for user; none when TURN is off.
+func (s *Server) iceServers(user string) []signal.ICEServer {
+	t := s.turn
+	if t == nil {
+		return nil
+	}
+	list, _, err := t.ICEServers(user, "")
+	if err != nil {
+		s.log.Warn("cannot mint TURN credentials", "err", err)
+		return nil
+	}
+	out := make([]signal.ICEServer, len(list))
+	for i, v := range list {
+		out[i] = signal.ICEServer{URLs: v.URLs, Username: v.Username, Credential: v.Credential}
+	}
+	return out
 }
 
 // TURN returns the STUN/TURN server (after Listen), or nil when turn_addr

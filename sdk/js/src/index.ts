@@ -11,3 +11,5 @@ export type { OutboxEntry, OutboxState, OutboxStore, StoredEntry } from "./outbo
 export { ServerError, DisconnectedError } from "./types.js";
 export type { TransportName, ConnectionState, Publication, StreamPosition, Gap, GapReason, CloseInfo } from "./types.js";
 export type { Env } from "./transport.js";
+export { Room } from "./room.js";
+export type { RoomOptions, RoomEvents, RemoteTrack, RemoteParticipant } from "./room.js";
