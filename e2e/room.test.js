@@ -144,3 +144,105 @@ test('three pages in one room: each decodes the other two; /api/rooms lists thre
     await Promise.all(pages.map((p) => p.close().catch(() => {})));
   }
 });
+
+// selectedPair describes the candidate pair a page's connection uses:
+// local and remote candidate types, addresses and ports.
+function selectedPair(page, name) {
+  return page.evaluate(async (name) => {
+    const pc = window.sbRoom.pc(name);
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) {
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      });
+    }
+    if (!pair) return null;
+    const l = stats.get(pair.localCandidateId);
+    const r = stats.get(pair.remoteCandidateId);
+    return {
+      local: { type: l.candidateType, address: l.address, port: l.port, relayProtocol: l.relayProtocol },
+      remote: { type: r.candidateType, address: r.address, port: r.port },
+    };
+  }, name);
+}
+
+test('a page that leaves, or closes, is removed from the others\' view', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 3; i++) pages.push(await openRoom('leave'));
+    const ids = await Promise.all(pages.map(participantId));
+    await decoding(pages[0], [ids[1], ids[2]], 'page 0');
+    const tilesOf = (page) => page.evaluate(() => [...document.querySelectorAll('.tile:not([data-local])')].map((t) => t.dataset.participant).sort());
+    assert.deepEqual(await tilesOf(pages[0]), [ids[1], ids[2]].sort());
+
+    // Leave with the button: the others drop the tile, the participant
+    // and its tracks.
+    await pages[1].click('#leave');
+    await pages[1].waitForFunction(() => document.getElementById('status').dataset.state === 'left', null, { timeout: WAIT });
+    for (const i of [0, 2]) {
+      await waitFor(async () => {
+        const tiles = await tilesOf(pages[i]);
+        const known = await pages[i].evaluate((id) => window.sbRoom.participants.has(id), ids[1]);
+        return !tiles.includes(ids[1]) && !known;
+      }, `page ${i} drops the page that left`);
+    }
+    // Close a page: the connection ends, and with it its place in the room.
+    await pages[2].close();
+    await waitFor(async () => (await tilesOf(pages[0])).length === 0, 'page 0 drops the closed page');
+    const r = await waitFor(async () => {
+      const x = (await rooms()).find((y) => y.name === 'leave');
+      return x?.participants.length === 1 && x;
+    }, '/api/rooms with one participant left');
+    assert.equal(r.participants[0].participant, ids[0]);
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
+
+test('relay only: a call through the built-in TURN server (?relay=1)', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 2; i++) pages.push(await openRoom('relayed', '&relay=1'));
+    const ids = await Promise.all(pages.map(participantId));
+    const ice = await pages[0].evaluate(() => window.sbRoom.iceServers);
+    assert.ok(ice.some((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')) && s.username && s.credential), `join reply iceServers: ${JSON.stringify(ice)}`);
+    await decoding(pages[0], [ids[1]], 'page 0');
+    await decoding(pages[1], [ids[0]], 'page 1');
+    for (const page of pages) {
+      for (const name of ['publisher', 'subscriber']) {
+        const pair = await waitFor(() => selectedPair(page, name), `${name} candidate pair`);
+        assert.equal(pair.local.type, 'relay', `${name}: ${JSON.stringify(pair)}`);
+      }
+    }
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
+
+test('peer to peer: a 1:1 call (?mode=p2p) where the server only relays signaling', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 2; i++) pages.push(await openRoom('pair', '&mode=p2p'));
+    const ids = await Promise.all(pages.map(participantId));
+    await decoding(pages[0], [ids[1]], 'page 0');
+    await decoding(pages[1], [ids[0]], 'page 1');
+    // No connection to the SFU: one connection per page, and each one's
+    // selected pair ends at the other browser's own candidate.
+    const [a, b] = await Promise.all(pages.map((p) => waitFor(() => selectedPair(p, 'peer'), 'peer candidate pair')));
+    assert.equal(a.remote.port, b.local.port, `pairs ${JSON.stringify(a)} / ${JSON.stringify(b)}`);
+    assert.equal(b.remote.port, a.local.port, `pairs ${JSON.stringify(a)} / ${JSON.stringify(b)}`);
+    for (const page of pages) {
+      assert.deepEqual(await page.evaluate(() => [window.sbRoom.mode, !!window.sbRoom.pc('publisher'), !!window.sbRoom.pc('subscriber')]), ['p2p', false, false]);
+    }
+    const r = (await rooms()).find((x) => x.name === 'pair');
+    assert.equal(r.mode, 'p2p');
+    for (const p of r.participants) assert.deepEqual(p.tracks, [], 'the server carries no media of a P2P room');
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});

@@ -428,11 +428,18 @@ func (s *Server) startTURN() error {
 }
 
 // iceServers gives a room's joiner the built-in TURN server's STUN and
-// TURN URLs with fresh credentials for user; none when TURN is off.
+// TURN URLs with fresh credentials for user; none when TURN is off. An
+// anonymous joiner gets credentials of a random name of its own, so that
+// anonymous callers do not share one user's allocation quota.
 func (s *Server) iceServers(user string) []signal.ICEServer {
 	t := s.turn
 	if t == nil {
 		return nil
+	}
+	if user == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		user = "anonymous-" + hex.EncodeToString(b[:])
 	}
 	list, _, err := t.ICEServers(user, "")
 	if err != nil {
