@@ -246,3 +246,55 @@ test('peer to peer: a 1:1 call (?mode=p2p) where the server only relays signalin
     await Promise.all(pages.map((p) => p.close().catch(() => {})));
   }
 });
+
+test('simulcast: a subscriber moves to a lower layer and back (display size, then a layer cap)', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    // The publisher's camera is 1280x720: Chromium sends three layers,
+    // 320, 640 and 1280 wide. The viewer publishes nothing.
+    const pub = await context.newPage();
+    pages.push(pub);
+    await pub.goto(`${srv.url}room.html?room=layers&video=1280x720`);
+    await pub.waitForFunction(() => document.getElementById('status').dataset.state === 'joined', null, { timeout: WAIT });
+    const pubId = await participantId(pub);
+    await waitFor(async () => {
+      const r = (await rooms()).find((x) => x.name === 'layers');
+      const v = r?.participants[0]?.tracks.find((t) => t.kind === 'video');
+      return v && v.layers.filter((l) => l.bitrate > 0).length >= 2;
+    }, 'the publisher sending simulcast layers');
+
+    const viewer = await openRoom('layers');
+    pages.push(viewer);
+    const width = async () => (await inbound(viewer)).find((s) => s.participant === pubId)?.frameWidth ?? 0;
+    const track = await waitFor(() => viewer.evaluate((id) => [...(window.sbRoom.participants.get(id)?.tracks.values() ?? [])].find((t) => t.kind === 'video' && t.track)?.id, pubId), 'the remote video');
+    await decoding(viewer, [pubId], 'viewer');
+
+    // A big tile: the SDK asks for the layer that fits it (ResizeObserver).
+    await viewer.evaluate((id) => {
+      const v = document.querySelector(`.tile[data-participant="${id}"] video`);
+      v.style.width = '1280px';
+      v.style.height = '720px';
+      v.closest('.tile').style.width = '1280px';
+    }, pubId);
+    const big = await waitFor(async () => {
+      const w = await width();
+      return w > 320 && w;
+    }, 'a layer above the lowest for a big tile');
+
+    // Cap the layer at the lowest (as for a capped link): 320 wide.
+    await viewer.evaluate((t) => window.sbRoom.setLayer(t, { maxLayer: 0 }), track);
+    await waitFor(async () => (await width()) === 320, 'the lowest layer (320 wide)');
+    const layerPush = await viewer.evaluate((t) => window.sbRoom.participants.get(t.slice(0, t.lastIndexOf(':'))).tracks.get(t).layer, track);
+    assert.equal(layerPush, 0, 'the server reported layer 0');
+
+    // Lift the cap: back above the lowest layer.
+    await viewer.evaluate((t) => window.sbRoom.setLayer(t, { maxLayer: 2 }), track);
+    const up = await waitFor(async () => {
+      const w = await width();
+      return w > 320 && w;
+    }, 'back above the lowest layer');
+    assert.ok(up >= Math.min(big, 640), `up again to ${up} (big tile had ${big})`);
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
