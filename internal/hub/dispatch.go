@@ -37,6 +37,7 @@ var commands = map[string]command{
 	CmdRoomAnswer:             {run: (*Session).roomSignal},
 	CmdRoomCandidate:          {run: (*Session).roomSignal},
 	CmdRoomSubscribe:          {run: (*Session).roomSignal},
+	CmdRoomPublish:            {run: (*Session).roomSignal},
 	CmdRoomUnpublish:          {run: (*Session).roomSignal},
 	CmdRoomMute:               {run: (*Session).roomSignal},
 }

@@ -23,7 +23,8 @@ type Rooms interface {
 	// connection when the connection ends.
 	Leave(room, participant string)
 	// Signal carries one signaling command of a participant (kind is
-	// "offer", "answer", "candidate", "subscribe", "unpublish" or "mute";
+	// "offer", "answer", "candidate", "subscribe", "publish", "unpublish"
+	// or "mute";
 	// data is the command's whole "data" object) and returns its result
 	// (nil for none).
 	Signal(ctx context.Context, room, participant, kind string, data json.RawMessage) (json.RawMessage, error)
@@ -53,6 +54,7 @@ const (
 	CmdRoomAnswer    = "room_answer"
 	CmdRoomCandidate = "room_candidate"
 	CmdRoomSubscribe = "room_subscribe"
+	CmdRoomPublish   = "room_publish"
 	CmdRoomUnpublish = "room_unpublish"
 	CmdRoomMute      = "room_mute"
 )
@@ -67,6 +69,7 @@ var roomSignals = map[string]string{
 	CmdRoomAnswer:    "answer",
 	CmdRoomCandidate: "candidate",
 	CmdRoomSubscribe: "subscribe",
+	CmdRoomPublish:   "publish",
 	CmdRoomUnpublish: "unpublish",
 	CmdRoomMute:      "mute",
 }
@@ -260,7 +263,7 @@ func errNotInRoom(room string) *protocol.Error {
 }
 
 // roomSignal runs room_offer, room_answer, room_candidate,
-// room_subscribe, room_unpublish and room_mute.
+// room_subscribe, room_publish, room_unpublish and room_mute.
 func (s *Session) roomSignal(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
 	rooms := s.hub.cfg.Rooms
 	if rooms == nil {

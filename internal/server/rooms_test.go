@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/testenv"
 	"github.com/switchboardhq/switchboard/internal/wstest"
 )
 
@@ -153,6 +154,7 @@ func TestRoomSignaling(t *testing.T) {
 	if _, err := pub.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		t.Fatal(err)
 	}
+	a.MustCall(roomCmd("room_publish", map[string]any{"room": "call", "track": "cam", "source": "camera", "name": "a's camera"}))
 	offer, err := pub.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +189,7 @@ func TestRoomSignaling(t *testing.T) {
 	defer func() { close(stop); <-sent }()
 
 	published := nextRoomEvent(t, b, "track_published")
-	if published["track"] != fmt.Sprint(ra["participant"], ":cam") || published["kind"] != "video" {
+	if published["track"] != fmt.Sprint(ra["participant"], ":cam") || published["kind"] != "video" || published["source"] != "camera" {
 		t.Fatalf("track_published %v", published)
 	}
 	o := nextRoomEvent(t, b, "offer")
@@ -383,12 +385,14 @@ func TestRoomBadInput(t *testing.T) {
 			{roomCmd("room_mute", map[string]any{"room": "members:r", "track": "nope"}), 400},
 			{roomCmd("room_mute", map[string]any{"room": "members:r", "track": "nope", "muted": true}), 440},
 			{roomCmd("room_unpublish", map[string]any{"room": "members:r", "track": "nope"}), 440},
+			{roomCmd("room_publish", map[string]any{"room": "members:r"}), 400},
 		}},
 		{"join without permission", "", []step{{roomCmd("room_join", map[string]any{"room": "vip:r"}), 403}}},
 		{"join with a grant for another room", grant("room:join:vip:other"), []step{{roomCmd("room_join", map[string]any{"room": "vip:r"}), 403}}},
 		{"join with a grant, publish without", grant("room:join:vip:r"), []step{
 			{roomCmd("room_join", map[string]any{"room": "vip:r"}), 0},
 			{roomCmd("room_offer", map[string]any{"room": "vip:r", "sdp": "v=0"}), 403},
+			{roomCmd("room_publish", map[string]any{"room": "vip:r", "track": "cam"}), 403},
 		}},
 		{"publish grant", grant("room:publish"), []step{
 			{roomCmd("room_join", map[string]any{"room": "vip:r"}), 0},
@@ -435,4 +439,32 @@ func TestRoomBadInput(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestRoomAcrossNodes: on two nodes sharing Redis, a room is served by
+// the node where it was first joined; a client of the other node gets
+// 421 with the serving node's node_url, joins there, and sees the first
+// participant. Once the room is empty, the other node may serve it.
+func TestRoomAcrossNodes(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	nodes := cluster(t, r.URL(), 2, func(c *config.Config) {
+		withCalls(t)(c)
+		c.NodeURL = "ws://" + c.NodeName + ".example/ws"
+	})
+	a := nodes[0].dial()
+	ra := a.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
+	b := nodes[1].dial()
+	res := b.Call(roomCmd("room_join", map[string]any{"room": "call"}))
+	e, _ := res["error"].(map[string]any)
+	if errorCode(res) != 421 || e["url"] != "ws://node0.example/ws" {
+		t.Fatalf("join on the other node: %v, want 421 with node0's url", res)
+	}
+	b2 := nodes[0].dial()
+	rb := b2.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
+	if ps, _ := rb["participants"].([]any); len(ps) != 1 || ps[0].(map[string]any)["participant"] != ra["participant"] {
+		t.Fatalf("participants %v", rb["participants"])
+	}
+	a.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
+	b2.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
+	b.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
 }

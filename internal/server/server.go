@@ -120,7 +120,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		if cfg.Broker != "memory" {
 			owners = p
 		}
-		if s.calls, err = newCalls(cfg, owners, s.iceServers, log); err != nil {
+		if s.calls, err = newCalls(cfg, owners, log); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -383,6 +383,9 @@ func (s *Server) Listen() error {
 		if err := s.startTURN(); err != nil {
 			_ = ln.Close()
 			return err
+		}
+		if s.calls != nil {
+			s.calls.signal.SetICEServers(s.iceServers)
 		}
 	}
 	return nil

@@ -25,8 +25,8 @@ type calls struct {
 
 // newCalls builds the call service from the webrtc_* keys. Owners is the
 // cluster's presence store (nil on a single node), where each room's
-// serving node is recorded; ice gives the ICE servers of a join reply.
-func newCalls(cfg config.Config, owners broker.PresenceStore, ice func(user string) []signal.ICEServer, log *slog.Logger) (c *calls, err error) {
+// serving node is recorded.
+func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) (c *calls, err error) {
 	c = &calls{}
 	defer func() {
 		if err != nil {
@@ -62,7 +62,9 @@ func newCalls(cfg config.Config, owners broker.PresenceStore, ice func(user stri
 	if c.sfu, err = sfu.New(scfg); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	c.signal = signal.New(signal.Config{SFU: c.sfu, Owners: owners, ICEServers: ice, NodeURL: cfg.NodeURL, Logger: log})
+	// The join reply's ice_servers: the built-in TURN server (internal/turn)
+	// gives them with c.signal.SetICEServers once it runs; none until then.
+	c.signal = signal.New(signal.Config{SFU: c.sfu, Owners: owners, NodeURL: cfg.NodeURL, Logger: log})
 	return c, nil
 }
 

@@ -54,6 +54,7 @@ type downTrack struct {
 	packets   uint64
 	switches  int
 	buf       [1500]byte
+	hdr       rtp.Header // reused by write: a header per packet would escape
 }
 
 var _ webrtc.TrackLocal = (*downTrack)(nil)
@@ -120,6 +121,10 @@ func (d *downTrack) StreamID() string { return d.up.pub.id }
 
 // Kind implements webrtc.TrackLocal.
 func (d *downTrack) Kind() webrtc.RTPCodecType { return d.up.kind }
+
+// switchWindow is how far behind the newest packet the switch point is
+// kept: a packet older than that is dropped anyway.
+const switchWindow = 1 << 14
 
 // seqBefore reports whether a comes before b in sequence number order.
 func seqBefore(a, b uint16) bool { return int16(a-b) < 0 }
@@ -211,10 +216,15 @@ func (d *downTrack) write(f *frame) {
 	}
 	if newest {
 		d.lastSrc, d.lastSeq, d.lastTS, d.lastAt = src.SequenceNumber, seq, ts, f.at
+		// Keep the switch point within half the sequence space behind,
+		// or a long stream would one day look older than its own start.
+		if src.SequenceNumber-d.switchSeq > switchWindow {
+			d.switchSeq = src.SequenceNumber - switchWindow
+		}
 	}
 	d.started = true
-	hdr := rtp.Header{Version: 2, Marker: src.Marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
-	if _, err := d.w.WriteRTP(&hdr, pl); err == nil {
+	d.hdr = rtp.Header{Version: 2, Marker: src.Marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
+	if _, err := d.w.WriteRTP(&d.hdr, pl); err == nil {
 		d.packets++
 	}
 }

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -50,4 +51,38 @@ func TestForwardVP8AndOpusToTwoSubscribers(t *testing.T) {
 	}
 	l.sfu.Leave("r", "c")
 	waitFor(t, "b to see c leave", 5*time.Second, func() bool { return len(b.eventsNamed(EventLeft)) == 1 })
+}
+
+// TestRemovedTrackIsUnpublished: a publisher that removes a track and
+// renegotiates, without room_unpublish, has it unpublished for the
+// others.
+func TestRemovedTrackIsUnpublished(t *testing.T) {
+	l := newLab(t, Config{})
+	a := l.join("a", "r", true)
+	b := l.join("b", "r", false)
+	var video *source
+	a.publish(func(pc *webrtc.PeerConnection) { video = addVideo(t, pc, "cam") })
+	video.start(t)
+	waitFor(t, "video at b", 10*time.Second, func() bool { return len(b.track("a:cam")) > 10 })
+	if err := a.pub.RemoveTrack(video.sender); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := a.pub.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.pub.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := l.sfu.Offer(context.Background(), "r", "a", a.pub.LocalDescription().SDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "track_unpublished at b", 10*time.Second, func() bool { return len(b.eventsNamed(EventUnpublished)) == 1 })
+	if n := len(l.sfu.Rooms()[0].Participants[0].Tracks); n != 0 {
+		t.Fatalf("a still publishes %d tracks", n)
+	}
 }

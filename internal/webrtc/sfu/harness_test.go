@@ -91,6 +91,7 @@ type peer struct {
 	sub *webrtc.PeerConnection
 
 	mu       sync.Mutex
+	closed   bool // set by the test's cleanup: offers are ignored
 	events   []event
 	received map[string]*recvTrack // by SFU track id
 	wg       sync.WaitGroup
@@ -111,6 +112,9 @@ func (l *lab) join(id, room string, publish bool) *peer {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		t.Fatal(err)
 	}
 	ir := &interceptor.Registry{}
@@ -144,6 +148,9 @@ func (l *lab) join(id, room string, publish bool) *peer {
 		}
 	})
 	t.Cleanup(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
 		_ = sub.Close()
 		if p.pub != nil {
 			_ = p.pub.Close()
@@ -168,7 +175,13 @@ func (p *peer) Signal(name string, data any) {
 	}
 	var o struct{ SDP string }
 	_ = json.Unmarshal(b, &o)
+	p.mu.Lock()
+	if p.closed { // the test is over
+		p.mu.Unlock()
+		return
+	}
 	p.wg.Add(1)
+	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
 		if err := p.answerOffer(o.SDP); err != nil {
@@ -263,6 +276,7 @@ type source struct {
 	keyEvery int
 	forceKey [3]atomic.Bool
 	plis     atomic.Int32
+	level    atomic.Int32 // audio level sent, -dBov (0 loudest, 127 silence)
 	stop     chan struct{}
 	done     sync.WaitGroup
 }
@@ -313,9 +327,11 @@ func addAudio(t *testing.T, pc *webrtc.PeerConnection, id string) *source {
 // start sends until stopped: 30 frames per second of 3 packets per layer
 // (video) or 50 packets per second (audio).
 func (s *source) start(t *testing.T) {
-	var midID, ridID uint8
+	var midID, ridID, levelID uint8
 	for _, ext := range s.sender.GetParameters().HeaderExtensions {
 		switch ext.URI {
+		case sdp.AudioLevelURI:
+			levelID = uint8(ext.ID)
 		case sdp.SDESMidURI:
 			midID = uint8(ext.ID)
 		case sdp.SDESRTPStreamIDURI:
@@ -387,6 +403,10 @@ func (s *source) start(t *testing.T) {
 					if midID != 0 && mid != "" {
 						_ = pkt.Header.SetExtension(midID, []byte(mid))
 					}
+					if levelID != 0 && s.audio {
+						b, _ := rtp.AudioLevelExtension{Level: uint8(s.level.Load()), Voice: true}.Marshal()
+						_ = pkt.Header.SetExtension(levelID, b)
+					}
 					if ridID != 0 && tr.RID() != "" {
 						_ = pkt.Header.SetExtension(ridID, []byte(tr.RID()))
 					}
@@ -431,7 +451,7 @@ func vp8Frame(key bool, pic uint16, tl0 uint8, layer int) [][]byte {
 	} else {
 		first = append(desc(true), 0x01, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, byte(layer))
 	}
-	pad := make([]byte, 200)
+	pad := make([]byte, 150+450*layer) // about 0.13, 0.5 and 0.8 Mbit/s
 	return [][]byte{append(first, pad...), append(desc(false), append([]byte{byte(layer)}, pad...)...), append(desc(false), byte(layer))}
 }
 

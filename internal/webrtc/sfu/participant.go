@@ -39,6 +39,9 @@ type Participant struct {
 	pub       *webrtc.PeerConnection // created by the first offer
 	published []*upTrack             // tracks this participant sends
 	downs     map[*upTrack]*downTrack
+	meta      map[string]TrackMeta           // announced with room_publish, by client track id
+	channels  []string                       // labels of the data channels it publishes
+	relays    map[string]*webrtc.DataChannel // on its subscriber connection, by label
 	closed    bool
 	bucket    float64   // signaling rate limit tokens
 	bucketAt  time.Time // last refill
@@ -55,7 +58,7 @@ type Participant struct {
 func newParticipant(r *Room, req JoinRequest, sig Signaler) (*Participant, error) {
 	p := &Participant{
 		room: r, id: req.Participant, user: req.User, sig: sig, canPublish: req.CanPublish,
-		downs: map[*upTrack]*downTrack{}, bucket: float64(r.sfu.cfg.OfferBurst), bucketAt: time.Now(),
+		downs: map[*upTrack]*downTrack{}, relays: map[string]*webrtc.DataChannel{}, meta: map[string]TrackMeta{}, bucket: float64(r.sfu.cfg.OfferBurst), bucketAt: time.Now(),
 		negKick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if r.mode == ModeP2P {
@@ -216,6 +219,7 @@ func (p *Participant) publisherPC() (*webrtc.PeerConnection, error) {
 		return nil, fmt.Errorf("sfu: new publisher connection: %w", err)
 	}
 	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) { p.onTrack(pc, remote, recv) })
+	pc.OnDataChannel(p.onDataChannel)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		p.room.sfu.log.Debug("publisher connection", "room", p.room.name, "participant", p.id, "state", st.String())
 	})
@@ -357,6 +361,7 @@ func (p *Participant) onTrack(pc *webrtc.PeerConnection, remote *webrtc.TrackRem
 	isNew := t == nil
 	if isNew {
 		t = newUpTrack(p, pc, remote)
+		t.meta = p.meta[remote.ID()]
 		p.published = append(p.published, t)
 	}
 	p.mu.Unlock()
@@ -500,7 +505,7 @@ func (p *Participant) close() {
 		return
 	}
 	p.closed = true
-	pub, tracks := p.pub, p.published
+	pub, tracks := p.pub, slices.Clone(p.published) // unpublish may delete from p.published meanwhile
 	downs := p.downs
 	p.downs = map[*upTrack]*downTrack{}
 	p.mu.Unlock()
@@ -554,4 +559,127 @@ func (p *Participant) info(withSubs bool) ParticipantInfo {
 		slices.SortFunc(pi.Subscriptions, func(a, b SubscriptionInfo) int { return strings.Compare(a.Track, b.Track) })
 	}
 	return pi
+}
+
+// maxRelayed bounds a relayed data channel message, and relayBuffer what
+// may wait in one subscriber's channel before messages are dropped.
+const (
+	maxRelayed  = 64 << 10
+	relayBuffer = 1 << 20
+)
+
+// onDataChannel relays what the participant sends on a data channel of
+// its publishing connection to every other participant, on a channel of
+// their subscribing connection labelled with the sender's id.
+func (p *Participant) onDataChannel(dc *webrtc.DataChannel) {
+	label := dc.Label()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.channels = append(p.channels, label)
+	p.mu.Unlock()
+	for _, q := range p.room.others(p) {
+		q.relayFor(p.id, label)
+	}
+	dc.OnMessage(func(m webrtc.DataChannelMessage) {
+		if len(m.Data) > maxRelayed {
+			return
+		}
+		for _, q := range p.room.others(p) {
+			q.relay(p.id, label, m)
+		}
+	})
+}
+
+// relayKey names the relay of one sender's channel.
+func relayKey(from, label string) string { return from + "\x00" + label }
+
+// relayFor returns p's relay channel for a sender's channel, creating it
+// (and renegotiating) the first time. The relay's label is the sender's
+// participant id, its protocol the sender's label.
+func (p *Participant) relayFor(from, label string) *webrtc.DataChannel {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.sub == nil {
+		return nil
+	}
+	if dc := p.relays[relayKey(from, label)]; dc != nil {
+		return dc
+	}
+	proto := label
+	dc, err := p.sub.CreateDataChannel(from, &webrtc.DataChannelInit{Protocol: &proto})
+	if err != nil {
+		p.room.sfu.log.Warn("data channel relay failed", "room", p.room.name, "participant", p.id, "err", err)
+		return nil
+	}
+	p.relays[relayKey(from, label)] = dc
+	p.kick()
+	return dc
+}
+
+// relay sends one message to p, dropping it while the relay is not open
+// or too much waits in it.
+func (p *Participant) relay(from, label string, m webrtc.DataChannelMessage) {
+	dc := p.relayFor(from, label)
+	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen || dc.BufferedAmount() > relayBuffer {
+		return
+	}
+	if m.IsString {
+		_ = dc.SendText(string(m.Data))
+	} else {
+		_ = dc.Send(m.Data)
+	}
+}
+
+// dataChannels returns the labels of the participant's data channels.
+func (p *Participant) dataChannels() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.channels)
+}
+
+// TrackMeta describes a track its publisher announced with room_publish:
+// what it shows, for the others' layout.
+type TrackMeta struct {
+	// Track is the client's track id (MediaStreamTrack.id, the msid in
+	// the SDP).
+	Track string `json:"track"`
+	// Source is what the track carries: "camera", "microphone",
+	// "screen", "screen_audio" or the application's own word.
+	Source string `json:"source,omitempty"`
+	// Name is a label for people.
+	Name string `json:"name,omitempty"`
+}
+
+// maxMeta bounds the announced tracks of one participant.
+const maxMeta = 32
+
+// announce records a track's description; when the track already
+// arrived, it is updated and published again.
+func (p *Participant) announce(m TrackMeta) error {
+	if !p.canPublish {
+		return fmt.Errorf("%w: in room %q", ErrNotAllowed, p.room.name)
+	}
+	p.mu.Lock()
+	if _, have := p.meta[m.Track]; !have && len(p.meta) >= maxMeta {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: at most %d announced tracks", ErrRateLimited, maxMeta)
+	}
+	p.meta[m.Track] = m
+	var t *upTrack
+	for _, have := range p.published {
+		if have.remoteID == m.Track {
+			t = have
+		}
+	}
+	p.mu.Unlock()
+	if t != nil {
+		t.mu.Lock()
+		t.meta = m
+		t.mu.Unlock()
+		p.room.broadcast(nil, EventPublished, t.info())
+	}
+	return nil
 }

@@ -134,6 +134,9 @@ func (r *Room) join(ctx context.Context, req JoinRequest, sig Signaler) (JoinRes
 			for _, t := range q.publishedTracks() {
 				p.subscribe(t)
 			}
+			for _, label := range q.dataChannels() {
+				p.relayFor(q.id, label)
+			}
 		}
 	}
 	r.sfu.log.Debug("joined", "room", r.name, "participant", p.id, "mode", r.mode)

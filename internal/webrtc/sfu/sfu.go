@@ -341,3 +341,16 @@ func (s *SFU) RoomSize(name string) int {
 	defer r.mu.Unlock()
 	return len(r.parts)
 }
+
+// Announce records the description of a track the participant publishes
+// or is about to (room_publish).
+func (s *SFU) Announce(room, participant string, m TrackMeta) error {
+	p, err := s.participant(room, participant)
+	if err != nil {
+		return err
+	}
+	if p.room.mode == ModeP2P {
+		return fmt.Errorf("%w: a p2p room carries no tracks through the server", ErrRoomState)
+	}
+	return p.announce(m)
+}

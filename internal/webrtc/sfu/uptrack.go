@@ -26,12 +26,14 @@ type upTrack struct {
 
 	mu     sync.Mutex
 	layers [3]*layer // by quality; a track without simulcast uses [0]
+	meta   TrackMeta // from room_publish
 	ended  bool
 
 	downs   atomic.Pointer[[]*downTrack] // copy on write, read per packet
 	downsMu sync.Mutex                   // serialises writers of downs
 
 	readers sync.WaitGroup
+	reading atomic.Int32 // layers whose reader still runs
 }
 
 // layer is one simulcast layer (or the only stream) of a track.
@@ -90,6 +92,7 @@ func (t *upTrack) addLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	t.layers[l.quality] = l
 	t.mu.Unlock()
 	t.readers.Add(1)
+	t.reading.Add(1)
 	return l
 }
 
@@ -113,6 +116,13 @@ func (t *upTrack) simulcast() bool {
 // readLoop reads one layer's packets and hands each to every subscriber.
 func (t *upTrack) readLoop(l *layer) {
 	defer t.readers.Done()
+	defer func() {
+		// The last layer ended while the participant stays: the client
+		// removed the track (renegotiation), so the others drop it.
+		if t.reading.Add(-1) == 0 {
+			_ = t.pub.unpublish(t.id)
+		}
+	}()
 	isVP8 := t.codec.MimeType == webrtc.MimeTypeVP8
 	for {
 		pkt, _, err := l.remote.ReadRTP()
@@ -212,7 +222,7 @@ func (t *upTrack) requestKeyframe(q int) {
 		}
 		pkts = append(pkts, &rtcp.PictureLossIndication{MediaSSRC: l.ssrc})
 	}
-	if len(pkts) > 0 {
+	if len(pkts) > 0 && t.pc != nil { // unit tests build tracks without a connection
 		_ = t.pc.WriteRTCP(pkts)
 	}
 }
@@ -277,6 +287,8 @@ type TrackInfo struct {
 	Stream      string      `json:"stream"`
 	Muted       bool        `json:"muted"`
 	Simulcast   bool        `json:"simulcast"`
+	Source      string      `json:"source,omitempty"`
+	Name        string      `json:"name,omitempty"`
 	Layers      []LayerInfo `json:"layers"`
 }
 
@@ -292,6 +304,9 @@ type LayerInfo struct {
 func (t *upTrack) info() TrackInfo {
 	ti := TrackInfo{Participant: t.pub.id, ID: t.id, Kind: t.kind.String(), Codec: t.codec.MimeType, Stream: t.streamID,
 		Muted: t.muted.Load(), Simulcast: t.simulcast(), Layers: []LayerInfo{}}
+	t.mu.Lock()
+	ti.Source, ti.Name = t.meta.Source, t.meta.Name
+	t.mu.Unlock()
 	for i := range 3 {
 		if l := t.layer(i); l != nil {
 			ti.Layers = append(ti.Layers, LayerInfo{Quality: i, RID: l.rid, Bitrate: l.bitrate.Load(), Width: int(l.width.Load()), Height: int(l.height.Load())})

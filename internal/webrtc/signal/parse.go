@@ -28,7 +28,7 @@ type trackData struct {
 }
 
 // parseSignal decodes the data of one signaling command by kind into
-// sdpData, sfu.Candidate, sfu.Prefs, trackData or muteData. It checks
+// sdpData, sfu.Candidate, sfu.Prefs, sfu.TrackMeta, trackData or muteData. It checks
 // the fields each kind needs and their ranges.
 func parseSignal(kind string, data []byte) (any, error) {
 	bad := func(format string, args ...any) error {
@@ -74,6 +74,15 @@ func parseSignal(kind string, data []byte) (any, error) {
 			return nil, bad(`"max_width" and "max_height" must not be negative`)
 		}
 		return p, nil
+	case "publish":
+		var m sfu.TrackMeta
+		if err := unmarshal(&m); err != nil {
+			return nil, err
+		}
+		if m.Track == "" || len(m.Track) > 128 || len(m.Source) > 32 || len(m.Name) > 128 {
+			return nil, bad(`"track" (1 to 128 bytes), "source" (up to 32) and "name" (up to 128) are required or too long`)
+		}
+		return m, nil
 	case "unpublish":
 		var t trackData
 		if err := unmarshal(&t); err != nil {

@@ -64,6 +64,7 @@ type Service struct {
 
 	mu    sync.Mutex
 	node  string
+	ice   func(user string) []ICEServer
 	owned map[string]bool // rooms this node recorded as its own
 
 	stop chan struct{}
@@ -79,7 +80,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Service{cfg: cfg, sfu: cfg.SFU, log: cfg.Logger.With("component", "signal"), owned: map[string]bool{},
+	s := &Service{cfg: cfg, sfu: cfg.SFU, log: cfg.Logger.With("component", "signal"), ice: cfg.ICEServers, owned: map[string]bool{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if cfg.Owners != nil {
 		go s.refresh()
@@ -93,6 +94,14 @@ func New(cfg Config) *Service {
 func (s *Service) SetNode(id string) {
 	s.mu.Lock()
 	s.node = id
+	s.mu.Unlock()
+}
+
+// SetICEServers replaces Config.ICEServers, for a TURN server started
+// after the service.
+func (s *Service) SetICEServers(f func(user string) []ICEServer) {
+	s.mu.Lock()
+	s.ice = f
 	s.mu.Unlock()
 }
 
@@ -156,13 +165,13 @@ func (s *Service) Join(ctx context.Context, j hub.RoomJoin) (json.RawMessage, er
 		return nil, toProtocol(err)
 	}
 	s.mu.Lock()
-	node := s.node
+	node, ice := s.node, s.ice
 	s.mu.Unlock()
 	r := joinReply{Room: j.Room, Participant: j.Participant, Mode: res.Mode, Codec: res.Codec, CanPublish: j.CanPublish, Node: node,
 		ICEServers: []ICEServer{}, Others: res.Participants}
-	if s.cfg.ICEServers != nil {
-		if ice := s.cfg.ICEServers(j.User); ice != nil {
-			r.ICEServers = ice
+	if ice != nil {
+		if list := ice(j.User); list != nil {
+			r.ICEServers = list
 		}
 	}
 	return json.Marshal(r)
@@ -197,6 +206,8 @@ func (s *Service) Signal(ctx context.Context, room, participant, kind string, da
 		return nil, toProtocol(s.sfu.AddCandidate(room, participant, v))
 	case sfu.Prefs:
 		return nil, toProtocol(s.sfu.SetPrefs(room, participant, v))
+	case sfu.TrackMeta:
+		return nil, toProtocol(s.sfu.Announce(room, participant, v))
 	case trackData:
 		return nil, toProtocol(s.sfu.Unpublish(room, participant, v.Track))
 	case muteData:

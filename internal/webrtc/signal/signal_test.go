@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -34,6 +35,9 @@ func TestParseSignal(t *testing.T) {
 		"subscribe no track":   {"subscribe", `{"max_layer":1}`, false},
 		"layer too high":       {"subscribe", `{"track":"t","max_layer":3}`, false},
 		"negative width":       {"subscribe", `{"track":"t","max_width":-1}`, false},
+		"publish":              {"publish", `{"track":"3f1c","source":"screen","name":"slides"}`, true},
+		"publish no track":     {"publish", `{"source":"camera"}`, false},
+		"publish long source":  {"publish", `{"track":"t","source":"` + strings.Repeat("x", 33) + `"}`, false},
 		"unpublish":            {"unpublish", `{"track":"t"}`, true},
 		"unpublish no track":   {"unpublish", `{}`, false},
 		"mute":                 {"mute", `{"muted":false}`, true},
@@ -61,6 +65,7 @@ func FuzzParseSignal(f *testing.F) {
 		{"subscribe", `{"track":"a:cam","max_layer":1,"max_width":320,"paused":true}`},
 		{"mute", `{"track":"t","muted":true}`},
 		{"unpublish", `{"track":"t"}`},
+		{"publish", `{"track":"t","source":"camera","name":"me"}`},
 	} {
 		f.Add(s.kind, []byte(s.data))
 	}
@@ -105,12 +110,22 @@ func TestOwnership(t *testing.T) {
 		return svc
 	}
 	a, b := node("a", "wss://a.example/ws"), node("b", "wss://b.example/ws")
+	a.SetICEServers(func(user string) []ICEServer {
+		return []ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: "9999:" + user, Credential: "x"}}
+	})
 	ctx := context.Background()
 	push := func(string, []byte) {}
-	if _, err := a.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p1", Push: push}); err != nil {
+	res, err := a.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p1", User: "alice", Push: push})
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p2", Push: push})
+	var first struct {
+		ICEServers []ICEServer `json:"ice_servers"`
+	}
+	if err := json.Unmarshal(res, &first); err != nil || len(first.ICEServers) != 1 || first.ICEServers[0].Username != "9999:alice" {
+		t.Fatalf("ice_servers in %s", res)
+	}
+	_, err = b.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p2", Push: push})
 	var perr *protocol.Error
 	if !errors.As(err, &perr) || perr.Code != 421 || perr.URL != "wss://a.example/ws" {
 		t.Fatalf("join on the other node: %v, want 421 with a's URL", err)
@@ -120,7 +135,7 @@ func TestOwnership(t *testing.T) {
 	if json.Unmarshal(wire, &back) != nil || back["url"] != "wss://a.example/ws" {
 		t.Fatalf("the error on the wire is %s", wire)
 	}
-	res, err := a.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p2", Push: push})
+	res, err = a.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p2", Push: push})
 	if err != nil {
 		t.Fatal(err)
 	}
