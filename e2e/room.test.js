@@ -138,6 +138,9 @@ test('three pages in one room: each decodes the other two; /api/rooms lists thre
       return publishers.length === 3 && r;
     }, '/api/rooms with three publishers');
     assert.deepEqual(room.participants.map((p) => p.participant).sort(), [...ids].sort());
+    for (const p of room.participants) {
+      assert.ok(p.tracks.some((t) => t.kind === 'video' && t.source === 'camera' && t.simulcast), `${p.participant}: ${JSON.stringify(p.tracks)}`);
+    }
     // The tiles show the layer indicator from the same statistics.
     await waitFor(() => pages[0].evaluate(() => [...document.querySelectorAll('.tile:not([data-local]) .layer')].filter((e) => e.textContent.includes('×')).length === 2), 'two layer indicators');
   } finally {

@@ -1184,11 +1184,18 @@ var Room = class {
     const pub = this.pub;
     const stream = this.localStream ?? void 0;
     for (const t of tracks) {
+      await this.cmd("room_publish", { track: t.id, source: t.kind === "video" ? "camera" : "microphone" }).catch(() => {
+      });
       const init = { direction: "sendonly", streams: stream ? [stream] : [] };
       if (t.kind === "video" && this.opts.simulcast !== false) init.sendEncodings = LAYERS.map((l) => ({ ...l }));
       pub.pc.addTransceiver(t, init);
     }
-    await pub.run(async () => {
+    await this.offerSFU();
+  }
+  /** offerSFU sends the publishing connection's offer and applies the answer. */
+  offerSFU() {
+    const pub = this.pub;
+    return pub.run(async () => {
       const offer = await pub.pc.createOffer();
       await pub.pc.setLocalDescription(offer);
       const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription.sdp });
@@ -1196,21 +1203,18 @@ var Room = class {
       pub.delivered();
     });
   }
-  /** unpublish stops sending a local track. */
+  /** unpublish stops sending a local track (the others see track_unpublished). */
   async unpublish(track) {
     this.local = this.local.filter((t) => t !== track);
     const s = this.pub ?? this.peer;
     if (!s) return;
     const sender = s.pc.getSenders().find((x) => x.track === track);
     if (!sender) return;
-    if (this.mode === "sfu") {
-      await this.cmd("room_unpublish", { track: `${this.participantId}:${track.id}` }).catch(() => {
-      });
-      await sender.replaceTrack(null);
-    } else {
-      s.pc.removeTrack(sender);
-      await this.offerP2P();
-    }
+    if (this.mode === "sfu") await this.cmd("room_unpublish", { track: `${this.participantId}:${track.id}` }).catch(() => {
+    });
+    s.pc.removeTrack(sender);
+    if (this.mode === "sfu") await this.offerSFU();
+    else await this.offerP2P();
   }
   /**
    * mute stops (or resumes) sending "audio", "video", or every local track
@@ -1307,6 +1311,8 @@ var Room = class {
       p.tracks.set(rt.id, rt);
     }
     rt.muted = !!t.muted;
+    if (t.source) rt.source = t.source;
+    if (t.name) rt.name = t.name;
     return rt;
   }
   onTrack(e) {

@@ -60,6 +60,9 @@ export interface RemoteTrack {
   muted: boolean;
   /** layer is the simulcast layer the server says it forwards (-1: not known). */
   layer: number;
+  /** source ("camera", "microphone", "screen", ...) and name, as the publisher described the track. */
+  source?: string;
+  name?: string;
 }
 
 /** RemoteParticipant is another participant of the room. */
@@ -279,11 +282,19 @@ export class Room {
     const pub = this.pub;
     const stream = this.localStream ?? undefined;
     for (const t of tracks) {
+      // Describe the track first, so that the others know what it is.
+      await this.cmd("room_publish", { track: t.id, source: t.kind === "video" ? "camera" : "microphone" }).catch(() => {});
       const init: RTCRtpTransceiverInit = { direction: "sendonly", streams: stream ? [stream] : [] };
       if (t.kind === "video" && this.opts.simulcast !== false) init.sendEncodings = LAYERS.map((l) => ({ ...l }));
       pub.pc.addTransceiver(t, init);
     }
-    await pub.run(async () => {
+    await this.offerSFU();
+  }
+
+  /** offerSFU sends the publishing connection's offer and applies the answer. */
+  private offerSFU(): Promise<void> {
+    const pub = this.pub!;
+    return pub.run(async () => {
       const offer = await pub.pc.createOffer();
       await pub.pc.setLocalDescription(offer);
       const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription!.sdp });
@@ -292,20 +303,17 @@ export class Room {
     });
   }
 
-  /** unpublish stops sending a local track. */
+  /** unpublish stops sending a local track (the others see track_unpublished). */
   async unpublish(track: MediaStreamTrack): Promise<void> {
     this.local = this.local.filter((t) => t !== track);
     const s = this.pub ?? this.peer;
     if (!s) return;
     const sender = s.pc.getSenders().find((x) => x.track === track);
     if (!sender) return;
-    if (this.mode === "sfu") {
-      await this.cmd("room_unpublish", { track: `${this.participantId}:${track.id}` }).catch(() => {});
-      await sender.replaceTrack(null);
-    } else {
-      s.pc.removeTrack(sender);
-      await this.offerP2P();
-    }
+    if (this.mode === "sfu") await this.cmd("room_unpublish", { track: `${this.participantId}:${track.id}` }).catch(() => {});
+    s.pc.removeTrack(sender);
+    if (this.mode === "sfu") await this.offerSFU();
+    else await this.offerP2P();
   }
 
   /**
@@ -403,6 +411,8 @@ export class Room {
       p.tracks.set(rt.id, rt);
     }
     rt.muted = !!t.muted;
+    if (t.source) rt.source = t.source;
+    if (t.name) rt.name = t.name;
     return rt;
   }
 
