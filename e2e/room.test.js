@@ -301,3 +301,30 @@ test('simulcast: a subscriber moves to a lower layer and back (display size, the
     await Promise.all(pages.map((p) => p.close().catch(() => {})));
   }
 });
+
+test('a page whose connection drops joins again and the call resumes', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 2; i++) pages.push(await openRoom('rejoin'));
+    const ids = await Promise.all(pages.map(participantId));
+    await decoding(pages[0], [ids[1]], 'page 0');
+    // The server drops page 1's connection (4003: reconnect); the server
+    // removes it from the room, and the page joins again with a new id.
+    const res = await fetch(`${srv.url}api/disconnect`, {
+      method: 'POST',
+      headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ client: ids[1], reconnect: true }),
+      signal: AbortSignal.timeout(WAIT),
+    });
+    assert.equal(res.status, 200);
+    const again = await waitFor(async () => {
+      const id = await pages[1].evaluate(() => window.sbRoom && !window.sbRoom.closed && window.sbRoom.participantId);
+      return id && id !== ids[1] && id;
+    }, 'page 1 in the room again');
+    await waitFor(() => pages[0].evaluate((old) => !window.sbRoom.participants.has(old), ids[1]), 'page 0 drops the old participant');
+    await decoding(pages[0], [again], 'page 0 after the rejoin');
+    await decoding(pages[1], [ids[0]], 'page 1 after the rejoin');
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
