@@ -174,7 +174,7 @@ function selectedPair(page, name) {
   }, name);
 }
 
-test('a page that leaves, or closes, is removed from the others\' view', { timeout: TEST_TIMEOUT }, async () => {
+test('mute shows on the others\' tiles; a page that leaves, or closes, is removed from their view', { timeout: TEST_TIMEOUT }, async () => {
   const pages = [];
   try {
     for (let i = 0; i < 3; i++) pages.push(await openRoom('leave'));
@@ -182,6 +182,17 @@ test('a page that leaves, or closes, is removed from the others\' view', { timeo
     await decoding(pages[0], [ids[1], ids[2]], 'page 0');
     const tilesOf = (page) => page.evaluate(() => [...document.querySelectorAll('.tile:not([data-local])')].map((t) => t.dataset.participant).sort());
     assert.deepEqual(await tilesOf(pages[0]), [ids[1], ids[2]].sort());
+
+    // Mute buttons: the camera of page 1 stops; the others see it in
+    // the tile's badges and the server lists the track as muted.
+    await pages[1].click('#cam');
+    await waitFor(() => pages[0].evaluate((id) => document.querySelector(`.tile[data-participant="${id}"] .badges`)?.textContent.includes('camera off'), ids[1]), 'the camera-off badge on page 0');
+    await waitFor(async () => {
+      const r = (await rooms()).find((x) => x.name === 'leave');
+      return r?.participants.find((p) => p.participant === ids[1])?.tracks.find((t) => t.kind === 'video')?.muted === true;
+    }, '/api/rooms shows the muted camera');
+    await pages[1].click('#cam');
+    await waitFor(() => pages[0].evaluate((id) => document.querySelector(`.tile[data-participant="${id}"] .badges`)?.textContent === '', ids[1]), 'the badge gone after unmuting');
 
     // Leave with the button: the others drop the tile, the participant
     // and its tracks.
