@@ -208,6 +208,12 @@ func TestRoomSignaling(t *testing.T) {
 	}()
 	waitFor(t, "video packets at b", func() bool { return got.Load() > 20 })
 
+	if n := ts.metric("switchboard_sfu_forwarded_packets_total"); n < 20 {
+		t.Errorf("switchboard_sfu_forwarded_packets_total %g, want at least the 20 packets b got", n)
+	}
+	if n := ts.metric("switchboard_room_participants"); n != 2 {
+		t.Errorf("switchboard_room_participants %g, want 2", n)
+	}
 	status, body := ts.api("GET", "/api/rooms", testKey, "")
 	result, _ := body["result"].(map[string]any)
 	rooms, _ := result["rooms"].([]any)
@@ -467,4 +473,85 @@ func TestRoomAcrossNodes(t *testing.T) {
 	a.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
 	b2.MustCall(roomCmd("room_leave", map[string]any{"room": "call"}))
 	b.MustCall(roomCmd("room_join", map[string]any{"room": "call"}))
+}
+
+// TestRoomICETCP: a client that can use only TCP reaches the SFU through
+// webrtc_tcp_port (ICE-TCP, the server's passive candidates).
+func TestRoomICETCP(t *testing.T) {
+	port := freeUDPPort(t) // a free TCP port too, most likely
+	ts := start(t, func(c *config.Config) {
+		withCalls(t)(c)
+		c.WebRTCTCPPort = port
+	})
+	a := ts.dial()
+	a.MustCall(roomCmd("room_join", map[string]any{"room": "tcp"}))
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+	pc := newPC(t, webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)))
+	connected := make(chan struct{})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	if _, err := pc.CreateDataChannel("chat", nil); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := a.MustCall(roomCmd("room_offer", map[string]any{"room": "tcp", "sdp": localSDP(t, pc, offer)}))
+	answer := res["sdp"].(string)
+	if !strings.Contains(answer, "tcptype passive") {
+		t.Fatalf("no passive TCP candidate in the answer:\n%s", answer)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection over ICE-TCP")
+	}
+}
+
+// TestRoomPublicIP: with webrtc_public_ip the server's candidates announce
+// that address instead of the host's (1:1 NAT).
+func TestRoomPublicIP(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		withCalls(t)(c)
+		c.WebRTCPublicIP = []string{"203.0.113.7"}
+	})
+	a := ts.dial()
+	a.MustCall(roomCmd("room_join", map[string]any{"room": "nat"}))
+	pc := newPC(t, pionAPI(t))
+	if _, err := pc.CreateDataChannel("chat", nil); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := a.MustCall(roomCmd("room_offer", map[string]any{"room": "nat", "sdp": localSDP(t, pc, offer)}))["sdp"].(string)
+	var cands []string
+	for _, line := range strings.Split(answer, "\r\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			cands = append(cands, line)
+		}
+	}
+	if len(cands) == 0 {
+		t.Fatalf("no candidates in the answer:\n%s", answer)
+	}
+	for _, c := range cands {
+		if !strings.Contains(c, " 203.0.113.7 ") {
+			t.Errorf("candidate without the public address: %s", c)
+		}
+	}
 }

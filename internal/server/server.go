@@ -129,6 +129,12 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 			}
 		}()
 		rooms = s.calls.signal
+		calls := s.calls.sfu
+		reg.MustRegister(metrics.NewCallCollector(func() metrics.CallStats {
+			st := calls.Stats()
+			return metrics.CallStats{Rooms: st.Rooms, Participants: st.Participants, Tracks: st.Tracks, Subscriptions: st.Subscriptions,
+				ForwardedPackets: st.ForwardedPackets, KeyframeRequests: st.KeyframeRequests, LayerSwitches: st.LayerSwitches}
+		}))
 	}
 	nodeName := cfg.NodeName
 	if nodeName == "" {

@@ -77,11 +77,17 @@ func (c *calls) close(ctx context.Context) error {
 	if c.sfu != nil {
 		errs = append(errs, c.sfu.Close())
 	}
+	// The SFU's ICE muxes close the sockets they were given; these closes
+	// are for a service that failed before its SFU existed.
 	if c.udp != nil {
-		errs = append(errs, c.udp.Close())
+		if err := c.udp.Close(); !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	if c.tcp != nil {
-		errs = append(errs, c.tcp.Close())
+		if err := c.tcp.Close(); !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

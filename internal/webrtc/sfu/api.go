@@ -36,7 +36,7 @@ func mediaEngine(order []string) (*webrtc.MediaEngine, error) {
 	if err := m.RegisterCodec(opusCodec, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("sfu: register opus: %w", err)
 	}
-	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: webrtc.TypeRTCPFBTransportCC}}
+	fb := []webrtc.RTCPFeedback{{Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: webrtc.TypeRTCPFBTransportCC}}
 	for _, name := range order {
 		c, ok := videoCodecs[name]
 		if !ok {
@@ -134,17 +134,19 @@ type muxes struct {
 
 func newMuxes(cfg *Config) muxes {
 	var m muxes
+	logs := pionLogs{cfg.Logger.With("component", "pion")}
 	if cfg.UDPConn != nil {
-		m.udp = webrtc.NewICEUDPMux(nil, cfg.UDPConn)
+		m.udp = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), cfg.UDPConn)
 	}
 	if cfg.TCPListener != nil {
-		m.tcp = webrtc.NewICETCPMux(nil, cfg.TCPListener, 64)
+		m.tcp = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), cfg.TCPListener, 64)
 	}
 	return m
 }
 
 func settingEngine(cfg *Config, mx muxes) webrtc.SettingEngine {
 	var se webrtc.SettingEngine
+	se.LoggerFactory = pionLogs{cfg.Logger.With("component", "pion")}
 	// ICE lite: the server only answers connectivity checks and never
 	// controls, whichever side offers: a server with reachable host (or
 	// NAT 1:1) candidates needs no more, and it keeps no check schedule

@@ -130,25 +130,25 @@ const switchWindow = 1 << 14
 func seqBefore(a, b uint16) bool { return int16(a-b) < 0 }
 
 // forward writes one received packet to the subscriber, if it belongs to
-// the forwarded layer, switching layers at a keyframe of the target.
-func (d *downTrack) forward(f *frame) {
-	var wantKey int = -1
-	var switched = -1
+// the forwarded layer, switching layers at a keyframe of the target. It
+// reports whether it wrote the packet.
+func (d *downTrack) forward(f *frame) bool {
+	switched := -1
 	d.mu.Lock()
 	if !d.bound || d.paused || !d.sub.subReady.Load() {
 		d.mu.Unlock()
-		return
+		return false
 	}
 	if f.layer != d.current {
 		if f.layer != d.target {
 			d.mu.Unlock()
-			return
+			return false
 		}
 		if !f.keyframe {
-			wantKey = d.target
+			want := d.target
 			d.mu.Unlock()
-			d.up.requestKeyframe(wantKey)
-			return
+			d.up.requestKeyframe(want)
+			return false
 		}
 		if d.started {
 			switched = f.layer
@@ -156,13 +156,17 @@ func (d *downTrack) forward(f *frame) {
 		d.switchTo(f)
 	} else if seqBefore(f.pkt.SequenceNumber, d.switchSeq) {
 		d.mu.Unlock() // from before the switch to this layer
-		return
+		return false
 	}
-	d.write(f)
+	wrote := d.write(f)
 	d.mu.Unlock()
 	if switched >= 0 {
+		if s := d.up.sfu(); s != nil {
+			s.stats.switches.Add(1)
+		}
 		d.sub.sig.Signal(EventLayer, map[string]any{"track": d.id, "layer": switched})
 	}
+	return wrote
 }
 
 // switchTo makes f's layer the forwarded one, choosing offsets that make
@@ -171,7 +175,9 @@ func (d *downTrack) switchTo(f *frame) {
 	src := f.pkt
 	if d.started {
 		d.seqOff = d.lastSeq + 1 - src.SequenceNumber
-		ticks := uint32(f.at.Sub(d.lastAt).Seconds() * d.clock)
+		// Readers of different layers stamp their packets: the new one
+		// may carry an earlier time than the last packet written.
+		ticks := uint32(max(f.at.Sub(d.lastAt), 0).Seconds() * d.clock)
 		if ticks == 0 {
 			ticks = 1
 		}
@@ -189,19 +195,19 @@ func (d *downTrack) switchTo(f *frame) {
 	d.current = f.layer
 }
 
-// write rewrites and sends f. Lock held.
-func (d *downTrack) write(f *frame) {
+// write rewrites and sends f, reporting whether it did. Lock held.
+func (d *downTrack) write(f *frame) bool {
 	src := f.pkt
 	newest := !d.started || seqBefore(d.lastSrc, src.SequenceNumber)
 	if len(src.Payload) == 0 && src.PaddingSize == 0 && !src.Padding {
-		return
+		return false
 	}
 	if len(src.Payload) == 0 { // padding only: not forwarded
 		if newest && src.SequenceNumber == d.lastSrc+1 {
 			d.seqOff-- // the next packet takes its number
 			d.lastSrc = src.SequenceNumber
 		}
-		return
+		return false
 	}
 	seq := src.SequenceNumber + d.seqOff
 	ts := src.Timestamp + d.tsOff
@@ -224,9 +230,11 @@ func (d *downTrack) write(f *frame) {
 	}
 	d.started = true
 	d.hdr = rtp.Header{Version: 2, Marker: src.Marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
-	if _, err := d.w.WriteRTP(&d.hdr, pl); err == nil {
-		d.packets++
+	if _, err := d.w.WriteRTP(&d.hdr, pl); err != nil {
+		return false
 	}
+	d.packets++
+	return true
 }
 
 // readRTCP reads the subscriber's feedback for this track: keyframe
@@ -254,10 +262,18 @@ func (d *downTrack) setPrefs(pr Prefs) {
 	if pr.MaxLayer != nil {
 		d.maxLayer = min(max(*pr.MaxLayer, 0), 2)
 	}
-	d.maxW, d.maxH, d.paused = pr.MaxWidth, pr.MaxHeight, pr.Paused
+	d.maxW, d.maxH = pr.MaxWidth, pr.MaxHeight
+	resume := d.paused && !pr.Paused
+	d.paused = pr.Paused
+	if pr.Paused {
+		d.current = -1 // resume at a keyframe, numbered on from here
+	}
 	budget := d.lastBudget
 	d.mu.Unlock()
 	d.allocate(budget)
+	if resume {
+		d.up.requestKeyframe(d.wantedLayer())
+	}
 }
 
 // hysteresis: moving up a layer needs this much more budget than the
@@ -306,6 +322,15 @@ func (d *downTrack) allocate(budget int) {
 	if changed {
 		d.up.requestKeyframe(best)
 	}
+}
+
+// restart makes forwarding wait for the next keyframe (after a pause in
+// the source, such as a mute): the numbering goes on from the last packet
+// written, with no hole for the subscriber to ask about.
+func (d *downTrack) restart() {
+	d.mu.Lock()
+	d.current = -1
+	d.mu.Unlock()
 }
 
 // wantedLayer is the layer forwarded, or the target before the first.

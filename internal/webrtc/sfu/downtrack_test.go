@@ -65,3 +65,31 @@ func TestLongStream(t *testing.T) {
 		t.Fatalf("retransmission written as %d, want %d", got, want)
 	}
 }
+
+// TestPauseResume: a subscriber that pauses a track and resumes it gets
+// the stream again from a keyframe, numbered on without a hole.
+func TestPauseResume(t *testing.T) {
+	w := &recWriter{}
+	d := benchDown(w)
+	seq := uint16(100)
+	send := func(n int, key bool) {
+		for i := range n {
+			d.forward(vp8Packet(t, seq, key && i == 0))
+			seq++
+		}
+	}
+	send(10, true)
+	d.setPrefs(Prefs{Track: "t", Paused: true})
+	send(10, false)
+	d.setPrefs(Prefs{Track: "t"})
+	send(5, false) // delta frames: still waiting for a keyframe
+	send(10, true)
+	if len(w.seqs) != 20 {
+		t.Fatalf("%d packets written, want 20", len(w.seqs))
+	}
+	for i := 1; i < len(w.seqs); i++ {
+		if w.seqs[i] != w.seqs[i-1]+1 {
+			t.Fatalf("packet %d: %d after %d", i, w.seqs[i], w.seqs[i-1])
+		}
+	}
+}

@@ -460,8 +460,10 @@ func (p *Participant) mute(track string, muted bool) error {
 	n := 0
 	for _, t := range p.publishedTracks() {
 		if track == "" || t.id == track || t.kind.String() == track {
-			t.muted.Store(muted)
-			if !muted {
+			if was := t.muted.Swap(muted); was && !muted {
+				for _, d := range *t.downs.Load() {
+					d.restart()
+				}
 				t.requestKeyframe(-1)
 			}
 			n++

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
@@ -65,6 +66,12 @@ type SFU struct {
 	mu     sync.Mutex
 	rooms  map[string]*Room
 	closed bool
+
+	stats struct {
+		forwarded        atomic.Uint64 // packets written to subscribers
+		keyframeRequests atomic.Uint64 // PLIs sent to publishers
+		switches         atomic.Uint64 // simulcast layer switches
+	}
 }
 
 // New builds an SFU from cfg.
@@ -353,4 +360,38 @@ func (s *SFU) Announce(room, participant string, m TrackMeta) error {
 		return fmt.Errorf("%w: a p2p room carries no tracks through the server", ErrRoomState)
 	}
 	return p.announce(m)
+}
+
+// Stats are the SFU's counters and sizes, for metrics.
+type Stats struct {
+	Rooms, Participants, Tracks, Subscriptions int
+	// ForwardedPackets, KeyframeRequests and LayerSwitches count since
+	// the SFU started.
+	ForwardedPackets, KeyframeRequests, LayerSwitches uint64
+}
+
+// Stats reads the SFU's counters and counts its rooms.
+func (s *SFU) Stats() Stats {
+	st := Stats{
+		ForwardedPackets: s.stats.forwarded.Load(),
+		KeyframeRequests: s.stats.keyframeRequests.Load(),
+		LayerSwitches:    s.stats.switches.Load(),
+	}
+	s.mu.Lock()
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	st.Rooms = len(rooms)
+	for _, r := range rooms {
+		for _, p := range r.others(nil) {
+			st.Participants++
+			p.mu.Lock()
+			st.Tracks += len(p.published)
+			st.Subscriptions += len(p.downs)
+			p.mu.Unlock()
+		}
+	}
+	return st
 }

@@ -68,6 +68,15 @@ func newUpTrack(p *Participant, pc *webrtc.PeerConnection, remote *webrtc.TrackR
 	return t
 }
 
+// sfu returns the SFU of the track (nil for the bare tracks of unit
+// tests).
+func (t *upTrack) sfu() *SFU {
+	if t.pub == nil || t.pub.room == nil {
+		return nil
+	}
+	return t.pub.room.sfu
+}
+
 // quality maps a simulcast rid to a layer: Chromium's usual names q/h/f,
 // and l/m/h and 0/1/2.
 func quality(rid string) int {
@@ -163,8 +172,14 @@ func (t *upTrack) readLoop(l *layer) {
 		if t.muted.Load() {
 			continue
 		}
+		n := 0
 		for _, d := range *t.downs.Load() {
-			d.forward(&f)
+			if d.forward(&f) {
+				n++
+			}
+		}
+		if n > 0 {
+			t.sfu().stats.forwarded.Add(uint64(n))
 		}
 	}
 }
@@ -223,6 +238,7 @@ func (t *upTrack) requestKeyframe(q int) {
 		pkts = append(pkts, &rtcp.PictureLossIndication{MediaSSRC: l.ssrc})
 	}
 	if len(pkts) > 0 && t.pc != nil { // unit tests build tracks without a connection
+		t.sfu().stats.keyframeRequests.Add(uint64(len(pkts)))
 		_ = t.pc.WriteRTCP(pkts)
 	}
 }
