@@ -17,8 +17,9 @@ test-go:
 	go vet ./...
 	go test -race ./...
 
-# The TypeScript SDK: type check, unit tests, and a check that the bundle
-# the server embeds (web/sdk/switchboard.js) is a fresh build of sdk/js.
+# The TypeScript SDK: type check, unit tests, and a check that the bundles
+# the server embeds (web/sdk/switchboard.js and switchboard-worker.js) are
+# a fresh build of sdk/js.
 test-sdk:
 	cd sdk/js && npm ci --no-audit --no-fund && npm run typecheck && npm run check-bundle && npm test
 

@@ -35,6 +35,8 @@ var forbidden = []struct {
 	{"internal/transport/sse", module + "/internal/api", "transports do not depend on the API", false},
 	{"internal/transport/sse", module + "/internal/transport/", "transports never import each other", false},
 	{"internal/transport/httppublish", module + "/internal/transport/", "the publish endpoint serves every transport and imports none", false},
+	{"internal/transport/httpread", module + "/internal/api", "transports do not depend on the API", false},
+	{"internal/transport/httpread", module + "/internal/transport/", "the read endpoints serve every transport and import none", false},
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/httpauth", module + "/internal/transport/", "shared by HTTP transports, it imports none of them", false},
 	{"internal/httpx", module + "/internal/transport/", "the HTTP transports' shared preamble imports none of them", false},

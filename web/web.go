@@ -10,9 +10,10 @@ import "embed"
 var Static embed.FS
 
 // SDK holds "sdk/switchboard.js", the bundle of the TypeScript SDK in
-// sdk/js, built by "npm run build" there and committed, so that the server
-// builds without npm. "npm run check-bundle" (part of "make test") fails
-// when it differs from a fresh build.
+// sdk/js, and "sdk/switchboard-worker.js", the SharedWorker its tabs share
+// a connection through, built by "npm run build" there and committed, so
+// that the server builds without npm. "npm run check-bundle" (part of
+// "make test") fails when either differs from a fresh build.
 //
-//go:embed sdk/switchboard.js
+//go:embed sdk/switchboard.js sdk/switchboard-worker.js
 var SDK embed.FS

@@ -48,6 +48,7 @@ type options struct {
 	payload    int
 	publishers int
 	batch      int
+	h2c        bool
 	via        string
 	drain      time.Duration
 	warmup     time.Duration
@@ -129,6 +130,7 @@ Flags:
 	fs.IntVar(&o.maxSteps, "max-steps", 20, "find-max: most steps")
 	fs.IntVar(&o.payload, "payload", 100, "approximate size of each publication's data, in bytes (at least 40)")
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
+	fs.BoolVar(&o.h2c, "h2c", false, "publish to Switchboard's server API over HTTP/2 without TLS (h2c), many requests in flight per connection; the baseline stays on HTTP/1.1")
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
@@ -228,6 +230,7 @@ func (o *options) params() map[string]any {
 		if o.scenario == "channels" {
 			p["via"] = o.via
 			p["batch"] = o.batch
+			p["h2c"] = o.h2c
 		}
 	case "reconnect":
 		p["drop"] = o.drop

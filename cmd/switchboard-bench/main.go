@@ -142,7 +142,7 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 	if o.scenario == "sse" && kind == kindBaseline {
 		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no Server-Sent Events endpoint"}}, nil
 	}
-	spec := targetSpec{Kind: kind, CPUs: o.serverCPUs, APIKey: o.apiKey}
+	spec := targetSpec{Kind: kind, CPUs: o.serverCPUs, APIKey: o.apiKey, H2C: o.h2c && kind == kindSwitchboard}
 	switch {
 	case kind == kindSwitchboard && o.url != "":
 		spec.URL, spec.PID, spec.CPUs, spec.PublishURL = o.url, o.serverPID, "", o.publishURL

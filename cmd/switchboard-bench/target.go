@@ -71,6 +71,8 @@ type targetSpec struct {
 	// CPUs to pin the started server to ("" for none).
 	CPUs   string
 	APIKey string
+	// H2C publishes to the server API over HTTP/2 without TLS.
+	H2C bool
 }
 
 var listenLine = regexp.MustCompile(`listening.*?http://([0-9.]+:[0-9]+)`)
@@ -88,6 +90,11 @@ func startTarget(ctx context.Context, spec targetSpec) (*target, error) {
 			IdleConnTimeout:     30 * time.Second,
 			DisableCompression:  true,
 		},
+	}
+	if spec.H2C {
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		t.http.Transport.(*http.Transport).Protocols = p
 	}
 	if spec.ArgvFor == nil {
 		if spec.URL == "" {

@@ -181,14 +181,6 @@ type publishRequest struct {
 }
 
 // publishResult is a publication's place in its channel's history.
-type publishResult struct {
-	Offset uint64 `json:"offset"`
-	Epoch  string `json:"epoch"`
-	// Duplicate: the idempotency key was used within its window, this is
-	// the original publication's place and nothing was published.
-	Duplicate bool `json:"duplicate,omitempty"`
-}
-
 // idempotencyKey checks an optional idempotency key and returns it, ""
 // when absent.
 func idempotencyKey(key *string) (string, *protocol.Error) {
@@ -217,8 +209,17 @@ func (a *API) publish(ctx context.Context, body []byte) (any, *protocol.Error) {
 	if err != nil {
 		return nil, a.failed(err)
 	}
-	return publishResult{r.Offset, r.Epoch, r.Duplicate}, nil
+	// The hot path of the API: the answer is appended, not reflected.
+	return rawResult(hub.AppendPublished(make([]byte, 0, 64), r)), nil
 }
+
+// rawResult is a result already encoded as JSON: written as it is by
+// writeResult, and embedded as it is where results are encoded together
+// (a batch).
+type rawResult []byte
+
+// MarshalJSON implements json.Marshaler.
+func (r rawResult) MarshalJSON() ([]byte, error) { return r, nil }
 
 type broadcastRequest struct {
 	Channels []string        `json:"channels"`
@@ -359,7 +360,7 @@ func (a *API) info(context.Context, []byte) (any, *protocol.Error) {
 // HTTP status.
 func (a *API) serve(m method) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodySize))
+		body, err := readBody(w, r, a.opts.MaxBodySize)
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -376,6 +377,25 @@ func (a *API) serve(m method) http.HandlerFunc {
 		}
 		writeResult(w, res)
 	}
+}
+
+// readBody reads a request body of at most limit bytes, in one allocation
+// of the announced length when there is one.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		buf := make([]byte, n, n+1)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		// Nothing may follow what Content-Length announced; net/http
+		// enforces it, and the read of the end costs no allocation.
+		if m, err := body.Read(buf[n : n+1]); m != 0 || (err != nil && err != io.EOF) {
+			return nil, errors.Join(err, errors.New("body longer than Content-Length"))
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
 }
 
 // decodeParams reads a JSON object into v.
@@ -398,15 +418,26 @@ func (a *API) failed(err error) *protocol.Error {
 }
 
 func writeResult(w http.ResponseWriter, v any) {
+	if raw, ok := v.(rawResult); ok {
+		w.Header()["Content-Type"] = jsonContentType
+		b := make([]byte, 0, len(raw)+12)
+		b = append(append(append(b, `{"result":`...), raw...), "}\n"...)
+		_, _ = w.Write(b)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"result": v})
 }
+
+// jsonContentType is the Content-Type header value of every answer,
+// shared so that setting it allocates nothing.
+var jsonContentType = []string{"application/json"}
 
 func writeError(w http.ResponseWriter, status int, perr *protocol.Error) {
 	writeJSON(w, status, map[string]any{"error": perr})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

@@ -72,6 +72,7 @@ type Config struct {
 	LogFormat                string        `koanf:"log_format"`
 	Demo                     bool          `koanf:"demo"`
 	TLSCert                  string        `koanf:"tls_cert"`
+	HTTP2Cleartext           bool          `koanf:"http2_cleartext"`
 	TLSKey                   string        `koanf:"tls_key"`
 	JWTSecret                string        `koanf:"jwt_secret"`
 	JWTPublicKey             string        `koanf:"jwt_public_key"`
@@ -170,6 +171,7 @@ var Keys = []Key{
 	{"max_connections", 100000, "most connections this node accepts (0: no limit)"},
 	{"max_connections_per_ip", 25000, "most connections from one client address (0: no limit)"},
 	{"tls_cert", "", "TLS certificate file (PEM); with tls_key, serve HTTPS and HTTP/2"},
+	{"http2_cleartext", true, "without TLS, also serve HTTP/2 to clients that speak it from the first byte (h2c with prior knowledge), so a backend can send many server API requests at once over one connection"},
 	{"tls_key", "", "TLS private key file (PEM) for tls_cert"},
 	{"poll_max_timeout", 60 * time.Second, "longest wait a long poll (GET /poll) may ask for, in whole seconds"},
 	{"trusted_proxies", []string{}, "proxies (IP addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For or X-Real-IP gives the client address"},

@@ -186,8 +186,12 @@ func (s *Session) presenceStats(ctx context.Context, cmd *protocol.Command) ([]b
 	if err != nil {
 		return nil, s.clientError(err)
 	}
-	return mustJSON(st), nil
+	return PresenceStatsJSON(st), nil
 }
+
+// PresenceStatsJSON encodes presence counts as the protocol's
+// presence_stats result: {"num_clients":N,"num_users":M}.
+func PresenceStatsJSON(st broker.PresenceStats) []byte { return mustJSON(st) }
 
 // clientError turns an error from a hub method into what the client sees:
 // protocol errors as they are, anything else as "unavailable".

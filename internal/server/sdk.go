@@ -9,14 +9,18 @@ import (
 	"github.com/switchboardhq/switchboard/web"
 )
 
-// sdkHandler serves the browser SDK bundle at /sdk/switchboard.js, so that
-// a page can import it with no bundler. The URL carries no version, so
+// sdkHandler serves a file of the browser SDK (name, in web.SDK) at
+// /sdk/<name>: switchboard.js, so that a page can import it with no
+// bundler, and switchboard-worker.js, the SharedWorker the SDK starts
+// beside it (a SharedWorker must come from the page's origin, so the
+// worker is only used by pages on this server's origin unless the
+// application serves a copy and passes workerUrl). The URL carries no version, so
 // browsers must revalidate (no-cache) and get a 304 from the ETag while the
 // binary is the same. It is public code: any origin may import it (a
 // module script from another origin needs CORS), and it does not depend
 // on the demo being on.
-func sdkHandler() (http.Handler, error) {
-	body, err := web.SDK.ReadFile("sdk/switchboard.js")
+func sdkHandler(name string) (http.Handler, error) {
+	body, err := web.SDK.ReadFile("sdk/" + name)
 	if err != nil {
 		return nil, fmt.Errorf("server: sdk bundle: %w", err)
 	}

@@ -10,11 +10,18 @@ import (
 	"github.com/switchboardhq/switchboard/web"
 )
 
-// TestSDKServed: /sdk/switchboard.js is the embedded bundle, as JavaScript
-// a module script may import from any origin, revalidated by ETag, and
-// served with the demo off too.
+// TestSDKServed: /sdk/switchboard.js and /sdk/switchboard-worker.js (the
+// SharedWorker of sharedConnection) are the embedded bundles, as
+// JavaScript a module script may import from any origin, revalidated by
+// ETag, and served with the demo off too.
 func TestSDKServed(t *testing.T) {
-	want, err := web.SDK.ReadFile("sdk/switchboard.js")
+	for _, name := range []string{"switchboard.js", "switchboard-worker.js"} {
+		t.Run(name, func(t *testing.T) { testSDKServed(t, name) })
+	}
+}
+
+func testSDKServed(t *testing.T, name string) {
+	want, err := web.SDK.ReadFile("sdk/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +30,7 @@ func TestSDKServed(t *testing.T) {
 	}
 	for _, demo := range []bool{true, false} {
 		ts := start(t, func(c *config.Config) { c.Demo = demo })
-		url := "http://" + ts.Addr() + "/sdk/switchboard.js"
+		url := "http://" + ts.Addr() + "/sdk/" + name
 		req, _ := http.NewRequest("GET", url, nil)
 		req.Header.Set("Origin", "https://app.example.com")
 		resp, err := http.DefaultClient.Do(req)

@@ -36,6 +36,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 	"github.com/switchboardhq/switchboard/internal/realip"
 	"github.com/switchboardhq/switchboard/internal/transport/httppublish"
+	"github.com/switchboardhq/switchboard/internal/transport/httpread"
 	"github.com/switchboardhq/switchboard/internal/transport/longpoll"
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
@@ -223,6 +224,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		Guard:          guard,
 		Logger:         log,
 	}))
+	for path, op := range map[string]httpread.Op{"/history": httpread.History, "/presence": httpread.Presence, "/presence_stats": httpread.PresenceStats} {
+		mux.Handle(path, httpread.NewHandler(s.hub, op, httpread.Options{Guard: guard, Logger: log}))
+	}
 	// The server API, the profiles and the demo pages check the Host too
 	// (the transports do it themselves). The operations endpoints do not:
 	// probes and scrapers often address a node by a name nobody lists, and
@@ -247,11 +251,13 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		mux.Handle("/debug/pprof/trace", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Trace))))
 		mux.Handle("/debug/pprof/symbol", guard.RequireHost(api.RequireKey(s.APIKeys, http.HandlerFunc(pprof.Symbol))))
 	}
-	sdkJS, err := sdkHandler()
-	if err != nil {
-		return nil, err
+	for _, name := range []string{"switchboard.js", "switchboard-worker.js"} {
+		h, err := sdkHandler(name)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/sdk/"+name, guard.RequireHost(h))
 	}
-	mux.Handle("/sdk/switchboard.js", guard.RequireHost(sdkJS))
 	if cfg.Demo {
 		static, err := fs.Sub(web.Static, "static")
 		if err != nil {
@@ -285,6 +291,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 			return nil, fmt.Errorf("server: tls_cert, tls_key: %w", err)
 		}
 		s.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if cfg.HTTP2Cleartext {
+		// HTTP/2 without TLS for clients that start with its preface (h2c
+		// with prior knowledge; the HTTP/1.1 Upgrade to h2c is not
+		// offered): backends multiplex their server API requests on one
+		// connection. HTTP/1.1 requests and WebSocket upgrades are served
+		// as before.
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.httpSrv.Protocols = p
 	}
 	return s, nil
 }

@@ -136,16 +136,24 @@ function randomKey() {
   else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
+var REMEMBER = 1e4;
 var Outbox = class {
-  constructor(store, scope, isRetryable) {
+  /**
+   * load: read the entries kept in the store now (a page's own outbox).
+   * Without it the outbox starts empty until {@link sync} (a tab that
+   * does not hold a shared connection sends nothing itself).
+   */
+  constructor(store, scope, isRetryable, load = true) {
     /** entries not acked yet (failed ones stay, without being persisted, until dropFailed). */
     this.entries = [];
-    this.seq = Date.now() * 1e3;
+    this.seq = 0;
+    this.seqOf = /* @__PURE__ */ new Map();
     this.waiters = /* @__PURE__ */ new Map();
     this.busy = /* @__PURE__ */ new Set();
     // channels with a send in flight
     this.sender = null;
     this.persisted = /* @__PURE__ */ new Map();
+    this.acked = /* @__PURE__ */ new Map();
     /** retryDelay is the pause before resending after a retryable refusal, in ms. */
     this.retryDelay = 1e3;
     /** onChange runs after every change of an entry's state. */
@@ -153,30 +161,93 @@ var Outbox = class {
     this.store = store;
     this.scope = scope;
     this.isRetryable = isRetryable;
-    this.loaded = store.load(scope).then((kept) => {
-      const fresh = this.entries.splice(0);
-      for (const k of kept) {
-        this.entries.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
-        this.seq = Math.max(this.seq, k.seq + 1);
-      }
-      this.entries.push(...fresh);
-    }).catch(() => {
-    });
+    this.loaded = load ? this.sync() : Promise.resolve();
   }
-  /** add queues a publish and returns its promise (resolved on ack). */
-  add(channel, data, id = randomKey()) {
+  /** nextSeq is the seq of a new entry. */
+  nextSeq() {
+    const perf = globalThis.performance;
+    const now = perf?.timeOrigin ? perf.timeOrigin + perf.now() : Date.now();
+    this.seq = Math.max(Math.floor(now * 1e3), this.seq + 1);
+    return this.seq;
+  }
+  /**
+   * persist writes an entry to the store without queueing it here: a tab
+   * of a shared connection makes its publish durable before handing it to
+   * the context that sends. Resolves with the entry's seq.
+   */
+  async persist(channel, data, id) {
+    const seq = this.nextSeq();
+    await this.store.put({ id, seq, scope: this.scope, channel, data });
+    return seq;
+  }
+  /**
+   * sync adds the entries of the store that are not here yet (written by
+   * another tab, or by a holder of the shared connection that went away),
+   * in seq order, and sends them. Entries acked here are not taken again.
+   */
+  sync() {
+    const run = (async () => {
+      await Promise.all(this.persisted.values());
+      let kept;
+      try {
+        kept = await this.store.load(this.scope);
+      } catch {
+        return;
+      }
+      const have = new Set(this.entries.map((e) => e.id));
+      const fresh = [];
+      for (const k of kept) {
+        this.seq = Math.max(this.seq, k.seq);
+        if (have.has(k.id) || this.acked.has(k.id)) continue;
+        fresh.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
+        this.seqOf.set(k.id, k.seq);
+      }
+      if (!fresh.length) return;
+      this.entries.unshift(...fresh);
+      const order = this.entries.map((e, i) => [this.seqOf.get(e.id) ?? 0, i, e]);
+      order.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      this.entries.splice(0, this.entries.length, ...order.map((x) => x[2]));
+      this.changed();
+    })();
+    this.loaded = run;
+    void run.then(() => this.flush());
+    return run;
+  }
+  /**
+   * add queues a publish and returns its promise (resolved on ack). An
+   * id already queued (or recently acked) is not queued twice: the
+   * promise follows the entry there is.
+   */
+  add(channel, data, id = randomKey(), seq) {
+    const done = this.acked.get(id);
+    if (done !== void 0) return Promise.resolve({ offset: done });
+    const result = new Promise((resolve, reject) => {
+      const ws = this.waiters.get(id) ?? [];
+      ws.push({ resolve, reject });
+      this.waiters.set(id, ws);
+    });
+    const known = this.entries.find((e) => e.id === id);
+    if (known) {
+      if (known.state === "failed") this.settle(id, known.error ?? new Error("switchboard: publish failed"));
+      return result;
+    }
     const entry = { id, channel, data, state: "queued" };
+    if (seq === void 0) seq = this.nextSeq();
+    else this.seq = Math.max(this.seq, seq);
+    this.seqOf.set(id, seq);
     this.entries.push(entry);
-    const stored = { id, seq: this.seq++, scope: this.scope, channel, data };
+    const stored = { id, seq, scope: this.scope, channel, data };
     const p = this.store.put(stored).catch(() => {
     });
     this.persisted.set(id, p);
-    const result = new Promise((resolve, reject) => {
-      this.waiters.set(id, { resolve, reject });
-    });
     this.changed();
     void this.flush();
     return result;
+  }
+  settle(id, err, offset = 0) {
+    const ws = this.waiters.get(id);
+    this.waiters.delete(id);
+    for (const w of ws ?? []) err ? w.reject(err) : w.resolve({ offset });
   }
   /** online sets the sender (null while disconnected) and sends what is queued. */
   setSender(s) {
@@ -235,9 +306,10 @@ var Outbox = class {
   ack(e, offset) {
     e.state = "acked";
     e.offset = offset;
+    this.acked.set(e.id, offset);
+    if (this.acked.size > REMEMBER) this.acked.delete(this.acked.keys().next().value);
     this.remove(e);
-    this.waiters.get(e.id)?.resolve({ offset });
-    this.waiters.delete(e.id);
+    this.settle(e.id, null, offset);
   }
   fail(e, err) {
     e.state = "failed";
@@ -246,14 +318,14 @@ var Outbox = class {
     });
     this.persisted.delete(e.id);
     this.changed();
-    this.waiters.get(e.id)?.reject(err);
-    this.waiters.delete(e.id);
+    this.settle(e.id, err);
   }
   remove(e) {
     const i = this.entries.indexOf(e);
     if (i >= 0) this.entries.splice(i, 1);
     const p = this.persisted.get(e.id) ?? Promise.resolve();
     this.persisted.delete(e.id);
+    this.seqOf.delete(e.id);
     void p.then(() => this.store.delete(e.id)).catch(() => {
     });
     this.changed();
@@ -266,7 +338,7 @@ var Outbox = class {
   /** close rejects every waiting publish (the entries stay stored for the next page). */
   close(err) {
     this.sender = null;
-    for (const [, w] of this.waiters) w.reject(err);
+    for (const [, ws] of this.waiters) for (const w of ws) w.reject(err);
     this.waiters.clear();
   }
   changed() {
@@ -297,6 +369,13 @@ function closeIsFatal(code) {
 }
 
 // src/transport.ts
+function sinceParams(q, subs) {
+  const since = subs.map((s) => s.since());
+  if (since.some((p) => p !== void 0)) {
+    for (const p of since) q.append("since", p ? `${p.offset}:${p.epoch}` : "");
+  }
+  return since;
+}
 async function httpPublish(ctx, channel, data, key, signal) {
   const f = ctx.env.fetch ?? globalThis.fetch;
   const headers = { "Content-Type": "application/json" };
@@ -315,6 +394,30 @@ async function httpPublish(ctx, channel, data, key, signal) {
   }
   return answer(resp);
 }
+var ReadCommands = /* @__PURE__ */ new Set(["history", "presence", "presence_stats"]);
+async function httpRead(ctx, cmd) {
+  const name = String(cmd.command);
+  if (!ReadCommands.has(name)) throw new Error(`switchboard: ${name} needs the websocket transport`);
+  const q = new URLSearchParams();
+  q.set("channel", String(cmd.channel));
+  if (name === "history") {
+    if (cmd.limit !== void 0) q.set("limit", String(cmd.limit));
+    if (cmd.reverse) q.set("reverse", "true");
+    const since = cmd.since;
+    if (since) q.set("since", `${since.offset}:${since.epoch}`);
+  }
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers = {};
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await f(`${ctx.httpURL}/${name}?${q}`, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new DisconnectedError(`switchboard: ${name} failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
 async function answer(resp) {
   let body = null;
   try {
@@ -328,20 +431,20 @@ async function answer(resp) {
 }
 
 // src/sse.ts
-var OverlapTimeout = 1e4;
 var MaxStreamChannels = 16;
+function chunks(subs) {
+  const out = [];
+  for (let i = 0; i < subs.length; i += MaxStreamChannels) out.push(subs.slice(i, i + MaxStreamChannels));
+  return out;
+}
 var SSETransport = class {
   constructor(ctx) {
     this.ctx = ctx;
     this.name = "sse";
-    this.es = null;
     this.ended = false;
     this.started = false;
-    // the server answered (connected event) at least once
-    /** subs: the subscriptions of the current stream's channels, in its order (undefined: no longer subscribed). */
-    this.subs = [];
-    this.feeds = null;
-    this.finishOverlap = null;
+    // opened was reported
+    this.streams = [];
   }
   open() {
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
@@ -349,173 +452,111 @@ var SSETransport = class {
       setTimeout(() => this.end(0, "sse: no EventSource", false));
       return;
     }
-    this.stream();
+    this.sync();
   }
-  stream() {
-    this.finishOverlap?.();
-    const old = this.es;
-    const oldFeeds = this.feeds;
-    this.es = null;
-    const current = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    let names = current.map((s) => s.channel);
-    let listKey = "sse " + names.join(" ");
-    const prevKey = this.ctx.resume.get("sse list");
-    const resumeFirst = !old && prevKey !== void 0 && prevKey !== listKey && this.ctx.resume.has(prevKey);
-    if (resumeFirst) {
-      listKey = prevKey;
-      names = listKey.slice(4).split(" ");
-    }
-    const byName = new Map(current.map((s) => [s.channel, s]));
-    this.subs = names.map((n) => byName.get(n));
-    if (names.length === 0) {
-      old?.close();
-      if (!this.started) {
-        this.started = true;
-        this.ctx.opened({});
+  /** sync makes the streams match the subscriptions: a group whose list changed gets a new stream. */
+  sync() {
+    if (this.ended) return;
+    const groups = chunks(this.ctx.subscriptions());
+    for (let i = 0; i < Math.max(groups.length, this.streams.length); i++) {
+      const cur = this.streams[i];
+      const want = groups[i];
+      if (cur && want && cur.subs.length === want.length && cur.subs.every((s, j) => s === want[j])) continue;
+      cur?.es.close();
+      if (want) {
+        const s = this.stream(want);
+        if (!s) return;
+        this.streams[i] = s;
       }
-      return;
     }
-    this.ctx.resume.set("sse list", listKey);
+    this.streams.length = groups.length;
+    if (groups.length === 0 && !this.started) {
+      this.started = true;
+      this.ctx.opened({});
+    }
+  }
+  stream(subs) {
     const ES = this.ctx.env.EventSource ?? globalThis.EventSource;
     const q = new URLSearchParams();
-    for (const n of names) q.append("channel", n);
-    const last = this.ctx.resume.get(listKey);
-    if (last) q.set("lastEventId", last);
+    for (const s of subs) q.append("channel", s.channel);
+    sinceParams(q, subs);
     const token = this.ctx.token();
     if (token) q.set("token", token);
     let es;
     try {
       es = new ES(`${this.ctx.httpURL}/sse?${q}`);
     } catch (err) {
-      old?.close();
       setTimeout(() => this.end(0, `sse: ${String(err)}`, false));
-      return;
+      return null;
     }
-    this.es = es;
-    const catching = /* @__PURE__ */ new Map();
-    let overlap;
-    let oldDone = !old;
-    const finishOverlap = (abandon = false) => {
-      oldDone = true;
-      if (this.finishOverlap === finishOverlap) this.finishOverlap = null;
-      clearTimeout(overlap);
-      if (old) old.close();
-      if (oldFeeds) oldFeeds.onRelease = null;
-      if (abandon) {
-        catching.clear();
-        return;
-      }
-      for (const [ch, c] of catching) {
-        const sub = byName.get(ch);
-        if (sub) {
-          sub.startAt({ offset: c.target, epoch: sub.position?.epoch });
-          for (const p of c.held) sub.deliver(p);
-        }
-      }
-      catching.clear();
-    };
-    const release = (ch) => {
-      const c = catching.get(ch);
-      const sub = byName.get(ch);
-      if (!c || !sub || (sub.position?.offset ?? -1) < c.target) return;
-      catching.delete(ch);
-      for (const p of c.held) sub.deliver(p);
-      if (catching.size === 0) finishOverlap();
-    };
-    this.finishOverlap = finishOverlap;
-    const feeds = { onRelease: null };
-    this.feeds = feeds;
-    if (oldFeeds) oldFeeds.onRelease = release;
-    let connected = false;
-    const remember = (e) => {
-      if (e.lastEventId) this.ctx.resume.set(listKey, e.lastEventId);
-    };
-    const deliver = (sub, p) => {
-      sub.deliver(p);
-      feeds.onRelease?.(sub.channel);
-    };
+    const st = { es, subs, connected: false };
+    const byName = new Map(subs.map((s) => [s.channel, s]));
+    const live = () => !this.ended && this.streams.includes(st);
     es.addEventListener("connected", (e) => {
-      const ev = e;
-      const d = JSON.parse(ev.data);
-      connected = true;
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse(e.data);
+      st.connected = true;
       if (!this.started) {
         this.started = true;
         this.ctx.opened({ client: d.client });
-      } else if (d.client) {
+      } else if (d.client && st === this.streams[0]) {
         this.ctx.identified(d.client);
       }
-      for (const c of d.channels ?? []) {
-        const sub = byName.get(c.channel);
-        if (!sub) continue;
-        const pos = sub.position;
-        const behind = !oldDone && !last && pos && pos.offset !== null && pos.epoch === c.epoch && pos.offset < c.offset;
-        if (behind) {
-          catching.set(c.channel, { target: c.offset, held: [] });
-          sub.subscribed({ offset: pos.offset, epoch: c.epoch }, void 0);
-        } else {
-          sub.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
-        }
-      }
-      if (catching.size === 0) finishOverlap();
-      else overlap = setTimeout(() => finishOverlap(), OverlapTimeout);
-      if (resumeFirst) this.subscriptionsChanged();
+      for (const c of d.channels ?? []) byName.get(c.channel)?.subscribed({ offset: c.offset, epoch: c.epoch }, void 0);
     });
     es.addEventListener("unrecovered", (e) => {
-      const ev = e;
-      const d = JSON.parse(ev.data);
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse(e.data);
       byName.get(d.channel)?.gap("unrecovered", { offset: d.offset, epoch: d.epoch });
     });
+    for (const kind of ["join", "leave"]) {
+      es.addEventListener(kind, (e) => {
+        if (!live()) return;
+        const d = JSON.parse(e.data);
+        byName.get(d.channel)?.presenceEvent(kind, d[kind]);
+      });
+    }
     es.addEventListener("disconnect", (e) => {
-      if (es !== this.es) return;
+      if (!live()) return;
       const d = JSON.parse(e.data);
-      this.end(d.code, d.reason ?? "disconnected", connected, d.code === 4005);
+      this.end(d.code, d.reason ?? "disconnected", st.connected || this.started, d.code === 4005);
     });
     es.onmessage = (e) => {
-      remember(e);
+      if (!live()) return;
       const m = JSON.parse(e.data);
       const sub = byName.get(m.channel);
-      if (!sub || typeof m.offset !== "number") return;
-      const p = { channel: m.channel, data: m.data, offset: m.offset };
-      const c = catching.get(m.channel);
-      if (c) c.held.push(p);
-      else deliver(sub, p);
+      if (sub && typeof m.offset === "number") sub.deliver({ channel: m.channel, data: m.data, offset: m.offset });
     };
     es.onerror = () => {
-      if (es !== this.es) return;
-      this.end(0, "sse: stream failed", connected || this.started);
+      if (!live()) return;
+      this.end(0, "sse: stream failed", st.connected || this.started);
     };
-    if (old) {
-      old.onerror = () => finishOverlap();
-      old.addEventListener("disconnect", () => finishOverlap());
-    }
+    return st;
   }
   end(code, reason, opened, tokenExpired = false) {
     if (this.ended) return;
-    this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    this.close();
     this.ctx.closed({ code, reason, opened, tokenExpired, fatal: closeIsFatal(code) });
   }
   close() {
     this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
   }
   subscriptionsChanged() {
-    if (this.ended) return;
-    const now = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    if (now.length === this.subs.length && now.every((s, i) => s === this.subs[i])) return;
-    this.stream();
+    this.sync();
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
   }
+  request(command) {
+    return httpRead(this.ctx, command);
+  }
   async refresh(_token) {
-    if (!this.ended && this.es) this.stream();
+    if (this.ended) return;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
+    this.sync();
   }
 };
 
@@ -527,36 +568,48 @@ var PollTransport = class {
     this.name = "poll";
     this.ended = false;
     this.started = false;
-    this.abort = null;
-    this.changed = false;
+    this.workers = /* @__PURE__ */ new Map();
     this.idle = null;
   }
   open() {
-    void this.loop();
-  }
-  close() {
-    this.ended = true;
-    this.abort?.abort();
-    this.idle?.();
-  }
-  end(code, reason, tokenExpired = false, fatal = false) {
-    if (this.ended) return;
-    this.ended = true;
-    this.abort?.abort();
-    this.ctx.closed({ code, reason, opened: this.started, tokenExpired, fatal });
-  }
-  async loop() {
     const f = this.ctx.env.fetch ?? globalThis.fetch;
     if (!f) {
       setTimeout(() => this.end(0, "poll: no fetch"));
       return;
     }
-    const lastKey = this.ctx.resume.get("poll list");
-    let prev = lastKey ? { key: lastKey } : null;
+    this.sync();
+  }
+  close() {
+    this.ended = true;
+    for (const w of this.workers.values()) w.abort?.abort();
+    this.idle?.();
+  }
+  end(code, reason, tokenExpired = false, fatal = false) {
+    if (this.ended) return;
+    this.close();
+    this.ctx.closed({ code, reason, opened: this.started, tokenExpired, fatal });
+  }
+  /** sync starts a worker per group of channels (worker 0 also waits while there are none). */
+  sync() {
+    if (this.ended) return;
+    const n = Math.max(1, chunks(this.ctx.subscriptions()).length);
+    for (let k = 0; k < n; k++) {
+      if (this.workers.has(k)) continue;
+      const w = { abort: null, changed: false };
+      this.workers.set(k, w);
+      void this.loop(k, w);
+    }
+  }
+  async loop(k, w) {
+    const f = this.ctx.env.fetch ?? globalThis.fetch;
     while (!this.ended) {
-      const subs = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-      this.changed = false;
+      const subs = chunks(this.ctx.subscriptions())[k] ?? [];
+      w.changed = false;
       if (subs.length === 0) {
+        if (k > 0) {
+          this.workers.delete(k);
+          return;
+        }
         if (!this.started) {
           this.started = true;
           this.ctx.opened({});
@@ -565,43 +618,48 @@ var PollTransport = class {
         this.idle = null;
         continue;
       }
-      const key = "poll " + subs.map((s) => s.channel).join(" ");
-      const cursor = this.ctx.resume.get(key);
       const q = new URLSearchParams();
       for (const s of subs) q.append("channel", s.channel);
-      if (cursor) q.set("cursor", cursor);
-      q.set("timeout", String(PollTimeout));
+      const since = sinceParams(q, subs);
+      const wait = this.started && subs.every((s, i) => since[i] !== void 0 && s.state === "subscribed");
+      q.set("timeout", wait ? String(PollTimeout) : "0");
       const headers = {};
       const token = this.ctx.token();
       if (token) headers["Authorization"] = `Bearer ${token}`;
       const abort = new AbortController();
-      this.abort = abort;
+      w.abort = abort;
       let result;
       try {
         const resp = await f(`${this.ctx.httpURL}/poll?${q}`, { headers, signal: abort.signal, cache: "no-store" });
         result = await answer(resp);
       } catch (err) {
         if (this.ended) return;
-        if (this.changed) continue;
+        if (w.changed) continue;
         if (err instanceof ServerError) {
           if (err.code === 419) return this.end(4005, err.message, true);
           if (err.code === 401) return this.end(4502, err.message, false, true);
           if (err.code === 503) return this.end(0, err.message);
-          if (err.code === 400 && cursor) {
-            this.ctx.resume.delete(key);
-            continue;
-          }
           for (const s of subs) s.failed(err);
           continue;
         }
         return this.end(0, `poll: ${String(err)}`);
       }
       if (this.ended) return;
+      if (w.changed) continue;
       const byName = new Map(subs.map((s) => [s.channel, s]));
-      for (const ch of result.unrecovered ?? []) byName.get(ch)?.gap("unrecovered", { offset: null });
-      for (const s of subs) {
-        if (s.state === "subscribing") s.subscribed({ offset: s.position?.offset ?? null, epoch: s.position?.epoch }, void 0);
+      const positions = /* @__PURE__ */ new Map();
+      for (const c of result.channels ?? []) positions.set(c.channel, { offset: c.offset, epoch: c.epoch });
+      const lost = new Set(result.unrecovered ?? []);
+      for (const ch of lost) {
+        const s = byName.get(ch);
+        const p = positions.get(ch);
+        const pos = p ? { offset: p.offset, epoch: p.epoch } : { offset: null };
+        if (s?.state === "subscribing") s.subscribed(pos, false);
+        else s?.gap("unrecovered", pos);
       }
+      subs.forEach((s, i) => {
+        if (s.state === "subscribing" && since[i] && !lost.has(s.channel)) s.subscribed({ ...since[i] }, void 0);
+      });
       if (!this.started) {
         this.started = true;
         this.ctx.opened({});
@@ -610,46 +668,27 @@ var PollTransport = class {
         const s = byName.get(m.channel);
         if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
       }
-      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
-      if (!cursor && prev && prev.key !== key && this.ctx.resume.has(prev.key)) {
-        await this.drain(prev.key, headers);
+      for (const s of subs) {
+        const p = positions.get(s.channel);
+        if (!p) continue;
+        if (s.state === "subscribing") s.subscribed({ ...p }, void 0);
+        else if (s.position && s.position.offset === p.offset) s.position.epoch = p.epoch;
       }
-      prev = { key };
-      this.ctx.resume.set("poll list", key);
     }
-  }
-  /** drain polls an old channel list with timeout=0 until it returns nothing. */
-  async drain(key, headers) {
-    const f = this.ctx.env.fetch ?? globalThis.fetch;
-    const names = key.slice(5).split(" ");
-    const subs = this.ctx.subscriptions();
-    for (let i = 0; i < 100 && !this.ended; i++) {
-      const q = new URLSearchParams();
-      for (const n of names) q.append("channel", n);
-      q.set("cursor", this.ctx.resume.get(key) ?? "");
-      q.set("timeout", "0");
-      let result;
-      try {
-        result = await answer(await f(`${this.ctx.httpURL}/poll?${q}`, { headers, cache: "no-store" }));
-      } catch {
-        break;
-      }
-      for (const m of result.messages ?? []) {
-        const s = subs.find((x) => x.channel === m.channel);
-        if (s && typeof m.offset === "number") s.deliver({ channel: m.channel, data: m.data, offset: m.offset });
-      }
-      if (typeof result.cursor === "string") this.ctx.resume.set(key, result.cursor);
-      if (!result.messages?.length || result.unrecovered?.length) break;
-    }
-    this.ctx.resume.delete(key);
   }
   subscriptionsChanged() {
-    this.changed = true;
-    this.abort?.abort();
+    for (const w of this.workers.values()) {
+      w.changed = true;
+      w.abort?.abort();
+    }
     this.idle?.();
+    this.sync();
   }
   publish(channel, data, key) {
     return httpPublish(this.ctx, channel, data, key);
+  }
+  request(command) {
+    return httpRead(this.ctx, command);
   }
   async refresh(_token) {
   }
@@ -768,6 +807,12 @@ var Subscription = class {
     this.delivered++;
     this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
   }
+  /** @internal presenceEvent hands a join or leave push to its handler. */
+  presenceEvent(kind, info) {
+    if (this.state === "unsubscribed" || !info || typeof info !== "object") return;
+    if (kind === "join") this.handlers.onJoin?.(info);
+    else this.handlers.onLeave?.(info);
+  }
   /** @internal gap tells the subscriber its state is stale and moves to `pos`. */
   gap(reason, pos) {
     if (this.state === "unsubscribed") return;
@@ -777,12 +822,36 @@ var Subscription = class {
 };
 
 // src/shared.ts
+var TAB_MESSAGES = /* @__PURE__ */ new Set(["join", "sub", "unsub", "bye", "req", "ping", "tok", "online"]);
 function sharedSupport(env) {
   const g = globalThis;
   const locks = env?.locks ?? g.navigator?.locks;
   const BC = env?.BroadcastChannel ?? g.BroadcastChannel;
-  if (!locks || typeof locks.request !== "function" || !BC) return null;
-  return { locks, BC };
+  const SW = env?.SharedWorker ?? g.SharedWorker;
+  const ok = locks && typeof locks.request === "function" ? locks : void 0;
+  if (!SW && !(ok && BC)) return null;
+  return { locks: ok, BC, SW };
+}
+function fnv1a(s, basis) {
+  let h = basis >>> 0;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+function identityKey(token) {
+  if (!token) return "anonymous";
+  let id = "t:" + token;
+  const parts = token.split(".");
+  if (parts.length === 3) {
+    try {
+      const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+      if (claims && typeof claims.sub === "string") id = "s:" + JSON.stringify([claims.iss ?? "", claims.sub]);
+    } catch {
+    }
+  }
+  return fnv1a(id, 2166136261) + fnv1a(id, 84696351);
 }
 var WireSub = class extends Subscription {
   constructor(channel, send, onUnsubscribe) {
@@ -1015,6 +1084,10 @@ var WebSocketTransport = class {
       sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
     } else if (msg.reset) {
       sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
+    } else if (msg.join) {
+      sub.presenceEvent("join", msg.join);
+    } else if (msg.leave) {
+      sub.presenceEvent("leave", msg.leave);
     }
   }
 };
@@ -1510,6 +1583,16 @@ function newStream(tracks) {
 }
 
 // src/client.ts
+function defaultWorkerUrl() {
+  try {
+    return new URL("./switchboard-worker.js", import.meta.url).href;
+  } catch {
+    return void 0;
+  }
+}
+var nullBus = { post() {
+}, close() {
+} };
 var ALL = ["websocket", "sse", "poll"];
 function endpoints(url) {
   const u = new URL(url, globalThis.location?.href);
@@ -1557,6 +1640,7 @@ var Switchboard = class {
     this.waiters = [];
     this.rooms = /* @__PURE__ */ new Map();
     this.shared = null;
+    this.starting = Promise.resolve();
     /** state is the current connection state. */
     this.state = "disconnected";
     this.opts = opts;
@@ -1568,18 +1652,50 @@ var Switchboard = class {
     this.backoff = new Backoff(opts.backoff);
     this.token = opts.token;
     const store = opts.outbox === false ? new MemoryOutboxStore() : opts.outbox ?? defaultStore();
-    this.box = new Outbox(store, this.urls.http, retryable);
-    this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    const support = !opts.hub && opts.sharedConnection !== false ? sharedSupport(opts.env) : null;
+    this.box = new Outbox(store, this.urls.http, retryable, !support && !opts.hub);
+    this.box.onChange = () => this.outboxChanged();
     this.wsubs = this.subs;
     this.worder = this.order;
     const g = globalThis;
     g.addEventListener?.("online", this.onlineHandler);
     g.addEventListener?.("offline", this.offlineHandler);
-    const support = opts.sharedConnection ? sharedSupport(opts.env) : null;
-    if (support) {
+    if (opts.hub) {
+      this.startHub(opts.hub);
+    } else if (support) {
       this.wsubs = /* @__PURE__ */ new Map();
       this.worder = [];
-      this.startShared(support.locks, support.BC);
+      this.shared = {
+        tab: randomKey(),
+        mode: "starting",
+        name: "",
+        bus: nullBus,
+        leader: false,
+        release: () => {
+        },
+        tabLock: () => {
+        },
+        refs: /* @__PURE__ */ new Map(),
+        joined: /* @__PURE__ */ new Set(),
+        pending: /* @__PURE__ */ new Map(),
+        transport: this.transports[0],
+        gathering: false,
+        pageHide: () => this.sharedBye(),
+        pageShow: (ev) => {
+          if (ev?.persisted) this.announce();
+        },
+        view: [],
+        worker: null,
+        heard: false,
+        awaiting: false,
+        ping: 0,
+        outboxTimer: 0,
+        persisting: Promise.resolve(),
+        handing: /* @__PURE__ */ new Map()
+      };
+      g.addEventListener?.("pagehide", this.shared.pageHide);
+      g.addEventListener?.("pageshow", this.shared.pageShow);
+      this.starting = this.startSharing(support);
     } else {
       queueMicrotask(() => this.connect());
     }
@@ -1589,36 +1705,214 @@ var Switchboard = class {
   get leading() {
     return !this.shared || this.shared.leader;
   }
-  startShared(locks, BC) {
-    const name = `switchboard:${this.urls.http}`;
-    const sh = {
-      tab: randomKey(),
-      bc: new BC(name),
+  timing(k, def) {
+    return this.opts.sharedTimings?.[k] ?? def;
+  }
+  /**
+   * startSharing finds who the connection is for (a getToken is asked
+   * once now when there is no token), then joins the SharedWorker of that
+   * server and identity, or the Web Locks election, or gives up sharing.
+   */
+  async startSharing(sp) {
+    const sh = this.shared;
+    if (!this.token && this.opts.getToken) {
+      try {
+        this.token = await this.opts.getToken();
+      } catch (err) {
+        this.error(err);
+        this.unshare();
+        return;
+      }
+    }
+    if (this.closedForGood) return;
+    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    if (sp.locks) await this.holdTabLock(sp.locks);
+    if (this.closedForGood) return;
+    if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
+    if (sp.locks && sp.BC) {
+      this.startLocks(sp.locks, sp.BC);
+      return;
+    }
+    this.unshare();
+  }
+  /**
+   * holdTabLock takes a lock only this client holds, until it closes or
+   * its page goes: the holder of the connection waits for it to learn
+   * that the tab is gone, however it went.
+   */
+  holdTabLock(locks) {
+    const sh = this.shared;
+    return new Promise((granted) => {
+      const held = new Promise((r) => sh.tabLock = r);
+      locks.request(tabLockName(sh.tab), () => {
+        sh.tabLocked = true;
+        granted();
+        return held;
+      }).catch(() => granted());
+    });
+  }
+  startWorker(sp) {
+    const sh = this.shared;
+    const g = globalThis;
+    const raw = this.opts.workerUrl ?? defaultWorkerUrl();
+    if (!raw) return false;
+    let url;
+    try {
+      url = new URL(String(raw), g.location?.href);
+    } catch {
+      return false;
+    }
+    if (g.location?.origin && url.origin !== g.location.origin) return false;
+    let w;
+    try {
+      w = new sp.SW(url.href, { name: sh.name, type: "module" });
+    } catch {
+      return false;
+    }
+    sh.mode = "worker";
+    sh.worker = w;
+    sh.heard = false;
+    sh.awaiting = false;
+    const port = w.port;
+    port.onmessage = (ev) => {
+      if (sh.worker !== w) return;
+      sh.heard = true;
+      sh.awaiting = false;
+      this.sharedMessage(ev.data);
+    };
+    w.addEventListener?.("error", () => {
+      if (sh.worker === w && !sh.heard) this.workerFailed(sp);
+    });
+    port.start?.();
+    sh.bus = {
+      post: (m) => port.postMessage(m),
+      close: () => port.close()
+    };
+    clearInterval(sh.ping);
+    sh.ping = setInterval(() => this.checkWorker(sp), this.timing("ping", 4e3));
+    this.announce();
+    return true;
+  }
+  /**
+   * checkWorker pings the worker; one that has not answered since the last
+   * ping is gone (it crashed, the browser stopped it): the tab starts (or
+   * reaches) it again and joins anew. One that never answered at all is
+   * given up for the Web Locks way.
+   */
+  checkWorker(sp) {
+    const sh = this.shared;
+    if (!sh || sh.mode !== "worker" || this.closedForGood) return;
+    if (!sh.awaiting) {
+      sh.awaiting = true;
+      this.post({ t: "ping", tab: sh.tab });
+      return;
+    }
+    if (!sh.heard) {
+      this.workerFailed(sp);
+      return;
+    }
+    sh.bus.close();
+    sh.worker = null;
+    sh.joined.clear();
+    if (!this.startWorker(sp)) this.workerFailed(sp);
+  }
+  workerFailed(sp) {
+    const sh = this.shared;
+    clearInterval(sh.ping);
+    sh.bus.close();
+    sh.bus = nullBus;
+    sh.worker = null;
+    sh.joined.clear();
+    if (sp.locks && sp.BC) this.startLocks(sp.locks, sp.BC);
+    else this.unshare();
+  }
+  startLocks(locks, BC) {
+    const sh = this.shared;
+    sh.mode = "locks";
+    const bc = new BC(sh.name);
+    bc.onmessage = (ev) => this.sharedMessage(ev.data);
+    sh.bus = {
+      post: (m) => bc.postMessage(m),
+      close: () => bc.close()
+    };
+    const held = new Promise((r) => sh.release = r);
+    locks.request(sh.name, () => {
+      if (this.closedForGood) return Promise.resolve();
+      this.becomeLeader();
+      return held;
+    }).catch(() => {
+    });
+    this.announce();
+  }
+  /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
+  startHub(bus) {
+    this.wsubs = /* @__PURE__ */ new Map();
+    this.worder = [];
+    this.shared = {
+      tab: "hub",
+      mode: "hub",
+      name: "",
+      bus,
       leader: false,
       release: () => {
+      },
+      tabLock: () => {
       },
       refs: /* @__PURE__ */ new Map(),
       joined: /* @__PURE__ */ new Set(),
       pending: /* @__PURE__ */ new Map(),
       transport: this.transports[0],
       gathering: false,
-      pageHide: () => this.sharedBye()
+      pageHide: () => {
+      },
+      pageShow: () => {
+      },
+      view: [],
+      worker: null,
+      heard: true,
+      awaiting: false,
+      ping: 0,
+      outboxTimer: 0,
+      persisting: Promise.resolve(),
+      handing: /* @__PURE__ */ new Map()
     };
-    this.shared = sh;
-    sh.bc.onmessage = (ev) => this.sharedMessage(ev.data);
-    globalThis.addEventListener?.("pagehide", sh.pageHide);
-    const held = new Promise((r) => sh.release = r);
-    locks.request(name, () => {
-      if (this.closedForGood) return Promise.resolve();
-      this.becomeLeader();
-      return held;
-    }).catch(() => {
-    });
-    this.post({ t: "join", tab: sh.tab });
+    this.becomeLeader();
+  }
+  /** hubMessage hands the core of a SharedWorker a message of one of its tabs. @internal */
+  hubMessage(m) {
+    this.sharedMessage(m);
+  }
+  /** hubRefs lists the tabs subscribed to a channel. @internal */
+  hubRefs(channel) {
+    return this.shared?.refs.get(channel);
+  }
+  /**
+   * unshare gives up sharing: this client connects on its own, and what it
+   * asked of the holder it does itself.
+   */
+  unshare() {
+    const sh = this.shared;
+    if (!sh) return;
+    this.shared = null;
+    clearInterval(sh.ping);
+    sh.bus.close();
+    sh.tabLock();
+    const g = globalThis;
+    g.removeEventListener?.("pagehide", sh.pageHide);
+    g.removeEventListener?.("pageshow", sh.pageShow);
+    this.wsubs = this.subs;
+    this.worder = this.order;
+    void this.box.sync();
+    for (const p of sh.pending.values()) {
+      const m = p.msg;
+      const r = m.op === "publish" ? this.box.add(m.channel, m.data, m.key, m.seq) : this.command(m.cmd, true);
+      r.then(p.resolve, p.reject);
+    }
+    if (!this.closedForGood) void this.connect();
   }
   post(m) {
     try {
-      this.shared?.bc.postMessage(m);
+      this.shared?.bus.post(m);
     } catch {
     }
   }
@@ -1632,31 +1926,57 @@ var Switchboard = class {
     if (this.shared?.leader) this.fromTab(m);
     else this.post(m);
   }
+  /**
+   * announce tells the holder who this tab is and what it holds: its
+   * subscriptions with the position each delivered last, and the requests
+   * still unanswered (a new holder answers them; a publish keeps its key).
+   */
+  announce() {
+    const sh = this.shared;
+    if (!sh || sh.leader || this.closedForGood) return;
+    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : void 0 });
+    for (const s of this.order) {
+      if (s.state === "unsubscribed") continue;
+      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
+    }
+    for (const p of sh.pending.values()) this.post(p.msg);
+  }
+  sharedConfig() {
+    const o = this.opts;
+    return {
+      token: this.token,
+      hasGetToken: !!o.getToken,
+      transports: o.transports,
+      backoff: o.backoff,
+      stablePeriod: o.stablePeriod,
+      fallbackAfter: o.fallbackAfter,
+      upgradeAfter: o.upgradeAfter,
+      pingInterval: o.pingInterval,
+      memoryOutbox: o.outbox === false || void 0,
+      tabLock: this.shared?.tabLocked || void 0
+    };
+  }
   sharedMessage(m) {
     if (this.closedForGood || !this.shared) return;
-    switch (m.t) {
-      case "join":
-      case "sub":
-      case "unsub":
-      case "bye":
-      case "req":
-        if (this.shared.leader) this.fromTab(m);
-        return;
-      default:
-        if (!this.shared.leader) this.fromLeader(m);
+    if (TAB_MESSAGES.has(m.t)) {
+      if (this.shared.leader) this.fromTab(m);
+      return;
     }
+    if (!this.shared.leader) this.fromLeader(m);
   }
   becomeLeader() {
     const sh = this.shared;
     sh.leader = true;
     sh.gathering = true;
+    void this.box.sync();
     for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
-    this.post({ t: "hello", leader: sh.tab });
+    if (sh.mode !== "hub") this.post({ t: "hello", leader: sh.tab });
     for (const p of sh.pending.values()) this.fromTab(p.msg);
+    this.outboxChanged();
     setTimeout(() => {
       sh.gathering = false;
       if (!this.closedForGood) void this.connect();
-    }, 150);
+    }, this.timing("gather", 150));
   }
   /** fromTab handles, in the leader, a message of a tab (maybe itself). */
   fromTab(m) {
@@ -1664,6 +1984,7 @@ var Switchboard = class {
     switch (m.t) {
       case "join":
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
+        this.outboxChanged();
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -1690,6 +2011,10 @@ var Switchboard = class {
         return;
       case "bye":
         for (const ch of [...sh.refs.keys()]) this.unref(ch, m.tab);
+        void this.box.sync();
+        return;
+      case "online":
+        this.wentOnline();
         return;
       case "req": {
         const reply = (ok, value, err) => this.fanout({
@@ -1700,7 +2025,7 @@ var Switchboard = class {
           value,
           error: err ? { name: err.name ?? "Error", message: err.message ?? String(err), code: err.code } : void 0
         });
-        const p = m.op === "publish" ? this.box.add(m.channel, m.data, m.key) : this.command(m.cmd, true);
+        const p = m.op === "publish" ? this.box.add(m.channel, m.data, m.key, m.seq) : this.command(m.cmd, true);
         p.then(
           (v) => reply(true, v),
           (e) => reply(false, void 0, e)
@@ -1727,11 +2052,7 @@ var Switchboard = class {
     switch (m.t) {
       case "hello":
         if (m.leader === sh.tab) return;
-        for (const s of this.order) {
-          if (s.state === "unsubscribed") continue;
-          this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
-        }
-        for (const p of sh.pending.values()) this.post(p.msg);
+        this.announce();
         return;
       case "pub": {
         const s = this.subs.get(m.channel);
@@ -1758,12 +2079,25 @@ var Switchboard = class {
       case "state":
         sh.transport = m.transport;
         if (!sh.leader) {
+          const same = m.state === this.state && m.clientId === this.clientId && !m.code;
           this.clientId = m.clientId;
+          if (same) return;
           if (m.state === "connecting") {
             for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
           }
           this.setState(m.state, m.code ? { code: m.code, reason: m.reason } : {});
         }
+        return;
+      case "outbox":
+        if (sh.leader) return;
+        sh.view = m.entries.map((e) => ({ ...e, error: e.error === void 0 ? void 0 : new Error(e.error) }));
+        this.emitter.emit("outbox", this.outbox);
+        return;
+      case "error":
+        if (!sh.leader) this.emitter.emit("error", new Error(m.message));
+        return;
+      case "tokreq":
+        if (m.to === sh.tab) void this.giveToken(m.id);
         return;
       case "res": {
         if (m.to !== sh.tab) return;
@@ -1781,6 +2115,17 @@ var Switchboard = class {
       }
     }
   }
+  /** giveToken runs getToken for the SharedWorker, which cannot call it. */
+  async giveToken(id) {
+    const sh = this.shared;
+    try {
+      if (!this.opts.getToken) throw new Error("switchboard: this tab has no getToken");
+      const token = await this.opts.getToken();
+      this.post({ t: "tok", tab: sh.tab, id, token });
+    } catch (err) {
+      this.post({ t: "tok", tab: sh.tab, id, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
   /** request sends a publish or command to the leader and waits for its answer (resent to a new leader). */
   request(msg) {
     const sh = this.shared;
@@ -1790,6 +2135,41 @@ var Switchboard = class {
       sh.pending.set(id, { msg: full, resolve, reject });
       this.toLeader(full);
     });
+  }
+  /**
+   * sharedPublish stores a publish in this tab's outbox store before
+   * handing it to the holder of the connection, so that it survives this
+   * tab, the holder and a reload whichever goes first. Publishes go to the
+   * holder in the order they were made.
+   */
+  sharedPublish(channel, data) {
+    const sh = this.shared;
+    const key = randomKey();
+    sh.handing.set(key, { id: key, channel, data, state: "queued" });
+    const put = this.box.persist(channel, data, key).catch(() => void 0);
+    const stored = sh.persisting.then(() => put);
+    sh.persisting = stored;
+    return stored.then((seq) => {
+      sh.handing.delete(key);
+      if (!this.shared) return this.box.add(channel, data, key, seq);
+      return this.request({ op: "publish", channel, data, key, seq });
+    });
+  }
+  outboxChanged() {
+    this.emitter.emit("outbox", this.outbox);
+    const sh = this.shared;
+    if (!sh?.leader || sh.outboxTimer) return;
+    sh.outboxTimer = setTimeout(() => {
+      sh.outboxTimer = 0;
+      if (this.closedForGood) return;
+      const entries = this.box.entries.map((e) => ({ id: e.id, channel: e.channel, data: e.data, state: e.state, offset: e.offset, error: e.error?.message }));
+      this.post({ t: "outbox", entries });
+    }, 0);
+  }
+  error(err) {
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.emitter.emit("error", e);
+    if (this.shared?.leader) this.post({ t: "error", message: e.message });
   }
   sharedBye() {
     const sh = this.shared;
@@ -1803,7 +2183,19 @@ var Switchboard = class {
   }
   /** outbox lists the publishes not acknowledged yet (and those failed for good). */
   get outbox() {
-    return this.box.entries;
+    const sh = this.shared;
+    if (!sh) return this.box.entries;
+    const base = sh.leader ? this.box.entries : sh.view;
+    const mine = [];
+    if (!sh.leader) {
+      const listed = new Set(sh.view.map((e) => e.id));
+      for (const p of sh.pending.values()) {
+        const m = p.msg;
+        if (m.t === "req" && m.op === "publish" && !listed.has(m.key)) mine.push({ id: m.key, channel: m.channel, data: m.data, state: "queued" });
+      }
+    }
+    mine.push(...sh.handing.values());
+    return mine.length ? [...base, ...mine] : base;
   }
   /** dropFailed removes the entries that failed for good from {@link outbox}. */
   dropFailed() {
@@ -1845,24 +2237,27 @@ var Switchboard = class {
   publish(channel, data) {
     if (data === void 0) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
-    if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
+    if (this.shared) return this.sharedPublish(channel, data);
     return this.box.add(channel, data);
   }
-  /** presence lists the clients subscribed to a channel (WebSocket only). */
+  /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
   presence(channel) {
     return this.command({ command: "presence", channel });
   }
-  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  /** presenceStats counts the clients and users of a channel (over SSE and long polling: GET /presence_stats). */
   presenceStats(channel) {
     return this.command({ command: "presence_stats", channel });
   }
-  /** history reads a channel's history (WebSocket only). */
+  /** history reads a channel's history (over SSE and long polling: GET /history). */
   history(channel, opts = {}) {
     return this.command({ command: "history", channel, ...opts });
   }
   async command(cmd, local = false) {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
-    if (this.shared && !local) return this.request({ op: "command", cmd });
+    if (this.shared && !local) {
+      await this.starting;
+      if (this.shared) return this.request({ op: "command", cmd });
+    }
     if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise((r) => this.waiters.push(r));
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
@@ -1872,12 +2267,13 @@ var Switchboard = class {
     return t.request(cmd);
   }
   /**
-   * joinRoom enters a call room (WebSocket transport only, not with
-   * sharedConnection) and resolves with the Room once joined; see
-   * docs/sdk.md. A lost connection ends the room (event "closed").
+   * joinRoom enters a call room and resolves with the Room once joined;
+   * see docs/sdk.md. A participant is a connection: it needs the tab's
+   * own WebSocket (sharedConnection: false). A lost connection ends the
+   * room (event "closed").
    */
   async joinRoom(name, opts = {}) {
-    if (this.shared) throw new Error("switchboard: joinRoom does not work with sharedConnection");
+    if (this.shared) throw new Error("switchboard: joinRoom needs the tab's own connection: create the client with sharedConnection: false");
     if (this.rooms.has(name)) throw new Error(`switchboard: already in room ${name}`);
     const room = new Room(name, opts, {
       command: (cmd) => this.command(cmd),
@@ -1910,11 +2306,15 @@ var Switchboard = class {
     const sh = this.shared;
     if (sh) {
       if (!sh.leader) this.post({ t: "bye", tab: sh.tab });
-      globalThis.removeEventListener?.("pagehide", sh.pageHide);
+      g.removeEventListener?.("pagehide", sh.pageHide);
+      g.removeEventListener?.("pageshow", sh.pageShow);
       for (const p of sh.pending.values()) p.reject(new DisconnectedError("switchboard: client closed"));
       sh.pending.clear();
+      clearInterval(sh.ping);
+      clearTimeout(sh.outboxTimer);
       sh.release();
-      sh.bc.close();
+      sh.tabLock();
+      sh.bus.close();
     }
   }
   setState(state, extra = {}) {
@@ -1948,7 +2348,7 @@ var Switchboard = class {
         this.token = await this.opts.getToken();
         this.tokenStale = false;
       } catch (err) {
-        this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+        this.error(err);
         this.scheduleReconnect();
         return;
       }
@@ -2043,7 +2443,7 @@ var Switchboard = class {
     try {
       token = await this.opts.getToken();
     } catch (err) {
-      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.error(err);
       this.timers.refresh = setTimeout(() => void this.refresh(), 1e3);
       return;
     }
@@ -2054,7 +2454,7 @@ var Switchboard = class {
       this.scheduleRefresh(tokenExpiry(token));
     } catch (err) {
       if (t !== this.transport) return;
-      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.error(err);
       this.tokenStale = false;
       t.close();
       this.transportClosed(t, { code: 0, reason: "refresh failed", opened: true });
@@ -2091,7 +2491,7 @@ var Switchboard = class {
   /** stop gives up reconnecting: commands waiting for a connection fail. */
   stop(err) {
     this.stopped = err;
-    this.emitter.emit("error", err);
+    this.error(err);
     for (const f of this.waiters.splice(0)) f();
   }
   scheduleReconnect() {
@@ -2106,12 +2506,17 @@ var Switchboard = class {
     this.transportClosed(t, { code: 0, reason: "offline", opened: true });
   }
   wentOnline() {
+    const sh = this.shared;
+    if (sh && !sh.leader && sh.mode === "worker") this.post({ t: "online", tab: sh.tab });
     if (this.closedForGood || this.transport || !this.leading) return;
     clearTimeout(this.timers.reconnect);
     this.backoff.reset();
     void this.connect();
   }
 };
+function tabLockName(tab) {
+  return `switchboard-tab:${tab}`;
+}
 export {
   Backoff,
   DisconnectedError,

@@ -60,6 +60,9 @@ const client = new Switchboard(location.origin, {
   // back to SSE or long polling, where they are not available.
   transports: ['websocket'],
   backoff: { base: 500, max: 5000, factor: 2 },
+  // Every tab is a participant of its own (its name, its presence entry,
+  // its typing notice), so every tab has its own connection.
+  sharedConnection: false,
 });
 
 // Status ---------------------------------------------------------------

@@ -82,7 +82,9 @@ function addGap() {
   prepend(li);
 }
 
-const client = new Switchboard(location.origin, { transports: ['sse'] });
+// The page shows its own SSE stream (the status counts its streams), so it
+// does not share one with the other tabs of the origin.
+const client = new Switchboard(location.origin, { transports: ['sse'], sharedConnection: false });
 
 client.on('state', (e) => {
   if (ui.status.dataset.state === 'disconnected') return; // stopped for good

@@ -69,7 +69,9 @@ function badges(id, p) {
   t.querySelector('.badges').textContent = muted.join(', ');
 }
 
-const client = new Switchboard(location.origin, { transports: ['websocket'], outbox: false });
+// A participant is a connection: each tab calls on its own WebSocket, not
+// on the connection the SDK shares between tabs by default.
+const client = new Switchboard(location.origin, { transports: ['websocket'], outbox: false, sharedConnection: false });
 let room = null;
 let local = null;
 let joining = false;

@@ -181,7 +181,24 @@ func (hd *Handler) poll(ctx context.Context, req request, info hub.SessionInfo) 
 		tops[i] = pos
 		st.epochs[i], st.offsets[i] = pos.Epoch, pos.Offset
 	}
-	if req.cursor == nil {
+	switch {
+	case req.since != nil:
+		// Each channel from the position the client gave (another
+		// transport's, another poll's), or from now.
+		for i, p := range req.since {
+			switch {
+			case p == nil:
+			case p.Epoch != st.epochs[i]:
+				st.lost(i, tops[i])
+			default:
+				st.offsets[i] = p.Offset // one past the top: catchUp finds it lost
+			}
+		}
+		if err := hd.resume(ctx, st, tops, req.timeout, info); err != nil {
+			return nil, err
+		}
+		return st, nil
+	case req.cursor == nil:
 		return st, nil // a first poll: only the cursor
 	}
 	if protocol.CursorCheck(req.channels, st.epochs) != req.cursor.check {
@@ -194,13 +211,22 @@ func (hd *Handler) poll(ctx context.Context, req request, info hub.SessionInfo) 
 		return st, nil
 	}
 	copy(st.offsets, req.cursor.offsets)
-	if err := hd.catchUp(ctx, st, tops); err != nil {
+	if err := hd.resume(ctx, st, tops, req.timeout, info); err != nil {
 		return nil, err
 	}
-	if st.done() || req.timeout == 0 {
-		return st, nil
+	return st, nil
+}
+
+// resume fills the answer from the positions in st: what history holds
+// after them, else what comes within timeout.
+func (hd *Handler) resume(ctx context.Context, st *state, tops []broker.Position, timeout time.Duration, info hub.SessionInfo) error {
+	if err := hd.catchUp(ctx, st, tops); err != nil {
+		return err
 	}
-	return st, hd.wait(ctx, st, req.timeout, info)
+	if st.done() || timeout == 0 {
+		return nil
+	}
+	return hd.wait(ctx, st, timeout, info)
 }
 
 // catchUp adds to the answer what history holds after the cursor, channel
@@ -387,8 +413,17 @@ func (st *state) urgent() bool {
 	return st.full || st.gap || slices.Contains(st.unrecovered, true)
 }
 
-// encode returns the answer:
-// {"messages":[pushes],"cursor":C[,"unrecovered":[channels]]}.
+// position is a channel's position in an answer.
+type position struct {
+	Channel string `json:"channel"`
+	Offset  uint64 `json:"offset"`
+	Epoch   string `json:"epoch"`
+}
+
+// encode returns the answer: {"messages":[pushes],"cursor":C,
+// "channels":[{"channel","offset","epoch"}...][,"unrecovered":[channels]]}.
+// The channels' positions are those the cursor holds, for clients that
+// carry them to another transport (as "since").
 func (st *state) encode() []byte {
 	b := make([]byte, 0, st.bytes+len(st.msgs)+256)
 	b = append(b, `{"messages":[`...)
@@ -400,7 +435,15 @@ func (st *state) encode() []byte {
 	}
 	b = append(b, `],"cursor":"`...)
 	b = append(b, encodeCursor(st.channels, st.epochs, st.offsets)...)
-	b = append(b, '"')
+	b = append(b, `","channels":[`...)
+	for i, ch := range st.channels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		p, _ := json.Marshal(position{ch, st.offsets[i], st.epochs[i]})
+		b = append(b, p...)
+	}
+	b = append(b, ']')
 	var lost []string
 	for i, u := range st.unrecovered {
 		if u {

@@ -84,7 +84,12 @@ type answer struct {
 	Messages    []push   `json:"messages"`
 	Cursor      string   `json:"cursor"`
 	Unrecovered []string `json:"unrecovered"`
-	Error       *struct {
+	Channels    []struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+		Epoch   string `json:"epoch"`
+	} `json:"channels"`
+	Error *struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
@@ -646,3 +651,64 @@ type nopTransport struct{}
 func (nopTransport) Name() string                      { return "test" }
 func (nopTransport) WriteMessages([]hub.Message) error { return nil }
 func (nopTransport) Close(protocol.Disconnect) error   { return nil }
+
+// TestSince starts a poll at positions held from elsewhere (another
+// transport): a position in the channel's epoch gets what followed it, one
+// of another epoch is unrecovered, a channel without one starts from now,
+// and the answer's positions can be sent as since again.
+func TestSince(t *testing.T) {
+	e := newEnv(t, hub.Config{}, longpoll.Options{})
+	for i := 1; i <= 3; i++ {
+		e.publish("a", i)
+		e.publish("b", i)
+		e.publish("c", i)
+	}
+	first := e.poll([]string{"a", "b", "c"}, "", "0")
+	if len(first.Channels) != 3 || first.Channels[0].Channel != "a" || first.Channels[0].Offset != 3 || first.Channels[0].Epoch == "" {
+		t.Fatalf("first poll positions: %+v", first.Channels)
+	}
+	epochA := first.Channels[0].Epoch
+	q := url.Values{"channel": {"c", "b", "a"}, "since": {"", "1:other", "1:" + epochA}, "timeout": {"5"}}
+	r, err := get(context.Background(), e.url+"?"+q.Encode(), nil)
+	if err != nil || r.Status != 200 {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if !slices.Equal(offsets(r.Messages, "a"), []uint64{2, 3}) || len(offsets(r.Messages, "c")) != 0 || !slices.Equal(r.Unrecovered, []string{"b"}) {
+		t.Fatalf("since poll: %+v", r)
+	}
+	for i, want := range []uint64{3, 3, 3} {
+		if r.Channels[i].Offset != want || r.Channels[i].Epoch != first.Channels[i].Epoch {
+			t.Fatalf("positions %+v, want those of %+v", r.Channels, first.Channels)
+		}
+	}
+	// The positions as since: a waiting poll that wakes on the next
+	// publication, in any channel.
+	e.publish("c", 4)
+	q = url.Values{"channel": {"a", "b", "c"}, "timeout": {"5"}}
+	for _, p := range r.Channels {
+		q.Add("since", fmt.Sprintf("%d:%s", p.Offset, p.Epoch))
+	}
+	r2, err := get(context.Background(), e.url+"?"+q.Encode(), nil)
+	if err != nil || r2.Status != 200 || !slices.Equal(offsets(r2.Messages, "c"), []uint64{4}) || len(r2.Messages) != 1 || r2.Unrecovered != nil {
+		t.Fatalf("second since poll: %v %+v", err, r2)
+	}
+	// Both a cursor and since: refused.
+	q.Set("cursor", r2.Cursor)
+	bad, err := get(context.Background(), e.url+"?"+q.Encode(), nil)
+	if err != nil || bad.Status != 400 || bad.Error == nil || bad.Error.Code != 400 {
+		t.Fatalf("cursor and since: %v %+v", err, bad)
+	}
+}
+
+// TestSinceAhead treats a position past the channel's top (a client of
+// another server that shares no broker) as unrecovered.
+func TestSinceAhead(t *testing.T) {
+	e := newEnv(t, hub.Config{}, longpoll.Options{})
+	e.publish("a", 1)
+	ep := e.poll([]string{"a"}, "", "0").Channels[0].Epoch
+	q := url.Values{"channel": {"a"}, "since": {"9:" + ep}, "timeout": {"5"}}
+	r, err := get(context.Background(), e.url+"?"+q.Encode(), nil)
+	if err != nil || r.Status != 200 || !slices.Equal(r.Unrecovered, []string{"a"}) || r.Channels[0].Offset != 1 {
+		t.Fatalf("%v %+v", err, r)
+	}
+}

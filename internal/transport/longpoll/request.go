@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -19,6 +20,10 @@ type request struct {
 	timeout time.Duration
 	// cursor is the client's position, nil on a first poll.
 	cursor *cursor
+	// since holds, when the query gave "since" parameters, one start
+	// position per channel (nil: from now), in the order of channels;
+	// nil otherwise. A request has a cursor or since, not both.
+	since []*protocol.StreamPosition
 }
 
 // cursor is a decoded poll cursor: the position of every polled channel.
@@ -72,9 +77,11 @@ type limits struct {
 }
 
 // parseRequest reads a poll request from its query parameters:
-// channel (1 to maxChannels times), cursor (optional) and timeout (optional,
-// whole seconds). Other parameters are ignored, so that clients may add
-// their own (such as a cache buster).
+// channel (1 to maxChannels times), cursor (optional), since (optional,
+// once per channel in the order of the channel parameters, see
+// protocol.ParseSince; not with a cursor) and timeout (optional, whole
+// seconds). Other parameters are ignored, so that clients may add their own
+// (such as a cache buster).
 func parseRequest(q url.Values, lim limits) (request, *protocol.Error) {
 	var req request
 	chans := q["channel"]
@@ -89,11 +96,29 @@ func parseRequest(q url.Values, lim limits) (request, *protocol.Error) {
 			return req, perr
 		}
 	}
-	req.channels = slices.Clone(chans)
-	slices.Sort(req.channels)
+	since, perr := protocol.ParseSince(q["since"], len(chans))
+	if perr != nil {
+		return req, perr
+	}
+	// Sort the channels and their since positions together.
+	order := make([]int, len(chans))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(chans[i], chans[j]) })
+	req.channels = make([]string, len(chans))
+	for k, i := range order {
+		req.channels[k] = chans[i]
+	}
 	for i := 1; i < len(req.channels); i++ {
 		if req.channels[i] == req.channels[i-1] {
 			return req, protocol.ErrBadRequest.WithMessage(`channel %q is listed twice`, req.channels[i])
+		}
+	}
+	if since != nil {
+		req.since = make([]*protocol.StreamPosition, len(since))
+		for k, i := range order {
+			req.since[k] = since[i]
 		}
 	}
 
@@ -114,6 +139,8 @@ func parseRequest(q url.Values, lim limits) (request, *protocol.Error) {
 	switch c := q["cursor"]; {
 	case len(c) > 1:
 		return req, protocol.ErrBadRequest.WithMessage(`"cursor" given more than once`)
+	case len(c) == 1 && c[0] != "" && req.since != nil:
+		return req, protocol.ErrBadRequest.WithMessage(`give "cursor" or "since", not both`)
 	case len(c) == 1 && c[0] != "":
 		cur, perr := decodeCursor(c[0], req.channels)
 		if perr != nil {

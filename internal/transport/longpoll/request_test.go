@@ -48,6 +48,11 @@ func TestParseRequest(t *testing.T) {
 		{"cursor too long", "channel=a&channel=b&cursor=" + strings.Repeat("A", 300), 400},
 		{"cursor for fewer channels", "channel=a&channel=b&channel=c&cursor=" + good, 400},
 		{"cursor for another list", "channel=a&channel=c&cursor=" + good, 400},
+		{"since", "channel=b&channel=a&since=3:E&since=", 0},
+		{"since with an empty cursor", "channel=a&since=3:E&cursor=", 0},
+		{"since and cursor", "channel=a&channel=b&since=&since=&cursor=" + good, 400},
+		{"since count", "channel=a&channel=b&since=3:E", 400},
+		{"since malformed", "channel=a&since=3", 400},
 		{"SSE-style cursor without list tag", "channel=a&channel=b&cursor=" + protocol.EncodeCursor(1, []uint64{3, 4}), 400},
 	}
 	for _, tc := range tests {
@@ -83,8 +88,18 @@ func TestParseRequestValues(t *testing.T) {
 	if !slices.Equal(req.cursor.offsets, []uint64{3, 1 << 40}) || req.cursor.check != protocol.CursorCheck(req.channels, []string{"E1", "E2"}) {
 		t.Fatalf("cursor %+v", req.cursor)
 	}
+	// Since positions follow their channels into sorted order.
+	q, _ = url.ParseQuery("channel=c&channel=a&channel=b&since=7:E&since=&since=2:F")
+	req, perr = parseRequest(q, testLimits)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if !slices.Equal(req.channels, []string{"a", "b", "c"}) || len(req.since) != 3 ||
+		req.since[0] != nil || *req.since[1] != (protocol.StreamPosition{Offset: 2, Epoch: "F"}) || *req.since[2] != (protocol.StreamPosition{Offset: 7, Epoch: "E"}) {
+		t.Fatalf("since %+v for %v", req.since, req.channels)
+	}
 	q, _ = url.ParseQuery("channel=a")
-	if req, _ := parseRequest(q, testLimits); req.timeout.Seconds() != 25 || req.cursor != nil {
+	if req, _ := parseRequest(q, testLimits); req.timeout.Seconds() != 25 || req.cursor != nil || req.since != nil {
 		t.Fatalf("defaults: %+v", req)
 	}
 }
@@ -111,7 +126,8 @@ func TestCursorLength(t *testing.T) {
 
 // FuzzParseRequest feeds arbitrary query strings to the request parser: it
 // must never panic, and whatever it accepts must be a well-formed request
-// whose cursor encodes back to an equivalent one.
+// with one since position per channel (or none, and never with a cursor)
+// and a cursor that encodes back to an equivalent one.
 func FuzzParseRequest(f *testing.F) {
 	ab := []string{"a", "b"}
 	f.Add("channel=a")
@@ -124,6 +140,8 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add("channel=news:world&channel=dialog%23alice,bob&timeout=60")
 	f.Add("channel=%zz")
 	f.Add("")
+	f.Add("channel=b&channel=a&since=3:E&since=")
+	f.Add("channel=a&since=3:E&cursor=AQAAAAAA")
 	f.Fuzz(func(t *testing.T, raw string) {
 		q, err := url.ParseQuery(raw)
 		if err != nil {
@@ -146,6 +164,9 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if req.timeout < 0 || req.timeout.Seconds() > float64(testLimits.maxTimeout) {
 			t.Fatalf("timeout %s accepted", req.timeout)
+		}
+		if req.since != nil && (len(req.since) != len(req.channels) || req.cursor != nil) {
+			t.Fatalf("%d since positions for %d channels, cursor %v", len(req.since), len(req.channels), req.cursor)
 		}
 		if req.cursor == nil {
 			return

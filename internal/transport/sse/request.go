@@ -19,6 +19,10 @@ type request struct {
 	// resume is the position the client holds (its Last-Event-ID), or nil
 	// when it gave none.
 	resume *cursor
+	// since holds, when the query gave "since" parameters and no event id
+	// was given, one start position per channel (nil: from now), in the
+	// order of channels; nil otherwise.
+	since []*protocol.StreamPosition
 	// token is the connection token (a JWT), "" when none was given.
 	token string
 }
@@ -43,8 +47,8 @@ type cursor struct {
 // stream.
 //
 // Errors carry the protocol code the client sees in the 400 answer: 400 for
-// a malformed query, a repeated channel or parameter, or a malformed event
-// id; 422 for a missing or invalid channel name; 429 for too many channels.
+// a malformed query, a repeated channel or parameter, a malformed event
+// id or "since"; 422 for a missing or invalid channel name; 429 for too many channels.
 func parseRequest(rawQuery, lastEventID, authorization string, maxChannels int) (request, *protocol.Error) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
@@ -82,6 +86,13 @@ func parseRequest(rawQuery, lastEventID, authorization string, maxChannels int) 
 	}
 	req.token = token
 
+	// Validated even when an event id makes them unused, so that a bad
+	// value is found the first time, not on some later reconnect.
+	since, perr := protocol.ParseSince(q["since"], len(channels))
+	if perr != nil {
+		return request{}, perr
+	}
+
 	id := lastEventID
 	if id == "" {
 		if id, perr = single(q, "lastEventId"); perr != nil {
@@ -89,6 +100,7 @@ func parseRequest(rawQuery, lastEventID, authorization string, maxChannels int) 
 		}
 	}
 	if id == "" {
+		req.since = since
 		return req, nil
 	}
 	if len(id) > maxEventIDLength {

@@ -21,6 +21,7 @@ func TestParseRequest(t *testing.T) {
 		query, header, auth string
 		channels            []string
 		resume              *cursor
+		since               string // fmt.Sprint of the positions
 		token               string
 		code                int // 0: valid
 	}{
@@ -58,6 +59,11 @@ func TestParseRequest(t *testing.T) {
 		"two tokens":                {query: "channel=a&token=x&token=y", code: 400},
 		"other auth scheme":         {query: "channel=a", auth: "Basic YTpi", code: 400},
 		"bearer without token":      {query: "channel=a", auth: "Bearer", code: 400},
+		"since":                     {query: "channel=a&channel=b&since=4:E&since=", channels: []string{"a", "b"}, since: "[4:E <nil>]"},
+		"id wins over since":        {query: "channel=a&since=4:E", header: one, channels: []string{"a"}, resume: &cursor{9, []uint64{12}}},
+		"bad since with an id":      {query: "channel=a&since=4", header: one, code: 400},
+		"since count":               {query: "channel=a&channel=b&since=4:E", code: 400},
+		"since without epoch":       {query: "channel=a&since=4:", code: 400},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -80,6 +86,9 @@ func TestParseRequest(t *testing.T) {
 			if (req.resume == nil) != (tc.resume == nil) {
 				t.Fatalf("resume %+v, want %+v", req.resume, tc.resume)
 			}
+			if got := fmtSince(req.since); got != tc.since {
+				t.Fatalf("since %s, want %s", got, tc.since)
+			}
 			if tc.resume != nil && (req.resume.check != tc.resume.check || fmt.Sprint(req.resume.offsets) != fmt.Sprint(tc.resume.offsets)) {
 				t.Fatalf("resume %+v, want %+v", req.resume, tc.resume)
 			}
@@ -95,8 +104,9 @@ func TestParseRequestMaxChannels(t *testing.T) {
 
 // FuzzParseRequest feeds arbitrary query strings, Last-Event-ID and
 // Authorization values: the parser never panics, accepts only valid channel
-// lists, and an accepted id has one offset per channel and round-trips
-// through the encoder.
+// lists, since positions come one per channel and only without an id, and
+// an accepted id has one offset per channel and round-trips through the
+// encoder.
 func FuzzParseRequest(f *testing.F) {
 	seeds := []struct{ query, header, auth string }{
 		{"channel=news", "", ""},
@@ -110,6 +120,9 @@ func FuzzParseRequest(f *testing.F) {
 		{";;&&==", "\x00", ""},
 		{"channel=a&token=t", "", "Bearer x"},
 		{"channel=a", "", "bearer"},
+		{"channel=a&channel=b&since=3:E&since=", "", ""},
+		{"channel=a&since=3:E", protocol.EncodeCursor(1, []uint64{2}), ""},
+		{"channel=a&since=:&since=", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.query, s.header, s.auth)
@@ -132,6 +145,14 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			seen[ch] = true
 		}
+		if req.since != nil && (len(req.since) != len(req.channels) || req.resume != nil) {
+			t.Fatalf("%d since positions for %d channels (resume %v)", len(req.since), len(req.channels), req.resume)
+		}
+		for _, p := range req.since {
+			if p != nil && (p.Epoch == "" || len(p.Epoch) > protocol.MaxEpochLength) {
+				t.Fatalf("accepted since epoch %q", p.Epoch)
+			}
+		}
 		if req.resume == nil {
 			return
 		}
@@ -147,4 +168,19 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("id %q does not round-trip: %+v %v", id, again.resume, perr)
 		}
 	})
+}
+
+// fmtSince formats since positions as [OFFSET:EPOCH <nil> ...], "" for none.
+func fmtSince(ps []*protocol.StreamPosition) string {
+	if ps == nil {
+		return ""
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = "<nil>"
+		if p != nil {
+			out[i] = protocol.FormatSince(*p)
+		}
+	}
+	return "[" + strings.Join(out, " ") + "]"
 }

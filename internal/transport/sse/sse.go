@@ -164,14 +164,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Subscribe every channel: from the client's position when it resumes
 	// (what it missed is queued first, or an unrecovered notice), else from
-	// now. The stream begins after, so its connected event says exactly
-	// where each channel starts.
+	// its "since" position when it gave one, else from now. The stream
+	// begins after, so its connected event says exactly where each channel
+	// starts.
 	start := make([]broker.Position, len(req.channels))
 	for i, ch := range req.channels {
 		var since *broker.Position
 		var first func(hub.SubscribeResult) []hub.Message
-		if resume {
+		switch {
+		case resume:
 			since = &broker.Position{Offset: req.resume.offsets[i], Epoch: epochs[i]}
+		case req.since != nil && req.since[i] != nil:
+			// A position of another epoch is not recovered: the hook
+			// queues an unrecovered event, as for a resume.
+			since = &broker.Position{Offset: req.since[i].Offset, Epoch: req.since[i].Epoch}
+		}
+		if since != nil {
 			first = st.firstHook(ch)
 		}
 		res, perr := sess.Subscribe(ctx, ch, since, first)
@@ -184,7 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler) // nothing was sent: the client retries
 		}
 		start[i] = res.Position
-		if resume {
+		if since != nil {
 			start[i] = *since
 		}
 	}

@@ -286,3 +286,74 @@ func TestMethodAndPreflight(t *testing.T) {
 		t.Fatalf("POST: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestSince starts the channels of a stream at positions given with
+// "since": a position in the current epoch gets what followed it, one of
+// another epoch an unrecovered event, and a channel without one starts
+// from now.
+func TestSince(t *testing.T) {
+	h, _, srv := newTestHandler(t, Options{})
+	ctx := context.Background()
+	var top broker.Position
+	for i := 1; i <= 3; i++ {
+		for _, ch := range []string{"a", "b", "c"} {
+			p, err := h.Publish(ctx, ch, []byte(strconv.Itoa(i)), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			top = p
+		}
+	}
+	pa, _ := h.Position(ctx, "a")
+	pb, _ := h.Position(ctx, "b")
+	url := srv.URL + "?channel=a&channel=b&channel=c&since=1:" + pa.Epoch + "&since=1:other&since="
+	s := ssetest.Open(t, srv.Client(), url, nil)
+	defer s.Close()
+	s.Next() // retry
+	var got []string
+	for len(got) < 4 {
+		ev := s.NextData()
+		got = append(got, ev.Type+" "+ev.Data)
+	}
+	want := []string{
+		`connected {"client":"` + strings.Split(got[0], `"`)[3] + `","channels":[{"channel":"a","offset":1,"epoch":"` + pa.Epoch + `"},{"channel":"b","offset":1,"epoch":"other"},{"channel":"c","offset":3,"epoch":"` + top.Epoch + `"}]}`,
+	}
+	if got[0] != want[0] {
+		t.Fatalf("connected:\n%s\nwant\n%s", got[0], want[0])
+	}
+	// Then channel a's offsets 2 and 3 and b's unrecovered event, with the
+	// channels' events in order (a and b may interleave).
+	rest := strings.Join(got[1:], "\n")
+	for _, w := range []string{
+		` {"channel":"a","data":2,"offset":2}`,
+		` {"channel":"a","data":3,"offset":3}`,
+		`unrecovered {"channel":"b","offset":3,"epoch":"` + pb.Epoch + `"}`,
+	} {
+		if !strings.Contains(rest, w) {
+			t.Fatalf("events after connected:\n%s\nmissing %s", rest, w)
+		}
+	}
+	if strings.Index(rest, `"offset":2}`) > strings.Index(rest, `"data":3`) {
+		t.Fatalf("out of order:\n%s", rest)
+	}
+	// What is published next comes live.
+	if _, err := h.Publish(ctx, "c", []byte("4"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if ev := s.NextData(); ev.Data != `{"channel":"c","data":4,"offset":4}` || !ev.HasID {
+		t.Fatalf("live: %+v", ev)
+	}
+}
+
+func TestSinceRefused(t *testing.T) {
+	_, _, srv := newTestHandler(t, Options{})
+	resp, err := srv.Client().Get(srv.URL + "?channel=a&since=x:E")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":400`) || !strings.Contains(string(body), "since") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}

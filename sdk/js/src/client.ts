@@ -8,13 +8,13 @@ import { Outbox, defaultStore, MemoryOutboxStore, randomKey } from "./outbox.js"
 import type { OutboxEntry, OutboxStore } from "./outbox.js";
 import { PollTransport } from "./poll.js";
 import { SSETransport } from "./sse.js";
-import { WireSub, lower, sharedSupport } from "./shared.js";
-import type { Locks, Message } from "./shared.js";
+import { TAB_MESSAGES, WireSub, identityKey, lower, sharedSupport } from "./shared.js";
+import type { Bus, Locks, Message, SharedConfig, SharedSupport, WireEntry } from "./shared.js";
 import { Subscription } from "./subscription.js";
 import type { SubscriptionHandlers } from "./subscription.js";
 import type { Env, Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError } from "./types.js";
-import type { CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
+import type { ClientInfo, CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
 import { WebSocketTransport } from "./ws.js";
 import { Room, type RoomOptions } from "./room.js";
 
@@ -32,12 +32,21 @@ export interface SwitchboardOptions {
   /** transports in order of preference; the client falls back along it. Default all three. */
   transports?: TransportName[];
   /**
-   * sharedConnection: the clients of one server in the tabs of one origin
-   * share one connection, held by a leader tab chosen with Web Locks; the
-   * others reach it over a BroadcastChannel. Ignored (own connection)
-   * where either is missing. See docs/sdk.md.
+   * sharedConnection (default true): the clients of one server and one
+   * identity in the tabs of one origin share one connection, held by a
+   * SharedWorker, or where there is none (or it cannot load) by a leader
+   * tab chosen with Web Locks that the others reach over a
+   * BroadcastChannel; an own connection where neither works. Tabs with
+   * tokens of different users never share. See docs/sdk.md.
    */
   sharedConnection?: boolean;
+  /**
+   * workerUrl is the script of the SharedWorker (it must be on the page's
+   * origin). Default: switchboard-worker.js beside this module (the server
+   * serves it at /sdk/switchboard-worker.js). `false`: no SharedWorker,
+   * the Web Locks leader instead.
+   */
+  workerUrl?: string | URL | false;
   /** backoff tunes reconnect delays (defaults: base 500 ms, max 10 s, factor 2, full jitter). */
   backoff?: BackoffOptions;
   /** stablePeriod: a connection up this long resets the backoff, in ms. Default 5000. */
@@ -60,7 +69,22 @@ export interface SwitchboardOptions {
   pingInterval?: number;
   /** env replaces WebSocket, EventSource or fetch (tests, polyfills). */
   env?: Env;
+  /** @internal hub runs this client as the connection of a SharedWorker (see hub.ts). */
+  hub?: Bus;
+  /** @internal timings of sharing, in ms (tests). */
+  sharedTimings?: { gather?: number; ping?: number };
 }
+
+/** defaultWorkerUrl is the worker bundle beside this module. */
+function defaultWorkerUrl(): string | undefined {
+  try {
+    return new URL("./switchboard-worker.js", import.meta.url).href;
+  } catch {
+    return undefined;
+  }
+}
+
+const nullBus: Bus = { post() {}, close() {} };
 
 /** StateEvent is the payload of the "state" event. */
 export interface StateEvent {
@@ -154,6 +178,7 @@ export class Switchboard {
   private wsubs: Map<string, Subscription>;
   private worder: Subscription[];
   private shared: SharedState | null = null;
+  private starting: Promise<void> = Promise.resolve();
   /** state is the current connection state. */
   state: ConnectionState = "disconnected";
   /** client is the id the server gave this connection (WebSocket, SSE). */
@@ -169,18 +194,49 @@ export class Switchboard {
     this.backoff = new Backoff(opts.backoff);
     this.token = opts.token;
     const store = opts.outbox === false ? new MemoryOutboxStore() : (opts.outbox ?? defaultStore());
-    this.box = new Outbox(store, this.urls.http, retryable);
-    this.box.onChange = () => this.emitter.emit("outbox", this.box.entries);
+    const support = !opts.hub && opts.sharedConnection !== false ? sharedSupport(opts.env) : null;
+    // Shared: only the holder of the connection reads the stored outbox.
+    this.box = new Outbox(store, this.urls.http, retryable, !support && !opts.hub);
+    this.box.onChange = () => this.outboxChanged();
     this.wsubs = this.subs;
     this.worder = this.order;
     const g = globalThis as any;
     g.addEventListener?.("online", this.onlineHandler);
     g.addEventListener?.("offline", this.offlineHandler);
-    const support = opts.sharedConnection ? sharedSupport(opts.env) : null;
-    if (support) {
+    if (opts.hub) {
+      this.startHub(opts.hub);
+    } else if (support) {
       this.wsubs = new Map();
       this.worder = [];
-      this.startShared(support.locks, support.BC);
+      this.shared = {
+        tab: randomKey(),
+        mode: "starting",
+        name: "",
+        bus: nullBus,
+        leader: false,
+        release: () => {},
+        tabLock: () => {},
+        refs: new Map(),
+        joined: new Set(),
+        pending: new Map(),
+        transport: this.transports[0],
+        gathering: false,
+        pageHide: () => this.sharedBye(),
+        pageShow: (ev: any) => {
+          if (ev?.persisted) this.announce();
+        },
+        view: [],
+        worker: null,
+        heard: false,
+        awaiting: false,
+        ping: 0,
+        outboxTimer: 0,
+        persisting: Promise.resolve(),
+        handing: new Map(),
+      };
+      g.addEventListener?.("pagehide", this.shared.pageHide);
+      g.addEventListener?.("pageshow", this.shared.pageShow);
+      this.starting = this.startSharing(support);
     } else {
       queueMicrotask(() => this.connect());
     }
@@ -193,37 +249,226 @@ export class Switchboard {
     return !this.shared || this.shared.leader;
   }
 
-  private startShared(locks: Locks, BC: typeof BroadcastChannel): void {
-    const name = `switchboard:${this.urls.http}`;
-    const sh: SharedState = {
-      tab: randomKey(),
-      bc: new BC(name),
-      leader: false,
-      release: () => {},
-      refs: new Map(),
-      joined: new Set(),
-      pending: new Map(),
-      transport: this.transports[0],
-      gathering: false,
-      pageHide: () => this.sharedBye(),
+  private timing(k: "gather" | "ping", def: number): number {
+    return this.opts.sharedTimings?.[k] ?? def;
+  }
+
+  /**
+   * startSharing finds who the connection is for (a getToken is asked
+   * once now when there is no token), then joins the SharedWorker of that
+   * server and identity, or the Web Locks election, or gives up sharing.
+   */
+  private async startSharing(sp: SharedSupport): Promise<void> {
+    const sh = this.shared!;
+    if (!this.token && this.opts.getToken) {
+      try {
+        this.token = await this.opts.getToken();
+      } catch (err) {
+        this.error(err);
+        this.unshare();
+        return;
+      }
+    }
+    if (this.closedForGood) return;
+    sh.name = `switchboard:${this.urls.http}:${identityKey(this.token)}`;
+    if (sp.locks) await this.holdTabLock(sp.locks);
+    if (this.closedForGood) return;
+    if (sp.SW && this.opts.workerUrl !== false && this.startWorker(sp)) return;
+    if (sp.locks && sp.BC) {
+      this.startLocks(sp.locks, sp.BC);
+      return;
+    }
+    this.unshare();
+  }
+
+  /**
+   * holdTabLock takes a lock only this client holds, until it closes or
+   * its page goes: the holder of the connection waits for it to learn
+   * that the tab is gone, however it went.
+   */
+  private holdTabLock(locks: Locks): Promise<void> {
+    const sh = this.shared!;
+    return new Promise<void>((granted) => {
+      const held = new Promise<void>((r) => (sh.tabLock = r));
+      locks
+        .request(tabLockName(sh.tab), () => {
+          sh.tabLocked = true;
+          granted();
+          return held;
+        })
+        .catch(() => granted());
+    });
+  }
+
+  private startWorker(sp: SharedSupport): boolean {
+    const sh = this.shared!;
+    const g = globalThis as any;
+    const raw = this.opts.workerUrl ?? defaultWorkerUrl();
+    if (!raw) return false;
+    let url: URL;
+    try {
+      url = new URL(String(raw), g.location?.href);
+    } catch {
+      return false;
+    }
+    // A SharedWorker must come from the page's origin.
+    if (g.location?.origin && url.origin !== g.location.origin) return false;
+    let w: SharedWorker;
+    try {
+      w = new sp.SW!(url.href, { name: sh.name, type: "module" });
+    } catch {
+      return false;
+    }
+    sh.mode = "worker";
+    sh.worker = w;
+    sh.heard = false;
+    sh.awaiting = false;
+    const port = w.port;
+    port.onmessage = (ev: MessageEvent) => {
+      if (sh.worker !== w) return;
+      sh.heard = true;
+      sh.awaiting = false;
+      this.sharedMessage(ev.data as Message);
     };
-    this.shared = sh;
-    sh.bc.onmessage = (ev: MessageEvent) => this.sharedMessage(ev.data as Message);
-    (globalThis as any).addEventListener?.("pagehide", sh.pageHide);
+    w.addEventListener?.("error", () => {
+      // The script did not load (offline, 404, a CSP): the Web Locks way.
+      if (sh.worker === w && !sh.heard) this.workerFailed(sp);
+    });
+    port.start?.();
+    sh.bus = {
+      post: (m) => port.postMessage(m),
+      close: () => port.close(),
+    };
+    clearInterval(sh.ping);
+    sh.ping = setInterval(() => this.checkWorker(sp), this.timing("ping", 4000));
+    this.announce();
+    return true;
+  }
+
+  /**
+   * checkWorker pings the worker; one that has not answered since the last
+   * ping is gone (it crashed, the browser stopped it): the tab starts (or
+   * reaches) it again and joins anew. One that never answered at all is
+   * given up for the Web Locks way.
+   */
+  private checkWorker(sp: SharedSupport): void {
+    const sh = this.shared;
+    if (!sh || sh.mode !== "worker" || this.closedForGood) return;
+    if (!sh.awaiting) {
+      sh.awaiting = true;
+      this.post({ t: "ping", tab: sh.tab });
+      return;
+    }
+    if (!sh.heard) {
+      this.workerFailed(sp);
+      return;
+    }
+    sh.bus.close();
+    sh.worker = null;
+    sh.joined.clear();
+    if (!this.startWorker(sp)) this.workerFailed(sp);
+  }
+
+  private workerFailed(sp: SharedSupport): void {
+    const sh = this.shared!;
+    clearInterval(sh.ping);
+    sh.bus.close();
+    sh.bus = nullBus;
+    sh.worker = null;
+    sh.joined.clear();
+    if (sp.locks && sp.BC) this.startLocks(sp.locks, sp.BC);
+    else this.unshare();
+  }
+
+  private startLocks(locks: Locks, BC: typeof BroadcastChannel): void {
+    const sh = this.shared!;
+    sh.mode = "locks";
+    const bc = new BC(sh.name);
+    bc.onmessage = (ev: MessageEvent) => this.sharedMessage(ev.data as Message);
+    sh.bus = {
+      post: (m) => bc.postMessage(m),
+      close: () => bc.close(),
+    };
     const held = new Promise<void>((r) => (sh.release = r));
     locks
-      .request(name, () => {
+      .request(sh.name, () => {
         if (this.closedForGood) return Promise.resolve();
         this.becomeLeader();
         return held;
       })
       .catch(() => {});
-    this.post({ t: "join", tab: sh.tab });
+    this.announce();
+  }
+
+  /** startHub makes this client the connection of a SharedWorker: it leads from the start. */
+  private startHub(bus: Bus): void {
+    this.wsubs = new Map();
+    this.worder = [];
+    this.shared = {
+      tab: "hub",
+      mode: "hub",
+      name: "",
+      bus,
+      leader: false,
+      release: () => {},
+      tabLock: () => {},
+      refs: new Map(),
+      joined: new Set(),
+      pending: new Map(),
+      transport: this.transports[0],
+      gathering: false,
+      pageHide: () => {},
+      pageShow: () => {},
+      view: [],
+      worker: null,
+      heard: true,
+      awaiting: false,
+      ping: 0,
+      outboxTimer: 0,
+      persisting: Promise.resolve(),
+      handing: new Map(),
+    };
+    this.becomeLeader();
+  }
+
+  /** hubMessage hands the core of a SharedWorker a message of one of its tabs. @internal */
+  hubMessage(m: Message): void {
+    this.sharedMessage(m);
+  }
+
+  /** hubRefs lists the tabs subscribed to a channel. @internal */
+  hubRefs(channel: string): ReadonlySet<string> | undefined {
+    return this.shared?.refs.get(channel);
+  }
+
+  /**
+   * unshare gives up sharing: this client connects on its own, and what it
+   * asked of the holder it does itself.
+   */
+  private unshare(): void {
+    const sh = this.shared;
+    if (!sh) return;
+    this.shared = null;
+    clearInterval(sh.ping);
+    sh.bus.close();
+    sh.tabLock();
+    const g = globalThis as any;
+    g.removeEventListener?.("pagehide", sh.pageHide);
+    g.removeEventListener?.("pageshow", sh.pageShow);
+    this.wsubs = this.subs;
+    this.worder = this.order;
+    void this.box.sync();
+    for (const p of sh.pending.values()) {
+      const m = p.msg as Extract<Message, { t: "req" }>;
+      const r = m.op === "publish" ? this.box.add(m.channel!, m.data, m.key, m.seq) : this.command(m.cmd!, true);
+      r.then(p.resolve, p.reject);
+    }
+    if (!this.closedForGood) void this.connect();
   }
 
   private post(m: Message): void {
     try {
-      this.shared?.bc.postMessage(m);
+      this.shared?.bus.post(m);
     } catch {
       // closed
     }
@@ -241,36 +486,66 @@ export class Switchboard {
     else this.post(m);
   }
 
+  /**
+   * announce tells the holder who this tab is and what it holds: its
+   * subscriptions with the position each delivered last, and the requests
+   * still unanswered (a new holder answers them; a publish keeps its key).
+   */
+  private announce(): void {
+    const sh = this.shared;
+    if (!sh || sh.leader || this.closedForGood) return;
+    this.post({ t: "join", tab: sh.tab, config: sh.mode === "worker" ? this.sharedConfig() : undefined });
+    for (const s of this.order) {
+      if (s.state === "unsubscribed") continue;
+      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
+    }
+    for (const p of sh.pending.values()) this.post(p.msg);
+  }
+
+  private sharedConfig(): SharedConfig {
+    const o = this.opts;
+    return {
+      token: this.token,
+      hasGetToken: !!o.getToken,
+      transports: o.transports,
+      backoff: o.backoff,
+      stablePeriod: o.stablePeriod,
+      fallbackAfter: o.fallbackAfter,
+      upgradeAfter: o.upgradeAfter,
+      pingInterval: o.pingInterval,
+      memoryOutbox: o.outbox === false || undefined,
+      tabLock: this.shared?.tabLocked || undefined,
+    };
+  }
+
   private sharedMessage(m: Message): void {
     if (this.closedForGood || !this.shared) return;
-    switch (m.t) {
-      case "join":
-      case "sub":
-      case "unsub":
-      case "bye":
-      case "req":
-        if (this.shared.leader) this.fromTab(m);
-        return;
-      default:
-        if (!this.shared.leader) this.fromLeader(m);
+    if (TAB_MESSAGES.has(m.t)) {
+      if (this.shared.leader) this.fromTab(m);
+      return;
     }
+    if (!this.shared.leader) this.fromLeader(m);
   }
 
   private becomeLeader(): void {
     const sh = this.shared!;
     sh.leader = true;
     sh.gathering = true;
+    // What tabs stored and no holder sent yet (a leader gone before
+    // sending, a tab gone before asking) is sent by this one.
+    void this.box.sync();
     // Our own subscriptions first, then whatever the other tabs announce
     // in answer to hello, before connecting: each channel resumes from the
     // lowest position a tab delivered.
     for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
-    this.post({ t: "hello", leader: sh.tab });
+    if (sh.mode !== "hub") this.post({ t: "hello", leader: sh.tab });
     // Our own requests go to us now.
     for (const p of sh.pending.values()) this.fromTab(p.msg);
+    this.outboxChanged();
     setTimeout(() => {
       sh.gathering = false;
       if (!this.closedForGood) void this.connect();
-    }, 150);
+    }, this.timing("gather", 150));
   }
 
   /** fromTab handles, in the leader, a message of a tab (maybe itself). */
@@ -282,6 +557,7 @@ export class Switchboard {
         // A tab's subscribes and requests sent before this leader existed
         // are answered by the hello of becomeLeader.
         this.post({ t: "state", state: this.state, transport: this.transportName, clientId: this.clientId });
+        this.outboxChanged();
         return;
       case "sub": {
         let refs = sh.refs.get(m.channel);
@@ -308,6 +584,11 @@ export class Switchboard {
         return;
       case "bye":
         for (const ch of [...sh.refs.keys()]) this.unref(ch, m.tab);
+        // A publish the tab stored but had no time to hand over.
+        void this.box.sync();
+        return;
+      case "online":
+        this.wentOnline();
         return;
       case "req": {
         const reply = (ok: boolean, value?: unknown, err?: any) =>
@@ -319,7 +600,7 @@ export class Switchboard {
             value,
             error: err ? { name: err.name ?? "Error", message: err.message ?? String(err), code: err.code } : undefined,
           });
-        const p = m.op === "publish" ? this.box.add(m.channel!, m.data, m.key) : this.command(m.cmd!, true);
+        const p = m.op === "publish" ? this.box.add(m.channel!, m.data, m.key, m.seq) : this.command(m.cmd!, true);
         p.then(
           (v) => reply(true, v),
           (e) => reply(false, undefined, e),
@@ -349,11 +630,7 @@ export class Switchboard {
     switch (m.t) {
       case "hello":
         if (m.leader === sh.tab) return;
-        for (const s of this.order) {
-          if (s.state === "unsubscribed") continue;
-          this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
-        }
-        for (const p of sh.pending.values()) this.post(p.msg);
+        this.announce();
         return;
       case "pub": {
         const s = this.subs.get(m.channel);
@@ -380,10 +657,23 @@ export class Switchboard {
       case "state":
         sh.transport = m.transport;
         if (!sh.leader) {
+          const same = m.state === this.state && m.clientId === this.clientId && !m.code;
           this.clientId = m.clientId;
+          if (same) return; // a join answered: nothing changed
           if (m.state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
           this.setState(m.state as ConnectionState, m.code ? { code: m.code, reason: m.reason } : {});
         }
+        return;
+      case "outbox":
+        if (sh.leader) return;
+        sh.view = m.entries.map((e) => ({ ...e, error: e.error === undefined ? undefined : new Error(e.error) }));
+        this.emitter.emit("outbox", this.outbox);
+        return;
+      case "error":
+        if (!sh.leader) this.emitter.emit("error", new Error(m.message));
+        return;
+      case "tokreq":
+        if (m.to === sh.tab) void this.giveToken(m.id);
         return;
       case "res": {
         if (m.to !== sh.tab) return;
@@ -406,8 +696,20 @@ export class Switchboard {
     }
   }
 
+  /** giveToken runs getToken for the SharedWorker, which cannot call it. */
+  private async giveToken(id: string): Promise<void> {
+    const sh = this.shared!;
+    try {
+      if (!this.opts.getToken) throw new Error("switchboard: this tab has no getToken");
+      const token = await this.opts.getToken();
+      this.post({ t: "tok", tab: sh.tab, id, token });
+    } catch (err) {
+      this.post({ t: "tok", tab: sh.tab, id, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
   /** request sends a publish or command to the leader and waits for its answer (resent to a new leader). */
-  private request(msg: { op: "publish" | "command"; channel?: string; data?: unknown; key?: string; cmd?: Record<string, unknown> }): Promise<any> {
+  private request(msg: { op: "publish" | "command"; channel?: string; data?: unknown; key?: string; seq?: number; cmd?: Record<string, unknown> }): Promise<any> {
     const sh = this.shared!;
     const id = randomKey();
     const full: Message = { t: "req", tab: sh.tab, id, ...msg };
@@ -415,6 +717,46 @@ export class Switchboard {
       sh.pending.set(id, { msg: full, resolve, reject });
       this.toLeader(full);
     });
+  }
+
+  /**
+   * sharedPublish stores a publish in this tab's outbox store before
+   * handing it to the holder of the connection, so that it survives this
+   * tab, the holder and a reload whichever goes first. Publishes go to the
+   * holder in the order they were made.
+   */
+  private sharedPublish(channel: string, data: unknown): Promise<{ offset: number }> {
+    const sh = this.shared!;
+    const key = randomKey();
+    sh.handing.set(key, { id: key, channel, data, state: "queued" });
+    // Written at once (IndexedDB runs the writes in order), handed over in order.
+    const put = this.box.persist(channel, data, key).catch(() => undefined);
+    const stored = sh.persisting.then(() => put);
+    sh.persisting = stored;
+    return stored.then((seq) => {
+      sh.handing.delete(key);
+      if (!this.shared) return this.box.add(channel, data, key, seq);
+      return this.request({ op: "publish", channel, data, key, seq });
+    });
+  }
+
+  private outboxChanged(): void {
+    this.emitter.emit("outbox", this.outbox);
+    const sh = this.shared;
+    if (!sh?.leader || sh.outboxTimer) return;
+    // Coalesced: a burst of acks is one message.
+    sh.outboxTimer = setTimeout(() => {
+      sh.outboxTimer = 0;
+      if (this.closedForGood) return;
+      const entries: WireEntry[] = this.box.entries.map((e) => ({ id: e.id, channel: e.channel, data: e.data, state: e.state, offset: e.offset, error: e.error?.message }));
+      this.post({ t: "outbox", entries });
+    }, 0);
+  }
+
+  private error(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.emitter.emit("error", e);
+    if (this.shared?.leader) this.post({ t: "error", message: e.message });
   }
 
   private sharedBye(): void {
@@ -432,7 +774,21 @@ export class Switchboard {
 
   /** outbox lists the publishes not acknowledged yet (and those failed for good). */
   get outbox(): readonly OutboxEntry[] {
-    return this.box.entries;
+    const sh = this.shared;
+    if (!sh) return this.box.entries;
+    // The holder's outbox, and this tab's publishes it has not listed yet
+    // (being stored, or on their way).
+    const base = sh.leader ? this.box.entries : sh.view;
+    const mine: OutboxEntry[] = [];
+    if (!sh.leader) {
+      const listed = new Set(sh.view.map((e) => e.id));
+      for (const p of sh.pending.values()) {
+        const m = p.msg;
+        if (m.t === "req" && m.op === "publish" && !listed.has(m.key!)) mine.push({ id: m.key!, channel: m.channel!, data: m.data, state: "queued" });
+      }
+    }
+    mine.push(...sh.handing.values());
+    return mine.length ? [...base, ...mine] : base;
   }
 
   /** dropFailed removes the entries that failed for good from {@link outbox}. */
@@ -479,28 +835,31 @@ export class Switchboard {
   publish(channel: string, data: unknown): Promise<{ offset: number }> {
     if (data === undefined) return Promise.reject(new TypeError("switchboard: publish needs data (null is fine)"));
     if (this.closedForGood) return Promise.reject(new DisconnectedError("switchboard: client closed"));
-    if (this.shared) return this.request({ op: "publish", channel, data, key: randomKey() });
+    if (this.shared) return this.sharedPublish(channel, data);
     return this.box.add(channel, data);
   }
 
-  /** presence lists the clients subscribed to a channel (WebSocket only). */
-  presence(channel: string): Promise<{ clients: unknown[]; num_clients: number; num_users: number }> {
+  /** presence lists the clients subscribed to a channel (over SSE and long polling: GET /presence). */
+  presence(channel: string): Promise<{ clients: ClientInfo[]; num_clients: number; num_users: number }> {
     return this.command({ command: "presence", channel });
   }
 
-  /** presenceStats counts the clients and users of a channel (WebSocket only). */
+  /** presenceStats counts the clients and users of a channel (over SSE and long polling: GET /presence_stats). */
   presenceStats(channel: string): Promise<{ num_clients: number; num_users: number }> {
     return this.command({ command: "presence_stats", channel });
   }
 
-  /** history reads a channel's history (WebSocket only). */
+  /** history reads a channel's history (over SSE and long polling: GET /history). */
   history(channel: string, opts: HistoryOptions = {}): Promise<{ publications: Publication[]; offset: number; epoch: string }> {
     return this.command({ command: "history", channel, ...opts });
   }
 
   private async command(cmd: Record<string, unknown>, local = false): Promise<any> {
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
-    if (this.shared && !local) return this.request({ op: "command", cmd });
+    if (this.shared && !local) {
+      await this.starting;
+      if (this.shared) return this.request({ op: "command", cmd });
+    }
     if (this.stopped && !this.transport) throw this.stopped;
     if (this.state !== "connected") await new Promise<void>((r) => this.waiters.push(r));
     if (this.closedForGood) throw new DisconnectedError("switchboard: client closed");
@@ -511,12 +870,13 @@ export class Switchboard {
   }
 
   /**
-   * joinRoom enters a call room (WebSocket transport only, not with
-   * sharedConnection) and resolves with the Room once joined; see
-   * docs/sdk.md. A lost connection ends the room (event "closed").
+   * joinRoom enters a call room and resolves with the Room once joined;
+   * see docs/sdk.md. A participant is a connection: it needs the tab's
+   * own WebSocket (sharedConnection: false). A lost connection ends the
+   * room (event "closed").
    */
   async joinRoom(name: string, opts: RoomOptions = {}): Promise<Room> {
-    if (this.shared) throw new Error("switchboard: joinRoom does not work with sharedConnection");
+    if (this.shared) throw new Error("switchboard: joinRoom needs the tab's own connection: create the client with sharedConnection: false");
     if (this.rooms.has(name)) throw new Error(`switchboard: already in room ${name}`);
     const room: Room = new Room(name, opts, {
       command: (cmd) => this.command(cmd),
@@ -551,11 +911,15 @@ export class Switchboard {
     if (sh) {
       // Another tab takes the lock and the connection.
       if (!sh.leader) this.post({ t: "bye", tab: sh.tab });
-      (globalThis as any).removeEventListener?.("pagehide", sh.pageHide);
+      g.removeEventListener?.("pagehide", sh.pageHide);
+      g.removeEventListener?.("pageshow", sh.pageShow);
       for (const p of sh.pending.values()) p.reject(new DisconnectedError("switchboard: client closed"));
       sh.pending.clear();
+      clearInterval(sh.ping);
+      clearTimeout(sh.outboxTimer);
       sh.release();
-      sh.bc.close();
+      sh.tabLock();
+      sh.bus.close();
     }
   }
 
@@ -591,7 +955,7 @@ export class Switchboard {
         this.token = await this.opts.getToken();
         this.tokenStale = false;
       } catch (err) {
-        this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+        this.error(err);
         this.scheduleReconnect();
         return;
       }
@@ -694,7 +1058,7 @@ export class Switchboard {
     try {
       token = await this.opts.getToken();
     } catch (err) {
-      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.error(err);
       this.timers.refresh = setTimeout(() => void this.refresh(), 1000);
       return;
     }
@@ -705,7 +1069,7 @@ export class Switchboard {
       this.scheduleRefresh(tokenExpiry(token));
     } catch (err) {
       if (t !== this.transport) return;
-      this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.error(err);
       // The connection will be closed with 4005 if this cannot be fixed;
       // reconnecting with the new token is the surest way.
       this.tokenStale = false;
@@ -747,7 +1111,7 @@ export class Switchboard {
   /** stop gives up reconnecting: commands waiting for a connection fail. */
   private stop(err: Error): void {
     this.stopped = err;
-    this.emitter.emit("error", err);
+    this.error(err);
     for (const f of this.waiters.splice(0)) f();
   }
 
@@ -765,6 +1129,9 @@ export class Switchboard {
   }
 
   private wentOnline(): void {
+    const sh = this.shared;
+    // The worker's own "online" may lag or not come (an emulated network).
+    if (sh && !sh.leader && sh.mode === "worker") this.post({ t: "online", tab: sh.tab });
     if (this.closedForGood || this.transport || !this.leading) return;
     clearTimeout(this.timers.reconnect);
     this.backoff.reset();
@@ -772,14 +1139,28 @@ export class Switchboard {
   }
 }
 
+function tabLockName(tab: string): string {
+  return `switchboard-tab:${tab}`;
+}
+
+/** tabLockName is the Web Lock a tab of a shared connection holds while it lives. @internal */
+export { tabLockName };
+
 interface SharedState {
-  /** tab identifies this client among the tabs. */
+  /** tab identifies this client among the tabs ("hub" in a SharedWorker). */
   tab: string;
-  bc: BroadcastChannel;
-  /** leader: this client holds the lock and the connection. */
+  /** mode: choosing (starting), a SharedWorker's tab, a Web Locks tab, or the worker's core (hub). */
+  mode: "starting" | "worker" | "locks" | "hub";
+  /** name of the share: the server and identity (lock, BroadcastChannel and worker name). */
+  name: string;
+  bus: Bus;
+  /** leader: this client holds the connection. */
   leader: boolean;
-  /** release lets the lock go. */
+  /** release lets the leader lock go. */
   release: () => void;
+  /** tabLock lets this tab's liveness lock go; tabLocked: it is held. */
+  tabLock: () => void;
+  tabLocked?: boolean;
   /** refs: in the leader, the tabs subscribed to each channel. */
   refs: Map<string, Set<string>>;
   /** joined: our channels the leader confirmed (publications before that are not ours yet). */
@@ -791,4 +1172,16 @@ interface SharedState {
   /** gathering: a new leader waits for the tabs' positions before connecting. */
   gathering: boolean;
   pageHide: () => void;
+  pageShow: (ev: any) => void;
+  /** view: in a tab that does not hold the connection, the holder's outbox. */
+  view: OutboxEntry[];
+  /** worker: the SharedWorker, heard (it answered once), awaiting (a ping unanswered), ping (its timer). */
+  worker: SharedWorker | null;
+  heard: boolean;
+  awaiting: boolean;
+  ping: any;
+  outboxTimer: any;
+  /** persisting: the tab's publishes are stored, then handed over, in order; handing: those not handed yet. */
+  persisting: Promise<unknown>;
+  handing: Map<string, OutboxEntry>;
 }

@@ -9,7 +9,7 @@ export type { BackoffOptions } from "./backoff.js";
 export { Outbox, MemoryOutboxStore, IndexedDBOutboxStore, randomKey } from "./outbox.js";
 export type { OutboxEntry, OutboxState, OutboxStore, StoredEntry } from "./outbox.js";
 export { ServerError, DisconnectedError } from "./types.js";
-export type { TransportName, ConnectionState, Publication, StreamPosition, Gap, GapReason, CloseInfo } from "./types.js";
+export type { TransportName, ConnectionState, Publication, StreamPosition, Gap, GapReason, CloseInfo, ClientInfo } from "./types.js";
 export type { Env } from "./transport.js";
 export { Room } from "./room.js";
 export type { RoomOptions, RoomEvents, RemoteTrack, RemoteParticipant } from "./room.js";

@@ -129,62 +129,144 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
+// How many acknowledged keys an outbox remembers, to answer a publish
+// handed to it again (a tab resending to a new holder) without sending it.
+const REMEMBER = 10_000;
+
 /**
  * Outbox orders, persists and sends publishes. Entries of one channel go
  * one at a time, in order: the next is sent once the previous is acked,
  * so a refused-and-retried publish never lands after a later one.
  * `isRetryable` decides whether a failure keeps the entry queued (to be
  * sent again after the next `flush`) or fails it for good.
+ *
+ * Entries are ordered by their seq, a hybrid clock (wall time in µs, or
+ * one more than the last seq seen): the entries several tabs write to one
+ * store interleave roughly by time, and each tab's own stay in its order.
  */
 export class Outbox {
   /** entries not acked yet (failed ones stay, without being persisted, until dropFailed). */
   readonly entries: OutboxEntry[] = [];
-  /** loaded resolves once the entries kept from before (a reload) are in. */
-  readonly loaded: Promise<void>;
-  private readonly store: OutboxStore;
+  /** loaded resolves once the entries kept in the store are in (after the last {@link sync}). */
+  loaded: Promise<void>;
+  /** store is where entries are kept. */
+  readonly store: OutboxStore;
   private readonly scope: string;
-  private seq = Date.now() * 1000;
-  private readonly waiters = new Map<string, Waiter>();
+  private seq = 0;
+  private readonly seqOf = new Map<string, number>();
+  private readonly waiters = new Map<string, Waiter[]>();
   private readonly busy = new Set<string>(); // channels with a send in flight
   private sender: Sender | null = null;
   private readonly persisted = new Map<string, Promise<void>>();
+  private readonly acked = new Map<string, number>(); // recently acked key -> offset
   private readonly isRetryable: (err: unknown) => boolean;
   /** retryDelay is the pause before resending after a retryable refusal, in ms. */
   retryDelay = 1000;
   /** onChange runs after every change of an entry's state. */
   onChange: (() => void) | null = null;
 
-  constructor(store: OutboxStore, scope: string, isRetryable: (err: unknown) => boolean) {
+  /**
+   * load: read the entries kept in the store now (a page's own outbox).
+   * Without it the outbox starts empty until {@link sync} (a tab that
+   * does not hold a shared connection sends nothing itself).
+   */
+  constructor(store: OutboxStore, scope: string, isRetryable: (err: unknown) => boolean, load = true) {
     this.store = store;
     this.scope = scope;
     this.isRetryable = isRetryable;
-    this.loaded = store
-      .load(scope)
-      .then((kept) => {
-        // Kept entries go before any made since this page started.
-        const fresh = this.entries.splice(0);
-        for (const k of kept) {
-          this.entries.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
-          this.seq = Math.max(this.seq, k.seq + 1);
-        }
-        this.entries.push(...fresh);
-      })
-      .catch(() => {});
+    this.loaded = load ? this.sync() : Promise.resolve();
   }
 
-  /** add queues a publish and returns its promise (resolved on ack). */
-  add(channel: string, data: unknown, id = randomKey()): Promise<{ offset: number }> {
+  /** nextSeq is the seq of a new entry. */
+  nextSeq(): number {
+    const perf = (globalThis as { performance?: { timeOrigin?: number; now(): number } }).performance;
+    const now = perf?.timeOrigin ? perf.timeOrigin + perf.now() : Date.now();
+    this.seq = Math.max(Math.floor(now * 1000), this.seq + 1);
+    return this.seq;
+  }
+
+  /**
+   * persist writes an entry to the store without queueing it here: a tab
+   * of a shared connection makes its publish durable before handing it to
+   * the context that sends. Resolves with the entry's seq.
+   */
+  async persist(channel: string, data: unknown, id: string): Promise<number> {
+    const seq = this.nextSeq();
+    await this.store.put({ id, seq, scope: this.scope, channel, data });
+    return seq;
+  }
+
+  /**
+   * sync adds the entries of the store that are not here yet (written by
+   * another tab, or by a holder of the shared connection that went away),
+   * in seq order, and sends them. Entries acked here are not taken again.
+   */
+  sync(): Promise<void> {
+    const run = (async () => {
+      await Promise.all(this.persisted.values());
+      let kept: StoredEntry[];
+      try {
+        kept = await this.store.load(this.scope);
+      } catch {
+        return;
+      }
+      const have = new Set(this.entries.map((e) => e.id));
+      const fresh: OutboxEntry[] = [];
+      for (const k of kept) {
+        this.seq = Math.max(this.seq, k.seq);
+        if (have.has(k.id) || this.acked.has(k.id)) continue;
+        fresh.push({ id: k.id, channel: k.channel, data: k.data, state: "queued" });
+        this.seqOf.set(k.id, k.seq);
+      }
+      if (!fresh.length) return;
+      // Stable; of equal seqs, the stored ones first (made before this
+      // context saw them).
+      this.entries.unshift(...fresh);
+      const order = this.entries.map((e, i) => [this.seqOf.get(e.id) ?? 0, i, e] as const);
+      order.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      this.entries.splice(0, this.entries.length, ...order.map((x) => x[2]));
+      this.changed();
+    })();
+    this.loaded = run;
+    void run.then(() => this.flush());
+    return run;
+  }
+
+  /**
+   * add queues a publish and returns its promise (resolved on ack). An
+   * id already queued (or recently acked) is not queued twice: the
+   * promise follows the entry there is.
+   */
+  add(channel: string, data: unknown, id = randomKey(), seq?: number): Promise<{ offset: number }> {
+    const done = this.acked.get(id);
+    if (done !== undefined) return Promise.resolve({ offset: done });
+    const result = new Promise<{ offset: number }>((resolve, reject) => {
+      const ws = this.waiters.get(id) ?? [];
+      ws.push({ resolve, reject });
+      this.waiters.set(id, ws);
+    });
+    const known = this.entries.find((e) => e.id === id);
+    if (known) {
+      if (known.state === "failed") this.settle(id, known.error ?? new Error("switchboard: publish failed"));
+      return result;
+    }
     const entry: OutboxEntry = { id, channel, data, state: "queued" };
+    if (seq === undefined) seq = this.nextSeq();
+    else this.seq = Math.max(this.seq, seq);
+    this.seqOf.set(id, seq);
     this.entries.push(entry);
-    const stored: StoredEntry = { id, seq: this.seq++, scope: this.scope, channel, data };
+    const stored: StoredEntry = { id, seq, scope: this.scope, channel, data };
     const p = this.store.put(stored).catch(() => {});
     this.persisted.set(id, p);
-    const result = new Promise<{ offset: number }>((resolve, reject) => {
-      this.waiters.set(id, { resolve, reject });
-    });
     this.changed();
     void this.flush();
     return result;
+  }
+
+  private settle(id: string, err: Error | null, offset = 0): void {
+    const ws = this.waiters.get(id);
+    this.waiters.delete(id);
+    for (const w of ws ?? []) err ? w.reject(err) : w.resolve({ offset });
   }
 
   /** online sets the sender (null while disconnected) and sends what is queued. */
@@ -252,9 +334,10 @@ export class Outbox {
   private ack(e: OutboxEntry, offset: number): void {
     e.state = "acked";
     e.offset = offset;
+    this.acked.set(e.id, offset);
+    if (this.acked.size > REMEMBER) this.acked.delete(this.acked.keys().next().value as string);
     this.remove(e);
-    this.waiters.get(e.id)?.resolve({ offset });
-    this.waiters.delete(e.id);
+    this.settle(e.id, null, offset);
   }
 
   private fail(e: OutboxEntry, err: Error): void {
@@ -263,8 +346,7 @@ export class Outbox {
     void this.store.delete(e.id).catch(() => {});
     this.persisted.delete(e.id);
     this.changed();
-    this.waiters.get(e.id)?.reject(err);
-    this.waiters.delete(e.id);
+    this.settle(e.id, err);
   }
 
   private remove(e: OutboxEntry): void {
@@ -272,6 +354,7 @@ export class Outbox {
     if (i >= 0) this.entries.splice(i, 1);
     const p = this.persisted.get(e.id) ?? Promise.resolve();
     this.persisted.delete(e.id);
+    this.seqOf.delete(e.id);
     void p.then(() => this.store.delete(e.id)).catch(() => {});
     this.changed();
   }
@@ -285,7 +368,7 @@ export class Outbox {
   /** close rejects every waiting publish (the entries stay stored for the next page). */
   close(err: Error): void {
     this.sender = null;
-    for (const [, w] of this.waiters) w.reject(err);
+    for (const [, ws] of this.waiters) for (const w of ws) w.reject(err);
     this.waiters.clear();
   }
 

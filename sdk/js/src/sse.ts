@@ -1,34 +1,37 @@
-// The Server-Sent Events transport: one EventSource for every channel,
-// resumed with the id of the last event (lastEventId), publishing over
-// POST /publish. EventSource cannot change its channel list, so a change
-// opens a new stream.
+// The Server-Sent Events transport: EventSource streams that start every
+// channel from the subscription's position (the `since` parameter of
+// /sse), publishing over POST /publish. A stream carries at most
+// MaxStreamChannels channels, so more subscriptions take more streams.
+// EventSource cannot change its channel list: a change opens a new stream,
+// again from the positions, and closes the old one.
 
 import type { Subscription } from "./subscription.js";
-import { httpPublish } from "./transport.js";
+import { httpPublish, httpRead, sinceParams } from "./transport.js";
 import type { Transport, TransportContext } from "./transport.js";
 import { closeIsFatal } from "./types.js";
-import type { Publication } from "./types.js";
 
-/** OverlapTimeout bounds how long an old stream may take to catch up after a channel list change, in ms. */
-export const OverlapTimeout = 10_000;
+/** MaxStreamChannels is the most channels one SSE stream or poll may carry (the server's limit). */
+export const MaxStreamChannels = 16;
 
-/** Feeds lets a stream tell the next one (during an overlap) what it delivered. */
-interface Feeds {
-  onRelease: ((channel: string) => void) | null;
+/** chunks splits subscriptions into groups of at most MaxStreamChannels, in order. */
+export function chunks(subs: Subscription[]): Subscription[][] {
+  const out: Subscription[][] = [];
+  for (let i = 0; i < subs.length; i += MaxStreamChannels) out.push(subs.slice(i, i + MaxStreamChannels));
+  return out;
 }
 
-/** MaxStreamChannels is the most channels one SSE stream or poll may carry. */
-export const MaxStreamChannels = 16;
+/** Stream is one EventSource and the subscriptions it carries. */
+interface Stream {
+  es: EventSource;
+  subs: Subscription[];
+  connected: boolean;
+}
 
 export class SSETransport implements Transport {
   readonly name = "sse" as const;
-  private es: EventSource | null = null;
   private ended = false;
-  private started = false; // the server answered (connected event) at least once
-  /** subs: the subscriptions of the current stream's channels, in its order (undefined: no longer subscribed). */
-  private subs: Array<Subscription | undefined> = [];
-  private feeds: Feeds | null = null;
-  private finishOverlap: ((abandon?: boolean) => void) | null = null;
+  private started = false; // opened was reported
+  private streams: Stream[] = [];
 
   constructor(private ctx: TransportContext) {}
 
@@ -38,198 +41,129 @@ export class SSETransport implements Transport {
       setTimeout(() => this.end(0, "sse: no EventSource", false));
       return;
     }
-    this.stream();
+    this.sync();
   }
 
-  private stream(): void {
-    // A change during an overlap ends that overlap first (reporting what
-    // its old stream did not bring).
-    this.finishOverlap?.();
-    const old = this.es;
-    const oldFeeds = this.feeds;
-    this.es = null;
-    const current = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    let names = current.map((s) => s.channel);
-    let listKey = "sse " + names.join(" ");
-    // The first stream of a connection resumes the list of the last one
-    // when the list changed meanwhile (an id only fits its own list); the
-    // new list follows at once, overlapping it.
-    const prevKey = this.ctx.resume.get("sse list");
-    const resumeFirst = !old && prevKey !== undefined && prevKey !== listKey && this.ctx.resume.has(prevKey);
-    if (resumeFirst) {
-      listKey = prevKey!;
-      names = listKey.slice(4).split(" ");
-    }
-    const byName = new Map(current.map((s) => [s.channel, s]));
-    this.subs = names.map((n) => byName.get(n));
-    if (names.length === 0) {
-      old?.close();
-      // Nothing to stream: publish still works over HTTP.
-      if (!this.started) {
-        this.started = true;
-        this.ctx.opened({});
+  /** sync makes the streams match the subscriptions: a group whose list changed gets a new stream. */
+  private sync(): void {
+    if (this.ended) return;
+    const groups = chunks(this.ctx.subscriptions());
+    for (let i = 0; i < Math.max(groups.length, this.streams.length); i++) {
+      const cur = this.streams[i];
+      const want = groups[i];
+      if (cur && want && cur.subs.length === want.length && cur.subs.every((s, j) => s === want[j])) continue;
+      // The old stream stops before the new one starts from the positions
+      // it delivered: nothing is lost, and whatever both carry is dropped
+      // by offset.
+      cur?.es.close();
+      if (want) {
+        const s = this.stream(want);
+        if (!s) return;
+        this.streams[i] = s;
       }
-      return;
     }
-    this.ctx.resume.set("sse list", listKey);
+    this.streams.length = groups.length;
+    if (groups.length === 0 && !this.started) {
+      // Nothing to stream: publish still works over HTTP.
+      this.started = true;
+      this.ctx.opened({});
+    }
+  }
+
+  private stream(subs: Subscription[]): Stream | null {
     const ES = (this.ctx.env.EventSource ?? globalThis.EventSource)!;
     const q = new URLSearchParams();
-    for (const n of names) q.append("channel", n);
-    const last = this.ctx.resume.get(listKey);
-    if (last) q.set("lastEventId", last);
+    for (const s of subs) q.append("channel", s.channel);
+    sinceParams(q, subs);
     const token = this.ctx.token();
     if (token) q.set("token", token);
     let es: EventSource;
     try {
       es = new ES(`${this.ctx.httpURL}/sse?${q}`);
     } catch (err) {
-      old?.close();
       setTimeout(() => this.end(0, `sse: ${String(err)}`, false));
-      return;
+      return null;
     }
-    this.es = es;
-    // A stream that cannot resume from an id (a new channel list) starts
-    // from now. The old stream stays open until it has delivered, for each
-    // channel the two share, up to where the new one starts; the new
-    // stream's publications of such a channel wait meanwhile. Duplicates
-    // are dropped by offset.
-    const catching = new Map<string, { target: number; held: Publication[] }>();
-    let overlap: ReturnType<typeof setTimeout> | undefined;
-    let oldDone = !old;
-    const finishOverlap = (abandon = false) => {
-      oldDone = true;
-      if (this.finishOverlap === finishOverlap) this.finishOverlap = null;
-      clearTimeout(overlap);
-      if (old) old.close();
-      if (oldFeeds) oldFeeds.onRelease = null;
-      if (abandon) {
-        // The transport ends: the next connection resumes from the
-        // positions, which the held publications did not move.
-        catching.clear();
-        return;
-      }
-      for (const [ch, c] of catching) {
-        const sub = byName.get(ch);
-        // Whatever the old stream did not bring is lost: say so.
-        if (sub) {
-          sub.startAt({ offset: c.target, epoch: sub.position?.epoch });
-          for (const p of c.held) sub.deliver(p);
-        }
-      }
-      catching.clear();
-    };
-    const release = (ch: string) => {
-      const c = catching.get(ch);
-      const sub = byName.get(ch);
-      if (!c || !sub || (sub.position?.offset ?? -1) < c.target) return;
-      catching.delete(ch);
-      for (const p of c.held) sub.deliver(p);
-      if (catching.size === 0) finishOverlap();
-    };
-    this.finishOverlap = finishOverlap;
-    const feeds: Feeds = { onRelease: null };
-    this.feeds = feeds;
-    if (oldFeeds) oldFeeds.onRelease = release;
-    let connected = false;
-    const remember = (e: MessageEvent) => {
-      if (e.lastEventId) this.ctx.resume.set(listKey, e.lastEventId);
-    };
-    const deliver = (sub: Subscription, p: Publication) => {
-      sub.deliver(p);
-      feeds.onRelease?.(sub.channel);
-    };
+    const st: Stream = { es, subs, connected: false };
+    const byName = new Map(subs.map((s) => [s.channel, s]));
+    const live = () => !this.ended && this.streams.includes(st);
     es.addEventListener("connected", (e) => {
-      const ev = e as MessageEvent;
-      const d = JSON.parse(ev.data);
-      connected = true;
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse((e as MessageEvent).data);
+      st.connected = true;
       if (!this.started) {
         this.started = true;
         this.ctx.opened({ client: d.client });
-      } else if (d.client) {
+      } else if (d.client && st === this.streams[0]) {
         this.ctx.identified(d.client);
       }
-      for (const c of d.channels ?? []) {
-        const sub = byName.get(c.channel);
-        if (!sub) continue;
-        const pos = sub.position;
-        const behind = !oldDone && !last && pos && pos.offset !== null && pos.epoch === c.epoch && pos.offset < c.offset;
-        if (behind) {
-          catching.set(c.channel, { target: c.offset, held: [] });
-          sub.subscribed({ offset: pos.offset, epoch: c.epoch }, undefined);
-        } else {
-          sub.subscribed({ offset: c.offset, epoch: c.epoch }, undefined);
-        }
-      }
-      if (catching.size === 0) finishOverlap();
-      else overlap = setTimeout(() => finishOverlap(), OverlapTimeout);
-      if (resumeFirst) this.subscriptionsChanged();
+      // Each channel starts where we asked (our position: no gap), or
+      // from now for a new subscription.
+      for (const c of d.channels ?? []) byName.get(c.channel)?.subscribed({ offset: c.offset, epoch: c.epoch }, undefined);
     });
     es.addEventListener("unrecovered", (e) => {
-      const ev = e as MessageEvent;
-      const d = JSON.parse(ev.data);
-      remember(ev);
+      if (!live()) return;
+      const d = JSON.parse((e as MessageEvent).data);
       byName.get(d.channel)?.gap("unrecovered", { offset: d.offset, epoch: d.epoch });
     });
+    for (const kind of ["join", "leave"] as const) {
+      es.addEventListener(kind, (e) => {
+        if (!live()) return;
+        const d = JSON.parse((e as MessageEvent).data);
+        byName.get(d.channel)?.presenceEvent(kind, d[kind]);
+      });
+    }
     es.addEventListener("disconnect", (e) => {
-      if (es !== this.es) return;
+      if (!live()) return;
       const d = JSON.parse((e as MessageEvent).data);
-      this.end(d.code, d.reason ?? "disconnected", connected, d.code === 4005);
+      this.end(d.code, d.reason ?? "disconnected", st.connected || this.started, d.code === 4005);
     });
     es.onmessage = (e) => {
-      remember(e);
+      if (!live()) return;
       const m = JSON.parse(e.data);
       const sub = byName.get(m.channel);
-      if (!sub || typeof m.offset !== "number") return;
-      const p = { channel: m.channel, data: m.data, offset: m.offset };
-      const c = catching.get(m.channel);
-      if (c) c.held.push(p);
-      else deliver(sub, p);
+      if (sub && typeof m.offset === "number") sub.deliver({ channel: m.channel, data: m.data, offset: m.offset });
     };
     es.onerror = () => {
-      if (es !== this.es) return;
+      if (!live()) return;
       // Reconnection is the client's (with its backoff and fallback), not
-      // EventSource's: it resumes from the same id either way.
-      this.end(0, "sse: stream failed", connected || this.started);
+      // EventSource's: every stream starts again from the positions.
+      this.end(0, "sse: stream failed", st.connected || this.started);
     };
-    if (old) {
-      // The old stream keeps delivering (to the same subscriptions) until released.
-      old.onerror = () => finishOverlap();
-      old.addEventListener("disconnect", () => finishOverlap());
-    }
+    return st;
   }
 
   private end(code: number, reason: string, opened: boolean, tokenExpired = false): void {
     if (this.ended) return;
-    this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    this.close();
     this.ctx.closed({ code, reason, opened, tokenExpired, fatal: closeIsFatal(code) });
   }
 
   close(): void {
     this.ended = true;
-    this.finishOverlap?.(true);
-    this.es?.close();
-    this.es = null;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
   }
 
   subscriptionsChanged(): void {
-    // Also before the stream started: a subscription made while it opens
-    // must not wait for the next reconnect.
-    if (this.ended) return;
-    const now = this.ctx.subscriptions().slice(0, MaxStreamChannels);
-    if (now.length === this.subs.length && now.every((s, i) => s === this.subs[i])) return;
-    this.stream();
+    // Also before the streams started: a subscription made while they
+    // open must not wait for the next reconnect.
+    this.sync();
   }
 
   publish(channel: string, data: unknown, key: string): Promise<{ offset: number }> {
     return httpPublish(this.ctx, channel, data, key);
   }
 
+  request(command: Record<string, unknown>): Promise<any> {
+    return httpRead(this.ctx, command);
+  }
+
   async refresh(_token: string): Promise<void> {
-    // A stream's token is in its URL: open it again, resuming from the last id.
-    if (!this.ended && this.es) this.stream();
+    // A stream's token is in its URL: open them again, from the positions.
+    if (this.ended) return;
+    for (const s of this.streams) s.es.close();
+    this.streams = [];
+    this.sync();
   }
 }

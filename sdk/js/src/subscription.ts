@@ -1,7 +1,7 @@
 // A subscription: its position, and the exactly-once, in-order delivery of
 // its channel's publications whatever transport they come from.
 
-import type { Gap, GapReason, Publication, StreamPosition } from "./types.js";
+import type { ClientInfo, Gap, GapReason, Publication, StreamPosition } from "./types.js";
 
 /** SubscriptionHandlers are the callbacks of one subscription. */
 export interface SubscriptionHandlers {
@@ -11,6 +11,16 @@ export interface SubscriptionHandlers {
   onGap?: (g: Gap) => void;
   /** onError reports a subscribe the server refused for good (403, 422...). */
   onError?: (err: Error) => void;
+  /**
+   * onJoin gets the server's join pushes: a client subscribed to the
+   * channel. Only where the channel's namespace has `join_leave` on, and
+   * over WebSocket and SSE (long polling carries none). Not recovered
+   * across reconnects: after `ready` (and after a reconnect, see the
+   * "state" event) ask `client.presence()` for the full list.
+   */
+  onJoin?: (info: ClientInfo) => void;
+  /** onLeave gets the server's leave pushes, like onJoin. */
+  onLeave?: (info: ClientInfo) => void;
 }
 
 /** SubscriptionState is the state of one subscription. */
@@ -149,6 +159,13 @@ export class Subscription {
     this.position = { offset: p.offset, epoch: pos?.epoch };
     this.delivered++;
     this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+  }
+
+  /** @internal presenceEvent hands a join or leave push to its handler. */
+  presenceEvent(kind: "join" | "leave", info: ClientInfo): void {
+    if (this.state === "unsubscribed" || !info || typeof info !== "object") return;
+    if (kind === "join") this.handlers.onJoin?.(info);
+    else this.handlers.onLeave?.(info);
   }
 
   /** @internal gap tells the subscriber its state is stale and moves to `pos`. */

@@ -4,13 +4,18 @@
 
 import type { Subscription } from "./subscription.js";
 import type { CloseInfo, Publication, TransportName } from "./types.js";
-import { ServerError } from "./types.js";
+import { DisconnectedError, ServerError } from "./types.js";
 
 /** Env holds the platform constructors, replaceable for tests. */
 export interface Env {
   WebSocket?: typeof WebSocket;
   EventSource?: typeof EventSource;
   fetch?: typeof fetch;
+  /** locks replaces navigator.locks (sharedConnection). */
+  locks?: { request(name: string, cb: () => Promise<void>): Promise<unknown> };
+  /** BroadcastChannel and SharedWorker replace the globals (sharedConnection). */
+  BroadcastChannel?: typeof BroadcastChannel;
+  SharedWorker?: typeof SharedWorker;
 }
 
 /** TransportContext is the client side of a transport. */
@@ -49,10 +54,23 @@ export interface Transport {
   /** subscriptionsChanged: a subscription was added or removed. */
   subscriptionsChanged(): void;
   publish(channel: string, data: unknown, key: string): Promise<{ offset: number }>;
-  /** request sends a command and resolves with its result (WebSocket only). */
+  /** request sends a command and resolves with its result (SSE and long polling: history, presence and presence_stats only, over HTTP). */
   request?(command: Record<string, unknown>): Promise<any>;
   /** refresh hands the transport a new token. */
   refresh(token: string): Promise<void>;
+}
+
+/**
+ * sinceParams adds one `since` parameter per subscription (OFFSET:EPOCH,
+ * or empty for one without a known position) to q, after its `channel`
+ * parameters, and returns the positions sent.
+ */
+export function sinceParams(q: URLSearchParams, subs: Subscription[]): Array<{ offset: number; epoch: string } | undefined> {
+  const since = subs.map((s) => s.since());
+  if (since.some((p) => p !== undefined)) {
+    for (const p of since) q.append("since", p ? `${p.offset}:${p.epoch}` : "");
+  }
+  return since;
 }
 
 /** httpPublish is POST /publish, for the SSE and long-polling transports. */
@@ -77,6 +95,39 @@ export async function httpPublish(
     });
   } catch (err) {
     throw new ServerError(503, `publish failed: ${String(err)}`);
+  }
+  return answer(resp);
+}
+
+/** ReadCommands are the commands the HTTP transports send as GET /<command>. */
+const ReadCommands = new Set(["history", "presence", "presence_stats"]);
+
+/**
+ * httpRead sends a read command (history, presence, presence_stats) as
+ * GET /history, /presence or /presence_stats, for the SSE and
+ * long-polling transports, and resolves with the same result as over
+ * WebSocket.
+ */
+export async function httpRead(ctx: TransportContext, cmd: Record<string, unknown>): Promise<any> {
+  const name = String(cmd.command);
+  if (!ReadCommands.has(name)) throw new Error(`switchboard: ${name} needs the websocket transport`);
+  const q = new URLSearchParams();
+  q.set("channel", String(cmd.channel));
+  if (name === "history") {
+    if (cmd.limit !== undefined) q.set("limit", String(cmd.limit));
+    if (cmd.reverse) q.set("reverse", "true");
+    const since = cmd.since as { offset: number; epoch: string } | undefined;
+    if (since) q.set("since", `${since.offset}:${since.epoch}`);
+  }
+  const f = ctx.env.fetch ?? globalThis.fetch;
+  const headers: Record<string, string> = {};
+  const token = ctx.token();
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  let resp: Response;
+  try {
+    resp = await f(`${ctx.httpURL}/${name}?${q}`, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new DisconnectedError(`switchboard: ${name} failed: ${String(err)}`);
   }
   return answer(resp);
 }

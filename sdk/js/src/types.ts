@@ -14,6 +14,17 @@ export interface Publication {
   offset: number;
 }
 
+/** ClientInfo is a client in a channel's presence: a join or leave push, an entry of `presence()`. */
+export interface ClientInfo {
+  /** client is the connection's id. */
+  client: string;
+  /** user is the token's user id, absent for an anonymous client. */
+  user?: string;
+  /** transport the client uses: "websocket", "sse", "longpoll". */
+  transport?: string;
+  [field: string]: unknown;
+}
+
 /** Position is a place in a channel's stream. */
 export interface StreamPosition {
   /** offset of the last publication held, or null when not known yet (long polling). */

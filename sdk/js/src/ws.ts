@@ -233,6 +233,10 @@ export class WebSocketTransport implements Transport {
       sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
     } else if (msg.reset) {
       sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
+    } else if (msg.join) {
+      sub.presenceEvent("join", msg.join);
+    } else if (msg.leave) {
+      sub.presenceEvent("leave", msg.leave);
     }
   }
 }

@@ -198,7 +198,7 @@ test('a connection that stops answering pings is replaced, and nothing is missed
   assert.deepEqual(got, [1, 2]);
 });
 
-test('SSE: a new subscription re-opens the stream and the old one is drained first (no gap, no repeat)', async (t) => {
+test('SSE: a new subscription re-opens the stream from the positions (no gap, no repeat)', async (t) => {
   const server = new FakeServer();
   const ES = fakeEventSource(server);
   const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['sse'], env: { EventSource: ES } });
@@ -210,39 +210,58 @@ test('SSE: a new subscription re-opens the stream and the old one is drained fir
   for (let i = 0; i < 5; i++) server.publish('a', i);
   await waitFor(() => got.length === 5, 'first five');
   const first = ES.streams[0];
-  first.paused = true; // it lags: 6..8 wait in its queue
+  first.paused = true; // it lags: 6..8 wait in its queue, and never come
   for (let i = 0; i < 3; i++) server.publish('a', i);
   const b = c.subscribe('b', { onGap: (g) => gaps.push(g) });
   await b.ready;
   assert.equal(ES.streams.length, 2);
-  assert.deepEqual(ES.streams[1].channels, ['a', 'b']);
-  for (let i = 0; i < 2; i++) server.publish('a', i); // 9 and 10: on both streams, the new one holds them
-  await new Promise((r) => setTimeout(r, 10));
-  assert.deepEqual(got, [1, 2, 3, 4, 5], 'the new stream waits for the old one');
-  first.resume();
+  assert.ok(first.closed, 'the old stream is closed at once');
+  const u = new URL(ES.streams[1].url);
+  assert.deepEqual(u.searchParams.getAll('channel'), ['a', 'b']);
+  assert.deepEqual(u.searchParams.getAll('since'), ['5:E1', ''], 'a from its position, b from now');
+  for (let i = 0; i < 2; i++) server.publish('a', i);
   await waitFor(() => got.length === 10, 'all ten');
   assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   assert.deepEqual(gaps, []);
-  assert.ok(first.closed, 'the old stream is closed once drained');
 });
 
-test('SSE: a stream that starts past the position, with nothing to drain it, is reported as a gap', async (t) => {
+test('SSE: a position of another epoch reaches onGap', async (t) => {
   const server = new FakeServer();
   const ES = fakeEventSource(server);
   const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['sse'], env: { EventSource: ES } });
   t.after(() => c.close());
   const gaps = [];
-  const a = c.subscribe('a', { onGap: (g) => gaps.push(g) });
+  const got = [];
+  const a = c.subscribe('a', { onGap: (g) => gaps.push(g), onPublication: (p) => got.push(p.offset) });
   await a.ready;
-  const first = ES.streams[0];
-  first.paused = true;
   server.publish('a', 1);
-  c.subscribe('b');
-  first.onerror = null;
-  first.close(); // the old stream dies before it could deliver
-  first.listeners.disconnect?.({ data: '{}' });
+  await waitFor(() => got.length === 1, 'one');
+  server.channel('a').epoch = 'E2';
+  server.channel('a').pubs = [];
+  ES.streams[0].onerror();
   await waitFor(() => gaps.length === 1, 'a gap');
   assert.equal(gaps[0].reason, 'unrecovered');
+  assert.equal(gaps[0].epoch, 'E2');
+  server.publish('a', 'new');
+  await waitFor(() => got.length === 2, 'the next one');
+  assert.deepEqual(got, [1, 1]);
+});
+
+test('SSE: more than 16 subscriptions take more streams', async (t) => {
+  const server = new FakeServer();
+  const ES = fakeEventSource(server);
+  const c = new Switchboard('ws://fake:8000', { outbox: false, backoff: fast, transports: ['sse'], env: { EventSource: ES } });
+  t.after(() => c.close());
+  const got = [];
+  const subs = [];
+  for (let i = 0; i < 20; i++) subs.push(c.subscribe(`c${i}`, { onPublication: (p) => got.push(p.channel) }));
+  await Promise.all(subs.map((s) => s.ready));
+  const open = ES.streams.filter((s) => !s.closed);
+  assert.equal(open.length, 2);
+  assert.deepEqual(open.map((s) => s.channels.length).sort(), [16, 4]);
+  server.publish('c19', 1);
+  server.publish('c0', 1);
+  await waitFor(() => got.length === 2, 'both');
 });
 
 test('on a fallback, the WebSocket is probed later and used again once it opens, resuming from the position', async (t) => {

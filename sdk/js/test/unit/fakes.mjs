@@ -68,7 +68,8 @@ export class FakeServer {
         const cmd = JSON.parse(raw);
         this.sent.push(cmd);
         if (server.mute) return; // a connection whose network died silently
-        const reply = (result) => this.push({ id: cmd.id, result });
+        // noReply: the command is done but its answer is lost (a cut).
+        const reply = (result) => !(server.noReply && cmd.command === 'publish') && this.push({ id: cmd.id, result });
         const error = (code, message) => this.push({ id: cmd.id, error: { code, message } });
         switch (cmd.command) {
           case 'connect': {
@@ -144,9 +145,10 @@ export async function waitFor(cond, what, ms = 10_000) {
   }
 }
 
-// FakeSSE is an EventSource class over a FakeServer's channels. An event id
-// is the JSON of the offsets (the real server's ids are opaque; the client
-// never reads them). A stream can be paused: its events queue up.
+// FakeSSE is an EventSource class over a FakeServer's channels, started
+// from the since parameters. An event id is the JSON of the offsets (the
+// real server's ids are opaque; the client never reads them). A stream can
+// be paused: its events queue up.
 export function fakeEventSource(server) {
   return class FakeEventSource {
     static streams = [];
@@ -160,14 +162,31 @@ export function fakeEventSource(server) {
       this.closed = false;
       this.readyState = 0;
       FakeEventSource.streams.push(this);
-      const last = u.searchParams.get('lastEventId');
-      this.offsets = last ? JSON.parse(last) : this.channels.map((c) => server.channel(c).pubs.length);
+      // since: one OFFSET:EPOCH (or empty) per channel, as the server takes it.
+      const since = u.searchParams.getAll('since');
+      const lost = [];
+      this.offsets = this.channels.map((c, i) => {
+        const top = server.channel(c).pubs.length;
+        if (!since[i]) return top;
+        const [off, epoch] = [Number(since[i].split(':')[0]), since[i].slice(since[i].indexOf(':') + 1)];
+        if (epoch !== server.channel(c).epoch || off > top) {
+          lost.push(i);
+          return off;
+        }
+        return off;
+      });
       const start = [...this.offsets];
+      const epochs = this.channels.map((c, i) => (since[i] ? since[i].slice(since[i].indexOf(':') + 1) : server.channel(c).epoch));
       setTimeout(() => {
         if (this.closed) return;
         this.readyState = 1;
-        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: server.channel(c).epoch })) });
+        this.emit('connected', { client: `s${FakeEventSource.streams.length}`, channels: this.channels.map((c, i) => ({ channel: c, offset: start[i], epoch: epochs[i] })) });
         this.channels.forEach((c, i) => {
+          if (lost.includes(i)) {
+            start[i] = server.channel(c).pubs.length;
+            this.offsets[i] = start[i];
+            this.emit('unrecovered', { channel: c, offset: start[i], epoch: server.channel(c).epoch });
+          }
           for (const p of server.channel(c).pubs.slice(start[i])) this.pub(p);
           server.channel(c).subs.add(this);
         });
@@ -204,4 +223,34 @@ export function fakeEventSource(server) {
       for (const c of this.channels) server.channel(c).subs.delete(this);
     }
   };
+}
+
+// FakeLocks stands in for navigator.locks: exclusive locks, granted in
+// request order, released when the callback's promise settles.
+export class FakeLocks {
+  constructor() {
+    this.queue = new Map(); // name -> [{cb, resolve}]
+    this.held = new Map();
+  }
+  request(name, cb) {
+    return new Promise((resolve, reject) => {
+      const q = this.queue.get(name) ?? [];
+      this.queue.set(name, q);
+      q.push({ cb, resolve, reject });
+      this.next(name);
+    });
+  }
+  next(name) {
+    if (this.held.get(name)) return;
+    const w = this.queue.get(name)?.shift();
+    if (!w) return;
+    this.held.set(name, true);
+    Promise.resolve()
+      .then(() => w.cb())
+      .then(w.resolve, w.reject)
+      .finally(() => {
+        this.held.set(name, false);
+        this.next(name);
+      });
+  }
 }

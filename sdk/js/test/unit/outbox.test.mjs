@@ -116,3 +116,30 @@ test('a refusal for good fails the entry and the next one goes on', async () => 
   assert.equal(box.entries.length, 0);
   assert.ok(changes.some((c) => c.includes('sent')));
 });
+
+test('shared: an id handed over twice is queued once; sync takes what another context stored, in seq order, and never what was acked here', async () => {
+  const store = new MemoryOutboxStore();
+  const tab = new Outbox(store, 'S', retryable, false); // a tab that does not send
+  const holder = new Outbox(store, 'S', retryable, false);
+  assert.equal(holder.entries.length, 0, 'no load without asking');
+  const s1 = await tab.persist('a', 'one', 'k1');
+  const s2 = await tab.persist('a', 'two', 'k2');
+  assert.ok(s2 > s1);
+  const p2 = holder.add('a', 'two', 'k2', s2); // k1's hand-over was lost
+  const p2again = holder.add('a', 'two', 'k2', s2); // resent to the holder
+  assert.equal(holder.entries.length, 1);
+  await holder.sync();
+  assert.deepEqual(holder.entries.map((e) => e.id), ['k1', 'k2'], 'in seq order');
+  const sent = [];
+  holder.setSender(async (e) => {
+    sent.push(e.id);
+    return { offset: sent.length };
+  });
+  assert.deepEqual(await Promise.all([p2, p2again]), [{ offset: 2 }, { offset: 2 }]);
+  assert.deepEqual(sent, ['k1', 'k2']);
+  // Acked here, maybe still in the store a moment: not taken again.
+  await holder.sync();
+  assert.equal(holder.entries.length, 0);
+  assert.deepEqual(await holder.add('a', 'two', 'k2'), { offset: 2 }, 'an acked id answers at once');
+  assert.deepEqual(sent, ['k1', 'k2']);
+});

@@ -3,35 +3,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Switchboard } from '../../dist/switchboard.js';
-import { FakeServer, waitFor } from './fakes.mjs';
-
-class FakeLocks {
-  constructor() {
-    this.queue = new Map(); // name -> [{cb, resolve}]
-    this.held = new Map();
-  }
-  request(name, cb) {
-    return new Promise((resolve, reject) => {
-      const q = this.queue.get(name) ?? [];
-      this.queue.set(name, q);
-      q.push({ cb, resolve, reject });
-      this.next(name);
-    });
-  }
-  next(name) {
-    if (this.held.get(name)) return;
-    const w = this.queue.get(name)?.shift();
-    if (!w) return;
-    this.held.set(name, true);
-    Promise.resolve()
-      .then(() => w.cb())
-      .then(w.resolve, w.reject)
-      .finally(() => {
-        this.held.set(name, false);
-        this.next(name);
-      });
-  }
-}
+import { FakeLocks, FakeServer, waitFor } from './fakes.mjs';
 
 function tabs(server, n) {
   const locks = new FakeLocks();
@@ -43,8 +15,7 @@ function tabs(server, n) {
       outbox: false,
       backoff: { base: 2, max: 20 },
       transports: ['websocket'],
-      sharedConnection: true,
-      env: { WebSocket: server.WebSocket, locks, BroadcastChannel },
+      env: { WebSocket: server.WebSocket, locks, BroadcastChannel }, // no SharedWorker: the Web Locks way
     });
     const sub = c.subscribe('news', { onPublication: (p) => got.push(p.offset), onGap: (g) => gaps.push(g) });
     out.push({ c, sub, got, gaps });
