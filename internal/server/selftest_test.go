@@ -36,7 +36,8 @@ func status(r selftest.Report, name string) (string, string) {
 
 // TestSelfTest runs the calls' self-test through the server API: with
 // TURN on and loopback allowed, direct and relayed calls both work; with
-// TURN off the relay check is skipped and says why; with TURN refusing
+// TURN off the relay check is skipped and says why; with the media port
+// unreachable the direct call fails and says so; with TURN refusing
 // loopback peers the relayed call fails and says what to change.
 func TestSelfTest(t *testing.T) {
 	cases := []struct {
@@ -54,6 +55,12 @@ func TestSelfTest(t *testing.T) {
 		{"turn off", nil,
 			map[string]string{"direct": "ok", "turn": "warning", "relay": "skipped"},
 			map[string]string{"turn": "TURN is off"}, true},
+		// The SFU announces an address where nothing listens (its socket is
+		// on 127.0.0.1): as if a firewall dropped the UDP port.
+		{"media port unreachable", func(c *config.Config) {
+			c.WebRTCPublicIP = []string{"127.0.0.3"}
+		}, map[string]string{"signaling": "ok", "direct": "failed"},
+			map[string]string{"direct": "UDP port is blocked"}, false},
 		{"turn refuses loopback", func(c *config.Config) {
 			c.TURNAddr = "127.0.0.1:0"
 		}, map[string]string{"direct": "ok", "turn": "ok", "relay": "failed"},
@@ -61,6 +68,7 @@ func TestSelfTest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // the failing cases wait out the self-test's timeouts
 			calls := withCalls(t)
 			ts := start(t, func(c *config.Config) {
 				calls(c)
