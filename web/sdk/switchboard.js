@@ -1306,8 +1306,8 @@ var Room = class {
   // ---- subscribing ----
   /**
    * setLayer caps the simulcast layer the server forwards of a remote
-   * video: maxLayer 0 (low) to 2 (high), or the displayed size in pixels
-   * (the server picks the smallest layer at least that big). SFU rooms only.
+   * video: maxLayer 0 (low) to 2 (high), and/or width and height (the
+   * server forwards the largest layer no bigger). SFU rooms only.
    */
   async setLayer(track, pref) {
     if (this.mode !== "sfu") return;
@@ -1321,7 +1321,8 @@ var Room = class {
   /**
    * attach shows a participant's media in a video (or audio) element and,
    * in an SFU room, keeps the layer of its video matched to the element's
-   * displayed size (a ResizeObserver; devicePixelRatio counted). It
+   * displayed size: the smallest layer at least as large (a
+   * ResizeObserver; devicePixelRatio counted). It
    * returns a function that stops the matching.
    */
   attach(participant, el) {
@@ -1342,7 +1343,7 @@ var Room = class {
       const key = `${v.id} ${w} ${h}`;
       if (!w || !h || key === last) return;
       last = key;
-      this.setLayer(v.id, { width: w, height: h }).catch(() => {
+      this.setLayer(v.id, { width: 2 * w - 1, height: 2 * h - 1 }).catch(() => {
       });
     };
     const obs = new RO(() => {
@@ -1473,6 +1474,7 @@ var Room = class {
       return;
     }
     data = data ?? {};
+    if (event.startsWith("track_") && data.participant === this.participantId) return;
     switch (event) {
       case "offer":
         if (this.mode === "p2p") {

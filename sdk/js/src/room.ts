@@ -336,8 +336,8 @@ export class Room {
 
   /**
    * setLayer caps the simulcast layer the server forwards of a remote
-   * video: maxLayer 0 (low) to 2 (high), or the displayed size in pixels
-   * (the server picks the smallest layer at least that big). SFU rooms only.
+   * video: maxLayer 0 (low) to 2 (high), and/or width and height (the
+   * server forwards the largest layer no bigger). SFU rooms only.
    */
   async setLayer(track: string, pref: { maxLayer?: number; width?: number; height?: number; paused?: boolean }): Promise<void> {
     if (this.mode !== "sfu") return;
@@ -352,7 +352,8 @@ export class Room {
   /**
    * attach shows a participant's media in a video (or audio) element and,
    * in an SFU room, keeps the layer of its video matched to the element's
-   * displayed size (a ResizeObserver; devicePixelRatio counted). It
+   * displayed size: the smallest layer at least as large (a
+   * ResizeObserver; devicePixelRatio counted). It
    * returns a function that stops the matching.
    */
   attach(participant: string, el: HTMLMediaElement): () => void {
@@ -372,7 +373,10 @@ export class Room {
       const key = `${v.id} ${w} ${h}`;
       if (!w || !h || key === last) return;
       last = key;
-      this.setLayer(v.id, { width: w, height: h }).catch(() => {});
+      // The server forwards the largest layer within the cap; the layers
+      // are a factor 2 apart, so twice the size less a pixel picks the
+      // smallest layer at least as large as the element.
+      this.setLayer(v.id, { width: 2 * w - 1, height: 2 * h - 1 }).catch(() => {});
     };
     const obs = new RO(() => {
       clearTimeout(timer);
@@ -512,6 +516,9 @@ export class Room {
       return;
     }
     data = data ?? {};
+    // The server tells every participant of each track, its publisher
+    // included: this client's own tracks are not a remote participant's.
+    if (event.startsWith("track_") && data.participant === this.participantId) return;
     switch (event) {
       case "offer":
         if (this.mode === "p2p") {

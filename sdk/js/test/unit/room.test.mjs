@@ -214,6 +214,9 @@ test('room events: participants, tracks, mute, speakers, layer, leave, kick', as
   assert.equal(room.participants.get('bob').tracks.get('bob:v').layer, 1);
   room.push('participant_left', { participant: 'bob', reason: 'left' });
   assert.equal(room.participants.has('bob'), false);
+  // Its own tracks come back to the publisher: not a participant.
+  room.push('track_published', { participant: 'me', track: 'me:v', kind: 'video' });
+  assert.equal(room.participants.has('me'), false);
   room.push('kicked', { room: 'r' });
   assert.equal(room.closed, true);
   assert.equal(link.forgotten, true);
