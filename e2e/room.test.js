@@ -31,7 +31,11 @@ let srv;
 before(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-room-'));
   bin = await harness.binary(tmpDir);
-  context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
+  // A steady tone as the fake microphone (Chromium's own beeps are too
+  // sparse to count as speech), so that the active speaker can be seen.
+  const tone = path.join(tmpDir, 'tone.wav');
+  fs.writeFileSync(tone, toneWAV());
+  context = await harness.launchBrowser(tmpDir, [...harness.webrtcArgs, `--use-file-for-fake-audio-capture=${tone}`]);
   srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, [
     '--webrtc-loopback',
     '--turn-addr', '127.0.0.1:0',
@@ -48,6 +52,28 @@ after(async () => {
   harness.killAll();
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 });
+
+// toneWAV is one second of a 440 Hz tone at half scale, 48 kHz mono
+// 16-bit PCM (Chromium loops it).
+function toneWAV() {
+  const rate = 48000;
+  const data = Buffer.alloc(rate * 2);
+  for (let i = 0; i < rate; i++) data.writeInt16LE(Math.round(16000 * Math.sin((2 * Math.PI * 440 * i) / rate)), i * 2);
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0);
+  h.writeUInt32LE(36 + data.length, 4);
+  h.write('WAVEfmt ', 8);
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20); // PCM
+  h.writeUInt16LE(1, 22); // mono
+  h.writeUInt32LE(rate, 24);
+  h.writeUInt32LE(rate * 2, 28);
+  h.writeUInt16LE(2, 32);
+  h.writeUInt16LE(16, 34);
+  h.write('data', 36);
+  h.writeUInt32LE(data.length, 40);
+  return Buffer.concat([h, data]);
+}
 
 // waitFor polls cond (async allowed) until it returns a truthy value.
 async function waitFor(cond, what, timeout = WAIT) {
@@ -141,6 +167,11 @@ test('three pages in one room: each decodes the other two; /api/rooms lists thre
     for (const p of room.participants) {
       assert.ok(p.tracks.some((t) => t.kind === 'video' && t.source === 'camera' && t.simulcast), `${p.participant}: ${JSON.stringify(p.tracks)}`);
     }
+    // Every page sends the tone: the server names active speakers from
+    // the audio levels, and the page outlines the loudest.
+    const speakers = await waitFor(() => pages[0].evaluate(() => window.sbRoom.speakers.length > 0 && window.sbRoom.speakers), 'an active speaker');
+    assert.ok(speakers.every((id) => ids.includes(id)), `speakers ${speakers}`);
+    await waitFor(() => pages[0].evaluate(() => document.querySelectorAll('.tile[data-speaking]').length === 1), 'one outlined tile');
     // The tiles show the layer indicator from the same statistics.
     await waitFor(() => pages[0].evaluate(() => [...document.querySelectorAll('.tile:not([data-local]) .layer')].filter((e) => e.textContent.includes('×')).length === 2), 'two layer indicators');
   } finally {
