@@ -1217,7 +1217,7 @@ var Room = class {
     this.joined = true;
     for (const m of this.early.splice(0)) this.push(m.event, m.data);
     if (this.mode === "sfu") {
-      if (this.local.length && this.canPublish) await this.publishSFU(this.local);
+      if (this.local.length) await this.publishSFU(this.local).catch((err) => setTimeout(() => this.fail(err)));
     } else if (this.participants.size > 0) {
       this.peerId = [...this.participants.keys()][0];
       await this.offerP2P();
@@ -2288,7 +2288,7 @@ var Switchboard = class {
       return await room.join();
     } catch (err) {
       if (this.rooms.get(name) === room) this.rooms.delete(name);
-      room.disconnected();
+      void room.leave();
       throw err;
     }
   }

@@ -889,7 +889,7 @@ export class Switchboard {
       return await room.join();
     } catch (err) {
       if (this.rooms.get(name) === room) this.rooms.delete(name);
-      room.disconnected();
+      void room.leave(); // if the join got through, the server forgets it too
       throw err;
     }
   }

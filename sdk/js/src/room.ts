@@ -236,7 +236,9 @@ export class Room {
     this.joined = true;
     for (const m of this.early.splice(0)) this.push(m.event, m.data);
     if (this.mode === "sfu") {
-      if (this.local.length && this.canPublish) await this.publishSFU(this.local);
+      // A failed publish leaves the client in the room, receiving; the
+      // error event comes once the caller of join could listen.
+      if (this.local.length) await this.publishSFU(this.local).catch((err) => setTimeout(() => this.fail(err)));
     } else if (this.participants.size > 0) {
       // The newcomer of a P2P room offers; the one already there answers.
       this.peerId = [...this.participants.keys()][0];

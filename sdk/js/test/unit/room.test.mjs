@@ -272,3 +272,17 @@ test('P2P: the one already there answers the newcomer\'s offer', async () => {
   room.push('participant_left', { participant: 'bob', reason: 'left' });
   assert.equal(pc.closed, true, 'the peer connection ends with the peer');
 });
+
+test('a refused publish leaves the client in the room, receiving, with an error event', async () => {
+  FakePC.all = [];
+  const link = fakeLink({ can_publish: false });
+  const errors = [];
+  const room = new Room('r', { env, stream: { getTracks: () => [track('video')] } }, link);
+  await room.join();
+  room.on('error', (e) => errors.push(e.message)); // after the join, as with client.joinRoom
+  await tick();
+  assert.equal(room.closed, false);
+  assert.equal(room.canPublish, false);
+  assert.match(errors[0], /no permission to publish/);
+  assert.equal(link.sent.some((c) => c.command === 'room_offer'), false);
+});
