@@ -43,6 +43,9 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzUTF8Prefix$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzParseClose$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+	go test -run '^$$' -fuzz '^FuzzParseVP8$$' -fuzztime $(FUZZTIME) ./internal/webrtc/payload/
+	go test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./internal/webrtc/signal/
+	go test -run '^$$' -fuzz '^FuzzParseRoomData$$' -fuzztime $(FUZZTIME) ./internal/hub/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -51,6 +51,12 @@ type Hub struct {
 	stopOnce sync.Once
 	loops    sync.WaitGroup
 
+	// roomsMu guards inRooms: the rooms each session joined (rooms.go).
+	// Kept here rather than in Session, which every idle connection pays
+	// for, since few connections are in calls.
+	roomsMu sync.Mutex
+	inRooms map[*Session][]string
+
 	cl      cluster
 	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
 
@@ -84,6 +90,7 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		seed:     maphash.MakeSeed(),
 		sessions: make(map[string]*Session),
 		perIP:    make(map[string]int),
+		inRooms:  make(map[*Session][]string),
 		stop:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}

@@ -170,19 +170,7 @@ func (s *Session) roomJoin(ctx context.Context, cmd *protocol.Command) ([]byte, 
 	if perr != nil {
 		return nil, perr
 	}
-	s.mu.Lock()
-	switch {
-	case s.closed:
-		perr = protocol.ErrUnavailable.WithMessage("connection is closing")
-	case slices.Contains(s.rooms, d.Room):
-		perr = protocol.ErrAlreadySubscribed.WithMessage("already in room %q", d.Room)
-	case len(s.rooms) >= maxRoomsPerConnection:
-		perr = protocol.ErrLimitExceeded.WithMessage("at most %d rooms per connection", maxRoomsPerConnection)
-	default:
-		s.rooms = append(s.rooms, d.Room) // reserved; undone on failure
-	}
-	s.mu.Unlock()
-	if perr != nil {
+	if perr := s.reserveRoom(d.Room); perr != nil {
 		return nil, perr
 	}
 	room := d.Room
@@ -225,22 +213,49 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, q...)
 }
 
-// inRoom reports whether the session joined room.
-func (s *Session) inRoom(room string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Contains(s.rooms, room)
+// reserveRoom adds room to the session's rooms (undone with dropRoom if
+// the join fails), unless it is there, the session is at its limit, or
+// closing.
+func (s *Session) reserveRoom(room string) *protocol.Error {
+	if s.isClosed() {
+		return protocol.ErrUnavailable.WithMessage("connection is closing")
+	}
+	h := s.hub
+	h.roomsMu.Lock()
+	defer h.roomsMu.Unlock()
+	rooms := h.inRooms[s]
+	switch {
+	case slices.Contains(rooms, room):
+		return protocol.ErrAlreadySubscribed.WithMessage("already in room %q", room)
+	case len(rooms) >= maxRoomsPerConnection:
+		return protocol.ErrLimitExceeded.WithMessage("at most %d rooms per connection", maxRoomsPerConnection)
+	}
+	h.inRooms[s] = append(rooms, room)
+	return nil
 }
 
-// dropRoom forgets room in the session's list.
+// inRoom reports whether the session joined room.
+func (s *Session) inRoom(room string) bool {
+	s.hub.roomsMu.Lock()
+	defer s.hub.roomsMu.Unlock()
+	return slices.Contains(s.hub.inRooms[s], room)
+}
+
+// dropRoom forgets room in the session's rooms.
 func (s *Session) dropRoom(room string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := slices.Index(s.rooms, room)
+	h := s.hub
+	h.roomsMu.Lock()
+	defer h.roomsMu.Unlock()
+	rooms := h.inRooms[s]
+	i := slices.Index(rooms, room)
 	if i < 0 {
 		return false
 	}
-	s.rooms = slices.Delete(s.rooms, i, i+1)
+	if rooms = slices.Delete(rooms, i, i+1); len(rooms) == 0 {
+		delete(h.inRooms, s)
+	} else {
+		h.inRooms[s] = rooms
+	}
 	return true
 }
 
@@ -285,10 +300,11 @@ func (s *Session) roomSignal(ctx context.Context, cmd *protocol.Command) ([]byte
 
 // leaveRooms leaves every room of a closed session.
 func (s *Session) leaveRooms() {
-	s.mu.Lock()
-	rooms := s.rooms
-	s.rooms = nil
-	s.mu.Unlock()
+	h := s.hub
+	h.roomsMu.Lock()
+	rooms := h.inRooms[s]
+	delete(h.inRooms, s)
+	h.roomsMu.Unlock()
 	if r := s.hub.cfg.Rooms; r != nil {
 		for _, room := range rooms {
 			r.Leave(room, s.id)

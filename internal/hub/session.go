@@ -95,12 +95,11 @@ type Session struct {
 	user   string
 	creds  *Credentials
 
-	mu     sync.Mutex // guards subs, ended, closed, cmds and rooms
+	mu     sync.Mutex // guards subs, ended, closed and cmds
 	ended  bool       // the session is gone: no subscription may be added
 	closed bool       // the session began closing: commands are cancelled
 	subs   []*subscription
 	cmds   []*inflight // commands in flight, cancelled when the session closes
-	rooms  []string    // the rooms joined (room commands, rooms.go)
 
 	out outbox
 }

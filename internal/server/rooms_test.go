@@ -555,3 +555,65 @@ func TestRoomPublicIP(t *testing.T) {
 		}
 	}
 }
+
+// TestRoomRelayOnly: with the built-in TURN server, the join reply's
+// ice_servers carry fresh TURN credentials, and a client that may only
+// relay (iceTransportPolicy "relay") reaches the SFU through TURN.
+func TestRoomRelayOnly(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		withCalls(t)(c)
+		c.TURNAddr = "127.0.0.1:0"
+		c.TURNAllowedPeers = []string{"127.0.0.0/8"}
+	})
+	a := ts.dial()
+	res := a.MustCall(roomCmd("room_join", map[string]any{"room": "relay"}))
+	raw, _ := json.Marshal(res["ice_servers"])
+	var ice []webrtc.ICEServer
+	if err := json.Unmarshal(raw, &ice); err != nil || len(ice) != 2 || ice[1].Username == "" {
+		t.Fatalf("ice_servers %s", raw)
+	}
+	if exp, _ := res["ice_servers_expire"].(float64); int64(exp) < time.Now().Unix() {
+		t.Fatalf("ice_servers_expire %v", res["ice_servers_expire"])
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{
+		ICEServers: ice, ICETransportPolicy: webrtc.ICETransportPolicyRelay,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	connected := make(chan struct{})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	if _, err := pc.CreateDataChannel("chat", nil); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdp := localSDP(t, pc, offer)
+	if !strings.Contains(sdp, "typ relay") || strings.Contains(sdp, "typ host") {
+		t.Fatalf("the relay-only offer should carry relayed candidates only:\n%s", sdp)
+	}
+	answer := a.MustCall(roomCmd("room_offer", map[string]any{"room": "relay", "sdp": sdp}))["sdp"].(string)
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection to the SFU through TURN")
+	}
+}

@@ -41,7 +41,6 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
-	"github.com/switchboardhq/switchboard/internal/webrtc/signal"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -407,7 +406,7 @@ func (s *Server) Listen() error {
 			return err
 		}
 		if s.calls != nil {
-			s.calls.signal.SetICEServers(s.iceServers)
+			s.calls.useTURN(s.turn)
 		}
 	}
 	return nil
@@ -459,32 +458,6 @@ func (s *Server) startTURN() error {
 	}
 	s.turn = t
 	return nil
-}
-
-// iceServers gives a room's joiner the built-in TURN server's STUN and
-// TURN URLs with fresh credentials for user; none when TURN is off. An
-// anonymous joiner gets credentials of a random name of its own, so that
-// anonymous callers do not share one user's allocation quota.
-func (s *Server) iceServers(user string) []signal.ICEServer {
-	t := s.turn
-	if t == nil {
-		return nil
-	}
-	if user == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		user = "anonymous-" + hex.EncodeToString(b[:])
-	}
-	list, _, err := t.ICEServers(user, "")
-	if err != nil {
-		s.log.Warn("cannot mint TURN credentials", "err", err)
-		return nil
-	}
-	out := make([]signal.ICEServer, len(list))
-	for i, v := range list {
-		out[i] = signal.ICEServer{URLs: v.URLs, Username: v.Username, Credential: v.Credential}
-	}
-	return out
 }
 
 // TURN returns the STUN/TURN server (after Listen), or nil when turn_addr

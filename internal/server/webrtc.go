@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/turn"
 	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 	"github.com/switchboardhq/switchboard/internal/webrtc/signal"
 )
@@ -62,8 +64,8 @@ func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) 
 	if c.sfu, err = sfu.New(scfg); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	// The join reply's ice_servers: the built-in TURN server (internal/turn)
-	// gives them with c.signal.SetICEServers once it runs; none until then.
+	// The join reply's ice_servers come from the built-in TURN server
+	// (useTURN, once Listen started it); none without it.
 	c.signal = signal.New(signal.Config{SFU: c.sfu, Owners: owners, NodeURL: cfg.NodeURL, Logger: log})
 	return c, nil
 }
@@ -90,4 +92,22 @@ func (c *calls) close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// useTURN gives participants the TURN server's STUN and TURN URLs with
+// fresh credentials in their join reply. The URLs name turn_host, or else
+// the relay address: the hub does not keep the host name each client
+// used.
+func (c *calls) useTURN(t *turn.Server) {
+	c.signal.SetICEServers(func(user string) ([]signal.ICEServer, time.Time, error) {
+		list, exp, err := t.ICEServers(user, "")
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("server: turn credentials: %w", err)
+		}
+		out := make([]signal.ICEServer, len(list))
+		for i, s := range list {
+			out[i] = signal.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+		}
+		return out, exp, nil
+	})
 }

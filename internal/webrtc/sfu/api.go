@@ -3,6 +3,7 @@ package sfu
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -152,6 +153,7 @@ func settingEngine(cfg *Config, mx muxes) webrtc.SettingEngine {
 	// NAT 1:1) candidates needs no more, and it keeps no check schedule
 	// per connection.
 	se.SetLite(true)
+	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, 2*time.Second)
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

@@ -49,8 +49,8 @@ func (c *capFilter) set(bitsPerSecond float64) {
 
 // TestLayerFollowsBandwidth caps the link to a subscriber under the high
 // layer's bitrate: the congestion controller's estimate falls with the
-// loss and the SFU moves the subscriber to a lower layer, at a keyframe,
-// with a continuous stream.
+// loss and the SFU moves the subscriber to a lower layer, at a keyframe;
+// without the cap the estimate grows back and so does the layer.
 func TestLayerFollowsBandwidth(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the bandwidth estimate")
@@ -74,7 +74,12 @@ func TestLayerFollowsBandwidth(t *testing.T) {
 	waitFor(t, "the high layer at b", 10*time.Second, func() bool { return layerNow() == 2 })
 	capf.set(350_000)
 	waitFor(t, "a lower layer under a 350 kbit/s cap", 20*time.Second, func() bool { return layerNow() >= 0 && layerNow() < 2 })
-	t.Logf("estimate under the cap: %d bit/s", l.sfu.room("r").get("b").estimator.GetTargetBitrate())
+	est := l.sfu.room("r").get("b").estimator
+	t.Logf("estimate under the cap: %d bit/s", est.GetTargetBitrate())
+	capf.set(0)
+	start := time.Now()
+	waitFor(t, "the high layer again without the cap", 30*time.Second, func() bool { return layerNow() == 2 })
+	t.Logf("back to the high layer in %s (estimate %d bit/s)", time.Since(start).Round(100*time.Millisecond), est.GetTargetBitrate())
 	// Keyframe-gated: in sequence number order, wherever two neighbours
 	// arrived, a change of layer is at a keyframe (the cap leaves holes,
 	// and retransmissions arrive out of order).

@@ -60,6 +60,12 @@ type Config struct {
 	// InitialBitrate is the bandwidth estimate a subscriber starts with,
 	// in bit/s. Default 1,000,000.
 	InitialBitrate int
+	// DisconnectedTimeout and FailedTimeout are how long a connection
+	// that receives nothing is "disconnected", then "failed": a failed
+	// connection's participant is removed from its room. Default 5s and
+	// 25s (pion's).
+	DisconnectedTimeout time.Duration
+	FailedTimeout       time.Duration
 	// Logger receives the SFU's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -91,6 +97,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.InitialBitrate <= 0 {
 		c.InitialBitrate = 1_000_000
+	}
+	if c.DisconnectedTimeout <= 0 {
+		c.DisconnectedTimeout = 5 * time.Second
+	}
+	if c.FailedTimeout <= 0 {
+		c.FailedTimeout = 25 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -2,9 +2,12 @@ package sfu
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v5/vnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -84,5 +87,31 @@ func TestRemovedTrackIsUnpublished(t *testing.T) {
 	waitFor(t, "track_unpublished at b", 10*time.Second, func() bool { return len(b.eventsNamed(EventUnpublished)) == 1 })
 	if n := len(l.sfu.Rooms()[0].Participants[0].Tracks); n != 0 {
 		t.Fatalf("a still publishes %d tracks", n)
+	}
+}
+
+// TestFailedConnectionLeaves: a subscriber whose network goes away is
+// removed once its connection fails: it is told (kicked, with the
+// reason) and the others see it leave.
+func TestFailedConnectionLeaves(t *testing.T) {
+	l := newLab(t, Config{DisconnectedTimeout: 500 * time.Millisecond, FailedTimeout: time.Second})
+	a := l.join("a", "r", true)
+	b := l.join("b", "r", false)
+	var video *source
+	a.publish(func(pc *webrtc.PeerConnection) { video = addVideo(t, pc, "cam") })
+	video.start(t)
+	waitFor(t, "video at b", 10*time.Second, func() bool { return len(b.track("a:cam")) > 10 })
+	cut := func(c vnet.Chunk) bool {
+		src, _ := c.SourceAddr().(*net.UDPAddr)
+		dst, _ := c.DestinationAddr().(*net.UDPAddr)
+		return src != nil && src.IP.String() == b.ip || dst != nil && dst.IP.String() == b.ip
+	}
+	l.drop.Store(&cut)
+	waitFor(t, "a to see b leave", 15*time.Second, func() bool { return len(a.eventsNamed(EventLeft)) == 1 })
+	if k := b.eventsNamed(EventKicked); len(k) != 1 || !strings.Contains(string(k[0].data), "subscriber connection failed") {
+		t.Fatalf("b's kicked events %v", k)
+	}
+	if n := l.sfu.RoomSize("r"); n != 1 {
+		t.Fatalf("room size %d, want 1", n)
 	}
 }

@@ -72,6 +72,9 @@ func newParticipant(r *Room, req JoinRequest, sig Signaler) (*Participant, error
 	p.sub, p.estimator = pc, est
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		r.sfu.log.Debug("subscriber connection", "room", r.name, "participant", p.id, "state", st.String())
+		if st == webrtc.PeerConnectionStateFailed {
+			go p.fail("subscriber")
+		}
 		if st == webrtc.PeerConnectionStateConnected && !p.subReady.Swap(true) {
 			p.mu.Lock()
 			downs := make([]*downTrack, 0, len(p.downs))
@@ -86,6 +89,15 @@ func newParticipant(r *Room, req JoinRequest, sig Signaler) (*Participant, error
 	})
 	go p.negotiateLoop()
 	return p, nil
+}
+
+// fail removes a participant whose connection failed for good (ICE
+// found no path, or lost it past its timeouts): the others see it leave,
+// and it is told, as if kicked, so that it can join again.
+func (p *Participant) fail(which string) {
+	p.room.sfu.log.Info("connection failed", "room", p.room.name, "participant", p.id, "connection", which)
+	p.sig.Signal(EventKicked, map[string]string{"room": p.room.name, "reason": which + " connection failed"})
+	p.room.remove(p, "connection failed")
 }
 
 // allow takes a token from the participant's signaling bucket.
@@ -222,6 +234,9 @@ func (p *Participant) publisherPC() (*webrtc.PeerConnection, error) {
 	pc.OnDataChannel(p.onDataChannel)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		p.room.sfu.log.Debug("publisher connection", "room", p.room.name, "participant", p.id, "state", st.String())
+		if st == webrtc.PeerConnectionStateFailed {
+			go p.fail("publisher")
+		}
 	})
 	p.pub = pc
 	return pc, nil

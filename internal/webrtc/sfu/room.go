@@ -34,7 +34,8 @@ const (
 	// EventLayer: {"track","layer"}: the simulcast layer now forwarded to
 	// this subscriber.
 	EventLayer = "layer"
-	// EventKicked: {"room"}: the server API removed this participant.
+	// EventKicked: {"room","reason"}: the server removed this participant
+	// (the server API, or a connection that failed).
 	EventKicked = "kicked"
 )
 
@@ -44,7 +45,8 @@ var errRoomClosing = fmt.Errorf("%w: room is closing, retry", ErrRoomState)
 
 // Room is one call: its participants and, in an SFU room, the tracks they
 // forward to each other. Lock order: Room.mu, then Participant.mu, then
-// upTrack.mu, then downTrack.mu.
+// downTrack.mu, then upTrack.mu (a leaf: only a track's layers and
+// description).
 type Room struct {
 	sfu   *SFU
 	name  string

@@ -201,7 +201,7 @@ func (s *SFU) Kick(room, participant string) error {
 	if err != nil {
 		return err
 	}
-	p.sig.Signal(EventKicked, map[string]string{"room": room})
+	p.sig.Signal(EventKicked, map[string]string{"room": room, "reason": "kicked"})
 	p.room.remove(p, "kicked")
 	return nil
 }

@@ -32,14 +32,18 @@ type ICEServer struct {
 	Credential string   `json:"credential,omitempty"`
 }
 
+// ICEServersFunc returns the ICE servers for a user and when their
+// credentials expire (zero for never).
+type ICEServersFunc func(user string) ([]ICEServer, time.Time, error)
+
 // Config configures a Service.
 type Config struct {
 	// SFU serves the rooms of this node. Required.
 	SFU *sfu.SFU
 	// ICEServers returns the ICE servers a user gets in the join reply
-	// (the built-in TURN server's, with ephemeral credentials); nil gives
-	// none.
-	ICEServers func(user string) []ICEServer
+	// (the built-in TURN server's, with ephemeral credentials) and when
+	// their credentials expire; nil gives none.
+	ICEServers ICEServersFunc
 	// Owners, when set, records in the broker which node serves each
 	// room, for clusters; nil on a single node. The records are presence
 	// entries of the pseudo-channel "$room:NAME" whose client is the node
@@ -64,7 +68,7 @@ type Service struct {
 
 	mu    sync.Mutex
 	node  string
-	ice   func(user string) []ICEServer
+	ice   ICEServersFunc
 	owned map[string]bool // rooms this node recorded as its own
 
 	stop chan struct{}
@@ -99,7 +103,7 @@ func (s *Service) SetNode(id string) {
 
 // SetICEServers replaces Config.ICEServers, for a TURN server started
 // after the service.
-func (s *Service) SetICEServers(f func(user string) []ICEServer) {
+func (s *Service) SetICEServers(f ICEServersFunc) {
 	s.mu.Lock()
 	s.ice = f
 	s.mu.Unlock()
@@ -151,6 +155,7 @@ type joinReply struct {
 	CanPublish  bool                  `json:"can_publish"`
 	Node        string                `json:"node,omitempty"`
 	ICEServers  []ICEServer           `json:"ice_servers"`
+	ICEExpires  int64                 `json:"ice_servers_expire,omitempty"`
 	Others      []sfu.ParticipantInfo `json:"participants"`
 }
 
@@ -170,8 +175,20 @@ func (s *Service) Join(ctx context.Context, j hub.RoomJoin) (json.RawMessage, er
 	r := joinReply{Room: j.Room, Participant: j.Participant, Mode: res.Mode, Codec: res.Codec, CanPublish: j.CanPublish, Node: node,
 		ICEServers: []ICEServer{}, Others: res.Participants}
 	if ice != nil {
-		if list := ice(j.User); list != nil {
+		// TURN quotas count per user: an anonymous client is its own.
+		user := j.User
+		if user == "" {
+			user = j.Participant
+		}
+		list, exp, err := ice(user)
+		switch {
+		case err != nil:
+			s.log.Warn("no ICE servers for a participant", "room", j.Room, "participant", j.Participant, "err", err)
+		case list != nil:
 			r.ICEServers = list
+			if !exp.IsZero() {
+				r.ICEExpires = exp.Unix()
+			}
 		}
 	}
 	return json.Marshal(r)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -110,8 +111,8 @@ func TestOwnership(t *testing.T) {
 		return svc
 	}
 	a, b := node("a", "wss://a.example/ws"), node("b", "wss://b.example/ws")
-	a.SetICEServers(func(user string) []ICEServer {
-		return []ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: "9999:" + user, Credential: "x"}}
+	a.SetICEServers(func(user string) ([]ICEServer, time.Time, error) {
+		return []ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: "9999:" + user, Credential: "x"}}, time.Unix(9999, 0), nil
 	})
 	ctx := context.Background()
 	push := func(string, []byte) {}
@@ -121,8 +122,9 @@ func TestOwnership(t *testing.T) {
 	}
 	var first struct {
 		ICEServers []ICEServer `json:"ice_servers"`
+		Expire     int64       `json:"ice_servers_expire"`
 	}
-	if err := json.Unmarshal(res, &first); err != nil || len(first.ICEServers) != 1 || first.ICEServers[0].Username != "9999:alice" {
+	if err := json.Unmarshal(res, &first); err != nil || len(first.ICEServers) != 1 || first.ICEServers[0].Username != "9999:alice" || first.Expire != 9999 {
 		t.Fatalf("ice_servers in %s", res)
 	}
 	_, err = b.Join(ctx, hub.RoomJoin{Room: "r", Participant: "p2", Push: push})
