@@ -39,6 +39,7 @@ func TestDoctorWebRTC(t *testing.T) {
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
+	base := srv.URL() // before Run, which sets up the HTTP server
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -47,7 +48,7 @@ func TestDoctorWebRTC(t *testing.T) {
 		<-done
 	}()
 
-	out, err := run(t, "doctor", "webrtc", "--url", srv.URL(), "--api-key", "doctor-key")
+	out, err := run(t, "doctor", "webrtc", "--url", base, "--api-key", "doctor-key")
 	if err != nil {
 		t.Fatalf("doctor webrtc: %v\n%s", err, out)
 	}
