@@ -292,6 +292,22 @@ test('peer to peer: a 1:1 call (?mode=p2p) where the server only relays signalin
   }
 });
 
+test('peer to peer through TURN: ?mode=p2p&relay=1 relays both browsers', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 2; i++) pages.push(await openRoom('pair-relayed', '&mode=p2p&relay=1'));
+    const ids = await Promise.all(pages.map(participantId));
+    await decoding(pages[0], [ids[1]], 'page 0');
+    await decoding(pages[1], [ids[0]], 'page 1');
+    for (const page of pages) {
+      const pair = await waitFor(() => selectedPair(page, 'peer'), 'peer candidate pair');
+      assert.equal(pair.local.type, 'relay', JSON.stringify(pair));
+    }
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
+
 test('simulcast: a subscriber moves to a lower layer and back (display size, then a layer cap)', { timeout: TEST_TIMEOUT }, async () => {
   const pages = [];
   try {
