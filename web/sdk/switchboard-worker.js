@@ -1541,7 +1541,7 @@ var Room = class {
         return;
       }
       case "kicked":
-        this.end("kicked");
+        this.end(typeof data.reason === "string" && data.reason ? data.reason : "kicked");
         return;
     }
   }

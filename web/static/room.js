@@ -144,8 +144,13 @@ async function join() {
     status('left', reason === 'left' ? 'left' : `ended: ${reason}`);
     ui.mic.disabled = ui.cam.disabled = ui.leave.disabled = true;
     for (const id of [...tiles.keys()]) if (id !== 'local') dropTile(id);
-    if (reason === 'kicked') left = true;
-    // After a lost connection the page joins again once it is back.
+    // After a lost WebSocket the page joins again once it is back; removed
+    // by the server (kicked, or a media connection that failed for good),
+    // it stays out.
+    if (reason !== 'disconnected' && reason !== 'left') {
+      left = true;
+      notice(reason === 'kicked' ? 'The server removed you from the room.' : `The server ended the call: ${reason} (see docs/webrtc.md, Self-test). Reload to join again.`);
+    }
   });
 }
 setInterval(showStats, STATS_EVERY_MS);

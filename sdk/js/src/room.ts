@@ -43,7 +43,11 @@ export interface RoomEvents extends Record<string, unknown> {
   layer: { track: string; layer: number };
   /** connection: the state of a PeerConnection ("publisher", "subscriber" or "peer"). */
   connection: { pc: "publisher" | "subscriber" | "peer"; state: RTCPeerConnectionState };
-  /** closed: the room is over for this client (left, kicked, or the connection was lost). */
+  /**
+   * closed: the room is over for this client: reason "left", "kicked",
+   * "publisher connection failed" or "subscriber connection failed" (the
+   * server removed it), or "disconnected" (the WebSocket was lost).
+   */
   closed: { reason: string };
   /** error: a signaling step failed; the room goes on. */
   error: Error;
@@ -587,7 +591,9 @@ export class Room {
         return;
       }
       case "kicked":
-        this.end("kicked");
+        // "kicked" (the server API), or "publisher connection failed" /
+        // "subscriber connection failed" (ICE lost the path for good).
+        this.end(typeof data.reason === "string" && data.reason ? data.reason : "kicked");
         return;
     }
   }

@@ -217,8 +217,11 @@ test('room events: participants, tracks, mute, speakers, layer, leave, kick', as
   // Its own tracks come back to the publisher: not a participant.
   room.push('track_published', { participant: 'me', track: 'me:v', kind: 'video' });
   assert.equal(room.participants.has('me'), false);
-  room.push('kicked', { room: 'r' });
+  let reason = '';
+  room.on('closed', (e) => (reason = e.reason));
+  room.push('kicked', { room: 'r', reason: 'subscriber connection failed' });
   assert.equal(room.closed, true);
+  assert.equal(reason, 'subscriber connection failed');
   assert.equal(link.forgotten, true);
   assert.ok(FakePC.all.every((pc) => pc.closed));
   assert.deepEqual(seen, ['participantJoined', 'muted', 'speakers', 'layer', 'trackEnded', 'participantLeft', 'closed']);
