@@ -97,8 +97,8 @@ export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 // launchBrowser starts headless Chromium (chromiumPath) with a fresh
 // profile in dir. The flags keep it off the network: without them it
-// stalls on a closed one.
-export function launchBrowser(dir) {
+// stalls on a closed one. extraArgs adds flags (webrtcArgs for calls).
+export function launchBrowser(dir, extraArgs = []) {
   const profile = fs.mkdtempSync(path.join(dir, 'profile-'));
   if (!fs.existsSync(chromiumPath)) {
     throw new Error(`no Chromium at ${chromiumPath}: install it (Debian: apt-get install chromium) or set CHROMIUM_PATH`);
@@ -106,6 +106,16 @@ export function launchBrowser(dir) {
   return chromium.launchPersistentContext(profile, {
     executablePath: chromiumPath,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
   });
 }
+
+// webrtcArgs let Chromium hold calls on a machine with only loopback
+// (see docs/webrtc.md): ICE candidates on 127.0.0.1, no mDNS names for
+// them, and a fake camera and microphone that need no prompt.
+export const webrtcArgs = [
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+];

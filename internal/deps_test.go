@@ -57,6 +57,7 @@ var forbidden = []struct {
 	{"internal/webrtc/sfu", module + "/internal/hub", "the SFU knows nothing of the engine: it talks through its Signaler", false},
 	{"internal/webrtc/sfu", module + "/internal/protocol", "the SFU's errors are its own; the signaling service maps them to codes", false},
 	{"internal/webrtc/payload", module + "/", "the RTP payload parsers import only the standard library", false},
+	{"internal/selftest", module + "/", "the calls' self-test is a client of the node: it reaches it through its signaling only", false},
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 	{"internal/proxy", module + "/internal/hub", "the backend client knows nothing of the engine: the hub declares the interface it calls", false},
 	{"internal/proxy", module + "/internal/transport", "the backend client knows nothing of transports", false},

@@ -102,7 +102,7 @@ the file. Run "switchboard serve --help" for the list.`,
 	root.SetVersionTemplate("switchboard {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(stdout, stderr, environ), newVersion(stdout), newToken(stdout, environ))
+	root.AddCommand(newServe(stdout, stderr, environ), newVersion(stdout), newToken(stdout, environ), newDoctor(stdout, environ))
 	return root
 }
 

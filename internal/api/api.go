@@ -37,6 +37,9 @@ type Options struct {
 	// Rooms serves /api/rooms, /api/rooms/kick and /api/rooms/mute; nil
 	// when calls are off.
 	Rooms Rooms
+	// SelfTest serves GET /api/webrtc/selftest: it runs the calls'
+	// self-test and returns its report; nil when calls are off.
+	SelfTest func(ctx context.Context) any
 }
 
 // Hub is what the API needs from the engine.
@@ -101,6 +104,9 @@ func New(h Hub, opts Options) *API {
 	}
 	a.mux.HandleFunc("POST /api/batch", a.serve(a.batch))
 	methods["/api/batch"] = "POST"
+	// Not in batches: it takes seconds.
+	a.mux.HandleFunc("GET /api/webrtc/selftest", a.serve(a.webrtcSelfTest))
+	methods["/api/webrtc/selftest"] = "GET"
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if m, ok := methods[r.URL.Path]; ok {
 			w.Header().Set("Allow", m)

@@ -251,7 +251,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI()})))
+	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI()})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -322,6 +322,15 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		s.httpSrv.Protocols = p
 	}
 	return s, nil
+}
+
+// selfTestAPI is the calls' self-test for the server API, nil when calls
+// are off.
+func (s *Server) selfTestAPI() func(context.Context) any {
+	if s.calls == nil {
+		return nil
+	}
+	return s.selfTest
 }
 
 // roomsAPI is the call service for the server API, nil when calls are

@@ -1085,6 +1085,10 @@ var WebSocketTransport = class {
       else p.resolve(msg.result);
       return;
     }
+    if (typeof msg.room === "string" && typeof msg.event === "string") {
+      this.ctx.room?.(msg);
+      return;
+    }
     if (typeof msg.channel !== "string") return;
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
@@ -1099,6 +1103,498 @@ var WebSocketTransport = class {
     }
   }
 };
+
+// src/room.ts
+var LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 5e5 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 15e5 }
+];
+var Signal = class {
+  constructor(PC, config, send) {
+    this.send = send;
+    this.ready = false;
+    // the other side has our description
+    this.outbox = [];
+    this.inbox = [];
+    /** chain serialises this connection's negotiation steps. */
+    this.chain = Promise.resolve();
+    this.pc = new PC(config);
+    this.pc.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      if (this.ready) this.send(e.candidate);
+      else this.outbox.push(e.candidate);
+    };
+  }
+  /** delivered: the other side has our description; queued candidates go out. */
+  delivered() {
+    this.ready = true;
+    for (const c of this.outbox.splice(0)) this.send(c);
+  }
+  async remote(desc) {
+    await this.pc.setRemoteDescription(desc);
+    for (const c of this.inbox.splice(0)) await this.pc.addIceCandidate(c).catch(() => {
+    });
+  }
+  async candidate(c) {
+    if (!this.pc.remoteDescription) {
+      this.inbox.push(c);
+      return;
+    }
+    await this.pc.addIceCandidate(c).catch(() => {
+    });
+  }
+  /** run queues step after the connection's earlier steps. */
+  run(step) {
+    const p = this.chain.then(step, step);
+    this.chain = p.catch(() => {
+    });
+    return p;
+  }
+};
+var Room = class {
+  constructor(name, opts, link) {
+    /** participantId is this client's id in the room. */
+    this.participantId = "";
+    /** mode is the room's mode, as the server decided. */
+    this.mode = "sfu";
+    /** canPublish: the server lets this client publish. */
+    this.canPublish = false;
+    /** iceServers are those of the join reply (or the options). */
+    this.iceServers = [];
+    /** participants are the others in the room, by id. */
+    this.participants = /* @__PURE__ */ new Map();
+    /** speakers: the participants speaking now, loudest first. */
+    this.speakers = [];
+    /** closed is set once the room is over for this client. */
+    this.closed = false;
+    this.emitter = new Emitter();
+    this.joined = false;
+    this.early = [];
+    this.pub = null;
+    this.sub = null;
+    this.peer = null;
+    // P2P
+    this.peerId = "";
+    // P2P: the other participant
+    this.local = [];
+    this.localStream = null;
+    this.observers = /* @__PURE__ */ new Map();
+    this.name = name;
+    this.opts = opts;
+    this.link = link;
+    this.PC = opts.env?.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    if (opts.stream) {
+      this.localStream = opts.stream;
+      this.local = opts.stream.getTracks();
+    }
+  }
+  on(name, fn) {
+    return this.emitter.on(name, fn);
+  }
+  off(name, fn) {
+    this.emitter.off(name, fn);
+  }
+  cmd(command, data = {}) {
+    return this.link.command({ command, data: { room: this.name, ...data } });
+  }
+  config() {
+    const c = { iceServers: this.iceServers };
+    if (this.opts.relay) c.iceTransportPolicy = "relay";
+    return c;
+  }
+  fail(err) {
+    if (this.closed) return;
+    this.emitter.emit("error", err instanceof Error ? err : new Error(String(err)));
+  }
+  /** join sends room_join and sets the room up; client.joinRoom calls it. */
+  async join() {
+    if (!this.PC) throw new Error("switchboard: calls need RTCPeerConnection");
+    const data = {};
+    if (this.opts.mode) data.mode = this.opts.mode;
+    if (this.opts.codec) data.codec = this.opts.codec;
+    const r = await this.cmd("room_join", data);
+    this.participantId = r.participant;
+    this.mode = r.mode === "p2p" ? "p2p" : "sfu";
+    this.canPublish = !!r.can_publish;
+    this.iceServers = this.opts.iceServers ?? r.ice_servers ?? [];
+    for (const p of r.participants ?? []) {
+      const rp = this.addParticipant(p.participant, p.user ?? "");
+      for (const t of p.tracks ?? []) this.trackInfo(rp, t);
+    }
+    if (this.mode === "sfu") {
+      this.sub = this.signal("subscriber");
+      this.sub.pc.ontrack = (e) => this.onTrack(e);
+    }
+    this.joined = true;
+    for (const m of this.early.splice(0)) this.push(m.event, m.data);
+    if (this.mode === "sfu") {
+      if (this.local.length) await this.publishSFU(this.local).catch((err) => setTimeout(() => this.fail(err)));
+    } else if (this.participants.size > 0) {
+      this.peerId = [...this.participants.keys()][0];
+      await this.offerP2P();
+    }
+    return this;
+  }
+  signal(name) {
+    const target = name === "peer" ? void 0 : name;
+    const s = new Signal(this.PC, this.config(), (c) => {
+      const data = { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex };
+      if (target) data.target = target;
+      this.cmd("room_candidate", data).catch((err) => this.fail(err));
+    });
+    s.pc.onconnectionstatechange = () => this.emitter.emit("connection", { pc: name, state: s.pc.connectionState });
+    return s;
+  }
+  /** pc returns a PeerConnection of the room, for getStats: "publisher", "subscriber" (SFU) or "peer" (P2P). */
+  pc(name) {
+    return (name === "publisher" ? this.pub : name === "subscriber" ? this.sub : this.peer)?.pc ?? null;
+  }
+  // ---- publishing ----
+  /** publish sends local tracks (audio and video of a getUserMedia stream). */
+  async publish(stream) {
+    this.localStream = stream;
+    const tracks = stream.getTracks().filter((t) => !this.local.includes(t));
+    this.local.push(...tracks);
+    if (!this.joined || this.closed) return;
+    if (this.mode === "sfu") await this.publishSFU(tracks);
+    else if (this.peer) {
+      for (const t of tracks) this.peer.pc.addTrack(t, stream);
+      await this.offerP2P();
+    }
+  }
+  async publishSFU(tracks) {
+    if (!this.canPublish) throw new Error(`switchboard: no permission to publish in room ${this.name}`);
+    if (!this.pub) this.pub = this.signal("publisher");
+    const pub = this.pub;
+    const stream = this.localStream ?? void 0;
+    for (const t of tracks) {
+      await this.cmd("room_publish", { track: t.id, source: t.kind === "video" ? "camera" : "microphone" }).catch(() => {
+      });
+      const init = { direction: "sendonly", streams: stream ? [stream] : [] };
+      if (t.kind === "video" && this.opts.simulcast !== false) init.sendEncodings = LAYERS.map((l) => ({ ...l }));
+      pub.pc.addTransceiver(t, init);
+    }
+    await this.offerSFU();
+  }
+  /** offerSFU sends the publishing connection's offer and applies the answer. */
+  offerSFU() {
+    const pub = this.pub;
+    return pub.run(async () => {
+      const offer = await pub.pc.createOffer();
+      await pub.pc.setLocalDescription(offer);
+      const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription.sdp });
+      await pub.remote({ type: "answer", sdp: r.sdp });
+      pub.delivered();
+    });
+  }
+  /** unpublish stops sending a local track (the others see track_unpublished). */
+  async unpublish(track) {
+    this.local = this.local.filter((t) => t !== track);
+    const s = this.pub ?? this.peer;
+    if (!s) return;
+    const sender = s.pc.getSenders().find((x) => x.track === track);
+    if (!sender) return;
+    if (this.mode === "sfu") await this.cmd("room_unpublish", { track: `${this.participantId}:${track.id}` }).catch(() => {
+    });
+    s.pc.removeTrack(sender);
+    if (this.mode === "sfu") await this.offerSFU();
+    else await this.offerP2P();
+  }
+  /**
+   * mute stops (or resumes) sending "audio", "video", or every local track
+   * (kind omitted): the track is disabled here and the server stops
+   * forwarding it and tells the others.
+   */
+  async mute(kind, muted) {
+    for (const t of this.local) if (!kind || t.kind === kind) t.enabled = !muted;
+    if (this.mode === "sfu" && this.pub) await this.cmd("room_mute", { track: kind ?? "", muted });
+  }
+  /** isMuted reports whether every local track of kind is disabled. */
+  isMuted(kind) {
+    const ts = this.local.filter((t) => t.kind === kind);
+    return ts.length > 0 && ts.every((t) => !t.enabled);
+  }
+  // ---- subscribing ----
+  /**
+   * setLayer caps the simulcast layer the server forwards of a remote
+   * video: maxLayer 0 (low) to 2 (high), and/or width and height (the
+   * server forwards the largest layer no bigger). SFU rooms only.
+   */
+  async setLayer(track, pref) {
+    if (this.mode !== "sfu") return;
+    const data = { track };
+    if (pref.maxLayer !== void 0) data.max_layer = pref.maxLayer;
+    if (pref.width) data.max_width = Math.round(pref.width);
+    if (pref.height) data.max_height = Math.round(pref.height);
+    if (pref.paused) data.paused = true;
+    await this.cmd("room_subscribe", data);
+  }
+  /**
+   * attach shows a participant's media in a video (or audio) element and,
+   * in an SFU room, keeps the layer of its video matched to the element's
+   * displayed size: the smallest layer at least as large (a
+   * ResizeObserver; devicePixelRatio counted). It
+   * returns a function that stops the matching.
+   */
+  attach(participant, el) {
+    const p = this.participants.get(participant);
+    if (p?.stream && el.srcObject !== p.stream) el.srcObject = p.stream;
+    const RO = this.opts.env?.ResizeObserver ?? globalThis.ResizeObserver;
+    if (this.mode !== "sfu" || !RO) return () => {
+    };
+    let timer = 0;
+    let last = "";
+    const update = () => {
+      const q = this.participants.get(participant);
+      const v = q && [...q.tracks.values()].find((t) => t.kind === "video");
+      if (!v) return;
+      const ratio = globalThis.devicePixelRatio || 1;
+      const w = Math.round((el.clientWidth || 0) * ratio);
+      const h = Math.round((el.clientHeight || 0) * ratio);
+      const key = `${v.id} ${w} ${h}`;
+      if (!w || !h || key === last) return;
+      last = key;
+      this.setLayer(v.id, { width: 2 * w - 1, height: 2 * h - 1 }).catch(() => {
+      });
+    };
+    const obs = new RO(() => {
+      clearTimeout(timer);
+      timer = setTimeout(update, 200);
+    });
+    obs.observe(el);
+    const off = this.on("track", (t) => {
+      if (t.participant === participant && t.kind === "video") {
+        last = "";
+        update();
+      }
+    });
+    const stop = { disconnect: () => {
+      obs.disconnect();
+      off();
+      clearTimeout(timer);
+    } };
+    this.observers.get(participant)?.disconnect();
+    this.observers.set(participant, stop);
+    return () => {
+      stop.disconnect();
+      if (this.observers.get(participant) === stop) this.observers.delete(participant);
+    };
+  }
+  addParticipant(id, user) {
+    let p = this.participants.get(id);
+    if (!p) {
+      p = { id, user, tracks: /* @__PURE__ */ new Map(), stream: null };
+      this.participants.set(id, p);
+    }
+    return p;
+  }
+  /** trackInfo records a track the server announced. */
+  trackInfo(p, t) {
+    let rt = p.tracks.get(t.track);
+    if (!rt) {
+      rt = { id: t.track, participant: p.id, kind: t.kind === "audio" ? "audio" : "video", track: null, muted: !!t.muted, layer: -1 };
+      p.tracks.set(rt.id, rt);
+    }
+    rt.muted = !!t.muted;
+    if (t.source) rt.source = t.source;
+    if (t.name) rt.name = t.name;
+    return rt;
+  }
+  onTrack(e) {
+    const track = e.track;
+    let pid = this.mode === "p2p" ? this.peerId : e.streams[0]?.id ?? "";
+    let id = track.id;
+    if (this.mode === "sfu") {
+      const owner = [...this.participants.values()].find((p2) => p2.tracks.has(id));
+      if (owner) pid = owner.id;
+      else if (!pid && id.includes(":")) pid = id.slice(0, id.lastIndexOf(":"));
+    } else if (!pid) return;
+    const p = this.addParticipant(pid, this.participants.get(pid)?.user ?? "");
+    if (!p.stream) p.stream = e.streams[0] ?? newStream([]);
+    else if (!p.stream.getTracks().includes(track)) p.stream.addTrack(track);
+    let rt = p.tracks.get(id);
+    if (!rt) {
+      rt = { id, participant: pid, kind: track.kind === "audio" ? "audio" : "video", track: null, muted: false, layer: -1 };
+      p.tracks.set(id, rt);
+    }
+    rt.track = track;
+    const done = rt;
+    track.addEventListener?.("ended", () => this.endTrack(p, done));
+    this.emitter.emit("track", rt);
+  }
+  endTrack(p, t) {
+    if (p.tracks.get(t.id) !== t) return;
+    p.tracks.delete(t.id);
+    if (t.track && p.stream) p.stream.removeTrack(t.track);
+    this.emitter.emit("trackEnded", t);
+  }
+  // ---- P2P ----
+  ensurePeer() {
+    if (this.peer) return this.peer;
+    const s = this.signal("peer");
+    s.pc.ontrack = (e) => this.onTrack(e);
+    this.peer = s;
+    return s;
+  }
+  /** addLocal adds the local tracks the peer connection does not send yet. */
+  addLocal(s) {
+    const senders = s.pc.getSenders().map((x) => x.track);
+    const stream = this.localStream ?? newStream(this.local);
+    for (const t of this.local) if (!senders.includes(t)) s.pc.addTrack(t, ...stream ? [stream] : []);
+  }
+  offerP2P() {
+    const s = this.ensurePeer();
+    return s.run(async () => {
+      this.addLocal(s);
+      if (!this.local.some((t) => t.kind === "audio") && !s.pc.getTransceivers().some((x) => x.receiver.track?.kind === "audio")) {
+        s.pc.addTransceiver("audio", { direction: "recvonly" });
+      }
+      if (!this.local.some((t) => t.kind === "video") && !s.pc.getTransceivers().some((x) => x.receiver.track?.kind === "video")) {
+        s.pc.addTransceiver("video", { direction: "recvonly" });
+      }
+      const offer = await s.pc.createOffer();
+      await s.pc.setLocalDescription(offer);
+      await this.cmd("room_offer", { sdp: s.pc.localDescription.sdp });
+      s.delivered();
+    });
+  }
+  answerP2P(from, sdp) {
+    this.peerId = from;
+    this.addParticipant(from, this.participants.get(from)?.user ?? "");
+    const s = this.ensurePeer();
+    return s.run(async () => {
+      await s.remote({ type: "offer", sdp });
+      this.addLocal(s);
+      const answer2 = await s.pc.createAnswer();
+      await s.pc.setLocalDescription(answer2);
+      await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
+      s.delivered();
+    });
+  }
+  closePeer() {
+    this.peer?.pc.close();
+    this.peer = null;
+    this.peerId = "";
+  }
+  // ---- pushes ----
+  /** push handles one room push of the server; the client routes them here. */
+  push(event, data) {
+    if (this.closed) return;
+    if (!this.joined) {
+      this.early.push({ event, data });
+      return;
+    }
+    data = data ?? {};
+    if (event.startsWith("track_") && data.participant === this.participantId) return;
+    switch (event) {
+      case "offer":
+        if (this.mode === "p2p") {
+          this.answerP2P(data.from, data.sdp).catch((err) => this.fail(err));
+          return;
+        }
+        this.answerSFU(data.sdp).catch((err) => this.fail(err));
+        return;
+      case "answer":
+        if (this.peer) {
+          const s = this.peer;
+          s.run(() => s.remote({ type: "answer", sdp: data.sdp })).catch((err) => this.fail(err));
+        }
+        return;
+      case "candidate":
+        if (this.mode === "p2p") {
+          const init = { candidate: data.candidate, sdpMid: data.sdpMid ?? null, sdpMLineIndex: data.sdpMLineIndex ?? null };
+          this.ensurePeer().candidate(init);
+        }
+        return;
+      case "participant_joined": {
+        const p = this.addParticipant(data.participant, data.user ?? "");
+        this.emitter.emit("participantJoined", p);
+        return;
+      }
+      case "participant_left": {
+        const p = this.participants.get(data.participant);
+        if (!p) return;
+        this.participants.delete(p.id);
+        for (const t of [...p.tracks.values()]) this.endTrack(p, t);
+        this.observers.get(p.id)?.disconnect();
+        this.observers.delete(p.id);
+        if (this.mode === "p2p" && this.peerId === p.id) this.closePeer();
+        this.emitter.emit("participantLeft", { participant: p, reason: data.reason ?? "" });
+        return;
+      }
+      case "track_published": {
+        const p = this.addParticipant(data.participant, this.participants.get(data.participant)?.user ?? "");
+        this.trackInfo(p, data);
+        return;
+      }
+      case "track_unpublished": {
+        const p = this.participants.get(data.participant);
+        const t = p?.tracks.get(data.track);
+        if (p && t) this.endTrack(p, t);
+        return;
+      }
+      case "track_muted": {
+        const t = this.participants.get(data.participant)?.tracks.get(data.track);
+        if (t) t.muted = !!data.muted;
+        this.emitter.emit("muted", { participant: data.participant, track: data.track, muted: !!data.muted });
+        return;
+      }
+      case "speakers":
+        this.speakers = Array.isArray(data.speakers) ? data.speakers : [];
+        this.emitter.emit("speakers", this.speakers);
+        return;
+      case "layer": {
+        for (const p of this.participants.values()) {
+          const t = p.tracks.get(data.track);
+          if (t) t.layer = data.layer;
+        }
+        this.emitter.emit("layer", { track: data.track, layer: data.layer });
+        return;
+      }
+      case "kicked":
+        this.end(typeof data.reason === "string" && data.reason ? data.reason : "kicked");
+        return;
+    }
+  }
+  answerSFU(sdp) {
+    const s = this.sub;
+    return s.run(async () => {
+      await s.remote({ type: "offer", sdp });
+      const answer2 = await s.pc.createAnswer();
+      await s.pc.setLocalDescription(answer2);
+      await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
+      s.delivered();
+    });
+  }
+  /** disconnected: the client's connection ended, and with it the room on the server. */
+  disconnected() {
+    this.end("disconnected");
+  }
+  /** leave hangs up: the server removes this participant, the connections close. Local tracks are not stopped. */
+  async leave() {
+    if (this.closed) return;
+    const r = this.cmd("room_leave").catch(() => {
+    });
+    this.end("left");
+    await r;
+  }
+  end(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    for (const o of this.observers.values()) o.disconnect();
+    this.observers.clear();
+    this.pub?.pc.close();
+    this.sub?.pc.close();
+    this.peer?.pc.close();
+    this.link.forget();
+    this.emitter.emit("closed", { reason });
+  }
+};
+function newStream(tracks) {
+  const MS = globalThis.MediaStream;
+  return MS ? new MS(tracks) : null;
+}
 
 // src/client.ts
 function defaultWorkerUrl() {
@@ -1156,6 +1652,8 @@ var Switchboard = class {
     this.offlineHandler = () => this.wentOffline();
     this.waiters = [];
     this.attempts = 0;
+    // connection attempts since the last connection
+    this.rooms = /* @__PURE__ */ new Map();
     this.shared = null;
     this.starting = Promise.resolve();
     /** state is the current connection state. */
@@ -1836,6 +2334,30 @@ var Switchboard = class {
     if (!t?.request) throw new Error(`switchboard: ${cmd.command} needs the websocket transport (on ${this.transportName})`);
     return t.request(cmd);
   }
+  /**
+   * joinRoom enters a call room and resolves with the Room once joined;
+   * see docs/sdk.md. A participant is a connection: it needs the tab's
+   * own WebSocket (sharedConnection: false). A lost connection ends the
+   * room (event "closed").
+   */
+  async joinRoom(name, opts = {}) {
+    if (this.shared) throw new Error("switchboard: joinRoom needs the tab's own connection: create the client with sharedConnection: false");
+    if (this.rooms.has(name)) throw new Error(`switchboard: already in room ${name}`);
+    const room = new Room(name, opts, {
+      command: (cmd) => this.command(cmd),
+      forget: () => {
+        if (this.rooms.get(name) === room) this.rooms.delete(name);
+      }
+    });
+    this.rooms.set(name, room);
+    try {
+      return await room.join();
+    } catch (err) {
+      if (this.rooms.get(name) === room) this.rooms.delete(name);
+      void room.leave();
+      throw err;
+    }
+  }
   /** close ends the connection for good. Queued publishes stay stored for the next page. */
   close() {
     if (this.closedForGood) return;
@@ -1871,6 +2393,7 @@ var Switchboard = class {
       }
     }
     this.state = state;
+    if (state !== "connected") for (const r of [...this.rooms.values()]) r.disconnected();
     this.emitter.emit("state", { state, transport: this.transportName, ...extra });
     if (state === "connected") {
       const w = this.waiters.splice(0);
@@ -1915,6 +2438,7 @@ var Switchboard = class {
         if (t === this.transport) this.clientId = client;
       },
       publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
+      room: (m) => this.rooms.get(m.room)?.push(m.event, m.data),
       closed: (info) => this.transportClosed(t, info)
     };
     if (name === "websocket") t = new WebSocketTransport(ctx);
@@ -2257,6 +2781,7 @@ export {
   IndexedDBOutboxStore,
   MemoryOutboxStore,
   Outbox,
+  Room,
   ServerError,
   Subscription,
   Switchboard,

@@ -16,6 +16,7 @@ import type { Env, Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError } from "./types.js";
 import type { ClientInfo, CloseInfo, ConnectionState, Publication, TransportName } from "./types.js";
 import { WebSocketTransport } from "./ws.js";
+import { Room, type RoomOptions } from "./room.js";
 
 /** SwitchboardOptions configures a client. Every field is optional. */
 export interface SwitchboardOptions {
@@ -194,6 +195,7 @@ export class Switchboard {
   private offlineHandler = () => this.wentOffline();
   private waiters: Array<() => void> = [];
   private attempts = 0; // connection attempts since the last connection
+  private readonly rooms = new Map<string, Room>();
   // The subscriptions the transport carries: this.subs and this.order
   // themselves, or with sharedConnection the leader's wire subscriptions.
   private wsubs: Map<string, Subscription>;
@@ -950,6 +952,31 @@ export class Switchboard {
     return t.request(cmd);
   }
 
+  /**
+   * joinRoom enters a call room and resolves with the Room once joined;
+   * see docs/sdk.md. A participant is a connection: it needs the tab's
+   * own WebSocket (sharedConnection: false). A lost connection ends the
+   * room (event "closed").
+   */
+  async joinRoom(name: string, opts: RoomOptions = {}): Promise<Room> {
+    if (this.shared) throw new Error("switchboard: joinRoom needs the tab's own connection: create the client with sharedConnection: false");
+    if (this.rooms.has(name)) throw new Error(`switchboard: already in room ${name}`);
+    const room: Room = new Room(name, opts, {
+      command: (cmd) => this.command(cmd),
+      forget: () => {
+        if (this.rooms.get(name) === room) this.rooms.delete(name);
+      },
+    });
+    this.rooms.set(name, room);
+    try {
+      return await room.join();
+    } catch (err) {
+      if (this.rooms.get(name) === room) this.rooms.delete(name);
+      void room.leave(); // if the join got through, the server forgets it too
+      throw err;
+    }
+  }
+
   /** close ends the connection for good. Queued publishes stay stored for the next page. */
   close(): void {
     if (this.closedForGood) return;
@@ -985,6 +1012,7 @@ export class Switchboard {
       if (state === "connecting") for (const s of this.order) if (s.state === "subscribed") s.state = "subscribing";
     }
     this.state = state;
+    if (state !== "connected") for (const r of [...this.rooms.values()]) r.disconnected();
     this.emitter.emit("state", { state, transport: this.transportName, ...extra });
     if (state === "connected") {
       const w = this.waiters.splice(0);
@@ -1032,6 +1060,7 @@ export class Switchboard {
         if (t === this.transport) this.clientId = client;
       },
       publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
+      room: (m) => this.rooms.get(m.room)?.push(m.event, m.data),
       closed: (info) => this.transportClosed(t, info),
     };
     if (name === "websocket") t = new WebSocketTransport(ctx);

@@ -15,3 +15,5 @@ export type { Env } from "./transport.js";
 export { Hub } from "./hub.js";
 export type { HubOptions, PortLike } from "./hub.js";
 export { serverOf, startSharedWorker } from "./sharedworker.js";
+export { Room } from "./room.js";
+export type { RoomOptions, RoomEvents, RemoteTrack, RemoteParticipant } from "./room.js";

@@ -38,6 +38,8 @@ export interface TransportContext {
   identified(client: string): void;
   /** publication routes a push to its subscription. */
   publication(p: Publication): void;
+  /** room routes a call room's push ({"room","event","data"}) to its Room. */
+  room?(push: { room: string; event: string; data: unknown }): void;
   /** reset handles a reset push / unrecovered notice. */
   closed(info: CloseInfo): void;
 }

@@ -222,6 +222,10 @@ export class WebSocketTransport implements Transport {
       else p.resolve(msg.result);
       return;
     }
+    if (typeof msg.room === "string" && typeof msg.event === "string") {
+      this.ctx.room?.(msg);
+      return;
+    }
     if (typeof msg.channel !== "string") return;
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
