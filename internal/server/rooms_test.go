@@ -30,6 +30,17 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// freeTCPPort returns a TCP port that was free a moment ago.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // withCalls turns calls on over loopback with one UDP port.
 func withCalls(t *testing.T) func(*config.Config) {
 	port := freeUDPPort(t)
@@ -478,7 +489,7 @@ func TestRoomAcrossNodes(t *testing.T) {
 // TestRoomICETCP: a client that can use only TCP reaches the SFU through
 // webrtc_tcp_port (ICE-TCP, the server's passive candidates).
 func TestRoomICETCP(t *testing.T) {
-	port := freeUDPPort(t) // a free TCP port too, most likely
+	port := freeTCPPort(t)
 	ts := start(t, func(c *config.Config) {
 		withCalls(t)(c)
 		c.WebRTCTCPPort = port
