@@ -3,7 +3,10 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/server"
 	"github.com/switchboardhq/switchboard/internal/testenv"
 	"github.com/switchboardhq/switchboard/internal/wstest"
 )
@@ -627,4 +631,30 @@ func TestRoomRelayOnly(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no connection to the SFU through TURN")
 	}
+}
+
+// TestCallsPortTaken: a media port that is taken fails the node's start
+// with an error naming the key, instead of crashing, and closes what it
+// had opened.
+func TestCallsPortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg := config.Default()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.APIKey = []string{testKey}
+	withCalls(t)(&cfg)
+	cfg.WebRTCTCPPort = l.Addr().(*net.TCPAddr).Port
+	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err == nil || !strings.Contains(err.Error(), "webrtc_tcp_port") {
+		t.Fatalf("New with a taken webrtc_tcp_port: %v, %v", srv, err)
+	}
+	// The UDP port it had opened is free again.
+	c, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.WebRTCUDPPort)))
+	if err != nil {
+		t.Fatalf("the UDP port was not released: %v", err)
+	}
+	c.Close()
 }

@@ -28,11 +28,13 @@ type calls struct {
 // newCalls builds the call service from the webrtc_* keys. Owners is the
 // cluster's presence store (nil on a single node), where each room's
 // serving node is recorded.
-func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) (c *calls, err error) {
-	c = &calls{}
+func newCalls(cfg config.Config, owners broker.PresenceStore, log *slog.Logger) (_ *calls, err error) {
+	// c, not the result: a failure returns nil, and what was opened so far
+	// must still be closed.
+	c := &calls{}
 	defer func() {
 		if err != nil {
-			c.close(context.Background())
+			_ = c.close(context.Background())
 		}
 	}()
 	host := ""
