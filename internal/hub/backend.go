@@ -74,12 +74,9 @@ func (s *Session) connectHook(ctx context.Context, cmd *protocol.Command) (json.
 	if err != nil {
 		return nil, s.hookFailed(err)
 	}
-	c := &Credentials{User: res.User, Info: res.Info, Channels: res.Channels, Proxy: true}
-	if res.ExpireAt > 0 {
-		c.Expires = time.Unix(res.ExpireAt, 0)
-		if !c.Expires.After(s.hub.clock.Now()) {
-			return nil, protocol.ErrTokenExpired.WithMessage("the application backend gave an expiry in the past")
-		}
+	c, perr := s.hub.hookCredentials(res)
+	if perr != nil {
+		return nil, perr
 	}
 	s.setCredentials(c)
 	s.headers = nil // the cookies served their purpose
@@ -111,6 +108,12 @@ func (h *Hub) ConnectHook(ctx context.Context, transport, remoteAddr string, hea
 		}
 		return nil, perr
 	}
+	return h.hookCredentials(res)
+}
+
+// hookCredentials turns the connect hook's answer into credentials,
+// refusing an expiry already past.
+func (h *Hub) hookCredentials(res proxy.ConnectResult) (*Credentials, *protocol.Error) {
 	c := &Credentials{User: res.User, Info: res.Info, Channels: res.Channels, Proxy: true}
 	if res.ExpireAt > 0 {
 		c.Expires = time.Unix(res.ExpireAt, 0)
