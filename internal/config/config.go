@@ -61,6 +61,7 @@ type Config struct {
 	WriteTimeout             time.Duration `koanf:"write_timeout"`
 	HandshakeTimeout         time.Duration `koanf:"handshake_timeout"`
 	ShutdownTimeout          time.Duration `koanf:"shutdown_timeout"`
+	MemoryReleaseInterval    time.Duration `koanf:"memory_release_interval"`
 	CommandTimeout           time.Duration `koanf:"command_timeout"`
 	LogLevel                 string        `koanf:"log_level"`
 	LogFormat                string        `koanf:"log_format"`
@@ -157,6 +158,7 @@ var Keys = []Key{
 	{"write_timeout", 10 * time.Second, "close connections that do not take their data within this time"},
 	{"handshake_timeout", 10 * time.Second, "time allowed for a client's HTTP request or upgrade"},
 	{"shutdown_timeout", 10 * time.Second, "time allowed for a graceful shutdown"},
+	{"memory_release_interval", 10 * time.Second, "how often a quiet node checks whether to return the free heap a burst left to the system (0: never; see docs/performance.md)"},
 	{"command_timeout", 5 * time.Second, "longest a client command may wait on the broker (then error 503)"},
 	{"log_level", "info", "log level: debug, info, warn, error"},
 	{"log_format", "text", "log format: text or json"},

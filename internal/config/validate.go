@@ -68,6 +68,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", k.Name, v))
 		}
 	}
+	if c.MemoryReleaseInterval < 0 {
+		errs = append(errs, fmt.Errorf("memory_release_interval: must not be negative (0 turns it off), got %s", c.MemoryReleaseInterval))
+	}
 	if c.CommandRate < 0 || c.CommandBurst < 0 || c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.JWTMaxSize <= 0 {
 		errs = append(errs, errors.New("command_rate, command_burst, max_connections, max_connections_per_ip must not be negative, jwt_max_size must be positive"))
 	}

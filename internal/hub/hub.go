@@ -281,11 +281,12 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // register adds s to the session registry. It reports false when a
 // connection limit is reached.
 func (h *Hub) register(s *Session) bool {
+	ip := s.ip()
 	h.sessMu.Lock()
 	over := h.cfg.MaxConnections > 0 && len(h.sessions) >= h.cfg.MaxConnections ||
-		h.cfg.MaxConnectionsPerIP > 0 && h.perIP[s.ip] >= h.cfg.MaxConnectionsPerIP
+		h.cfg.MaxConnectionsPerIP > 0 && h.perIP[ip] >= h.cfg.MaxConnectionsPerIP
 	h.sessions[s.id] = s
-	h.perIP[s.ip]++
+	h.perIP[ip]++
 	h.sessMu.Unlock()
 	h.metrics.Connections.WithLabelValues(s.transport.Name()).Inc()
 	h.metrics.ConnectionsTotal.WithLabelValues(s.transport.Name()).Inc()
@@ -300,8 +301,10 @@ func (h *Hub) unregister(s *Session) {
 	}
 	h.sessMu.Lock()
 	delete(h.sessions, s.id)
-	if h.perIP[s.ip]--; h.perIP[s.ip] <= 0 {
-		delete(h.perIP, s.ip)
+	if ip := s.ip(); h.perIP[ip] > 1 {
+		h.perIP[ip]--
+	} else {
+		delete(h.perIP, ip)
 	}
 	h.signalDrainedLocked()
 	h.sessMu.Unlock()

@@ -84,8 +84,7 @@ type Session struct {
 	// allocated per connection, and its size class is watched.
 	remoteAddr string
 	headers    map[string]string // for the connect hook, dropped once connected
-	ip         string
-	created    int64 // nanotime when the session was opened
+	created    int64             // nanotime when the session was opened
 
 	authed     atomic.Bool  // a valid connection token was presented
 	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
@@ -118,10 +117,6 @@ type Session struct {
 func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
 	s := &Session{hub: h, id: h.newClientID(), transport: t, remoteAddr: info.RemoteAddr, headers: info.Headers, ephemeral: info.Ephemeral, created: h.nanotime(), user: info.User}
 	s.out.sess = s
-	s.ip = info.RemoteAddr
-	if host, _, err := net.SplitHostPort(info.RemoteAddr); err == nil {
-		s.ip = host
-	}
 	s.bucket, s.bucketAt = float64(h.cfg.CommandBurst), s.created
 	if c := info.Credentials; c != nil {
 		s.setCredentials(c)
@@ -134,6 +129,14 @@ func (h *Hub) NewSession(t Transport, info SessionInfo) *Session {
 		s.Close(protocol.DisconnectConnectionLimit)
 	}
 	return s
+}
+
+// ip is the client's IP address: the host part of its remote address.
+func (s *Session) ip() string {
+	if host, _, err := net.SplitHostPort(s.remoteAddr); err == nil {
+		return host
+	}
+	return s.remoteAddr
 }
 
 // ID returns the session's client id, unique across nodes.

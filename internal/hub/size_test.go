@@ -12,7 +12,7 @@ func TestStructSizes(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
-		{"Session", unsafe.Sizeof(Session{}), 416},
+		{"Session", unsafe.Sizeof(Session{}), 384},
 		{"subscription", unsafe.Sizeof(subscription{}), 96},
 	} {
 		if tc.size > tc.max {

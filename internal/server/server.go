@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ import (
 	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/hub"
+	"github.com/switchboardhq/switchboard/internal/memrelease"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
@@ -58,6 +60,8 @@ type Server struct {
 	proxy   *proxy.Client // nil when no proxy hook is configured
 	ln      net.Listener
 	metrics *metrics.Metrics
+	// releases counts the free heap returned to the system (memrelease).
+	releases atomic.Int64
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
 	// set; nil otherwise.
 	turn *turn.Server
@@ -83,6 +87,10 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	s.metrics = m
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "memory_releases_total",
+		Help: "Times a quiet node returned the free heap a burst left to the system (memory_release_interval).",
+	}, func() float64 { return float64(s.releases.Load()) }))
 
 	b, p, err := newBroker(cfg, log)
 	if err != nil {
@@ -505,6 +513,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.hub.Start(ctx); err != nil {
 		return err
 	}
+	relCtx, stopRelease := context.WithCancel(ctx)
+	defer stopRelease()
+	go memrelease.Run(relCtx, s.cfg.MemoryReleaseInterval, s.log, func() { s.releases.Add(1) })
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {

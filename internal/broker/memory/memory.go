@@ -54,14 +54,21 @@ type stream struct {
 	mu         sync.Mutex // guards all below; held while delivering, to keep order
 	epoch      string
 	top        uint64
+	subscribed bool
+	// hist is allocated with the first publication: a channel that is
+	// subscribed but never published to (one per connection, often) keeps
+	// only the fields above.
+	hist *history
+}
+
+// history is what a stream keeps once something was published in it.
+type history struct {
 	ring       []broker.Publication // circular, capacity = history size
 	head, size int
 	last       time.Time // time of the newest publication
 	ttl        time.Duration
-	subscribed bool
 	// idem holds the idempotency keys, allocated with the first: most
-	// streams never see one, and every stream costs every subscriber of a
-	// channel of its own.
+	// streams never see one.
 	idem *streamKeys
 }
 
@@ -168,7 +175,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, opts 
 		}
 		if k := opts.IdempotencyKey; k != "" {
 			s.pruneKeys(now)
-			if use, ok := s.idem.lookup(k); ok && now.Before(use.expires) {
+			if use, ok := s.keys().lookup(k); ok && now.Before(use.expires) {
 				pos := broker.Position{Offset: use.offset, Epoch: s.epoch}
 				s.mu.Unlock()
 				return pos, fmt.Errorf("memory broker: publish to %q: %w", channel, broker.ErrDuplicate)
@@ -206,9 +213,25 @@ func (b *Broker) PublishEvent(ctx context.Context, channel string, data []byte) 
 	return nil
 }
 
+// keys returns the stream's idempotency keys, nil for none. s.mu must be
+// held.
+func (s *stream) keys() *streamKeys {
+	if s.hist == nil {
+		return nil
+	}
+	return s.hist.idem
+}
+
 // store appends pub to the ring, resizing it to the requested history size.
 // s.mu must be held.
 func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now time.Time) {
+	if s.hist == nil {
+		s.hist = &history{}
+	}
+	s.hist.store(pub, opts, now)
+}
+
+func (s *history) store(pub broker.Publication, opts broker.PublishOptions, now time.Time) {
 	s.last = now
 	s.ttl = opts.HistoryTTL
 	if opts.HistorySize <= 0 {
@@ -236,10 +259,11 @@ func (s *stream) store(pub broker.Publication, opts broker.PublishOptions, now t
 // rememberKey records that key published offset, until expires. s.mu must
 // be held.
 func (s *stream) rememberKey(key string, offset uint64, expires time.Time) {
-	if s.idem == nil {
-		s.idem = &streamKeys{keys: make(map[string]keyUse)}
+	h := s.hist // allocated by store, which comes first
+	if h.idem == nil {
+		h.idem = &streamKeys{keys: make(map[string]keyUse)}
 	}
-	k := s.idem
+	k := h.idem
 	k.keys[key] = keyUse{offset: offset, expires: expires}
 	k.order = append(k.order, key)
 	if expires.After(k.until) {
@@ -258,14 +282,15 @@ func (k *streamKeys) lookup(key string) (keyUse, bool) {
 
 // keysExpired reports whether every idempotency key of s has expired.
 func (s *stream) keysExpired(now time.Time) bool {
-	return s.idem == nil || now.After(s.idem.until)
+	k := s.keys()
+	return k == nil || now.After(k.until)
 }
 
 // pruneKeys forgets the expired idempotency keys at the front of keyOrder.
 // A key with a longer window than later ones holds back their pruning (not
 // their expiry: Publish checks it). s.mu must be held.
 func (s *stream) pruneKeys(now time.Time) {
-	k := s.idem
+	k := s.keys()
 	if k == nil {
 		return
 	}
@@ -280,15 +305,15 @@ func (s *stream) pruneKeys(now time.Time) {
 	}
 	switch {
 	case n == len(k.order):
-		s.idem = nil // all expired: the stream is back to its small self
+		s.hist.idem = nil // all expired: the stream is back to its small self
 	case n > 0:
 		k.order = append(k.order[:0], k.order[n:]...)
 	}
 }
 
 // trim drops publications older than the history TTL. s.mu must be held.
-func (s *stream) trim(now time.Time) {
-	if s.ttl <= 0 {
+func (s *history) trim(now time.Time) {
+	if s == nil || s.ttl <= 0 {
 		return
 	}
 	for s.size > 0 && now.Sub(s.ring[s.head].Time) > s.ttl {
@@ -299,8 +324,11 @@ func (s *stream) trim(now time.Time) {
 }
 
 // items returns up to n of the newest kept publications in offset order
-// (all when n < 0). s.mu must be held.
-func (s *stream) items(n int) []broker.Publication {
+// (all when n < 0; none from a nil history). s.mu must be held.
+func (s *history) items(n int) []broker.Publication {
+	if s == nil {
+		return nil
+	}
 	if n < 0 || n > s.size {
 		n = s.size
 	}
@@ -322,10 +350,10 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	if s.epoch == "" { // evicted between get and lock: it had nothing to read
 		return b.History(ctx, channel, q)
 	}
-	s.trim(b.opts.Now())
+	s.hist.trim(b.opts.Now())
 	pos := broker.Position{Offset: s.top, Epoch: s.epoch}
 	res, err := broker.SelectHistory(pos, q, func(uint64) ([]broker.Publication, error) {
-		return s.items(-1), nil
+		return s.hist.items(-1), nil
 	})
 	if err != nil {
 		return res, fmt.Errorf("memory broker: history of %q: %w", channel, err)
@@ -364,8 +392,11 @@ func (b *Broker) evict() {
 		sh.mu.Lock()
 		for name, s := range sh.streams {
 			s.mu.Lock()
-			keep := max(s.ttl, b.opts.IdleTTL)
-			if !s.subscribed && now.Sub(s.last) > keep && s.keysExpired(now) {
+			keep, last := b.opts.IdleTTL, time.Time{}
+			if s.hist != nil {
+				keep, last = max(s.hist.ttl, keep), s.hist.last
+			}
+			if !s.subscribed && now.Sub(last) > keep && s.keysExpired(now) {
 				s.epoch = "" // tells a Publish that raced with us to retry
 				delete(sh.streams, name)
 			} else {
