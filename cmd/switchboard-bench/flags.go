@@ -50,6 +50,7 @@ type options struct {
 	batch      int
 	h2c        bool
 	via        string
+	streams    int
 	drain      time.Duration
 	warmup     time.Duration
 	retries    int
@@ -140,7 +141,8 @@ Flags:
 	fs.BoolVar(&o.h2c, "h2c", false, "publish to Switchboard's server API over HTTP/2 without TLS (h2c), many requests in flight per connection; the baseline stays on HTTP/1.1")
 	fs.IntVar(&o.sfuPublishers, "sfu-publishers", 1, "sfu: participants publishing one video track each (the subscribers are --conns)")
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
-	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api) or client publish commands (ws)")
+	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api), the API stream (stream: --streams WebSockets to /api/stream carrying every publisher's calls; the baseline gets HTTP) or client publish commands (ws)")
+	fs.IntVar(&o.streams, "streams", 4, "with --via stream: API streams the publishers share")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "broadcast, channels: an unrecorded first step at --rate of this length (0: none)")
 	fs.IntVar(&o.retries, "retries", 1, "find-max: how many times a failed step is run again before the search stops")
@@ -202,8 +204,11 @@ Flags:
 	if o.publishURL != "" && (o.url == "" || *target != kindSwitchboard) {
 		return nil, errors.New("--publish-url needs --url (a running node) and --target switchboard")
 	}
-	if o.via != "api" && o.via != "ws" {
-		return nil, fmt.Errorf("--via: want api or ws, not %q", o.via)
+	if o.via != "api" && o.via != "ws" && o.via != "stream" {
+		return nil, fmt.Errorf("--via: want api, stream or ws, not %q", o.via)
+	}
+	if o.streams < 1 {
+		return nil, errors.New("--streams must be positive")
 	}
 	if o.drop != "api" && o.drop != "restart" {
 		return nil, fmt.Errorf("--drop: want api or restart, not %q", o.drop)

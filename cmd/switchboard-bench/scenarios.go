@@ -149,6 +149,14 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 	if err := e.warm(ctx, e.o.payload-40); err != nil {
 		return res, err
 	}
+	if e.o.via == "stream" && e.t.Name == kindSwitchboard {
+		st, err := dialAPIStreams(ctx, e.t.pubAddr(), e.t.APIKey, e.o.streams)
+		if err != nil {
+			return res, err
+		}
+		e.t.streams = st
+		defer func() { st.close(); e.t.streams = nil }()
+	}
 	n := uint64(e.o.conns)
 	var round atomic.Uint64 // HTTP: sequence numbers continue across steps
 	best, err := e.rampRates(ctx, &res, func(rate float64) (stepOutcome, error) {

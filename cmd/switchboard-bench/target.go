@@ -41,6 +41,9 @@ type target struct {
 	logs    *tailBuffer
 
 	http *http.Client
+	// streams, when set, carry publish calls instead of HTTP requests
+	// (--via stream).
+	streams *apiStreams
 
 	mu        sync.Mutex
 	exitedCPU float64 // s, used by earlier processes (before a restart)
@@ -233,6 +236,9 @@ func (t *target) alive() bool {
 // publish publishes data to channel through the server's HTTP API (the
 // keep-alive connections of t.http).
 func (t *target) publish(ctx context.Context, channel string, data []byte) error {
+	if t.streams != nil {
+		return t.streams.publish(ctx, channel, data)
+	}
 	body := make([]byte, 0, len(data)+len(channel)+32)
 	body = append(body, `{"channel":"`...)
 	body = append(body, channel...)

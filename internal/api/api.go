@@ -63,6 +63,8 @@ type API struct {
 	mux  *http.ServeMux
 	// methods are the API calls by name, for the routes and for batches.
 	methods map[string]method
+	// streams are the open API streams (GET /api/stream).
+	streams streams
 }
 
 // method is one API call: it decodes its parameters from body and returns
@@ -104,6 +106,8 @@ func New(h Hub, opts Options) *API {
 	}
 	a.mux.HandleFunc("POST /api/batch", a.serve(a.batch))
 	methods["/api/batch"] = "POST"
+	a.mux.HandleFunc("GET /api/stream", a.stream)
+	methods["/api/stream"] = "GET"
 	// Not in batches: it takes seconds.
 	a.mux.HandleFunc("GET /api/webrtc/selftest", a.serve(a.webrtcSelfTest))
 	methods["/api/webrtc/selftest"] = "GET"

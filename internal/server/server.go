@@ -60,6 +60,8 @@ type Server struct {
 	proxy   *proxy.Client // nil when no proxy hook is configured
 	ln      net.Listener
 	metrics *metrics.Metrics
+	// api serves /api/; its streams are closed at shutdown.
+	api *api.API
 	// releases counts the free heap returned to the system (memrelease).
 	releases atomic.Int64
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
@@ -259,7 +261,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI()})))
+	s.api = api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI()})
+	mux.Handle("/api/", guard.RequireHost(s.api))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -540,6 +543,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
 	var errs []error
+	s.api.CloseStreams()
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
