@@ -22,6 +22,9 @@ import (
 type apiStreams struct {
 	conns []*apiStreamConn
 	next  atomic.Uint64
+	// notify sends calls without ids: the server answers only failures,
+	// and publish returns once the call is written.
+	notify bool
 }
 
 // apiStreamConn is one API stream: calls go out as masked text frames,
@@ -34,11 +37,13 @@ type apiStreamConn struct {
 	mu      sync.Mutex
 	waiting map[uint64]chan error
 	err     error // set when the reader stopped
+	// failedNotes counts error answers to notifications.
+	failedNotes uint64
 }
 
 // dialAPIStreams opens n API streams to addr.
-func dialAPIStreams(ctx context.Context, addr, key string, n int) (*apiStreams, error) {
-	s := &apiStreams{}
+func dialAPIStreams(ctx context.Context, addr, key string, n int, notify bool) (*apiStreams, error) {
+	s := &apiStreams{notify: notify}
 	for range n {
 		d := ws.Dialer{Timeout: 10 * time.Second, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"apikey " + key}})}
 		nc, br, _, err := d.Dial(ctx, "ws://"+addr+"/api/stream")
@@ -66,6 +71,9 @@ func (s *apiStreams) close() {
 // answer.
 func (s *apiStreams) publish(ctx context.Context, channel string, data []byte) error {
 	c := s.conns[s.next.Add(1)%uint64(len(s.conns))]
+	if s.notify {
+		return c.send(s.call(nil, 0, channel, data))
+	}
 	id := c.ids.Add(1)
 	done := make(chan error, 1)
 	c.mu.Lock()
@@ -75,20 +83,8 @@ func (s *apiStreams) publish(ctx context.Context, channel string, data []byte) e
 	}
 	c.waiting[id] = done
 	c.mu.Unlock()
-	call := make([]byte, 0, len(data)+len(channel)+64)
-	call = append(call, `{"id":`...)
-	call = strconv.AppendUint(call, id, 10)
-	call = append(call, `,"method":"publish","params":{"channel":"`...)
-	call = append(call, channel...)
-	call = append(call, `","data":`...)
-	call = append(call, data...)
-	call = append(call, "}}"...)
-	f := ws.MaskFrameInPlace(ws.NewTextFrame(call))
-	c.wmu.Lock()
-	err := ws.WriteFrame(c.nc, f)
-	c.wmu.Unlock()
-	if err != nil {
-		return fmt.Errorf("api stream: %w", err)
+	if err := c.send(s.call(nil, id, channel, data)); err != nil {
+		return err
 	}
 	select {
 	case err := <-done:
@@ -96,6 +92,37 @@ func (s *apiStreams) publish(ctx context.Context, channel string, data []byte) e
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// call appends a publish call to b; id 0 leaves the id out (a
+// notification).
+func (s *apiStreams) call(b []byte, id uint64, channel string, data []byte) []byte {
+	b = append(b, '{')
+	if id != 0 {
+		b = append(b, `"id":`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"method":"publish","params":{"channel":"`...)
+	b = append(b, channel...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, "}}"...)
+}
+
+// send writes one call as a masked text frame.
+func (c *apiStreamConn) send(call []byte) error {
+	f := ws.MaskFrameInPlace(ws.NewTextFrame(call))
+	c.wmu.Lock()
+	err := ws.WriteFrame(c.nc, f)
+	c.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("api stream: %w", err)
+	}
+	c.mu.Lock()
+	err = c.err // a failed notification closes nothing, but a dead stream shows here
+	c.mu.Unlock()
+	return err
 }
 
 // read hands each answer to its caller until the connection ends.
@@ -119,6 +146,12 @@ func (c *apiStreamConn) read(br *bufio.Reader) {
 			Error json.RawMessage `json:"error"`
 		}
 		if json.Unmarshal(payload, &ans) != nil {
+			continue
+		}
+		if ans.ID == 0 { // a failed notification
+			c.mu.Lock()
+			c.failedNotes++
+			c.mu.Unlock()
 			continue
 		}
 		c.mu.Lock()

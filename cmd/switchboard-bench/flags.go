@@ -38,23 +38,24 @@ type options struct {
 
 	hold time.Duration
 
-	rate       float64
-	duration   time.Duration
-	findMax    bool
-	maxP99     time.Duration
-	rateFactor float64
-	maxRate    float64
-	maxSteps   int
-	payload    int
-	publishers int
-	batch      int
-	h2c        bool
-	via        string
-	streams    int
-	drain      time.Duration
-	warmup     time.Duration
-	retries    int
-	pause      time.Duration
+	rate         float64
+	duration     time.Duration
+	findMax      bool
+	maxP99       time.Duration
+	rateFactor   float64
+	maxRate      float64
+	maxSteps     int
+	payload      int
+	publishers   int
+	batch        int
+	h2c          bool
+	via          string
+	streams      int
+	streamNotify bool
+	drain        time.Duration
+	warmup       time.Duration
+	retries      int
+	pause        time.Duration
 	// sfu: video publishers (the subscribers are --conns).
 	sfuPublishers int
 
@@ -143,6 +144,7 @@ Flags:
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api), the API stream (stream: --streams WebSockets to /api/stream carrying every publisher's calls; the baseline gets HTTP) or client publish commands (ws)")
 	fs.IntVar(&o.streams, "streams", 4, "with --via stream: API streams the publishers share")
+	fs.BoolVar(&o.streamNotify, "stream-notify", false, "with --via stream: send publications without ids (the server answers only failures; lost ones show as lost)")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "longest wait for deliveries after a step's last publication")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "broadcast, channels: an unrecorded first step at --rate of this length (0: none)")
 	fs.IntVar(&o.retries, "retries", 1, "find-max: how many times a failed step is run again before the search stops")

@@ -150,7 +150,7 @@ func runChannels(ctx context.Context, e *env) (targetResult, error) {
 		return res, err
 	}
 	if e.o.via == "stream" && e.t.Name == kindSwitchboard {
-		st, err := dialAPIStreams(ctx, e.t.pubAddr(), e.t.APIKey, e.o.streams)
+		st, err := dialAPIStreams(ctx, e.t.pubAddr(), e.t.APIKey, e.o.streams, e.o.streamNotify)
 		if err != nil {
 			return res, err
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -33,6 +34,12 @@ import (
 // streamLanes is how many calls of one stream run at once. A call goes to
 // the lane of its channel, which keeps one channel's calls in order.
 const streamLanes = 8
+
+// inlineBelow: while calls take less than this on average, the reader
+// runs a call itself when nothing of its lane is waiting, which spares a
+// goroutine hand-off per call (a local broker's publish takes a few µs); a
+// slower broker's calls go to the lanes, to run concurrently.
+const inlineBelow = 30 * time.Microsecond
 
 // streamLaneQueue is how many calls wait per lane before the stream stops
 // reading (the backend's writes then block: backpressure, not loss).
@@ -72,6 +79,9 @@ type apiStream struct {
 
 	wmu sync.Mutex // held while writing to nc, and while taking answers to write
 
+	pending [streamLanes]atomic.Int32 // calls handed to each lane and not yet run
+	meanNs  atomic.Int64              // moving average of a call's duration
+
 	mu      sync.Mutex
 	answers [][]byte // encoded answers waiting for the writer
 	wake    chan struct{}
@@ -96,7 +106,7 @@ func (a *API) CloseStreams() {
 	}
 	a.streams.mu.Unlock()
 	for _, s := range open {
-		s.closeWith(streamCloseShutdown, "server shutting down")
+		s.closeWith(streamCloseShutdown, "server shutting down", true)
 	}
 }
 
@@ -146,7 +156,8 @@ func (s *apiStream) serve(br *bufio.Reader) {
 		go func() {
 			defer wg.Done()
 			for c := range lanes[i] {
-				s.answer(c)
+				s.run(c)
+				s.pending[i].Add(-1)
 			}
 		}()
 	}
@@ -160,9 +171,17 @@ func (s *apiStream) serve(br *bufio.Reader) {
 		close(l)
 	}
 	wg.Wait() // the calls read are answered before the close frame
-	s.closeWith(code, reason)
+	s.closeWith(code, reason, false)
 	<-writerDone
 	s.stop()
+	// Read what the client still sends, for a while, before closing:
+	// closing with unread input makes the kernel reset the connection,
+	// and the client could lose the close frame that says why.
+	if tc, ok := s.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = s.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(br, 16<<20))
 	_ = s.nc.Close()
 	s.a.streams.mu.Lock()
 	delete(s.a.streams.open, s)
@@ -206,10 +225,13 @@ func (s *apiStream) readLoop(br *bufio.Reader, lanes []chan streamCall) (ws.Stat
 			s.queue(streamAnswer{ID: json.RawMessage("null"), Error: protocol.ErrBadRequest.WithMessage("a call must be a JSON object: %s", protocol.JSONProblem(err))})
 			continue
 		}
-		if len(c.ID) == 0 {
-			c.ID = json.RawMessage("null")
+		l := s.laneOf(c)
+		if s.pending[l].Load() == 0 && s.meanNs.Load() < inlineBelow.Nanoseconds() {
+			s.run(c) // nothing of its lane waits, and calls are quick: no hand-off
+			continue
 		}
-		lanes[s.laneOf(c)] <- c
+		s.pending[l].Add(1)
+		lanes[l] <- c
 	}
 }
 
@@ -248,11 +270,27 @@ func (s *apiStream) laneOf(c streamCall) int {
 	return int(maphash.String(s.seed, p.Channel) % streamLanes)
 }
 
-// answer runs a call and queues its answer.
+// run answers a call and updates the mean call duration.
+func (s *apiStream) run(c streamCall) {
+	start := time.Now()
+	s.answer(c)
+	d := time.Since(start).Nanoseconds()
+	old := s.meanNs.Load()
+	s.meanNs.Store(old + (d-old)/8) // racy between lanes, which is fine for a hint
+}
+
+// answer runs a call and queues its answer. A call without an id is a
+// notification: it is answered only when it fails (with "id":null), which
+// spares the stream a write per call when the backend does not need the
+// results.
 func (s *apiStream) answer(c streamCall) {
+	id := c.ID
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
 	m, ok := s.a.methods[c.Method]
 	if !ok {
-		s.queue(streamAnswer{ID: c.ID, Error: protocol.ErrUnknownCommand.WithMessage("no API method %q", c.Method)})
+		s.queue(streamAnswer{ID: id, Error: protocol.ErrUnknownCommand.WithMessage("no API method %q", c.Method)})
 		return
 	}
 	params := []byte(c.Params)
@@ -260,7 +298,10 @@ func (s *apiStream) answer(c streamCall) {
 		params = []byte("{}")
 	}
 	res, perr := m(s.ctx, params)
-	s.queue(streamAnswer{ID: c.ID, Result: res, Error: perr})
+	if perr == nil && len(c.ID) == 0 {
+		return
+	}
+	s.queue(streamAnswer{ID: id, Result: res, Error: perr})
 }
 
 // queue encodes an answer for the writer.
@@ -319,8 +360,9 @@ func (s *apiStream) writeLoop() {
 }
 
 // closeWith writes whatever answers are queued and a close frame, then
-// stops the writer. Only the first call has an effect.
-func (s *apiStream) closeWith(code ws.StatusCode, reason string) {
+// stops the writer; hard closes the connection too (at shutdown, while
+// the read loop still runs). Only the first call has an effect.
+func (s *apiStream) closeWith(code ws.StatusCode, reason string, hard bool) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -340,8 +382,8 @@ func (s *apiStream) closeWith(code ws.StatusCode, reason string) {
 	buf = append(buf, ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))...)
 	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = s.nc.Write(buf)
-	if code != ws.StatusNormalClosure {
-		_ = s.nc.Close() // a protocol error or a shutdown: nothing more is read
+	if hard {
+		_ = s.nc.Close()
 	}
 }
 

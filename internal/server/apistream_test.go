@@ -180,6 +180,44 @@ func TestAPIStreamBadInput(t *testing.T) {
 	}
 }
 
+func TestAPIStreamNotificationsAreAnsweredOnlyWhenTheyFail(t *testing.T) {
+	ts := start(t, nil)
+	sub := ts.dial()
+	sub.Subscribe("n")
+	st, err := dialAPIStream(t, ts.Addr(), testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.send(`{"method":"publish","params":{"channel":"n","data":1}}`,
+		`{"method":"publish","params":{"channel":"","data":2}}`,
+		`{"id":"last","method":"publish","params":{"channel":"n","data":3}}`)
+	// Two answers, in the order their calls finish (the calls are on
+	// different channels): the failed notification's and the last call's.
+	var failed, last bool
+	for range 2 {
+		m, _ := st.next()
+		e, _ := m["error"].(map[string]any)
+		switch {
+		case e != nil && e["code"] == 422.0 && m["id"] == nil:
+			failed = true
+		case m["id"] == "last" && m["result"] != nil:
+			last = true
+		default:
+			t.Fatalf("answer %v", m)
+		}
+	}
+	if !failed || !last {
+		t.Fatalf("answers: failed notification %v, last call %v", failed, last)
+	}
+	st.send(`{"id":"end","method":"info"}`) // nothing else was answered before it
+	if m, _ := st.next(); m["id"] != "end" {
+		t.Fatalf("answer %v, want the one to \"end\"", m)
+	}
+	if a, b := sub.Next(), sub.Next(); a["data"] != 1.0 || b["data"] != 3.0 {
+		t.Fatalf("delivered %v then %v", a["data"], b["data"])
+	}
+}
+
 func TestAPIStreamClosedAtShutdown(t *testing.T) {
 	ts := start(t, nil)
 	st, err := dialAPIStream(t, ts.Addr(), testKey)
