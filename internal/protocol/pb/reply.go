@@ -129,16 +129,15 @@ func appendGeneric(dst, msg []byte) ([]byte, bool) {
 		return appendResult(dst, id, result)
 	case hasError && len(m) == 1+b2i(hasID):
 		return appendErrorReply(dst, id, hasID, perr)
-	case hasChannel && len(m) == 3 && m["data"] != nil && m["offset"] != nil:
-		var ch string
-		var off uint64
-		if json.Unmarshal(channel, &ch) != nil || json.Unmarshal(m["offset"], &off) != nil {
+	case hasChannel && len(m) == 3:
+		ch, data, off, ok := pushFields(m)
+		if !ok {
 			return dst, false
 		}
-		return appendPublication(dst, replyPublication, []byte(ch), off, m["data"]), true
+		return appendPublication(dst, replyPublication, ch, off, data), true
 	case hasChannel && len(m) == 2:
 		var ch string
-		if json.Unmarshal(channel, &ch) != nil {
+		if string(channel) == "null" || json.Unmarshal(channel, &ch) != nil {
 			return dst, false
 		}
 		for kind, body := range m {
@@ -160,6 +159,16 @@ func appendGeneric(dst, msg []byte) ([]byte, bool) {
 		return dst, true
 	}
 	return dst, false
+}
+
+// pushFields takes a publication push's members, which must be exactly
+// channel (a string), data and offset (an unsigned integer).
+func pushFields(m map[string]json.RawMessage) (channel, data []byte, offset uint64, ok bool) {
+	var ch string
+	if len(m) != 3 || m["data"] == nil || string(m["channel"]) == "null" || string(m["offset"]) == "null" || json.Unmarshal(m["channel"], &ch) != nil || json.Unmarshal(m["offset"], &offset) != nil {
+		return nil, nil, 0, false
+	}
+	return []byte(ch), m["data"], offset, true
 }
 
 func b2i(b bool) int {
@@ -214,15 +223,13 @@ func appendResult(dst []byte, id, result json.RawMessage) ([]byte, bool) {
 	for _, p := range list {
 		ch, data, off, ok := splitPublication(p)
 		if !ok {
-			var w struct {
-				Channel string          `json:"channel"`
-				Data    json.RawMessage `json:"data"`
-				Offset  uint64          `json:"offset"`
-			}
-			if json.Unmarshal(p, &w) != nil || w.Data == nil {
+			var fields map[string]json.RawMessage
+			if json.Unmarshal(p, &fields) != nil || len(fields) != 3 {
 				return dst[:start], false
 			}
-			ch, data, off = []byte(w.Channel), w.Data, w.Offset
+			if ch, data, off, ok = pushFields(fields); !ok {
+				return dst[:start], false
+			}
 		}
 		dst = appendPublication(dst, replyPublications, ch, off, data)
 	}
@@ -247,10 +254,11 @@ func appendErrorReply(dst []byte, id json.RawMessage, hasID bool, perr json.RawM
 	if json.Unmarshal(perr, &e) != nil || json.Unmarshal(perr, &fields) != nil {
 		return dst[:start], false
 	}
-	for k := range fields {
-		if k != "code" && k != "message" && k != "url" {
-			return dst[:start], false
-		}
+	// Only the shape protocol.AppendErrorObject writes; anything else
+	// goes as JSON.
+	_, hasURL := fields["url"]
+	if fields["code"] == nil || fields["message"] == nil || len(fields) != 2+b2i(hasURL) || hasURL && e.URL == "" {
+		return dst[:start], false
 	}
 	inner := protowire.AppendTag(nil, errCode, protowire.VarintType)
 	inner = protowire.AppendVarint(inner, uint64(int64(e.Code)))
