@@ -285,8 +285,8 @@ func TestDeflateCache(t *testing.T) {
 		c.get([]byte(fmt.Sprintf("message %d %s", i, strings.Repeat("x", 50))))
 	}
 	n := 0
-	for i := range c.shards {
-		n += len(c.shards[i].m)
+	for i := range c.cache.shards {
+		n += len(c.cache.shards[i].m)
 	}
 	if n > cacheShards*cacheShardSize {
 		t.Fatalf("%d entries in the cache", n)
