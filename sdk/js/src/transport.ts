@@ -28,6 +28,8 @@ export interface TransportContext {
   env: Env;
   /** pingInterval: how often the WebSocket transport checks the connection with a ping command, in ms (0: never). */
   pingInterval: number;
+  /** protocol the WebSocket transport speaks: the JSON protocol or its binary form. */
+  protocol: "json" | "protobuf";
   /** token is the current connection token, if any. */
   token(): string | undefined;
   /** subscriptions lists the live subscriptions, in subscribe order. */
