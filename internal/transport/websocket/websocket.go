@@ -163,7 +163,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		log:  opts.Logger.With("component", "websocket"),
 		pong: ws.MustCompileFrame(ws.NewPongFrame(nil)),
 	}
-	hd.pbc.init(func(msg []byte) []byte { return pb.AppendReply(nil, msg) })
+	hd.pbc.init(encodeBinary)
 	if err := CheckReader(opts.Reader); err != nil {
 		hd.log.Warn("using the goroutine reader", "err", err)
 		hd.opts.Reader = ReaderGoroutine
@@ -261,6 +261,11 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.readLoop(pre)
 }
 
+// encodeBinary encodes a JSON protocol message in the binary protocol,
+// in one allocation: the binary form is never longer than the JSON but for
+// a few bytes of field headers.
+func encodeBinary(msg []byte) []byte { return pb.AppendReply(make([]byte, 0, len(msg)+16), msg) }
+
 // SubprotocolJSON names the JSON protocol, the default when a client asks
 // for no subprotocol.
 const SubprotocolJSON = "switchboard.v1.json"
@@ -320,35 +325,12 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 	buf := (*bp)[:0]
 	var nz, saved int // messages compressed, bytes that saved
 	for _, m := range msgs {
-		if m.Control {
-			buf = append(buf, m.Data...)
-			continue
+		var z bool
+		var sv int
+		buf, z, sv = c.appendFrame(buf, m)
+		if z {
+			nz, saved = nz+1, saved+sv
 		}
-		op, data := ws.OpText, m.Data
-		if c.binary {
-			op = ws.OpBinary
-			if m.At != 0 { // a publication, shared by its subscribers
-				data = c.hd.pbc.get(m.Data)
-			} else {
-				data = pb.AppendReply(nil, m.Data)
-			}
-		}
-		if c.deflate && len(data) >= c.hd.opts.CompressionMinSize {
-			var z []byte
-			if m.At != 0 { // shared, and so is its binary form
-				z = c.hd.zc.get(data)
-			} else { // a reply, for this connection alone
-				z = compressed(data, c.hd.opts.CompressionLevel)
-			}
-			if z != nil {
-				buf = appendHeader(buf, op, true, len(z))
-				buf = append(buf, z...)
-				nz, saved = nz+1, saved+len(data)-len(z)
-				continue
-			}
-		}
-		buf = appendHeader(buf, op, false, len(data))
-		buf = append(buf, data...)
 	}
 	if nz > 0 {
 		c.hd.zc.count(nz, saved)
@@ -367,6 +349,41 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		return err
 	}
 	return nil
+}
+
+// appendFrame appends m to buf as one frame: control bytes as they are;
+// a message as a text frame, or in the binary protocol's encoding as a
+// binary frame, compressed when that was negotiated and pays. A
+// publication (m.At != 0) is shared by its subscribers, and so are its
+// encoded and compressed forms, each made once (sharedCache). It reports
+// whether the frame is compressed, and the bytes that saved.
+func (c *conn) appendFrame(buf []byte, m hub.Message) (out []byte, isCompressed bool, saved int) {
+	if m.Control {
+		return append(buf, m.Data...), false, 0
+	}
+	op, data := ws.OpText, m.Data
+	if c.binary {
+		op = ws.OpBinary
+		if m.At != 0 {
+			data = c.hd.pbc.get(m.Data)
+		} else { // a reply, for this connection alone
+			data = encodeBinary(m.Data)
+		}
+	}
+	if c.deflate && len(data) >= c.hd.opts.CompressionMinSize {
+		var z []byte
+		if m.At != 0 {
+			z = c.hd.zc.get(data)
+		} else {
+			z = compressed(data, c.hd.opts.CompressionLevel)
+		}
+		if z != nil {
+			buf = appendHeader(buf, op, true, len(z))
+			return append(buf, z...), true, len(data) - len(z)
+		}
+	}
+	buf = appendHeader(buf, op, false, len(data))
+	return append(buf, data...), false, 0
 }
 
 // rsv1 is the first reserved bit of a frame's first byte: with
