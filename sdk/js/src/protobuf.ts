@@ -80,6 +80,22 @@ export function asBytes(v: Uint8Array | ArrayBuffer | ArrayBufferView): Uint8Arr
   return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
+/** base64 encodes bytes as standard, padded base64. */
+function base64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+/**
+ * jsonBytes is JSON.stringify's replacer for the JSON protocol: binary
+ * data becomes its JSON form, {"$binary":"<base64>"}, which binary
+ * subscribers receive as bytes.
+ */
+export function jsonBytes(_key: string, v: unknown): unknown {
+  return isBytes(v) ? { $binary: base64(asBytes(v)) } : v;
+}
+
 /**
  * encodeCommand encodes a command of the JSON protocol's shape as a
  * Command message. Binary `data` goes in the binary field, anything else

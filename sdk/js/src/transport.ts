@@ -6,6 +6,7 @@
 import type { Subscription } from "./subscription.js";
 import type { CloseInfo, Publication, TransportName } from "./types.js";
 import { DisconnectedError, ServerError } from "./types.js";
+import { jsonBytes } from "./protobuf.js";
 
 /** Env holds the platform constructors, replaceable for tests. */
 export interface Env {
@@ -91,7 +92,7 @@ export async function httpPublish(
     resp = await f(`${ctx.httpURL}/publish`, {
       method: "POST",
       headers,
-      body: JSON.stringify({ channel, data, idempotency_key: key }),
+      body: JSON.stringify({ channel, data, idempotency_key: key }, jsonBytes),
       signal,
     });
   } catch (err) {

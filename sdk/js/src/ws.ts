@@ -4,19 +4,7 @@
 import type { Subscription } from "./subscription.js";
 import type { Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError, closeIsFatal } from "./types.js";
-import { SUBPROTOCOL, asBytes, decodeReply, encodeCommand, isBytes } from "./protobuf.js";
-
-/** base64 encodes bytes as standard, padded base64. */
-function base64(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  return btoa(s);
-}
-
-/** jsonBytes is JSON.stringify's replacer for the JSON protocol: binary data becomes {"$binary":"<base64>"}. */
-function jsonBytes(_key: string, v: unknown): unknown {
-  return isBytes(v) ? { $binary: base64(asBytes(v)) } : v;
-}
+import { SUBPROTOCOL, decodeReply, encodeCommand, jsonBytes } from "./protobuf.js";
 
 interface Pending {
   resolve: (v: any) => void;
