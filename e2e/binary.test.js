@@ -4,8 +4,11 @@
 // binary data (Uint8Array) and receives both; a plain browser WebSocket
 // speaking JSON on the same channel sees binary data in its documented
 // JSON form, {"$binary":"<base64>"}, and what it publishes in that form
-// reaches the binary client as bytes. History after a reconnect carries
-// the bytes too. Every wait is bounded; nothing is timed.
+// reaches the binary client as bytes. History carries the bytes too. A
+// second page does the same through the SDK's default shared connection
+// (a SharedWorker holds it): bytes come back as bytes only if the worker's
+// connection speaks the binary protocol. Every wait is bounded; nothing is
+// timed.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -134,5 +137,32 @@ test('binary protocol in Chromium: JSON and Uint8Array data, a JSON subscriber s
   // Binary frames: the SDK's connect, subscribe, 3 publishes... and text
   // ones from the JSON WebSocket.
   assert.ok(frames.binary >= 10 && frames.text >= 6, JSON.stringify(frames));
+  await page.close();
+});
+
+test('binary protocol through the shared connection (SharedWorker): bytes published and received', { timeout: TEST_TIMEOUT }, async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err));
+  const html = `<!doctype html><meta charset="utf-8"><title>binary shared</title>
+<script type="module">
+import * as SB from '/sdk/switchboard.js';
+window.got = [];
+window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { protocol: 'protobuf', transports: ['websocket'] });
+window.sub = c.subscribe('bin-shared', { onPublication: (p) => got.push(p.data instanceof Uint8Array ? { bytes: Array.from(p.data) } : p.data) });
+window.loaded = true;
+</script>`;
+  await page.route(`${srv.url}binary-shared.html`, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: html }));
+  await page.goto(`${srv.url}binary-shared.html`, { timeout: WAIT });
+  await waitFor(page, () => window.loaded && window.sub.state === 'subscribed', null, 'subscribed');
+  await page.evaluate(async () => {
+    await c.publish('bin-shared', new Uint8Array([7, 8, 9]));
+    await c.publish('bin-shared', { n: 1 });
+  });
+  await waitFor(page, () => window.got.length >= 2, null, 'two publications');
+  const { got, mode } = await page.evaluate(() => ({ got: window.got, mode: window.c.shared?.mode }));
+  assert.deepEqual(got, [{ bytes: [7, 8, 9] }, { n: 1 }]);
+  console.log(`# shared connection mode: ${mode}`);
+  assert.deepEqual(errors, []);
   await page.close();
 });
