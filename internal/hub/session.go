@@ -194,12 +194,18 @@ func (s *Session) allow() bool {
 // limit before the connection is closed.
 const maxOverLimit = 100
 
-// HandleMessage handles one message (a protocol command) from the client,
-// queueing its reply. The transport calls it for one session from one
-// goroutine at a time, in order. A command runs under the connection's
+// HandleMessage handles one message (a JSON protocol command) from the
+// client, queueing its reply. The transport calls it for one session from
+// one goroutine at a time, in order. A command runs under the connection's
 // lifetime context with the hub's CommandTimeout, so neither a closed
 // connection nor a broker that does not answer keeps the caller.
-func (s *Session) HandleMessage(frame []byte) {
+func (s *Session) HandleMessage(frame []byte) { s.HandleFrame(frame, protocol.DecodeCommand) }
+
+// HandleFrame is HandleMessage for a message in another encoding of the
+// protocol: decode turns the frame into a command, failing with a
+// *protocol.DecodeError. Replies are queued as JSON all the same; the
+// transport re-encodes what it writes.
+func (s *Session) HandleFrame(frame []byte, decode func([]byte) (protocol.Command, error)) {
 	s.hub.metrics.MessagesReceived.Inc()
 	s.hub.metrics.BytesReceived.Add(float64(len(frame)))
 	if !s.allow() {
@@ -213,7 +219,7 @@ func (s *Session) HandleMessage(frame []byte) {
 		return
 	}
 	s.overLimitIn = 0
-	cmd, err := protocol.DecodeCommand(frame)
+	cmd, err := decode(frame)
 	if err != nil {
 		var de *protocol.DecodeError
 		if errors.As(err, &de) {

@@ -116,6 +116,10 @@ var (
 	DisconnectProtocolError = Disconnect{1002, "protocol error"}
 	// DisconnectUnsupportedData: a binary frame arrived where text is expected.
 	DisconnectUnsupportedData = Disconnect{1003, "binary frames are not supported"}
+	// DisconnectUnsupportedText: a text frame arrived on a connection that
+	// negotiated a binary subprotocol. It shares code 1003 with
+	// DisconnectUnsupportedData, and is not listed in Disconnects.
+	DisconnectUnsupportedText = Disconnect{1003, "text frames are not supported with the binary protocol"}
 	// DisconnectInvalidPayload: a text frame was not valid UTF-8.
 	DisconnectInvalidPayload = Disconnect{1007, "invalid UTF-8 in text frame"}
 	// DisconnectMessageTooBig: a frame was over the configured size limit.

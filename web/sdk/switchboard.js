@@ -376,6 +376,250 @@ function closeIsFatal(code) {
   return code >= 4500 && code <= 4999;
 }
 
+// src/protobuf.ts
+var SUBPROTOCOL = "switchboard.v1.protobuf";
+var enc = new TextEncoder();
+var dec = new TextDecoder();
+var VARINT = 0;
+var I64 = 1;
+var LEN = 2;
+var I32 = 5;
+var Writer = class {
+  constructor() {
+    this.b = new Uint8Array(128);
+    this.n = 0;
+  }
+  room(k) {
+    if (this.n + k <= this.b.length) return;
+    const nb = new Uint8Array(Math.max(this.b.length * 2, this.n + k));
+    nb.set(this.b.subarray(0, this.n));
+    this.b = nb;
+  }
+  /** varint writes a non-negative integer (exact up to 2^53), or a negative one as int64. */
+  varint(v) {
+    this.room(10);
+    if (v < 0) {
+      let big = BigInt.asUintN(64, BigInt(Math.trunc(v)));
+      while (big >= 0x80n) {
+        this.b[this.n++] = Number(big & 0x7fn) | 128;
+        big >>= 7n;
+      }
+      this.b[this.n++] = Number(big);
+      return;
+    }
+    while (v >= 128) {
+      this.b[this.n++] = v % 128 | 128;
+      v = Math.floor(v / 128);
+    }
+    this.b[this.n++] = v;
+  }
+  tag(num, type) {
+    this.varint(num * 8 + type);
+  }
+  bytes(num, data) {
+    this.tag(num, LEN);
+    this.varint(data.length);
+    this.room(data.length);
+    this.b.set(data, this.n);
+    this.n += data.length;
+  }
+  string(num, s) {
+    if (typeof s === "string" && s !== "") this.bytes(num, enc.encode(s));
+  }
+  finish() {
+    return this.b.slice(0, this.n);
+  }
+};
+function isBytes(v) {
+  return v instanceof ArrayBuffer || ArrayBuffer.isView(v);
+}
+function asBytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+function base64(b) {
+  let s = "";
+  for (let i = 0; i < b.length; i += 32768) s += String.fromCharCode(...b.subarray(i, i + 32768));
+  return btoa(s);
+}
+function jsonBytes(_key, v) {
+  return isBytes(v) ? { $binary: base64(asBytes(v)) } : v;
+}
+function encodeCommand(cmd) {
+  const w = new Writer();
+  if (typeof cmd.id === "number") {
+    w.tag(1, VARINT);
+    w.varint(cmd.id);
+  }
+  w.string(2, cmd.command);
+  w.string(3, cmd.channel);
+  if (cmd.data !== void 0) {
+    if (isBytes(cmd.data)) w.bytes(5, asBytes(cmd.data));
+    else w.bytes(4, enc.encode(JSON.stringify(cmd.data)));
+  }
+  w.string(6, cmd.token);
+  const since = cmd.since;
+  if (since && typeof since === "object") {
+    const s = new Writer();
+    if (since.offset) {
+      s.tag(1, VARINT);
+      s.varint(since.offset);
+    }
+    s.string(2, since.epoch);
+    w.bytes(7, s.finish());
+  }
+  if (typeof cmd.limit === "number") {
+    w.tag(8, VARINT);
+    w.varint(cmd.limit);
+  }
+  if (cmd.reverse) {
+    w.tag(9, VARINT);
+    w.varint(1);
+  }
+  if (typeof cmd.idempotency_key === "string") w.bytes(10, enc.encode(cmd.idempotency_key));
+  w.string(11, cmd.method);
+  return w.finish();
+}
+var ProtobufError = class extends Error {
+  constructor(message) {
+    super(`switchboard: malformed binary message: ${message}`);
+    this.name = "ProtobufError";
+  }
+};
+var Reader = class {
+  constructor(b) {
+    this.b = b;
+    this.pos = 0;
+  }
+  get done() {
+    return this.pos >= this.b.length;
+  }
+  varint() {
+    let v = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.b.length) throw new ProtobufError("truncated varint");
+      const c = this.b[this.pos++];
+      v += (c & 127) * mul;
+      if (c < 128) {
+        return v >= 2 ** 63 ? v - 2 ** 64 : v;
+      }
+      mul *= 128;
+    }
+    throw new ProtobufError("varint too long");
+  }
+  bytes() {
+    const n = this.varint();
+    if (n < 0 || this.pos + n > this.b.length) throw new ProtobufError("truncated field");
+    const out = this.b.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  /** field reads a tag, and its value: a number (varint) or bytes; other types are skipped (undefined). */
+  field() {
+    const key = this.varint();
+    const num = Math.floor(key / 8);
+    const type = key % 8;
+    switch (type) {
+      case VARINT:
+        return [num, this.varint(), type];
+      case LEN:
+        return [num, this.bytes(), type];
+      case I64:
+      case I32: {
+        const n = type === I64 ? 8 : 4;
+        if (this.pos + n > this.b.length) throw new ProtobufError("truncated field");
+        this.pos += n;
+        return [num, void 0, type];
+      }
+      default:
+        throw new ProtobufError(`wire type ${type}`);
+    }
+  }
+};
+function fields(b, f) {
+  const r = new Reader(b);
+  while (!r.done) {
+    const [num, v] = r.field();
+    f(num, v);
+  }
+}
+function need(v, kind) {
+  if (kind === "number" ? typeof v !== "number" : !(v instanceof Uint8Array)) throw new ProtobufError("wrong wire type");
+  return v;
+}
+var text = (v) => dec.decode(need(v, "bytes"));
+var json = (v) => JSON.parse(text(v));
+function publication(b) {
+  const p = { channel: "", data: null, offset: 0 };
+  fields(b, (num, v) => {
+    if (num === 1) p.channel = text(v);
+    else if (num === 2) p.offset = need(v, "number");
+    else if (num === 3) p.data = json(v);
+    else if (num === 4) p.data = need(v, "bytes").slice();
+  });
+  return p;
+}
+function decodeReply(b) {
+  const msg = {};
+  let result;
+  let pubs;
+  let whole;
+  fields(b, (num, v) => {
+    switch (num) {
+      case 1:
+        msg.id = need(v, "number");
+        break;
+      case 2:
+        result = json(v);
+        break;
+      case 3: {
+        const e = { code: 0, message: "" };
+        fields(need(v, "bytes"), (n, x) => {
+          if (n === 1) e.code = need(x, "number") | 0;
+          else if (n === 2) e.message = text(x);
+          else if (n === 3) e.url = text(x);
+        });
+        msg.error = e;
+        break;
+      }
+      case 4:
+        if (!pubs) pubs = [];
+        pubs.push(publication(need(v, "bytes")));
+        break;
+      case 5:
+        Object.assign(msg, publication(need(v, "bytes")));
+        break;
+      case 6: {
+        let channel = "";
+        let kind = "";
+        let body = {};
+        fields(need(v, "bytes"), (n, x) => {
+          if (n === 1) channel = text(x);
+          else if (n === 2) kind = text(x);
+          else if (n === 3) body = json(x);
+        });
+        msg.channel = channel;
+        if (kind !== "channel") msg[kind] = body;
+        break;
+      }
+      case 7:
+        if (need(v, "number")) msg.pong = {};
+        break;
+      case 15:
+        whole = json(v);
+        break;
+    }
+  });
+  if (whole) return whole;
+  if ("id" in msg && !msg.error) {
+    msg.result = result ?? {};
+    if (pubs) msg.result.publications = pubs;
+  }
+  return msg;
+}
+
 // src/transport.ts
 function sinceParams(q, subs) {
   const since = subs.map((s) => s.since());
@@ -394,7 +638,7 @@ async function httpPublish(ctx, channel, data, key, signal) {
     resp = await f(`${ctx.httpURL}/publish`, {
       method: "POST",
       headers,
-      body: JSON.stringify({ channel, data, idempotency_key: key }),
+      body: JSON.stringify({ channel, data, idempotency_key: key }, jsonBytes),
       signal
     });
   } catch (err) {
@@ -908,13 +1152,15 @@ var WebSocketTransport = class {
     this.ended = false;
     /** subscribed: channels the server has (or is being asked for) on this connection. */
     this.subscribed = /* @__PURE__ */ new Map();
+    this.binary = ctx.protocol === "protobuf";
   }
   open() {
     const WS = this.ctx.env.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
       if (!WS) throw new Error("no WebSocket");
-      ws = new WS(this.ctx.wsURL);
+      ws = this.binary ? new WS(this.ctx.wsURL, [SUBPROTOCOL]) : new WS(this.ctx.wsURL);
+      if (this.binary) ws.binaryType = "arraybuffer";
     } catch (err) {
       setTimeout(() => this.end({ code: 0, reason: `websocket: ${String(err)}`, opened: false }));
       return;
@@ -995,7 +1241,8 @@ var WebSocketTransport = class {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       try {
-        ws.send(JSON.stringify({ ...command, id }));
+        const cmd = { ...command, id };
+        ws.send(this.binary ? encodeCommand(cmd) : JSON.stringify(cmd, jsonBytes));
       } catch (err) {
         this.pending.delete(id);
         reject(new DisconnectedError(String(err)));
@@ -1072,7 +1319,7 @@ var WebSocketTransport = class {
   onMessage(raw) {
     let msg;
     try {
-      msg = JSON.parse(String(raw));
+      msg = raw instanceof ArrayBuffer ? decodeReply(new Uint8Array(raw)) : JSON.parse(String(raw));
     } catch {
       return;
     }
@@ -1623,8 +1870,8 @@ function tokenExpiry(token) {
   if (!token) return 0;
   try {
     const part = token.split(".")[1];
-    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
-    const exp = JSON.parse(json).exp;
+    const json2 = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json2).exp;
     return typeof exp === "number" ? exp : 0;
   } catch {
     return 0;
@@ -1973,6 +2220,7 @@ var Switchboard = class {
       fallbackAfter: o.fallbackAfter,
       upgradeAfter: o.upgradeAfter,
       pingInterval: o.pingInterval,
+      protocol: o.protocol,
       memoryOutbox: o.outbox === false || void 0,
       tabLock: this.shared?.tabLocked || void 0
     };
@@ -2431,6 +2679,7 @@ var Switchboard = class {
       httpURL: this.urls.http,
       env: this.opts.env ?? {},
       pingInterval: this.opts.pingInterval ?? 25e3,
+      protocol: this.opts.protocol ?? "json",
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
       opened: (info) => this.opened(t, info),
@@ -2708,6 +2957,7 @@ var Hub = class {
       fallbackAfter: config.fallbackAfter,
       upgradeAfter: config.upgradeAfter,
       pingInterval: config.pingInterval,
+      protocol: config.protocol,
       outbox: config.memoryOutbox ? false : this.opts.outbox,
       env: this.opts.env,
       sharedTimings: this.opts.sharedTimings,

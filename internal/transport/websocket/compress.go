@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"sync"
-	"unsafe"
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws/wsflate"
@@ -148,16 +147,11 @@ func inflateMessage(payload []byte, limit int) ([]byte, *protocol.Disconnect) {
 }
 
 // deflateCache holds the compressed form of recent publications, so that
-// each is compressed once however many subscribers it goes to. A message
-// is recognised by the address and length of its Data, which the hub
-// shares between sessions and never modifies; an entry holds that slice,
-// so the address cannot be reused while the entry lives. The cache keeps
-// the last cacheShardSize publications of each of cacheShards shards; a
-// subscriber so far behind that its publication was evicted compresses it
-// again, which costs time, not correctness.
+// each is compressed once however many subscribers it goes to (see
+// sharedCache, which it uses).
 type deflateCache struct {
-	level  int
-	shards [cacheShards]cacheShard
+	level int
+	cache sharedCache
 
 	sent, received, saved prometheus.Counter // nil without metrics
 }
@@ -170,52 +164,15 @@ func (c *deflateCache) count(n, saved int) {
 	}
 }
 
-const (
-	cacheShards    = 16
-	cacheShardSize = 64
-)
-
-type cacheShard struct {
-	mu   sync.Mutex
-	m    map[*byte]*cacheEntry
-	ring [cacheShardSize]*byte
-	next int
-}
-
-type cacheEntry struct {
-	src  []byte
-	once sync.Once
-	z    []byte // nil when compressing does not make it smaller
-}
-
 func newDeflateCache(level int) *deflateCache {
 	c := &deflateCache{level: level}
-	for i := range c.shards {
-		c.shards[i].m = make(map[*byte]*cacheEntry, cacheShardSize)
-	}
+	c.cache.init(func(data []byte) []byte { return compressed(data, level) })
 	return c
 }
 
 // get returns the compressed form of data, or nil when compressing does
 // not make it smaller.
-func (c *deflateCache) get(data []byte) []byte {
-	p := unsafe.SliceData(data)
-	sh := &c.shards[(uintptr(unsafe.Pointer(p))>>4)%cacheShards]
-	sh.mu.Lock()
-	e := sh.m[p]
-	if e == nil || len(e.src) != len(data) {
-		e = &cacheEntry{src: data}
-		if old := sh.ring[sh.next]; old != nil {
-			delete(sh.m, old)
-		}
-		sh.ring[sh.next] = p
-		sh.next = (sh.next + 1) % cacheShardSize
-		sh.m[p] = e
-	}
-	sh.mu.Unlock()
-	e.once.Do(func() { e.z = compressed(data, c.level) })
-	return e.z
-}
+func (c *deflateCache) get(data []byte) []byte { return c.cache.get(data) }
 
 // compressed returns data compressed, or nil when that is no smaller.
 func compressed(data []byte, level int) []byte {

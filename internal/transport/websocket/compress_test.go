@@ -24,6 +24,23 @@ import (
 // server's Sec-WebSocket-Extensions.
 func (e *testEnv) dialOffer(offer string) (*client, string) {
 	e.t.Helper()
+	return e.dialOfferProtocol(offer, "")
+}
+
+// dialCompressedBinary opens a WebSocket that negotiates both
+// permessage-deflate and the binary protocol.
+func (e *testEnv) dialCompressedBinary() *client {
+	e.t.Helper()
+	c, ext := e.dialOfferProtocol("permessage-deflate", "switchboard.v1.protobuf")
+	if ext == "" {
+		e.t.Fatal("compression not negotiated")
+	}
+	return c
+}
+
+// dialOfferProtocol is dialOffer that also offers a subprotocol.
+func (e *testEnv) dialOfferProtocol(offer, protocol string) (*client, string) {
+	e.t.Helper()
 	nc, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
 	if err != nil {
 		e.t.Fatal(err)
@@ -33,6 +50,9 @@ func (e *testEnv) dialOffer(offer string) (*client, string) {
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 	if offer != "" {
 		req += "Sec-WebSocket-Extensions: " + offer + "\r\n"
+	}
+	if protocol != "" {
+		req += "Sec-WebSocket-Protocol: " + protocol + "\r\n"
 	}
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(nc, req+"\r\n"); err != nil {
@@ -285,8 +305,8 @@ func TestDeflateCache(t *testing.T) {
 		c.get([]byte(fmt.Sprintf("message %d %s", i, strings.Repeat("x", 50))))
 	}
 	n := 0
-	for i := range c.shards {
-		n += len(c.shards[i].m)
+	for i := range c.cache.shards {
+		n += len(c.cache.shards[i].m)
 	}
 	if n > cacheShards*cacheShardSize {
 		t.Fatalf("%d entries in the cache", n)

@@ -13,6 +13,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/protocol/pb"
 )
 
 // sink is a hub.Transport that discards what it is given.
@@ -45,7 +46,7 @@ func fuzzHandler(f *testing.F) (*hub.Hub, *Handler) {
 }
 
 // FuzzProcess feeds arbitrary bytes, whole and split in two, to the frame
-// parser: it must never panic, never consume more than it was given, and
+// parser, on JSON and binary-protocol connections: it must never panic, never consume more than it was given, and
 // either ask for more bytes or stop with a disconnect whose code is one the
 // reader may send; a first frame with reserved bits set ends with 1002,
 // whatever its size.
@@ -71,12 +72,17 @@ func FuzzProcess(f *testing.F) {
 	f.Add(frame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "\xff"))), 3)
 	f.Add(frame(ws.NewPongFrame(make([]byte, 126))), 3)
 	f.Add(append(compressedFrame([]byte(`{"command":"ping","id":1}`)), 0), 3) // odd length: deflate on
+	binSub := frame(ws.NewBinaryFrame(pb.AppendCommand(nil, &protocol.Command{ID: 1, HasID: true, Command: "subscribe", Channel: "c"})))
+	f.Add(binSub, 5)                                       // odd split: the binary protocol
+	f.Add(frame(ws.NewBinaryFrame([]byte{0xff, 0x01})), 1) // malformed protobuf: an error reply
+	f.Add(sub, 1)                                          // text on the binary protocol: 1003
 
 	h, hd := fuzzHandler(f)
 
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
-		// Half the inputs run as if permessage-deflate was negotiated.
-		c := &conn{hd: hd, deflate: len(data)%2 == 1}
+		// Half the inputs run as if permessage-deflate was negotiated,
+		// half (crosswise) on the binary protocol.
+		c := &conn{hd: hd, deflate: len(data)%2 == 1, binary: split%2 != 0}
 		c.sess = h.NewSession(sink{}, hub.SessionInfo{})
 		defer c.sess.PeerGone()
 		if split < 0 || split > len(data) {

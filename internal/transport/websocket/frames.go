@@ -10,6 +10,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/protocol/pb"
 )
 
 // Reading client frames (RFC 6455 section 5): what is checked, and with
@@ -65,7 +66,7 @@ func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) 
 			}
 			return consumed, 0, &protocol.DisconnectProtocolError
 		}
-		if d := checkHeader(hdr, c.fragging, len(c.frag), c.hd.opts.MaxMessageSize, c.deflate); d != nil {
+		if d := checkHeader(hdr, c.fragging, len(c.frag), c.hd.opts.MaxMessageSize, c.deflate, c.binary); d != nil {
 			return consumed, 0, d
 		}
 		hs := ws.HeaderSize(hdr)
@@ -85,9 +86,12 @@ func (c *conn) process(buf []byte) (consumed, need int, d *protocol.Disconnect) 
 // fragging tells whether a fragmented message is open, and fragLen how many
 // bytes of it were received; maxMessage is Options.MaxMessageSize; deflate
 // tells whether permessage-deflate was negotiated, which allows RSV1 on
-// the first frame of a data message. Reserved bits are checked first, so
-// that they are a protocol error even on a frame over the size limit.
-func checkHeader(h ws.Header, fragging bool, fragLen, maxMessage int, deflate bool) *protocol.Disconnect {
+// the first frame of a data message; binary tells whether the binary
+// protocol was negotiated, which swaps the data opcode the server accepts
+// (binary frames) and refuses (text, with 1003). Reserved bits are checked
+// first, so that they are a protocol error even on a frame over the size
+// limit.
+func checkHeader(h ws.Header, fragging bool, fragLen, maxMessage int, deflate, binary bool) *protocol.Disconnect {
 	rsv := h.Rsv
 	if deflate && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary) {
 		rsv &^= ws.Rsv(true, false, false)
@@ -105,16 +109,17 @@ func checkHeader(h ws.Header, fragging bool, fragLen, maxMessage int, deflate bo
 		if !fragging {
 			return &protocol.DisconnectProtocolError
 		}
-	case ws.OpText:
+	case ws.OpText, ws.OpBinary:
 		if fragging {
 			return &protocol.DisconnectProtocolError
+		}
+		switch {
+		case h.OpCode == ws.OpBinary && !binary:
+			return &protocol.DisconnectUnsupportedData
+		case h.OpCode == ws.OpText && binary:
+			return &protocol.DisconnectUnsupportedText
 		}
 		fragLen = 0
-	case ws.OpBinary:
-		if fragging {
-			return &protocol.DisconnectProtocolError
-		}
-		return &protocol.DisconnectUnsupportedData
 	default: // reserved opcodes
 		return &protocol.DisconnectProtocolError
 	}
@@ -145,7 +150,7 @@ func (c *conn) frame(hdr ws.Header, payload []byte) *protocol.Disconnect {
 		c.mu.Unlock()
 		c.sess.PeerGone()
 		return &peerClosed
-	case ws.OpText:
+	case ws.OpText, ws.OpBinary: // checkHeader let through the one this connection speaks
 		z := hdr.Rsv1()
 		if !hdr.Fin {
 			c.fragging, c.fragZ = true, z
@@ -189,8 +194,8 @@ func (c *conn) compressedMessage(payload []byte) *protocol.Disconnect {
 // so that an invalid one is refused before the rest of it arrives. A
 // sequence cut between two fragments is checked once it is complete.
 func (c *conn) checkFragment() *protocol.Disconnect {
-	if c.fragZ {
-		return nil // checked once inflated
+	if c.fragZ || c.binary {
+		return nil // checked once inflated; binary is not UTF-8
 	}
 	n, ok := utf8Prefix(c.frag[c.fragValid:])
 	if !ok {
@@ -200,9 +205,14 @@ func (c *conn) checkFragment() *protocol.Disconnect {
 	return nil
 }
 
-// message hands one complete text message to the session; msg[:valid] is
-// already known to be UTF-8.
+// message hands one complete message to the session: a binary protocol
+// message, or a text message of which msg[:valid] is already known to be
+// UTF-8.
 func (c *conn) message(msg []byte, valid int) *protocol.Disconnect {
+	if c.binary {
+		c.sess.HandleFrame(msg, pb.DecodeCommand)
+		return nil
+	}
 	if !utf8.Valid(msg[valid:]) {
 		return &protocol.DisconnectInvalidPayload
 	}

@@ -1,5 +1,7 @@
-// Package websocket serves Switchboard's JSON protocol over WebSocket
-// (RFC 6455): the upgrade on net/http, frame parsing, the writer that frames
+// Package websocket serves Switchboard's protocol over WebSocket (RFC 6455),
+// JSON in text frames by default, or its binary form (package pb) in
+// binary frames for clients that negotiate the subprotocol
+// "switchboard.v1.protobuf": the upgrade on net/http, frame parsing, the writer that frames
 // a session's queued messages and coalesces them into few socket writes,
 // server pings, idle timeouts and close codes.
 //
@@ -32,6 +34,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/protocol"
+	"github.com/switchboardhq/switchboard/internal/protocol/pb"
 	"github.com/switchboardhq/switchboard/internal/proxy"
 	"github.com/switchboardhq/switchboard/internal/wheel"
 )
@@ -146,6 +149,7 @@ type Handler struct {
 	pong []byte        // an empty pong frame
 	ep   *poller       // the event loop, nil with the goroutine reader
 	zc   *deflateCache // compressed publications, nil without Options.Compression
+	pbc  sharedCache   // publications in the binary protocol's encoding
 }
 
 // NewHandler returns the endpoint's handler. Call Close to stop its pinger
@@ -159,6 +163,7 @@ func NewHandler(h *hub.Hub, opts Options) *Handler {
 		log:  opts.Logger.With("component", "websocket"),
 		pong: ws.MustCompileFrame(ws.NewPongFrame(nil)),
 	}
+	hd.pbc.init(encodeBinary)
 	if err := CheckReader(opts.Reader); err != nil {
 		hd.log.Warn("using the goroutine reader", "err", err)
 		hd.opts.Reader = ReaderGoroutine
@@ -218,19 +223,19 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		creds = c
 	}
-	up := ws.HTTPUpgrader{Timeout: hd.opts.WriteTimeout}
+	up := ws.HTTPUpgrader{Timeout: hd.opts.WriteTimeout, Protocol: knownSubprotocol}
 	var neg *negotiator
 	if hd.zc != nil {
 		neg = newNegotiator()
 		up.Negotiate = neg.negotiate
 	}
-	nc, rw, _, err := up.Upgrade(r, w)
+	nc, rw, hs, err := up.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		hd.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := &conn{hd: hd, nc: nc, deflate: neg != nil && neg.accepted()}
+	c := &conn{hd: hd, nc: nc, deflate: neg != nil && neg.accepted(), binary: hs.Protocol == pb.Subprotocol}
 	// Bytes the client sent right behind its handshake sit in the hijacked
 	// reader; take them over so the reader can drop it.
 	var pre []byte
@@ -256,6 +261,20 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.readLoop(pre)
 }
 
+// encodeBinary encodes a JSON protocol message in the binary protocol,
+// in one allocation: the binary form is never longer than the JSON but for
+// a few bytes of field headers.
+func encodeBinary(msg []byte) []byte { return pb.AppendReply(make([]byte, 0, len(msg)+16), msg) }
+
+// SubprotocolJSON names the JSON protocol, the default when a client asks
+// for no subprotocol.
+const SubprotocolJSON = "switchboard.v1.json"
+
+// knownSubprotocol selects, among the subprotocols a client offers, the
+// first the server speaks: the JSON protocol or its binary form. A client
+// that offers none gets the JSON protocol and no Sec-WebSocket-Protocol.
+func knownSubprotocol(p string) bool { return p == SubprotocolJSON || p == pb.Subprotocol }
+
 // handshakeToken returns the connection token of an upgrade request: the
 // Authorization header's bearer token, else the token query parameter.
 func handshakeToken(r *http.Request) string {
@@ -272,6 +291,7 @@ type conn struct {
 	sess *hub.Session
 
 	deflate bool // permessage-deflate was negotiated
+	binary  bool // the binary protocol (pb.Subprotocol) was negotiated: binary frames both ways
 
 	lastRead atomic.Int64 // unix milliseconds (Options.Clock) of the last frame received
 	kaSlot   wheel.Slot   // guarded by the keepalive wheel's lock
@@ -305,26 +325,12 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 	buf := (*bp)[:0]
 	var nz, saved int // messages compressed, bytes that saved
 	for _, m := range msgs {
-		if m.Control {
-			buf = append(buf, m.Data...)
-			continue
+		var z bool
+		var sv int
+		buf, z, sv = c.appendFrame(buf, m)
+		if z {
+			nz, saved = nz+1, saved+sv
 		}
-		if c.deflate && len(m.Data) >= c.hd.opts.CompressionMinSize {
-			var z []byte
-			if m.At != 0 { // a publication, shared by its subscribers
-				z = c.hd.zc.get(m.Data)
-			} else { // a reply, for this connection alone
-				z = compressed(m.Data, c.hd.opts.CompressionLevel)
-			}
-			if z != nil {
-				buf = appendHeader(buf, ws.OpText, true, len(z))
-				buf = append(buf, z...)
-				nz, saved = nz+1, saved+len(m.Data)-len(z)
-				continue
-			}
-		}
-		buf = appendHeader(buf, ws.OpText, false, len(m.Data))
-		buf = append(buf, m.Data...)
 	}
 	if nz > 0 {
 		c.hd.zc.count(nz, saved)
@@ -343,6 +349,41 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		return err
 	}
 	return nil
+}
+
+// appendFrame appends m to buf as one frame: control bytes as they are;
+// a message as a text frame, or in the binary protocol's encoding as a
+// binary frame, compressed when that was negotiated and pays. A
+// publication (m.At != 0) is shared by its subscribers, and so are its
+// encoded and compressed forms, each made once (sharedCache). It reports
+// whether the frame is compressed, and the bytes that saved.
+func (c *conn) appendFrame(buf []byte, m hub.Message) (out []byte, isCompressed bool, saved int) {
+	if m.Control {
+		return append(buf, m.Data...), false, 0
+	}
+	op, data := ws.OpText, m.Data
+	if c.binary {
+		op = ws.OpBinary
+		if m.At != 0 {
+			data = c.hd.pbc.get(m.Data)
+		} else { // a reply, for this connection alone
+			data = encodeBinary(m.Data)
+		}
+	}
+	if c.deflate && len(data) >= c.hd.opts.CompressionMinSize {
+		var z []byte
+		if m.At != 0 {
+			z = c.hd.zc.get(data)
+		} else {
+			z = compressed(data, c.hd.opts.CompressionLevel)
+		}
+		if z != nil {
+			buf = appendHeader(buf, op, true, len(z))
+			return append(buf, z...), true, len(data) - len(z)
+		}
+	}
+	buf = appendHeader(buf, op, false, len(data))
+	return append(buf, data...), false, 0
 }
 
 // rsv1 is the first reserved bit of a frame's first byte: with

@@ -67,6 +67,15 @@ export interface SwitchboardOptions {
    * 25000; 0 disables.
    */
   pingInterval?: number;
+  /**
+   * protocol spoken over WebSocket: "json" (the default) or "protobuf",
+   * the binary protocol (subprotocol switchboard.v1.protobuf): smaller
+   * frames, and publication data may be bytes. With "protobuf", a
+   * Uint8Array (or ArrayBuffer, or other view) published is delivered to
+   * subscribers of the binary protocol as a Uint8Array, and to JSON
+   * clients as {"$binary":"<base64>"}. SSE and long polling are JSON.
+   */
+  protocol?: "json" | "protobuf";
   /** env replaces WebSocket, EventSource or fetch (tests, polyfills). */
   env?: Env;
   /** @internal hub runs this client as the connection of a SharedWorker (see hub.ts). */
@@ -544,6 +553,7 @@ export class Switchboard {
       fallbackAfter: o.fallbackAfter,
       upgradeAfter: o.upgradeAfter,
       pingInterval: o.pingInterval,
+      protocol: o.protocol,
       memoryOutbox: o.outbox === false || undefined,
       tabLock: this.shared?.tabLocked || undefined,
     };
@@ -1053,6 +1063,7 @@ export class Switchboard {
       httpURL: this.urls.http,
       env: this.opts.env ?? {},
       pingInterval: this.opts.pingInterval ?? 25_000,
+      protocol: this.opts.protocol ?? "json",
       token: () => this.token,
       subscriptions: () => this.worder.filter((s) => s.state !== "failed"),
       opened: (info) => this.opened(t, info),

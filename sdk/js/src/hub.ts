@@ -164,6 +164,7 @@ export class Hub {
       fallbackAfter: config.fallbackAfter,
       upgradeAfter: config.upgradeAfter,
       pingInterval: config.pingInterval,
+      protocol: config.protocol,
       outbox: config.memoryOutbox ? false : this.opts.outbox,
       env: this.opts.env as any,
       sharedTimings: this.opts.sharedTimings,

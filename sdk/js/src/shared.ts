@@ -31,6 +31,7 @@ export interface SharedConfig {
   fallbackAfter?: number;
   upgradeAfter?: number;
   pingInterval?: number;
+  protocol?: "json" | "protobuf";
   /** memoryOutbox: the tab asked for outbox: false. */
   memoryOutbox?: boolean;
   /** tabLock: the tab holds its liveness lock (the worker may wait for it). */

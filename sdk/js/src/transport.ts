@@ -6,6 +6,7 @@
 import type { Subscription } from "./subscription.js";
 import type { CloseInfo, Publication, TransportName } from "./types.js";
 import { DisconnectedError, ServerError } from "./types.js";
+import { jsonBytes } from "./protobuf.js";
 
 /** Env holds the platform constructors, replaceable for tests. */
 export interface Env {
@@ -28,6 +29,8 @@ export interface TransportContext {
   env: Env;
   /** pingInterval: how often the WebSocket transport checks the connection with a ping command, in ms (0: never). */
   pingInterval: number;
+  /** protocol the WebSocket transport speaks: the JSON protocol or its binary form. */
+  protocol: "json" | "protobuf";
   /** token is the current connection token, if any. */
   token(): string | undefined;
   /** subscriptions lists the live subscriptions, in subscribe order. */
@@ -89,7 +92,7 @@ export async function httpPublish(
     resp = await f(`${ctx.httpURL}/publish`, {
       method: "POST",
       headers,
-      body: JSON.stringify({ channel, data, idempotency_key: key }),
+      body: JSON.stringify({ channel, data, idempotency_key: key }, jsonBytes),
       signal,
     });
   } catch (err) {

@@ -4,6 +4,7 @@
 import type { Subscription } from "./subscription.js";
 import type { Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError, closeIsFatal } from "./types.js";
+import { SUBPROTOCOL, decodeReply, encodeCommand, jsonBytes } from "./protobuf.js";
 
 interface Pending {
   resolve: (v: any) => void;
@@ -21,14 +22,20 @@ export class WebSocketTransport implements Transport {
   private subscribed = new Map<string, Subscription>();
   private pinger: ReturnType<typeof setInterval> | undefined;
 
-  constructor(private ctx: TransportContext) {}
+  /** binary: the binary protocol (ctx.protocol "protobuf"). */
+  private readonly binary: boolean;
+
+  constructor(private ctx: TransportContext) {
+    this.binary = ctx.protocol === "protobuf";
+  }
 
   open(): void {
     const WS = this.ctx.env.WebSocket ?? globalThis.WebSocket;
     let ws: WebSocket;
     try {
       if (!WS) throw new Error("no WebSocket");
-      ws = new WS(this.ctx.wsURL);
+      ws = this.binary ? new WS(this.ctx.wsURL, [SUBPROTOCOL]) : new WS(this.ctx.wsURL);
+      if (this.binary) ws.binaryType = "arraybuffer";
     } catch (err) {
       // Reported asynchronously, like any other failure to open.
       setTimeout(() => this.end({ code: 0, reason: `websocket: ${String(err)}`, opened: false }));
@@ -118,7 +125,8 @@ export class WebSocketTransport implements Transport {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       try {
-        ws.send(JSON.stringify({ ...command, id }));
+        const cmd = { ...command, id };
+        ws.send(this.binary ? encodeCommand(cmd) : JSON.stringify(cmd, jsonBytes));
       } catch (err) {
         this.pending.delete(id);
         reject(new DisconnectedError(String(err)));
@@ -209,7 +217,7 @@ export class WebSocketTransport implements Transport {
   private onMessage(raw: unknown): void {
     let msg: any;
     try {
-      msg = JSON.parse(String(raw));
+      msg = raw instanceof ArrayBuffer ? decodeReply(new Uint8Array(raw)) : JSON.parse(String(raw));
     } catch {
       return;
     }
