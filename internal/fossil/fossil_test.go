@@ -113,10 +113,10 @@ func TestFormat(t *testing.T) {
 
 func TestChecksum(t *testing.T) {
 	cases := map[string]uint32{
-		"":      0,
-		"a":     0x61000000,
-		"abcd":  0x61626364,
-		"abcde": 0x61626364 + 0x65000000,
+		"":                                 0,
+		"a":                                0x61000000,
+		"abcd":                             0x61626364,
+		"abcde":                            0x61626364 + 0x65000000,
 		"\xff\xff\xff\xff\x00\x00\x00\x02": 1, // wraps modulo 2^32
 	}
 	for in, want := range cases {
