@@ -162,3 +162,26 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCreate makes the delta between two consecutive feed updates of
+// about 1 KB, and applies it.
+func BenchmarkCreate(b *testing.B) {
+	src, target := feed(7, 100), feed(8, 101)
+	b.SetBytes(int64(len(target)))
+	b.Run("create", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Create(src, target)
+		}
+	})
+	d := Create(src, target)
+	b.Run("apply", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Apply(src, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(len(d)), "delta-B")
+}
