@@ -81,65 +81,81 @@ async function cut(page, prev) {
   return id;
 }
 
-test('a delta subscription across 10 connection cuts: every publication once, in order, exact', { timeout: TEST_TIMEOUT }, async () => {
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (err) => errors.push(err));
-  // Count what the server sends: whole publications and deltas.
-  const frames = { whole: 0, delta: 0, wholeBytes: 0, deltaBytes: 0 };
-  page.on('websocket', (ws) =>
-    ws.on('framereceived', (f) => {
-      const s = typeof f.payload === 'string' ? f.payload : '';
-      if (!s.startsWith('{"channel":"ticks"')) return;
-      if (s.endsWith(',"delta":true}')) {
-        frames.delta++;
-        frames.deltaBytes += s.length;
-      } else {
-        frames.whole++;
-        frames.wholeBytes += s.length;
-      }
-    }),
-  );
-  const html = `<!doctype html><meta charset="utf-8"><title>delta test</title>
+// deltasSent reads the server's count of publications sent as deltas.
+async function deltasSent() {
+  const text = await (await fetch(`${srv.url}metrics`, { signal: AbortSignal.timeout(WAIT) })).text();
+  const m = text.match(/^switchboard_delta_publications_total\{kind="delta"\} (\S+)$/m);
+  return m ? Number(m[1]) : 0;
+}
+
+for (const shared of [false, true]) {
+  const how = shared ? 'the tabs\' shared connection (SharedWorker)' : 'the page\'s own connection';
+  test(`a delta subscription over ${how} across 10 connection cuts: every publication once, in order, exact`, { timeout: TEST_TIMEOUT }, async () => {
+    const channel = shared ? 'ticks-shared' : 'ticks';
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (err) => errors.push(err));
+    // What the server sends on the page's own connection: whole
+    // publications and deltas (a SharedWorker's frames are not seen).
+    const frames = { whole: 0, delta: 0, wholeBytes: 0, deltaBytes: 0 };
+    page.on('websocket', (ws) =>
+      ws.on('framereceived', (f) => {
+        const s = typeof f.payload === 'string' ? f.payload : '';
+        if (!s.startsWith(`{"channel":"${channel}"`)) return;
+        if (s.endsWith(',"delta":true}')) {
+          frames.delta++;
+          frames.deltaBytes += s.length;
+        } else {
+          frames.whole++;
+          frames.wholeBytes += s.length;
+        }
+      }),
+    );
+    const html = `<!doctype html><meta charset="utf-8"><title>delta test</title>
 <script type="module">
 import * as SB from '/sdk/switchboard.js';
 window.got = []; window.gaps = [];
-window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['websocket'], backoff: { base: 50, max: 400 } });
-window.sub = c.subscribe('ticks', { delta: 'fossil', onPublication: (p) => got.push(p.data), onGap: (g) => gaps.push(g) });
+window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { transports: ['websocket'], sharedConnection: ${shared}, backoff: { base: 50, max: 400 } });
+window.sub = c.subscribe('${channel}', { delta: 'fossil', onPublication: (p) => got.push(p.data), onGap: (g) => gaps.push(g) });
 window.sdkLoaded = true;
 </script>`;
-  await page.route(`${srv.url}delta-test.html`, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: html }));
-  await page.goto(`${srv.url}delta-test.html`, { timeout: WAIT });
-  await waitFor(page, () => window.sdkLoaded === true && window.sub.state === 'subscribed', null, 'subscribed');
+    await page.route(`${srv.url}delta-test.html`, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: html }));
+    await page.goto(`${srv.url}delta-test.html`, { timeout: WAIT });
+    await waitFor(page, () => window.sdkLoaded === true && window.sub.state === 'subscribed', null, 'subscribed');
+    const deltasBefore = await deltasSent();
 
-  const N = 300;
-  const CUTS = 10;
-  let published = 0;
-  const publisher = (async () => {
-    for (; published < N; published++) {
-      const r = await api('publish', { channel: 'ticks', data: update(published) });
-      assert.equal(r.status, 200, JSON.stringify(r.body));
+    const N = 300;
+    const CUTS = 10;
+    let published = 0;
+    const publisher = (async () => {
+      for (; published < N; published++) {
+        const r = await api('publish', { channel, data: update(published) });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      }
+    })();
+    let prev = null;
+    for (let cuts = 0; cuts < CUTS; cuts++) {
+      const deadline = Date.now() + WAIT;
+      while (published < ((cuts + 1) * N) / (CUTS + 1)) {
+        assert.ok(Date.now() < deadline, `the publisher is stuck at ${published}`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      prev = await cut(page, prev);
     }
-  })();
-  let prev = null;
-  for (let cuts = 0; cuts < CUTS; cuts++) {
-    const deadline = Date.now() + WAIT;
-    while (published < ((cuts + 1) * N) / (CUTS + 1)) {
-      assert.ok(Date.now() < deadline, `the publisher is stuck at ${published}`);
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    prev = await cut(page, prev);
-  }
-  await publisher;
-  await waitFor(page, (n) => window.got.length >= n, N, `${N} publications`);
-  const { got, gaps } = await page.evaluate(() => ({ got: window.got, gaps: window.gaps }));
-  console.log(
-    `# delta: cuts=${CUTS} published=${N} received=${got.length} whole=${frames.whole} (${frames.wholeBytes} B) deltas=${frames.delta} (${frames.deltaBytes} B)`,
-  );
-  assert.equal(got.length, N);
-  for (let i = 0; i < N; i++) assert.deepEqual(got[i], update(i), `publication ${i}`);
-  assert.deepEqual(gaps, []);
-  assert.deepEqual(errors, []);
-  assert.ok(frames.delta > N / 2, `only ${frames.delta} of ${N} publications came as deltas`);
-  await page.close();
-});
+    await publisher;
+    await waitFor(page, (n) => window.got.length >= n, N, `${N} publications`);
+    const { got, gaps } = await page.evaluate(() => ({ got: window.got, gaps: window.gaps }));
+    const deltas = (await deltasSent()) - deltasBefore;
+    console.log(
+      `# delta (${shared ? 'shared' : 'own'} connection): cuts=${CUTS} published=${N} received=${got.length} sent-as-delta=${deltas}` +
+        (shared ? '' : ` frames: whole=${frames.whole} (${frames.wholeBytes} B) delta=${frames.delta} (${frames.deltaBytes} B)`),
+    );
+    assert.equal(got.length, N);
+    for (let i = 0; i < N; i++) assert.deepEqual(got[i], update(i), `publication ${i}`);
+    assert.deepEqual(gaps, []);
+    assert.deepEqual(errors, []);
+    assert.ok(deltas > N / 2, `only ${deltas} of ${N} publications were sent as deltas`);
+    if (!shared) assert.equal(frames.delta, deltas);
+    await page.close();
+  });
+}

@@ -136,11 +136,14 @@ func (sub *subscription) deltaLocked(prev uint64, m Message) Message {
 		sub.dmode = deltaOn
 		return m
 	}
+	met := sub.sess.hub.metrics
 	if holds {
 		if dm, ok := dp.deltaMessage(); ok {
+			met.DeltaSent.Inc()
 			return dm
 		}
 	}
+	met.DeltaWhole.Inc()
 	return dp.fullMessage()
 }
 
