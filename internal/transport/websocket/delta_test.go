@@ -85,7 +85,7 @@ func TestDeltaSubscription(t *testing.T) {
 	plain, _ := e.dialOffer("")
 	var epoch string
 	for _, c := range []*client{zc, dc} {
-		res := c.call(1, `{"id":1,"command":"subscribe","channel":"feed","delta":"fossil"}`)
+		res := c.callInflating(1, `{"id":1,"command":"subscribe","channel":"feed","delta":"fossil"}`)
 		r, _ := res["result"].(map[string]any)
 		if r == nil || r["delta"] != true {
 			t.Fatalf("delta subscribe answered %v", res)
@@ -144,6 +144,22 @@ func TestDeltaSubscription(t *testing.T) {
 		}
 		if !bytes.Contains(msg, append([]byte(`"data":`), s.data...)) {
 			t.Fatalf("plain subscriber got %s", msg)
+		}
+	}
+}
+
+// callInflating is call for a client that may get compressed replies.
+func (c *client) callInflating(id int, cmd string) map[string]any {
+	c.t.Helper()
+	c.sendText(cmd)
+	for {
+		msg, _, _ := c.readMessage()
+		var m map[string]any
+		if err := json.Unmarshal(msg, &m); err != nil {
+			c.t.Fatalf("server sent %q: %v", msg, err)
+		}
+		if m["id"] == float64(id) {
+			return m
 		}
 	}
 }
