@@ -49,7 +49,7 @@ async function api(method, body) {
 // update is publication i of the feed: about 1 KB, a few fields change.
 function update(i) {
   const book = [];
-  for (let l = 0; l < 12; l++) book.push({ level: l, bid: 99 - l + 0.25, ask: 101 + l + 0.75, size: (l + 1) * 100 + (l === i % 12 ? i : 0) });
+  for (let l = 0; l < 16; l++) book.push({ level: l, bid: 99 - l + 0.25, ask: 101 + l + 0.75, size: (l + 1) * 100 + (l === i % 16 ? i : 0) });
   return {
     seq: i,
     symbol: 'SWB',
@@ -154,7 +154,10 @@ window.sdkLoaded = true;
     for (let i = 0; i < N; i++) assert.deepEqual(got[i], update(i), `publication ${i}`);
     assert.deepEqual(gaps, []);
     assert.deepEqual(errors, []);
-    assert.ok(deltas > N / 2, `only ${deltas} of ${N} publications were sent as deltas`);
+    // Publications recovered after a cut come whole in the subscribe
+    // reply; how many depends on how fast the page reads, so the bound
+    // is loose.
+    assert.ok(deltas > N / 4, `only ${deltas} of ${N} publications were sent as deltas`);
     if (!shared) assert.equal(frames.delta, deltas);
     await page.close();
   });
