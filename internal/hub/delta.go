@@ -70,6 +70,36 @@ func (cd *channelDelta) next(pub broker.Publication, epoch string, valid bool) (
 	return prev
 }
 
+// seed records pub, read from history by a recovering subscribe, as the
+// channel's last publication, unless a later one (or one of another
+// epoch) was recorded already: the first live publication after the
+// recovered ones can then be a delta.
+func (cd *channelDelta) seed(pub broker.Publication, epoch string) {
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	fresh := cd.epoch == "" && cd.offset == 0
+	if !fresh && (cd.epoch != epoch || pub.Offset <= cd.offset) {
+		return
+	}
+	cd.epoch, cd.offset, cd.data = epoch, pub.Offset, nil
+	if utf8.Valid(pub.Data) {
+		cd.data = pub.Data
+	}
+}
+
+// seedDelta seeds channel's last publication (channelDelta.seed). It
+// takes the shard's lock, so it must not be called under a
+// subscription's.
+func (h *Hub) seedDelta(channel, epoch string, pub broker.Publication) {
+	sh := h.shardOf(channel)
+	sh.mu.RLock()
+	cd := sh.deltas[channel]
+	sh.mu.RUnlock()
+	if cd != nil {
+		cd.seed(pub, epoch)
+	}
+}
+
 // deltaPub is one publication as delta subscribers receive it, shared by
 // all of a channel's delta subscribers on the node.
 type deltaPub struct {

@@ -46,6 +46,7 @@ func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte,
 		// The reply carries the recovered publications: it may exceed the
 		// queue's bounds, which apply to live traffic.
 		s.out.pushForced(Message{Data: protocol.AppendResult(nil, cmd.ID, mustJSON(reply))})
+		res.sent = since != nil
 	})
 	if perr != nil {
 		return nil, perr
@@ -76,6 +77,9 @@ type SubscribeResult struct {
 	// Publications are the recovered publications, after since up to
 	// Position, in offset order (empty unless Recovered).
 	Publications []broker.Publication
+	// sent: the subscribe queued Publications for the client (a delta
+	// subscription's next publication may then be a delta from the last).
+	sent bool
 }
 
 // Subscribe subscribes the session to channel for a transport that has no
@@ -101,6 +105,7 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 		for _, p := range res.Publications {
 			s.out.pushForced(pubMessage(channel, p))
 		}
+		res.sent = true
 	})
 	return out, perr
 }
@@ -140,6 +145,9 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 			s.hub.log.Warn("read history failed", "channel", channel, "err", err)
 		}
 		return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))
+	}
+	if n := len(res.Publications); delta && n > 0 {
+		s.hub.seedDelta(channel, res.Position.Epoch, res.Publications[n-1])
 	}
 	if !sub.goLive(&res, emit) {
 		// The session ended during the history read; its end took the

@@ -182,8 +182,8 @@ func (sub *subscription) goLive(res *SubscribeResult, emit func(*SubscribeResult
 	emit(res)
 	sub.epoch, sub.last = res.Position.Epoch, res.Position.Offset
 	sub.dmode.forget()
-	if n := len(res.Publications); n > 0 && res.Publications[n-1].Offset == sub.last {
-		sub.dmode.hold() // the reply carries publication last whole
+	if n := len(res.Publications); res.sent && n > 0 && res.Publications[n-1].Offset == sub.last {
+		sub.dmode.hold() // the reply carried publication last whole
 	}
 	if sub.pend != nil {
 		for _, m := range sub.pend.msgs {

@@ -187,3 +187,48 @@ func TestDeltaSmallerOnTheWire(t *testing.T) {
 		t.Fatalf("delta push of %d bytes for a whole push of %d: %s", len(delta), len(whole), delta)
 	}
 }
+
+// TestDeltaAfterRecovery: a delta subscribe with since gets the missed
+// publications whole in its reply, and the next live one as a delta from
+// the last of them; without an id (no reply, so nothing recovered is
+// sent) the next live one comes whole.
+func TestDeltaAfterRecovery(t *testing.T) {
+	e := startEnvHub(t, ReaderGoroutine, func(c *hub.Config) { c.HistorySize = 100 }, nil)
+	var epoch string
+	for i := 1; i <= 3; i++ {
+		pos, err := e.hub.Publish(t.Context(), "feed", deltaFeed(i), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch = pos.Epoch
+	}
+	withID, _ := e.dialOffer("")
+	res := withID.call(1, fmt.Sprintf(`{"id":1,"command":"subscribe","channel":"feed","delta":"fossil","since":{"offset":1,"epoch":%q}}`, epoch))
+	r := res["result"].(map[string]any)
+	pubs, _ := r["publications"].([]any)
+	if r["recovered"] != true || r["delta"] != true || len(pubs) != 2 {
+		t.Fatalf("recovering subscribe answered %v", res)
+	}
+	dr := &deltaReader{t: t, c: withID}
+	for i, p := range pubs {
+		s, ok := p.(map[string]any)["data"].(string)
+		if !ok || p.(map[string]any)["delta"] != nil || s != string(deltaFeed(i+2)) {
+			t.Fatalf("recovered publication %d: %v", i, p)
+		}
+		dr.prev = []byte(s)
+	}
+	noID, _ := e.dialOffer("")
+	noID.sendText(fmt.Sprintf(`{"command":"subscribe","channel":"feed","delta":"fossil","since":{"offset":1,"epoch":%q}}`, epoch))
+	// The subscribe without an id is done once a command after it is answered.
+	noID.call(2, `{"id":2,"command":"ping"}`)
+	if _, err := e.hub.Publish(t.Context(), "feed", deltaFeed(4), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if off, data, delta, _ := dr.pub(); off != 4 || !delta || !bytes.Equal(data, deltaFeed(4)) {
+		t.Fatalf("after recovery: offset %d delta %v data %s", off, delta, data)
+	}
+	nr := &deltaReader{t: t, c: noID}
+	if off, data, delta, _ := nr.pub(); off != 4 || delta || !bytes.Equal(data, deltaFeed(4)) {
+		t.Fatalf("after a subscribe without reply: offset %d delta %v data %s", off, delta, data)
+	}
+}
