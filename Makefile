@@ -39,6 +39,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/transport/httpread/
 	go test -run '^$$' -fuzz '^FuzzDecodeFastAgrees$$' -fuzztime $(FUZZTIME) ./internal/protocol/
 	go test -run '^$$' -fuzz '^FuzzConnectToken$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	go test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/fossil/
+	go test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./internal/protocol/
 	go test -run '^$$' -fuzz '^FuzzChannelRules$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	go test -run '^$$' -fuzz '^FuzzClientAddr$$' -fuzztime $(FUZZTIME) ./internal/realip/
 	go test -run '^$$' -fuzz '^FuzzHosts$$' -fuzztime $(FUZZTIME) ./internal/origin/

@@ -40,6 +40,7 @@ var forbidden = []struct {
 	{"internal/broker/memory", module + "/internal/hub", "brokers do not know the engine", false},
 	{"internal/httpauth", module + "/internal/transport/", "shared by HTTP transports, it imports none of them", false},
 	{"internal/httpx", module + "/internal/transport/", "the HTTP transports' shared preamble imports none of them", false},
+	{"internal/fossil", module + "/", "the delta format is a leaf: standard library only", false},
 	{"internal/wheel", module + "/", "the bucket wheel is a leaf: standard library and clockwork only", false},
 	{"internal/realip", module + "/", "the client address behind proxies is shared by the server and the configuration: standard library only", false},
 	{"internal/broker/redis", module + "/internal/hub", "brokers do not know the engine", false},

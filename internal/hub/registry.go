@@ -19,6 +19,9 @@ type shard struct {
 	// set: a channel with one subscriber (the common case of a channel per
 	// user) costs one pointer, and the fan-out walks contiguous memory.
 	channels map[string][]*subscription
+	// deltas holds the last publication of each channel that has had a
+	// delta subscriber (delta.go); nil until the first.
+	deltas map[string]*channelDelta
 }
 
 func (h *Hub) shardOf(channel string) *shard {
@@ -37,6 +40,9 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	m.At = now
 	sh := h.shardOf(channel)
 	sh.mu.RLock()
+	if cd := sh.deltas[channel]; cd != nil {
+		m.dp = newDeltaPub(cd, channel, pub, epoch, now)
+	}
 	for _, sub := range sh.channels[channel] {
 		sub.deliver(m, epoch)
 	}
@@ -67,6 +73,7 @@ func (sh *shard) add(sub *subscription) (first bool) {
 	list := sh.channels[sub.channel]
 	sub.slot = int32(len(list))
 	sh.channels[sub.channel] = append(list, sub)
+	sh.addDeltaLocked(sub)
 	return len(list) == 0
 }
 
@@ -86,6 +93,7 @@ func (sh *shard) remove(sub *subscription) (removed, last bool) {
 	list = list[:end]
 	if end == 0 {
 		delete(sh.channels, sub.channel)
+		delete(sh.deltas, sub.channel)
 		return true, true
 	}
 	if cap(list) > 16 && len(list) < cap(list)/4 {

@@ -46,6 +46,9 @@ type Message struct {
 	// Epoch is set on a reset push (the channel's history was lost and
 	// offsets start again in this epoch), and on buffered publications.
 	Epoch string
+	// dp is the publication for delta subscribers (delta.go), nil when
+	// the channel had none.
+	dp *deltaPub
 }
 
 // SessionInfo describes a connection when it is opened.

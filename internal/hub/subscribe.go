@@ -18,26 +18,35 @@ import (
 // it final (subscription.end).
 
 func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
+	if perr := protocol.ValidateDelta(cmd.Delta); perr != nil {
+		return nil, perr
+	}
+	delta := cmd.Delta != ""
 	info, err := s.hub.checkSubscribe(ctx, cmd.Channel, s.id, s.User(), cmd.Token, cmd.Data)
 	if err != nil {
 		return nil, s.hookFailed(err)
 	}
 	since := SincePosition(cmd.Since)
-	perr := s.subscribeChannel(ctx, cmd.Channel, since, info, func(res *SubscribeResult) {
+	perr := s.subscribeChannel(ctx, cmd.Channel, since, info, delta, func(res *SubscribeResult) {
 		if !cmd.HasID {
 			return
 		}
-		reply := subscribeReply{Channel: cmd.Channel, Offset: res.Position.Offset, Epoch: res.Position.Epoch}
+		reply := subscribeReply{Channel: cmd.Channel, Offset: res.Position.Offset, Epoch: res.Position.Epoch, Delta: delta}
 		if since != nil {
 			reply.Recovered = &res.Recovered
 			reply.Publications = make([]json.RawMessage, 0, len(res.Publications))
 			for _, p := range res.Publications {
+				if delta { // whole, as the string a delta subscriber keeps
+					reply.Publications = append(reply.Publications, protocol.AppendPublicationString(nil, cmd.Channel, p.Data, p.Offset, false))
+					continue
+				}
 				reply.Publications = append(reply.Publications, protocol.AppendPublication(nil, cmd.Channel, p.Data, p.Offset))
 			}
 		}
 		// The reply carries the recovered publications: it may exceed the
 		// queue's bounds, which apply to live traffic.
 		s.out.pushForced(Message{Data: protocol.AppendResult(nil, cmd.ID, mustJSON(reply))})
+		res.sent = since != nil
 	})
 	if perr != nil {
 		return nil, perr
@@ -53,6 +62,8 @@ type subscribeReply struct {
 	Epoch        string            `json:"epoch"`
 	Recovered    *bool             `json:"recovered,omitempty"`
 	Publications []json.RawMessage `json:"publications,omitempty"`
+	// Delta: the subscription is delta-compressed (the subscribe asked).
+	Delta bool `json:"delta,omitempty"`
 }
 
 // SubscribeResult is the outcome of a subscription.
@@ -66,6 +77,9 @@ type SubscribeResult struct {
 	// Publications are the recovered publications, after since up to
 	// Position, in offset order (empty unless Recovered).
 	Publications []broker.Publication
+	// sent: the subscribe queued Publications for the client (a delta
+	// subscription's next publication may then be a delta from the last).
+	sent bool
 }
 
 // Subscribe subscribes the session to channel for a transport that has no
@@ -81,7 +95,7 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 	ctx, end := s.begin(ctx)
 	defer end()
 	var out SubscribeResult
-	perr := s.subscribeChannel(ctx, channel, since, nil, func(res *SubscribeResult) {
+	perr := s.subscribeChannel(ctx, channel, since, nil, false, func(res *SubscribeResult) {
 		out = *res
 		if first != nil {
 			for _, m := range first(*res) {
@@ -91,19 +105,24 @@ func (s *Session) Subscribe(ctx context.Context, channel string, since *broker.P
 		for _, p := range res.Publications {
 			s.out.pushForced(pubMessage(channel, p))
 		}
+		res.sent = true
 	})
 	return out, perr
 }
 
 // subscribeChannel is the one subscribe path (see the top of this file).
 // info is shown with the client in the channel's presence (from the
-// subscribe hook). emit queues what the client must see first; it runs
-// under the subscription's lock.
-func (s *Session) subscribeChannel(ctx context.Context, channel string, since *broker.Position, info json.RawMessage, emit func(*SubscribeResult)) *protocol.Error {
+// subscribe hook). delta makes it a delta subscription (delta.go). emit
+// queues what the client must see first; it runs under the subscription's
+// lock.
+func (s *Session) subscribeChannel(ctx context.Context, channel string, since *broker.Position, info json.RawMessage, delta bool, emit func(*SubscribeResult)) *protocol.Error {
 	if perr := protocol.ValidateChannel(channel); perr != nil {
 		return perr
 	}
-	sub := &subscription{sess: s, channel: channel, info: info}
+	sub := &subscription{sess: s, channel: channel, info: string(info)}
+	if delta {
+		sub.dmode = deltaOn
+	}
 	if perr := s.addSub(sub); perr != nil {
 		return perr
 	}
@@ -126,6 +145,9 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 			s.hub.log.Warn("read history failed", "channel", channel, "err", err)
 		}
 		return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))
+	}
+	if n := len(res.Publications); delta && n > 0 {
+		s.hub.seedDelta(channel, res.Position.Epoch, res.Publications[n-1])
 	}
 	if !sub.goLive(&res, emit) {
 		// The session ended during the history read; its end took the

@@ -41,6 +41,11 @@ type Metrics struct {
 	// the wire: uncompressed minus compressed size of each message sent
 	// compressed.
 	CompressionSaved prometheus.Counter
+	// DeltaPublications counts publications queued on delta-compressed
+	// subscriptions, by how they went (delta, whole); DeltaSent and
+	// DeltaWhole are its two children, resolved once.
+	DeltaPublications     *prometheus.CounterVec
+	DeltaSent, DeltaWhole prometheus.Counter
 	// WriteDelayActive is 1 while write_delay is in force (the writers
 	// could not keep up; see hub.Config.WriteDelayMinRate), else 0.
 	WriteDelayActive prometheus.Gauge
@@ -185,6 +190,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "websocket_compression_saved_bytes_total",
 			Help: "Payload bytes permessage-deflate kept off the wire (uncompressed minus compressed size).",
 		}),
+		DeltaPublications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "delta_publications_total",
+			Help: "Publications queued on delta-compressed subscriptions, by how they went (delta, whole).",
+		}, []string{"kind"}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "api_requests_total",
 			Help: "Server API requests, by method and HTTP status.",
@@ -215,12 +224,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
-		m.Compressed, m.CompressionSaved,
+		m.Compressed, m.CompressionSaved, m.DeltaPublications,
 		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		m.Errors, m.Disconnects, m.APIRequests, m.ProxyCalls, m.ProxyDuration, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.DeltaSent, m.DeltaWhole = m.DeltaPublications.WithLabelValues("delta"), m.DeltaPublications.WithLabelValues("whole")
 	m.dropped = make(map[DropReason]prometheus.Counter, len(dropReasons))
 	for _, r := range dropReasons {
 		m.dropped[r] = m.Dropped.WithLabelValues(string(r))

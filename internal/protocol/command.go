@@ -61,6 +61,9 @@ type Command struct {
 	// Method names the procedure an rpc command calls on the
 	// application backend (see ValidateMethod).
 	Method string
+	// Delta asks subscribe for delta-compressed publications in this
+	// format (DeltaFossil); empty for none. See ValidateDelta.
+	Delta string
 }
 
 // wireCommand mirrors the JSON shape; pointer fields tell "absent" from zero.
@@ -75,6 +78,7 @@ type wireCommand struct {
 	Reverse bool            `json:"reverse"`
 	Key     *string         `json:"idempotency_key"`
 	Method  string          `json:"method"`
+	Delta   string          `json:"delta"`
 }
 
 // DecodeError is returned by DecodeCommand. It carries the client-visible
@@ -123,7 +127,7 @@ func decodeSlow(frame []byte) (Command, error) {
 		}
 		return Command{}, de
 	}
-	c := Command{Data: w.Data, Token: w.Token, Since: w.Since, Limit: w.Limit, Reverse: w.Reverse, Method: w.Method}
+	c := Command{Data: w.Data, Token: w.Token, Since: w.Since, Limit: w.Limit, Reverse: w.Reverse, Method: w.Method, Delta: w.Delta}
 	if w.ID != nil {
 		c.ID, c.HasID = *w.ID, true
 	}

@@ -961,6 +961,7 @@ var Subscription = class {
     this.settled = false;
     this.channel = channel;
     this.handlers = handlers;
+    this.delta = handlers.delta;
     this.onUnsubscribe = onUnsubscribe;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
@@ -1140,6 +1141,66 @@ function lower(a, b) {
   return a.offset < b.offset;
 }
 
+// src/fossil.ts
+var DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+var VALUE = (() => {
+  const v = new Int8Array(256).fill(-1);
+  for (let i = 0; i < DIGITS.length; i++) v[DIGITS.charCodeAt(i)] = i;
+  return v;
+})();
+function checksum(b) {
+  let sum = 0;
+  let i = 0;
+  for (; i + 4 <= b.length; i += 4) sum = sum + (b[i] << 24 | b[i + 1] << 16 | b[i + 2] << 8 | b[i + 3]) >>> 0;
+  let shift = 24;
+  for (; i < b.length; i++, shift -= 8) sum = sum + (b[i] << shift) >>> 0;
+  return sum >>> 0;
+}
+function applyDelta(src, delta) {
+  let i = 0;
+  const int = () => {
+    const start = i;
+    let n = 0;
+    while (i < delta.length && VALUE[delta[i]] >= 0) {
+      n = n * 64 + VALUE[delta[i++]];
+      if (n > 4294967295) throw new Error("switchboard: malformed delta: integer too large");
+    }
+    if (i === start) throw new Error(`switchboard: malformed delta: expected a number at byte ${i}`);
+    return n;
+  };
+  const size = int();
+  if (delta[i++] !== 10) throw new Error("switchboard: malformed delta: no target length");
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (; ; ) {
+    const n = int();
+    const op = delta[i++];
+    if (op === 64) {
+      const off = int();
+      if (delta[i++] !== 44) throw new Error("switchboard: malformed delta: bad copy command");
+      if (off + n > src.length || o + n > size) throw new Error("switchboard: malformed delta: copy out of range");
+      out.set(src.subarray(off, off + n), o);
+      o += n;
+    } else if (op === 58) {
+      if (i + n > delta.length || o + n > size) throw new Error("switchboard: malformed delta: insert out of range");
+      out.set(delta.subarray(i, i + n), o);
+      o += n;
+      i += n;
+    } else if (op === 59) {
+      if (i !== delta.length || o !== size) throw new Error("switchboard: malformed delta: target length");
+      if (checksum(out) !== n) throw new Error("switchboard: malformed delta: checksum mismatch");
+      return out;
+    } else {
+      throw new Error(`switchboard: malformed delta: unknown command at byte ${i - 1}`);
+    }
+  }
+}
+var encoder = new TextEncoder();
+var decoder = new TextDecoder("utf-8", { fatal: true });
+function applyTextDelta(prev, delta) {
+  return decoder.decode(applyDelta(encoder.encode(prev), encoder.encode(delta)));
+}
+
 // src/ws.ts
 var WebSocketTransport = class {
   constructor(ctx) {
@@ -1152,6 +1213,13 @@ var WebSocketTransport = class {
     this.ended = false;
     /** subscribed: channels the server has (or is being asked for) on this connection. */
     this.subscribed = /* @__PURE__ */ new Map();
+    /**
+     * deltas: the delta subscriptions of this connection, each with the
+     * text of the last publication the server sent on it (undefined before
+     * the first), which the next delta applies to. A new connection starts
+     * empty: the server sends the first publication of a subscribe whole.
+     */
+    this.deltas = /* @__PURE__ */ new Map();
     this.binary = ctx.protocol === "protobuf";
   }
   open() {
@@ -1282,6 +1350,7 @@ var WebSocketTransport = class {
     for (const [ch, sub] of this.subscribed) {
       if (want.get(ch) !== sub) {
         this.subscribed.delete(ch);
+        this.deltas.delete(ch);
         this.request({ command: "unsubscribe", channel: ch }).catch(() => {
         });
       }
@@ -1296,10 +1365,18 @@ var WebSocketTransport = class {
     const since = sub.since();
     const cmd = { command: "subscribe", channel: sub.channel };
     if (since) cmd.since = since;
+    if (sub.delta) cmd.delta = sub.delta;
     try {
       const r = await this.request(cmd);
       if (this.subscribed.get(sub.channel) !== sub) return;
-      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : void 0, r.publications);
+      let pubs = r.publications;
+      this.deltas.delete(sub.channel);
+      if (r.delta === true) {
+        this.deltas.set(sub.channel, void 0);
+        pubs = pubs?.map((p) => ({ ...p, data: this.deltaData(p) }));
+        if (pubs?.some((p) => p.data === DeltaFailed)) return this.deltaFailed();
+      }
+      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : void 0, pubs);
     } catch (err) {
       if (this.subscribed.get(sub.channel) !== sub) return;
       this.subscribed.delete(sub.channel);
@@ -1315,6 +1392,38 @@ var WebSocketTransport = class {
   }
   async refresh(token) {
     await this.request({ command: "refresh", token });
+  }
+  /**
+   * deltaData turns a publication of a delta subscription into its data:
+   * the string is the data's JSON text, or with `delta` the fossil delta
+   * from the previous publication's text. It returns DeltaFailed when
+   * that cannot be done (which the server never causes).
+   */
+  deltaData(p) {
+    const prev = this.deltas.get(p.channel);
+    if (typeof p.data !== "string") {
+      this.deltas.set(p.channel, void 0);
+      return p.data;
+    }
+    try {
+      const text2 = p.delta === true ? applyTextDelta(prev ?? fail(), p.data) : p.data;
+      this.deltas.set(p.channel, text2);
+      return JSON.parse(text2);
+    } catch {
+      return DeltaFailed;
+    }
+  }
+  /**
+   * deltaFailed drops the connection after a delta that did not apply:
+   * the client reconnects and resubscribes from the last publication it
+   * delivered, which the server then sends whole.
+   */
+  deltaFailed() {
+    try {
+      this.ws?.close(4e3);
+    } catch {
+    }
+    this.end({ code: 0, reason: "a delta did not apply", opened: true });
   }
   onMessage(raw) {
     let msg;
@@ -1340,8 +1449,14 @@ var WebSocketTransport = class {
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
     if (typeof msg.offset === "number" && "data" in msg) {
-      sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
+      let data = msg.data;
+      if (this.deltas.has(msg.channel)) {
+        data = this.deltaData(msg);
+        if (data === DeltaFailed) return this.deltaFailed();
+      }
+      sub.deliver({ channel: msg.channel, data, offset: msg.offset });
     } else if (msg.reset) {
+      if (this.deltas.has(msg.channel)) this.deltas.set(msg.channel, void 0);
       sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
     } else if (msg.join) {
       sub.presenceEvent("join", msg.join);
@@ -1350,6 +1465,10 @@ var WebSocketTransport = class {
     }
   }
 };
+var DeltaFailed = /* @__PURE__ */ Symbol("delta failed");
+function fail() {
+  throw new Error("switchboard: a delta with no previous publication");
+}
 
 // src/room.ts
 var LAYERS = [
@@ -2205,7 +2324,7 @@ var Switchboard = class {
     this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
-      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
+      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0, delta: s.delta });
     }
     for (const p of sh.pending.values()) this.post(p.msg);
   }
@@ -2238,7 +2357,7 @@ var Switchboard = class {
     sh.leader = true;
     sh.gathering = true;
     void this.box.sync();
-    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0 });
+    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : void 0, delta: s.delta });
     if (sh.mode !== "hub") this.post({ t: "hello", leader: sh.tab });
     for (const p of sh.pending.values()) this.fromTab(p.msg);
     this.outboxChanged();
@@ -2264,6 +2383,7 @@ var Switchboard = class {
         if (!w) {
           w = new WireSub(m.channel, (x) => this.fanout(x), (s) => this.removeWire(s));
           if (m.pos && m.pos.offset !== null) w.position = { ...m.pos };
+          w.delta = m.delta === "fossil" ? "fossil" : void 0;
           this.wsubs.set(m.channel, w);
           this.worder.push(w);
           this.transport?.subscriptionsChanged();
@@ -2504,7 +2624,7 @@ var Switchboard = class {
     this.subs.set(channel, sub);
     this.order.push(sub);
     if (this.shared) {
-      this.toLeader({ t: "sub", tab: this.shared.tab, channel });
+      this.toLeader({ t: "sub", tab: this.shared.tab, channel, delta: sub.delta });
       return sub;
     }
     this.transport?.subscriptionsChanged();
@@ -3035,6 +3155,7 @@ export {
   ServerError,
   Subscription,
   Switchboard,
+  applyDelta,
   randomKey,
   serverOf,
   startSharedWorker,

@@ -537,7 +537,7 @@ export class Switchboard {
     this.post({ t: "join", tab: sh.tab, config: this.sharedConfig() });
     for (const s of this.order) {
       if (s.state === "unsubscribed") continue;
-      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
+      this.post({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined, delta: s.delta });
     }
     for (const p of sh.pending.values()) this.post(p.msg);
   }
@@ -578,7 +578,7 @@ export class Switchboard {
     // Our own subscriptions first, then whatever the other tabs announce
     // in answer to hello, before connecting: each channel resumes from the
     // lowest position a tab delivered.
-    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined });
+    for (const s of this.order) this.fromTab({ t: "sub", tab: sh.tab, channel: s.channel, pos: s.position ? { ...s.position } : undefined, delta: s.delta });
     if (sh.mode !== "hub") this.post({ t: "hello", leader: sh.tab });
     // Our own requests go to us now.
     for (const p of sh.pending.values()) this.fromTab(p.msg);
@@ -609,6 +609,8 @@ export class Switchboard {
         if (!w) {
           w = new WireSub(m.channel, (x) => this.fanout(x), (s) => this.removeWire(s));
           if (m.pos && m.pos.offset !== null) w.position = { ...m.pos };
+          // The connection's choice: delta when the first tab asked.
+          w.delta = m.delta === "fossil" ? "fossil" : undefined;
           this.wsubs.set(m.channel, w);
           this.worder.push(w);
           this.transport?.subscriptionsChanged();
@@ -875,7 +877,7 @@ export class Switchboard {
     this.subs.set(channel, sub);
     this.order.push(sub);
     if (this.shared) {
-      this.toLeader({ t: "sub", tab: this.shared.tab, channel });
+      this.toLeader({ t: "sub", tab: this.shared.tab, channel, delta: sub.delta });
       return sub;
     }
     this.transport?.subscriptionsChanged();

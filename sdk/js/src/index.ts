@@ -15,5 +15,6 @@ export type { Env } from "./transport.js";
 export { Hub } from "./hub.js";
 export type { HubOptions, PortLike } from "./hub.js";
 export { serverOf, startSharedWorker } from "./sharedworker.js";
+export { applyDelta } from "./fossil.js";
 export { Room } from "./room.js";
 export type { RoomOptions, RoomEvents, RemoteTrack, RemoteParticipant } from "./room.js";

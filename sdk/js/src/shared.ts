@@ -52,7 +52,7 @@ export interface WireEntry {
 export type Message =
   // tab -> holder of the connection (the leader tab, or the SharedWorker)
   | { t: "join"; tab: string; config?: SharedConfig }
-  | { t: "sub"; tab: string; channel: string; pos?: StreamPosition }
+  | { t: "sub"; tab: string; channel: string; pos?: StreamPosition; delta?: "fossil" }
   | { t: "unsub"; tab: string; channel: string }
   | { t: "bye"; tab: string }
   | { t: "req"; tab: string; id: string; op: "publish" | "command"; channel?: string; data?: unknown; key?: string; seq?: number; cmd?: Record<string, unknown> }

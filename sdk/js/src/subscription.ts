@@ -21,6 +21,15 @@ export interface SubscriptionHandlers {
   onJoin?: (info: ClientInfo) => void;
   /** onLeave gets the server's leave pushes, like onJoin. */
   onLeave?: (info: ClientInfo) => void;
+  /**
+   * delta asks the server for delta-compressed publications ("fossil"):
+   * each publication after the first on a connection may come as the
+   * difference from the one before, which the SDK applies, so that
+   * onPublication still gets the full data. Over WebSocket only; SSE and
+   * long polling ignore it. Worth it for channels whose publications are
+   * large and change a little from one to the next.
+   */
+  delta?: "fossil";
 }
 
 /** SubscriptionState is the state of one subscription. */
@@ -39,6 +48,8 @@ export class Subscription {
   delivered = 0;
   /** duplicates counts publications dropped because they were already delivered. */
   duplicates = 0;
+  /** delta is the delta compression asked for (SubscriptionHandlers.delta), if any. */
+  delta: "fossil" | undefined;
 
   private handlers: SubscriptionHandlers;
   private resolveReady!: () => void;
@@ -50,6 +61,7 @@ export class Subscription {
   constructor(channel: string, handlers: SubscriptionHandlers, onUnsubscribe: (s: Subscription) => void) {
     this.channel = channel;
     this.handlers = handlers;
+    this.delta = handlers.delta;
     this.onUnsubscribe = onUnsubscribe;
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;

@@ -1,6 +1,7 @@
 // The WebSocket transport: connect, subscribe every channel with `since`,
 // commands with ids, pushes routed to their subscriptions.
 
+import { applyTextDelta } from "./fossil.js";
 import type { Subscription } from "./subscription.js";
 import type { Transport, TransportContext } from "./transport.js";
 import { DisconnectedError, ServerError, closeIsFatal } from "./types.js";
@@ -20,6 +21,13 @@ export class WebSocketTransport implements Transport {
   private ended = false;
   /** subscribed: channels the server has (or is being asked for) on this connection. */
   private subscribed = new Map<string, Subscription>();
+  /**
+   * deltas: the delta subscriptions of this connection, each with the
+   * text of the last publication the server sent on it (undefined before
+   * the first), which the next delta applies to. A new connection starts
+   * empty: the server sends the first publication of a subscribe whole.
+   */
+  private deltas = new Map<string, string | undefined>();
   private pinger: ReturnType<typeof setInterval> | undefined;
 
   /** binary: the binary protocol (ctx.protocol "protobuf"). */
@@ -176,6 +184,7 @@ export class WebSocketTransport implements Transport {
     for (const [ch, sub] of this.subscribed) {
       if (want.get(ch) !== sub) {
         this.subscribed.delete(ch);
+        this.deltas.delete(ch);
         this.request({ command: "unsubscribe", channel: ch }).catch(() => {});
       }
     }
@@ -190,10 +199,20 @@ export class WebSocketTransport implements Transport {
     const since = sub.since();
     const cmd: Record<string, unknown> = { command: "subscribe", channel: sub.channel };
     if (since) cmd.since = since;
+    if (sub.delta) cmd.delta = sub.delta;
     try {
       const r = await this.request(cmd);
       if (this.subscribed.get(sub.channel) !== sub) return;
-      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : undefined, r.publications);
+      let pubs = r.publications;
+      this.deltas.delete(sub.channel);
+      if (r.delta === true) {
+        // The reply comes before any push of the channel; the recovered
+        // publications in it are whole, their data a string.
+        this.deltas.set(sub.channel, undefined);
+        pubs = pubs?.map((p: any) => ({ ...p, data: this.deltaData(p) }));
+        if (pubs?.some((p: any) => p.data === DeltaFailed)) return this.deltaFailed();
+      }
+      sub.subscribed({ offset: r.offset, epoch: r.epoch }, since ? r.recovered : undefined, pubs);
     } catch (err) {
       if (this.subscribed.get(sub.channel) !== sub) return;
       this.subscribed.delete(sub.channel);
@@ -212,6 +231,42 @@ export class WebSocketTransport implements Transport {
 
   async refresh(token: string): Promise<void> {
     await this.request({ command: "refresh", token });
+  }
+
+  /**
+   * deltaData turns a publication of a delta subscription into its data:
+   * the string is the data's JSON text, or with `delta` the fossil delta
+   * from the previous publication's text. It returns DeltaFailed when
+   * that cannot be done (which the server never causes).
+   */
+  private deltaData(p: { channel: string; data: unknown; delta?: boolean }): unknown {
+    const prev = this.deltas.get(p.channel);
+    if (typeof p.data !== "string") {
+      // Not prepared for delta subscribers: taken as it is.
+      this.deltas.set(p.channel, undefined);
+      return p.data;
+    }
+    try {
+      const text = p.delta === true ? applyTextDelta(prev ?? fail(), p.data) : p.data;
+      this.deltas.set(p.channel, text);
+      return JSON.parse(text);
+    } catch {
+      return DeltaFailed;
+    }
+  }
+
+  /**
+   * deltaFailed drops the connection after a delta that did not apply:
+   * the client reconnects and resubscribes from the last publication it
+   * delivered, which the server then sends whole.
+   */
+  private deltaFailed(): void {
+    try {
+      this.ws?.close(4000);
+    } catch {
+      // already closing
+    }
+    this.end({ code: 0, reason: "a delta did not apply", opened: true });
   }
 
   private onMessage(raw: unknown): void {
@@ -238,8 +293,14 @@ export class WebSocketTransport implements Transport {
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
     if (typeof msg.offset === "number" && "data" in msg) {
-      sub.deliver({ channel: msg.channel, data: msg.data, offset: msg.offset });
+      let data = msg.data;
+      if (this.deltas.has(msg.channel)) {
+        data = this.deltaData(msg);
+        if (data === DeltaFailed) return this.deltaFailed();
+      }
+      sub.deliver({ channel: msg.channel, data, offset: msg.offset });
     } else if (msg.reset) {
+      if (this.deltas.has(msg.channel)) this.deltas.set(msg.channel, undefined);
       sub.gap("reset", { offset: msg.reset.offset, epoch: msg.reset.epoch });
     } else if (msg.join) {
       sub.presenceEvent("join", msg.join);
@@ -247,4 +308,11 @@ export class WebSocketTransport implements Transport {
       sub.presenceEvent("leave", msg.leave);
     }
   }
+}
+
+/** DeltaFailed marks a publication whose delta could not be applied. */
+const DeltaFailed = Symbol("delta failed");
+
+function fail(): never {
+  throw new Error("switchboard: a delta with no previous publication");
 }
