@@ -10,36 +10,18 @@
 // connection speaks the binary protocol. Every wait is bounded; nothing is
 // timed.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import * as harness from './harness.js';
 
 const API_KEY = 'e2e-binary-key';
 const WAIT = 30_000;
 const TEST_TIMEOUT = 120_000;
 
-let tmpDir;
-let bin;
 let context;
 let srv;
 
-before(async () => {
-  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-binary-'));
-  bin = await harness.binary(tmpDir);
-  context = await harness.launchBrowser(tmpDir);
-  srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--history-size', '100']);
-  await context.grantPermissions(['local-network-access'], { origin: srv.url.slice(0, -1) });
-}, { timeout: harness.BUILD_TIMEOUT + 30_000 });
-
-after(async () => {
-  await context?.close().catch(() => {});
-  if (srv) await harness.stopServer(srv);
-  harness.killAll();
-  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
-});
+harness.suite('binary', API_KEY, ['--history-size', '100'], (s) => ({ context, srv } = s));
 
 // The page: window.bc, an SDK client on the binary protocol, recording
 // what it receives in window.bgot (Uint8Array data as {bytes:[...]}), and

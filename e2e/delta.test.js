@@ -5,36 +5,18 @@
 // while most of them travel as deltas. Against the real switchboard binary
 // in headless Chromium; every wait is bounded, nothing is timed.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import * as harness from './harness.js';
 
 const API_KEY = 'e2e-delta-key';
 const WAIT = 30_000;
 const TEST_TIMEOUT = 180_000;
 
-let tmpDir;
-let bin;
 let context;
 let srv;
 
-before(async () => {
-  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-delta-'));
-  bin = await harness.binary(tmpDir);
-  context = await harness.launchBrowser(tmpDir);
-  srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--history-size', '2000']);
-  await context.grantPermissions(['local-network-access'], { origin: srv.url.slice(0, -1) });
-}, { timeout: harness.BUILD_TIMEOUT + 30_000 });
-
-after(async () => {
-  await context?.close().catch(() => {});
-  if (srv) await harness.stopServer(srv);
-  harness.killAll();
-  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
-});
+harness.suite('delta', API_KEY, ['--history-size', '2000'], (s) => ({ context, srv } = s));
 
 async function api(method, body) {
   const res = await fetch(`${srv.url}api/${method}`, {

@@ -5,9 +5,11 @@
 
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -119,3 +121,25 @@ export const webrtcArgs = [
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
 ];
+
+// suite registers the hooks most test files share: before the file's
+// tests, a temp dir, the binary, a browser and one server started with
+// serverArgs (given to ready as {tmpDir, bin, context, srv}, the browser
+// allowed to reach the server); after them, all stopped and removed.
+export function suite(name, apiKey, serverArgs, ready) {
+  const s = {};
+  before(async () => {
+    s.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), `switchboard-e2e-${name}-`));
+    s.bin = await binary(s.tmpDir);
+    s.context = await launchBrowser(s.tmpDir);
+    s.srv = await startServer(s.bin, '127.0.0.1:0', apiKey, serverArgs);
+    await s.context.grantPermissions(['local-network-access'], { origin: s.srv.url.slice(0, -1) });
+    ready(s);
+  }, { timeout: BUILD_TIMEOUT + 30_000 });
+  after(async () => {
+    await s.context?.close().catch(() => {});
+    if (s.srv) await stopServer(s.srv);
+    killAll();
+    if (s.tmpDir) fs.rmSync(s.tmpDir, { recursive: true, force: true });
+  });
+}
