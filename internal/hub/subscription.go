@@ -212,11 +212,13 @@ func (sub *subscription) end() {
 }
 
 // join adds the live subscription to the channel's presence (and tells the
-// channel, with join_leave), unless it ended first.
+// channel, with join_leave) and reports it to the Lifecycle, unless it
+// ended first. The presence state orders the Lifecycle's reports too: a
+// Left never comes before the Joined it undoes.
 func (sub *subscription) join(ctx context.Context) {
 	h := sub.sess.hub
 	ns, _ := h.cfg.Rules.Lookup(sub.channel)
-	if !ns.Presence || !sub.own() {
+	if !h.tracked(ns) || !sub.own() {
 		return
 	}
 	info := sub.clientInfo()
@@ -236,6 +238,10 @@ func (sub *subscription) refresh(ctx context.Context) error {
 	sub.mu.Unlock()
 	h := sub.sess.hub
 	info := sub.clientInfo()
+	if ns, _ := h.cfg.Rules.Lookup(sub.channel); !ns.Presence {
+		sub.release(info) // tracked for webhooks only
+		return nil
+	}
 	err := h.presence.AddPresence(ctx, sub.channel, info, h.cfg.PresenceTTL)
 	sub.release(info)
 	return err
