@@ -42,6 +42,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webhook"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -55,7 +56,8 @@ type Server struct {
 	sse     *sse.Handler
 	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
-	proxy   *proxy.Client // nil when no proxy hook is configured
+	proxy   *proxy.Client       // nil when no proxy hook is configured
+	hooks   *webhook.Dispatcher // nil when webhook_endpoint is not set
 	ln      net.Listener
 	metrics *metrics.Metrics
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
@@ -156,7 +158,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
 	}
+	nodeID := newNodeID()
+	var lifecycle hub.Lifecycle
+	if s.hooks, err = newWebhooks(cfg, b, nodeID, m, log); err != nil {
+		return nil, err
+	} else if s.hooks != nil {
+		lifecycle = s.hooks
+	}
 	s.hub = hub.New(hub.Config{
+		NodeID:                   nodeID,
+		Lifecycle:                lifecycle,
 		NodeName:                 nodeName,
 		NodeAddress:              cfg.Addr,
 		Rules:                    rules,
@@ -385,6 +396,7 @@ func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
 		HistoryMaxAge:  maxAge,
 		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
 		Logger:         log.With("component", "nats"),
+		WebhookAckWait: cfg.WebhookLeaseTTL,
 
 		IdempotencyMaxWindow: cfg.LargestIdempotencyWindow(),
 	}
@@ -505,6 +517,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.hub.Start(ctx); err != nil {
 		return err
 	}
+	if s.hooks != nil {
+		if err := s.hooks.Start(ctx); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -529,6 +546,12 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
 	var errs []error
+	if s.hooks != nil {
+		// Sending stops first; the leaves of the clients closed below are
+		// still written to the queue, for the next sender of their
+		// partitions (with a shared broker).
+		s.hooks.Stop()
+	}
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/webhook"
+)
+
+// newWebhooks builds the webhook dispatcher when webhook_endpoint is set
+// (nil otherwise), on the queue the broker keeps.
+func newWebhooks(cfg config.Config, b broker.Broker, nodeID string, m *metrics.Metrics, log *slog.Logger) (*webhook.Dispatcher, error) {
+	if cfg.WebhookEndpoint == "" {
+		return nil, nil
+	}
+	q, ok := b.(webhook.Queue)
+	if !ok {
+		return nil, fmt.Errorf("server: webhooks: broker %q keeps no webhook queue", cfg.Broker)
+	}
+	d, err := webhook.New(webhook.Options{
+		Endpoint:   cfg.WebhookEndpoint,
+		Secret:     []byte(cfg.WebhookSecret),
+		Queue:      q,
+		NodeID:     nodeID,
+		Partitions: cfg.WebhookPartitions,
+		BatchSize:  cfg.WebhookBatchSize,
+		Timeout:    cfg.WebhookTimeout,
+		BackoffMin: cfg.WebhookBackoffMin,
+		BackoffMax: cfg.WebhookBackoffMax,
+		LeaseTTL:   cfg.WebhookLeaseTTL,
+		Selected:   webhookSelection(cfg),
+		Logger:     log,
+		Metrics:    m,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: webhooks: %w", err)
+	}
+	return d, nil
+}
+
+// webhookSelection returns which events are sent for which channel: the
+// top-level webhook_events, and for the channels of a namespace that sets
+// its own list, that list for channel.* and member.* events.
+func webhookSelection(cfg config.Config) func(channel, typ string) bool {
+	top := cfg.WebhookEvents
+	per := map[string][]string{}
+	for _, ns := range cfg.Namespaces {
+		if ns.WebhookEvents != nil {
+			per[ns.Name] = ns.WebhookEvents
+		}
+	}
+	return func(channel, typ string) bool {
+		if channel != "" {
+			if name, _, found := strings.Cut(channel, ":"); found {
+				if list, ok := per[name]; ok {
+					return slices.Contains(list, typ)
+				}
+			}
+		}
+		return slices.Contains(top, typ)
+	}
+}
+
+// newNodeID returns a random node id, as the hub makes one: the webhook
+// dispatcher needs it before the hub exists.
+func newNodeID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))[:6]
+}
