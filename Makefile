@@ -49,6 +49,9 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseVP8$$' -fuzztime $(FUZZTIME) ./internal/webrtc/payload/
 	go test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./internal/webrtc/signal/
 	go test -run '^$$' -fuzz '^FuzzParseRoomData$$' -fuzztime $(FUZZTIME) ./internal/hub/
+	go test -run '^$$' -fuzz '^FuzzDecodeFact$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	go test -run '^$$' -fuzz '^FuzzDecodeChannel$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	go test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/webhook/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).
