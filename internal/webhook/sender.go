@@ -261,6 +261,7 @@ func (d *Dispatcher) post(ctx context.Context, body []byte) (reason string, err 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Switchboard-Webhook")
+	req.Header.Set(NodeHeader, d.opts.NodeID)
 	if len(d.opts.Secret) > 0 {
 		req.Header.Set(SignatureHeader, Sign(d.opts.Secret, body))
 	}

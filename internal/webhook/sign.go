@@ -11,6 +11,10 @@ import (
 // SignatureHeader carries the signature of a webhook request's body.
 const SignatureHeader = "X-Switchboard-Signature"
 
+// NodeHeader names the node that sent a webhook request (not necessarily
+// the node that saw the events: see the events' node field).
+const NodeHeader = "X-Switchboard-Node"
+
 // signaturePrefix starts the header's value; the hex digest follows.
 const signaturePrefix = "sha256="
 
