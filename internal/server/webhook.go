@@ -9,9 +9,22 @@ import (
 	"strings"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/broker/memory"
+	natsbroker "github.com/switchboardhq/switchboard/internal/broker/nats"
+	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/webhook"
+)
+
+// Every broker keeps a webhook queue.
+var (
+	_ webhook.Queue      = (*memory.Broker)(nil)
+	_ webhook.Queue      = (*redisbroker.Broker)(nil)
+	_ webhook.Queue      = (*natsbroker.Broker)(nil)
+	_ webhook.Backlogger = (*memory.Broker)(nil)
+	_ webhook.Backlogger = (*redisbroker.Broker)(nil)
+	_ webhook.Backlogger = (*natsbroker.Broker)(nil)
 )
 
 // newWebhooks builds the webhook dispatcher when webhook_endpoint is set
