@@ -125,12 +125,12 @@ func connectAs(t *testing.T, ts *testServer, user string) (*wstest.Client, map[s
 	return c, res
 }
 
-// TestWebhooksCluster: on two nodes sharing Redis or NATS, channel and
+// TestWebhooksCluster: on two nodes sharing Redis, a Redis Cluster or NATS, channel and
 // member events are emitted once for the cluster, in order: two tabs of a
 // user (on different nodes) make one member.added, and one member.removed
 // when both have left.
 func TestWebhooksCluster(t *testing.T) {
-	for _, be := range []backend{redisBackend(t), natsBackend(t)} {
+	for _, be := range []backend{redisBackend(t), redisClusterBackend(t), natsBackend(t)} {
 		t.Run(be.name, func(t *testing.T) {
 			url, _ := be.fresh(t, false)
 			rc := newHookReceiver(t)

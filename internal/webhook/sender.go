@@ -60,9 +60,9 @@ func (d *Dispatcher) leaseRound() {
 			go d.send(sctx, p, s)
 		case s != nil && ok:
 			s.renewed = now
-		case s != nil && (err == nil || now.Sub(s.renewed) > d.opts.LeaseTTL*2/3):
-			// Lost, or not renewed for so long that another node may
-			// take it any moment: stop before it does.
+		case s != nil && (err == nil || now.Sub(s.renewed) >= d.opts.LeaseTTL/2):
+			// Lost, or not renewed for half its TTL: the next round may
+			// come after another node took it, so stop now.
 			s.cancel()
 			delete(d.senders, p)
 		}
