@@ -21,6 +21,36 @@ type Lifecycle interface {
 	Left(ctx context.Context, channel, client, user string)
 }
 
+// ReportSubscriptions reports every live subscription of this node to the
+// Lifecycle again (Joined). The webhook dispatcher calls it when other
+// nodes may have taken this node for dead and removed its subscribers.
+// Each report takes the subscription's presence handover like a refresh,
+// so that a leave meanwhile is reported after it, never before.
+func (h *Hub) ReportSubscriptions(ctx context.Context) {
+	lc := h.cfg.Lifecycle
+	if lc == nil {
+		return
+	}
+	var subs []*subscription
+	for _, s := range h.appendSessions(nil) {
+		if s.ephemeral {
+			continue
+		}
+		subs = s.appendSubs(subs[:0])
+		for _, sub := range subs {
+			if ctx.Err() != nil {
+				return
+			}
+			if !sub.hold() {
+				continue
+			}
+			info := sub.clientInfo()
+			_ = lc.Joined(ctx, sub.channel, info.Client, info.User)
+			sub.release(info)
+		}
+	}
+}
+
 // reportConnected reports the session as connected to the Lifecycle, once:
 // at its connect command, or at its first subscription on a transport
 // without commands.

@@ -247,6 +247,18 @@ func (sub *subscription) refresh(ctx context.Context) error {
 	return err
 }
 
+// hold takes the presence entry of a live subscription that has one, for
+// a call that reports it again; release ends it.
+func (sub *subscription) hold() bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.state != subLive || sub.pres != presIn {
+		return false
+	}
+	sub.pres = presBusy
+	return true
+}
+
 // own takes the presence entry for a join: it reports false when the
 // subscription is not live (ended, or never completed) or already in
 // presence.

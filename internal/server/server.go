@@ -160,7 +160,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}
 	nodeID := newNodeID()
 	var lifecycle hub.Lifecycle
-	if s.hooks, err = newWebhooks(cfg, b, nodeID, m, log); err != nil {
+	rejoin := func(ctx context.Context) { s.hub.ReportSubscriptions(ctx) } // set below, before Start
+	if s.hooks, err = newWebhooks(cfg, b, nodeID, rejoin, m, log); err != nil {
 		return nil, err
 	} else if s.hooks != nil {
 		lifecycle = s.hooks

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
@@ -29,7 +30,7 @@ var (
 
 // newWebhooks builds the webhook dispatcher when webhook_endpoint is set
 // (nil otherwise), on the queue the broker keeps.
-func newWebhooks(cfg config.Config, b broker.Broker, nodeID string, m *metrics.Metrics, log *slog.Logger) (*webhook.Dispatcher, error) {
+func newWebhooks(cfg config.Config, b broker.Broker, nodeID string, rejoin func(context.Context), m *metrics.Metrics, log *slog.Logger) (*webhook.Dispatcher, error) {
 	if cfg.WebhookEndpoint == "" {
 		return nil, nil
 	}
@@ -49,6 +50,7 @@ func newWebhooks(cfg config.Config, b broker.Broker, nodeID string, m *metrics.M
 		BackoffMax: cfg.WebhookBackoffMax,
 		LeaseTTL:   cfg.WebhookLeaseTTL,
 		Selected:   webhookSelection(cfg),
+		Rejoin:     rejoin,
 		Logger:     log,
 		Metrics:    m,
 	})

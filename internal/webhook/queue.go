@@ -32,8 +32,10 @@ type Queue interface {
 	LoadState(ctx context.Context, p int) (map[string][]byte, error)
 	// SaveState sets and deletes keys of partition p's state.
 	SaveState(ctx context.Context, p int, set map[string][]byte, del []string) error
-	// Beat marks node alive for ttl.
-	Beat(ctx context.Context, node string, ttl time.Duration) error
+	// Beat marks node alive for ttl. It reports whether the node's
+	// previous mark was still there: false the first time, and after the
+	// mark expired (the node may have been taken for dead).
+	Beat(ctx context.Context, node string, ttl time.Duration) (bool, error)
 	// Alive reports which of nodes have marked themselves alive within
 	// their ttl.
 	Alive(ctx context.Context, nodes []string) (map[string]bool, error)

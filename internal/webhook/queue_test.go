@@ -142,8 +142,11 @@ func TestQueues(t *testing.T) {
 			}
 
 			// Liveness.
-			if err := a.Beat(ctx, "n1", ttl); err != nil {
-				t.Fatal(err)
+			if had, err := a.Beat(ctx, "n1", ttl); had || err != nil {
+				t.Fatalf("first beat: had %v, %v", had, err)
+			}
+			if had, err := b.Beat(ctx, "n1", ttl); !had || err != nil {
+				t.Fatalf("second beat: had %v, %v", had, err)
 			}
 			alive, err := b.Alive(ctx, []string{"n1", "n2"})
 			if err != nil || !alive["n1"] || alive["n2"] {
@@ -153,6 +156,9 @@ func TestQueues(t *testing.T) {
 				alive, err := b.Alive(ctx, []string{"n1"})
 				return err == nil && !alive["n1"]
 			})
+			if had, err := a.Beat(ctx, "n1", ttl); had || err != nil {
+				t.Fatalf("beat after expiry: had %v, %v", had, err)
+			}
 		})
 	}
 }

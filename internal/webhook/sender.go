@@ -41,7 +41,7 @@ func (d *Dispatcher) leaseLoop() {
 func (d *Dispatcher) leaseRound() {
 	ctx, cancel := context.WithTimeout(d.life, d.opts.LeaseTTL/3)
 	defer cancel()
-	if err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL); err != nil && ctx.Err() == nil {
+	if err := d.beat(ctx); err != nil && ctx.Err() == nil {
 		d.log.Warn("webhook: mark node alive failed", "err", err)
 	}
 	var backlog int64
@@ -75,6 +75,20 @@ func (d *Dispatcher) leaseRound() {
 		}
 	}
 	d.m.WebhookBacklog.Set(float64(backlog))
+}
+
+// beat marks the node alive. When its mark had expired, other nodes may
+// have removed its clients as gone: it reports them again through Rejoin
+// (joins of clients still known change nothing).
+func (d *Dispatcher) beat(ctx context.Context) error {
+	had, err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("webhook: mark node alive: %w", err)
+	}
+	if !had && d.opts.Rejoin != nil {
+		d.opts.Rejoin(ctx)
+	}
+	return nil
 }
 
 // send is a partition's sender: it reads facts, turns them into events

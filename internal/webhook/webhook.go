@@ -57,6 +57,12 @@ type Options struct {
 	// Client sends the requests. Default: a client with Timeout that does
 	// not follow redirects (a 3xx answer is a failure, retried).
 	Client *http.Client
+	// Rejoin, when set, reports every live subscription of this node again
+	// (with Joined). The dispatcher calls it when the node's liveness mark
+	// was found missing: at Start, and after the node was cut off from
+	// the broker for longer than LeaseTTL, when other nodes may have
+	// removed its clients as gone. It must return within the context.
+	Rejoin func(ctx context.Context)
 	// Clock tells time for pauses and leases. Default the real clock.
 	Clock clockwork.Clock
 	// Logger receives delivery failures. Default slog.Default().
@@ -161,8 +167,8 @@ func New(opts Options) (*Dispatcher, error) {
 // for a dead node's, and starts taking partitions' leases. The dispatcher
 // runs until Stop.
 func (d *Dispatcher) Start(ctx context.Context) error {
-	if err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL); err != nil {
-		return fmt.Errorf("webhook: mark node alive: %w", err)
+	if err := d.beat(ctx); err != nil {
+		return err
 	}
 	d.life, d.stop = context.WithCancel(context.Background())
 	d.wg.Add(1)

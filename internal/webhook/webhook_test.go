@@ -402,3 +402,47 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestRejoin: a node whose liveness mark expired (it was cut off from the
+// broker) and whose clients another node removed reports its live
+// subscriptions again when its mark is back, so the channel is occupied
+// again.
+func TestRejoin(t *testing.T) {
+	ctx := context.Background()
+	q := memory.New(memory.Options{})
+	rc := newReceiver(t)
+	cut, _ := dispatcher(t, q, "a", rc, nil)
+	dispatcher(t, q, "b", rc, nil)
+	if err := cut.Joined(ctx, "ch", "a-1", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	rc.wait(2)
+	cut.Stop() // no beats: b removes a's client
+	rc.wait(4)
+	// a's connection lived on; its node reaches the broker again.
+	var back *webhook.Dispatcher
+	back, err := webhook.New(webhook.Options{
+		Endpoint: rc.srv.URL, Secret: secret, Queue: q, NodeID: "a", Metrics: metrics.New(prometheus.NewRegistry()),
+		Partitions: 4, LeaseTTL: 300 * time.Millisecond, PollInterval: 5 * time.Millisecond,
+		Rejoin: func(ctx context.Context) {
+			if err := back.Joined(ctx, "ch", "a-1", "ann"); err != nil {
+				t.Error(err)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer back.Stop()
+	equal(t, summary(rc.wait(6)), []string{
+		"channel.occupied ch ann a-1 ",
+		"member.added ch ann a-1 ",
+		"member.removed ch ann a-1 node_gone",
+		"channel.vacated ch ann a-1 node_gone",
+		"channel.occupied ch ann a-1 ",
+		"member.added ch ann a-1 ",
+	})
+}

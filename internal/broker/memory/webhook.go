@@ -168,15 +168,17 @@ func (b *Broker) SaveState(ctx context.Context, p int, set map[string][]byte, de
 }
 
 // Beat implements webhook.Queue.
-func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) error {
+func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) (bool, error) {
 	if err := whErr(ctx, "beat"); err != nil {
-		return err
+		return false, err
 	}
 	b.wh.mu.Lock()
 	defer b.wh.mu.Unlock()
 	b.partLocked(0)
-	b.wh.alive[node] = b.now().Add(ttl)
-	return nil
+	now := b.now()
+	had := now.Before(b.wh.alive[node])
+	b.wh.alive[node] = now.Add(ttl)
+	return had, nil
 }
 
 // Alive implements webhook.Queue.

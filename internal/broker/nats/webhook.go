@@ -332,16 +332,22 @@ func (b *Broker) SaveState(ctx context.Context, p int, set map[string][]byte, de
 }
 
 // Beat implements webhook.Queue: the mark lasts the lease bucket's TTL.
-func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) error {
+func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) (bool, error) {
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	if err := b.whSetup(ctx, ttl); err != nil {
-		return err
+		return false, err
 	}
-	if _, err := b.wh.leases.Put(ctx, "node."+token(node), []byte("1")); err != nil {
-		return b.fail("webhook beat", err)
+	key := "node." + token(node)
+	_, err := b.wh.leases.Get(ctx, key)
+	had := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, b.fail("webhook beat", err)
 	}
-	return nil
+	if _, err := b.wh.leases.Put(ctx, key, []byte("1")); err != nil {
+		return false, b.fail("webhook beat", err)
+	}
+	return had, nil
 }
 
 // Alive implements webhook.Queue.

@@ -181,13 +181,21 @@ func (b *Broker) nodeKey(node string) string {
 }
 
 // Beat implements webhook.Queue.
-func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) error {
-	cmd := b.client.B().Set().Key(b.nodeKey(node)).Value("1").Px(time.Duration(max(1, ms(ttl))) * time.Millisecond).Build()
-	if err := b.client.Do(ctx, cmd).Error(); err != nil {
-		return b.wrap("webhook beat", err)
+func (b *Broker) Beat(ctx context.Context, node string, ttl time.Duration) (bool, error) {
+	n, err := beatScript.Exec(ctx, b.client, []string{b.nodeKey(node)}, []string{strconv.FormatInt(max(1, ms(ttl)), 10)}).AsInt64()
+	if err != nil {
+		return false, b.wrap("webhook beat", err)
 	}
-	return nil
+	return n == 1, nil
 }
+
+// beatScript sets a node's mark. KEYS: the mark. ARGV: ttl (ms). Returns
+// 1 when the mark was there before.
+var beatScript = rueidis.NewLuaScriptRetryable(`
+local had = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return had
+`)
 
 // Alive implements webhook.Queue.
 func (b *Broker) Alive(ctx context.Context, nodes []string) (map[string]bool, error) {
