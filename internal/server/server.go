@@ -518,10 +518,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.hub.Start(ctx); err != nil {
 		return err
 	}
-	if s.hooks != nil {
-		if err := s.hooks.Start(ctx); err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
+	if err := s.startWebhooks(ctx); err != nil {
+		return err
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -547,12 +545,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
 	var errs []error
-	if s.hooks != nil {
-		// Sending stops first; the leaves of the clients closed below are
-		// still written to the queue, for the next sender of their
-		// partitions (with a shared broker).
-		s.hooks.Stop()
-	}
+	s.stopWebhooks() // first: the leaves of the clients closed below are still written
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -90,3 +90,24 @@ func newNodeID() string {
 	_, _ = rand.Read(b)
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))[:6]
 }
+
+// startWebhooks starts the webhook dispatcher, if any, once the hub (and
+// so the broker) has started.
+func (s *Server) startWebhooks(ctx context.Context) error {
+	if s.hooks == nil {
+		return nil
+	}
+	if err := s.hooks.Start(ctx); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// stopWebhooks stops sending webhooks, before the hub closes its clients:
+// their leaves are still written to the queue, for the next sender of
+// their partitions (with a shared broker).
+func (s *Server) stopWebhooks() {
+	if s.hooks != nil {
+		s.hooks.Stop()
+	}
+}
