@@ -229,6 +229,10 @@ func (sub *subscription) join(ctx context.Context) {
 // refresh renews the subscription's presence entry, if it has one. It
 // cannot bring back an entry that a leave removed.
 func (sub *subscription) refresh(ctx context.Context) error {
+	h := sub.sess.hub
+	if ns, _ := h.cfg.Rules.Lookup(sub.channel); !ns.Presence {
+		return nil // tracked for the Lifecycle only
+	}
 	sub.mu.Lock()
 	if sub.pres != presIn || sub.state != subLive {
 		sub.mu.Unlock()
@@ -236,12 +240,7 @@ func (sub *subscription) refresh(ctx context.Context) error {
 	}
 	sub.pres = presBusy
 	sub.mu.Unlock()
-	h := sub.sess.hub
 	info := sub.clientInfo()
-	if ns, _ := h.cfg.Rules.Lookup(sub.channel); !ns.Presence {
-		sub.release(info) // tracked for webhooks only
-		return nil
-	}
 	err := h.presence.AddPresence(ctx, sub.channel, info, h.cfg.PresenceTTL)
 	sub.release(info)
 	return err

@@ -34,6 +34,9 @@ func newWebhooks(cfg config.Config, b broker.Broker, nodeID string, rejoin func(
 	if cfg.WebhookEndpoint == "" {
 		return nil, nil
 	}
+	if cfg.WebhookSecret == "" {
+		log.Warn("webhook_secret is not set: webhook requests are not signed, and the backend cannot tell them from forged ones")
+	}
 	q, ok := b.(webhook.Queue)
 	if !ok {
 		return nil, fmt.Errorf("server: webhooks: broker %q keeps no webhook queue", cfg.Broker)

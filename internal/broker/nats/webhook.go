@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,7 +32,11 @@ import (
 // facts outstanding that it does not hold waits that long before its first
 // fetch, so that the redelivered ones come before any newer ones.
 type webhookQueue struct {
-	mu      sync.Mutex // guards all below
+	ready atomic.Bool // the stream and buckets are set up: they are read-only from then on
+
+	// mu guards what follows; stream, leases, state and leaseTT are set
+	// once, under it, before ready.
+	mu      sync.Mutex
 	stream  jetstream.Stream
 	leases  jetstream.KeyValue
 	state   jetstream.KeyValue
@@ -46,9 +51,12 @@ func (b *Broker) whBase() string { return strings.ReplaceAll(b.opts.Prefix, ".",
 // whSetup finds or creates the stream and buckets.
 func (b *Broker) whSetup(ctx context.Context, leaseTTL time.Duration) error {
 	q := &b.wh
+	if q.ready.Load() {
+		return nil // without the lock, which senders hold across fetches
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.stream != nil && q.leases != nil && q.state != nil {
+	if q.ready.Load() {
 		return nil
 	}
 	storage := jetstream.FileStorage
@@ -85,6 +93,7 @@ func (b *Broker) whSetup(ctx context.Context, leaseTTL time.Duration) error {
 	}
 	q.stream, q.leases, q.state, q.leaseTT = s, leases, state, leaseTTL
 	q.cons, q.held, q.holdoff = map[int]jetstream.Consumer{}, map[int]map[uint64]jetstream.Msg{}, map[int]time.Time{}
+	q.ready.Store(true)
 	return nil
 }
 
