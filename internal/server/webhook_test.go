@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/webhook"
 	"github.com/switchboardhq/switchboard/internal/wstest"
@@ -189,5 +190,45 @@ func TestWebhooksNodeKilled(t *testing.T) {
 				t.Fatalf("requests by node %v; the victim was %q", rc.senders, victimID)
 			}
 		})
+	}
+}
+
+// TestWebhooksSelectionAndSSE (memory broker): namespaces choose their
+// channel and member events; an SSE client is reported connected at its
+// subscription and disconnected when its stream ends.
+func TestWebhooksSelectionAndSSE(t *testing.T) {
+	rc := newHookReceiver(t)
+	ts := start(t, func(c *config.Config) {
+		webhookConfig(rc.srv.URL)(c)
+		c.Namespaces = []auth.Namespace{
+			{Name: "quiet", WebhookEvents: []string{"none"}},
+			{Name: "chat", WebhookEvents: []string{webhook.MemberAdded, webhook.MemberRemoved}},
+		}
+	})
+	ws, _ := connectAs(t, ts, "erin")
+	ws.Subscribe("quiet:x")
+	ws.Subscribe("chat:y")
+	sse := ts.openSSE("channel=news", "")
+	expectStart(t, sse, 0)
+	rc.waitChannel("news", []string{"channel.occupied"})
+	rc.waitChannel("chat:y", []string{"member.added erin"})
+	sse.Close()
+	_ = ws.Conn.Close()
+	rc.waitChannel("news", []string{"channel.occupied", "channel.vacated"})
+	rc.waitChannel("chat:y", []string{"member.added erin", "member.removed erin"})
+	waitFor(t, "two client.disconnected", func() bool { return rc.count(webhook.ClientDisconnected) == 2 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	transports := map[string]int{}
+	for _, e := range rc.events {
+		if e.Channel == "quiet:x" {
+			t.Fatalf("event for a namespace that selects none: %+v", e)
+		}
+		if e.Type == webhook.ClientConnected {
+			transports[e.Transport]++
+		}
+	}
+	if transports["sse"] != 1 || transports["websocket"] != 1 {
+		t.Fatalf("client.connected by transport: %v", transports)
 	}
 }
