@@ -41,8 +41,23 @@ func (d *Dispatcher) leaseLoop() {
 func (d *Dispatcher) leaseRound() {
 	ctx, cancel := context.WithTimeout(d.life, d.opts.LeaseTTL/3)
 	defer cancel()
-	if err := d.beat(ctx); err != nil && ctx.Err() == nil {
+	had, err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL)
+	switch {
+	case err != nil && ctx.Err() == nil:
 		d.log.Warn("webhook: mark node alive failed", "err", err)
+	case err == nil && !had && d.opts.Rejoin != nil && d.rejoining.CompareAndSwap(false, true):
+		// The mark had expired: other nodes may have removed this node's
+		// clients as gone. They are reported again on a goroutine of
+		// their own, so that the leases are renewed meanwhile.
+		d.log.Warn("webhook: this node's liveness mark had expired; reporting its subscriptions again")
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer d.rejoining.Store(false)
+			rctx, cancel := context.WithTimeout(d.life, time.Minute)
+			defer cancel()
+			d.opts.Rejoin(rctx)
+		}()
 	}
 	var backlog int64
 	for p := range d.opts.Partitions {
@@ -75,20 +90,6 @@ func (d *Dispatcher) leaseRound() {
 		}
 	}
 	d.m.WebhookBacklog.Set(float64(backlog))
-}
-
-// beat marks the node alive. When its mark had expired, other nodes may
-// have removed its clients as gone: it reports them again through Rejoin
-// (joins of clients still known change nothing).
-func (d *Dispatcher) beat(ctx context.Context) error {
-	had, err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL)
-	if err != nil {
-		return fmt.Errorf("webhook: mark node alive: %w", err)
-	}
-	if !had && d.opts.Rejoin != nil {
-		d.opts.Rejoin(ctx)
-	}
-	return nil
 }
 
 // send is a partition's sender: it reads facts, turns them into events

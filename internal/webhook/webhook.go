@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -128,9 +129,10 @@ type Dispatcher struct {
 	clock clockwork.Clock
 	owner string // this dispatcher's name in leases: node id and a random part
 
-	life context.Context // cancelled by Stop; bounds every loop
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	life      context.Context // cancelled by Stop; bounds every loop
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	rejoining atomic.Bool // a Rejoin is running
 
 	// mu guards senders: the partitions this node holds, and how to stop
 	// and wake each one's sender.
@@ -167,8 +169,14 @@ func New(opts Options) (*Dispatcher, error) {
 // for a dead node's, and starts taking partitions' leases. The dispatcher
 // runs until Stop.
 func (d *Dispatcher) Start(ctx context.Context) error {
-	if err := d.beat(ctx); err != nil {
-		return err
+	had, err := d.q.Beat(ctx, d.opts.NodeID, d.opts.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("webhook: mark node alive: %w", err)
+	}
+	if !had && d.opts.Rejoin != nil {
+		// A restart within LeaseTTL finds its mark; otherwise the node's
+		// subscriptions (none yet, usually) are reported again.
+		d.opts.Rejoin(ctx)
 	}
 	d.life, d.stop = context.WithCancel(context.Background())
 	d.wg.Add(1)
