@@ -55,14 +55,15 @@ func newPartState() *partState {
 }
 
 // loadPartState builds the state from the stored channels. Channels whose
-// state does not parse are reported in bad and left out (they start
-// empty again).
+// state does not parse are reported in bad and left out: they start empty
+// again, and the next save deletes what was stored.
 func loadPartState(stored map[string][]byte) (s *partState, bad []string) {
 	s = newPartState()
 	for ch, data := range stored {
 		cs, err := decodeChannel(data)
 		if err != nil {
 			bad = append(bad, ch)
+			s.dirty[ch] = struct{}{}
 			continue
 		}
 		if len(cs.clients) == 0 {
