@@ -188,7 +188,9 @@ func (d *Dispatcher) sweep(ctx context.Context, st *partState, now time.Time, ou
 		return out // try again at the next sweep
 	}
 	for _, n := range nodes {
-		if !alive[n] {
+		// This node is alive whatever its mark says (a late beat, under
+		// load): it never removes its own clients.
+		if !alive[n] && n != d.opts.NodeID {
 			d.log.Info("webhook: node gone, removing its clients", "node", n)
 			from := len(out)
 			out = st.dropNode(n, now, out)

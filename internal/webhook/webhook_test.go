@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,6 +105,7 @@ func dispatcher(t testing.TB, q webhook.Queue, node string, rc *receiver, mutate
 	t.Helper()
 	m := metrics.New(prometheus.NewRegistry())
 	opts := webhook.Options{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Endpoint: rc.srv.URL, Secret: secret, Queue: q, NodeID: node, Metrics: m,
 		Partitions: 4, BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond,
 		LeaseTTL: 300 * time.Millisecond, PollInterval: 5 * time.Millisecond,
