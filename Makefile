@@ -53,6 +53,9 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseRoomData$$' -fuzztime $(FUZZTIME) ./internal/hub/
 	go test -run '^$$' -fuzz '^FuzzDecodeBinaryCommand$$' -fuzztime $(FUZZTIME) ./internal/protocol/pb/
 	go test -run '^$$' -fuzz '^FuzzAppendReply$$' -fuzztime $(FUZZTIME) ./internal/protocol/pb/
+	go test -run '^$$' -fuzz '^FuzzDecodeFact$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	go test -run '^$$' -fuzz '^FuzzDecodeChannel$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	go test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/webhook/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -51,6 +51,10 @@ type Namespace struct {
 	ProxySubscribe string `koanf:"proxy_subscribe_endpoint"`
 	ProxyPublish   string `koanf:"proxy_publish_endpoint"`
 	ProxyRPC       string `koanf:"proxy_rpc_endpoint"`
+	// WebhookEvents selects the channel.* and member.* webhook events sent
+	// for the namespace's channels; nil takes the top-level
+	// webhook_events, and "none" alone sends none.
+	WebhookEvents []string `koanf:"webhook_events"`
 }
 
 // ProxyOff, as a namespace's proxy endpoint, turns off a hook the

@@ -213,3 +213,10 @@ var (
 	// original publication with it, and stores and delivers nothing.
 	ErrDuplicate = errors.New("broker: duplicate publication")
 )
+
+// QueueEntry is one entry of a durable queue (the webhook queue each
+// broker keeps): an id to acknowledge it by, and the data appended.
+type QueueEntry struct {
+	ID   string
+	Data []byte
+}

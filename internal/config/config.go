@@ -114,9 +114,22 @@ type Config struct {
 	ProxyTimeout             time.Duration `koanf:"proxy_timeout"`
 	ProxyMaxConcurrency      int           `koanf:"proxy_max_concurrency"`
 	ProxyPassHeaders         []string      `koanf:"proxy_pass_headers"`
+	WebhookEndpoint          string        `koanf:"webhook_endpoint"`
+	WebhookSecret            string        `koanf:"webhook_secret"`
+	WebhookEvents            []string      `koanf:"webhook_events"`
+	WebhookTimeout           time.Duration `koanf:"webhook_timeout"`
+	WebhookBatchSize         int           `koanf:"webhook_batch_size"`
+	WebhookBackoffMin        time.Duration `koanf:"webhook_backoff_min"`
+	WebhookBackoffMax        time.Duration `koanf:"webhook_backoff_max"`
+	WebhookLeaseTTL          time.Duration `koanf:"webhook_lease_ttl"`
+	WebhookPartitions        int           `koanf:"webhook_partitions"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 }
+
+// WebhookEventTypes are the webhook event types, the values webhook_events
+// accepts; the webhook package defines the same list.
+var WebhookEventTypes = []string{"channel.occupied", "channel.vacated", "member.added", "member.removed", "client.connected", "client.disconnected"}
 
 // Key describes one configuration key for flags and documentation.
 type Key struct {
@@ -211,6 +224,15 @@ var Keys = []Key{
 	{"proxy_timeout", 3 * time.Second, "longest a proxy hook call may take, from waiting for a free slot to the whole answer (then error 503)"},
 	{"proxy_max_concurrency", 256, "most calls in flight per proxy hook; a call over it waits for a slot within proxy_timeout"},
 	{"proxy_pass_headers", []string{"Cookie", "Authorization", "Origin", "User-Agent", "Accept-Language"}, "headers of the client's HTTP request passed to the connect hook (in the body and as HTTP headers), comma-separated"},
+	{"webhook_endpoint", "", "URL the lifecycle events (channel occupied/vacated, member added/removed, client connected/disconnected) are POSTed to in signed batches (empty: off; docs/backend.md)"},
+	{"webhook_secret", "", "secret of the webhook requests' X-Switchboard-Signature (HMAC-SHA256 of the body); set the same on every node"},
+	{"webhook_events", WebhookEventTypes, "event types sent, comma-separated (namespaces may choose their own channel and member events)"},
+	{"webhook_timeout", 10 * time.Second, "longest one webhook request may take, answer included, before it is retried"},
+	{"webhook_batch_size", 100, "most lifecycle reports whose events share one webhook request"},
+	{"webhook_backoff_min", 500 * time.Millisecond, "pause before the first webhook retry; it doubles up to webhook_backoff_max, with jitter"},
+	{"webhook_backoff_max", 30 * time.Second, "longest pause between webhook retries"},
+	{"webhook_lease_ttl", 15 * time.Second, "how long a node's hold on a webhook partition, and its mark as alive, last unrenewed: a dead node's events move to another node, and its clients are removed, within about twice this"},
+	{"webhook_partitions", 16, "partitions webhook events are spread over, each sent by one node at a time; the same on every node"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.

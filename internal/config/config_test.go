@@ -142,6 +142,8 @@ func TestInvalid(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "u.yaml")
 	_ = os.WriteFile(unknown, []byte("adr: typo\n"), 0o600)
+	nsHooks := filepath.Join(dir, "nshooks.yaml")
+	_ = os.WriteFile(nsHooks, []byte("namespaces:\n  - name: chat\n    webhook_events: [member.joined]\n"), 0o600)
 	nsBad := filepath.Join(dir, "ns.yaml")
 	_ = os.WriteFile(nsBad, []byte("namespaces:\n  - name: chat\n    proxy_publish_endpoint: nope\n"), 0o600)
 	tests := []struct {
@@ -189,6 +191,14 @@ func TestInvalid(t *testing.T) {
 		{"proxy concurrency zero", nil, []string{"SWITCHBOARD_PROXY_MAX_CONCURRENCY=0"}, "proxy_max_concurrency"},
 		{"proxy pass Host", nil, []string{"SWITCHBOARD_PROXY_PASS_HEADERS=Cookie,Host"}, `proxy_pass_headers: proxy: header "Host"`},
 		{"namespace proxy endpoint", []string{"--config", nsBad}, nil, `namespace "chat": proxy_publish_endpoint`},
+		{"webhook endpoint not a URL", []string{"--webhook-endpoint", "backend:3000/events"}, nil, "webhook_endpoint"},
+		{"webhook unknown event", nil, []string{"SWITCHBOARD_WEBHOOK_EVENTS=channel.occupied,channel.emptied"}, `webhook_events: "channel.emptied"`},
+		{"namespace webhook event", []string{"--config", nsHooks}, nil, `namespaces: chat: webhook_events: "member.joined"`},
+		{"webhook timeout zero", []string{"--webhook-timeout", "0s"}, nil, "webhook_timeout: must be positive"},
+		{"webhook lease ttl negative", nil, []string{"SWITCHBOARD_WEBHOOK_LEASE_TTL=-1s"}, "webhook_lease_ttl"},
+		{"webhook backoff max below min", []string{"--webhook-backoff-min", "2s", "--webhook-backoff-max", "1s"}, nil, "webhook_backoff_max"},
+		{"webhook partitions", []string{"--webhook-partitions", "0"}, nil, "webhook_partitions"},
+		{"webhook batch size", nil, []string{"SWITCHBOARD_WEBHOOK_BATCH_SIZE=-5"}, "webhook_batch_size"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,5 +270,37 @@ func TestAllowedHostsKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// TestWebhookKeys: webhooks are off by default, send every event type,
+// and take their keys from the file (namespaces included), the
+// environment and flags.
+func TestWebhookKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hooks.yaml")
+	yaml := "webhook_endpoint: https://app.example.com/events\nwebhook_secret: s3cret\nwebhook_lease_ttl: 5s\n" +
+		"namespaces:\n  - name: chat\n    webhook_events: [member.added, member.removed]\n  - name: quiet\n    webhook_events: [none]\n  - name: other\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WebhookEndpoint != "" || len(c.WebhookEvents) != 6 || c.WebhookPartitions != 16 || c.WebhookTimeout != 10*time.Second {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c, err = load(t, []string{"--config", file, "--webhook-batch-size", "7"}, []string{"SWITCHBOARD_WEBHOOK_EVENTS=channel.occupied,channel.vacated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := map[string][]string{}
+	for _, n := range c.Namespaces {
+		ns[n.Name] = n.WebhookEvents
+	}
+	if c.WebhookEndpoint != "https://app.example.com/events" || c.WebhookSecret != "s3cret" || c.WebhookLeaseTTL != 5*time.Second ||
+		c.WebhookBatchSize != 7 || strings.Join(c.WebhookEvents, ",") != "channel.occupied,channel.vacated" ||
+		strings.Join(ns["chat"], ",") != "member.added,member.removed" || strings.Join(ns["quiet"], ",") != "none" || ns["other"] != nil {
+		t.Fatalf("loaded: %+v, namespaces %v", c, ns)
 	}
 }

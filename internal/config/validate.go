@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -108,6 +109,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateNATS()...)
 	errs = append(errs, c.validateTURN()...)
 	errs = append(errs, c.validateProxy()...)
+	errs = append(errs, c.validateWebhook()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -258,4 +260,38 @@ func validNATSPrefix(p string) bool {
 		}
 	}
 	return true
+}
+
+// validateWebhook checks the webhook_* keys and the namespaces' event
+// lists.
+func (c Config) validateWebhook() []error {
+	var errs []error
+	if c.WebhookEndpoint != "" {
+		if u, err := url.Parse(c.WebhookEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("webhook_endpoint: %q is not an http:// or https:// URL", c.WebhookEndpoint))
+		}
+	}
+	check := func(key string, events []string) {
+		for _, e := range events {
+			if !slices.Contains(WebhookEventTypes, e) && e != "none" {
+				errs = append(errs, fmt.Errorf("%s: %q is not an event type (%s) or none", key, e, strings.Join(WebhookEventTypes, ", ")))
+			}
+		}
+	}
+	check("webhook_events", c.WebhookEvents)
+	for _, ns := range c.Namespaces {
+		check("namespaces: "+ns.Name+": webhook_events", ns.WebhookEvents)
+	}
+	for k, v := range map[string]time.Duration{"webhook_timeout": c.WebhookTimeout, "webhook_backoff_min": c.WebhookBackoffMin, "webhook_lease_ttl": c.WebhookLeaseTTL} {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", k, v))
+		}
+	}
+	if c.WebhookBackoffMax < c.WebhookBackoffMin {
+		errs = append(errs, fmt.Errorf("webhook_backoff_max: must be at least webhook_backoff_min (%s), got %s", c.WebhookBackoffMin, c.WebhookBackoffMax))
+	}
+	if c.WebhookBatchSize <= 0 || c.WebhookPartitions <= 0 || c.WebhookPartitions > 1024 {
+		errs = append(errs, fmt.Errorf("webhook_batch_size: must be positive, webhook_partitions from 1 to 1024; got %d and %d", c.WebhookBatchSize, c.WebhookPartitions))
+	}
+	return errs
 }

@@ -52,6 +52,7 @@ func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *
 		return nil, errReplied
 	}
 	s.connected = true
+	s.reportConnected(ctx)
 	type subPos struct {
 		Channel string `json:"channel"`
 		Offset  uint64 `json:"offset"`

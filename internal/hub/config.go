@@ -110,6 +110,10 @@ type Config struct {
 	// CommandTimeout bounds each client command that waits on the broker
 	// (and each subscribe of a transport without commands). Default 5s.
 	CommandTimeout time.Duration
+	// Lifecycle, when not nil, receives reports of connections and
+	// subscriptions starting and ending (webhooks). Subscriptions of every
+	// namespace are reported; the Lifecycle picks what it sends.
+	Lifecycle Lifecycle
 	// Rooms serves the room commands (calls); nil refuses them with 503.
 	Rooms Rooms
 	// Clock tells the hub's time: timers, tickers, the rate limit, token

@@ -11,9 +11,24 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
+// tracked reports whether the subscriptions of a channel in namespace ns
+// are tracked: kept in presence, or reported to the Lifecycle (webhooks).
+func (h *Hub) tracked(ns auth.Namespace) bool {
+	return ns.Presence || h.cfg.Lifecycle != nil
+}
+
 // joined records a new live subscription in presence and tells the
-// channel's subscribers; ns is the channel's namespace, with presence on.
+// channel's subscribers, and reports it to the Lifecycle; ns is the
+// channel's namespace, tracked.
 func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, info broker.ClientInfo) {
+	if lc := h.cfg.Lifecycle; lc != nil {
+		// Before presence: a webhook receiver that asks for the channel's
+		// presence on member.added finds the member.
+		_ = lc.Joined(ctx, channel, info.Client, info.User)
+	}
+	if !ns.Presence {
+		return
+	}
 	if err := h.presence.AddPresence(ctx, channel, info, h.cfg.PresenceTTL); err != nil {
 		h.log.Warn("add presence failed", "channel", channel, "err", err)
 	}
@@ -25,16 +40,21 @@ func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, inf
 // left undoes joined.
 func (h *Hub) left(channel string, info broker.ClientInfo) {
 	ns, _ := h.cfg.Rules.Lookup(channel)
-	if !ns.Presence {
+	if !h.tracked(ns) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := h.presence.RemovePresence(ctx, channel, info.Client); err != nil {
-		h.log.Warn("remove presence failed", "channel", channel, "err", err)
+	if ns.Presence {
+		if err := h.presence.RemovePresence(ctx, channel, info.Client); err != nil {
+			h.log.Warn("remove presence failed", "channel", channel, "err", err)
+		}
+		if ns.JoinLeave {
+			h.publishEvent(ctx, channel, "leave", info)
+		}
 	}
-	if ns.JoinLeave {
-		h.publishEvent(ctx, channel, "leave", info)
+	if lc := h.cfg.Lifecycle; lc != nil {
+		lc.Left(ctx, channel, info.Client, info.User)
 	}
 }
 

@@ -90,6 +90,7 @@ type Session struct {
 	created    int64             // nanotime when the session was opened
 
 	authed     atomic.Bool  // a valid connection token was presented
+	reported   atomic.Bool  // the Lifecycle was told the session connected
 	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
 	expires    atomic.Int64 // unix nanoseconds when the token expires; 0 never
 
@@ -278,6 +279,7 @@ func (s *Session) finish() {
 	s.cancelCommands()
 	s.leaveRooms()
 	s.hub.unregister(s)
+	s.reportDisconnected()
 }
 
 // inflight is a command in progress and how to stop it.

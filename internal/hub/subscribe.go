@@ -156,6 +156,7 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 		return protocol.ErrUnavailable.WithMessage("connection closed")
 	}
 	if !s.ephemeral {
+		s.reportConnected(ctx) // transports without a connect command
 		sub.join(ctx)
 	}
 	return nil

@@ -226,11 +226,13 @@ func (sub *subscription) end() {
 }
 
 // join adds the live subscription to the channel's presence (and tells the
-// channel, with join_leave), unless it ended first.
+// channel, with join_leave) and reports it to the Lifecycle, unless it
+// ended first. The presence state orders the Lifecycle's reports too: a
+// Left never comes before the Joined it undoes.
 func (sub *subscription) join(ctx context.Context) {
 	h := sub.sess.hub
 	ns, _ := h.cfg.Rules.Lookup(sub.channel)
-	if !ns.Presence || !sub.own() {
+	if !h.tracked(ns) || !sub.own() {
 		return
 	}
 	info := sub.clientInfo()
@@ -241,6 +243,10 @@ func (sub *subscription) join(ctx context.Context) {
 // refresh renews the subscription's presence entry, if it has one. It
 // cannot bring back an entry that a leave removed.
 func (sub *subscription) refresh(ctx context.Context) error {
+	h := sub.sess.hub
+	if ns, _ := h.cfg.Rules.Lookup(sub.channel); !ns.Presence {
+		return nil // tracked for the Lifecycle only
+	}
 	sub.mu.Lock()
 	if sub.pres != presIn || sub.state != subLive {
 		sub.mu.Unlock()
@@ -248,11 +254,22 @@ func (sub *subscription) refresh(ctx context.Context) error {
 	}
 	sub.pres = presBusy
 	sub.mu.Unlock()
-	h := sub.sess.hub
 	info := sub.clientInfo()
 	err := h.presence.AddPresence(ctx, sub.channel, info, h.cfg.PresenceTTL)
 	sub.release(info)
 	return err
+}
+
+// hold takes the presence entry of a live subscription that has one, for
+// a call that reports it again; release ends it.
+func (sub *subscription) hold() bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.state != subLive || sub.pres != presIn {
+		return false
+	}
+	sub.pres = presBusy
+	return true
 }
 
 // own takes the presence entry for a join: it reports false when the

@@ -95,6 +95,27 @@ type Metrics struct {
 	// ProxyDuration observes how long each proxy hook call took, by hook,
 	// whatever its result.
 	ProxyDuration *prometheus.HistogramVec
+	// WebhookEmitted counts lifecycle reports written to the webhook queue,
+	// by kind (conn, disc, join, leave): from then on their events are
+	// delivered even if this node dies.
+	WebhookEmitted *prometheus.CounterVec
+	// WebhookEmitFailures counts reports that could not be written to the
+	// queue (the broker failed): their events are lost.
+	WebhookEmitFailures prometheus.Counter
+	// WebhookDelivered counts events the webhook endpoint acknowledged
+	// (2xx), by type, as sent by this node.
+	WebhookDelivered *prometheus.CounterVec
+	// WebhookRetries counts webhook requests sent again after a failure.
+	WebhookRetries prometheus.Counter
+	// WebhookFailures counts failed webhook requests, by reason (status,
+	// timeout, network, internal).
+	WebhookFailures *prometheus.CounterVec
+	// WebhookBatchDuration observes the time from a batch's first attempt
+	// to its acknowledgement, retries included.
+	WebhookBatchDuration prometheus.Histogram
+	// WebhookBacklog is the number of reports waiting in the partitions
+	// this node sends.
+	WebhookBacklog prometheus.Gauge
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
@@ -219,8 +240,38 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of calls to the application backend's proxy hooks, by hook.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"hook"}),
+		WebhookEmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_emitted_total",
+			Help: "Lifecycle reports written to the webhook queue, by kind.",
+		}, []string{"kind"}),
+		WebhookEmitFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_emit_failures_total",
+			Help: "Lifecycle reports that could not be written to the webhook queue.",
+		}),
+		WebhookDelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_delivered_total",
+			Help: "Webhook events acknowledged by the endpoint, by type.",
+		}, []string{"type"}),
+		WebhookRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_retries_total",
+			Help: "Webhook requests sent again after a failure.",
+		}),
+		WebhookFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_failures_total",
+			Help: "Failed webhook requests, by reason.",
+		}, []string{"reason"}),
+		WebhookBatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "webhook_batch_duration_seconds",
+			Help:    "Time from a webhook batch's first attempt to its acknowledgement, retries included.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
+		}),
+		WebhookBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "webhook_backlog",
+			Help: "Lifecycle reports waiting in the webhook partitions this node sends.",
+		}),
 	}
 	reg.MustRegister(
+		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,

@@ -44,6 +44,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webhook"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -57,7 +58,8 @@ type Server struct {
 	sse     *sse.Handler
 	calls   *calls // nil when webrtc is off
 	httpSrv *http.Server
-	proxy   *proxy.Client // nil when no proxy hook is configured
+	proxy   *proxy.Client       // nil when no proxy hook is configured
+	hooks   *webhook.Dispatcher // nil when webhook_endpoint is not set
 	ln      net.Listener
 	metrics *metrics.Metrics
 	// api serves /api/; its streams are closed at shutdown.
@@ -166,7 +168,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
 	}
+	nodeID := newNodeID()
+	var lifecycle hub.Lifecycle
+	rejoin := func(ctx context.Context) { s.hub.ReportSubscriptions(ctx) } // set below, before Start
+	if s.hooks, err = newWebhooks(cfg, b, nodeID, rejoin, m, log); err != nil {
+		return nil, err
+	} else if s.hooks != nil {
+		lifecycle = s.hooks
+	}
 	s.hub = hub.New(hub.Config{
+		NodeID:                   nodeID,
+		Lifecycle:                lifecycle,
 		NodeName:                 nodeName,
 		NodeAddress:              cfg.Addr,
 		Rules:                    rules,
@@ -396,6 +408,7 @@ func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
 		HistoryMaxAge:  maxAge,
 		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
 		Logger:         log.With("component", "nats"),
+		WebhookAckWait: cfg.WebhookLeaseTTL,
 
 		IdempotencyMaxWindow: cfg.LargestIdempotencyWindow(),
 	}
@@ -519,6 +532,9 @@ func (s *Server) Run(ctx context.Context) error {
 	relCtx, stopRelease := context.WithCancel(ctx)
 	defer stopRelease()
 	go memrelease.Run(relCtx, s.cfg.MemoryReleaseInterval, s.log, func() { s.releases.Add(1) })
+	if err := s.startWebhooks(ctx); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -544,6 +560,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
 	var errs []error
 	s.api.CloseStreams()
+	s.stopWebhooks() // first: the leaves of the clients closed below are still written
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -568,28 +585,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.proxy.Close()
 	}
 	return errors.Join(errs...)
-}
-
-// resolveProxy returns the namespaces with their proxy endpoints
-// resolved: "" takes the top-level endpoint, "off" none. useBackend
-// reports whether any hook is configured at all.
-func resolveProxy(cfg config.Config) (namespaces []auth.Namespace, useBackend bool) {
-	resolve := func(ns, top string) string {
-		switch ns {
-		case "":
-			return top
-		case auth.ProxyOff:
-			return ""
-		}
-		return ns
-	}
-	useBackend = cfg.ProxyConnectEndpoint != "" || cfg.ProxySubscribeEndpoint != "" || cfg.ProxyPublishEndpoint != "" || cfg.ProxyRPCEndpoint != ""
-	for _, ns := range cfg.Namespaces {
-		ns.ProxySubscribe = resolve(ns.ProxySubscribe, cfg.ProxySubscribeEndpoint)
-		ns.ProxyPublish = resolve(ns.ProxyPublish, cfg.ProxyPublishEndpoint)
-		ns.ProxyRPC = resolve(ns.ProxyRPC, cfg.ProxyRPCEndpoint)
-		useBackend = useBackend || ns.ProxySubscribe != "" || ns.ProxyPublish != "" || ns.ProxyRPC != ""
-		namespaces = append(namespaces, ns)
-	}
-	return namespaces, useBackend
 }

@@ -38,6 +38,7 @@ type Broker struct {
 	seed    maphash.Seed
 	shards  [numShards]shard
 	handler broker.Handler // set by Start, read-only after
+	wh      webhookQueue   // the webhook queue (webhook.go)
 
 	stop     chan struct{}
 	stopOnce sync.Once

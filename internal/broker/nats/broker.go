@@ -66,6 +66,8 @@ type Broker struct {
 	pubLocks map[string]*chanLock // channels being published to on this node
 	tips     map[string]tip       // newest stored message of recent channels
 
+	wh webhookQueue // the webhook queue (webhook.go)
+
 	subMu sync.RWMutex         // guards live
 	live  map[string]*liveChan // channels this node is subscribed to, by core subject
 

@@ -65,6 +65,12 @@ type Options struct {
 	// RequestTimeout bounds a request to the server when the caller's
 	// context has no deadline, and background requests. Default 5s.
 	RequestTimeout time.Duration
+	// WebhookAckWait is how long a webhook fact read by a sender that
+	// neither acknowledges it nor keeps holding it (it died) waits before
+	// the next sender gets it; a new sender waits this long before reading
+	// when facts are outstanding, so that it cannot pass them. Set it to
+	// the webhook lease TTL. Default 15s.
+	WebhookAckWait time.Duration
 	// Logger receives connection events. Default: discard.
 	Logger *slog.Logger
 	// Now returns the current time; tests replace it to age history and
@@ -75,6 +81,9 @@ type Options struct {
 func (o Options) withDefaults() (Options, error) {
 	if o.URL == "" {
 		return o, errors.New("nats broker: no URL")
+	}
+	if o.WebhookAckWait <= 0 {
+		o.WebhookAckWait = 15 * time.Second
 	}
 	if o.Name == "" {
 		o.Name = "switchboard"
