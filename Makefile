@@ -49,6 +49,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseVP8$$' -fuzztime $(FUZZTIME) ./internal/webrtc/payload/
 	go test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./internal/webrtc/signal/
 	go test -run '^$$' -fuzz '^FuzzParseRoomData$$' -fuzztime $(FUZZTIME) ./internal/hub/
+	go test -run '^$$' -fuzz '^FuzzStreamKey$$' -fuzztime $(FUZZTIME) ./internal/stream/
+	go test -run '^$$' -fuzz '^FuzzSplitPath$$' -fuzztime $(FUZZTIME) ./internal/stream/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).
