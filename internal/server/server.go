@@ -61,6 +61,8 @@ type Server struct {
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
 	// set; nil otherwise.
 	turn *turn.Server
+	// streams is the live streaming; nil when streams is off.
+	streams *streams
 	// APIKeys are the keys the server API accepts (generated when none is
 	// configured).
 	APIKeys []string
@@ -103,6 +105,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}
 	if !cfg.AllowAnonymous && verifier == nil && cfg.ProxyConnectEndpoint == "" {
 		return nil, errors.New("server: allow_anonymous is false but no token key (jwt_secret, jwt_public_key or jwt_jwks_url) nor proxy_connect_endpoint is configured")
+	}
+	if cfg.Streams {
+		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, log); err != nil {
+			return nil, err
+		}
 	}
 	namespaces, useBackend := resolveProxy(cfg)
 	rules, err := auth.NewRules(auth.Namespace{
@@ -251,7 +258,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI()})))
+	mux.Handle("/api/", guard.RequireHost(api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI(), Streams: s.streamsAPI()})))
+	s.streams.mount(mux, guard.RequireHost)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -420,6 +428,10 @@ func (s *Server) Listen() error {
 	}
 	s.ln = ln
 	s.hub.SetNodeAddress(ln.Addr().String())
+	if err := s.streams.listen(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if s.cfg.TURNAddr != "" {
 		if err := s.startTURN(); err != nil {
 			_ = ln.Close()
@@ -505,6 +517,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.hub.Start(ctx); err != nil {
 		return err
 	}
+	s.streams.serve()
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -529,6 +542,10 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
 	var errs []error
+	// Streams first: their blocking LL-HLS requests end with them.
+	if err := s.streams.close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("server: streams: %w", err))
+	}
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

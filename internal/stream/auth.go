@@ -40,9 +40,6 @@ type Namespace struct {
 	Name string `koanf:"name" json:"name"`
 	// Read is who may watch: ReadAnyone (default) or ReadToken.
 	Read string `koanf:"read" json:"read"`
-	// Record writes the namespace's streams to fMP4 segments in the
-	// server's stream_record_dir.
-	Record bool `koanf:"record" json:"record"`
 }
 
 // Validate checks the namespace.
