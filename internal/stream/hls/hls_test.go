@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
@@ -199,5 +200,50 @@ func TestRequestErrors(t *testing.T) {
 	srv.ServeHTTP(rec, httptest.NewRequest("POST", "/hls/live/x/index.m3u8", nil))
 	if rec.Code != 405 {
 		t.Fatalf("POST: %d", rec.Code)
+	}
+}
+
+// TestStreamEndDuringBlockingRequest: a viewer waiting on the preload hint
+// when the stream ends is answered (the last part, or 503), and no
+// goroutine is left behind (TestMain checks).
+func TestStreamEndDuringBlockingRequest(t *testing.T) {
+	aus := encodeH264(t)
+	reg, srv := setup(t)
+	p, err := reg.Publish("live/end", stream.PublisherInfo{}, []*stream.Track{{Codec: stream.H264, ClockRate: 90000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, au := range aus {
+		pts := int64(i) * 3600
+		_ = p.WriteUnit(&stream.Unit{Track: 0, PTS: pts, DTS: pts, Key: h264.IsRandomAccess(au), NALUs: au})
+	}
+	_, body := get(t, srv, "/hls/live/end/index.m3u8")
+	var media string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasSuffix(l, ".m3u8") {
+			media = l
+		}
+	}
+	_, pl := get(t, srv, "/hls/live/end/"+media)
+	i := strings.Index(pl, `#EXT-X-PRELOAD-HINT:TYPE=PART,URI="`)
+	if i < 0 {
+		t.Fatalf("no preload hint:\n%s", pl)
+	}
+	hint := pl[i+len(`#EXT-X-PRELOAD-HINT:TYPE=PART,URI="`):]
+	hint = hint[:strings.IndexByte(hint, '"')]
+	done := make(chan int)
+	go func() {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest("GET", "/hls/live/end/"+hint, nil))
+		done <- rec.Code
+	}()
+	// Wait until the request is parked in the muxer, then end the stream.
+	for reg.List()[0].Viewers["hls"] == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	p.Close()
+	if code := <-done; code != 200 && code != 503 {
+		t.Fatalf("waiting request got %d, want 200 or 503", code)
 	}
 }
