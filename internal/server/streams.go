@@ -15,6 +15,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/stream"
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
+	"github.com/switchboardhq/switchboard/internal/stream/record"
 	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
 )
 
@@ -26,9 +27,10 @@ type streams struct {
 	registry *stream.Registry
 	auth     *stream.Authorizer
 	hls      *hls.Server
-	rtmp     *rtmp.Server // nil when rtmp_addr is empty
-	rtmpLn   net.Listener // bound by listen
-	rtmpDone chan error   // Serve's result
+	rtmp     *rtmp.Server     // nil when rtmp_addr is empty
+	record   *record.Recorder // nil when no namespace is recorded
+	rtmpLn   net.Listener     // bound by listen
+	rtmpDone chan error       // Serve's result
 }
 
 func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger) (*streams, error) {
@@ -51,6 +53,22 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 		Registry: st.registry, Authorizer: a, Logger: log,
 		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
 	})
+	var recorded []string
+	for _, ns := range nss {
+		if ns.Record {
+			recorded = append(recorded, ns.Name)
+		}
+	}
+	if len(recorded) > 0 {
+		st.record, err = record.New(record.Options{
+			Registry: st.registry, Dir: cfg.StreamRecordDir, Namespaces: recorded, Logger: log,
+			SegmentDuration: cfg.StreamRecordSegment, Retention: cfg.StreamRecordRetention,
+		})
+		if err != nil {
+			st.hls.Close()
+			return nil, fmt.Errorf("server: stream_record_dir: %w", err)
+		}
+	}
 	if cfg.RTMPAddr != "" {
 		st.rtmp = rtmp.New(rtmp.Options{Registry: st.registry, Authorizer: a, Logger: log, HandshakeTimeout: cfg.HandshakeTimeout})
 	}
@@ -124,6 +142,9 @@ func (st *streams) close(ctx context.Context) error {
 	}
 	st.registry.Close()
 	st.hls.Close()
+	if st.record != nil {
+		st.record.Close()
+	}
 	return errors.Join(errs...)
 }
 

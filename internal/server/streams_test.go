@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/stream"
 )
 
 // needFFmpeg skips the test when ffmpeg and ffprobe are missing, except in
@@ -168,7 +170,11 @@ func nextPart(t *testing.T, playlist string) (msn, part int) {
 // keeps playing.
 func TestStreamsRTMPToLLHLS(t *testing.T) {
 	needFFmpeg(t)
+	recDir := t.TempDir()
 	ts := start(t, func(c *config.Config) {
+		c.StreamRecordDir = recDir
+		c.StreamRecordSegment = 2 * time.Second
+		c.StreamNamespaces = []stream.Namespace{{Name: "live", Record: true}}
 		c.RTMPAddr = "127.0.0.1:0"
 		c.HandshakeTimeout = 3 * time.Second
 		c.StreamKeySecret = "a-stream-key-secret-for-tests"
@@ -273,7 +279,7 @@ func TestStreamsRTMPToLLHLS(t *testing.T) {
 		}
 	})
 
-	t.Run("kick ends the publisher", func(t *testing.T) {
+	kicked := t.Run("kick ends the publisher", func(t *testing.T) {
 		if status, body := ts.api("POST", "/api/streams/kick", testKey, `{"path":"live/test"}`); status != 200 {
 			t.Fatalf("kick: %d %v", status, body)
 		}
@@ -289,6 +295,31 @@ func TestStreamsRTMPToLLHLS(t *testing.T) {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	t.Run("recording plays", func(t *testing.T) {
+		if !kicked {
+			t.Skip("the stream did not end")
+		}
+		// The recorder finishes its file when the stream ends.
+		var files []string
+		for i := 0; len(files) < 2; i++ {
+			files, _ = filepath.Glob(filepath.Join(recDir, "live", "test", "*.mp4"))
+			if i > 3000 {
+				t.Fatalf("recorded files: %v", files)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-count_frames",
+			"-show_entries", "stream=codec_name,nb_read_frames", "-of", "json", files[0]).Output()
+		if err != nil {
+			t.Fatalf("ffprobe %s: %v %s", files[0], err, out)
+		}
+		if !strings.Contains(string(out), `"h264"`) || !strings.Contains(string(out), `"aac"`) || strings.Contains(string(out), `"nb_read_frames": "0"`) {
+			t.Fatalf("ffprobe %s: %s", files[0], out)
 		}
 	})
 }
