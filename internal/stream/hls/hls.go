@@ -372,6 +372,10 @@ func clientID(r *http.Request) string {
 	return host + " " + r.UserAgent()
 }
 
+// maxViewers bounds the clients a stream's viewer count remembers, so
+// that requests with ever new user agents cannot grow it without end.
+const maxViewers = 100000
+
 // viewers counts distinct clients seen within a window.
 type viewers struct {
 	window time.Duration
@@ -387,7 +391,9 @@ func (v *viewers) seen(id string, now time.Time) int {
 	if v.last == nil {
 		v.last = map[string]time.Time{}
 	}
-	v.last[id] = now
+	if _, ok := v.last[id]; ok || len(v.last) < maxViewers {
+		v.last[id] = now
+	}
 	for k, t := range v.last {
 		if now.Sub(t) > v.window {
 			delete(v.last, k)
