@@ -443,3 +443,44 @@ func badInput(t *testing.T, ts *testServer, rtmpBase, key string) {
 		}
 	})
 }
+
+// TestStreamAPIErrors: the stream calls of the server API refuse bad
+// requests with the documented statuses.
+func TestStreamAPIErrors(t *testing.T) {
+	ts := start(t, nil)
+	cases := []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"list", "GET", "/api/streams", "", 200},
+		{"list by POST", "POST", "/api/streams", "", 405},
+		{"kick without path", "POST", "/api/streams/kick", `{}`, 400},
+		{"kick bad path", "POST", "/api/streams/kick", `{"path":"nope"}`, 400},
+		{"kick unknown namespace", "POST", "/api/streams/kick", `{"path":"x/y"}`, 400},
+		{"kick nothing live", "POST", "/api/streams/kick", `{"path":"live/none"}`, 404},
+		{"key", "POST", "/api/streams/key", `{"path":"live/a"}`, 200},
+		{"read key", "POST", "/api/streams/key", `{"path":"live/a","action":"read","ttl":60}`, 200},
+		{"key bad action", "POST", "/api/streams/key", `{"path":"live/a","action":"delete"}`, 400},
+		{"key bad ttl", "POST", "/api/streams/key", `{"path":"live/a","ttl":0}`, 400},
+		{"key huge ttl", "POST", "/api/streams/key", `{"path":"live/a","ttl":99999999999}`, 400},
+		{"key unknown namespace", "POST", "/api/streams/key", `{"path":"vod/a"}`, 400},
+		{"key not JSON", "POST", "/api/streams/key", `{`, 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if status, body := ts.api(c.method, c.path, testKey, c.body); status != c.want {
+				t.Fatalf("%s %s %s: %d %v, want %d", c.method, c.path, c.body, status, body, c.want)
+			}
+		})
+	}
+	if status, _ := ts.api("GET", "/api/streams", "", ""); status != 401 {
+		t.Fatalf("without the API key: %d", status)
+	}
+	off := start(t, func(c *config.Config) { c.Streams = false })
+	if status, _ := off.api("POST", "/api/streams/key", testKey, `{"path":"live/a"}`); status != 503 {
+		t.Fatalf("streams off: %d, want 503", status)
+	}
+	if status, _ := httpGet(t, "http://"+off.Addr()+"/hls/live/a/index.m3u8"); status == 200 {
+		t.Fatal("LL-HLS served with streams off")
+	}
+}
