@@ -18,7 +18,7 @@ func TestViewersWindow(t *testing.T) {
 		{0, "a", 1},
 		{time.Second, "a", 1},
 		{5 * time.Second, "b", 2},
-		{11 * time.Second, "", 1},
+		{12 * time.Second, "", 1},
 		{16 * time.Second, "", 0},
 	}
 	for _, s := range steps {
