@@ -85,15 +85,19 @@ func New(opts Options) (*Recorder, error) {
 	return r, nil
 }
 
-// Close stops recording: the files being written are finished, and Close
-// waits for that. It is idempotent.
+// Close stops recording and waits until the files being written are
+// finished. The queued units of streams that have already ended are
+// written first (close the registry before the recorder to keep them
+// all); streams still live stop being recorded at once. It is idempotent.
 func (r *Recorder) Close() {
 	r.remove()
 	r.mu.Lock()
 	r.closing = true
 	list := make([]*stream.Reader, 0, len(r.readers))
 	for rd := range r.readers {
-		list = append(list, rd)
+		if rd.Stream().Err() == nil {
+			list = append(list, rd)
+		}
 	}
 	r.mu.Unlock()
 	for _, rd := range list {
