@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchboardhq/switchboard/internal/api"
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/stream"
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
 	"github.com/switchboardhq/switchboard/internal/stream/record"
@@ -33,7 +36,7 @@ type streams struct {
 	rtmpDone chan error       // Serve's result
 }
 
-func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger) (*streams, error) {
+func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
 	secret := []byte(cfg.StreamKeySecret)
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -69,6 +72,10 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 			return nil, fmt.Errorf("server: stream_record_dir: %w", err)
 		}
 	}
+	reg.MustRegister(metrics.NewStreamCollector(func() metrics.StreamStats {
+		s := st.registry.Stats()
+		return metrics.StreamStats{Streams: s.Streams, Viewers: s.Viewers, UnitsReceived: s.UnitsIn, BytesReceived: s.BytesIn, UnitsDropped: s.Dropped}
+	}))
 	if cfg.RTMPAddr != "" {
 		st.rtmp = rtmp.New(rtmp.Options{Registry: st.registry, Authorizer: a, Logger: log, HandshakeTimeout: cfg.HandshakeTimeout})
 	}

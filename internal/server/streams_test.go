@@ -194,6 +194,18 @@ func TestStreamsRTMPToLLHLS(t *testing.T) {
 	hlsBase := "http://" + ts.Addr() + "/hls/live/test/"
 	media := mediaPlaylistURL(t, hlsBase)
 
+	t.Run("metrics", func(t *testing.T) {
+		if n := ts.metric("switchboard_streams"); n != 1 {
+			t.Errorf("switchboard_streams %v", n)
+		}
+		if n := ts.metric(`switchboard_stream_viewers{protocol="hls"}`); n != 1 {
+			t.Errorf("hls viewers %v", n)
+		}
+		if n := ts.metric("switchboard_stream_bytes_received_total"); n <= 0 {
+			t.Errorf("bytes received %v", n)
+		}
+	})
+
 	t.Run("playlist follows LL-HLS", func(t *testing.T) {
 		_, pl := httpGet(t, media)
 		for _, want := range []string{"#EXT-X-PART-INF:PART-TARGET=", "CAN-BLOCK-RELOAD=YES", "#EXT-X-PRELOAD-HINT:TYPE=PART", "#EXT-X-MAP:URI="} {
