@@ -56,6 +56,9 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecodeFact$$' -fuzztime $(FUZZTIME) ./internal/webhook/
 	go test -run '^$$' -fuzz '^FuzzDecodeChannel$$' -fuzztime $(FUZZTIME) ./internal/webhook/
 	go test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	go test -run '^$$' -fuzz '^FuzzStreamKey$$' -fuzztime $(FUZZTIME) ./internal/stream/
+	go test -run '^$$' -fuzz '^FuzzSplitPath$$' -fuzztime $(FUZZTIME) ./internal/stream/
+	go test -run '^$$' -fuzz '^FuzzH264AccessUnit$$' -fuzztime $(FUZZTIME) ./internal/stream/rtmp/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

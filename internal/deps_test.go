@@ -67,6 +67,9 @@ var forbidden = []struct {
 	{"client", module + "/internal/", "the public Go SDK links no server code: applications import it alone", false},
 	{"internal/proxy", module + "/internal/hub", "the backend client knows nothing of the engine: the hub declares the interface it calls", false},
 	{"internal/proxy", module + "/internal/transport", "the backend client knows nothing of transports", false},
+	{"internal/stream", module + "/internal/hub", "live streams know nothing of the engine: the server wires chat beside them", false},
+	{"internal/stream", module + "/internal/transport", "live streams know nothing of the pub/sub transports", false},
+	{"internal/stream", module + "/internal/api", "the API reaches streams through its Streams interface, not the reverse", false},
 }
 
 func TestDependencyDirection(t *testing.T) {

@@ -40,6 +40,9 @@ type Options struct {
 	// SelfTest serves GET /api/webrtc/selftest: it runs the calls'
 	// self-test and returns its report; nil when calls are off.
 	SelfTest func(ctx context.Context) any
+	// Streams serves /api/streams, /api/streams/kick and
+	// /api/streams/key; nil when live streams are off.
+	Streams Streams
 }
 
 // Hub is what the API needs from the engine.
@@ -94,11 +97,14 @@ func New(h Hub, opts Options) *API {
 		"rooms":          a.rooms,
 		"rooms/kick":     a.roomKick,
 		"rooms/mute":     a.roomMute,
+		"streams":        a.streamsList,
+		"streams/kick":   a.streamKick,
+		"streams/key":    a.streamKey,
 	}
 	methods := map[string]string{}
 	for name, m := range a.methods {
 		verb := "POST"
-		if name == "channels" || name == "info" || name == "rooms" || name == "connections" {
+		if name == "channels" || name == "info" || name == "rooms" || name == "connections" || name == "streams" {
 			verb = "GET"
 		}
 		a.mux.HandleFunc(verb+" /api/"+name, a.serve(m))

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/stream"
 )
 
 // EnvPrefix prefixes every environment variable Switchboard reads.
@@ -123,8 +124,19 @@ type Config struct {
 	WebhookBackoffMax        time.Duration `koanf:"webhook_backoff_max"`
 	WebhookLeaseTTL          time.Duration `koanf:"webhook_lease_ttl"`
 	WebhookPartitions        int           `koanf:"webhook_partitions"`
+	Streams                  bool          `koanf:"streams"`
+	RTMPAddr                 string        `koanf:"rtmp_addr"`
+	StreamKeySecret          string        `koanf:"stream_key_secret"`
+	HLSPartDuration          time.Duration `koanf:"hls_part_duration"`
+	HLSSegmentDuration       time.Duration `koanf:"hls_segment_duration"`
+	StreamRecordDir          string        `koanf:"stream_record_dir"`
+	StreamRecordSegment      time.Duration `koanf:"stream_record_segment_duration"`
+	StreamRecordRetention    time.Duration `koanf:"stream_record_retention"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
+	// StreamNamespaces can only be set in the YAML file; see
+	// stream.Namespace. Empty: the one namespace "live", open to readers.
+	StreamNamespaces []stream.Namespace `koanf:"stream_namespaces"`
 }
 
 // WebhookEventTypes are the webhook event types, the values webhook_events
@@ -223,6 +235,14 @@ var Keys = []Key{
 	{"proxy_rpc_endpoint", "", "URL of the rpc hook, which answers the rpc command (namespaces may set their own for methods \"name:...\", or \"off\")"},
 	{"proxy_timeout", 3 * time.Second, "longest a proxy hook call may take, from waiting for a free slot to the whole answer (then error 503)"},
 	{"proxy_max_concurrency", 256, "most calls in flight per proxy hook; a call over it waits for a slot within proxy_timeout"},
+	{"streams", true, "serve live streams: LL-HLS at /hls/, GET /api/streams, and the ingests (docs/streaming.md)"},
+	{"rtmp_addr", "", "TCP address (host:port) of the RTMP ingest for encoders such as OBS and ffmpeg, e.g. 127.0.0.1:1935 (empty: off)"},
+	{"stream_key_secret", "", "secret signing the stream keys of POST /api/streams/key (at least 16 bytes); set the same one on every node (empty: generated at startup, keys die with the process)"},
+	{"hls_part_duration", 200 * time.Millisecond, "shortest LL-HLS part (50ms to 2s)"},
+	{"hls_segment_duration", time.Second, "shortest LL-HLS segment; a segment also starts on a keyframe, so it lasts at least one GOP (at least hls_part_duration, at most 30s)"},
+	{"stream_record_dir", "", "directory where the streams of namespaces with record: true are written as fMP4 files, DIR/NAMESPACE/NAME/TIME.mp4 (empty: no recording)"},
+	{"stream_record_segment_duration", 10 * time.Second, "shortest recorded file; a new one starts at the first keyframe after it (1s to 1h)"},
+	{"stream_record_retention", 24 * time.Hour, "recorded files older than this are deleted (0: kept forever)"},
 	{"proxy_pass_headers", []string{"Cookie", "Authorization", "Origin", "User-Agent", "Accept-Language"}, "headers of the client's HTTP request passed to the connect hook (in the body and as HTTP headers), comma-separated"},
 	{"webhook_endpoint", "", "URL the lifecycle events (channel occupied/vacated, member added/removed, client connected/disconnected) are POSTed to in signed batches (empty: off; docs/backend.md)"},
 	{"webhook_secret", "", "secret of the webhook requests' X-Switchboard-Signature (HMAC-SHA256 of the body); set the same on every node"},
@@ -357,7 +377,7 @@ func splitCommaHook(from, to reflect.Type, data any) (any, error) {
 }
 
 // fileOnlyKeys are keys only the YAML file can set.
-var fileOnlyKeys = []string{"namespaces"}
+var fileOnlyKeys = []string{"namespaces", "stream_namespaces"}
 
 func checkKnown(keys []string, path string) error {
 	known := map[string]bool{}

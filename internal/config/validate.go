@@ -110,6 +110,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateTURN()...)
 	errs = append(errs, c.validateProxy()...)
 	errs = append(errs, c.validateWebhook()...)
+	errs = append(errs, c.validateStreams()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,9 +26,6 @@ import (
 	"github.com/switchboardhq/switchboard/internal/api"
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/broker"
-	"github.com/switchboardhq/switchboard/internal/broker/memory"
-	natsbroker "github.com/switchboardhq/switchboard/internal/broker/nats"
-	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/memrelease"
@@ -69,6 +65,8 @@ type Server struct {
 	// turn is the STUN/TURN server, started by Listen when turn_addr is
 	// set; nil otherwise.
 	turn *turn.Server
+	// streams is the live streaming; nil when streams is off.
+	streams *streams
 	// APIKeys are the keys the server API accepts (generated when none is
 	// configured).
 	APIKeys []string
@@ -115,6 +113,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}
 	if !cfg.AllowAnonymous && verifier == nil && cfg.ProxyConnectEndpoint == "" {
 		return nil, errors.New("server: allow_anonymous is false but no token key (jwt_secret, jwt_public_key or jwt_jwks_url) nor proxy_connect_endpoint is configured")
+	}
+	if cfg.Streams {
+		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, log, reg); err != nil {
+			return nil, err
+		}
 	}
 	namespaces, useBackend := resolveProxy(cfg)
 	rules, err := auth.NewRules(auth.Namespace{
@@ -273,8 +276,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	// probes and scrapers often address a node by a name nobody lists, and
 	// they reveal only aggregate counts (see "Securing Switchboard" in the
 	// README).
-	s.api = api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI()})
+	s.api = api.New(s.hub, api.Options{Keys: s.APIKeys, Logger: log, Metrics: m, Rooms: s.roomsAPI(), SelfTest: s.selfTestAPI(), Streams: s.streamsAPI()})
 	mux.Handle("/api/", guard.RequireHost(s.api))
+	s.streams.mount(mux, guard.RequireHost)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -365,61 +369,6 @@ func (s *Server) roomsAPI() api.Rooms {
 	return s.calls.signal
 }
 
-// newBroker connects the configured broker: the in-memory one, Redis or
-// NATS. Remote brokers are also the presence store.
-func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.PresenceStore, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	switch {
-	case cfg.Broker == "memory":
-		return memory.New(memory.Options{}), memory.NewPresence(), nil
-	case strings.HasPrefix(cfg.Broker, "redis://"), strings.HasPrefix(cfg.Broker, "rediss://"):
-		b, err := redisbroker.New(ctx, redisbroker.Options{URL: cfg.Broker, Logger: log.With("component", "redis")})
-		if err != nil {
-			return nil, nil, fmt.Errorf("server: redis broker: %w", err)
-		}
-		return b, b, nil
-	case strings.HasPrefix(cfg.Broker, "nats://"):
-		b, err := natsbroker.New(ctx, natsOptions(cfg, log))
-		if err != nil {
-			return nil, nil, fmt.Errorf("server: nats broker: %w", err)
-		}
-		return b, b, nil
-	default:
-		return nil, nil, fmt.Errorf("server: unknown broker %q", cfg.Broker)
-	}
-}
-
-// natsOptions maps the configuration onto the NATS broker's options. The
-// stream keeps as many publications per channel as the largest history
-// size asks for, and presence entries at least as long as presence_ttl.
-func natsOptions(cfg config.Config, log *slog.Logger) natsbroker.Options {
-	size, _ := cfg.LargestHistory()
-	maxAge := cfg.NATSHistoryMaxAge
-	if maxAge == 0 {
-		maxAge = -1 // no limit, as the broker spells it
-	}
-	return natsbroker.Options{
-		URL:            cfg.Broker,
-		Prefix:         cfg.NATSPrefix,
-		Replicas:       cfg.NATSReplicas,
-		MemoryStorage:  cfg.NATSStorage == "memory",
-		HistoryMaxSize: size, // 0 (no history anywhere): the broker's default
-		HistoryMaxAge:  maxAge,
-		PresenceMaxAge: max(time.Hour, cfg.PresenceTTL),
-		Logger:         log.With("component", "nats"),
-		WebhookAckWait: cfg.WebhookLeaseTTL,
-
-		IdempotencyMaxWindow: cfg.LargestIdempotencyWindow(),
-	}
-}
-
-// pinger is implemented by brokers that can tell whether their backend
-// answers now.
-type pinger interface {
-	Ping(ctx context.Context) error
-}
-
 // ready reports whether the node takes new clients: not shutting down, and
 // its broker answers.
 func (s *Server) ready(ctx context.Context) error {
@@ -444,6 +393,10 @@ func (s *Server) Listen() error {
 	}
 	s.ln = ln
 	s.hub.SetNodeAddress(ln.Addr().String())
+	if err := s.streams.listen(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if s.cfg.TURNAddr != "" {
 		if err := s.startTURN(); err != nil {
 			_ = ln.Close()
@@ -535,6 +488,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.startWebhooks(ctx); err != nil {
 		return err
 	}
+	s.streams.serve()
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -561,6 +515,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.api.CloseStreams()
 	s.stopWebhooks() // first: the leaves of the clients closed below are still written
+	// Streams first: their blocking LL-HLS requests end with them.
+	if err := s.streams.close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("server: streams: %w", err))
+	}
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- s.hub.Shutdown(ctx) }()
 	if err := s.httpSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardhq/switchboard/internal/api"
+	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/stream"
+	"github.com/switchboardhq/switchboard/internal/stream/hls"
+	"github.com/switchboardhq/switchboard/internal/stream/record"
+	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
+)
+
+// streams is the node's live streaming: the registry, the LL-HLS output
+// and the RTMP ingest.
+type streams struct {
+	cfg      config.Config
+	log      *slog.Logger
+	registry *stream.Registry
+	auth     *stream.Authorizer
+	hls      *hls.Server
+	rtmp     *rtmp.Server     // nil when rtmp_addr is empty
+	record   *record.Recorder // nil when no namespace is recorded
+	rtmpLn   net.Listener     // bound by listen
+	rtmpDone chan error       // Serve's result
+}
+
+func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
+	secret := []byte(cfg.StreamKeySecret)
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	nss := cfg.StreamNamespacesOrDefault()
+	names := make([]string, len(nss))
+	for i, ns := range nss {
+		names[i] = ns.Name
+	}
+	a, err := stream.NewAuthorizer(stream.AuthOptions{APIKeys: apiKeys, KeySecret: secret, Verifier: verifier, Namespaces: nss})
+	if err != nil {
+		return nil, fmt.Errorf("server: streams: %w", err)
+	}
+	st := &streams{cfg: cfg, log: log, auth: a, registry: stream.NewRegistry(stream.Options{Namespaces: names, Logger: log})}
+	st.hls = hls.New(hls.Options{
+		Registry: st.registry, Authorizer: a, Logger: log,
+		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
+	})
+	var recorded []string
+	for _, ns := range nss {
+		if ns.Record {
+			recorded = append(recorded, ns.Name)
+		}
+	}
+	if len(recorded) > 0 {
+		st.record, err = record.New(record.Options{
+			Registry: st.registry, Dir: cfg.StreamRecordDir, Namespaces: recorded, Logger: log,
+			SegmentDuration: cfg.StreamRecordSegment, Retention: cfg.StreamRecordRetention,
+		})
+		if err != nil {
+			st.hls.Close()
+			return nil, fmt.Errorf("server: stream_record_dir: %w", err)
+		}
+	}
+	reg.MustRegister(metrics.NewStreamCollector(func() metrics.StreamStats {
+		s := st.registry.Stats()
+		return metrics.StreamStats{Streams: s.Streams, Viewers: s.Viewers, UnitsReceived: s.UnitsIn, BytesReceived: s.BytesIn, UnitsDropped: s.Dropped}
+	}))
+	if cfg.RTMPAddr != "" {
+		st.rtmp = rtmp.New(rtmp.Options{Registry: st.registry, Authorizer: a, Logger: log, HandshakeTimeout: cfg.HandshakeTimeout})
+	}
+	return st, nil
+}
+
+// RTMPAddr returns the RTMP ingest's address (after Listen), "" when off.
+func (s *Server) RTMPAddr() string { return s.streams.rtmpAddr() }
+
+// streamsAPI is the live streams for the server API, nil when off.
+func (s *Server) streamsAPI() api.Streams {
+	if s.streams == nil {
+		return nil
+	}
+	return s.streams
+}
+
+// The methods below are no-ops on a nil *streams (streams is off).
+
+// mount adds the streams' HTTP routes.
+func (st *streams) mount(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	if st == nil {
+		return
+	}
+	mux.Handle("/hls/", wrap(st.hls))
+}
+
+// listen binds rtmp_addr.
+func (st *streams) listen() error {
+	if st == nil || st.rtmp == nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", st.cfg.RTMPAddr)
+	if err != nil {
+		return fmt.Errorf("server: rtmp_addr: %w", err)
+	}
+	st.rtmpLn = ln
+	return nil
+}
+
+// serve starts the RTMP ingest on the bound listener.
+func (st *streams) serve() {
+	if st == nil || st.rtmpLn == nil {
+		return
+	}
+	st.rtmpDone = make(chan error, 1)
+	go func() { st.rtmpDone <- st.rtmp.Serve(st.rtmpLn) }()
+}
+
+// rtmpAddr returns the RTMP ingest's bound address, "" when off.
+func (st *streams) rtmpAddr() string {
+	if st == nil || st.rtmpLn == nil {
+		return ""
+	}
+	return st.rtmpLn.Addr().String()
+}
+
+// close ends every stream and stops the ingest and the output.
+func (st *streams) close(ctx context.Context) error {
+	if st == nil {
+		return nil
+	}
+	var errs []error
+	if st.rtmp != nil {
+		if st.rtmpLn != nil && st.rtmpDone == nil {
+			_ = st.rtmpLn.Close() // bound but never served
+		}
+		if err := st.rtmp.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	st.registry.Close()
+	st.hls.Close()
+	if st.record != nil {
+		st.record.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// List implements api.Streams.
+func (st *streams) List() any { return map[string]any{"streams": st.registry.List()} }
+
+// Kick implements api.Streams.
+func (st *streams) Kick(path string) error {
+	if err := st.registry.Kick(path); err != nil {
+		return streamError{err}
+	}
+	st.log.Info("stream kicked by the server API", "path", path)
+	return nil
+}
+
+// MintKey implements api.Streams.
+func (st *streams) MintKey(action, path string, ttl time.Duration) (string, time.Time, error) {
+	if err := st.registry.CheckPath(path); err != nil {
+		return "", time.Time{}, err
+	}
+	return st.auth.MintKey(stream.Action(action), path, ttl)
+}
+
+// streamError tells the API which errors mean "nothing live there".
+type streamError struct{ error }
+
+func (e streamError) Unwrap() error { return e.error }
+
+// StreamNotFound implements api.StreamNotFound.
+func (e streamError) StreamNotFound() bool { return errors.Is(e.error, stream.ErrNotFound) }
