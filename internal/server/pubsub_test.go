@@ -395,7 +395,10 @@ func TestPausedReaderGetsEveryFrameIntact(t *testing.T) {
 	ts := start(t, func(c *config.Config) {
 		c.QueueMaxBytes = 64 << 20
 		c.QueueMaxMessages = 100000
-		c.WriteTimeout = 30 * time.Second
+		// The reader is paused while everything is published, which takes
+		// over 30 s on a loaded machine with the race detector: the write
+		// that waits for it must not time out first.
+		c.WriteTimeout = 5 * time.Minute
 	})
 	conn, _, _, err := ws.Dial(t.Context(), ts.wsURL())
 	if err != nil {
@@ -420,7 +423,7 @@ func TestPausedReaderGetsEveryFrameIntact(t *testing.T) {
 			t.Fatalf("batch at %d: %d %v", i, status, m)
 		}
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
 	for i := range n {
 		b, err := wsutil.ReadServerText(conn)
 		if err != nil {
