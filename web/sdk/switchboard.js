@@ -714,6 +714,12 @@ var Subscription = class {
     this.delivered = 0;
     /** duplicates counts publications dropped because they were already delivered. */
     this.duplicates = 0;
+    /**
+     * server says the server made this subscription (POST /api/subscribe):
+     * it came with the client's "subscribed" event. It is subscribed again
+     * after a reconnect like any other.
+     */
+    this.server = false;
     this.settled = false;
     this.channel = channel;
     this.handlers = handlers;
@@ -724,6 +730,14 @@ var Subscription = class {
     });
     this.ready.catch(() => {
     });
+  }
+  /**
+   * setHandlers sets callbacks of the subscription (those given replace
+   * the ones it had): for a server-side subscription, call it in the
+   * "subscribed" listener to get every publication.
+   */
+  setHandlers(handlers) {
+    this.handlers = { ...this.handlers, ...handlers };
   }
   /** unsubscribe stops the subscription; no callback runs after it returns. */
   unsubscribe() {
@@ -815,7 +829,9 @@ var Subscription = class {
     }
     this.position = { offset: p.offset, epoch: pos?.epoch };
     this.delivered++;
-    this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+    const pub = { channel: p.channel, data: p.data, offset: p.offset };
+    this.handlers.onPublication?.(pub);
+    this.tap?.(pub);
   }
   /** @internal presenceEvent hands a join or leave push to its handler. */
   presenceEvent(kind, info) {
@@ -1063,6 +1079,19 @@ var WebSocketTransport = class {
       }
     }
   }
+  /**
+   * serverSubscribed handles a subscribed push: the client makes (or
+   * finds) the subscription, which starts at the push's position, with
+   * its recovered publications, like a subscribe result.
+   */
+  serverSubscribed(channel, r) {
+    if (this.subscribed.has(channel)) return;
+    const sub = this.ctx.serverSubscribed?.(channel, r.data);
+    if (!sub) return;
+    this.subscribed.set(channel, sub);
+    const pubs = Array.isArray(r.publications) ? r.publications : void 0;
+    sub.subscribed({ offset: r.offset, epoch: r.epoch }, typeof r.recovered === "boolean" ? r.recovered : void 0, pubs);
+  }
   publish(channel, data, key) {
     return this.request({ command: "publish", channel, data, idempotency_key: key });
   }
@@ -1090,6 +1119,17 @@ var WebSocketTransport = class {
       return;
     }
     if (typeof msg.channel !== "string") return;
+    if (msg.subscribed && typeof msg.subscribed === "object") {
+      this.serverSubscribed(msg.channel, msg.subscribed);
+      return;
+    }
+    if (msg.unsubscribed && typeof msg.unsubscribed === "object") {
+      const sub2 = this.subscribed.get(msg.channel);
+      if (!sub2) return;
+      this.subscribed.delete(msg.channel);
+      this.ctx.serverUnsubscribed?.(sub2, Number(msg.unsubscribed.code) || 0, String(msg.unsubscribed.reason ?? ""));
+      return;
+    }
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
     if (typeof msg.offset === "number" && "data" in msg) {
@@ -2117,6 +2157,21 @@ var Switchboard = class {
       case "failed":
         this.subs.get(m.channel)?.failed(new Error(m.message));
         return;
+      case "ssub": {
+        if (sh.mode === "hub" || this.subs.has(m.channel)) return;
+        const s = this.serverSub(m.channel);
+        sh.joined.add(m.channel);
+        this.toLeader({ t: "sub", tab: sh.tab, channel: m.channel });
+        this.emitter.emit("subscribed", { channel: m.channel, subscription: s, data: m.data });
+        return;
+      }
+      case "sunsub": {
+        const s = this.subs.get(m.channel);
+        if (!s) return;
+        s.unsubscribe();
+        this.emitter.emit("unsubscribed", { channel: m.channel, subscription: s, code: m.code, reason: m.reason });
+        return;
+      }
       case "state":
         sh.transport = m.transport;
         if (!sh.leader) {
@@ -2261,6 +2316,46 @@ var Switchboard = class {
     }
     this.transport?.subscriptionsChanged();
     return sub;
+  }
+  /** serverSub makes the Subscription of a server-side subscription in this client. */
+  serverSub(channel) {
+    const sub = new Subscription(channel, { ...this.opts.serverSubscriptions }, (s) => this.removeSub(s));
+    sub.server = true;
+    sub.tap = (p) => this.emitter.emit("publication", p);
+    this.subs.set(channel, sub);
+    this.order.push(sub);
+    return sub;
+  }
+  /**
+   * serverSubscribed handles, in the holder of the connection, a
+   * subscribed push: the subscription the transport delivers to (this
+   * client's own, or with sharedConnection a wire subscription for every
+   * tab, which each make theirs).
+   */
+  serverSubscribed(channel, data) {
+    if (this.wsubs.has(channel)) return void 0;
+    if (!this.shared) {
+      const sub = this.serverSub(channel);
+      this.emitter.emit("subscribed", { channel, subscription: sub, data });
+      return sub;
+    }
+    const w = new WireSub(channel, (x) => this.fanout(x), (s) => this.removeWire(s));
+    this.wsubs.set(channel, w);
+    this.worder.push(w);
+    this.fanout({ t: "ssub", channel, data });
+    return w;
+  }
+  /** serverUnsubscribed handles, in the holder of the connection, an unsubscribed push. */
+  serverUnsubscribed(sub, code, reason) {
+    if (this.wsubs.get(sub.channel) !== sub) return;
+    if (!this.shared) {
+      sub.unsubscribe();
+      this.emitter.emit("unsubscribed", { channel: sub.channel, subscription: sub, code, reason });
+      return;
+    }
+    this.shared.refs.delete(sub.channel);
+    sub.unsubscribe();
+    this.fanout({ t: "sunsub", channel: sub.channel, code, reason });
   }
   removeSub(s) {
     if (this.subs.get(s.channel) !== s) return;
@@ -2438,6 +2533,10 @@ var Switchboard = class {
         if (t === this.transport) this.clientId = client;
       },
       publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
+      serverSubscribed: (channel, data) => t === this.transport ? this.serverSubscribed(channel, data) : void 0,
+      serverUnsubscribed: (sub, code, reason) => {
+        if (t === this.transport) this.serverUnsubscribed(sub, code, reason);
+      },
       room: (m) => this.rooms.get(m.room)?.push(m.event, m.data),
       closed: (info) => this.transportClosed(t, info)
     };
@@ -2726,6 +2825,10 @@ var Hub = class {
       case "res":
       case "tokreq":
         send(this.tabs.get(m.to));
+        return;
+      case "ssub":
+        for (const t of this.tabs.values()) this.client?.hubMessage({ t: "sub", tab: t.id, channel: m.channel });
+        for (const t of this.tabs.values()) send(t);
         return;
       case "pub":
       case "gap":
