@@ -1153,6 +1153,12 @@ var LAYERS = [
 var Signal = class {
   constructor(PC, config, send) {
     this.send = send;
+    /** restarts: ICE restarts since the connection was last connected. */
+    this.restarts = 0;
+    /** restartTimer: a "disconnected" that waits out iceRestartDelay. */
+    this.restartTimer = 0;
+    /** reoffer: our offer was rolled back for the peer's (P2P): offer again after answering. */
+    this.reoffer = false;
     this.ready = false;
     // the other side has our description
     this.outbox = [];
@@ -1220,6 +1226,7 @@ var Room = class {
     this.local = [];
     this.localStream = null;
     this.observers = /* @__PURE__ */ new Map();
+    this.renewTimer = 0;
     this.name = name;
     this.opts = opts;
     this.link = link;
@@ -1258,6 +1265,7 @@ var Room = class {
     this.mode = r.mode === "p2p" ? "p2p" : "sfu";
     this.canPublish = !!r.can_publish;
     this.iceServers = this.opts.iceServers ?? r.ice_servers ?? [];
+    this.scheduleRenewal(r.ice_servers_expire);
     for (const p of r.participants ?? []) {
       const rp = this.addParticipant(p.participant, p.user ?? "");
       for (const t of p.tracks ?? []) this.trackInfo(rp, t);
@@ -1284,7 +1292,108 @@ var Room = class {
       this.cmd("room_candidate", data).catch((err) => this.fail(err));
     });
     s.pc.onconnectionstatechange = () => this.emitter.emit("connection", { pc: name, state: s.pc.connectionState });
+    s.pc.oniceconnectionstatechange = () => this.iceState(name, s);
     return s;
+  }
+  // ---- ICE restarts and TURN credential renewal ----
+  /** current returns the room's connection of that name now. */
+  current(name) {
+    return name === "publisher" ? this.pub : name === "subscriber" ? this.sub : this.peer;
+  }
+  /**
+   * iceState restarts ICE on a connection whose path broke: "failed" at
+   * once, "disconnected" once it lasted iceRestartDelay. At most
+   * MAX_RESTARTS in a row without getting connected in between: past
+   * that, the server's own timeouts decide (it removes a participant
+   * whose connection failed for good, with a "kicked" push).
+   */
+  iceState(name, s) {
+    if (this.closed || this.current(name) !== s) return;
+    const st = s.pc.iceConnectionState;
+    clearTimeout(s.restartTimer);
+    if (st === "connected" || st === "completed") {
+      s.restarts = 0;
+    } else if (st === "failed") {
+      this.restartIce(name, s, "failed");
+    } else if (st === "disconnected") {
+      s.restartTimer = setTimeout(() => {
+        const now = s.pc.iceConnectionState;
+        if (now === "disconnected" || now === "failed") this.restartIce(name, s, "disconnected");
+      }, this.opts.iceRestartDelay ?? 2e3);
+    }
+  }
+  /**
+   * restartIce restarts ICE through the signaling: the publishing and P2P
+   * connections offer with iceRestart; the subscribing connection, which
+   * the server offers, asks the server for a restarting offer (room_ice).
+   */
+  restartIce(name, s, reason) {
+    if (this.closed || this.current(name) !== s) return Promise.resolve();
+    if (reason !== "renewal") {
+      if (s.restarts >= MAX_RESTARTS) return Promise.resolve();
+      s.restarts++;
+    }
+    this.emitter.emit("iceRestart", { pc: name, reason });
+    let p;
+    if (name === "publisher") p = this.offerSFU(true);
+    else if (name === "subscriber") p = this.renewIce(true);
+    else p = this.peerId ? this.offerP2P(true) : Promise.resolve();
+    return p.catch((err) => this.fail(err));
+  }
+  /**
+   * scheduleRenewal asks for fresh ICE servers before the TURN
+   * credentials expire (at expire, Unix seconds): a quarter of their
+   * remaining life before, at most 5 minutes before.
+   */
+  scheduleRenewal(expire) {
+    clearTimeout(this.renewTimer);
+    if (this.closed || this.opts.iceServers || typeof expire !== "number" || !(expire > 0)) return;
+    const remaining = expire * 1e3 - Date.now();
+    const lead = Math.min(3e5, Math.max(remaining / 4, 0));
+    this.renewTimer = setTimeout(() => void this.renew(), Math.max(0, remaining - lead));
+  }
+  /**
+   * renew fetches fresh ICE servers (room_ice), applies them to every
+   * connection (setConfiguration), and restarts ICE on the connections
+   * that go through a TURN relay, so that they allocate again with the
+   * new credentials before the old ones stop being accepted. A failure is
+   * retried after 10 s.
+   */
+  async renew() {
+    if (this.closed) return;
+    try {
+      const sub = this.sub;
+      const restartSub = !!sub && await usesRelay(sub.pc, this.opts.relay);
+      await this.renewIce(restartSub);
+      if (restartSub) this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+      for (const name of ["publisher", "peer"]) {
+        const s = this.current(name);
+        if (s && await usesRelay(s.pc, this.opts.relay)) await this.restartIce(name, s, "renewal");
+      }
+    } catch (err) {
+      if (this.closed) return;
+      this.fail(err);
+      this.renewTimer = setTimeout(() => void this.renew(), 1e4);
+    }
+  }
+  /** renewIce asks for fresh ICE servers, and with restartSubscriber for the server's restarting offer, and applies them. */
+  async renewIce(restartSubscriber) {
+    const data = {};
+    if (restartSubscriber) data.restart = "subscriber";
+    const r = await this.cmd("room_ice", data);
+    if (this.closed || this.opts.iceServers) return;
+    if (Array.isArray(r?.ice_servers)) {
+      this.iceServers = r.ice_servers;
+      for (const s of [this.pub, this.sub, this.peer]) {
+        try {
+          s?.pc.setConfiguration?.(this.config());
+        } catch (err) {
+          this.fail(err);
+        }
+      }
+      this.emitter.emit("iceServers", { iceServers: this.iceServers, expires: r.ice_servers_expire ?? 0 });
+    }
+    this.scheduleRenewal(r?.ice_servers_expire);
   }
   /** pc returns a PeerConnection of the room, for getStats: "publisher", "subscriber" (SFU) or "peer" (P2P). */
   pc(name) {
@@ -1318,10 +1427,10 @@ var Room = class {
     await this.offerSFU();
   }
   /** offerSFU sends the publishing connection's offer and applies the answer. */
-  offerSFU() {
+  offerSFU(iceRestart = false) {
     const pub = this.pub;
     return pub.run(async () => {
-      const offer = await pub.pc.createOffer();
+      const offer = await pub.pc.createOffer(iceRestart ? { iceRestart: true } : void 0);
       await pub.pc.setLocalDescription(offer);
       const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription.sdp });
       await pub.remote({ type: "answer", sdp: r.sdp });
@@ -1483,7 +1592,7 @@ var Room = class {
     const stream = this.localStream ?? newStream(this.local);
     for (const t of this.local) if (!senders.includes(t)) s.pc.addTrack(t, ...stream ? [stream] : []);
   }
-  offerP2P() {
+  offerP2P(iceRestart = false) {
     const s = this.ensurePeer();
     return s.run(async () => {
       this.addLocal(s);
@@ -1493,7 +1602,7 @@ var Room = class {
       if (!this.local.some((t) => t.kind === "video") && !s.pc.getTransceivers().some((x) => x.receiver.track?.kind === "video")) {
         s.pc.addTransceiver("video", { direction: "recvonly" });
       }
-      const offer = await s.pc.createOffer();
+      const offer = await s.pc.createOffer(iceRestart ? { iceRestart: true } : void 0);
       await s.pc.setLocalDescription(offer);
       await this.cmd("room_offer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
@@ -1504,12 +1613,21 @@ var Room = class {
     this.addParticipant(from, this.participants.get(from)?.user ?? "");
     const s = this.ensurePeer();
     return s.run(async () => {
+      if (s.pc.signalingState === "have-local-offer") {
+        if (this.participantId < from) return;
+        await s.pc.setLocalDescription({ type: "rollback" });
+        s.reoffer = true;
+      }
       await s.remote({ type: "offer", sdp });
       this.addLocal(s);
       const answer2 = await s.pc.createAnswer();
       await s.pc.setLocalDescription(answer2);
       await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
+      if (s.reoffer) {
+        s.reoffer = false;
+        void this.offerP2P().catch((err) => this.fail(err));
+      }
     });
   }
   closePeer() {
@@ -1622,6 +1740,8 @@ var Room = class {
   end(reason) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.renewTimer);
+    for (const s of [this.pub, this.sub, this.peer]) clearTimeout(s?.restartTimer);
     for (const o of this.observers.values()) o.disconnect();
     this.observers.clear();
     this.pub?.pc.close();
@@ -1631,6 +1751,28 @@ var Room = class {
     this.emitter.emit("closed", { reason });
   }
 };
+var MAX_RESTARTS = 3;
+async function usesRelay(pc, relay) {
+  if (relay) return true;
+  try {
+    const stats = await pc.getStats();
+    const byId = /* @__PURE__ */ new Map();
+    let pair;
+    stats.forEach((r) => {
+      byId.set(r.id, r);
+      if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
+    });
+    if (!pair) {
+      stats.forEach((r) => {
+        if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r.id;
+      });
+    }
+    const local = pair ? byId.get(byId.get(pair)?.localCandidateId) : void 0;
+    return local?.candidateType === "relay";
+  } catch {
+    return false;
+  }
+}
 function newStream(tracks) {
   const MS = globalThis.MediaStream;
   return MS ? new MS(tracks) : null;
