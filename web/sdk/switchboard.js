@@ -1159,6 +1159,8 @@ var Signal = class {
     this.restartTimer = 0;
     /** reoffer: our offer was rolled back for the peer's (P2P): offer again after answering. */
     this.reoffer = false;
+    /** answers counts the answers this connection gave to the server's offers. */
+    this.answers = 0;
     this.ready = false;
     // the other side has our description
     this.outbox = [];
@@ -1364,8 +1366,12 @@ var Room = class {
     try {
       const sub = this.sub;
       const restartSub = !!sub && await usesRelay(sub.pc, this.opts.relay);
+      const answered = sub?.answers ?? 0;
       await this.renewIce(restartSub);
-      if (restartSub) this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+      if (restartSub && sub) {
+        this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+        await this.reconnected(sub, answered);
+      }
       for (const name of ["publisher", "peer"]) {
         const s = this.current(name);
         if (s && await usesRelay(s.pc, this.opts.relay)) await this.restartIce(name, s, "renewal");
@@ -1374,6 +1380,19 @@ var Room = class {
       if (this.closed) return;
       this.fail(err);
       this.renewTimer = setTimeout(() => void this.renew(), 1e4);
+    }
+  }
+  /**
+   * reconnected waits until the subscribing connection answered the
+   * server's restarting offer and is connected again, for at most five
+   * times iceRestartDelay (10 s by default).
+   */
+  async reconnected(s, answered) {
+    const end = Date.now() + 5 * (this.opts.iceRestartDelay ?? 2e3);
+    while (!this.closed && Date.now() < end) {
+      const st = s.pc.iceConnectionState;
+      if (s.answers > answered && (st === "connected" || st === "completed")) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
   /** renewIce asks for fresh ICE servers, and with restartSubscriber for the server's restarting offer, and applies them. */
@@ -1723,6 +1742,7 @@ var Room = class {
       await s.pc.setLocalDescription(answer2);
       await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
+      s.answers++;
     });
   }
   /** disconnected: the client's connection ended, and with it the room on the server. */

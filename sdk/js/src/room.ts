@@ -123,6 +123,8 @@ class Signal {
   restartTimer: any = 0;
   /** reoffer: our offer was rolled back for the peer's (P2P): offer again after answering. */
   reoffer = false;
+  /** answers counts the answers this connection gave to the server's offers. */
+  answers = 0;
   private ready = false; // the other side has our description
   private outbox: RTCIceCandidate[] = [];
   private inbox: RTCIceCandidateInit[] = [];
@@ -359,8 +361,15 @@ export class Room {
     try {
       const sub = this.sub;
       const restartSub = !!sub && (await usesRelay(sub.pc, this.opts.relay));
+      const answered = sub?.answers ?? 0;
       await this.renewIce(restartSub);
-      if (restartSub) this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+      if (restartSub && sub) {
+        this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+        // One connection at a time: during a restart the browser holds
+        // the old relay allocations and the new ones, and the TURN server
+        // counts them against the user's quota (turn_user_quota).
+        await this.reconnected(sub, answered);
+      }
       for (const name of ["publisher", "peer"] as const) {
         const s = this.current(name);
         if (s && (await usesRelay(s.pc, this.opts.relay))) await this.restartIce(name, s, "renewal");
@@ -369,6 +378,20 @@ export class Room {
       if (this.closed) return;
       this.fail(err);
       this.renewTimer = setTimeout(() => void this.renew(), 10_000);
+    }
+  }
+
+  /**
+   * reconnected waits until the subscribing connection answered the
+   * server's restarting offer and is connected again, for at most five
+   * times iceRestartDelay (10 s by default).
+   */
+  private async reconnected(s: Signal, answered: number): Promise<void> {
+    const end = Date.now() + 5 * (this.opts.iceRestartDelay ?? 2000);
+    while (!this.closed && Date.now() < end) {
+      const st = s.pc.iceConnectionState;
+      if (s.answers > answered && (st === "connected" || st === "completed")) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
@@ -748,6 +771,7 @@ export class Room {
       await s.pc.setLocalDescription(answer);
       await this.cmd("room_answer", { sdp: s.pc.localDescription!.sdp });
       s.delivered();
+      s.answers++;
     });
   }
 

@@ -352,7 +352,7 @@ test('ICE restarts: the publisher offers with iceRestart on "failed", the subscr
 test('TURN renewal: fresh ICE servers before the credentials expire, applied to every connection; relayed connections restart ICE', async () => {
   FakePC.all = [];
   const link = fakeLink({ ice_servers_expire: Math.floor(Date.now() / 1000) - 1 }); // already due
-  const room = new Room('r', { env, stream: { getTracks: () => [track('video')] } }, link);
+  const room = new Room('r', { env, iceRestartDelay: 1, stream: { getTracks: () => [track('video')] } }, link);
   const events = [];
   room.on('iceRestart', (e) => events.push(`${e.pc} ${e.reason}`));
   room.on('iceServers', (e) => events.push(`servers ${e.iceServers[0].username} ${e.expires > Date.now() / 1000}`));
