@@ -40,6 +40,22 @@ type message struct {
 	Data    json.RawMessage `json:"data"`
 	Offset  *uint64         `json:"offset"`
 	Reset   *Position       `json:"reset"`
+	// Subscribed and Unsubscribed are the server-side subscription pushes.
+	Subscribed   *subscribedPush   `json:"subscribed"`
+	Unsubscribed *unsubscribedPush `json:"unsubscribed"`
+}
+
+// subscribedPush is the body of a subscribed push: a subscribe result and
+// the backend's data.
+type subscribedPush struct {
+	subscribeResult
+	Data json.RawMessage `json:"data"`
+}
+
+// unsubscribedPush is the body of an unsubscribed push.
+type unsubscribedPush struct {
+	Code   int    `json:"code"`
+	Reason string `json:"reason"`
 }
 
 // replyFunc receives the reply to one command, or the error that ended its

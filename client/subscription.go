@@ -285,9 +285,17 @@ func (c *Client) subscribeFailed(cn *conn, s *Subscription, e *Error) {
 func (c *Client) handlePush(cn *conn, m *message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	switch {
+	case m.Subscribed != nil:
+		c.serverSubscribedLocked(cn, m.Channel, m.Subscribed)
+		return
+	case m.Unsubscribed != nil:
+		c.serverUnsubscribedLocked(cn, m.Channel, m.Unsubscribed)
+		return
+	}
 	s := c.subs[m.Channel]
 	if s == nil {
-		return // a server-side subscription, or one just ended
+		return // one just ended, or a token's channel (not tracked)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -335,5 +343,58 @@ func (s *Subscription) gapLocked(reason GapReason, to Position) {
 				cb(g)
 			}
 		})
+	}
+}
+
+// serverSubscribedLocked makes the Subscription of a subscribed push: live
+// on cn from the push's position, with Options.ServerSubscriptions'
+// callbacks. A channel the client holds already is left as it is. c.mu
+// must be held.
+func (c *Client) serverSubscribedLocked(cn *conn, channel string, p *subscribedPush) {
+	if c.closed || c.subs[channel] != nil {
+		return
+	}
+	opts := c.opts.ServerSubscriptions
+	opts.Since, opts.Token = nil, ""
+	s := &Subscription{c: c, channel: channel, opts: opts, ready: make(chan struct{}), cn: cn, live: true, subscribed: true, hasPos: true}
+	s.readyOnce.Do(func() { close(s.ready) })
+	c.subs[channel] = s
+	if cb := c.opts.OnServerSubscribe; cb != nil {
+		data := p.Data
+		c.emit(func() { cb(s, data) })
+	}
+	now := Position{p.Offset, p.Epoch}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case p.Recovered != nil && *p.Recovered && len(p.Publications) > 0:
+		s.pos = Position{p.Publications[0].Offset - 1, p.Epoch}
+		for _, pub := range p.Publications {
+			s.deliverLocked(pub.Offset, pub.Data)
+		}
+	case p.Recovered != nil && !*p.Recovered:
+		s.gapLocked(GapNotRecovered, now)
+	default:
+		s.pos = now
+	}
+}
+
+// serverUnsubscribedLocked ends the subscription of an unsubscribed push.
+// c.mu must be held.
+func (c *Client) serverUnsubscribedLocked(cn *conn, channel string, p *unsubscribedPush) {
+	s := c.subs[channel]
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	mine := s.cn == cn
+	s.mu.Unlock()
+	if !mine {
+		return // a subscribe sent since: the server has it again
+	}
+	delete(c.subs, channel)
+	s.end(ErrUnsubscribed)
+	if cb := c.opts.OnServerUnsubscribe; cb != nil {
+		c.emit(func() { cb(s, p.Code, p.Reason) })
 	}
 }

@@ -134,6 +134,20 @@ type Options struct {
 	// OnOutbox is called on every change of state of a publication in the
 	// outbox (queued, sent, acked, failed), in order.
 	OnOutbox func(OutboxEntry)
+	// ServerSubscriptions are the callbacks of the subscriptions the
+	// server makes for the client (POST /api/subscribe, docs/protocol.md
+	// "Server-side subscriptions"): OnPublication, OnGap and OnError, as
+	// for Subscribe (Since and Token are not used). Such a subscription is
+	// kept, and subscribed again after a reconnect, like one of Subscribe.
+	ServerSubscriptions SubscribeOptions
+	// OnServerSubscribe is called when the server subscribed the client
+	// to a channel, with the data the backend gave (nil for none), before
+	// any publication of it.
+	OnServerSubscribe func(s *Subscription, data json.RawMessage)
+	// OnServerUnsubscribe is called when the server ended a subscription
+	// (POST /api/unsubscribe; the code is 2000), one made by Subscribe
+	// included: it has ended, and no callback of it runs after this one.
+	OnServerUnsubscribe func(s *Subscription, code int, reason string)
 	// OutboxSize bounds the publications waiting for their
 	// acknowledgement; Publish fails with ErrOutboxFull beyond it.
 	// Default 1000.

@@ -269,6 +269,48 @@ test('relay only: a call through the built-in TURN server (?relay=1)', { timeout
   }
 });
 
+test('TURN renewal in a relayed call: fresh credentials from room_ice, both connections restart ICE through the relay, and the video goes on', { timeout: TEST_TIMEOUT }, async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 2; i++) pages.push(await openRoom('renewed', '&relay=1'));
+    const ids = await Promise.all(pages.map(participantId));
+    await decoding(pages[0], [ids[1]], 'page 0 before');
+    await decoding(pages[1], [ids[0]], 'page 1 before');
+    const ufrags = () =>
+      pages[0].evaluate(() => {
+        const frag = (d) => d?.sdp.match(/a=ice-ufrag:(\S+)/)?.[1];
+        const r = window.sbRoom;
+        return { publisher: frag(r.pc('publisher').localDescription), subscriber: frag(r.pc('subscriber').remoteDescription) };
+      });
+    const before = await ufrags();
+    // What the renewal timer does before turn_ttl runs out, now.
+    const seen = await pages[0].evaluate(async () => {
+      const r = window.sbRoom;
+      const ev = [];
+      r.on('iceServers', (e) => ev.push(`servers ${e.iceServers.some((s) => s.username && s.credential)}`));
+      r.on('iceRestart', (e) => ev.push(`${e.pc} ${e.reason}`));
+      const old = JSON.stringify(r.iceServers);
+      await r.renew();
+      return { ev, fresh: JSON.stringify(r.iceServers) !== old };
+    });
+    assert.deepEqual(seen.ev, ['servers true', 'subscriber renewal', 'publisher renewal']);
+    assert.ok(seen.fresh, 'new credentials');
+    const after = await waitFor(async () => {
+      const u = await ufrags();
+      return u.publisher !== before.publisher && u.subscriber !== before.subscriber && u;
+    }, 'new ICE credentials on both connections');
+    console.log(`# TURN renewal: ufrag publisher ${before.publisher} -> ${after.publisher}, subscriber ${before.subscriber} -> ${after.subscriber}`);
+    for (const name of ['publisher', 'subscriber']) {
+      const pair = await waitFor(() => selectedPair(pages[0], name), `${name} candidate pair after the restart`);
+      assert.equal(pair.local.type, 'relay', `${name}: ${JSON.stringify(pair)}`);
+    }
+    await decoding(pages[0], [ids[1]], 'page 0 after the renewal');
+    await decoding(pages[1], [ids[0]], 'page 1 after the renewal');
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
+
 test('peer to peer: a 1:1 call (?mode=p2p) where the server only relays signaling', { timeout: TEST_TIMEOUT }, async () => {
   const pages = [];
   try {

@@ -929,3 +929,43 @@ test('sharedConnection with a SharedWorker: publishes made while the server is d
   assert.deepEqual(c.errors, []);
   await c.close();
 });
+
+test('a server-side subscription (POST /api/subscribe for a user) reaches both tabs of the shared connection, survives a cut with recovery, and ends with POST /api/unsubscribe', { timeout: TEST_TIMEOUT }, async () => {
+  const srv = await start(['--jwt-secret', JWT_SECRET]);
+  const token = mint('carol', 3600);
+  const init = `
+window.got = []; window.events = [];
+window.c = new SB.Switchboard(location.origin.replace('http', 'ws'), { token: ${JSON.stringify(token)}, backoff: { base: 50, max: 400 } });
+c.on('subscribed', (e) => events.push('subscribed ' + e.channel + ' ' + JSON.stringify(e.data) + ' ' + e.subscription.server));
+c.on('publication', (p) => got.push(p.data));
+c.on('unsubscribed', (e) => events.push('unsubscribed ' + e.channel + ' ' + e.code));
+`;
+  const a = await openPage(srv, { init });
+  const b = await openPage(srv, { init });
+  for (const p of [a, b]) await waitFor(p, () => window.c.state === 'connected', null, 'connected');
+  let r = await api(srv, 'subscribe', { user: 'carol', channel: 'feed', data: { why: 'invited' } });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.result.connections, 1, 'one connection: the worker holds it for both tabs');
+  for (const p of [a, b]) await waitFor(p, () => window.events.length === 1, null, 'the subscribed event');
+  const N = 40;
+  for (let i = 0; i < N / 2; i++) await publish(srv, 'feed', i);
+  await waitFor(a, (n) => window.got.length >= n, N / 2, 'the first half');
+  r = await api(srv, 'disconnect', { user: 'carol', reconnect: true });
+  assert.equal(r.status, 200);
+  for (let i = N / 2; i < N; i++) await publish(srv, 'feed', i);
+  for (const p of [a, b]) await waitFor(p, (n) => window.got.length >= n, N, `all ${N}`);
+  for (const p of [a, b]) await waitFor(p, () => window.c.state === 'connected' && window.c.clientId, null, 'connected again');
+  r = await api(srv, 'unsubscribe', { user: 'carol', channel: 'feed' });
+  assert.equal(r.body.result.connections, 1, JSON.stringify(r.body));
+  for (const p of [a, b]) await waitFor(p, () => window.events.length === 2, null, 'the unsubscribed event');
+  for (const p of [a, b]) {
+    const { got, events } = await p.evaluate(() => ({ got: window.got, events: window.events }));
+    const t = tally(got, N);
+    console.log(`# server-side subscription: published=${N} received=${t.received} lost=${t.lost} duplicated=${t.dup} events=${events.join(', ')}`);
+    assert.deepEqual(t, { received: N, lost: 0, dup: 0, disorder: 0 });
+    assert.deepEqual(events, ['subscribed feed {"why":"invited"} true', 'unsubscribed feed 2000']);
+    assert.deepEqual(p.errors, []);
+  }
+  await a.close();
+  await b.close();
+});

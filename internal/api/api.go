@@ -55,6 +55,8 @@ type Hub interface {
 	Channels(ctx context.Context) []hub.ChannelInfo
 	Connections(ctx context.Context, user string) []hub.ConnectionInfo
 	Disconnect(clientID, user string, reconnect bool) error
+	SubscribeServer(ctx context.Context, req hub.ServerSubscription) (int, error)
+	UnsubscribeServer(ctx context.Context, clientID, user, channel string) (int, error)
 	Info() hub.Info
 }
 
@@ -90,6 +92,8 @@ func New(h Hub, opts Options) *API {
 		"channels":       a.channels,
 		"connections":    a.connections,
 		"disconnect":     a.disconnect,
+		"subscribe":      a.subscribe,
+		"unsubscribe":    a.unsubscribe,
 		"info":           a.info,
 		"history":        a.history,
 		"presence":       a.presence,

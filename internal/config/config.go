@@ -219,7 +219,7 @@ var Keys = []Key{
 	{"turn_relay_ip", "", "IP address advertised for relayed addresses, the public IP behind a 1:1 NAT (default: the turn_addr IP, or the host's first global IPv4 address)"},
 	{"turn_relay_ports", "49152-65535", "port range (min-max) of TURN relay sockets"},
 	{"turn_allowed_peers", []string{}, "IP addresses or CIDR prefixes TURN may relay to although they are loopback, private, link-local or CGNAT, comma-separated (metadata, multicast and Switchboard's own ports stay refused)"},
-	{"turn_user_quota", 10, "most TURN allocations one user may hold at once (0: no limit)"},
+	{"turn_user_quota", 32, "most TURN allocations one user may hold at once (0: no limit)"},
 	{"turn_total_quota", 0, "most TURN allocations this node holds at once (0: no limit but turn_relay_ports)"},
 	{"webrtc", true, "serve calls: the room commands and the SFU"},
 	{"webrtc_udp_port", 0, "one UDP port for the media of every peer (0: each connection on its own ephemeral ports)"},

@@ -217,7 +217,7 @@ func TestTURNKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TURNAddr != "" || c.TURNTTL != time.Hour || c.TURNRealm != "switchboard" || c.TURNUserQuota != 10 ||
+	if c.TURNAddr != "" || c.TURNTTL != time.Hour || c.TURNRealm != "switchboard" || c.TURNUserQuota != 32 ||
 		c.TURNRelayPorts != "49152-65535" || len(c.TURNAllowedPeers) != 0 {
 		t.Fatalf("defaults %+v", c)
 	}

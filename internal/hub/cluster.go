@@ -32,10 +32,17 @@ type control struct {
 	From string `json:"from"`
 	// Node is set for "node" announcements.
 	Node *NodeInfo `json:"node,omitempty"`
-	// Client, User and Reconnect are set for "disconnect".
+	// Client, User and Reconnect are set for "disconnect"; Client, User
+	// and Channel for "unsubscribe".
 	Client    string `json:"client,omitempty"`
 	User      string `json:"user,omitempty"`
 	Reconnect bool   `json:"reconnect,omitempty"`
+	Channel   string `json:"channel,omitempty"`
+	// Sub is set for "subscribe" (serversubs.go).
+	Sub *ServerSubscription `json:"sub,omitempty"`
+	// Count answers "subscribe" and "unsubscribe": how many connections
+	// the node changed.
+	Count int `json:"count,omitempty"`
 	// ID correlates "channels" and "connections" requests with their
 	// "..._reply" answers (User names whose connections are asked for).
 	ID          string           `json:"id,omitempty"`
@@ -126,7 +133,11 @@ func (h *Hub) HandleControl(data []byte) {
 		if c.From != h.cfg.NodeID {
 			h.sendControl(control{Type: "connections_reply", ID: c.ID, Connections: h.localConnections(c.User)})
 		}
-	case "channels_reply", "connections_reply":
+	case "subscribe", "unsubscribe":
+		if c.From != h.cfg.NodeID {
+			go h.handleServerSub(c)
+		}
+	case "channels_reply", "connections_reply", "subscribe_reply", "unsubscribe_reply":
 		h.cl.mu.Lock()
 		ch := h.cl.waiting[c.ID]
 		h.cl.mu.Unlock()

@@ -40,6 +40,7 @@ var commands = map[string]command{
 	CmdRoomPublish:            {run: (*Session).roomSignal},
 	CmdRoomUnpublish:          {run: (*Session).roomSignal},
 	CmdRoomMute:               {run: (*Session).roomSignal},
+	CmdRoomICE:                {run: (*Session).roomSignal},
 	protocol.CmdRPC:           {run: (*Session).rpc},
 }
 

@@ -23,8 +23,8 @@ type Rooms interface {
 	// connection when the connection ends.
 	Leave(room, participant string)
 	// Signal carries one signaling command of a participant (kind is
-	// "offer", "answer", "candidate", "subscribe", "publish", "unpublish"
-	// or "mute";
+	// "offer", "answer", "candidate", "subscribe", "publish", "unpublish",
+	// "mute" or "ice";
 	// data is the command's whole "data" object) and returns its result
 	// (nil for none).
 	Signal(ctx context.Context, room, participant, kind string, data json.RawMessage) (json.RawMessage, error)
@@ -57,6 +57,7 @@ const (
 	CmdRoomPublish   = "room_publish"
 	CmdRoomUnpublish = "room_unpublish"
 	CmdRoomMute      = "room_mute"
+	CmdRoomICE       = "room_ice"
 )
 
 // RoomEventKicked is the push that tells a participant the server removed
@@ -72,6 +73,7 @@ var roomSignals = map[string]string{
 	CmdRoomPublish:   "publish",
 	CmdRoomUnpublish: "unpublish",
 	CmdRoomMute:      "mute",
+	CmdRoomICE:       "ice",
 }
 
 // maxRoomsPerConnection bounds the rooms one connection may be in.
@@ -278,7 +280,7 @@ func errNotInRoom(room string) *protocol.Error {
 }
 
 // roomSignal runs room_offer, room_answer, room_candidate,
-// room_subscribe, room_publish, room_unpublish and room_mute.
+// room_subscribe, room_publish, room_unpublish, room_mute and room_ice.
 func (s *Session) roomSignal(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
 	rooms := s.hub.cfg.Rooms
 	if rooms == nil {

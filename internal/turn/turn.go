@@ -39,7 +39,7 @@ const (
 	DefaultRealm     = "switchboard"
 	DefaultMinPort   = 49152
 	DefaultMaxPort   = 65535
-	DefaultUserQuota = 10
+	DefaultUserQuota = 32
 )
 
 // Config configures a Server. The zero value of each field but Addr is a

@@ -958,6 +958,12 @@ var Subscription = class {
     this.delivered = 0;
     /** duplicates counts publications dropped because they were already delivered. */
     this.duplicates = 0;
+    /**
+     * server says the server made this subscription (POST /api/subscribe):
+     * it came with the client's "subscribed" event. It is subscribed again
+     * after a reconnect like any other.
+     */
+    this.server = false;
     this.settled = false;
     this.channel = channel;
     this.handlers = handlers;
@@ -969,6 +975,14 @@ var Subscription = class {
     });
     this.ready.catch(() => {
     });
+  }
+  /**
+   * setHandlers sets callbacks of the subscription (those given replace
+   * the ones it had): for a server-side subscription, call it in the
+   * "subscribed" listener to get every publication.
+   */
+  setHandlers(handlers) {
+    this.handlers = { ...this.handlers, ...handlers };
   }
   /** unsubscribe stops the subscription; no callback runs after it returns. */
   unsubscribe() {
@@ -1060,7 +1074,9 @@ var Subscription = class {
     }
     this.position = { offset: p.offset, epoch: pos?.epoch };
     this.delivered++;
-    this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+    const pub = { channel: p.channel, data: p.data, offset: p.offset };
+    this.handlers.onPublication?.(pub);
+    this.tap?.(pub);
   }
   /** @internal presenceEvent hands a join or leave push to its handler. */
   presenceEvent(kind, info) {
@@ -1387,6 +1403,19 @@ var WebSocketTransport = class {
       }
     }
   }
+  /**
+   * serverSubscribed handles a subscribed push: the client makes (or
+   * finds) the subscription, which starts at the push's position, with
+   * its recovered publications, like a subscribe result.
+   */
+  serverSubscribed(channel, r) {
+    if (this.subscribed.has(channel)) return;
+    const sub = this.ctx.serverSubscribed?.(channel, r.data);
+    if (!sub) return;
+    this.subscribed.set(channel, sub);
+    const pubs = Array.isArray(r.publications) ? r.publications : void 0;
+    sub.subscribed({ offset: r.offset, epoch: r.epoch }, typeof r.recovered === "boolean" ? r.recovered : void 0, pubs);
+  }
   publish(channel, data, key) {
     return this.request({ command: "publish", channel, data, idempotency_key: key });
   }
@@ -1446,6 +1475,17 @@ var WebSocketTransport = class {
       return;
     }
     if (typeof msg.channel !== "string") return;
+    if (msg.subscribed && typeof msg.subscribed === "object") {
+      this.serverSubscribed(msg.channel, msg.subscribed);
+      return;
+    }
+    if (msg.unsubscribed && typeof msg.unsubscribed === "object") {
+      const sub2 = this.subscribed.get(msg.channel);
+      if (!sub2) return;
+      this.subscribed.delete(msg.channel);
+      this.ctx.serverUnsubscribed?.(sub2, Number(msg.unsubscribed.code) || 0, String(msg.unsubscribed.reason ?? ""));
+      return;
+    }
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
     if (typeof msg.offset === "number" && "data" in msg) {
@@ -1479,6 +1519,14 @@ var LAYERS = [
 var Signal = class {
   constructor(PC, config, send) {
     this.send = send;
+    /** restarts: ICE restarts since the connection was last connected. */
+    this.restarts = 0;
+    /** restartTimer: a "disconnected" that waits out iceRestartDelay. */
+    this.restartTimer = 0;
+    /** reoffer: our offer was rolled back for the peer's (P2P): offer again after answering. */
+    this.reoffer = false;
+    /** answers counts the answers this connection gave to the server's offers. */
+    this.answers = 0;
     this.ready = false;
     // the other side has our description
     this.outbox = [];
@@ -1546,6 +1594,7 @@ var Room = class {
     this.local = [];
     this.localStream = null;
     this.observers = /* @__PURE__ */ new Map();
+    this.renewTimer = 0;
     this.name = name;
     this.opts = opts;
     this.link = link;
@@ -1584,6 +1633,7 @@ var Room = class {
     this.mode = r.mode === "p2p" ? "p2p" : "sfu";
     this.canPublish = !!r.can_publish;
     this.iceServers = this.opts.iceServers ?? r.ice_servers ?? [];
+    this.scheduleRenewal(r.ice_servers_expire);
     for (const p of r.participants ?? []) {
       const rp = this.addParticipant(p.participant, p.user ?? "");
       for (const t of p.tracks ?? []) this.trackInfo(rp, t);
@@ -1610,7 +1660,125 @@ var Room = class {
       this.cmd("room_candidate", data).catch((err) => this.fail(err));
     });
     s.pc.onconnectionstatechange = () => this.emitter.emit("connection", { pc: name, state: s.pc.connectionState });
+    s.pc.oniceconnectionstatechange = () => this.iceState(name, s);
     return s;
+  }
+  // ---- ICE restarts and TURN credential renewal ----
+  /** current returns the room's connection of that name now. */
+  current(name) {
+    return name === "publisher" ? this.pub : name === "subscriber" ? this.sub : this.peer;
+  }
+  /**
+   * iceState restarts ICE on a connection whose path broke: "failed" at
+   * once, "disconnected" once it lasted iceRestartDelay. At most
+   * MAX_RESTARTS in a row without getting connected in between: past
+   * that, the server's own timeouts decide (it removes a participant
+   * whose connection failed for good, with a "kicked" push).
+   */
+  iceState(name, s) {
+    if (this.closed || this.current(name) !== s) return;
+    const st = s.pc.iceConnectionState;
+    clearTimeout(s.restartTimer);
+    if (st === "connected" || st === "completed") {
+      s.restarts = 0;
+    } else if (st === "failed") {
+      this.restartIce(name, s, "failed");
+    } else if (st === "disconnected") {
+      s.restartTimer = setTimeout(() => {
+        const now = s.pc.iceConnectionState;
+        if (now === "disconnected" || now === "failed") this.restartIce(name, s, "disconnected");
+      }, this.opts.iceRestartDelay ?? 2e3);
+    }
+  }
+  /**
+   * restartIce restarts ICE through the signaling: the publishing and P2P
+   * connections offer with iceRestart; the subscribing connection, which
+   * the server offers, asks the server for a restarting offer (room_ice).
+   */
+  restartIce(name, s, reason) {
+    if (this.closed || this.current(name) !== s) return Promise.resolve();
+    if (reason !== "renewal") {
+      if (s.restarts >= MAX_RESTARTS) return Promise.resolve();
+      s.restarts++;
+    }
+    this.emitter.emit("iceRestart", { pc: name, reason });
+    let p;
+    if (name === "publisher") p = this.offerSFU(true);
+    else if (name === "subscriber") p = this.renewIce(true);
+    else p = this.peerId ? this.offerP2P(true) : Promise.resolve();
+    return p.catch((err) => this.fail(err));
+  }
+  /**
+   * scheduleRenewal asks for fresh ICE servers before the TURN
+   * credentials expire (at expire, Unix seconds): a quarter of their
+   * remaining life before, at most 5 minutes before.
+   */
+  scheduleRenewal(expire) {
+    clearTimeout(this.renewTimer);
+    if (this.closed || this.opts.iceServers || typeof expire !== "number" || !(expire > 0)) return;
+    const remaining = expire * 1e3 - Date.now();
+    const lead = Math.min(3e5, Math.max(remaining / 4, 0));
+    this.renewTimer = setTimeout(() => void this.renew(), Math.max(0, remaining - lead));
+  }
+  /**
+   * renew fetches fresh ICE servers (room_ice), applies them to every
+   * connection (setConfiguration), and restarts ICE on the connections
+   * that go through a TURN relay, so that they allocate again with the
+   * new credentials before the old ones stop being accepted. A failure is
+   * retried after 10 s.
+   */
+  async renew() {
+    if (this.closed) return;
+    try {
+      const sub = this.sub;
+      const restartSub = !!sub && await usesRelay(sub.pc, this.opts.relay);
+      const answered = sub?.answers ?? 0;
+      await this.renewIce(restartSub);
+      if (restartSub && sub) {
+        this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+        await this.reconnected(sub, answered);
+      }
+      for (const name of ["publisher", "peer"]) {
+        const s = this.current(name);
+        if (s && await usesRelay(s.pc, this.opts.relay)) await this.restartIce(name, s, "renewal");
+      }
+    } catch (err) {
+      if (this.closed) return;
+      this.fail(err);
+      this.renewTimer = setTimeout(() => void this.renew(), 1e4);
+    }
+  }
+  /**
+   * reconnected waits until the subscribing connection answered the
+   * server's restarting offer and is connected again, for at most five
+   * times iceRestartDelay (10 s by default).
+   */
+  async reconnected(s, answered) {
+    const end = Date.now() + 5 * (this.opts.iceRestartDelay ?? 2e3);
+    while (!this.closed && Date.now() < end) {
+      const st = s.pc.iceConnectionState;
+      if (s.answers > answered && (st === "connected" || st === "completed")) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  /** renewIce asks for fresh ICE servers, and with restartSubscriber for the server's restarting offer, and applies them. */
+  async renewIce(restartSubscriber) {
+    const data = {};
+    if (restartSubscriber) data.restart = "subscriber";
+    const r = await this.cmd("room_ice", data);
+    if (this.closed || this.opts.iceServers) return;
+    if (Array.isArray(r?.ice_servers)) {
+      this.iceServers = r.ice_servers;
+      for (const s of [this.pub, this.sub, this.peer]) {
+        try {
+          s?.pc.setConfiguration?.(this.config());
+        } catch (err) {
+          this.fail(err);
+        }
+      }
+      this.emitter.emit("iceServers", { iceServers: this.iceServers, expires: r.ice_servers_expire ?? 0 });
+    }
+    this.scheduleRenewal(r?.ice_servers_expire);
   }
   /** pc returns a PeerConnection of the room, for getStats: "publisher", "subscriber" (SFU) or "peer" (P2P). */
   pc(name) {
@@ -1644,10 +1812,10 @@ var Room = class {
     await this.offerSFU();
   }
   /** offerSFU sends the publishing connection's offer and applies the answer. */
-  offerSFU() {
+  offerSFU(iceRestart = false) {
     const pub = this.pub;
     return pub.run(async () => {
-      const offer = await pub.pc.createOffer();
+      const offer = await pub.pc.createOffer(iceRestart ? { iceRestart: true } : void 0);
       await pub.pc.setLocalDescription(offer);
       const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription.sdp });
       await pub.remote({ type: "answer", sdp: r.sdp });
@@ -1809,7 +1977,7 @@ var Room = class {
     const stream = this.localStream ?? newStream(this.local);
     for (const t of this.local) if (!senders.includes(t)) s.pc.addTrack(t, ...stream ? [stream] : []);
   }
-  offerP2P() {
+  offerP2P(iceRestart = false) {
     const s = this.ensurePeer();
     return s.run(async () => {
       this.addLocal(s);
@@ -1819,7 +1987,7 @@ var Room = class {
       if (!this.local.some((t) => t.kind === "video") && !s.pc.getTransceivers().some((x) => x.receiver.track?.kind === "video")) {
         s.pc.addTransceiver("video", { direction: "recvonly" });
       }
-      const offer = await s.pc.createOffer();
+      const offer = await s.pc.createOffer(iceRestart ? { iceRestart: true } : void 0);
       await s.pc.setLocalDescription(offer);
       await this.cmd("room_offer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
@@ -1830,12 +1998,21 @@ var Room = class {
     this.addParticipant(from, this.participants.get(from)?.user ?? "");
     const s = this.ensurePeer();
     return s.run(async () => {
+      if (s.pc.signalingState === "have-local-offer") {
+        if (this.participantId < from) return;
+        await s.pc.setLocalDescription({ type: "rollback" });
+        s.reoffer = true;
+      }
       await s.remote({ type: "offer", sdp });
       this.addLocal(s);
       const answer2 = await s.pc.createAnswer();
       await s.pc.setLocalDescription(answer2);
       await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
+      if (s.reoffer) {
+        s.reoffer = false;
+        void this.offerP2P().catch((err) => this.fail(err));
+      }
     });
   }
   closePeer() {
@@ -1931,6 +2108,7 @@ var Room = class {
       await s.pc.setLocalDescription(answer2);
       await this.cmd("room_answer", { sdp: s.pc.localDescription.sdp });
       s.delivered();
+      s.answers++;
     });
   }
   /** disconnected: the client's connection ended, and with it the room on the server. */
@@ -1948,6 +2126,8 @@ var Room = class {
   end(reason) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.renewTimer);
+    for (const s of [this.pub, this.sub, this.peer]) clearTimeout(s?.restartTimer);
     for (const o of this.observers.values()) o.disconnect();
     this.observers.clear();
     this.pub?.pc.close();
@@ -1957,6 +2137,28 @@ var Room = class {
     this.emitter.emit("closed", { reason });
   }
 };
+var MAX_RESTARTS = 3;
+async function usesRelay(pc, relay) {
+  if (relay) return true;
+  try {
+    const stats = await pc.getStats();
+    const byId = /* @__PURE__ */ new Map();
+    let pair;
+    stats.forEach((r) => {
+      byId.set(r.id, r);
+      if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
+    });
+    if (!pair) {
+      stats.forEach((r) => {
+        if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r.id;
+      });
+    }
+    const local = pair ? byId.get(byId.get(pair)?.localCandidateId) : void 0;
+    return local?.candidateType === "relay";
+  } catch {
+    return false;
+  }
+}
 function newStream(tracks) {
   const MS = globalThis.MediaStream;
   return MS ? new MS(tracks) : null;
@@ -2485,6 +2687,21 @@ var Switchboard = class {
       case "failed":
         this.subs.get(m.channel)?.failed(new Error(m.message));
         return;
+      case "ssub": {
+        if (sh.mode === "hub" || this.subs.has(m.channel)) return;
+        const s = this.serverSub(m.channel);
+        sh.joined.add(m.channel);
+        this.toLeader({ t: "sub", tab: sh.tab, channel: m.channel });
+        this.emitter.emit("subscribed", { channel: m.channel, subscription: s, data: m.data });
+        return;
+      }
+      case "sunsub": {
+        const s = this.subs.get(m.channel);
+        if (!s) return;
+        s.unsubscribe();
+        this.emitter.emit("unsubscribed", { channel: m.channel, subscription: s, code: m.code, reason: m.reason });
+        return;
+      }
       case "state":
         sh.transport = m.transport;
         if (!sh.leader) {
@@ -2629,6 +2846,46 @@ var Switchboard = class {
     }
     this.transport?.subscriptionsChanged();
     return sub;
+  }
+  /** serverSub makes the Subscription of a server-side subscription in this client. */
+  serverSub(channel) {
+    const sub = new Subscription(channel, { ...this.opts.serverSubscriptions }, (s) => this.removeSub(s));
+    sub.server = true;
+    sub.tap = (p) => this.emitter.emit("publication", p);
+    this.subs.set(channel, sub);
+    this.order.push(sub);
+    return sub;
+  }
+  /**
+   * serverSubscribed handles, in the holder of the connection, a
+   * subscribed push: the subscription the transport delivers to (this
+   * client's own, or with sharedConnection a wire subscription for every
+   * tab, which each make theirs).
+   */
+  serverSubscribed(channel, data) {
+    if (this.wsubs.has(channel)) return void 0;
+    if (!this.shared) {
+      const sub = this.serverSub(channel);
+      this.emitter.emit("subscribed", { channel, subscription: sub, data });
+      return sub;
+    }
+    const w = new WireSub(channel, (x) => this.fanout(x), (s) => this.removeWire(s));
+    this.wsubs.set(channel, w);
+    this.worder.push(w);
+    this.fanout({ t: "ssub", channel, data });
+    return w;
+  }
+  /** serverUnsubscribed handles, in the holder of the connection, an unsubscribed push. */
+  serverUnsubscribed(sub, code, reason) {
+    if (this.wsubs.get(sub.channel) !== sub) return;
+    if (!this.shared) {
+      sub.unsubscribe();
+      this.emitter.emit("unsubscribed", { channel: sub.channel, subscription: sub, code, reason });
+      return;
+    }
+    this.shared.refs.delete(sub.channel);
+    sub.unsubscribe();
+    this.fanout({ t: "sunsub", channel: sub.channel, code, reason });
   }
   removeSub(s) {
     if (this.subs.get(s.channel) !== s) return;
@@ -2807,6 +3064,10 @@ var Switchboard = class {
         if (t === this.transport) this.clientId = client;
       },
       publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
+      serverSubscribed: (channel, data) => t === this.transport ? this.serverSubscribed(channel, data) : void 0,
+      serverUnsubscribed: (sub, code, reason) => {
+        if (t === this.transport) this.serverUnsubscribed(sub, code, reason);
+      },
       room: (m) => this.rooms.get(m.room)?.push(m.event, m.data),
       closed: (info) => this.transportClosed(t, info)
     };
@@ -3096,6 +3357,10 @@ var Hub = class {
       case "res":
       case "tokreq":
         send(this.tabs.get(m.to));
+        return;
+      case "ssub":
+        for (const t of this.tabs.values()) this.client?.hubMessage({ t: "sub", tab: t.id, channel: m.channel });
+        for (const t of this.tabs.values()) send(t);
         return;
       case "pub":
       case "gap":

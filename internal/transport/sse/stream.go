@@ -78,6 +78,13 @@ func newStream(h *Handler, w http.ResponseWriter, channels []string) *stream {
 // Name implements hub.Transport.
 func (st *stream) Name() string { return "sse" }
 
+var _ hub.FixedChannels = (*stream)(nil)
+
+// FixedChannels implements hub.FixedChannels: a stream's channels are
+// those of its URL, which its event ids cover; server-side subscriptions
+// leave it alone.
+func (st *stream) FixedChannels() {}
+
 // errClosed reports a write to a stream that was already closed.
 var errClosed = errors.New("sse: stream closed")
 

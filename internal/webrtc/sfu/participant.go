@@ -50,6 +50,7 @@ type Participant struct {
 	// negPending is set when an offer was wanted while one was out.
 	negMu      sync.Mutex
 	negPending bool
+	negRestart bool          // the next offer restarts ICE (RestartICE)
 	negKick    chan struct{} // capacity 1: wakes negotiateLoop
 	stop       chan struct{} // closed by close
 	loopDone   chan struct{} // closed when negotiateLoop returned
@@ -340,7 +341,8 @@ func (p *Participant) negotiate() error {
 		p.negPending = true
 		return nil
 	}
-	offer, err := p.sub.CreateOffer(nil)
+	offer, err := p.sub.CreateOffer(&webrtc.OfferOptions{ICERestart: p.negRestart})
+	p.negRestart = false
 	if err != nil {
 		return fmt.Errorf("sfu: create offer: %w", err)
 	}

@@ -271,6 +271,34 @@ func (s *SFU) SetPrefs(room, participant string, pr Prefs) error {
 	return p.setPrefs(pr)
 }
 
+// User returns the user id a participant joined as.
+func (s *SFU) User(room, participant string) (string, error) {
+	p, err := s.participant(room, participant)
+	if err != nil {
+		return "", err
+	}
+	return p.user, nil
+}
+
+// RestartICE makes the next offer of the participant's subscribing
+// connection restart ICE (new credentials, so the browser gathers again,
+// with the iceServers it has now), and sends it. For the client whose
+// path to the server broke, or whose TURN credentials are about to expire.
+func (s *SFU) RestartICE(room, participant string) error {
+	p, err := s.participant(room, participant)
+	if err != nil {
+		return err
+	}
+	if p.sub == nil {
+		return fmt.Errorf("%w: no subscribing connection in a p2p room", ErrRoomState)
+	}
+	p.negMu.Lock()
+	p.negRestart = true
+	p.negMu.Unlock()
+	p.kick()
+	return nil
+}
+
 // Unpublish stops forwarding one of the participant's tracks.
 func (s *SFU) Unpublish(room, participant, track string) error {
 	p, err := s.participant(room, participant)

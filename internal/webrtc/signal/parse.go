@@ -27,8 +27,15 @@ type trackData struct {
 	Track string `json:"track"`
 }
 
+// iceData is the data of room_ice.
+type iceData struct {
+	// Restart, when "subscriber", restarts ICE on the subscribing
+	// connection (the server's next offer).
+	Restart string `json:"restart"`
+}
+
 // parseSignal decodes the data of one signaling command by kind into
-// sdpData, sfu.Candidate, sfu.Prefs, sfu.TrackMeta, trackData or muteData. It checks
+// sdpData, sfu.Candidate, sfu.Prefs, sfu.TrackMeta, trackData, muteData or iceData. It checks
 // the fields each kind needs and their ranges.
 func parseSignal(kind string, data []byte) (any, error) {
 	bad := func(format string, args ...any) error {
@@ -101,6 +108,15 @@ func parseSignal(kind string, data []byte) (any, error) {
 			return nil, bad(`missing "muted"`)
 		}
 		return m, nil
+	case "ice":
+		var d iceData
+		if err := unmarshal(&d); err != nil {
+			return nil, err
+		}
+		if d.Restart != "" && d.Restart != "subscriber" {
+			return nil, bad(`"restart" must be "subscriber" or absent`)
+		}
+		return d, nil
 	default:
 		return nil, bad("unknown signal %q", kind)
 	}

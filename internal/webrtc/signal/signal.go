@@ -173,25 +173,39 @@ func (s *Service) Join(ctx context.Context, j hub.RoomJoin) (json.RawMessage, er
 	node, ice := s.node, s.ice
 	s.mu.Unlock()
 	r := joinReply{Room: j.Room, Participant: j.Participant, Mode: res.Mode, Codec: res.Codec, CanPublish: j.CanPublish, Node: node,
-		ICEServers: []ICEServer{}, Others: res.Participants}
-	if ice != nil {
-		// TURN quotas count per user: an anonymous client is its own.
-		user := j.User
-		if user == "" {
-			user = j.Participant
-		}
-		list, exp, err := ice(user)
-		switch {
-		case err != nil:
-			s.log.Warn("no ICE servers for a participant", "room", j.Room, "participant", j.Participant, "err", err)
-		case list != nil:
-			r.ICEServers = list
-			if !exp.IsZero() {
-				r.ICEExpires = exp.Unix()
-			}
-		}
-	}
+		Others: res.Participants}
+	r.ICEServers, r.ICEExpires = s.iceFor(ice, j.Room, j.Participant, j.User)
 	return json.Marshal(r)
+}
+
+// iceReply is the result of room_ice: fresh ICE servers.
+type iceReply struct {
+	ICEServers []ICEServer `json:"ice_servers"`
+	ICEExpires int64       `json:"ice_servers_expire,omitempty"`
+}
+
+// iceFor returns the ICE servers of a participant, with fresh TURN
+// credentials, and when they expire (Unix seconds, 0 for never). TURN
+// quotas count per user: an anonymous client is its own.
+func (s *Service) iceFor(ice ICEServersFunc, room, participant, user string) ([]ICEServer, int64) {
+	if ice == nil {
+		return []ICEServer{}, 0
+	}
+	if user == "" {
+		user = participant
+	}
+	list, exp, err := ice(user)
+	switch {
+	case err != nil:
+		s.log.Warn("no ICE servers for a participant", "room", room, "participant", participant, "err", err)
+	case list != nil:
+		var unix int64
+		if !exp.IsZero() {
+			unix = exp.Unix()
+		}
+		return list, unix
+	}
+	return []ICEServer{}, 0
 }
 
 // Leave implements hub.Rooms.
@@ -229,6 +243,22 @@ func (s *Service) Signal(ctx context.Context, room, participant, kind string, da
 		return nil, toProtocol(s.sfu.Unpublish(room, participant, v.Track))
 	case muteData:
 		return nil, toProtocol(s.sfu.Mute(room, participant, v.Track, *v.Muted))
+	case iceData:
+		user, err := s.sfu.User(room, participant)
+		if err != nil {
+			return nil, toProtocol(err)
+		}
+		if v.Restart == "subscriber" {
+			if err := s.sfu.RestartICE(room, participant); err != nil {
+				return nil, toProtocol(err)
+			}
+		}
+		s.mu.Lock()
+		ice := s.ice
+		s.mu.Unlock()
+		var r iceReply
+		r.ICEServers, r.ICEExpires = s.iceFor(ice, room, participant, user)
+		return json.Marshal(r)
 	}
 	return nil, protocol.ErrInternal.WithMessage("unhandled signal %q", kind)
 }

@@ -67,6 +67,8 @@ func FuzzParseSignal(f *testing.F) {
 		{"mute", `{"track":"t","muted":true}`},
 		{"unpublish", `{"track":"t"}`},
 		{"publish", `{"track":"t","source":"camera","name":"me"}`},
+		{"ice", `{"room":"r","restart":"subscriber"}`},
+		{"ice", `{"room":"r"}`},
 	} {
 		f.Add(s.kind, []byte(s.data))
 	}
@@ -90,6 +92,10 @@ func FuzzParseSignal(f *testing.F) {
 		case muteData:
 			if v.Muted == nil {
 				t.Fatal("accepted mute without muted")
+			}
+		case iceData:
+			if v.Restart != "" && v.Restart != "subscriber" {
+				t.Fatalf("accepted restart %q", v.Restart)
 			}
 		}
 	})

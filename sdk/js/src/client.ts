@@ -76,6 +76,11 @@ export interface SwitchboardOptions {
    * clients as {"$binary":"<base64>"}. SSE and long polling are JSON.
    */
   protocol?: "json" | "protobuf";
+  /**
+   * serverSubscriptions are the callbacks given to the subscriptions the
+   * server makes (POST /api/subscribe, see the "subscribed" event).
+   */
+  serverSubscriptions?: SubscriptionHandlers;
   /** env replaces WebSocket, EventSource or fetch (tests, polyfills). */
   env?: Env;
   /** @internal hub runs this client as the connection of a SharedWorker (see hub.ts). */
@@ -135,6 +140,34 @@ export interface ClientEvents extends Record<string, unknown> {
   error: Error;
   /** outbox: an outbox entry changed state. */
   outbox: readonly OutboxEntry[];
+  /**
+   * subscribed: the server subscribed this client to a channel (the
+   * backend called POST /api/subscribe). The subscription is the client's
+   * from now on, kept across reconnects; set its callbacks with
+   * `setHandlers` in the listener, or listen to "publication".
+   */
+  subscribed: ServerSubscribedEvent;
+  /** unsubscribed: the server ended a subscription (POST /api/unsubscribe): it is over. */
+  unsubscribed: ServerUnsubscribedEvent;
+  /** publication: every publication of a server-side subscription. */
+  publication: Publication;
+}
+
+/** ServerSubscribedEvent is the payload of the "subscribed" event. */
+export interface ServerSubscribedEvent {
+  channel: string;
+  subscription: Subscription;
+  /** data the backend gave with the subscription, if any. */
+  data?: unknown;
+}
+
+/** ServerUnsubscribedEvent is the payload of the "unsubscribed" event. */
+export interface ServerUnsubscribedEvent {
+  channel: string;
+  subscription: Subscription;
+  /** code 2000: the server API ended it. */
+  code: number;
+  reason: string;
 }
 
 /** HistoryOptions selects a part of a channel's history. */
@@ -719,6 +752,21 @@ export class Switchboard {
       case "failed":
         this.subs.get(m.channel)?.failed(new Error(m.message));
         return;
+      case "ssub": {
+        if (sh.mode === "hub" || this.subs.has(m.channel)) return;
+        const s = this.serverSub(m.channel);
+        sh.joined.add(m.channel);
+        this.toLeader({ t: "sub", tab: sh.tab, channel: m.channel });
+        this.emitter.emit("subscribed", { channel: m.channel, subscription: s, data: m.data });
+        return;
+      }
+      case "sunsub": {
+        const s = this.subs.get(m.channel);
+        if (!s) return;
+        s.unsubscribe();
+        this.emitter.emit("unsubscribed", { channel: m.channel, subscription: s, code: m.code, reason: m.reason });
+        return;
+      }
       case "state":
         sh.transport = m.transport;
         if (!sh.leader) {
@@ -882,6 +930,49 @@ export class Switchboard {
     }
     this.transport?.subscriptionsChanged();
     return sub;
+  }
+
+  /** serverSub makes the Subscription of a server-side subscription in this client. */
+  private serverSub(channel: string): Subscription {
+    const sub = new Subscription(channel, { ...this.opts.serverSubscriptions }, (s) => this.removeSub(s));
+    sub.server = true;
+    sub.tap = (p) => this.emitter.emit("publication", p);
+    this.subs.set(channel, sub);
+    this.order.push(sub);
+    return sub;
+  }
+
+  /**
+   * serverSubscribed handles, in the holder of the connection, a
+   * subscribed push: the subscription the transport delivers to (this
+   * client's own, or with sharedConnection a wire subscription for every
+   * tab, which each make theirs).
+   */
+  private serverSubscribed(channel: string, data: unknown): Subscription | undefined {
+    if (this.wsubs.has(channel)) return undefined;
+    if (!this.shared) {
+      const sub = this.serverSub(channel);
+      this.emitter.emit("subscribed", { channel, subscription: sub, data });
+      return sub;
+    }
+    const w = new WireSub(channel, (x) => this.fanout(x), (s) => this.removeWire(s));
+    this.wsubs.set(channel, w);
+    this.worder.push(w);
+    this.fanout({ t: "ssub", channel, data });
+    return w;
+  }
+
+  /** serverUnsubscribed handles, in the holder of the connection, an unsubscribed push. */
+  private serverUnsubscribed(sub: Subscription, code: number, reason: string): void {
+    if (this.wsubs.get(sub.channel) !== sub) return;
+    if (!this.shared) {
+      sub.unsubscribe();
+      this.emitter.emit("unsubscribed", { channel: sub.channel, subscription: sub, code, reason });
+      return;
+    }
+    this.shared.refs.delete(sub.channel);
+    sub.unsubscribe();
+    this.fanout({ t: "sunsub", channel: sub.channel, code, reason });
   }
 
   private removeSub(s: Subscription): void {
@@ -1073,6 +1164,10 @@ export class Switchboard {
         if (t === this.transport) this.clientId = client;
       },
       publication: (p) => this.wsubs.get(p.channel)?.deliver(p),
+      serverSubscribed: (channel, data) => (t === this.transport ? this.serverSubscribed(channel, data) : undefined),
+      serverUnsubscribed: (sub, code, reason) => {
+        if (t === this.transport) this.serverUnsubscribed(sub, code, reason);
+      },
       room: (m) => this.rooms.get(m.room)?.push(m.event, m.data),
       closed: (info) => this.transportClosed(t, info),
     };

@@ -186,6 +186,12 @@ export class Hub {
       case "tokreq":
         send(this.tabs.get(m.to));
         return;
+      case "ssub":
+        // A server-side subscription concerns every tab, at once: what
+        // the connection delivers of it from now on goes to them all.
+        for (const t of this.tabs.values()) this.client?.hubMessage({ t: "sub", tab: t.id, channel: m.channel });
+        for (const t of this.tabs.values()) send(t);
+        return;
       case "pub":
       case "gap":
       case "presence":

@@ -1,7 +1,7 @@
 // switchboard-client: the browser SDK of Switchboard.
 
 export { Switchboard, tokenExpiry } from "./client.js";
-export type { SwitchboardOptions, StateEvent, ClientEvents, HistoryOptions, PublishOptions } from "./client.js";
+export type { SwitchboardOptions, StateEvent, ClientEvents, HistoryOptions, PublishOptions, ServerSubscribedEvent, ServerUnsubscribedEvent } from "./client.js";
 export { Subscription } from "./subscription.js";
 export type { SubscriptionHandlers, SubscriptionState } from "./subscription.js";
 export { Backoff } from "./backoff.js";

@@ -19,8 +19,14 @@ export interface RoomOptions {
   relay?: boolean;
   /** simulcast: send video as three layers (quarter, half and full size) in an SFU room. Default true. */
   simulcast?: boolean;
-  /** iceServers replaces the ICE servers of the join reply. */
+  /** iceServers replaces the ICE servers of the join reply (they are then never renewed). */
   iceServers?: RTCIceServer[];
+  /**
+   * iceRestartDelay: how long a connection may stay ICE "disconnected"
+   * before the Room restarts ICE on it, in ms (a short outage mends
+   * itself). "failed" restarts at once. Default 2000.
+   */
+  iceRestartDelay?: number;
   /** env replaces RTCPeerConnection (tests). */
   env?: { RTCPeerConnection?: typeof RTCPeerConnection; ResizeObserver?: any };
 }
@@ -49,6 +55,14 @@ export interface RoomEvents extends Record<string, unknown> {
    * server removed it), or "disconnected" (the WebSocket was lost).
    */
   closed: { reason: string };
+  /**
+   * iceRestart: the Room restarts ICE on a connection: its path broke
+   * ("disconnected" for iceRestartDelay, or "failed"), or its TURN
+   * credentials are about to expire while it is relayed ("renewal").
+   */
+  iceRestart: { pc: "publisher" | "subscriber" | "peer"; reason: "disconnected" | "failed" | "renewal" };
+  /** iceServers: fresh ICE servers (TURN credentials) were applied; expires is their new expiry (Unix seconds, 0: never). */
+  iceServers: { iceServers: RTCIceServer[]; expires: number };
   /** error: a signaling step failed; the room goes on. */
   error: Error;
 }
@@ -103,6 +117,14 @@ const LAYERS: RTCRtpEncodingParameters[] = [
  */
 class Signal {
   readonly pc: RTCPeerConnection;
+  /** restarts: ICE restarts since the connection was last connected. */
+  restarts = 0;
+  /** restartTimer: a "disconnected" that waits out iceRestartDelay. */
+  restartTimer: any = 0;
+  /** reoffer: our offer was rolled back for the peer's (P2P): offer again after answering. */
+  reoffer = false;
+  /** answers counts the answers this connection gave to the server's offers. */
+  answers = 0;
   private ready = false; // the other side has our description
   private outbox: RTCIceCandidate[] = [];
   private inbox: RTCIceCandidateInit[] = [];
@@ -183,6 +205,7 @@ export class Room {
   private local: MediaStreamTrack[] = [];
   private localStream: MediaStream | null = null;
   private observers = new Map<string, { disconnect(): void }>();
+  private renewTimer: any = 0;
 
   constructor(name: string, opts: RoomOptions, link: RoomLink) {
     this.name = name;
@@ -229,6 +252,7 @@ export class Room {
     this.mode = r.mode === "p2p" ? "p2p" : "sfu";
     this.canPublish = !!r.can_publish;
     this.iceServers = this.opts.iceServers ?? r.ice_servers ?? [];
+    this.scheduleRenewal(r.ice_servers_expire);
     for (const p of r.participants ?? []) {
       const rp = this.addParticipant(p.participant, p.user ?? "");
       for (const t of p.tracks ?? []) this.trackInfo(rp, t);
@@ -259,7 +283,136 @@ export class Room {
       this.cmd("room_candidate", data).catch((err) => this.fail(err));
     });
     s.pc.onconnectionstatechange = () => this.emitter.emit("connection", { pc: name, state: s.pc.connectionState });
+    s.pc.oniceconnectionstatechange = () => this.iceState(name, s);
     return s;
+  }
+
+  // ---- ICE restarts and TURN credential renewal ----
+
+  /** current returns the room's connection of that name now. */
+  private current(name: PCName): Signal | null {
+    return name === "publisher" ? this.pub : name === "subscriber" ? this.sub : this.peer;
+  }
+
+  /**
+   * iceState restarts ICE on a connection whose path broke: "failed" at
+   * once, "disconnected" once it lasted iceRestartDelay. At most
+   * MAX_RESTARTS in a row without getting connected in between: past
+   * that, the server's own timeouts decide (it removes a participant
+   * whose connection failed for good, with a "kicked" push).
+   */
+  private iceState(name: PCName, s: Signal): void {
+    if (this.closed || this.current(name) !== s) return;
+    const st = s.pc.iceConnectionState;
+    clearTimeout(s.restartTimer);
+    if (st === "connected" || st === "completed") {
+      s.restarts = 0;
+    } else if (st === "failed") {
+      this.restartIce(name, s, "failed");
+    } else if (st === "disconnected") {
+      s.restartTimer = setTimeout(() => {
+        const now = s.pc.iceConnectionState;
+        if (now === "disconnected" || now === "failed") this.restartIce(name, s, "disconnected");
+      }, this.opts.iceRestartDelay ?? 2000);
+    }
+  }
+
+  /**
+   * restartIce restarts ICE through the signaling: the publishing and P2P
+   * connections offer with iceRestart; the subscribing connection, which
+   * the server offers, asks the server for a restarting offer (room_ice).
+   */
+  private restartIce(name: PCName, s: Signal, reason: "disconnected" | "failed" | "renewal"): Promise<void> {
+    if (this.closed || this.current(name) !== s) return Promise.resolve();
+    if (reason !== "renewal") {
+      if (s.restarts >= MAX_RESTARTS) return Promise.resolve();
+      s.restarts++;
+    }
+    this.emitter.emit("iceRestart", { pc: name, reason });
+    let p: Promise<void>;
+    if (name === "publisher") p = this.offerSFU(true);
+    else if (name === "subscriber") p = this.renewIce(true);
+    else p = this.peerId ? this.offerP2P(true) : Promise.resolve();
+    return p.catch((err) => this.fail(err));
+  }
+
+  /**
+   * scheduleRenewal asks for fresh ICE servers before the TURN
+   * credentials expire (at expire, Unix seconds): a quarter of their
+   * remaining life before, at most 5 minutes before.
+   */
+  private scheduleRenewal(expire: unknown): void {
+    clearTimeout(this.renewTimer);
+    if (this.closed || this.opts.iceServers || typeof expire !== "number" || !(expire > 0)) return;
+    const remaining = expire * 1000 - Date.now();
+    const lead = Math.min(300_000, Math.max(remaining / 4, 0));
+    this.renewTimer = setTimeout(() => void this.renew(), Math.max(0, remaining - lead));
+  }
+
+  /**
+   * renew fetches fresh ICE servers (room_ice), applies them to every
+   * connection (setConfiguration), and restarts ICE on the connections
+   * that go through a TURN relay, so that they allocate again with the
+   * new credentials before the old ones stop being accepted. A failure is
+   * retried after 10 s.
+   */
+  private async renew(): Promise<void> {
+    if (this.closed) return;
+    try {
+      const sub = this.sub;
+      const restartSub = !!sub && (await usesRelay(sub.pc, this.opts.relay));
+      const answered = sub?.answers ?? 0;
+      await this.renewIce(restartSub);
+      if (restartSub && sub) {
+        this.emitter.emit("iceRestart", { pc: "subscriber", reason: "renewal" });
+        // One connection at a time: during a restart the browser holds
+        // the old relay allocations and the new ones, and the TURN server
+        // counts them against the user's quota (turn_user_quota).
+        await this.reconnected(sub, answered);
+      }
+      for (const name of ["publisher", "peer"] as const) {
+        const s = this.current(name);
+        if (s && (await usesRelay(s.pc, this.opts.relay))) await this.restartIce(name, s, "renewal");
+      }
+    } catch (err) {
+      if (this.closed) return;
+      this.fail(err);
+      this.renewTimer = setTimeout(() => void this.renew(), 10_000);
+    }
+  }
+
+  /**
+   * reconnected waits until the subscribing connection answered the
+   * server's restarting offer and is connected again, for at most five
+   * times iceRestartDelay (10 s by default).
+   */
+  private async reconnected(s: Signal, answered: number): Promise<void> {
+    const end = Date.now() + 5 * (this.opts.iceRestartDelay ?? 2000);
+    while (!this.closed && Date.now() < end) {
+      const st = s.pc.iceConnectionState;
+      if (s.answers > answered && (st === "connected" || st === "completed")) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** renewIce asks for fresh ICE servers, and with restartSubscriber for the server's restarting offer, and applies them. */
+  private async renewIce(restartSubscriber: boolean): Promise<void> {
+    const data: Record<string, unknown> = {};
+    if (restartSubscriber) data.restart = "subscriber";
+    const r = await this.cmd("room_ice", data);
+    if (this.closed || this.opts.iceServers) return;
+    if (Array.isArray(r?.ice_servers)) {
+      this.iceServers = r.ice_servers;
+      for (const s of [this.pub, this.sub, this.peer]) {
+        try {
+          s?.pc.setConfiguration?.(this.config());
+        } catch (err) {
+          this.fail(err);
+        }
+      }
+      this.emitter.emit("iceServers", { iceServers: this.iceServers, expires: r.ice_servers_expire ?? 0 });
+    }
+    this.scheduleRenewal(r?.ice_servers_expire);
   }
 
   /** pc returns a PeerConnection of the room, for getStats: "publisher", "subscriber" (SFU) or "peer" (P2P). */
@@ -298,10 +451,10 @@ export class Room {
   }
 
   /** offerSFU sends the publishing connection's offer and applies the answer. */
-  private offerSFU(): Promise<void> {
+  private offerSFU(iceRestart = false): Promise<void> {
     const pub = this.pub!;
     return pub.run(async () => {
-      const offer = await pub.pc.createOffer();
+      const offer = await pub.pc.createOffer(iceRestart ? { iceRestart: true } : undefined);
       await pub.pc.setLocalDescription(offer);
       const r = await this.cmd("room_offer", { sdp: pub.pc.localDescription!.sdp });
       await pub.remote({ type: "answer", sdp: r.sdp });
@@ -475,7 +628,7 @@ export class Room {
     for (const t of this.local) if (!senders.includes(t)) s.pc.addTrack(t, ...(stream ? [stream] : []));
   }
 
-  private offerP2P(): Promise<void> {
+  private offerP2P(iceRestart = false): Promise<void> {
     const s = this.ensurePeer();
     return s.run(async () => {
       this.addLocal(s);
@@ -485,7 +638,7 @@ export class Room {
       if (!this.local.some((t) => t.kind === "video") && !s.pc.getTransceivers().some((x) => x.receiver.track?.kind === "video")) {
         s.pc.addTransceiver("video", { direction: "recvonly" });
       }
-      const offer = await s.pc.createOffer();
+      const offer = await s.pc.createOffer(iceRestart ? { iceRestart: true } : undefined);
       await s.pc.setLocalDescription(offer);
       await this.cmd("room_offer", { sdp: s.pc.localDescription!.sdp });
       s.delivered();
@@ -497,12 +650,24 @@ export class Room {
     this.addParticipant(from, this.participants.get(from)?.user ?? "");
     const s = this.ensurePeer();
     return s.run(async () => {
+      if (s.pc.signalingState === "have-local-offer") {
+        // Both offered at once (new tracks, ICE restarts). The participant
+        // with the smaller id keeps its offer, and the peer answers it;
+        // the other rolls its own back, answers, and offers again after.
+        if (this.participantId < from) return;
+        await s.pc.setLocalDescription({ type: "rollback" });
+        s.reoffer = true;
+      }
       await s.remote({ type: "offer", sdp });
       this.addLocal(s);
       const answer = await s.pc.createAnswer();
       await s.pc.setLocalDescription(answer);
       await this.cmd("room_answer", { sdp: s.pc.localDescription!.sdp });
       s.delivered();
+      if (s.reoffer) {
+        s.reoffer = false;
+        void this.offerP2P().catch((err) => this.fail(err));
+      }
     });
   }
 
@@ -606,6 +771,7 @@ export class Room {
       await s.pc.setLocalDescription(answer);
       await this.cmd("room_answer", { sdp: s.pc.localDescription!.sdp });
       s.delivered();
+      s.answers++;
     });
   }
 
@@ -625,6 +791,8 @@ export class Room {
   private end(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.renewTimer);
+    for (const s of [this.pub, this.sub, this.peer]) clearTimeout(s?.restartTimer);
     for (const o of this.observers.values()) o.disconnect();
     this.observers.clear();
     this.pub?.pc.close();
@@ -632,6 +800,35 @@ export class Room {
     this.peer?.pc.close();
     this.link.forget();
     this.emitter.emit("closed", { reason });
+  }
+}
+
+/** MAX_RESTARTS bounds the ICE restarts of a connection in a row without it getting connected. */
+const MAX_RESTARTS = 3;
+
+/**
+ * usesRelay says whether a connection's selected candidate pair goes
+ * through a TURN relay of ours (always, with relay: true).
+ */
+async function usesRelay(pc: RTCPeerConnection, relay?: boolean): Promise<boolean> {
+  if (relay) return true;
+  try {
+    const stats = await pc.getStats();
+    const byId = new Map<string, any>();
+    let pair: string | undefined;
+    stats.forEach((r: any) => {
+      byId.set(r.id, r);
+      if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
+    });
+    if (!pair) {
+      stats.forEach((r: any) => {
+        if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r.id;
+      });
+    }
+    const local = pair ? byId.get(byId.get(pair)?.localCandidateId) : undefined;
+    return local?.candidateType === "relay";
+  } catch {
+    return false;
   }
 }
 

@@ -65,6 +65,8 @@ export type Message =
   | { t: "gap"; channel: string; reason: GapReason; offset?: number | null; epoch?: string }
   | { t: "subscribed"; channel: string; pos: StreamPosition }
   | { t: "failed"; channel: string; message: string }
+  | { t: "ssub"; channel: string; data?: unknown }
+  | { t: "sunsub"; channel: string; code: number; reason: string }
   | { t: "state"; state: string; transport: string; code?: number; reason?: string; clientId?: string; attempt?: number; delay?: number }
   | { t: "presence"; channel: string; kind: "join" | "leave"; info: ClientInfo }
   | { t: "res"; to: string; id: string; ok: boolean; value?: unknown; error?: { name: string; message: string; code?: number } }

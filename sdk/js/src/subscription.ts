@@ -50,6 +50,14 @@ export class Subscription {
   duplicates = 0;
   /** delta is the delta compression asked for (SubscriptionHandlers.delta), if any. */
   delta: "fossil" | undefined;
+  /**
+   * server says the server made this subscription (POST /api/subscribe):
+   * it came with the client's "subscribed" event. It is subscribed again
+   * after a reconnect like any other.
+   */
+  server = false;
+  /** @internal tap sees every publication delivered (the client's "publication" event). */
+  tap?: (p: Publication) => void;
 
   private handlers: SubscriptionHandlers;
   private resolveReady!: () => void;
@@ -69,6 +77,15 @@ export class Subscription {
     });
     // A caller that never awaits ready must not get an unhandled rejection.
     this.ready.catch(() => {});
+  }
+
+  /**
+   * setHandlers sets callbacks of the subscription (those given replace
+   * the ones it had): for a server-side subscription, call it in the
+   * "subscribed" listener to get every publication.
+   */
+  setHandlers(handlers: SubscriptionHandlers): void {
+    this.handlers = { ...this.handlers, ...handlers };
   }
 
   /** unsubscribe stops the subscription; no callback runs after it returns. */
@@ -170,7 +187,9 @@ export class Subscription {
     }
     this.position = { offset: p.offset, epoch: pos?.epoch };
     this.delivered++;
-    this.handlers.onPublication?.({ channel: p.channel, data: p.data, offset: p.offset });
+    const pub = { channel: p.channel, data: p.data, offset: p.offset };
+    this.handlers.onPublication?.(pub);
+    this.tap?.(pub);
   }
 
   /** @internal presenceEvent hands a join or leave push to its handler. */

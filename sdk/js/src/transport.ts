@@ -43,6 +43,14 @@ export interface TransportContext {
   publication(p: Publication): void;
   /** room routes a call room's push ({"room","event","data"}) to its Room. */
   room?(push: { room: string; event: string; data: unknown }): void;
+  /**
+   * serverSubscribed: the server subscribed the connection to a channel
+   * (a subscribed push); returns the subscription to deliver it to, or
+   * undefined to ignore it.
+   */
+  serverSubscribed?(channel: string, data: unknown): Subscription | undefined;
+  /** serverUnsubscribed: the server ended the subscription (an unsubscribed push). */
+  serverUnsubscribed?(sub: Subscription, code: number, reason: string): void;
   /** reset handles a reset push / unrecovered notice. */
   closed(info: CloseInfo): void;
 }

@@ -225,6 +225,20 @@ export class WebSocketTransport implements Transport {
     }
   }
 
+  /**
+   * serverSubscribed handles a subscribed push: the client makes (or
+   * finds) the subscription, which starts at the push's position, with
+   * its recovered publications, like a subscribe result.
+   */
+  private serverSubscribed(channel: string, r: any): void {
+    if (this.subscribed.has(channel)) return; // ours already
+    const sub = this.ctx.serverSubscribed?.(channel, r.data);
+    if (!sub) return;
+    this.subscribed.set(channel, sub);
+    const pubs = Array.isArray(r.publications) ? r.publications : undefined;
+    sub.subscribed({ offset: r.offset, epoch: r.epoch }, typeof r.recovered === "boolean" ? r.recovered : undefined, pubs);
+  }
+
   publish(channel: string, data: unknown, key: string): Promise<{ offset: number }> {
     return this.request({ command: "publish", channel, data, idempotency_key: key });
   }
@@ -290,6 +304,17 @@ export class WebSocketTransport implements Transport {
       return;
     }
     if (typeof msg.channel !== "string") return;
+    if (msg.subscribed && typeof msg.subscribed === "object") {
+      this.serverSubscribed(msg.channel, msg.subscribed);
+      return;
+    }
+    if (msg.unsubscribed && typeof msg.unsubscribed === "object") {
+      const sub = this.subscribed.get(msg.channel);
+      if (!sub) return;
+      this.subscribed.delete(msg.channel);
+      this.ctx.serverUnsubscribed?.(sub, Number(msg.unsubscribed.code) || 0, String(msg.unsubscribed.reason ?? ""));
+      return;
+    }
     const sub = this.subscribed.get(msg.channel);
     if (!sub || sub.state === "unsubscribed") return;
     if (typeof msg.offset === "number" && "data" in msg) {

@@ -34,6 +34,27 @@ export class FakeServer {
     return p.offset;
   }
 
+  // serverSubscribe subscribes a socket to a channel as POST /api/subscribe
+  // does: a subscribed push at the channel's position (with the
+  // publications after since, when given), then its publications.
+  serverSubscribe(ws, name, data, since) {
+    const c = this.channel(name);
+    c.subs.add(ws);
+    const body = { offset: c.pubs.length, epoch: c.epoch };
+    if (data !== undefined) body.data = data;
+    if (since) {
+      body.recovered = since.epoch === c.epoch && since.offset <= c.pubs.length;
+      if (body.recovered) body.publications = c.pubs.slice(since.offset);
+    }
+    ws.push({ channel: name, subscribed: body });
+  }
+
+  // serverUnsubscribe ends a socket's subscription as POST /api/unsubscribe does.
+  serverUnsubscribe(ws, name) {
+    this.channel(name).subs.delete(ws);
+    ws.push({ channel: name, unsubscribed: { code: 2000, reason: 'unsubscribed by the server' } });
+  }
+
   get WebSocket() {
     const server = this;
     return class FakeWebSocket {

@@ -39,17 +39,39 @@ class FakePC {
   getTransceivers() {
     return this.transceivers;
   }
-  async createOffer() {
-    return { type: 'offer', sdp: `offer ${++this.n}` };
+  async createOffer(opts) {
+    return { type: 'offer', sdp: `offer ${++this.n}${opts?.iceRestart ? ' ice-restart' : ''}` };
   }
   async createAnswer() {
     return { type: 'answer', sdp: `answer ${++this.n}` };
   }
   async setLocalDescription(d) {
+    if (d.type === 'rollback') {
+      this.rolledBack = (this.rolledBack ?? 0) + 1;
+      this.localDescription = null;
+      this.signalingState = 'stable';
+      return;
+    }
     this.localDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-local-offer' : 'stable';
   }
   async setRemoteDescription(d) {
     this.remoteDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+  setConfiguration(c) {
+    this.config = c;
+  }
+  // relayed makes getStats say the selected pair goes through TURN.
+  async getStats() {
+    const local = { id: 'L', type: 'local-candidate', candidateType: this.relayed ? 'relay' : 'host' };
+    const pair = { id: 'P', type: 'candidate-pair', localCandidateId: 'L', nominated: true, state: 'succeeded' };
+    return new Map([['T', { id: 'T', type: 'transport', selectedCandidatePairId: 'P' }], ['P', pair], ['L', local]]);
+  }
+  // ice moves the ICE connection state, as the browser would.
+  ice(state) {
+    this.iceConnectionState = state;
+    this.oniceconnectionstatechange?.();
   }
   async addIceCandidate(c) {
     if (!this.remoteDescription) throw new Error('no remote description');
@@ -83,6 +105,7 @@ function fakeLink(reply = {}) {
         return { participant: 'me', mode: cmd.data.mode ?? 'sfu', can_publish: true, ice_servers: [{ urls: ['turn:127.0.0.1:3478'] }], participants: [], ...reply };
       }
       if (cmd.command === 'room_offer') return cmd.data.room && (cmd.data.sdp ? { sdp: `server answer to ${cmd.data.sdp}` } : {});
+      if (cmd.command === 'room_ice') return link.ice ?? { ice_servers: [{ urls: ['turn:127.0.0.1:3478'], username: 'fresh', credential: 'x' }], ice_servers_expire: Math.floor(Date.now() / 1000) + 3600 };
       return {};
     },
     forget() {
@@ -288,4 +311,93 @@ test('a refused publish leaves the client in the room, receiving, with an error 
   assert.equal(room.canPublish, false);
   assert.match(errors[0], /no permission to publish/);
   assert.equal(link.sent.some((c) => c.command === 'room_offer'), false);
+});
+
+test('ICE restarts: the publisher offers with iceRestart on "failed", the subscriber asks the server (room_ice restart), "disconnected" waits iceRestartDelay, and restarts stop after 3 in a row', async () => {
+  FakePC.all = [];
+  const link = fakeLink();
+  const room = new Room('r', { env, iceRestartDelay: 1, stream: { getTracks: () => [track('audio')] } }, link);
+  const restarts = [];
+  room.on('iceRestart', (e) => restarts.push(`${e.pc} ${e.reason}`));
+  await room.join();
+  await link.next('room_offer');
+  await tick();
+  const [sub, pub] = FakePC.all;
+  pub.ice('failed');
+  await tick();
+  const offers = link.sent.filter((c) => c.command === 'room_offer');
+  assert.equal(offers.length, 2);
+  assert.match(offers[1].data.sdp, /ice-restart/);
+  assert.match(pub.remoteDescription.sdp, /ice-restart/, 'the server\'s answer to the restart is applied');
+  sub.ice('disconnected');
+  const ice = await link.next('room_ice');
+  assert.deepEqual(ice.data, { room: 'r', restart: 'subscriber' });
+  await tick();
+  assert.equal(sub.config.iceServers[0].username, 'fresh', 'the fresh ICE servers are applied');
+  assert.equal(pub.config.iceServers[0].username, 'fresh');
+  // Three restarts in a row without a connection in between, then none.
+  for (let i = 0; i < 4; i++) {
+    pub.ice('failed');
+    await tick();
+  }
+  assert.equal(restarts.filter((r) => r === 'publisher failed').length, 3);
+  pub.ice('connected');
+  pub.ice('failed');
+  await tick();
+  assert.equal(restarts.filter((r) => r === 'publisher failed').length, 4, 'counted again once connected');
+  assert.deepEqual(restarts.slice(0, 2), ['publisher failed', 'subscriber disconnected']);
+  await room.leave();
+});
+
+test('TURN renewal: fresh ICE servers before the credentials expire, applied to every connection; relayed connections restart ICE', async () => {
+  FakePC.all = [];
+  const link = fakeLink({ ice_servers_expire: Math.floor(Date.now() / 1000) - 1 }); // already due
+  const room = new Room('r', { env, iceRestartDelay: 1, stream: { getTracks: () => [track('video')] } }, link);
+  const events = [];
+  room.on('iceRestart', (e) => events.push(`${e.pc} ${e.reason}`));
+  room.on('iceServers', (e) => events.push(`servers ${e.iceServers[0].username} ${e.expires > Date.now() / 1000}`));
+  FakePC.prototype.relayed = true;
+  try {
+    await room.join();
+    await link.next('room_ice');
+    for (let i = 0; i < 50 && events.length < 3; i++) await tick();
+  } finally {
+    delete FakePC.prototype.relayed;
+  }
+  const ice = link.sent.filter((c) => c.command === 'room_ice');
+  assert.equal(ice.length, 1, 'one renewal: the next is an hour away');
+  assert.deepEqual(ice[0].data, { room: 'r', restart: 'subscriber' }, 'the relayed subscriber restarts');
+  assert.deepEqual(events, ['servers fresh true', 'subscriber renewal', 'publisher renewal']);
+  const offers = link.sent.filter((c) => c.command === 'room_offer');
+  assert.match(offers.at(-1).data.sdp, /ice-restart/);
+  for (const pc of FakePC.all) assert.equal(pc.config.iceServers[0].username, 'fresh');
+  await room.leave();
+});
+
+test('P2P: offers that cross (an ICE restart on both sides) are settled: the greater id rolls back, answers, and offers again', async () => {
+  FakePC.all = [];
+  const link = fakeLink({ mode: 'p2p', participants: [{ participant: 'alice', tracks: [] }] }); // "me" > "alice"
+  const room = new Room('pair', { env, mode: 'p2p', stream: { getTracks: () => [track('audio')] } }, link);
+  await room.join();
+  const pc = FakePC.all[0];
+  assert.equal(pc.signalingState, 'have-local-offer');
+  room.push('offer', { from: 'alice', sdp: 'crossing offer' });
+  const answer = await link.next('room_answer');
+  assert.equal(pc.rolledBack, 1);
+  assert.match(answer.data.sdp, /^answer/);
+  assert.deepEqual(pc.remoteDescription, { type: 'offer', sdp: 'crossing offer' });
+  for (let i = 0; i < 50 && link.sent.filter((c) => c.command === 'room_offer').length < 2; i++) await tick();
+  assert.equal(link.sent.filter((c) => c.command === 'room_offer').length, 2, 'offered again after answering');
+  await room.leave();
+
+  // The smaller id keeps its offer: the crossing one is left for the peer to drop.
+  FakePC.all = [];
+  const link2 = fakeLink({ participant: 'alice', mode: 'p2p', participants: [{ participant: 'me', tracks: [] }] });
+  const room2 = new Room('pair', { env, mode: 'p2p' }, link2);
+  await room2.join();
+  room2.push('offer', { from: 'me', sdp: 'crossing offer' });
+  await tick();
+  assert.equal(link2.sent.some((c) => c.command === 'room_answer'), false);
+  assert.equal(FakePC.all[0].rolledBack, undefined);
+  await room2.leave();
 });

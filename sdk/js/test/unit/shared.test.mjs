@@ -111,3 +111,29 @@ test('a follower gone without a bye (its tab lock released, as on a crash) has i
   await waitFor(() => ws.sent.some((c) => c.command === 'unsubscribe' && c.channel === 'only-b'), 'only-b released');
   assert.ok(!ws.sent.some((c) => c.command === 'unsubscribe' && c.channel === 'news'), 'news kept for a');
 });
+
+test('a server-side subscription reaches both tabs of a leader tab\'s connection, and its end too; the leader going hands it over', async (t) => {
+  const server = new FakeServer();
+  const [a, b] = tabs(server, 2);
+  t.after(() => {
+    a.c.close();
+    b.c.close();
+  });
+  await Promise.all([a.sub.ready, b.sub.ready]);
+  const seen = { a: [], b: [] };
+  for (const [name, tab] of [['a', a], ['b', b]]) {
+    tab.c.on('subscribed', (e) => seen[name].push(`subscribed ${e.channel}`));
+    tab.c.on('publication', (p) => seen[name].push(p.data));
+    tab.c.on('unsubscribed', (e) => seen[name].push(`unsubscribed ${e.code}`));
+  }
+  server.serverSubscribe(server.current(), 'feed');
+  await waitFor(() => seen.a.length === 1 && seen.b.length === 1, 'both tabs told');
+  server.publish('feed', 1);
+  await waitFor(() => seen.a.length === 2 && seen.b.length === 2, 'the publication in both tabs');
+  a.c.close(); // the leader goes: b holds the connection and the subscription
+  server.publish('feed', 2);
+  await waitFor(() => live(server) === 1 && server.sockets.length === 2 && seen.b.length === 3, 'b connects and recovers');
+  server.serverUnsubscribe(server.current(), 'feed');
+  await waitFor(() => seen.b.length === 4, 'b told of the end');
+  assert.deepEqual(seen.b, ['subscribed feed', 1, 2, 'unsubscribed 2000']);
+});

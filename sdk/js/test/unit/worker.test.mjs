@@ -285,3 +285,31 @@ test('join and leave pushes, ephemeral publishes and the attempt of state events
   assert.equal(typeof d.delay, 'number');
   assert.ok(states.some((e) => e.state === 'connecting' && e.attempt === 2), JSON.stringify(states));
 });
+
+test('a server-side subscription reaches every tab of the shared connection, across a reconnect, and its end too', async (t) => {
+  const server = new FakeServer();
+  const br = browser(server);
+  t.after(() => br.close());
+  const a = br.tab();
+  const b = br.tab();
+  await Promise.all([a.sub.ready, b.sub.ready]);
+  const seen = { a: [], b: [] };
+  for (const [name, tab] of [['a', a], ['b', b]]) {
+    tab.c.on('subscribed', (e) => seen[name].push(`subscribed ${e.channel} ${e.data.why}`));
+    tab.c.on('publication', (p) => seen[name].push(p.data));
+    tab.c.on('unsubscribed', (e) => seen[name].push(`unsubscribed ${e.code}`));
+  }
+  server.serverSubscribe(server.current(), 'feed', { why: 'invited' });
+  await waitFor(() => seen.a.length === 1 && seen.b.length === 1, 'both tabs told');
+  server.publish('feed', 1);
+  await waitFor(() => seen.a.length === 2 && seen.b.length === 2, 'the publication in both tabs');
+  const ws = server.current();
+  ws.serverClose(4003);
+  server.publish('feed', 2); // while away
+  await waitFor(() => seen.a.length === 3 && seen.b.length === 3, 'recovered in both tabs');
+  assert.notEqual(server.current(), ws);
+  server.serverUnsubscribe(server.current(), 'feed');
+  await waitFor(() => seen.a.length === 4 && seen.b.length === 4, 'both tabs told of the end');
+  for (const s of [seen.a, seen.b]) assert.deepEqual(s, ['subscribed feed invited', 1, 2, 'unsubscribed 2000']);
+  assert.equal(live(server), 1, 'one connection throughout');
+});
