@@ -42,6 +42,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/sse"
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -149,6 +150,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 				ForwardedPackets: st.ForwardedPackets, KeyframeRequests: st.KeyframeRequests, LayerSwitches: st.LayerSwitches}
 		}))
 	}
+	var callSFU *sfu.SFU
+	if s.calls != nil {
+		callSFU = s.calls.sfu
+	}
+	s.streams.useCalls(callSFU, reg)
 	var backend hub.Backend
 	if useBackend {
 		s.proxy = proxy.New(proxy.Options{

@@ -10,12 +10,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchboardhq/switchboard/internal/api"
 	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/stream"
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
 	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
+	"github.com/switchboardhq/switchboard/internal/stream/whip"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 )
 
 // streams is the node's live streaming: the registry, the LL-HLS output
@@ -29,6 +34,7 @@ type streams struct {
 	rtmp     *rtmp.Server // nil when rtmp_addr is empty
 	rtmpLn   net.Listener // bound by listen
 	rtmpDone chan error   // Serve's result
+	whip     *whip.Server // WHIP ingest and WHEP playback
 }
 
 func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger) (*streams, error) {
@@ -51,6 +57,7 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 		Registry: st.registry, Authorizer: a, Logger: log,
 		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
 	})
+	st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: a, Logger: log})
 	if cfg.RTMPAddr != "" {
 		st.rtmp = rtmp.New(rtmp.Options{Registry: st.registry, Authorizer: a, Logger: log, HandshakeTimeout: cfg.HandshakeTimeout})
 	}
@@ -76,6 +83,30 @@ func (st *streams) mount(mux *http.ServeMux, wrap func(http.Handler) http.Handle
 		return
 	}
 	mux.Handle("/hls/", wrap(st.hls))
+	mux.Handle("/whip/", wrap(st.whip))
+	mux.Handle("/whep/", wrap(st.whip))
+}
+
+// useCalls gives WHIP and WHEP the SFU's connections (without it they
+// answer 503), and registers their metrics.
+func (st *streams) useCalls(s *sfu.SFU, reg prometheus.Registerer) {
+	if st == nil {
+		return
+	}
+	if s != nil {
+		st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: st.auth, Connections: s, GatherTimeout: s.GatherTimeout(), Logger: st.log})
+	}
+	w, r := st.whip, st.registry
+	reg.MustRegister(metrics.NewStreamWebRTCCollector(func() metrics.StreamWebRTCStats {
+		ws := w.Stats()
+		out := metrics.StreamWebRTCStats{WHIPSessions: ws.PublishSessions, WHEPSessions: ws.ViewSessions, ForwardedPackets: ws.ForwardedPackets, Viewers: map[string]int{}}
+		for _, in := range r.List() {
+			for p, n := range in.Viewers {
+				out.Viewers[p] += n
+			}
+		}
+		return out
+	}))
 }
 
 // listen binds rtmp_addr.
@@ -121,6 +152,9 @@ func (st *streams) close(ctx context.Context) error {
 		if err := st.rtmp.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := st.whip.Close(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	st.registry.Close()
 	st.hls.Close()

@@ -330,4 +330,3 @@ func (us *unitSource) tracks() []srcTrack         { return us.out }
 func (us *unitSource) keyframe()                  {} // an RTMP publisher cannot be asked
 func (us *unitSource) done() <-chan struct{}      { return us.ended }
 func (us *unitSource) viewerCount() *atomic.Int32 { return &us.viewers }
-

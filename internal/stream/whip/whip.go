@@ -68,7 +68,7 @@ type Server struct {
 	log       *slog.Logger
 	forwarded atomic.Uint64
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex                 // guards the fields below
 	pubs     map[string]*publishSession // by session id
 	byPath   map[string]*publishSession // by stream path
 	views    map[string]*viewSession    // by session id
