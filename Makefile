@@ -22,6 +22,7 @@ test-go:
 # a fresh build of sdk/js.
 test-sdk:
 	cd sdk/js && npm ci --no-audit --no-fund && npm run typecheck && npm run check-bundle && npm test
+	cd web && npm ci --no-audit --no-fund && npm run check-vendor
 
 test-e2e:
 	cd e2e && npm ci --no-audit --no-fund && npm test
