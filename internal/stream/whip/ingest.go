@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,21 +68,37 @@ type relay struct {
 	kind    string
 	codec   string
 	local   *webrtc.TrackLocalStaticRTP
+	index   int    // the stream track index, set by begin
 	skipped uint16 // padding-only packets not relayed; owned by the reader
 }
 
-// publishSession is one WHIP publisher.
+// trackWait is how long a publisher's first track waits for the others
+// before the stream starts without them (a section the publisher
+// negotiated but sends nothing on).
+const trackWait = time.Second
+
+// publishSession is one WHIP publisher. The stream starts in the registry
+// when the publisher's tracks arrive: the codec of each is the one it
+// actually sends (a publisher may send any codec of the answer).
 type publishSession struct {
 	srv     *Server
 	id      string
 	path    string
+	remote  string
 	pc      *webrtc.PeerConnection
-	pub     *stream.Publisher
 	start   time.Time
-	relays  []*relay       // by stream track index
-	mids    map[string]int // media section id to track index
+	want    int // sections the server receives
 	viewers atomic.Int32
 	lastPLI atomic.Int64 // unix nanoseconds
+
+	mu      sync.Mutex        // guards arrived
+	arrived map[string]*relay // by media section id; nil relay: a codec not carried
+
+	// Set by begin before ready closes; read-only afterwards.
+	pub    *stream.Publisher // nil when the stream could not start
+	relays []*relay          // by stream track index
+	ready  chan struct{}
+	once   sync.Once
 
 	videoSSRC atomic.Uint32 // 0 until the video track arrives
 	connected chan struct{} // closed when the connection is up
@@ -106,7 +123,8 @@ func (s *Server) publish(ctx context.Context, id, path, remote string, o *offer,
 	if closed || s.opts.Connections == nil {
 		return "", ErrUnavailable
 	}
-	// Refuse a second publisher before any connection is made.
+	// Refuse a second publisher before any connection is made. (Of two
+	// racing, the second to send media is ended then: Registry.Publish.)
 	if _, err := s.opts.Registry.Get(path); err == nil {
 		return "", fmt.Errorf("%w: %s", stream.ErrPublisherExists, path)
 	}
@@ -114,52 +132,33 @@ func (s *Server) publish(ctx context.Context, id, path, remote string, o *offer,
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	ps := &publishSession{srv: s, id: id, path: path, pc: pc, start: time.Now(), mids: map[string]int{},
-		connected: make(chan struct{}), stop: make(chan struct{}), finished: make(chan struct{})}
+	ps := &publishSession{srv: s, id: id, path: path, remote: remote, pc: pc, start: time.Now(), arrived: map[string]*relay{},
+		ready: make(chan struct{}), connected: make(chan struct{}), stop: make(chan struct{}), finished: make(chan struct{})}
 	ans, err := answer(ctx, pc, sdp, s.opts.GatherTimeout, nil)
 	if err != nil {
 		_ = pc.Close()
 		return "", err
 	}
-	// The tracks are the sections the server receives, each with the
-	// first codec of the answer: the one the publisher sends.
 	ao, err := parseOffer([]byte(ans))
 	if err != nil {
 		_ = pc.Close()
 		return "", fmt.Errorf("whip: reading the answer: %w", err)
 	}
-	var tracks []*stream.Track
 	for _, m := range ao.media {
-		if !m.receives || len(m.codecs) == 0 || !wanted(sending, m.mid) {
+		if !m.receives || !wanted(sending, m.mid) {
 			continue
 		}
-		ci, ok := webrtcCodecs[m.codecs[0]]
-		if !ok {
-			continue
+		for _, c := range m.codecs {
+			if _, ok := webrtcCodecs[c]; ok {
+				ps.want++
+				break
+			}
 		}
-		t := &stream.Track{Codec: ci.codec, ClockRate: int(ci.cap.ClockRate)}
-		if ci.codec == stream.Opus {
-			t.SampleRate, t.Channels = 48000, 2
-		}
-		local, err := webrtc.NewTrackLocalStaticRTP(ci.cap, m.kind, path)
-		if err != nil {
-			_ = pc.Close()
-			return "", fmt.Errorf("whip: relay track: %w", err)
-		}
-		ps.mids[m.mid] = len(tracks)
-		ps.relays = append(ps.relays, &relay{kind: m.kind, codec: m.codecs[0], local: local})
-		tracks = append(tracks, t)
 	}
-	if len(tracks) == 0 {
+	if ps.want == 0 {
 		_ = pc.Close()
 		return "", fmt.Errorf("%w: the offer sends none of H.264, VP8, VP9 (video) or Opus (audio)", ErrCodec)
 	}
-	pub, err := s.opts.Registry.Publish(path, stream.PublisherInfo{Protocol: "whip", Remote: remote}, tracks)
-	if err != nil {
-		_ = pc.Close()
-		return "", err
-	}
-	ps.pub = pub
 	pc.OnTrack(ps.onTrack)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
@@ -172,16 +171,14 @@ func (s *Server) publish(ctx context.Context, id, path, remote string, o *offer,
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		pub.Close()
 		_ = pc.Close()
 		return "", ErrUnavailable
 	}
 	s.pubs[id] = ps
-	s.byPath[path] = ps
 	s.sessions.Add(1)
 	s.mu.Unlock()
 	go ps.run()
-	s.log.Info("whip publisher", "path", path, "session", id, "remote", remote, "tracks", len(tracks))
+	s.log.Info("whip publisher", "path", path, "session", id, "remote", remote, "sections", ps.want)
 	return ans, nil
 }
 
@@ -195,6 +192,51 @@ func wanted(sending []offerMedia, mid string) bool {
 	return false
 }
 
+// begin starts the stream with the tracks that arrived; it runs once.
+func (ps *publishSession) begin() {
+	ps.once.Do(func() {
+		defer close(ps.ready)
+		ps.mu.Lock()
+		mids := make([]string, 0, len(ps.arrived))
+		for mid, r := range ps.arrived {
+			if r != nil {
+				mids = append(mids, mid)
+			}
+		}
+		sort.Strings(mids) // the sections' order, as browsers number them
+		arrived := make([]*relay, len(mids))
+		for i, mid := range mids {
+			arrived[i] = ps.arrived[mid]
+		}
+		ps.mu.Unlock()
+		var tracks []*stream.Track
+		for _, r := range arrived {
+			r.index = len(tracks)
+			ci := webrtcCodecs[r.codec]
+			t := &stream.Track{Codec: ci.codec, ClockRate: int(ci.cap.ClockRate)}
+			if ci.codec == stream.Opus {
+				t.SampleRate, t.Channels = 48000, 2
+			}
+			tracks = append(tracks, t)
+			ps.relays = append(ps.relays, r)
+		}
+		if len(tracks) == 0 {
+			ps.close(fmt.Errorf("%w: the publisher sends no codec the server carries", ErrCodec))
+			return
+		}
+		pub, err := ps.srv.opts.Registry.Publish(ps.path, stream.PublisherInfo{Protocol: "whip", Remote: ps.remote}, tracks)
+		if err != nil {
+			ps.srv.log.Info("whip publisher refused", "path", ps.path, "session", ps.id, "err", err)
+			ps.close(err)
+			return
+		}
+		ps.pub = pub
+		ps.srv.mu.Lock()
+		ps.srv.byPath[ps.path] = ps
+		ps.srv.mu.Unlock()
+	})
+}
+
 // run watches the session until it ends, asking for keyframes
 // periodically, then tears it down.
 func (ps *publishSession) run() {
@@ -204,20 +246,26 @@ func (ps *publishSession) run() {
 	defer connect.Stop()
 	tick := time.NewTicker(s.opts.KeyframeInterval)
 	defer tick.Stop()
-	reason := stream.ErrEnded
-	connected := ps.connected
+	var reason error = stream.ErrEnded
+	connected, ready := ps.connected, ps.ready
+	var pubDone <-chan struct{}
 loop:
 	for {
 		select {
 		case <-connected:
-			connect.Stop()
 			connected = nil // a nil channel blocks: the case is done
+		case <-ready:
+			ready = nil
+			if ps.pub != nil {
+				pubDone = ps.pub.Done()
+				connect.Stop()
+			}
 		case <-connect.C:
-			s.log.Info("whip publisher did not connect in time", "path", ps.path, "session", ps.id)
+			s.log.Info("whip publisher sent no media in time", "path", ps.path, "session", ps.id)
 			break loop
 		case <-tick.C:
 			ps.requestKeyframe(false)
-		case <-ps.pub.Done():
+		case <-pubDone:
 			reason = ps.pub.Err()
 			break loop
 		case <-ps.stop:
@@ -226,7 +274,10 @@ loop:
 		}
 	}
 	ps.close(reason)
-	ps.pub.Close()
+	ps.begin() // no stream starts after this
+	if ps.pub != nil {
+		ps.pub.Close()
+	}
 	_ = ps.pc.Close()
 	s.mu.Lock()
 	delete(s.pubs, ps.id)
@@ -247,32 +298,47 @@ func (ps *publishSession) close(reason error) {
 	})
 }
 
-// onTrack reads one published track: every packet is relayed to the
-// viewers and depacketized into the stream's units.
+// onTrack reads one published track: once the stream has started, every
+// packet is relayed to the viewers and depacketized into the stream's
+// units.
 func (ps *publishSession) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-	idx := -1
+	mid := ""
 	for _, tr := range ps.pc.GetTransceivers() {
 		if tr.Receiver() == recv {
-			if i, ok := ps.mids[tr.Mid()]; ok {
-				idx = i
-			}
+			mid = tr.Mid()
 		}
 	}
-	if idx < 0 {
-		return // a section the stream does not carry
+	codec := strings.ToLower(strings.TrimPrefix(strings.TrimPrefix(remote.Codec().MimeType, "video/"), "audio/"))
+	var rl *relay
+	if _, ok := webrtcCodecs[codec]; ok {
+		local, err := webrtc.NewTrackLocalStaticRTP(remote.Codec().RTPCodecCapability, remote.Kind().String(), ps.path)
+		if err == nil {
+			rl = &relay{kind: remote.Kind().String(), codec: codec, local: local}
+		}
 	}
-	rl := ps.relays[idx]
-	ci := webrtcCodecs[rl.codec]
-	if got := remote.Codec().MimeType; !strings.EqualFold(got, ci.cap.MimeType) {
-		ps.srv.log.Warn("whip publisher sends another codec than it negotiated first", "path", ps.path, "want", ci.cap.MimeType, "got", got)
-		ps.close(fmt.Errorf("%w: the publisher sent %s, not %s", ErrCodec, got, ci.cap.MimeType))
+	ps.mu.Lock()
+	ps.arrived[mid] = rl
+	all := len(ps.arrived) >= ps.want
+	ps.mu.Unlock()
+	if all {
+		ps.begin()
+	} else {
+		time.AfterFunc(trackWait, ps.begin)
+	}
+	select {
+	case <-ps.ready:
+	case <-ps.stop:
 		return
 	}
+	if rl == nil || ps.pub == nil {
+		return // not carried, or the stream did not start
+	}
+	ci := webrtcCodecs[codec]
 	if remote.Kind() == webrtc.RTPCodecTypeVideo {
 		ps.videoSSRC.Store(uint32(remote.SSRC()))
 		ps.requestKeyframe(true)
 	}
-	dep := newDepacketizer(idx, ci.codec, int(ci.cap.ClockRate))
+	dep := newDepacketizer(rl.index, ci.codec, int(ci.cap.ClockRate))
 	for {
 		pkt, _, err := remote.ReadRTP()
 		if err != nil {

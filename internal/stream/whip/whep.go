@@ -31,16 +31,16 @@ type viewSession struct {
 
 // view starts a WHEP session.
 func (s *Server) view(ctx context.Context, id, path string, o *offer, sdp string) (string, error) {
-	recv := o.receiving()
-	if len(recv) == 0 {
-		return "", fmt.Errorf("%w: no audio or video section receives media", ErrNoMedia)
-	}
 	if s.opts.Connections == nil {
 		return "", ErrUnavailable
 	}
 	st, err := s.opts.Registry.Get(path)
 	if err != nil {
 		return "", err
+	}
+	recv := o.receiving()
+	if len(recv) == 0 {
+		return "", fmt.Errorf("%w: no audio or video section receives media", ErrNoMedia)
 	}
 	src, err := s.acquire(st)
 	if err != nil {
