@@ -65,7 +65,7 @@ func vp9Key(frame []byte) bool {
 		return false
 	}
 	profile := (b>>5)&1 | ((b>>4)&1)<<1
-	bit := 3 // the next bit's index from the top of the byte, after marker and profile
+	bit := 4 // the next bit's index from the top of the byte, after marker and profile
 	if profile == 3 {
 		bit++ // reserved_zero
 	}
