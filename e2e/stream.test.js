@@ -78,6 +78,12 @@ async function waitFor(cond, what, timeout = WAIT) {
   }
 }
 
+const t0 = Date.now();
+// mark logs how long the steps take, with E2E_VERBOSE.
+function mark(what) {
+  if (process.env.E2E_VERBOSE) console.error(`${((Date.now() - t0) / 1000).toFixed(1)}s: ${what}`);
+}
+
 async function open(url) {
   const page = await context.newPage();
   page.on('pageerror', (err) => console.error('page error:', url, err.message));
@@ -118,9 +124,11 @@ test('WHIP from /broadcast.html (H.264): three WHEP viewers decode, the chat wor
     const pub = await open(`broadcast.html?stream=cam&key=${API_KEY}&codec=h264&autostart=1`);
     pages.push(pub);
     await waitFor(() => pub.evaluate(() => document.getElementById('status').dataset.state === 'live'), 'the broadcast live');
+    mark('broadcast live');
     for (let i = 0; i < 3; i++) pages.push(await open('watch.html?stream=cam'));
     const viewers = pages.slice(1);
-    for (let i = 0; i < viewers.length; i++) await playing(viewers[i], `viewer ${i}`);
+    await Promise.all(viewers.map((v, i) => playing(v, `viewer ${i}`)));
+    mark('three viewers decoding');
     const info = await waitFor(async () => (await streams()).find((s) => s.path === 'live/cam' && s.viewers?.whep === 3), '/api/streams with 3 WHEP viewers');
     assert.equal(info.publisher.protocol, 'whip');
     assert.deepEqual(info.tracks.map((t) => t.codec).sort(), ['h264', 'opus']);
@@ -133,6 +141,7 @@ test('WHIP from /broadcast.html (H.264): three WHEP viewers decode, the chat wor
     await viewers[0].fill('#message', 'hello stream');
     await viewers[0].click('#send');
     await waitFor(() => viewers[2].evaluate(() => document.getElementById('messages').textContent.includes('ann: hello stream')), 'the chat message on another viewer');
+    mark('chat');
 
     // LL-HLS from the same WHIP stream: H.264 muxed without transcoding.
     const hls = await open('watch.html?stream=cam&mode=hls');
@@ -142,6 +151,7 @@ test('WHIP from /broadcast.html (H.264): three WHEP viewers decode, the chat wor
       const q = v.getVideoPlaybackQuality?.();
       return v.readyState >= 2 && q && q.totalVideoFrames > 10;
     }), 'LL-HLS frames decoded', 90_000);
+    mark('LL-HLS');
   } finally {
     await Promise.all(pages.map((p) => p.close().catch(() => {})));
   }
