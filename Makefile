@@ -52,6 +52,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseRoomData$$' -fuzztime $(FUZZTIME) ./internal/hub/
 	go test -run '^$$' -fuzz '^FuzzStreamKey$$' -fuzztime $(FUZZTIME) ./internal/stream/
 	go test -run '^$$' -fuzz '^FuzzSplitPath$$' -fuzztime $(FUZZTIME) ./internal/stream/
+	go test -run '^$$' -fuzz '^FuzzH264AccessUnit$$' -fuzztime $(FUZZTIME) ./internal/stream/rtmp/
 	go test -run '^$$' -fuzz '^FuzzParseOffer$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
 	go test -run '^$$' -fuzz '^FuzzSplitAnnexB$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
 

@@ -119,6 +119,9 @@ type Config struct {
 	StreamKeySecret          string        `koanf:"stream_key_secret"`
 	HLSPartDuration          time.Duration `koanf:"hls_part_duration"`
 	HLSSegmentDuration       time.Duration `koanf:"hls_segment_duration"`
+	StreamRecordDir          string        `koanf:"stream_record_dir"`
+	StreamRecordSegment      time.Duration `koanf:"stream_record_segment_duration"`
+	StreamRecordRetention    time.Duration `koanf:"stream_record_retention"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 	// StreamNamespaces can only be set in the YAML file; see
@@ -222,6 +225,9 @@ var Keys = []Key{
 	{"stream_key_secret", "", "secret signing the stream keys of POST /api/streams/key (at least 16 bytes); set the same one on every node (empty: generated at startup, keys die with the process)"},
 	{"hls_part_duration", 200 * time.Millisecond, "shortest LL-HLS part (50ms to 2s)"},
 	{"hls_segment_duration", time.Second, "shortest LL-HLS segment; a segment also starts on a keyframe, so it lasts at least one GOP (at least hls_part_duration, at most 30s)"},
+	{"stream_record_dir", "", "directory where the streams of namespaces with record: true are written as fMP4 files, DIR/NAMESPACE/NAME/TIME.mp4 (empty: no recording)"},
+	{"stream_record_segment_duration", 10 * time.Second, "shortest recorded file; a new one starts at the first keyframe after it (1s to 1h)"},
+	{"stream_record_retention", 24 * time.Hour, "recorded files older than this are deleted (0: kept forever)"},
 	{"proxy_pass_headers", []string{"Cookie", "Authorization", "Origin", "User-Agent", "Accept-Language"}, "headers of the client's HTTP request passed to the connect hook (in the body and as HTTP headers), comma-separated"},
 }
 

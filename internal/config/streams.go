@@ -29,6 +29,12 @@ func (c Config) validateStreams() []error {
 	if c.HLSSegmentDuration < c.HLSPartDuration || c.HLSSegmentDuration > 30*time.Second {
 		errs = append(errs, fmt.Errorf("hls_segment_duration: must be hls_part_duration (%s) to 30s, got %s", c.HLSPartDuration, c.HLSSegmentDuration))
 	}
+	if c.StreamRecordSegment < time.Second || c.StreamRecordSegment > time.Hour {
+		errs = append(errs, fmt.Errorf("stream_record_segment_duration: must be 1s to 1h, got %s", c.StreamRecordSegment))
+	}
+	if c.StreamRecordRetention < 0 {
+		errs = append(errs, fmt.Errorf("stream_record_retention: must not be negative, got %s", c.StreamRecordRetention))
+	}
 	seen := map[string]bool{}
 	for _, ns := range c.StreamNamespaces {
 		if err := ns.Validate(); err != nil {
@@ -38,6 +44,9 @@ func (c Config) validateStreams() []error {
 			errs = append(errs, fmt.Errorf("stream_namespaces: %q is defined twice", ns.Name))
 		}
 		seen[ns.Name] = true
+		if ns.Record && c.StreamRecordDir == "" {
+			errs = append(errs, fmt.Errorf("stream_namespaces: %q has record: true but stream_record_dir is empty", ns.Name))
+		}
 	}
 	return errs
 }

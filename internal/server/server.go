@@ -108,7 +108,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		return nil, errors.New("server: allow_anonymous is false but no token key (jwt_secret, jwt_public_key or jwt_jwks_url) nor proxy_connect_endpoint is configured")
 	}
 	if cfg.Streams {
-		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, log); err != nil {
+		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, log, reg); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/stream"
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
+	"github.com/switchboardhq/switchboard/internal/stream/record"
 	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
 	"github.com/switchboardhq/switchboard/internal/stream/whip"
 	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
@@ -31,13 +32,14 @@ type streams struct {
 	registry *stream.Registry
 	auth     *stream.Authorizer
 	hls      *hls.Server
-	rtmp     *rtmp.Server // nil when rtmp_addr is empty
-	rtmpLn   net.Listener // bound by listen
-	rtmpDone chan error   // Serve's result
-	whip     *whip.Server // WHIP ingest and WHEP playback
+	rtmp     *rtmp.Server     // nil when rtmp_addr is empty
+	record   *record.Recorder // nil when no namespace is recorded
+	rtmpLn   net.Listener     // bound by listen
+	rtmpDone chan error       // Serve's result
+	whip     *whip.Server     // WHIP ingest and WHEP playback
 }
 
-func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger) (*streams, error) {
+func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
 	secret := []byte(cfg.StreamKeySecret)
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -58,6 +60,26 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
 	})
 	st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: a, Logger: log})
+	var recorded []string
+	for _, ns := range nss {
+		if ns.Record {
+			recorded = append(recorded, ns.Name)
+		}
+	}
+	if len(recorded) > 0 {
+		st.record, err = record.New(record.Options{
+			Registry: st.registry, Dir: cfg.StreamRecordDir, Namespaces: recorded, Logger: log,
+			SegmentDuration: cfg.StreamRecordSegment, Retention: cfg.StreamRecordRetention,
+		})
+		if err != nil {
+			st.hls.Close()
+			return nil, fmt.Errorf("server: stream_record_dir: %w", err)
+		}
+	}
+	reg.MustRegister(metrics.NewStreamCollector(func() metrics.StreamStats {
+		s := st.registry.Stats()
+		return metrics.StreamStats{Streams: s.Streams, Viewers: s.Viewers, UnitsReceived: s.UnitsIn, BytesReceived: s.BytesIn, UnitsDropped: s.Dropped}
+	}))
 	if cfg.RTMPAddr != "" {
 		st.rtmp = rtmp.New(rtmp.Options{Registry: st.registry, Authorizer: a, Logger: log, HandshakeTimeout: cfg.HandshakeTimeout})
 	}
@@ -96,16 +118,10 @@ func (st *streams) useCalls(s *sfu.SFU, reg prometheus.Registerer) {
 	if s != nil {
 		st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: st.auth, Connections: s, GatherTimeout: s.GatherTimeout(), Logger: st.log})
 	}
-	w, r := st.whip, st.registry
-	reg.MustRegister(metrics.NewStreamWebRTCCollector(func() metrics.StreamWebRTCStats {
+	w := st.whip
+	reg.MustRegister(metrics.NewWHIPCollector(func() metrics.WHIPStats {
 		ws := w.Stats()
-		out := metrics.StreamWebRTCStats{WHIPSessions: ws.PublishSessions, WHEPSessions: ws.ViewSessions, ForwardedPackets: ws.ForwardedPackets, Viewers: map[string]int{}}
-		for _, in := range r.List() {
-			for p, n := range in.Viewers {
-				out.Viewers[p] += n
-			}
-		}
-		return out
+		return metrics.WHIPStats{WHIPSessions: ws.PublishSessions, WHEPSessions: ws.ViewSessions, ForwardedPackets: ws.ForwardedPackets}
 	}))
 }
 
@@ -158,6 +174,9 @@ func (st *streams) close(ctx context.Context) error {
 	}
 	st.registry.Close()
 	st.hls.Close()
+	if st.record != nil {
+		st.record.Close()
+	}
 	return errors.Join(errs...)
 }
 

@@ -40,6 +40,9 @@ type Namespace struct {
 	Name string `koanf:"name" json:"name"`
 	// Read is who may watch: ReadAnyone (default) or ReadToken.
 	Read string `koanf:"read" json:"read"`
+	// Record writes the namespace's streams to fMP4 files under the
+	// server's stream_record_dir (package record).
+	Record bool `koanf:"record" json:"record"`
 }
 
 // Validate checks the namespace.

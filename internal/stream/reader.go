@@ -141,6 +141,7 @@ func (rd *Reader) drop(n int) {
 	}
 	rd.pending += n
 	rd.dropped.Add(uint64(n))
+	rd.s.reg.dropped.Add(uint64(n))
 }
 
 // end records the stream's end; Next returns it once the queue is drained.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -79,6 +80,9 @@ type Registry struct {
 	opts       Options
 	log        *slog.Logger
 	namespaces map[string]bool
+
+	// Totals since the registry started, for Stats.
+	unitsIn, bytesIn, dropped atomic.Uint64
 
 	mu        sync.Mutex // guards the fields below
 	streams   map[string]*Stream
@@ -243,6 +247,29 @@ func (r *Registry) List() []Info {
 		out[i] = s.Info()
 	}
 	return out
+}
+
+// Stats are the registry's numbers for metrics.
+type Stats struct {
+	// Streams is the number of live streams.
+	Streams int
+	// Viewers sums Info.Viewers over the live streams.
+	Viewers map[string]int
+	// UnitsIn and BytesIn count what publishers wrote since the registry
+	// started; Dropped counts the units readers lost by falling behind.
+	UnitsIn, BytesIn, Dropped uint64
+}
+
+// Stats returns the registry's numbers now.
+func (r *Registry) Stats() Stats {
+	st := Stats{Viewers: map[string]int{}, UnitsIn: r.unitsIn.Load(), BytesIn: r.bytesIn.Load(), Dropped: r.dropped.Load()}
+	for _, in := range r.List() {
+		st.Streams++
+		for p, n := range in.Viewers {
+			st.Viewers[p] += n
+		}
+	}
+	return st
 }
 
 // Kick ends the stream at path: its publisher's Done closes and Err

@@ -218,6 +218,9 @@ func TestSlowReaderDrops(t *testing.T) {
 	if uint64(n)+slow.Dropped() != total {
 		t.Fatalf("slow reader: %d read + %d dropped != %d", n, slow.Dropped(), total)
 	}
+	if st := reg.Stats(); st.Dropped != slow.Dropped() || st.UnitsIn != total || st.Streams != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {

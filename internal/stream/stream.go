@@ -127,6 +127,8 @@ func (s *Stream) write(u *Unit) error {
 	}
 	s.units++
 	s.bytes += uint64(size)
+	s.reg.unitsIn.Add(1)
+	s.reg.bytesIn.Add(uint64(size))
 	s.rate.add(s.reg.opts.Now(), size)
 	switch {
 	case s.isVideoKey(u):

@@ -159,9 +159,26 @@ func (s *Server) start(st *stream.Stream) {
 		return
 	}
 	s.muxers[m.path] = m
-	s.wg.Add(1)
+	s.wg.Add(2)
 	s.mu.Unlock()
 	go s.run(m)
+	go s.countViewers(m)
+}
+
+// countViewers refreshes the stream's LL-HLS viewer count while it plays,
+// so that viewers who left stop counting without another request.
+func (s *Server) countViewers(m *muxer) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.ViewerWindow / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case now := <-t.C:
+			m.rd.Stream().SetViewers("hls", m.views.count(now))
+		}
+	}
 }
 
 // run feeds the muxer until the stream ends.
@@ -372,6 +389,10 @@ func clientID(r *http.Request) string {
 	return host + " " + r.UserAgent()
 }
 
+// maxViewers bounds the clients a stream's viewer count remembers, so
+// that requests with ever new user agents cannot grow it without end.
+const maxViewers = 100000
+
 // viewers counts distinct clients seen within a window.
 type viewers struct {
 	window time.Duration
@@ -387,7 +408,22 @@ func (v *viewers) seen(id string, now time.Time) int {
 	if v.last == nil {
 		v.last = map[string]time.Time{}
 	}
-	v.last[id] = now
+	if _, ok := v.last[id]; ok || len(v.last) < maxViewers {
+		v.last[id] = now
+	}
+	return v.countLocked(now)
+}
+
+// count returns the number of clients seen within the window before now.
+func (v *viewers) count(now time.Time) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.countLocked(now)
+}
+
+// countLocked forgets the clients not seen within the window and counts
+// the others. v.mu must be held.
+func (v *viewers) countLocked(now time.Time) int {
 	for k, t := range v.last {
 		if now.Sub(t) > v.window {
 			delete(v.last, k)

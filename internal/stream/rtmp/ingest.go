@@ -133,6 +133,10 @@ type paramSets struct {
 }
 
 func (in *ingest) h264(idx int, ps *paramSets, pts, dts time.Duration, au [][]byte) {
+	au = dropShort(au, 1)
+	if len(au) == 0 {
+		return
+	}
 	var hasSPS, hasPPS, only = false, false, true
 	for _, n := range au {
 		if len(n) == 0 {
@@ -158,6 +162,10 @@ func (in *ingest) h264(idx int, ps *paramSets, pts, dts time.Duration, au [][]by
 }
 
 func (in *ingest) h265(idx int, ps *paramSets, pts, dts time.Duration, au [][]byte) {
+	au = dropShort(au, 2)
+	if len(au) == 0 {
+		return
+	}
 	var has, only = 0, true
 	for _, n := range au {
 		if len(n) < 2 {
@@ -182,4 +190,21 @@ func (in *ingest) h265(idx int, ps *paramSets, pts, dts time.Duration, au [][]by
 		au = append([][]byte{ps.vps, ps.sps, ps.pps}, au...)
 	}
 	in.write(&stream.Unit{Track: idx, PTS: ticks(pts, 90000), DTS: ticks(dts, 90000), Time: time.Now(), Key: key, NALUs: au})
+}
+
+// dropShort returns au without the NAL units shorter than a header (min
+// bytes), which the bitstream helpers cannot take.
+func dropShort(au [][]byte, min int) [][]byte {
+	for _, n := range au {
+		if len(n) < min {
+			out := make([][]byte, 0, len(au))
+			for _, n := range au {
+				if len(n) >= min {
+					out = append(out, n)
+				}
+			}
+			return out
+		}
+	}
+	return au
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -36,6 +37,10 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// ReadTimeout closes a publisher silent for this long. Default 10s.
 	ReadTimeout time.Duration
+	// MaxPending bounds the connections still in their handshake (not yet
+	// publishing); one over it is closed at once, so that idle or slow
+	// connections cannot pile up. Default 64.
+	MaxPending int
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -45,6 +50,8 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+
+	pending atomic.Int64 // connections not yet publishing
 
 	mu     sync.Mutex // guards the fields below
 	ln     net.Listener
@@ -60,6 +67,9 @@ func New(opts Options) *Server {
 	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 64
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -167,6 +177,16 @@ func (s *Server) handle(c net.Conn) {
 }
 
 func (s *Server) serveConn(c net.Conn, log *slog.Logger) error {
+	if s.pending.Add(1) > int64(s.opts.MaxPending) {
+		s.pending.Add(-1)
+		return fmt.Errorf("rtmp: more than %d connections in their handshake; closed", s.opts.MaxPending)
+	}
+	pending := true
+	defer func() {
+		if pending {
+			s.pending.Add(-1)
+		}
+	}()
 	_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	sc := &gortmplib.ServerConn{RW: c}
 	if err := sc.Initialize(); err != nil {
@@ -197,6 +217,8 @@ func (s *Server) serveConn(c net.Conn, log *slog.Logger) error {
 		return err
 	}
 	defer pub.Close()
+	s.pending.Add(-1)
+	pending = false
 	in.pub = pub
 	stop := context.AfterFunc(doneContext(pub.Done()), func() { _ = c.Close() })
 	defer stop()
