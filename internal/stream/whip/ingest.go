@@ -65,11 +65,14 @@ type source interface {
 
 // relay is one published track: its RTP goes to the viewers as it comes.
 type relay struct {
-	kind    string
-	codec   string
-	local   *webrtc.TrackLocalStaticRTP
-	index   int    // the stream track index, set by begin
-	skipped uint16 // padding-only packets not relayed; owned by the reader
+	kind  string
+	codec string
+	local *webrtc.TrackLocalStaticRTP
+	index int // the stream track index, set by begin
+	// registered is set by begin for the tracks of the stream; a track
+	// that arrives later is not carried.
+	registered bool
+	skipped    uint16 // padding-only packets not relayed; owned by the reader
 }
 
 // trackWait is how long a publisher's first track waits for the others
@@ -211,7 +214,7 @@ func (ps *publishSession) begin() {
 		ps.mu.Unlock()
 		var tracks []*stream.Track
 		for _, r := range arrived {
-			r.index = len(tracks)
+			r.index, r.registered = len(tracks), true
 			ci := webrtcCodecs[r.codec]
 			t := &stream.Track{Codec: ci.codec, ClockRate: int(ci.cap.ClockRate)}
 			if ci.codec == stream.Opus {
@@ -317,7 +320,13 @@ func (ps *publishSession) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPRe
 		}
 	}
 	ps.mu.Lock()
-	ps.arrived[mid] = rl
+	if _, dup := ps.arrived[mid]; dup {
+		// Another simulcast layer of a section: the first layer to
+		// arrive is the one carried.
+		rl = nil
+	} else {
+		ps.arrived[mid] = rl
+	}
 	all := len(ps.arrived) >= ps.want
 	ps.mu.Unlock()
 	if all {
@@ -330,7 +339,7 @@ func (ps *publishSession) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPRe
 	case <-ps.stop:
 		return
 	}
-	if rl == nil || ps.pub == nil {
+	if rl == nil || ps.pub == nil || !rl.registered {
 		return // not carried, or the stream did not start
 	}
 	ci := webrtcCodecs[codec]
