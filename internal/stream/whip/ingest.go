@@ -199,6 +199,11 @@ func wanted(sending []offerMedia, mid string) bool {
 func (ps *publishSession) begin() {
 	ps.once.Do(func() {
 		defer close(ps.ready)
+		select {
+		case <-ps.stop:
+			return // ended before its tracks arrived: no stream
+		default:
+		}
 		ps.mu.Lock()
 		mids := make([]string, 0, len(ps.arrived))
 		for mid, r := range ps.arrived {
