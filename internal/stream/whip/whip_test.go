@@ -112,9 +112,20 @@ func offer(t *testing.T, pc *webrtc.PeerConnection) string {
 // until the test ends: an IDR access unit with SPS and PPS every 10th.
 func publisher(t *testing.T, e *env, path string) string {
 	t.Helper()
+	return publisherOf(t, e, path, webrtc.MimeTypeH264)
+}
+
+// publisherOf is publisher with the video codec mime (H.264 or VP8: a
+// key frame every 10th).
+func publisherOf(t *testing.T, e *env, path, mime string) string {
+	t.Helper()
 	pc := client(t)
-	video, _ := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "pub")
+	vcap := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}
+	if mime == webrtc.MimeTypeVP8 {
+		vcap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	}
+	video, _ := webrtc.NewTrackLocalStaticSample(vcap, "video", "pub")
 	audio, _ := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "pub")
 	for _, tr := range []webrtc.TrackLocal{video, audio} {
 		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
@@ -144,6 +155,12 @@ func publisher(t *testing.T, e *env, path string) string {
 			au := []byte{0, 0, 0, 1, 0x41, 0x9a, byte(i), 1, 2, 3}
 			if i%10 == 0 {
 				au = []byte{0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65, 0x88, byte(i), 4, 5, 6}
+			}
+			if mime == webrtc.MimeTypeVP8 {
+				au = []byte{0x11, byte(i), 1, 2}
+				if i%10 == 0 {
+					au[0] = 0x10
+				}
 			}
 			_ = video.WriteSample(media.Sample{Data: au, Duration: 20 * time.Millisecond})
 			_ = audio.WriteSample(media.Sample{Data: []byte{0xfc, byte(i), 1, 2}, Duration: 20 * time.Millisecond})
@@ -347,5 +364,42 @@ func TestViewUnitSource(t *testing.T) {
 	}
 	if code, body, _ := post(t, e.url+"/whep/live/radio", "", "application/sdp", offer(t, pc)); code != http.StatusUnprocessableEntity {
 		t.Fatalf("aac only: %d %s", code, body)
+	}
+}
+
+// TestPublishVP8: a VP8 publisher's frames reach the viewer and the
+// registry, key frames marked.
+func TestPublishVP8(t *testing.T) {
+	e := newEnv(t)
+	publisherOf(t, e, "live/v", webrtc.MimeTypeVP8)
+	rd, err := e.reg.Read("live/v", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	got := viewer(t, e, "live/v")
+	waitFor(t, "video packets at the viewer", func() bool { return got.Load() > 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	keys, others := 0, 0
+	for keys < 2 {
+		u, _, err := rd.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rd.Tracks()[u.Track].Codec != stream.VP8 {
+			continue
+		}
+		if u.Key != (u.Payload[0] == 0x10) {
+			t.Fatalf("frame %x marked key=%v", u.Payload, u.Key)
+		}
+		if u.Key {
+			keys++
+		} else {
+			others++
+		}
+	}
+	if others == 0 {
+		t.Fatal("no inter frames between two key frames")
 	}
 }
