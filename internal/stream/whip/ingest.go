@@ -121,10 +121,13 @@ func (s *Server) publish(ctx context.Context, id, path, remote string, o *offer,
 		return "", err
 	}
 	s.mu.Lock()
-	closed := s.closed
+	closed, full := s.closed, len(s.pubs) >= s.opts.MaxPublishers
 	s.mu.Unlock()
 	if closed || s.opts.Connections == nil {
 		return "", ErrUnavailable
+	}
+	if full {
+		return "", fmt.Errorf("%w: this node has %d WHIP sessions, its most", ErrUnavailable, s.opts.MaxPublishers)
 	}
 	// Refuse a second publisher before any connection is made. (Of two
 	// racing, the second to send media is ended then: Registry.Publish.)

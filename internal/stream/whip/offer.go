@@ -23,8 +23,8 @@ var (
 	// ErrNoSession: DELETE or PATCH of a resource that does not exist
 	// (never made, or already ended): 404.
 	ErrNoSession = errors.New("whip: no such session")
-	// ErrUnavailable: WebRTC is not set up on this node, or it is shutting
-	// down: 503.
+	// ErrUnavailable: WebRTC is not set up on this node, it is shutting
+	// down, or it has as many sessions as it takes: 503.
 	ErrUnavailable = errors.New("whip: WebRTC is not available")
 )
 

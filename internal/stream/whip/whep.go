@@ -34,6 +34,12 @@ func (s *Server) view(ctx context.Context, id, path string, o *offer, sdp string
 	if s.opts.Connections == nil {
 		return "", ErrUnavailable
 	}
+	s.mu.Lock()
+	full := len(s.views) >= s.opts.MaxViewers
+	s.mu.Unlock()
+	if full {
+		return "", fmt.Errorf("%w: this node has %d WHEP sessions, its most", ErrUnavailable, s.opts.MaxViewers)
+	}
 	st, err := s.opts.Registry.Get(path)
 	if err != nil {
 		return "", err

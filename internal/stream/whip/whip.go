@@ -48,6 +48,10 @@ type Options struct {
 	// keyframe (PLI), so that LL-HLS can cut segments: browsers send
 	// keyframes only when asked. Default 2s.
 	KeyframeInterval time.Duration
+	// MaxPublishers and MaxViewers bound the WHIP and WHEP sessions of
+	// the node (each one a PeerConnection); a request beyond is answered
+	// 503. Default 200 and 5000.
+	MaxPublishers, MaxViewers int
 	// Logger receives the package's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -90,6 +94,12 @@ func New(opts Options) *Server {
 	}
 	if opts.KeyframeInterval <= 0 {
 		opts.KeyframeInterval = 2 * time.Second
+	}
+	if opts.MaxPublishers <= 0 {
+		opts.MaxPublishers = 200
+	}
+	if opts.MaxViewers <= 0 {
+		opts.MaxViewers = 5000
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -30,7 +30,7 @@ type env struct {
 	url string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, mutate ...func(*whip.Options)) *env {
 	t.Helper()
 	s, err := sfu.New(sfu.Config{Loopback: true, Logger: quiet, VideoCodecs: []string{"h264", "vp8"}})
 	if err != nil {
@@ -41,7 +41,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := whip.New(whip.Options{Registry: reg, Authorizer: a, Connections: s, Logger: quiet, GatherTimeout: time.Second})
+	opts := whip.Options{Registry: reg, Authorizer: a, Connections: s, Logger: quiet, GatherTimeout: time.Second}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	w := whip.New(opts)
 	hs := httptest.NewServer(w)
 	t.Cleanup(func() {
 		hs.Close()
@@ -402,4 +406,20 @@ func TestPublishVP8(t *testing.T) {
 	if others == 0 {
 		t.Fatal("no inter frames between two key frames")
 	}
+}
+
+// TestSessionLimit: a viewer beyond MaxViewers gets 503; the others play
+// on.
+func TestSessionLimit(t *testing.T) {
+	e := newEnv(t, func(o *whip.Options) { o.MaxViewers = 1 })
+	publisher(t, e, "live/l")
+	got := viewer(t, e, "live/l")
+	pc := client(t)
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := post(t, e.url+"/whep/live/l", "", "application/sdp", offer(t, pc)); code != http.StatusServiceUnavailable {
+		t.Fatalf("second viewer: %d %s", code, body)
+	}
+	waitFor(t, "the first viewer's packets", func() bool { return got.Load() > 10 })
 }
