@@ -446,6 +446,7 @@ func (s *Server) Listen() error {
 		if s.calls != nil {
 			s.calls.useTURN(s.turn)
 		}
+		s.streams.useTURN(s.turn)
 	}
 	return nil
 }

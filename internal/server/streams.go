@@ -21,6 +21,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/stream/record"
 	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
 	"github.com/switchboardhq/switchboard/internal/stream/whip"
+	"github.com/switchboardhq/switchboard/internal/turn"
 	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 )
 
@@ -123,6 +124,25 @@ func (st *streams) useCalls(s *sfu.SFU, reg prometheus.Registerer) {
 		ws := w.Stats()
 		return metrics.WHIPStats{WHIPSessions: ws.PublishSessions, WHEPSessions: ws.ViewSessions, ForwardedPackets: ws.ForwardedPackets}
 	}))
+}
+
+// useTURN announces the TURN server to WHIP and WHEP clients (Link
+// headers), with fresh credentials for each answer.
+func (st *streams) useTURN(t *turn.Server) {
+	if st == nil {
+		return
+	}
+	st.whip.SetICEServers(func(host string) ([]whip.ICEServer, error) {
+		list, _, err := t.ICEServers("stream", host)
+		if err != nil {
+			return nil, fmt.Errorf("server: turn credentials: %w", err)
+		}
+		out := make([]whip.ICEServer, len(list))
+		for i, s := range list {
+			out[i] = whip.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+		}
+		return out, nil
+	})
 }
 
 // listen binds rtmp_addr.

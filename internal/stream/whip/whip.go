@@ -68,9 +68,10 @@ type Stats struct {
 // Server serves WHIP and WHEP; mount it at /whip/ and /whep/. It is safe
 // for concurrent use.
 type Server struct {
-	opts      Options
-	log       *slog.Logger
-	forwarded atomic.Uint64
+	opts       Options
+	log        *slog.Logger
+	forwarded  atomic.Uint64
+	iceServers atomic.Pointer[ICEServersFunc]
 
 	mu       sync.Mutex                 // guards the fields below
 	pubs     map[string]*publishSession // by session id
@@ -139,7 +140,7 @@ func status(err error) int {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Expose-Headers", "Location, Accept-Patch")
+	h.Set("Access-Control-Expose-Headers", "Location, Link")
 	kind, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if !ok || (kind != "whip" && kind != "whep") {
 		http.Error(w, "whip: want /whip/NAMESPACE/NAME or /whep/NAMESPACE/NAME", http.StatusNotFound)
@@ -149,6 +150,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodOptions {
 		h.Set("Access-Control-Allow-Methods", "POST, DELETE, PATCH, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		if len(parts) <= 2 {
+			s.linkICEServers(h, r)
+		}
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -226,6 +230,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, kind, path string)
 	h := w.Header()
 	h.Set("Content-Type", "application/sdp")
 	h.Set("Location", "/"+kind+"/"+path+"/"+id)
+	s.linkICEServers(h, r)
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
 }

@@ -423,3 +423,44 @@ func TestSessionLimit(t *testing.T) {
 	}
 	waitFor(t, "the first viewer's packets", func() bool { return got.Load() > 10 })
 }
+
+// TestLinkICEServers: with ICE servers set, the answer and the pre-flight
+// announce them in Link headers.
+func TestLinkICEServers(t *testing.T) {
+	e := newEnv(t)
+	e.srv.SetICEServers(func(host string) ([]whip.ICEServer, error) {
+		return []whip.ICEServer{{URLs: []string{"stun:" + host}}, {URLs: []string{"turn:" + host + "?transport=udp"}, Username: "1:u", Credential: `c"x`}}, nil
+	})
+	req, _ := http.NewRequest(http.MethodOptions, e.url+"/whip/live/a", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	links := res.Header.Values("Link")
+	host := strings.TrimPrefix(e.url, "http://")
+	want := []string{
+		"<stun:" + host + `>; rel="ice-server"`,
+		"<turn:" + host + `?transport=udp>; rel="ice-server"; username="1:u"; credential="c\"x"; credential-type="password"`,
+	}
+	if len(links) != 2 || links[0] != want[0] || links[1] != want[1] {
+		t.Fatalf("Link %q, want %q", links, want)
+	}
+	// The answer carries them too.
+	pc := client(t)
+	tr, _ := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "pub")
+	if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest(http.MethodPost, e.url+"/whip/live/a", strings.NewReader(offer(t, pc)))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated || len(res.Header.Values("Link")) != 2 {
+		t.Fatalf("answer: %d, Link %q", res.StatusCode, res.Header.Values("Link"))
+	}
+}
