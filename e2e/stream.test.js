@@ -49,7 +49,13 @@ before(async () => {
   bin = await harness.binary(tmpDir);
   context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
   rtmpPort = await freePort();
-  srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--webrtc-loopback', '--rtmp-addr', `127.0.0.1:${rtmpPort}`]);
+  srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, [
+    '--webrtc-loopback',
+    '--rtmp-addr', `127.0.0.1:${rtmpPort}`,
+    // The built-in TURN server, announced in the WHEP answers' Link headers.
+    '--turn-addr', '127.0.0.1:0',
+    '--turn-allowed-peers', '127.0.0.0/8',
+  ]);
   await context.grantPermissions(['local-network-access', 'camera', 'microphone'], { origin: srv.url.slice(0, -1) }).catch(() =>
     context.grantPermissions(['camera', 'microphone'], { origin: srv.url.slice(0, -1) }),
   );
@@ -118,17 +124,28 @@ async function streams() {
   return body.result?.streams ?? body.streams;
 }
 
-test('WHIP from /broadcast.html (H.264): three WHEP viewers decode, the chat works, LL-HLS plays it', { timeout: TEST_TIMEOUT }, async () => {
+test('WHIP from /broadcast.html (H.264): three WHEP viewers decode (one through TURN), the chat works, LL-HLS plays it', { timeout: TEST_TIMEOUT }, async () => {
   const pages = [];
   try {
     const pub = await open(`broadcast.html?stream=cam&key=${API_KEY}&codec=h264&autostart=1`);
     pages.push(pub);
     await waitFor(() => pub.evaluate(() => document.getElementById('status').dataset.state === 'live'), 'the broadcast live');
     mark('broadcast live');
-    for (let i = 0; i < 3; i++) pages.push(await open('watch.html?stream=cam'));
+    // The third viewer may use only TURN relay candidates: the TURN server
+    // comes from the Link headers of the WHEP pre-flight.
+    for (const q of ['', '', '&relay=1']) pages.push(await open(`watch.html?stream=cam${q}`));
     const viewers = pages.slice(1);
     await Promise.all(viewers.map((v, i) => playing(v, `viewer ${i}`)));
     mark('three viewers decoding');
+    const relayed = await viewers[2].evaluate(async () => {
+      const stats = await window.whepPC.getStats();
+      let type = '';
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) type = stats.get(stats.get(s.selectedCandidatePairId).localCandidateId).candidateType;
+      });
+      return type;
+    });
+    assert.equal(relayed, 'relay', 'the relay-only viewer plays through TURN');
     const info = await waitFor(async () => (await streams()).find((s) => s.path === 'live/cam' && s.viewers?.whep === 3), '/api/streams with 3 WHEP viewers');
     assert.equal(info.publisher.protocol, 'whip');
     assert.deepEqual(info.tracks.map((t) => t.codec).sort(), ['h264', 'opus']);

@@ -40,6 +40,22 @@ function gathered(conn, ms) {
   });
 }
 
+// iceServers asks the offer URL (OPTIONS) for the server's STUN and TURN
+// servers, announced in Link rel="ice-server" headers (none without TURN).
+async function iceServers(url) {
+  const res = await fetch(url, { method: 'OPTIONS' }).catch(() => null);
+  const out = [];
+  for (const link of (res?.headers.get('Link') || '').split(/,(?=\s*<)/)) {
+    const m = link.match(/<([^>]+)>(.*)/);
+    if (!m || !/rel="ice-server"/.test(m[2])) continue;
+    const param = (k) => (m[2].match(new RegExp(`${k}="((?:[^"\\\\]|\\\\.)*)"`)) || [])[1]?.replace(/\\(.)/g, '$1');
+    const s = { urls: m[1] };
+    if (param('username')) Object.assign(s, { username: param('username'), credential: param('credential') });
+    out.push(s);
+  }
+  return out;
+}
+
 async function start() {
   notice('');
   setStatus('starting', 'starting…');
@@ -49,7 +65,10 @@ async function start() {
   try {
     media = media || await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
     ui.preview.srcObject = media;
-    pc = new RTCPeerConnection();
+    pc = new RTCPeerConnection({
+      iceServers: await iceServers(`/whip/live/${encodeURIComponent(name)}`),
+      iceTransportPolicy: q.get('relay') === '1' ? 'relay' : 'all',
+    });
     window.whipPC = pc; // for tests and curious developers
     for (const track of media.getTracks()) {
       const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });

@@ -38,12 +38,31 @@ function gathered(conn, ms) {
   });
 }
 
+// iceServers asks the offer URL (OPTIONS) for the server's STUN and TURN
+// servers, announced in Link rel="ice-server" headers (none without TURN).
+async function iceServers(url) {
+  const res = await fetch(url, { method: 'OPTIONS' }).catch(() => null);
+  const out = [];
+  for (const link of (res?.headers.get('Link') || '').split(/,(?=\s*<)/)) {
+    const m = link.match(/<([^>]+)>(.*)/);
+    if (!m || !/rel="ice-server"/.test(m[2])) continue;
+    const param = (k) => (m[2].match(new RegExp(`${k}="((?:[^"\\\\]|\\\\.)*)"`)) || [])[1]?.replace(/\\(.)/g, '$1');
+    const s = { urls: m[1] };
+    if (param('username')) Object.assign(s, { username: param('username'), credential: param('credential') });
+    out.push(s);
+  }
+  return out;
+}
+
 const authHeaders = key ? { Authorization: `Bearer ${key}` } : {};
 
 // whep plays over WebRTC; it resolves once connected and rejects when the
 // server refuses or the connection does not come up.
 async function whep() {
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({
+    iceServers: await iceServers(`/whep/${path}`),
+    iceTransportPolicy: q.get('relay') === '1' ? 'relay' : 'all',
+  });
   window.whepPC = pc; // for tests
   pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });
