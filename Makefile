@@ -22,6 +22,7 @@ test-go:
 # a fresh build of sdk/js.
 test-sdk:
 	cd sdk/js && npm ci --no-audit --no-fund && npm run typecheck && npm run check-bundle && npm test
+	cd web && npm ci --no-audit --no-fund && npm run check-vendor
 
 test-e2e:
 	cd e2e && npm ci --no-audit --no-fund && npm test
@@ -59,6 +60,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzStreamKey$$' -fuzztime $(FUZZTIME) ./internal/stream/
 	go test -run '^$$' -fuzz '^FuzzSplitPath$$' -fuzztime $(FUZZTIME) ./internal/stream/
 	go test -run '^$$' -fuzz '^FuzzH264AccessUnit$$' -fuzztime $(FUZZTIME) ./internal/stream/rtmp/
+	go test -run '^$$' -fuzz '^FuzzParseOffer$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
+	go test -run '^$$' -fuzz '^FuzzSplitAnnexB$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
 
 # A short load test of every scenario against Switchboard and the Node.js
 # baseline (about two minutes; see docs/performance.md for the full runs).

@@ -21,7 +21,7 @@ func TestDemoIcon(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	for _, page := range []string{"/", "/news.html", "/room.html"} {
+	for _, page := range []string{"/", "/news.html", "/room.html", "/broadcast.html", "/watch.html"} {
 		if _, body := get(page); !strings.Contains(body, `<link rel="icon" href="favicon.svg"`) {
 			t.Errorf("%s links no icon", page)
 		}

@@ -41,6 +41,7 @@ import (
 	"github.com/switchboardhq/switchboard/internal/transport/websocket"
 	"github.com/switchboardhq/switchboard/internal/turn"
 	"github.com/switchboardhq/switchboard/internal/webhook"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 	"github.com/switchboardhq/switchboard/web"
 )
 
@@ -157,6 +158,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 				ForwardedPackets: st.ForwardedPackets, KeyframeRequests: st.KeyframeRequests, LayerSwitches: st.LayerSwitches}
 		}))
 	}
+	var callSFU *sfu.SFU
+	if s.calls != nil {
+		callSFU = s.calls.sfu
+	}
+	s.streams.useCalls(callSFU, reg)
 	var backend hub.Backend
 	if useBackend {
 		s.proxy = proxy.New(proxy.Options{
@@ -405,6 +411,7 @@ func (s *Server) Listen() error {
 		if s.calls != nil {
 			s.calls.useTURN(s.turn)
 		}
+		s.streams.useTURN(s.turn)
 	}
 	return nil
 }

@@ -20,6 +20,9 @@ import (
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
 	"github.com/switchboardhq/switchboard/internal/stream/record"
 	"github.com/switchboardhq/switchboard/internal/stream/rtmp"
+	"github.com/switchboardhq/switchboard/internal/stream/whip"
+	"github.com/switchboardhq/switchboard/internal/turn"
+	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 )
 
 // streams is the node's live streaming: the registry, the LL-HLS output
@@ -34,6 +37,7 @@ type streams struct {
 	record   *record.Recorder // nil when no namespace is recorded
 	rtmpLn   net.Listener     // bound by listen
 	rtmpDone chan error       // Serve's result
+	whip     *whip.Server     // WHIP ingest and WHEP playback
 }
 
 func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
@@ -56,6 +60,7 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 		Registry: st.registry, Authorizer: a, Logger: log,
 		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
 	})
+	st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: a, Logger: log})
 	var recorded []string
 	for _, ns := range nss {
 		if ns.Record {
@@ -101,6 +106,43 @@ func (st *streams) mount(mux *http.ServeMux, wrap func(http.Handler) http.Handle
 		return
 	}
 	mux.Handle("/hls/", wrap(st.hls))
+	mux.Handle("/whip/", wrap(st.whip))
+	mux.Handle("/whep/", wrap(st.whip))
+}
+
+// useCalls gives WHIP and WHEP the SFU's connections (without it they
+// answer 503), and registers their metrics.
+func (st *streams) useCalls(s *sfu.SFU, reg prometheus.Registerer) {
+	if st == nil {
+		return
+	}
+	if s != nil {
+		st.whip = whip.New(whip.Options{Registry: st.registry, Authorizer: st.auth, Connections: s, GatherTimeout: s.GatherTimeout(), Logger: st.log})
+	}
+	w := st.whip
+	reg.MustRegister(metrics.NewWHIPCollector(func() metrics.WHIPStats {
+		ws := w.Stats()
+		return metrics.WHIPStats{WHIPSessions: ws.PublishSessions, WHEPSessions: ws.ViewSessions, ForwardedPackets: ws.ForwardedPackets}
+	}))
+}
+
+// useTURN announces the TURN server to WHIP and WHEP clients (Link
+// headers), with fresh credentials for each answer.
+func (st *streams) useTURN(t *turn.Server) {
+	if st == nil {
+		return
+	}
+	st.whip.SetICEServers(func(host string) ([]whip.ICEServer, error) {
+		list, _, err := t.ICEServers("stream", host)
+		if err != nil {
+			return nil, fmt.Errorf("server: turn credentials: %w", err)
+		}
+		out := make([]whip.ICEServer, len(list))
+		for i, s := range list {
+			out[i] = whip.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+		}
+		return out, nil
+	})
 }
 
 // listen binds rtmp_addr.
@@ -146,6 +188,9 @@ func (st *streams) close(ctx context.Context) error {
 		if err := st.rtmp.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := st.whip.Close(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	st.registry.Close()
 	st.hls.Close()
