@@ -4,6 +4,8 @@
 // back with a session URL (Location) that a DELETE ends. The stream name,
 // key and codec may be given in the query: ?stream=NAME&key=KEY&codec=h264.
 
+import { gathered, iceServers, statusLine } from './whip-common.js';
+
 const $ = (id) => document.getElementById(id);
 const ui = { status: $('status'), notice: $('notice'), form: $('form'), stream: $('stream'), key: $('key'),
   codec: $('codec'), start: $('start'), stop: $('stop'), preview: $('preview'), link: $('watch-link') };
@@ -18,43 +20,7 @@ let media = null;
 let resource = null; // the session URL
 let key = '';
 
-function setStatus(state, text = state) {
-  ui.status.dataset.state = state;
-  ui.status.textContent = text;
-}
-
-function notice(text) {
-  ui.notice.textContent = text;
-  ui.notice.hidden = !text;
-}
-
-// gathered resolves when ICE gathering completes, or after ms: the offer
-// carries the candidates found by then (no trickle).
-function gathered(conn, ms) {
-  return new Promise((resolve) => {
-    if (conn.iceGatheringState === 'complete') return resolve();
-    const t = setTimeout(resolve, ms);
-    conn.addEventListener('icegatheringstatechange', () => {
-      if (conn.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
-    });
-  });
-}
-
-// iceServers asks the offer URL (OPTIONS) for the server's STUN and TURN
-// servers, announced in Link rel="ice-server" headers (none without TURN).
-async function iceServers(url) {
-  const res = await fetch(url, { method: 'OPTIONS' }).catch(() => null);
-  const out = [];
-  for (const link of (res?.headers.get('Link') || '').split(/,(?=\s*<)/)) {
-    const m = link.match(/<([^>]+)>(.*)/);
-    if (!m || !/rel="ice-server"/.test(m[2])) continue;
-    const param = (k) => (m[2].match(new RegExp(`${k}="((?:[^"\\\\]|\\\\.)*)"`)) || [])[1]?.replace(/\\(.)/g, '$1');
-    const s = { urls: m[1] };
-    if (param('username')) Object.assign(s, { username: param('username'), credential: param('credential') });
-    out.push(s);
-  }
-  return out;
-}
+const { setStatus, notice } = statusLine(ui);
 
 async function start() {
   notice('');

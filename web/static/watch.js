@@ -7,6 +7,7 @@
 // the channel "stream-chat/live/NAME" through the browser SDK.
 
 import { Switchboard } from '/sdk/switchboard.js';
+import { gathered, iceServers, statusLine } from './whip-common.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = { status: $('status'), notice: $('notice'), video: $('video'), name: $('name'), message: $('message'),
@@ -18,41 +19,7 @@ const path = stream.includes('/') ? stream : `live/${stream}`;
 const key = q.get('key') || '';
 ui.title.textContent = path;
 
-function setStatus(state, text = state) {
-  ui.status.dataset.state = state;
-  ui.status.textContent = text;
-}
-
-function notice(text) {
-  ui.notice.textContent = text;
-  ui.notice.hidden = !text;
-}
-
-function gathered(conn, ms) {
-  return new Promise((resolve) => {
-    if (conn.iceGatheringState === 'complete') return resolve();
-    const t = setTimeout(resolve, ms);
-    conn.addEventListener('icegatheringstatechange', () => {
-      if (conn.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
-    });
-  });
-}
-
-// iceServers asks the offer URL (OPTIONS) for the server's STUN and TURN
-// servers, announced in Link rel="ice-server" headers (none without TURN).
-async function iceServers(url) {
-  const res = await fetch(url, { method: 'OPTIONS' }).catch(() => null);
-  const out = [];
-  for (const link of (res?.headers.get('Link') || '').split(/,(?=\s*<)/)) {
-    const m = link.match(/<([^>]+)>(.*)/);
-    if (!m || !/rel="ice-server"/.test(m[2])) continue;
-    const param = (k) => (m[2].match(new RegExp(`${k}="((?:[^"\\\\]|\\\\.)*)"`)) || [])[1]?.replace(/\\(.)/g, '$1');
-    const s = { urls: m[1] };
-    if (param('username')) Object.assign(s, { username: param('username'), credential: param('credential') });
-    out.push(s);
-  }
-  return out;
-}
+const { setStatus, notice } = statusLine(ui);
 
 const authHeaders = key ? { Authorization: `Bearer ${key}` } : {};
 
