@@ -116,6 +116,22 @@ type Metrics struct {
 	// WebhookBacklog is the number of reports waiting in the partitions
 	// this node sends.
 	WebhookBacklog prometheus.Gauge
+	// ConsumerRecords counts the rows and records the async consumers
+	// took, by consumer (postgres, kafka) and result: published,
+	// duplicate (an idempotency key seen within its window: a re-publish
+	// after a crash) or invalid (skipped; see docs/backend.md).
+	ConsumerRecords *prometheus.CounterVec
+	// ConsumerErrors counts failed attempts of the async consumers (the
+	// database, Kafka or the broker did not answer), by consumer; each is
+	// retried, nothing is skipped.
+	ConsumerErrors *prometheus.CounterVec
+	// ConsumerLagSeconds is, per consumer, the age of the oldest row in the
+	// outbox consumer's last batch (0 when the table was empty).
+	ConsumerLagSeconds *prometheus.GaugeVec
+	// ConsumerLagRecords is, per consumer, how many records of its
+	// assigned partitions the Kafka consumer has yet to take, as of its
+	// last fetch.
+	ConsumerLagRecords *prometheus.GaugeVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process
@@ -269,6 +285,22 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "webhook_backlog",
 			Help: "Lifecycle reports waiting in the webhook partitions this node sends.",
 		}),
+		ConsumerRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "consumer_records_total",
+			Help: "Outbox rows and Kafka records taken by the async consumers, by consumer and result (published, duplicate, invalid).",
+		}, []string{"consumer", "result"}),
+		ConsumerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "consumer_errors_total",
+			Help: "Failed attempts of the async consumers (retried), by consumer.",
+		}, []string{"consumer"}),
+		ConsumerLagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_lag_seconds",
+			Help: "Age of the oldest outbox row in the consumer's last batch.",
+		}, []string{"consumer"}),
+		ConsumerLagRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_lag_records",
+			Help: "Records of the assigned Kafka partitions not yet taken, as of the last fetch.",
+		}, []string{"consumer"}),
 	}
 	reg.MustRegister(
 		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
@@ -278,6 +310,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Compressed, m.CompressionSaved, m.DeltaPublications,
 		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		m.Errors, m.Disconnects, m.APIRequests, m.ProxyCalls, m.ProxyDuration, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,
+		m.ConsumerRecords, m.ConsumerErrors, m.ConsumerLagSeconds, m.ConsumerLagRecords,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
