@@ -132,6 +132,14 @@ type Config struct {
 	StreamRecordDir          string        `koanf:"stream_record_dir"`
 	StreamRecordSegment      time.Duration `koanf:"stream_record_segment_duration"`
 	StreamRecordRetention    time.Duration `koanf:"stream_record_retention"`
+	PostgresDSN              string        `koanf:"consumer_postgres_dsn"`
+	PostgresTable            string        `koanf:"consumer_postgres_table"`
+	PostgresPollInterval     time.Duration `koanf:"consumer_postgres_poll_interval"`
+	PostgresBatchSize        int           `koanf:"consumer_postgres_batch_size"`
+	PostgresPartitions       int           `koanf:"consumer_postgres_partitions"`
+	KafkaBrokers             []string      `koanf:"consumer_kafka_brokers"`
+	KafkaTopics              []string      `koanf:"consumer_kafka_topics"`
+	KafkaGroup               string        `koanf:"consumer_kafka_group"`
 	// Namespaces can only be set in the YAML file; see auth.Namespace.
 	Namespaces []auth.Namespace `koanf:"namespaces"`
 	// StreamNamespaces can only be set in the YAML file; see
@@ -253,6 +261,14 @@ var Keys = []Key{
 	{"webhook_backoff_max", 30 * time.Second, "longest pause between webhook retries"},
 	{"webhook_lease_ttl", 15 * time.Second, "how long a node's hold on a webhook partition, and its mark as alive, last unrenewed: a dead node's events move to another node, and its clients are removed, within about twice this"},
 	{"webhook_partitions", 16, "partitions webhook events are spread over, each sent by one node at a time; the same on every node"},
+	{"consumer_postgres_dsn", "", "PostgreSQL connection string (postgres://user:pass@host/db): publish the rows of the outbox table (docs/backend.md; empty: off)"},
+	{"consumer_postgres_table", "switchboard_outbox", "the outbox table, optionally schema.table (lower-case letters, digits, _)"},
+	{"consumer_postgres_poll_interval", time.Second, "how often the outbox table is read when no NOTIFY came"},
+	{"consumer_postgres_batch_size", 100, "most outbox rows published and deleted in one transaction"},
+	{"consumer_postgres_partitions", 16, "partitions the outbox's channels are hashed into, each read by one transaction at a time across all nodes; the same on every node (1 to 1024)"},
+	{"consumer_kafka_brokers", []string{}, "Kafka seed brokers (host:port, comma-separated): publish the records of consumer_kafka_topics (docs/backend.md; empty: off)"},
+	{"consumer_kafka_topics", []string{}, "Kafka topics to publish from, comma-separated"},
+	{"consumer_kafka_group", "switchboard", "Kafka consumer group of the nodes; offsets are committed once records are published"},
 }
 
 // RegisterFlags adds --config and a flag for every key to fs.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/consumer/postgres"
 	"github.com/switchboardhq/switchboard/internal/origin"
 	"github.com/switchboardhq/switchboard/internal/proxy"
 	"github.com/switchboardhq/switchboard/internal/realip"
@@ -75,6 +76,7 @@ func (c Config) Validate() error {
 	if c.CommandRate < 0 || c.CommandBurst < 0 || c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.JWTMaxSize <= 0 {
 		errs = append(errs, errors.New("command_rate, command_burst, max_connections, max_connections_per_ip must not be negative, jwt_max_size must be positive"))
 	}
+	errs = append(errs, c.validateConsumers()...)
 	if c.JoinLeave && !c.Presence {
 		errs = append(errs, errors.New("join_leave: needs presence"))
 	}
@@ -293,6 +295,29 @@ func (c Config) validateWebhook() []error {
 	}
 	if c.WebhookBatchSize <= 0 || c.WebhookPartitions <= 0 || c.WebhookPartitions > 1024 {
 		errs = append(errs, fmt.Errorf("webhook_batch_size: must be positive, webhook_partitions from 1 to 1024; got %d and %d", c.WebhookBatchSize, c.WebhookPartitions))
+	}
+	return errs
+}
+
+// validateConsumers checks the async consumers' keys.
+func (c Config) validateConsumers() []error {
+	var errs []error
+	if c.PostgresDSN != "" {
+		if err := postgres.CheckTable(c.PostgresTable); err != nil {
+			errs = append(errs, fmt.Errorf("consumer_postgres_table: %w", err))
+		}
+		if c.PostgresPollInterval <= 0 || c.PostgresBatchSize <= 0 {
+			errs = append(errs, fmt.Errorf("consumer_postgres_poll_interval, consumer_postgres_batch_size: must be positive, got %s and %d", c.PostgresPollInterval, c.PostgresBatchSize))
+		}
+		if c.PostgresPartitions < 1 || c.PostgresPartitions > 1024 {
+			errs = append(errs, fmt.Errorf("consumer_postgres_partitions: must be 1 to 1024, got %d", c.PostgresPartitions))
+		}
+	}
+	if (len(c.KafkaBrokers) == 0) != (len(c.KafkaTopics) == 0) {
+		errs = append(errs, errors.New("consumer_kafka_brokers, consumer_kafka_topics: give both or neither"))
+	}
+	if len(c.KafkaBrokers) > 0 && c.KafkaGroup == "" {
+		errs = append(errs, errors.New("consumer_kafka_group: must not be empty"))
 	}
 	return errs
 }

@@ -68,6 +68,8 @@ type Server struct {
 	turn *turn.Server
 	// streams is the live streaming; nil when streams is off.
 	streams *streams
+	// consumers are the outbox and Kafka consumers, set by Run.
+	consumers *consumers
 	// APIKeys are the keys the server API accepts (generated when none is
 	// configured).
 	APIKeys []string
@@ -223,6 +225,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	}, b, p)
 	if s.calls != nil {
 		s.calls.signal.SetNode(s.hub.NodeID())
+	}
+	if s.consumers, err = newConsumers(cfg, s.hub, m, log); err != nil {
+		return nil, err
 	}
 	hosts, err := origin.ParseHosts(cfg.AllowedHosts)
 	if err != nil {
@@ -496,6 +501,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.streams.serve()
+	s.consumers.start()
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -519,7 +525,7 @@ func (s *Server) Run(ctx context.Context) error {
 // ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
-	var errs []error
+	errs := []error{s.consumers.stop(ctx)}
 	s.api.CloseStreams()
 	s.stopWebhooks() // first: the leaves of the clients closed below are still written
 	// Streams first: their blocking LL-HLS requests end with them.
