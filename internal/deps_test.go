@@ -70,6 +70,13 @@ var forbidden = []struct {
 	{"internal/stream", module + "/internal/hub", "live streams know nothing of the engine: the server wires chat beside them", false},
 	{"internal/stream", module + "/internal/transport", "live streams know nothing of the pub/sub transports", false},
 	{"internal/stream", module + "/internal/api", "the API reaches streams through its Streams interface, not the reverse", false},
+	{"internal/consumer", module + "/internal/hub", "the consumers publish through a function the server hands them, not through the engine", false},
+	{"internal/consumer/postgres", module + "/internal/hub", "the consumers publish through a function the server hands them, not through the engine", false},
+	{"internal/consumer/kafka", module + "/internal/hub", "the consumers publish through a function the server hands them, not through the engine", false},
+	{"internal/consumer/postgres", module + "/internal/transport", "the consumers know nothing of transports", false},
+	{"internal/consumer/kafka", module + "/internal/transport", "the consumers know nothing of transports", false},
+	{"internal/consumer/postgres", "github.com/twmb/", "each consumer links only its own client library", false},
+	{"internal/consumer/kafka", "github.com/jackc/", "each consumer links only its own client library", false},
 }
 
 func TestDependencyDirection(t *testing.T) {

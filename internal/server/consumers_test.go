@@ -103,7 +103,11 @@ func TestKafkaToSubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range recs {
-		m := sub.Next()
+		// The first waits for the node to join the group.
+		m, err := sub.NextErr(time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
 		expectPub(t, m, "scores", float64(i+1))
 		if d := m["data"].(map[string]any); d["goal"] != float64(i+1) {
 			t.Fatalf("publication %d: %v", i+1, m)

@@ -185,18 +185,7 @@ func (c *Consumer) commit(ctx context.Context, cl *kgo.Client, done []*kgo.Recor
 // until ctx is done (then it returns false). An invalid record is logged,
 // counted and done with.
 func (c *Consumer) publish(ctx context.Context, r *kgo.Record) bool {
-	channel, key := string(r.Key), ""
-	for _, h := range r.Headers {
-		switch h.Key {
-		case ChannelHeader:
-			channel = string(h.Value)
-		case KeyHeader:
-			key = string(h.Value)
-		}
-	}
-	if key == "" {
-		key = consumer.DerivedKey("kafka:"+r.Topic, strconv.Itoa(int(r.Partition))+":"+strconv.FormatInt(r.Offset, 10))
-	}
+	channel, key := Fields(r)
 	for attempt := 0; ; attempt++ {
 		res, err := consumer.Publish(ctx, c.opts.Publish, channel, r.Value, key)
 		if res != "" {
@@ -215,6 +204,26 @@ func (c *Consumer) publish(ctx context.Context, r *kgo.Record) bool {
 			return false
 		}
 	}
+}
+
+// Fields returns a record's channel (its channel header, else its key)
+// and idempotency key (its idempotency-key header when not empty, else
+// one derived from its topic, partition and offset). When a header comes
+// more than once, the last one counts.
+func Fields(r *kgo.Record) (channel, key string) {
+	channel = string(r.Key)
+	for _, h := range r.Headers {
+		switch h.Key {
+		case ChannelHeader:
+			channel = string(h.Value)
+		case KeyHeader:
+			key = string(h.Value)
+		}
+	}
+	if key == "" {
+		key = consumer.DerivedKey("kafka:"+r.Topic, strconv.Itoa(int(r.Partition))+":"+strconv.FormatInt(r.Offset, 10))
+	}
+	return channel, key
 }
 
 // forget drops revoked or lost partitions from the lag.
