@@ -131,8 +131,9 @@ func New(opts Options) (*Consumer, error) {
 
 // Run consumes the table until ctx is done, then returns nil. It keeps
 // going through database outages: each failure is logged, counted and
-// retried after a pause. A batch cut short by ctx is rolled back: its rows
-// are published again, as duplicates, by the next batch.
+// retried after a pause. A batch cut short by ctx still deletes the rows
+// it published; one cut short by a lost connection is rolled back, and
+// its rows are published again, as duplicates, by the next batch.
 func (c *Consumer) Run(ctx context.Context) error {
 	pool, err := pgxpool.NewWithConfig(ctx, c.cfg)
 	if err != nil {
@@ -179,7 +180,11 @@ func (c *Consumer) listenOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("postgres consumer: connect: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{c.opts.Table}.Sanitize()); err != nil {
 		return fmt.Errorf("postgres consumer: listen: %w", err)
 	}
@@ -266,7 +271,11 @@ func (c *Consumer) batch(ctx context.Context, pool *pgxpool.Pool, p int) (int, e
 	if err != nil {
 		return 0, fmt.Errorf("postgres consumer: begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
 	var locked bool
 	if err := tx.QueryRow(ctx, c.lockSQL, p).Scan(&locked); err != nil {
 		return 0, fmt.Errorf("postgres consumer: lock partition %d: %w", p, err)
@@ -301,15 +310,23 @@ func (c *Consumer) batch(ctx context.Context, pool *pgxpool.Pool, p int) (int, e
 		done = append(done, r.id)
 	}
 	if len(done) > 0 {
-		if _, err := tx.Exec(ctx, c.deleteSQL, done); err != nil {
+		// On through a shutdown (ctx done mid-batch), briefly: what was
+		// published is deleted, not published again by the next batch.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		if _, err := tx.Exec(fctx, c.deleteSQL, done); err != nil {
 			return 0, fmt.Errorf("postgres consumer: delete from partition %d: %w", p, err)
 		}
-		if err := tx.Commit(ctx); err != nil {
+		if err := tx.Commit(fctx); err != nil {
 			return 0, fmt.Errorf("postgres consumer: commit partition %d: %w", p, err)
 		}
 	}
 	return len(batch), pubErr
 }
+
+// finishTimeout bounds what runs after ctx is done: the last commit, a
+// rollback, closing the listening connection.
+const finishTimeout = 5 * time.Second
 
 // publish publishes one row with its idempotency key, or one derived from
 // its table and id. An invalid row is logged, counted and done with.

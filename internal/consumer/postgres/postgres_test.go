@@ -211,7 +211,61 @@ func TestOutboxExactlyOnceInOrder(t *testing.T) {
 	if published != n || dups < 10000-n {
 		t.Errorf("metrics: %d published, %d duplicates; want %d published and at least %d duplicates (the repeated keys)", published, dups, n, 10000-n)
 	}
-	t.Logf("%d rows, %d published, %d duplicates (%d of them re-published after the stop)", 10000, published, dups, dups-(10000-n))
+	t.Logf("%d rows, %d published, %d duplicates (%d of them published again after the stop)", 10000, published, dups, dups-(10000-n))
+}
+
+// TestOutboxCrashBetweenPublishAndCommit kills the consumer's database
+// connections (pg_terminate_backend) right after it published rows and
+// before it deleted them: the next batches publish those rows again, the
+// idempotency keys make the repeats no-ops, and every row is delivered
+// once, in order.
+func TestOutboxCrashBetweenPublishAndCommit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dsn, pool := outbox(t, ctx)
+	channels := []string{"a", "b", "c", "d", "e"}
+	in := &inserted{rows: map[string][]idData{}}
+	n, err := write(ctx, pool, channels, 2, 1000, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := consumertest.NewSink(t, channels...)
+	var calls, kills int
+	crashing := func(ctx context.Context, ch string, data []byte, key string) (bool, error) {
+		calls++ // one worker: no race
+		if calls%150 == 0 {
+			var k int
+			if err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'switchboard_consumer'`).Scan(&k); err != nil {
+				t.Errorf("terminate: %v", err)
+			}
+			kills += k
+		}
+		return sink.Publish(ctx, ch, data, key)
+	}
+	m := metrics.New(prometheus.NewRegistry())
+	c, err := postgres.New(postgres.Options{
+		DSN: dsn + "&application_name=switchboard_consumer", Publish: crashing, Metrics: m,
+		Partitions: 4, Workers: 1, BatchSize: 50, PollInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	sink.WaitFor(ctx, t, n)
+	waitEmpty(ctx, t, pool)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sink.Check(t, in.want())
+	dups := int(testutil.ToFloat64(m.ConsumerRecords.WithLabelValues("postgres", "duplicate")))
+	errs := int(testutil.ToFloat64(m.ConsumerErrors.WithLabelValues("postgres")))
+	if kills == 0 || errs == 0 || dups <= 1000-n {
+		t.Errorf("%d connections killed, %d errors, %d duplicates: want the crashes to have made the consumer publish rows again (more than %d duplicates)", kills, errs, dups, 1000-n)
+	}
+	t.Logf("%d connections killed, %d errors, %d duplicates (%d from the repeated keys)", kills, errs, dups, 1000-n)
 }
 
 // waitEmpty waits until the outbox table is empty.
