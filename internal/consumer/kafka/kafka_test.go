@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchboardhq/switchboard/internal/consumer/consumertest"
 	"github.com/switchboardhq/switchboard/internal/consumer/kafka"
@@ -26,6 +29,13 @@ import (
 // partitions and returns its addresses and a producer.
 func cluster(t *testing.T, partitions int32) ([]string, *kgo.Client) {
 	t.Helper()
+	addrs, p, _ := fakeCluster(t, partitions)
+	return addrs, p
+}
+
+// fakeCluster is cluster that also returns the cluster, to control it.
+func fakeCluster(t *testing.T, partitions int32) ([]string, *kgo.Client, *kfake.Cluster) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "events"))
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +47,7 @@ func cluster(t *testing.T, partitions int32) ([]string, *kgo.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	return addrs, p
+	return addrs, p, c
 }
 
 // member is a consumer group member running in the background.
@@ -169,6 +179,81 @@ func TestKafkaExactlyOnceInOrderAcrossRebalance(t *testing.T) {
 		t.Errorf("metrics: %d published, %d duplicates; want %d published and %d duplicates", published, dups, expected(), 10000-expected())
 	}
 	t.Logf("a published %d, b %d; %d duplicates", a.count("published"), b.count("published"), dups)
+}
+
+// TestKafkaUncommittedRecordsPublishedAgain makes the cluster refuse every
+// offset commit while a member publishes 1,000 records, as if it had died
+// before committing: the next member of the group starts from the
+// beginning again, and the idempotency keys (given or derived from the
+// offset) turn every repeat into a no-op.
+func TestKafkaUncommittedRecordsPublishedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	brokers, p, kc := fakeCluster(t, 2)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	kc.ControlKey(kmsg.OffsetCommit.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		creq := req.(*kmsg.OffsetCommitRequest)
+		resp := creq.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range creq.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.OffsetMetadataTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	channels := []string{"a", "b", "c", "d", "e", "f", "g"}
+	sink := consumertest.NewSink(t, channels...)
+	want, keys := map[string][]string{}, map[string]string{}
+	produce(ctx, t, p, channels, 0, 1000, want, keys)
+	first := join(t, brokers, sink.Publish)
+	n := 0
+	for _, w := range want {
+		n += len(w)
+	}
+	sink.WaitFor(ctx, t, n)
+	for first.count("published")+first.count("duplicate") < 1000 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the first member did not take every record")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	first.leave()
+	refuse.Store(false)
+
+	second := join(t, brokers, sink.Publish)
+	for second.count("duplicate") < 1000 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the second member took %d records again, want 1000", second.count("duplicate"))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	produce(ctx, t, p, channels, 1000, 500, want, keys)
+	n = 0
+	for _, w := range want {
+		n += len(w)
+	}
+	sink.WaitFor(ctx, t, n)
+	second.leave()
+	sink.Check(t, want)
+	if got := second.count("published"); got+first.count("published") != n {
+		t.Errorf("published %d + %d, want %d", first.count("published"), got, n)
+	}
+	if got := int(testutil.ToFloat64(first.metrics.ConsumerErrors.WithLabelValues("kafka"))); got == 0 {
+		t.Error("no failed commit counted")
+	}
 }
 
 // TestKafkaInvalidRecords checks the policy for records that can never be
