@@ -51,13 +51,20 @@ const (
 // for a row or record that can never be published.
 var ErrInvalid = errors.New("consumer: invalid record")
 
+// MaxDataSize is the largest data a row or record may carry, in bytes: the
+// server API's default body limit, which the brokers are set up to carry.
+const MaxDataSize = 1 << 20
+
 // Check reports why channel, data and key cannot be published, or nil: a
-// channel that breaks the naming rules, data that is not one JSON value,
-// an idempotency key that is not 1 to 64 printable ASCII bytes. The error
-// wraps ErrInvalid.
+// channel that breaks the naming rules, data over MaxDataSize or not one
+// JSON value, an idempotency key that is not 1 to 64 printable ASCII
+// bytes. The error wraps ErrInvalid.
 func Check(channel string, data []byte, key string) error {
 	if perr := protocol.ValidateChannel(channel); perr != nil {
 		return fmt.Errorf("%w: %s", ErrInvalid, perr.Message)
+	}
+	if len(data) > MaxDataSize {
+		return fmt.Errorf("%w: data is %d bytes, over %d", ErrInvalid, len(data), MaxDataSize)
 	}
 	if !json.Valid(data) {
 		return fmt.Errorf("%w: data is not a JSON value", ErrInvalid)

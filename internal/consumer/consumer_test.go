@@ -27,6 +27,7 @@ func TestPublish(t *testing.T) {
 		"not json":          {channel: "news", data: `{`, key: "k", want: consumer.Invalid, invalid: true},
 		"two values":        {channel: "news", data: `1 2`, key: "k", want: consumer.Invalid, invalid: true},
 		"no data":           {channel: "news", data: ``, key: "k", want: consumer.Invalid, invalid: true},
+		"too large":         {channel: "news", data: `"` + strings.Repeat("x", consumer.MaxDataSize) + `"`, key: "k", want: consumer.Invalid, invalid: true},
 		"long key":          {channel: "news", data: `1`, key: strings.Repeat("k", 65), want: consumer.Invalid, invalid: true},
 		"refused for good":  {channel: "x:y", data: `1`, key: "k", answer: protocol.ErrInvalidChannel.WithMessage("unknown namespace"), want: consumer.Invalid, invalid: true},
 		"unavailable (503)": {channel: "news", data: `1`, key: "k", answer: protocol.ErrUnavailable, failed: true},
@@ -72,7 +73,7 @@ func FuzzCheck(f *testing.F) {
 		if consumer.Check(channel, data, key) != nil {
 			return
 		}
-		if protocol.ValidateChannel(channel) != nil || !json.Valid(data) || protocol.ValidateIdempotencyKey(key) != nil {
+		if protocol.ValidateChannel(channel) != nil || len(data) > consumer.MaxDataSize || !json.Valid(data) || protocol.ValidateIdempotencyKey(key) != nil {
 			t.Fatalf("accepted %q %q %q", channel, data, key)
 		}
 	})
