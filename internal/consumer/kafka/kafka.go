@@ -131,7 +131,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.opts.Metrics.ConsumerErrors.WithLabelValues(name).Inc()
 			c.log.Warn("fetch failed", "topic", topic, "partition", p, "err", err)
 		})
-		done := c.publishFetches(ctx, fetches)
+		done := c.publishFetches(ctx, cl, fetches)
 		c.commit(ctx, cl, done)
 		cl.AllowRebalance()
 	}
@@ -140,13 +140,23 @@ func (c *Consumer) Run(ctx context.Context) error {
 // publishFetches publishes the polled records, each partition's in
 // offset order, and returns the last record published of each partition.
 // When ctx ends it stops at once: what follows in each partition stays
-// uncommitted.
-func (c *Consumer) publishFetches(ctx context.Context, fetches kgo.Fetches) []*kgo.Record {
+// uncommitted. Before it waits to retry a record, it commits what it
+// published so far: should the group hand the partition to another member
+// meanwhile, that member starts at the stuck record, and the two publish
+// the rest in the same order, the later of each pair a no-op.
+func (c *Consumer) publishFetches(ctx context.Context, cl *kgo.Client, fetches kgo.Fetches) []*kgo.Record {
 	var done []*kgo.Record
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		var last *kgo.Record
+		stuck := func() {
+			if last != nil {
+				c.commit(ctx, cl, append(done, last))
+			} else {
+				c.commit(ctx, cl, done)
+			}
+		}
 		for _, r := range p.Records {
-			if !c.publish(ctx, r) {
+			if !c.publish(ctx, r, stuck) {
 				break
 			}
 			last = r
@@ -182,9 +192,9 @@ func (c *Consumer) commit(ctx context.Context, cl *kgo.Client, done []*kgo.Recor
 }
 
 // publish publishes one record, retrying while the engine cannot take it,
-// until ctx is done (then it returns false). An invalid record is logged,
-// counted and done with.
-func (c *Consumer) publish(ctx context.Context, r *kgo.Record) bool {
+// until ctx is done (then it returns false); stuck is called before the
+// first retry. An invalid record is logged, counted and done with.
+func (c *Consumer) publish(ctx context.Context, r *kgo.Record, stuck func()) bool {
 	channel, key := Fields(r)
 	for attempt := 0; ; attempt++ {
 		res, err := consumer.Publish(ctx, c.opts.Publish, channel, r.Value, key)
@@ -200,6 +210,9 @@ func (c *Consumer) publish(ctx context.Context, r *kgo.Record) bool {
 		}
 		c.opts.Metrics.ConsumerErrors.WithLabelValues(name).Inc()
 		c.log.Warn("publish failed; retrying", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		if attempt == 0 {
+			stuck()
+		}
 		if !consumer.Sleep(ctx, consumer.Backoff(attempt)) {
 			return false
 		}
