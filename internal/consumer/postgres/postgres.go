@@ -110,6 +110,14 @@ func New(opts Options) (*Consumer, error) {
 		return nil, fmt.Errorf("postgres consumer: dsn: %w", err)
 	}
 	cfg.MaxConns = int32(opts.Workers) + 1
+	// A node that vanishes mid-batch without closing its connection
+	// (power loss, a partition) would hold its partition's lock until
+	// the server notices the dead connection; PostgreSQL ends such an
+	// idle transaction after this time instead. A healthy batch is never
+	// idle that long: each publish is bounded by the caller's timeout.
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.Itoa(int(idleInTransaction / time.Millisecond))
+	}
 	t := opts.Table
 	c := &Consumer{
 		opts: opts,
@@ -323,6 +331,10 @@ func (c *Consumer) batch(ctx context.Context, pool *pgxpool.Pool, p int) (int, e
 	}
 	return len(batch), pubErr
 }
+
+// idleInTransaction is the consumer connections'
+// idle_in_transaction_session_timeout, unless the DSN sets one.
+const idleInTransaction = time.Minute
 
 // finishTimeout bounds what runs after ctx is done: the last commit, a
 // rollback, closing the listening connection.
