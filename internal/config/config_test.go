@@ -199,6 +199,12 @@ func TestInvalid(t *testing.T) {
 		{"webhook backoff max below min", []string{"--webhook-backoff-min", "2s", "--webhook-backoff-max", "1s"}, nil, "webhook_backoff_max"},
 		{"webhook partitions", []string{"--webhook-partitions", "0"}, nil, "webhook_partitions"},
 		{"webhook batch size", nil, []string{"SWITCHBOARD_WEBHOOK_BATCH_SIZE=-5"}, "webhook_batch_size"},
+		{"outbox table quoted", []string{"--consumer-postgres-dsn", "postgres://db/app", "--consumer-postgres-table", `"Outbox"`}, nil, "consumer_postgres_table"},
+		{"outbox partitions zero", nil, []string{"SWITCHBOARD_CONSUMER_POSTGRES_DSN=postgres://db/app", "SWITCHBOARD_CONSUMER_POSTGRES_PARTITIONS=0"}, "consumer_postgres_partitions: must be 1 to 1024"},
+		{"outbox batch zero", []string{"--consumer-postgres-dsn", "postgres://db/app", "--consumer-postgres-batch-size", "0"}, nil, "consumer_postgres_batch_size"},
+		{"kafka brokers without topics", []string{"--consumer-kafka-brokers", "kafka:9092"}, nil, "consumer_kafka_brokers, consumer_kafka_topics: give both or neither"},
+		{"kafka topics without brokers", nil, []string{"SWITCHBOARD_CONSUMER_KAFKA_TOPICS=events"}, "consumer_kafka_brokers, consumer_kafka_topics"},
+		{"kafka group empty", []string{"--consumer-kafka-brokers", "kafka:9092", "--consumer-kafka-topics", "events", "--consumer-kafka-group", ""}, nil, "consumer_kafka_group"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,6 +213,27 @@ func TestInvalid(t *testing.T) {
 				t.Fatalf("err = %v, want mention of %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConsumerKeys: the consumers are off by default, and their keys come
+// from the environment with lists split at commas.
+func TestConsumerKeys(t *testing.T) {
+	c := config.Default()
+	if c.PostgresDSN != "" || len(c.KafkaBrokers) != 0 || c.PostgresTable != "switchboard_outbox" || c.KafkaGroup != "switchboard" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c, err := load(t, nil, []string{
+		"SWITCHBOARD_CONSUMER_POSTGRES_DSN=postgres://app@db/app",
+		"SWITCHBOARD_CONSUMER_POSTGRES_TABLE=app.outbox",
+		"SWITCHBOARD_CONSUMER_KAFKA_BROKERS=k1:9092, k2:9092",
+		"SWITCHBOARD_CONSUMER_KAFKA_TOPICS=events",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PostgresDSN != "postgres://app@db/app" || c.PostgresTable != "app.outbox" || len(c.KafkaBrokers) != 2 || c.KafkaBrokers[1] != "k2:9092" || c.KafkaTopics[0] != "events" {
+		t.Fatalf("loaded: %+v", c)
 	}
 }
 
