@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,17 @@ func TestKafkaToSubscriber(t *testing.T) {
 		if d := m["data"].(map[string]any); d["goal"] != float64(i+1) {
 			t.Fatalf("publication %d: %v", i+1, m)
 		}
+	}
+}
+
+// TestOutboxBadDSN: a connection string that does not parse stops the
+// node from starting, with an error naming the key.
+func TestOutboxBadDSN(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.PostgresDSN = "postgres://app@db:port/app"
+	_, err := newServer(t, cfg)
+	if err == nil || !strings.Contains(err.Error(), "consumer_postgres_dsn") {
+		t.Fatalf("err = %v, want one naming consumer_postgres_dsn", err)
 	}
 }
