@@ -116,6 +116,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(c.forget),
 		kgo.OnPartitionsLost(c.forget),
+		kgo.WithLogger(kgoLogger{c.log}),
 	}, c.opts.ClientOptions...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

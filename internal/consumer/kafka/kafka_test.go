@@ -328,7 +328,7 @@ func TestKafkaInvalidRecords(t *testing.T) {
 	}
 	m.leave()
 	sink.Check(t, map[string][]string{"news": {`"first"`, `"last"`}})
-	if got := m.count("invalid"); got != 3 {
+	if got := m.count("invalid"); got != 6 {
 		t.Errorf("%d records counted invalid, want 6", got)
 	}
 
