@@ -238,9 +238,14 @@ func (c *Consumer) work(ctx context.Context, pool *pgxpool.Pool, w int) {
 				if ctx.Err() != nil {
 					return
 				}
+				// The other partitions go on (one channel's failure
+				// must not hold them), but a database that is down
+				// fails them all: one log line per round.
+				if !failed {
+					c.log.Warn("batch failed; retrying", "partition", p, "err", err)
+				}
 				failed = true
 				c.opts.Metrics.ConsumerErrors.WithLabelValues(name).Inc()
-				c.log.Warn("batch failed; retrying", "partition", p, "err", err)
 				continue
 			}
 			more = more || n == c.opts.BatchSize
