@@ -49,7 +49,8 @@ type Metrics struct {
 	// WriteDelayActive is 1 while write_delay is in force (the writers
 	// could not keep up; see hub.Config.WriteDelayMinRate), else 0.
 	WriteDelayActive prometheus.Gauge
-	// Publications counts publications accepted, by source (api, client).
+	// Publications counts publications accepted, by source (api, client, postgres,
+	// kafka).
 	Publications *prometheus.CounterVec
 	// PublicationsDeduplicated counts publishes that repeated an
 	// idempotency key within its window and so published nothing, by
