@@ -303,6 +303,9 @@ func (c Config) validateWebhook() []error {
 func (c Config) validateConsumers() []error {
 	var errs []error
 	if c.PostgresDSN != "" {
+		if err := postgres.CheckDSN(c.PostgresDSN); err != nil {
+			errs = append(errs, fmt.Errorf("consumer_postgres_dsn: %w", err))
+		}
 		if err := postgres.CheckTable(c.PostgresTable); err != nil {
 			errs = append(errs, fmt.Errorf("consumer_postgres_table: %w", err))
 		}

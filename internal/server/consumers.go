@@ -3,32 +3,26 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 
-	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/consumer"
 	"github.com/switchboardhq/switchboard/internal/consumer/kafka"
 	"github.com/switchboardhq/switchboard/internal/consumer/postgres"
-	"github.com/switchboardhq/switchboard/internal/hub"
-	"github.com/switchboardhq/switchboard/internal/metrics"
 )
 
 // consumers are the async consumers the configuration turns on (the
 // outbox table, Kafka), run from Run until Shutdown.
 type consumers struct {
-	runs []func(ctx context.Context) error
-	log  *slog.Logger
-
-	// Set by start, used by stop.
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// newConsumers builds the configured consumers; they publish through h,
-// each publish bounded by command_timeout.
-func newConsumers(cfg config.Config, h *hub.Hub, m *metrics.Metrics, log *slog.Logger) (*consumers, error) {
-	cs := &consumers{log: log}
+// startConsumers builds the configured consumers and runs them in the
+// background; they publish through the hub, each publish bounded by
+// command_timeout. The configuration was validated, so building them
+// fails only on a bug, which is logged.
+func (s *Server) startConsumers() {
+	cfg, h := s.cfg, s.hub
 	publish := func(source string) consumer.PublishFunc {
 		return func(ctx context.Context, channel string, data []byte, key string) (bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, cfg.CommandTimeout)
@@ -37,6 +31,7 @@ func newConsumers(cfg config.Config, h *hub.Hub, m *metrics.Metrics, log *slog.L
 			return r.Duplicate, err
 		}
 	}
+	var runs []func(context.Context) error
 	if cfg.PostgresDSN != "" {
 		c, err := postgres.New(postgres.Options{
 			DSN:          cfg.PostgresDSN,
@@ -45,13 +40,14 @@ func newConsumers(cfg config.Config, h *hub.Hub, m *metrics.Metrics, log *slog.L
 			BatchSize:    cfg.PostgresBatchSize,
 			Partitions:   cfg.PostgresPartitions,
 			Publish:      publish("postgres"),
-			Logger:       log,
-			Metrics:      m,
+			Logger:       s.log,
+			Metrics:      s.metrics,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("server: consumer_postgres_dsn: %w", err)
+			s.log.Error("outbox consumer not started", "err", err)
+		} else {
+			runs = append(runs, c.Run)
 		}
-		cs.runs = append(cs.runs, c.Run)
 	}
 	if len(cfg.KafkaBrokers) > 0 {
 		c, err := kafka.New(kafka.Options{
@@ -59,34 +55,33 @@ func newConsumers(cfg config.Config, h *hub.Hub, m *metrics.Metrics, log *slog.L
 			Topics:  cfg.KafkaTopics,
 			Group:   cfg.KafkaGroup,
 			Publish: publish("kafka"),
-			Logger:  log,
-			Metrics: m,
+			Logger:  s.log,
+			Metrics: s.metrics,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("server: consumer_kafka_brokers: %w", err)
+			s.log.Error("Kafka consumer not started", "err", err)
+		} else {
+			runs = append(runs, c.Run)
 		}
-		cs.runs = append(cs.runs, c.Run)
 	}
-	return cs, nil
-}
-
-// start runs the consumers in the background.
-func (cs *consumers) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	cs.cancel = cancel
-	for _, run := range cs.runs {
+	cs := &consumers{cancel: cancel}
+	for _, run := range runs {
 		cs.wg.Go(func() {
 			if err := run(ctx); err != nil {
-				cs.log.Error("consumer stopped", "err", err)
+				s.log.Error("consumer stopped", "err", err)
 			}
 		})
 	}
+	s.consumers = cs
 }
 
-// stop stops the consumers and waits for them (a Kafka member commits
-// and leaves its group) until ctx is done.
-func (cs *consumers) stop(ctx context.Context) error {
-	if cs.cancel == nil {
+// stopConsumers stops the consumers and waits for them (a Kafka member
+// commits and leaves its group) until ctx is done. Shutdown calls it
+// first: the consumers publish through the hub.
+func (s *Server) stopConsumers(ctx context.Context) error {
+	cs := s.consumers
+	if cs == nil {
 		return nil
 	}
 	cs.cancel()

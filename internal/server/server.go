@@ -226,9 +226,6 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 	if s.calls != nil {
 		s.calls.signal.SetNode(s.hub.NodeID())
 	}
-	if s.consumers, err = newConsumers(cfg, s.hub, m, log); err != nil {
-		return nil, err
-	}
 	hosts, err := origin.ParseHosts(cfg.AllowedHosts)
 	if err != nil {
 		return nil, fmt.Errorf("server: allowed_hosts: %w", err)
@@ -501,7 +498,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.streams.serve()
-	s.consumers.start()
+	s.startConsumers()
 	errc := make(chan error, 1)
 	go func() {
 		if s.httpSrv.TLSConfig != nil {
@@ -525,7 +522,7 @@ func (s *Server) Run(ctx context.Context) error {
 // ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "connections", s.hub.Info().Connections)
-	errs := []error{s.consumers.stop(ctx)}
+	errs := []error{s.stopConsumers(ctx)}
 	s.api.CloseStreams()
 	s.stopWebhooks() // first: the leaves of the clients closed below are still written
 	// Streams first: their blocking LL-HLS requests end with them.

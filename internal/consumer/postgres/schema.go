@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // tableName is what the table option accepts: a lower-case SQL identifier,
@@ -17,6 +19,16 @@ var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}(\.[a-z_][a-z0-9_]{0,4
 func CheckTable(table string) error {
 	if !tableName.MatchString(table) {
 		return fmt.Errorf("postgres consumer: table %q must be a lower-case name of letters, digits and _ (at most 48 bytes), optionally schema.name", table)
+	}
+	return nil
+}
+
+// CheckDSN reports whether dsn is a PostgreSQL connection string the
+// consumer can use (a postgres:// URL or key=value pairs). It does not
+// connect.
+func CheckDSN(dsn string) error {
+	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		return fmt.Errorf("postgres consumer: %w", err)
 	}
 	return nil
 }
