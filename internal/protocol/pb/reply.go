@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -63,7 +64,9 @@ func splitPublication(msg []byte) (channel, data []byte, offset uint64, ok bool)
 	}
 	rest := msg[len(head) : len(msg)-1]
 	q := bytes.IndexByte(rest, '"')
-	if q < 0 || bytes.IndexByte(rest[:q], '\\') >= 0 || !bytes.HasPrefix(rest[q:], []byte(mid)) {
+	// The channel goes into a proto string field: it must be valid UTF-8
+	// (the hub's always is; anything else takes the slower path).
+	if q < 0 || bytes.IndexByte(rest[:q], '\\') >= 0 || !utf8.Valid(rest[:q]) || !bytes.HasPrefix(rest[q:], []byte(mid)) {
 		return nil, nil, 0, false
 	}
 	channel, rest = rest[:q], rest[q+len(mid):]
