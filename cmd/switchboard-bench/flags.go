@@ -101,6 +101,11 @@ Scenarios:
              for --duration: forwarded streams and packets, server CPU per
              packet, streams per core, loss, time to first packet;
              Switchboard only (calls are turned on in the server it starts)
+  stream     one pion peer publishes a synthetic ~2 Mbit/s VP8 stream over
+             WHIP, --conns pion peers (default 20) watch it over WHEP for
+             --duration (default 20s): packets, loss, send-to-viewer latency,
+             server CPU per viewer, viewers per core, time to first frame;
+             Switchboard only (calls are turned on in the server it starts)
 
   switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
   the last broadcast JSON line of a file written with --json-out.
@@ -180,6 +185,14 @@ Flags:
 	if !set["conns"] && o.scenario == "sfu" {
 		o.conns = 10 // pion peers in this process: tens, not thousands
 	}
+	if o.scenario == "stream" {
+		if !set["conns"] {
+			o.conns = 20 // pion peers in this process too
+		}
+		if !set["duration"] {
+			o.duration = 20 * time.Second
+		}
+	}
 	if _, ok := scenarios[o.scenario]; !ok {
 		fs.Usage()
 		return nil, fmt.Errorf("unknown or missing scenario %q", o.scenario)
@@ -252,6 +265,9 @@ func (o *options) params() map[string]any {
 		}
 	case "sfu":
 		p["sfu_publishers"] = o.sfuPublishers
+		p["duration_s"] = o.duration.Seconds()
+		p["warmup_s"] = o.warmup.Seconds()
+	case "stream":
 		p["duration_s"] = o.duration.Seconds()
 		p["warmup_s"] = o.warmup.Seconds()
 	case "reconnect":
