@@ -1,0 +1,105 @@
+package main
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp/codecs"
+)
+
+func TestSeqCount(t *testing.T) {
+	tests := map[string]struct {
+		seqs      []uint16
+		got, lost uint64
+	}{
+		"in order":            {seqs: []uint16{5, 6, 7}, got: 3},
+		"gap":                 {seqs: []uint16{5, 8, 9}, got: 3, lost: 2},
+		"late fills a gap":    {seqs: []uint16{5, 8, 6}, got: 3, lost: 1},
+		"repeat ignored":      {seqs: []uint16{5, 6, 6, 7}, got: 3},
+		"wraps":               {seqs: []uint16{65534, 65535, 0, 1}, got: 4},
+		"gap across the wrap": {seqs: []uint16{65534, 1}, got: 2, lost: 2},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var c seqCount
+			for _, s := range tc.seqs {
+				c.add(s)
+			}
+			if c.got != tc.got || c.lost != tc.lost {
+				t.Errorf("got %d lost %d, want %d and %d", c.got, c.lost, tc.got, tc.lost)
+			}
+		})
+	}
+}
+
+func TestStampSent(t *testing.T) {
+	now := time.Unix(1700000000, 123456789)
+	pkts := vp8Frame(true, 7, 1, streamPads)
+	if len(pkts) != len(streamPads) {
+		t.Fatalf("%d packets, want %d", len(pkts), len(streamPads))
+	}
+	for i, p := range pkts {
+		stampSent(p, now)
+		got, ok := sentAt(p)
+		if !ok || !got.Equal(now) {
+			t.Errorf("packet %d: sent at %v (%v), want %v", i, got, ok, now)
+		}
+		// The stamp is in the filler: the VP8 headers stay as they were.
+		var vp8 codecs.VP8Packet
+		if _, err := vp8.Unmarshal(p); err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if start := i == 0; (vp8.S == 1) != start || vp8.PictureID != 7 {
+			t.Errorf("packet %d: S %d picture %d", i, vp8.S, vp8.PictureID)
+		}
+		if i == 0 && vp8.Payload[0]&0x01 != 0 {
+			t.Error("the first packet of a keyframe is not marked key")
+		}
+	}
+	if _, ok := sentAt(make([]byte, 20)); ok {
+		t.Error("an unstamped payload gave a time")
+	}
+	if _, ok := sentAt([]byte{1, 2}); ok {
+		t.Error("a short payload gave a time")
+	}
+}
+
+// The sfu scenario's frames keep their sizes.
+func TestSFUFrameSizes(t *testing.T) {
+	for _, key := range []bool{true, false} {
+		pkts := vp8Frame(key, 1, 1, sfuPads)
+		head := 9
+		if key {
+			head = 16
+		}
+		if len(pkts) != 3 || len(pkts[0]) != head+600 || len(pkts[1]) != 606 || len(pkts[2]) != 206 {
+			t.Errorf("key %v: sizes %d %d %d", key, len(pkts[0]), len(pkts[1]), len(pkts[2]))
+		}
+	}
+}
+
+func TestStreamFigures(t *testing.T) {
+	tests := map[string]struct {
+		f                        streamFigures
+		loss, perViewer, perCore float64
+	}{
+		"plain":      {f: streamFigures{viewers: 20, got: 990, lost: 10, srvPct: 45, ingestPct: 5}, loss: 1, perViewer: 2, perCore: 50},
+		"no viewers": {f: streamFigures{}, loss: 0, perViewer: math.NaN(), perCore: math.NaN()},
+		"noise":      {f: streamFigures{viewers: 2, srvPct: 3, ingestPct: 4}, perViewer: 0, perCore: math.NaN()},
+	}
+	same := func(a, b float64) bool { return a == b || math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) < 1e-9 }
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.f.lossPct(); !same(got, tc.loss) {
+				t.Errorf("loss %v, want %v", got, tc.loss)
+			}
+			if got := tc.f.cpuPerViewer(); !same(got, tc.perViewer) {
+				t.Errorf("cpu per viewer %v, want %v", got, tc.perViewer)
+			}
+			if got := tc.f.viewersPerCore(); !same(got, tc.perCore) {
+				t.Errorf("viewers per core %v, want %v", got, tc.perCore)
+			}
+		})
+	}
+}
