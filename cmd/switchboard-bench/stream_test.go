@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"math"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp/codecs"
+
+	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/server"
 )
 
 func TestSeqCount(t *testing.T) {
@@ -101,5 +108,55 @@ func TestStreamFigures(t *testing.T) {
 				t.Errorf("viewers per core %v, want %v", got, tc.perCore)
 			}
 		})
+	}
+}
+
+// TestStreamScenarioTiny runs the stream scenario against a node in this
+// process: a WHIP publisher and two WHEP viewers for a second. It checks
+// that the figures are there, not their values (the machine is shared).
+func TestStreamScenarioTiny(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts WebRTC peers")
+	}
+	cfg := config.Default()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.APIKey = []string{"bench-test-key"}
+	cfg.WebRTC, cfg.WebRTCLoopback = true, true
+	cfg.ShutdownTimeout = 5 * time.Second
+	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	o := &options{scenario: "stream", conns: 2, duration: time.Second, warmup: 0, setupTimeout: 30 * time.Second, quietPct: 100}
+	e := &env{o: o, t: &target{Name: kindSwitchboard, Addr: srv.Addr(), APIKey: "bench-test-key", PID: os.Getpid()}}
+	res, err := runStream(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(k string) float64 {
+		m, ok := res.Summary.get(k)
+		if !ok {
+			t.Fatalf("no %s in %v", k, res.Summary)
+		}
+		return m.Value
+	}
+	if get("viewers") != 2 {
+		t.Errorf("viewers %v, want 2", get("viewers"))
+	}
+	if get("sent_pkts") <= 0 || get("received_pkts") <= 0 {
+		t.Errorf("sent %v received %v packets", get("sent_pkts"), get("received_pkts"))
+	}
+	for _, k := range []string{"latency_p50_ms", "first_frame_p50_ms", "loss_pct"} {
+		if v := get(k); math.IsNaN(v) || v < 0 {
+			t.Errorf("%s = %v", k, v)
+		}
 	}
 }
