@@ -162,6 +162,13 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 				return targetResult{}, err
 			}
 		}
+		if o.scenario == "stream" && o.rtmp {
+			a, addr, err := rtmpServerArgs()
+			if err != nil {
+				return targetResult{}, err
+			}
+			sfuArgs, o.rtmpAddr = append(sfuArgs, a...), addr
+		}
 		bin, err := findServerBin(o.serverBin)
 		if err != nil {
 			return targetResult{}, err

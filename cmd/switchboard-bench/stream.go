@@ -64,11 +64,18 @@ func runStream(ctx context.Context, e *env) (targetResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	base := "http://" + e.t.Addr
+	var viewers []*streamViewer
 	pub, err := whipPublish(ctx, api, base+"/whip/"+streamPath, e.t.APIKey)
 	if err != nil {
 		return res, fmt.Errorf("stream: publisher: %w", err)
 	}
-	defer pub.close()
+	closeAll := sync.OnceFunc(func() {
+		for _, v := range viewers {
+			v.close()
+		}
+		pub.close()
+	})
+	defer closeAll()
 	// The publisher alone, for the ingest's own CPU.
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return res, err
@@ -80,12 +87,6 @@ func runStream(ctx context.Context, e *env) (targetResult, error) {
 	ingest := e.stopMeter(m)
 
 	t0 := time.Now()
-	var viewers []*streamViewer
-	defer func() {
-		for _, v := range viewers {
-			v.close()
-		}
-	}()
 	for i := range e.o.conns {
 		v, err := whepView(ctx, api, base+"/whep/"+streamPath, e.t.APIKey, e.o.setupTimeout)
 		if err != nil {
@@ -161,6 +162,12 @@ func runStream(ctx context.Context, e *env) (targetResult, error) {
 	}
 	if fig.got+fig.lost < fig.sent*uint64(fig.viewers)*9/10 {
 		e.notes = append(e.notes, fmt.Sprintf("the viewers received %d packets of the %d sent to %d viewers", fig.got, fig.sent, fig.viewers))
+	}
+	if e.o.hlsReaders > 0 {
+		closeAll() // the LL-HLS readers are measured alone
+		if err := runHLS(ctx, e, s); err != nil {
+			return res, err
+		}
 	}
 	return res, nil
 }
