@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
 	"github.com/pion/rtp/codecs"
 
 	"github.com/switchboardhq/switchboard/internal/config"
@@ -122,6 +125,16 @@ func TestStreamScenarioTiny(t *testing.T) {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.APIKey = []string{"bench-test-key"}
 	cfg.WebRTC, cfg.WebRTCLoopback = true, true
+	o := &options{scenario: "stream", conns: 2, duration: time.Second, warmup: 0, setupTimeout: 30 * time.Second, quietPct: 100}
+	if ff, err := exec.LookPath("ffmpeg"); err == nil {
+		_, addr, err := rtmpServerArgs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RTMPAddr, o.rtmpAddr, o.ffmpeg, o.hlsReaders = addr, addr, ff, 1
+	} else {
+		t.Log("no ffmpeg: the LL-HLS readers are not run")
+	}
 	cfg.ShutdownTimeout = 5 * time.Second
 	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
 	if err != nil {
@@ -135,7 +148,6 @@ func TestStreamScenarioTiny(t *testing.T) {
 	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	o := &options{scenario: "stream", conns: 2, duration: time.Second, warmup: 0, setupTimeout: 30 * time.Second, quietPct: 100}
 	e := &env{o: o, t: &target{Name: kindSwitchboard, Addr: srv.Addr(), APIKey: "bench-test-key", PID: os.Getpid()}}
 	res, err := runStream(ctx, e)
 	if err != nil {
@@ -158,5 +170,32 @@ func TestStreamScenarioTiny(t *testing.T) {
 		if v := get(k); math.IsNaN(v) || v < 0 {
 			t.Errorf("%s = %v", k, v)
 		}
+	}
+	if o.hlsReaders > 0 && get("hls_parts") <= 0 {
+		t.Errorf("the LL-HLS reader fetched %v parts", get("hls_parts"))
+	}
+}
+
+func TestNextPart(t *testing.T) {
+	const pl = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n" +
+		"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.6\n#EXT-X-PART-INF:PART-TARGET=0.2\n" +
+		"#EXT-X-MEDIA-SEQUENCE:4\n#EXT-X-MAP:URI=\"init.mp4\"\n" +
+		"#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00Z\n" +
+		"#EXT-X-PART:DURATION=0.2,URI=\"p0.mp4\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.2,URI=\"p1.mp4\"\n" +
+		"#EXTINF:0.4,\ns4.mp4\n" +
+		"#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.4Z\n" +
+		"#EXT-X-PART:DURATION=0.2,URI=\"p2.mp4\",INDEPENDENT=YES\n" +
+		"#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p3.mp4\"\n"
+	var m playlist.Media
+	if err := m.Unmarshal([]byte(pl)); err != nil {
+		t.Fatal(err)
+	}
+	parts, msn, part := nextPart(&m)
+	var uris []string
+	for _, p := range parts {
+		uris = append(uris, p.uri)
+	}
+	if strings.Join(uris, " ") != "p0.mp4 p1.mp4 p2.mp4" || msn != 5 || part != 1 {
+		t.Errorf("parts %v, next %d.%d; want p0 p1 p2 and 5.1", uris, msn, part)
 	}
 }
