@@ -72,6 +72,7 @@ type hlsReader struct {
 	recording bool
 	parts     uint64 // fetched while recording
 	bytes     uint64
+	media     time.Duration // of the parts fetched
 	errs      uint64
 	delay     hist // µs, listed to fetched
 }
@@ -132,6 +133,7 @@ func httpGet(ctx context.Context, client *http.Client, u string) ([]byte, int, e
 type partRef struct {
 	uri string
 	gap bool
+	dur time.Duration
 }
 
 // nextPart lists a media playlist's parts, oldest first, and the position
@@ -140,11 +142,11 @@ type partRef struct {
 func nextPart(m *playlist.Media) (parts []partRef, msn, part int) {
 	for _, s := range m.Segments {
 		for _, p := range s.Parts {
-			parts = append(parts, partRef{uri: p.URI, gap: p.Gap})
+			parts = append(parts, partRef{uri: p.URI, gap: p.Gap, dur: p.Duration})
 		}
 	}
 	for _, p := range m.Parts {
-		parts = append(parts, partRef{uri: p.URI, gap: p.Gap})
+		parts = append(parts, partRef{uri: p.URI, gap: p.Gap, dur: p.Duration})
 	}
 	return parts, m.MediaSequence + len(m.Segments), len(m.Parts)
 }
@@ -207,6 +209,7 @@ func (r *hlsReader) run(ctx context.Context) {
 			r.count(func() {
 				r.parts++
 				r.bytes += uint64(len(body))
+				r.media += p.dur
 				r.delay.record(uint64(d.Microseconds()))
 			})
 		}
@@ -265,12 +268,14 @@ func runHLS(ctx context.Context, e *env, s *metrics) error {
 	mm := e.stopMeter(m)
 	setRecording(readers, false)
 	var parts, bytes, errs uint64
+	var media time.Duration
 	var delay hist
 	for _, r := range readers {
 		r.mu.Lock()
 		parts += r.parts
 		bytes += r.bytes
 		errs += r.errs
+		media += r.media
 		delay.merge(&r.delay)
 		r.mu.Unlock()
 	}
@@ -278,6 +283,10 @@ func runHLS(ctx context.Context, e *env, s *metrics) error {
 	s.add("hls_parts", float64(parts), "count", "")
 	s.add("hls_parts_per_s", float64(parts)/mm.wall, "1/s", "+")
 	s.add("hls_mbit_s", float64(bytes)*8/1e6/mm.wall, "Mbit/s", "")
+	// Media seconds fetched per reader and second: under 100 when the
+	// readers fall behind, or when ffmpeg, short of CPU, encodes slower
+	// than real time.
+	s.add("hls_realtime_pct", 100*media.Seconds()/float64(len(readers))/mm.wall, "%", "+")
 	s.add("hls_errors", float64(errs), "count", "-")
 	s.add("hls_part_delay_p50_ms", hlsMs(&delay, 0.50), "ms", "-")
 	s.add("hls_part_delay_p99_ms", hlsMs(&delay, 0.99), "ms", "-")
