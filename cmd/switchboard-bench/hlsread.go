@@ -72,7 +72,7 @@ type hlsReader struct {
 	recording bool
 	parts     uint64 // fetched while recording
 	bytes     uint64
-	media     time.Duration // of the parts fetched
+	mediaDur  time.Duration // of the parts fetched
 	errs      uint64
 	delay     hist // µs, listed to fetched
 }
@@ -209,7 +209,7 @@ func (r *hlsReader) run(ctx context.Context) {
 			r.count(func() {
 				r.parts++
 				r.bytes += uint64(len(body))
-				r.media += p.dur
+				r.mediaDur += p.dur
 				r.delay.record(uint64(d.Microseconds()))
 			})
 		}
@@ -275,7 +275,7 @@ func runHLS(ctx context.Context, e *env, s *metrics) error {
 		parts += r.parts
 		bytes += r.bytes
 		errs += r.errs
-		media += r.media
+		media += r.mediaDur
 		delay.merge(&r.delay)
 		r.mu.Unlock()
 	}
