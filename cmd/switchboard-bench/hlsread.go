@@ -268,14 +268,14 @@ func runHLS(ctx context.Context, e *env, s *metrics) error {
 	mm := e.stopMeter(m)
 	setRecording(readers, false)
 	var parts, bytes, errs uint64
-	var media time.Duration
+	var mediaDur time.Duration
 	var delay hist
 	for _, r := range readers {
 		r.mu.Lock()
 		parts += r.parts
 		bytes += r.bytes
 		errs += r.errs
-		media += r.mediaDur
+		mediaDur += r.mediaDur
 		delay.merge(&r.delay)
 		r.mu.Unlock()
 	}
@@ -286,7 +286,7 @@ func runHLS(ctx context.Context, e *env, s *metrics) error {
 	// Media seconds fetched per reader and second: under 100 when the
 	// readers fall behind, or when ffmpeg, short of CPU, encodes slower
 	// than real time.
-	s.add("hls_realtime_pct", 100*media.Seconds()/float64(len(readers))/mm.wall, "%", "+")
+	s.add("hls_realtime_pct", 100*mediaDur.Seconds()/float64(len(readers))/mm.wall, "%", "+")
 	s.add("hls_errors", float64(errs), "count", "-")
 	s.add("hls_part_delay_p50_ms", hlsMs(&delay, 0.50), "ms", "-")
 	s.add("hls_part_delay_p99_ms", hlsMs(&delay, 0.99), "ms", "-")
