@@ -464,6 +464,8 @@ type sfuSource struct {
 	forceKey atomic.Bool
 	sent     atomic.Uint64
 	bytes    atomic.Uint64 // RTP payload bytes sent
+	keyReqs  atomic.Uint64 // keyframe requests (PLI, FIR) received
+	keys     atomic.Uint64 // keyframes sent
 }
 
 var sfuPads = []int{600, 600, 200}
@@ -523,6 +525,7 @@ func (s *sfuSource) readRTCP(sender *webrtc.RTPSender) {
 		for _, pk := range pkts {
 			switch pk.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.keyReqs.Add(1)
 				s.forceKey.Store(true)
 			}
 		}
@@ -541,6 +544,9 @@ func (s *sfuSource) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		key := i%sfuKeyEvery == 0 || s.forceKey.Swap(false)
+		if key {
+			s.keys.Add(1)
+		}
 		pkts := vp8Frame(key, uint16(i&0x7fff), uint8(i), s.pads)
 		for j, payload := range pkts {
 			seq++

@@ -119,6 +119,7 @@ func runStream(ctx context.Context, e *env) (targetResult, error) {
 	}
 	before := streamCount(viewers, true)
 	sent0, bytes0 := pub.src.sent.Load(), pub.src.bytes.Load()
+	keyReqs0, keys0 := pub.src.keyReqs.Load(), pub.src.keys.Load()
 	m = e.startMeter()
 	if err := sleepCtx(ctx, e.o.duration); err != nil {
 		return res, err
@@ -153,6 +154,8 @@ func runStream(ctx context.Context, e *env) (targetResult, error) {
 	s.add("first_frame_p50_ms", quantile(firsts, 0.50), "ms", "-")
 	s.add("first_frame_p99_ms", quantile(firsts, 0.99), "ms", "-")
 	s.add("setup_s", setup.Seconds(), "s", "")
+	s.add("setup_key_requests", float64(keyReqs0), "count", "")
+	s.add("setup_keyframes", float64(keys0), "count", "")
 	s.add("client_cpu_pct", mm.cliPct, "%core", "")
 	s.add("other_cpu_pct", mm.otherPct, "%core", "")
 	s.add("server_rss_kib", mm.serverRSSKiB, "KiB", "")
