@@ -209,8 +209,11 @@ func (f streamFigures) viewersPerCore() float64 {
 }
 
 // postSDP posts an SDP offer to a WHIP or WHEP endpoint and returns the
-// answer and the session's URL.
+// answer and the session's URL. The server answers once it has its
+// candidates: 30 s is far beyond that.
 func postSDP(ctx context.Context, url, key, offer string) (answer, session string, status int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(offer))
 	if err != nil {
 		return "", "", 0, err

@@ -199,3 +199,23 @@ func TestNextPart(t *testing.T) {
 		t.Errorf("parts %v, next %d.%d; want p0 p1 p2 and 5.1", uris, msn, part)
 	}
 }
+
+// FuzzStreamInput feeds the stream scenario's readers arbitrary input: a
+// media playlist for the LL-HLS walk, an RTP payload for the send stamp.
+// Neither may panic, and the walk's next position is never behind the
+// playlist.
+func FuzzStreamInput(f *testing.F) {
+	f.Add([]byte("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:1,\ns.mp4\n#EXT-X-PART:DURATION=0.2,URI=\"p.mp4\"\n"))
+	f.Add(vp8Frame(true, 1, 1, []int{20})[0])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = sentAt(b)
+		var m playlist.Media
+		if m.Unmarshal(b) != nil {
+			return
+		}
+		parts, msn, part := nextPart(&m)
+		if msn < m.MediaSequence || part < 0 || len(parts) < len(m.Parts) {
+			t.Errorf("next %d.%d with media sequence %d, %d parts of %d trailing", msn, part, m.MediaSequence, len(parts), len(m.Parts))
+		}
+	})
+}
