@@ -48,6 +48,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzUTF8Prefix$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzParseClose$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
 	go test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./internal/transport/websocket/
+	go test -run '^$$' -fuzz '^FuzzStreamInput$$' -fuzztime $(FUZZTIME) ./cmd/switchboard-bench/
 	go test -run '^$$' -fuzz '^FuzzAnswer$$' -fuzztime $(FUZZTIME) ./internal/proxy/
 	go test -run '^$$' -fuzz '^FuzzParseVP8$$' -fuzztime $(FUZZTIME) ./internal/webrtc/payload/
 	go test -run '^$$' -fuzz '^FuzzParseSignal$$' -fuzztime $(FUZZTIME) ./internal/webrtc/signal/

@@ -58,6 +58,11 @@ type options struct {
 	pause        time.Duration
 	// sfu: video publishers (the subscribers are --conns).
 	sfuPublishers int
+	// stream: LL-HLS readers of an RTMP stream published by ffmpeg.
+	hlsReaders int
+	rtmp       bool
+	ffmpeg     string
+	rtmpAddr   string // set by runOne: the RTMP ingest of the server it starts
 
 	drop         string
 	recover      bool
@@ -101,6 +106,13 @@ Scenarios:
              for --duration: forwarded streams and packets, server CPU per
              packet, streams per core, loss, time to first packet;
              Switchboard only (calls are turned on in the server it starts)
+  stream     one pion peer publishes a synthetic ~2 Mbit/s VP8 stream over
+             WHIP, --conns pion peers (default 20) watch it over WHEP for
+             --duration (default 20s): packets, loss, send-to-viewer latency,
+             server CPU per viewer, viewers per core, time to first frame;
+             then, with --hls-readers M, M LL-HLS readers of an H.264 stream
+             ffmpeg publishes over RTMP: parts, bytes, part delay;
+             Switchboard only (calls are turned on in the server it starts)
 
   switchboard-bench plot RESULTS.jsonl OUT.svg draws the plot again from
   the last broadcast JSON line of a file written with --json-out.
@@ -141,6 +153,9 @@ Flags:
 	fs.IntVar(&o.publishers, "publishers", 16, "concurrent HTTP publish requests (keep-alive connections)")
 	fs.BoolVar(&o.h2c, "h2c", false, "publish to Switchboard's server API over HTTP/2 without TLS (h2c), many requests in flight per connection; the baseline stays on HTTP/1.1")
 	fs.IntVar(&o.sfuPublishers, "sfu-publishers", 1, "sfu: participants publishing one video track each (the subscribers are --conns)")
+	fs.IntVar(&o.hlsReaders, "hls-readers", 0, "stream: after the WHEP viewers, this many LL-HLS readers follow an H.264 stream that ffmpeg publishes over RTMP (implies --rtmp)")
+	fs.BoolVar(&o.rtmp, "rtmp", false, "stream: turn on the RTMP ingest (rtmp_addr) of the server the tool starts")
+	fs.StringVar(&o.ffmpeg, "ffmpeg", "ffmpeg", "stream: ffmpeg executable for the RTMP publisher of --hls-readers")
 	fs.IntVar(&o.batch, "batch", 1, "publications per HTTP API request (POST /api/batch when over 1; the baseline always gets one per request)")
 	fs.StringVar(&o.via, "via", "api", "channels: publish through the HTTP API (api), the API stream (stream: --streams WebSockets to /api/stream carrying every publisher's calls; the baseline gets HTTP) or client publish commands (ws)")
 	fs.IntVar(&o.streams, "streams", 4, "with --via stream: API streams the publishers share")
@@ -179,6 +194,23 @@ Flags:
 	}
 	if !set["conns"] && o.scenario == "sfu" {
 		o.conns = 10 // pion peers in this process: tens, not thousands
+	}
+	if o.scenario == "stream" {
+		if !set["conns"] {
+			o.conns = 20 // pion peers in this process too
+		}
+		if !set["duration"] {
+			o.duration = 20 * time.Second
+		}
+		if o.hlsReaders > 0 {
+			o.rtmp = true
+		}
+	}
+	if o.hlsReaders < 0 {
+		return nil, errors.New("--hls-readers must not be negative")
+	}
+	if o.hlsReaders > 0 && o.url != "" {
+		return nil, errors.New("--hls-readers needs a server the tool starts (not --url): it turns the RTMP ingest on")
 	}
 	if _, ok := scenarios[o.scenario]; !ok {
 		fs.Usage()
@@ -254,6 +286,10 @@ func (o *options) params() map[string]any {
 		p["sfu_publishers"] = o.sfuPublishers
 		p["duration_s"] = o.duration.Seconds()
 		p["warmup_s"] = o.warmup.Seconds()
+	case "stream":
+		p["duration_s"] = o.duration.Seconds()
+		p["warmup_s"] = o.warmup.Seconds()
+		p["hls_readers"] = o.hlsReaders
 	case "reconnect":
 		p["drop"] = o.drop
 		p["recover"] = o.recover

@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	switchboard-bench <idle|broadcast|channels|reconnect|sse> [flags]
+//	switchboard-bench <idle|broadcast|channels|reconnect|sse|sfu|stream> [flags]
 //
 // Run "switchboard-bench -h" for the flags. docs/performance.md explains the
 // scenarios, the targets and how to read the results.
@@ -35,6 +35,7 @@ var scenarios = map[string]func(context.Context, *env) (targetResult, error){
 	"reconnect": runReconnect,
 	"sse":       runSSE,
 	"sfu":       runSFU,
+	"stream":    runStream,
 }
 
 func main() {
@@ -143,6 +144,9 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 	if o.scenario == "sfu" && kind == kindBaseline {
 		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no SFU"}}, nil
 	}
+	if o.scenario == "stream" && kind == kindBaseline {
+		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no live streams"}}, nil
+	}
 	if o.scenario == "sse" && kind == kindBaseline {
 		return targetResult{Target: kind, Notes: []string{"skipped: the baseline has no Server-Sent Events endpoint"}}, nil
 	}
@@ -152,11 +156,18 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 		spec.URL, spec.PID, spec.CPUs, spec.PublishURL = o.url, o.serverPID, "", o.publishURL
 	case kind == kindSwitchboard:
 		var sfuArgs []string
-		if o.scenario == "sfu" {
+		if o.scenario == "sfu" || o.scenario == "stream" {
 			var err error
 			if sfuArgs, err = sfuServerArgs(); err != nil {
 				return targetResult{}, err
 			}
+		}
+		if o.scenario == "stream" && o.rtmp {
+			a, addr, err := rtmpServerArgs()
+			if err != nil {
+				return targetResult{}, err
+			}
+			sfuArgs, o.rtmpAddr = append(sfuArgs, a...), addr
 		}
 		bin, err := findServerBin(o.serverBin)
 		if err != nil {
@@ -194,7 +205,7 @@ func runOne(ctx context.Context, o *options, kind string) (targetResult, error) 
 		e.notes = append(e.notes, fmt.Sprintf("the machine was busy before the run: other processes used %.0f%% of a core; figures are disturbed", busy))
 	}
 	nw := (o.conns + o.connsPerWorker - 1) / o.connsPerWorker
-	if o.scenario == "sfu" {
+	if o.scenario == "sfu" || o.scenario == "stream" {
 		nw = 0 // the participants are pion peers in this process
 	}
 	cfg := clientConfig{

@@ -455,10 +455,20 @@ func (p *sfuPeer) close() {
 
 // sfuSource sends synthetic VP8 on one track.
 type sfuSource struct {
-	track    *webrtc.TrackLocalStaticRTP
+	track *webrtc.TrackLocalStaticRTP
+	// pads are the filler sizes of each frame's packets (vp8Frame).
+	pads []int
+	// stamp puts the send time in the last 8 bytes of each packet's
+	// payload (see stampSent).
+	stamp    bool
 	forceKey atomic.Bool
 	sent     atomic.Uint64
+	bytes    atomic.Uint64 // RTP payload bytes sent
+	keyReqs  atomic.Uint64 // keyframe requests (PLI, FIR) received
+	keys     atomic.Uint64 // keyframes sent
 }
+
+var sfuPads = []int{600, 600, 200}
 
 // publish opens the publishing connection with one VP8 track and starts
 // sending on it until ctx ends.
@@ -499,23 +509,27 @@ func (p *sfuPeer) publish(ctx context.Context) (*sfuSource, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans.SDP}); err != nil {
 		return nil, err
 	}
-	src := &sfuSource{track: track}
-	go func() { // keyframe requests
-		for {
-			pkts, _, err := tr.Sender().ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, pk := range pkts {
-				switch pk.(type) {
-				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-					src.forceKey.Store(true)
-				}
-			}
-		}
-	}()
+	src := &sfuSource{track: track, pads: sfuPads}
+	go src.readRTCP(tr.Sender())
 	go src.run(ctx)
 	return src, nil
+}
+
+// readRTCP turns the receivers' keyframe requests into a keyframe.
+func (s *sfuSource) readRTCP(sender *webrtc.RTPSender) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pk := range pkts {
+			switch pk.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.keyReqs.Add(1)
+				s.forceKey.Store(true)
+			}
+		}
+	}
 }
 
 // run sends sfuFPS frames per second until ctx ends.
@@ -530,21 +544,28 @@ func (s *sfuSource) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		key := i%sfuKeyEvery == 0 || s.forceKey.Swap(false)
-		pkts := sfuFrame(key, uint16(i&0x7fff), uint8(i))
+		if key {
+			s.keys.Add(1)
+		}
+		pkts := vp8Frame(key, uint16(i&0x7fff), uint8(i), s.pads)
 		for j, payload := range pkts {
 			seq++
 			h := rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(i * 90000 / sfuFPS), Marker: j == len(pkts)-1}
+			if s.stamp {
+				stampSent(payload, time.Now())
+			}
 			if s.track.WriteRTP(&rtp.Packet{Header: h, Payload: payload}) == nil {
 				s.sent.Add(1)
+				s.bytes.Add(uint64(len(payload)))
 			}
 		}
 	}
 }
 
-// sfuFrame builds the packets of one synthetic 640x360 VP8 frame: a
+// vp8Frame builds the packets of one synthetic 640x360 VP8 frame: a
 // payload descriptor with a 15-bit picture id and TL0PICIDX, a keyframe
-// header when key, and filler.
-func sfuFrame(key bool, pic uint16, tl0 uint8) [][]byte {
+// header when key, and pads[i] bytes of filler in packet i.
+func vp8Frame(key bool, pic uint16, tl0 uint8, pads []int) [][]byte {
 	desc := func(start bool) []byte {
 		b0 := byte(0x80)
 		if start {
@@ -559,6 +580,13 @@ func sfuFrame(key bool, pic uint16, tl0 uint8) [][]byte {
 	} else {
 		first = append(desc(true), 0x01, 0x00, 0x00)
 	}
-	pad := make([]byte, 600)
-	return [][]byte{append(first, pad...), append(desc(false), pad...), append(desc(false), pad[:200]...)}
+	out := make([][]byte, len(pads))
+	for i, n := range pads {
+		if i == 0 {
+			out[i] = append(first, make([]byte, n)...)
+		} else {
+			out[i] = append(desc(false), make([]byte, n)...)
+		}
+	}
+	return out
 }
