@@ -207,7 +207,10 @@ func FuzzClientAddr(f *testing.F) {
 func named(addr, list string) bool {
 	for _, e := range strings.Split(list, ",") {
 		e = strings.TrimSpace(e)
-		a, err := netip.ParseAddr(strings.Trim(e, "[]"))
+		a, err := netip.ParseAddr(e) // as it is: a zone may hold brackets ("::%[")
+		if err != nil {
+			a, err = netip.ParseAddr(strings.Trim(e, "[]"))
+		}
 		if err != nil {
 			ap, err := netip.ParseAddrPort(e)
 			if err != nil {
