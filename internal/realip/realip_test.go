@@ -208,8 +208,8 @@ func named(addr, list string) bool {
 	for _, e := range strings.Split(list, ",") {
 		e = strings.TrimSpace(e)
 		a, err := netip.ParseAddr(e) // as it is: a zone may hold brackets ("::%[")
-		if err != nil {
-			a, err = netip.ParseAddr(strings.Trim(e, "[]"))
+		if err != nil && len(e) > 2 && e[0] == '[' && e[len(e)-1] == ']' {
+			a, err = netip.ParseAddr(e[1 : len(e)-1]) // one pair only: "[::%]]" has zone "]"
 		}
 		if err != nil {
 			ap, err := netip.ParseAddrPort(e)
