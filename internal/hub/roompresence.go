@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -164,13 +165,16 @@ type roomPresenceInfo struct {
 }
 
 // enqueueRoomPresence adds op to the queue. The queue is not bounded by
-// a count: it holds at most a join and a leave per membership, and
-// memberships are bounded by connections times maxRoomsPerConnection.
-// Callers that order ops hold roomsMu.
+// a count: it holds at most a join and a leave per membership change
+// (memberships are bounded by connections times maxRoomsPerConnection)
+// and one refresh, a refresh already waiting taking the place of a new
+// one. Callers that order ops hold roomsMu.
 func (h *Hub) enqueueRoomPresence(op roomPresenceOp) {
 	rp := &h.roomPres
 	rp.mu.Lock()
-	rp.queue = append(rp.queue, op)
+	if op.kind != "refresh" || !slices.ContainsFunc(rp.queue, func(o roomPresenceOp) bool { return o.kind == "refresh" }) {
+		rp.queue = append(rp.queue, op)
+	}
 	rp.mu.Unlock()
 	select {
 	case rp.wake <- struct{}{}:
@@ -214,15 +218,14 @@ func (h *Hub) roomPresenceLoop() {
 			cancel()
 			return
 		case <-h.roomPres.wake:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			h.workRoomPresence(ctx)
-			cancel()
+			h.workRoomPresence(context.Background())
 		}
 	}
 }
 
-// workRoomPresence runs the queued calls in order.
-func (h *Hub) workRoomPresence(ctx context.Context) {
+// workRoomPresence runs the queued calls in order, each within 10 s and
+// parent.
+func (h *Hub) workRoomPresence(parent context.Context) {
 	rp := &h.roomPres
 	for {
 		rp.mu.Lock()
@@ -233,7 +236,9 @@ func (h *Hub) workRoomPresence(ctx context.Context) {
 			return
 		}
 		for _, op := range ops {
+			ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 			h.runRoomPresence(ctx, op)
+			cancel()
 		}
 	}
 }
