@@ -61,17 +61,21 @@ func (h *Hub) localConnections(user string) []ConnectionInfo {
 
 // gather sends req to every other live node and passes each reply to f,
 // until every node answered, 2 s passed or ctx ended. It does nothing on
-// a single node. Replies come as req.Type + "_reply" with req's id.
-func (h *Hub) gather(ctx context.Context, req control, f func(control)) {
+// a single node. Replies come as req.Type + "_reply" with req's id. It
+// returns the ids of the nodes that did not answer, sorted.
+func (h *Hub) gather(ctx context.Context, req control, f func(control)) (missing []string) {
 	if h.cl.ctl == nil {
-		return
+		return nil
 	}
-	want := len(h.Nodes()) - 1
-	if want <= 0 {
-		return
+	pending := map[string]bool{}
+	for _, n := range h.Nodes()[1:] {
+		pending[n.ID] = true
+	}
+	if len(pending) == 0 {
+		return nil
 	}
 	req.ID = randomID(12)
-	replies := make(chan control, want)
+	replies := make(chan control, len(pending)+4) // room for nodes that appeared since
 	h.cl.mu.Lock()
 	h.cl.waiting[req.ID] = replies
 	h.cl.mu.Unlock()
@@ -81,17 +85,39 @@ func (h *Hub) gather(ctx context.Context, req control, f func(control)) {
 		h.cl.mu.Unlock()
 	}()
 	h.sendControl(req)
-	timeout := time.NewTimer(2 * time.Second)
+	timeout := time.NewTimer(gatherTimeout)
 	defer timeout.Stop()
-	for got := 0; got < want; got++ {
+	answered := map[string]bool{}
+	for len(pending) > 0 {
 		select {
 		case r := <-replies:
+			if answered[r.From] {
+				continue // a repeat
+			}
+			// A node that appeared since the request answers too.
+			answered[r.From] = true
+			delete(pending, r.From)
 			f(r)
 		case <-timeout.C:
-			h.log.Warn(req.Type+": some nodes did not answer", "answered", got, "nodes", want)
-			return
+			return h.unanswered(req.Type, pending)
 		case <-ctx.Done():
-			return
+			return h.unanswered(req.Type, pending)
 		}
 	}
+	return nil
+}
+
+// gatherTimeout is how long a request to the other nodes waits for their
+// answers.
+const gatherTimeout = 2 * time.Second
+
+// unanswered logs and lists the nodes still pending after a request.
+func (h *Hub) unanswered(kind string, pending map[string]bool) []string {
+	out := make([]string, 0, len(pending))
+	for id := range pending {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	h.log.Warn(kind+": some nodes did not answer", "missing", out)
+	return out
 }
