@@ -74,17 +74,8 @@ func (h *Hub) gather(ctx context.Context, req control, f func(control)) (missing
 	if len(pending) == 0 {
 		return nil
 	}
-	req.ID = randomID(12)
-	replies := make(chan control, len(pending)+4) // room for nodes that appeared since
-	h.cl.mu.Lock()
-	h.cl.waiting[req.ID] = replies
-	h.cl.mu.Unlock()
-	defer func() {
-		h.cl.mu.Lock()
-		delete(h.cl.waiting, req.ID)
-		h.cl.mu.Unlock()
-	}()
-	h.sendControl(req)
+	replies, done := h.request(&req, len(pending)+4) // room for nodes that appeared since
+	defer done()
 	timeout := time.NewTimer(gatherTimeout)
 	defer timeout.Stop()
 	answered := map[string]bool{}
@@ -105,6 +96,23 @@ func (h *Hub) gather(ctx context.Context, req control, f func(control)) (missing
 		}
 	}
 	return nil
+}
+
+// request gives req a fresh id, registers a channel of capacity n for its
+// replies and sends it. done must be called once the replies are no
+// longer read.
+func (h *Hub) request(req *control, n int) (replies <-chan control, done func()) {
+	req.ID = randomID(12)
+	ch := make(chan control, n)
+	h.cl.mu.Lock()
+	h.cl.waiting[req.ID] = ch
+	h.cl.mu.Unlock()
+	h.sendControl(*req)
+	return ch, func() {
+		h.cl.mu.Lock()
+		delete(h.cl.waiting, req.ID)
+		h.cl.mu.Unlock()
+	}
 }
 
 // gatherTimeout is how long a request to the other nodes waits for their

@@ -189,18 +189,9 @@ func (h *Hub) ask(ctx context.Context, node string, req control) (control, error
 	if h.cl.ctl == nil {
 		return control{}, protocol.ErrUnavailable.WithMessage("node %s is not reachable: this node has no cluster broker", node)
 	}
-	req.ID = randomID(12)
 	req.To = node
-	replies := make(chan control, 1)
-	h.cl.mu.Lock()
-	h.cl.waiting[req.ID] = replies
-	h.cl.mu.Unlock()
-	defer func() {
-		h.cl.mu.Lock()
-		delete(h.cl.waiting, req.ID)
-		h.cl.mu.Unlock()
-	}()
-	h.sendControl(req)
+	replies, done := h.request(&req, 1)
+	defer done()
 	timeout := time.NewTimer(gatherTimeout)
 	defer timeout.Stop()
 	for {

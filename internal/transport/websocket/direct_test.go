@@ -1,10 +1,8 @@
 package websocket
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -121,16 +119,5 @@ func dialSmallBuffer(t *testing.T, url string) *client {
 		}
 		return serr
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nc, br, _, err := ws.Dialer{NetDial: d.DialContext}.Dial(ctx, url)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	c := &client{t: t, nc: nc, r: nc}
-	if br != nil {
-		c.r = io.MultiReader(br, nc)
-	}
-	return c
+	return dialWith(t, ws.Dialer{NetDial: d.DialContext}, url)
 }
