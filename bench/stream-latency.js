@@ -211,7 +211,7 @@ async function main() {
     const bin = await harness.binary(tmpDir);
     const rtmpPort = await freePort();
     srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--webrtc-loopback', '--rtmp-addr', `127.0.0.1:${rtmpPort}`]);
-    context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
+    context = await harness.launchBrowser(tmpDir, [...harness.webrtcArgs, '--disable-backgrounding-occluded-windows', '--disable-renderer-backgrounding', '--disable-background-timer-throttling']);
     await context.grantPermissions(['local-network-access'], { origin: srv.url.slice(0, -1) }).catch(() => {});
     await context.addInitScript(glass.pageScript());
     const load0 = os.loadavg()[0];
