@@ -11,10 +11,10 @@
 // after the other:
 //
 //	rtmp  ffmpeg publishes a 1280x720 30 fps H.264 test pattern over RTMP;
-//	      read over WHEP (/watch.html), LL-HLS (/watch.html?mode=hls,
-//	      hls.js) and by ffmpeg's HLS demuxer (not low-latency: a
-//	      non-browser figure);
-//	whip  a Chromium page draws the barcode on a canvas and publishes it
+//	      one Chromium page plays it over WHEP and over LL-HLS (hls.js,
+//	      configured as /watch.html does), and ffmpeg's HLS demuxer reads
+//	      it too (not low-latency: a non-browser figure);
+//	whip  the Chromium page draws the barcode on a canvas and publishes it
 //	      over WHIP (H.264); read the same three ways.
 //
 // Each phase waits (bounded) for every reader to decode the barcode,
@@ -23,6 +23,7 @@
 //
 //	--duration S     seconds measured per phase (default 30)
 //	--phases LIST    rtmp,whip (default both)
+//	--size WxH       the publishers' picture (16:9; default 1280x720)
 //	--json FILE      append one JSON line of the results to FILE
 //
 // Publisher, server and readers share the machine's clock. E2E_VERBOSE=1
@@ -40,16 +41,19 @@ const API_KEY = 'stream-latency-key';
 const READY_TIMEOUT = 90_000;
 
 function parseArgs(argv) {
-  const o = { duration: 30, phases: ['rtmp', 'whip'], json: '' };
+  const o = { duration: 30, phases: ['rtmp', 'whip'], json: '', size: '1280x720' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
     if (a === '--duration') { o.duration = Number(v); i++; }
     else if (a === '--phases') { o.phases = v.split(',').filter(Boolean); i++; }
     else if (a === '--json') { o.json = v; i++; }
+    else if (a === '--size') { o.size = v; i++; }
     else throw new Error(`unknown flag ${a} (see the comment at the top of ${path.basename(process.argv[1])})`);
   }
   if (!(o.duration > 0)) throw new Error('--duration must be a positive number of seconds');
+  const m = /^(\d+)x(\d+)$/.exec(o.size);
+  if (!m || Number(m[1]) * 9 !== Number(m[2]) * 16 || Number(m[1]) < 320) throw new Error('--size must be WxH, 16:9, at least 320x180');
   for (const p of o.phases) if (!['rtmp', 'whip'].includes(p)) throw new Error(`unknown phase ${p}: rtmp or whip`);
   return o;
 }
@@ -100,38 +104,31 @@ function ffmpegReader(url, procs) {
   return out;
 }
 
-// pageReader opens the watch page in mode (whep or hls) and starts
-// reading the barcode of every frame it presents.
-async function pageReader(context, srv, name, mode) {
-  const page = await context.newPage();
-  page.on('pageerror', (err) => console.error(`page error (${mode}):`, err.message));
-  await page.goto(`${srv.url}watch.html?stream=${name}${mode === 'hls' ? '&mode=hls' : ''}`);
-  await waitFor(() => page.evaluate((m) => document.getElementById('status').dataset.mode === m, mode), `${name}: ${mode} mode`);
-  await page.evaluate(() => { window.glassOut = window.glass.watch(document.getElementById('video')); });
-  const r = {
-    page,
-    read: () => page.evaluate(async () => {
-      const out = { ...window.glassOut };
-      if (window.whepPC) { // the WebRTC receiver's view: decoded and dropped frames, freezes, jitter buffer
-        (await window.whepPC.getStats()).forEach((s) => {
+// pageReaders plays name over WHEP and LL-HLS in page and returns the
+// readers of the barcode: frames presented over WHEP, decoded over WHEP,
+// presented over LL-HLS.
+async function pageReaders(page, how, name) {
+  await page.evaluate((p) => window.glass.play(p), `live/${name}`);
+  await waitFor(() => page.evaluate(() => window.glassRead.whepDecoded !== undefined), 'the WHEP video track');
+  const reader = (key) => ({
+    read: () => page.evaluate(async (k) => {
+      const out = { ...window.glassRead[k] };
+      if (k === 'whep') { // the WebRTC receiver's view: decoded and dropped frames, freezes, jitter buffer
+        (await window.glassPC.getStats()).forEach((s) => {
           if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
           out.rtc = { decoded: s.framesDecoded, dropped: s.framesDropped, freezes: s.freezeCount, lost: s.packetsLost,
             jitterMs: s.jitterBufferEmittedCount ? Math.round((1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount) : undefined };
         });
       }
       return out;
-    }),
-    reset: () => page.evaluate(() => { window.glassOut.samples = []; window.glassOut.unread = 0; window.glassOut.frames = 0; }),
+    }, key),
+    reset: () => page.evaluate((k) => { Object.assign(window.glassRead[k], { samples: [], unread: 0, frames: 0 }); }, key),
+  });
+  return {
+    [`${how}->WHEP (Chromium, shown)`]: reader('whep'),
+    [`${how}->WHEP (Chromium, decoded)`]: reader('whepDecoded'),
+    [`${how}->LL-HLS (Chromium, hls.js)`]: reader('hls'),
   };
-  if (mode !== 'whep') return [r];
-  // Over WebRTC, also every decoded frame, read from the track itself.
-  await waitFor(() => page.evaluate(() => window.whepPC.getReceivers().some((x) => x.track?.kind === 'video')), 'the WHEP video track');
-  await page.evaluate(() => { window.glassDec = window.glass.watchTrack(window.whepPC.getReceivers().find((x) => x.track?.kind === 'video').track); });
-  return [r, {
-    page,
-    read: () => page.evaluate(() => window.glassDec),
-    reset: () => page.evaluate(() => { window.glassDec.samples = []; window.glassDec.unread = 0; window.glassDec.frames = 0; }),
-  }];
 }
 
 // streamLive waits for path in GET /api/streams.
@@ -150,33 +147,26 @@ async function phase(how, o, env) {
   const name = `glass-${how}`;
   const streamPath = `live/${name}`;
   const cleanup = [];
+  // One page, in front, publishes (WHIP) and plays: Chromium paints the
+  // videos of a page in the background only about once a second.
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.error(`page error (${how}):`, err.message));
+  cleanup.push(() => page.close().catch(() => {}));
   try {
+    await page.goto(srv.url);
+    await page.addScriptTag({ url: `${srv.url}vendor/hls.light.min.js` });
     if (how === 'rtmp') {
-      const ff = spawn('ffmpeg', glass.ffmpegPublishArgs(`rtmp://127.0.0.1:${rtmpPort}/${streamPath}?key=${API_KEY}`), { stdio: ['ignore', 'ignore', 'pipe'] });
+      const ff = spawn('ffmpeg', glass.ffmpegPublishArgs(`rtmp://127.0.0.1:${rtmpPort}/${streamPath}?key=${API_KEY}`, { size: o.size }), { stdio: ['ignore', 'ignore', 'pipe'] });
       procs.add(ff);
       let err = '';
       ff.stderr.on('data', (d) => { err = (err + d).slice(-2000); });
       cleanup.push(() => ff.kill('SIGKILL'));
       await streamLive(srv, streamPath).catch((e) => { throw new Error(`${e.message}; ffmpeg: ${err}`); });
     } else {
-      const pub = await context.newPage();
-      pub.on('pageerror', (err) => console.error('page error (publisher):', err.message));
-      cleanup.push(() => pub.close().catch(() => {}));
-      await pub.goto(srv.url);
-      await pub.evaluate(([p, k]) => window.glass.publish(p, k), [streamPath, API_KEY]);
+      await page.evaluate(([p, k, w, h]) => window.glass.publish(p, k, w, h), [streamPath, API_KEY, ...o.size.split('x').map(Number)]);
       await streamLive(srv, streamPath);
     }
-    const readers = {};
-    for (const mode of ['whep', 'hls']) {
-      const [shown, decoded] = await pageReader(context, srv, name, mode);
-      cleanup.push(() => shown.page.close().catch(() => {}));
-      if (mode === 'whep') {
-        readers[`${how}->WHEP (Chromium, shown)`] = shown;
-        readers[`${how}->WHEP (Chromium, decoded)`] = decoded;
-      } else {
-        readers[`${how}->LL-HLS (Chromium, hls.js)`] = shown;
-      }
-    }
+    const readers = await pageReaders(page, how, name);
     const ff = ffmpegReader(`${srv.url}hls/${streamPath}/index.m3u8`, procs);
     cleanup.push(() => ff.proc.kill('SIGKILL'));
     readers[`${how}->HLS (ffmpeg)`] = { read: async () => ff, reset: async () => { ff.samples = []; ff.unread = 0; ff.frames = 0; } };
@@ -211,7 +201,7 @@ async function main() {
     const bin = await harness.binary(tmpDir);
     const rtmpPort = await freePort();
     srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--webrtc-loopback', '--rtmp-addr', `127.0.0.1:${rtmpPort}`]);
-    context = await harness.launchBrowser(tmpDir, [...harness.webrtcArgs, '--disable-backgrounding-occluded-windows', '--disable-renderer-backgrounding', '--disable-background-timer-throttling']);
+    context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
     await context.grantPermissions(['local-network-access'], { origin: srv.url.slice(0, -1) }).catch(() => {});
     await context.addInitScript(glass.pageScript());
     const load0 = os.loadavg()[0];
@@ -219,14 +209,14 @@ async function main() {
     const results = {};
     for (const how of o.phases) Object.assign(results, await phase(how, o, { context, srv, rtmpPort, procs }));
     const load1 = os.loadavg()[0];
-    console.log(`glass-to-glass latency, ${o.duration} s per phase, ${started}; load average ${load0.toFixed(2)} -> ${load1.toFixed(2)} on ${os.cpus().length} cores`);
+    console.log(`glass-to-glass latency, ${o.size}, ${o.duration} s per phase, ${started}; load average ${load0.toFixed(2)} -> ${load1.toFixed(2)} on ${os.cpus().length} cores`);
     console.log('output                                  frames  read   p50    p95    max    min  (ms)  ordered  size');
     for (const [label, r] of Object.entries(results)) {
       const f = (x) => String(x ?? '-').padStart(6);
       console.log(`${label.padEnd(40)}${f(r.frames)}${f(r.n)} ${f(r.p50)} ${f(r.p95)} ${f(r.max)} ${f(r.min)}        ${String(r.ordered).padEnd(8)} ${r.size ?? ''}${r.rtc ? ` ${JSON.stringify(r.rtc)}` : ''}`);
     }
     if (o.json) {
-      fs.appendFileSync(o.json, `${JSON.stringify({ started, duration_s: o.duration, loadavg: [load0, load1], cores: os.cpus().length, results })}\n`);
+      fs.appendFileSync(o.json, `${JSON.stringify({ started, duration_s: o.duration, size: o.size, loadavg: [load0, load1], cores: os.cpus().length, results })}\n`);
     }
   } finally {
     await context?.close().catch(() => {});

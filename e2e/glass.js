@@ -22,7 +22,9 @@
 // clock, so publisher and reader must share a clock (one machine, or
 // NTP-synchronised machines, whose offset then adds to the error).
 
-// FRAME is the publisher's picture size and rate.
+// FRAME is the picture size the barcode is laid out in, and the frame
+// rate. A publisher may send another 16:9 size: the barcode is drawn at
+// FRAME size and the picture scaled (blocks of 24 pixels at 640x360).
 export const FRAME = { w: 1280, h: 720, fps: 30 };
 
 // BAR is the barcode's place and grid in a FRAME-sized picture.
@@ -38,8 +40,9 @@ const BLOCKS = BAR.cols * BAR.rows;
 // picture) that burns the barcode in: the picture is scaled to one pixel
 // per block, geq paints each pixel from time(0) (the wall clock as the
 // frame passes the filter, after -re has released it) and the frame
-// number N, and the result is scaled back up and laid over the picture.
-export function ffmpegFilter() {
+// number N, and the result is scaled back up and laid over the picture,
+// then the picture is scaled to size (WxH) when it is not FRAME's.
+export function ffmpegFilter(size = `${FRAME.w}x${FRAME.h}`) {
   const i = `(Y*${BAR.cols}+X)`;
   const now = `mod(floor(time(0)*1000),${2 ** TIME_BITS})`;
   // Gray bit b of v is floor((v + 2^b) / 2^(b+1)) mod 2; block i holds bit
@@ -49,17 +52,17 @@ export function ffmpegFilter() {
   const lum = `255*if(lt(${i},${FIRST_TIME}),eq(X,0),if(lt(${i},${FIRST_FRAME}),${timeBit},if(lt(${i},${FIRST_FRAME + FRAME_BITS}),${frameBit},eq(X,${BAR.cols - 1}))))`;
   return `[0:v]split[pic][b];[b]scale=${BAR.cols}:${BAR.rows},format=gray,geq=lum='${lum}',` +
     `scale=${BAR.cols * BAR.block}:${BAR.rows * BAR.block}:flags=neighbor,format=yuv420p[bar];` +
-    `[pic][bar]overlay=${BAR.x}:${BAR.y},format=yuv420p[v]`;
+    `[pic][bar]overlay=${BAR.x}:${BAR.y}${size === `${FRAME.w}x${FRAME.h}` ? '' : `,scale=${size.replace('x', ':')}`},format=yuv420p[v]`;
 }
 
-// ffmpegPublishArgs are the arguments of an ffmpeg that publishes a
-// FRAME-sized H.264 test pattern with the barcode (and AAC audio) to url
-// (RTMP), in real time (-re), one keyframe a second, no B-frames.
-export function ffmpegPublishArgs(url, bitrate = '2M') {
+// ffmpegPublishArgs are the arguments of an ffmpeg that publishes an
+// H.264 test pattern of size (WxH, 16:9) with the barcode (and AAC audio)
+// to url (RTMP), in real time (-re), one keyframe a second, no B-frames.
+export function ffmpegPublishArgs(url, { bitrate = '2M', size = `${FRAME.w}x${FRAME.h}` } = {}) {
   return ['-hide_banner', '-loglevel', 'error', '-nostats',
     '-re', '-f', 'lavfi', '-i', `testsrc2=size=${FRAME.w}x${FRAME.h}:rate=${FRAME.fps}`,
     '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-filter_complex', ffmpegFilter(), '-map', '[v]', '-map', '1:a',
+    '-filter_complex', ffmpegFilter(size), '-map', '[v]', '-map', '1:a',
     '-c:v', 'libx264', '-profile:v', 'baseline', '-preset', 'ultrafast', '-tune', 'zerolatency', '-bf', '0',
     '-g', String(FRAME.fps), '-keyint_min', String(FRAME.fps), '-sc_threshold', '0',
     '-b:v', bitrate, '-maxrate', bitrate, '-bufsize', bitrate, '-pix_fmt', 'yuv420p',
@@ -208,15 +211,18 @@ function pageLib(BAR, FRAME) {
   }
 
   // publish draws a moving picture with the barcode of Date.now() on a
-  // FRAME-sized canvas, FRAME.fps times a second, each frame captured as
-  // it is drawn (captureStream(0) and requestFrame), and publishes it to
-  // path over WHIP as H.264. Resolves when the connection is up.
-  async function publish(path, key) {
+  // canvas of width x height (16:9; FRAME's by default), FRAME.fps times a
+  // second, each frame captured as it is drawn (captureStream(0) and
+  // requestFrame), and publishes it to path over WHIP as H.264. Resolves
+  // when the connection is up.
+  async function publish(path, key, width = FRAME.w, height = FRAME.h) {
     const cv = document.createElement('canvas');
-    cv.width = FRAME.w;
-    cv.height = FRAME.h;
+    cv.width = width;
+    cv.height = height;
+    cv.style.width = '320px'; // in view beside the players
     document.body.append(cv);
     const ctx = cv.getContext('2d');
+    ctx.scale(width / FRAME.w, height / FRAME.h); // draw in FRAME's coordinates
     const stream = cv.captureStream(0);
     const [track] = stream.getVideoTracks();
     track.contentHint = 'detail'; // keep the resolution under CPU load
@@ -242,13 +248,7 @@ function pageLib(BAR, FRAME) {
     const h264 = caps.filter((c) => c.mimeType.toLowerCase() === 'video/h264');
     tr.setCodecPreferences([...h264, ...caps.filter((c) => !h264.includes(c))]);
     await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve();
-      const t = setTimeout(resolve, 2000);
-      pc.addEventListener('icegatheringstatechange', () => {
-        if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
-      });
-    });
+    await gathered(pc);
     const res = await fetch(`/whip/${path}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` }, body: pc.localDescription.sdp });
     if (res.status !== 201) throw new Error(`WHIP ${res.status}: ${(await res.text()).trim()}`);
     await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
@@ -262,7 +262,53 @@ function pageLib(BAR, FRAME) {
       });
     });
   }
-  window.glass = { watch, watchTrack, publish };
+  // play starts two players of path in this page, one over WHEP, one
+  // over LL-HLS with hls.js (loaded by the caller, configured as
+  // /watch.html does), both in view: Chromium paints the videos of a page in
+  // the background about once a second. It returns at once; the readers
+  // are window.glassRead: whep (presented frames), whepDecoded (decoded
+  // frames, from the track), hls (presented frames), and window.glassPC is
+  // the WHEP connection.
+  async function play(path) {
+    const video = () => {
+      const v = document.createElement('video');
+      Object.assign(v, { muted: true, autoplay: true, playsInline: true });
+      v.style.width = '320px';
+      document.body.append(v);
+      return v;
+    };
+    const hv = video();
+    const h = new window.Hls({ lowLatencyMode: true });
+    h.loadSource(`/hls/${path}/index.m3u8`);
+    h.attachMedia(hv);
+    window.glassRead = { hls: watch(hv) };
+    const wv = video();
+    const pc = new RTCPeerConnection();
+    window.glassPC = pc;
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addEventListener('track', (e) => {
+      wv.srcObject = new MediaStream([e.track]);
+      window.glassRead.whepDecoded = watchTrack(e.track);
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const res = await fetch(`/whep/${path}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${(await res.text()).trim()}`);
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    window.glassRead.whep = watch(wv);
+  }
+
+  // gathered resolves when ICE gathering of pc is complete, or after 2 s.
+  function gathered(pc) {
+    return new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      const t = setTimeout(resolve, 2000);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
+      });
+    });
+  }
+  window.glass = { watch, watchTrack, publish, play };
 }
 
 // pageScript is the script to install in a page (context.addInitScript or
