@@ -140,6 +140,18 @@ function streamLive(srv, p) {
   }, `${p} live`);
 }
 
+// segmentDurations reads the LL-HLS media playlist of streamPath and
+// returns its segments' durations (s), which set how far behind players
+// stay.
+async function segmentDurations(srv, streamPath) {
+  const base = `${srv.url}hls/${streamPath}/`;
+  const main = await (await fetch(`${base}index.m3u8`)).text();
+  const media = main.split('\n').find((l) => l.trim().endsWith('.m3u8') && !l.startsWith('#'));
+  if (!media) throw new Error('no media playlist');
+  const list = await (await fetch(base + media.trim())).text();
+  return [...list.matchAll(/#EXTINF:([\d.]+)/g)].map((m) => Number(m[1]));
+}
+
 // phase publishes one stream (how: rtmp or whip), reads it three ways and
 // returns the summaries per output.
 async function phase(how, o, env) {
@@ -177,12 +189,13 @@ async function phase(how, o, env) {
     await Promise.all(Object.values(readers).map((r) => r.reset()));
     await sleep(o.duration * 1000);
     const out = {};
+    const seg = await segmentDurations(srv, streamPath).catch((e) => `unknown (${e.message})`);
     for (const [label, r] of Object.entries(readers)) {
       const got = await r.read();
       const lat = glass.latencies(got.samples);
       const last = got.samples[got.samples.length - 1];
       out[label] = { ...glass.summary(lat), frames: got.frames, unread: got.unread, ordered: glass.monotonic(got.samples),
-        size: last?.w ? `${last.w}x${last.h}` : undefined, rtc: got.rtc };
+        size: last?.w ? `${last.w}x${last.h}` : undefined, rtc: got.rtc, hls_segments: label.includes('HLS') ? seg : undefined };
     }
     return out;
   } finally {
@@ -213,7 +226,7 @@ async function main() {
     console.log('output                                  frames  read   p50    p95    max    min  (ms)  ordered  size');
     for (const [label, r] of Object.entries(results)) {
       const f = (x) => String(x ?? '-').padStart(6);
-      console.log(`${label.padEnd(40)}${f(r.frames)}${f(r.n)} ${f(r.p50)} ${f(r.p95)} ${f(r.max)} ${f(r.min)}        ${String(r.ordered).padEnd(8)} ${r.size ?? ''}${r.rtc ? ` ${JSON.stringify(r.rtc)}` : ''}`);
+      console.log(`${label.padEnd(40)}${f(r.frames)}${f(r.n)} ${f(r.p50)} ${f(r.p95)} ${f(r.max)} ${f(r.min)}        ${String(r.ordered).padEnd(8)} ${r.size ?? ''}${r.rtc ? ` ${JSON.stringify(r.rtc)}` : ''}${r.hls_segments ? ` segments ${JSON.stringify(r.hls_segments)} s` : ''}`);
     }
     if (o.json) {
       fs.appendFileSync(o.json, `${JSON.stringify({ started, duration_s: o.duration, size: o.size, loadavg: [load0, load1], cores: os.cpus().length, results })}\n`);

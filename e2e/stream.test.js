@@ -241,7 +241,7 @@ test('the latency barcode encodes and decodes; garbage and frames without it rea
 test('the latency barcode round-trips: ffmpeg burns the clock in over RTMP, Chromium reads it back over WHEP and LL-HLS', { timeout: TEST_TIMEOUT }, async (t) => {
   const hasFfmpeg = process.env.PATH.split(path.delimiter).some((d) => fs.existsSync(path.join(d, 'ffmpeg')));
   if (!hasFfmpeg && !process.env.CI) return t.skip('no ffmpeg');
-  const ff = spawn('ffmpeg', glass.ffmpegPublishArgs(`rtmp://127.0.0.1:${rtmpPort}/live/glass?key=${API_KEY}`), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ff = spawn('ffmpeg', glass.ffmpegPublishArgs(`rtmp://127.0.0.1:${rtmpPort}/live/glass?key=${API_KEY}`, { size: '640x360' }), { stdio: ['ignore', 'ignore', 'pipe'] });
   procs.add(ff);
   let ffErr = '';
   ff.stderr.on('data', (d) => { ffErr += d; });
