@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Glass-to-glass latency of live streams, per output: a publisher burns
-// the wall-clock time into every frame as a barcode (e2e/glass.js), real
-// Chromium pages play the stream and read the barcode back from each frame
-// they present, and the difference is the latency.
+// the wall-clock time into every frame as a barcode (e2e/glass.js), a
+// real Chromium page plays the stream and reads the barcode back from each
+// frame it presents, and the difference is the latency.
 //
 //	cd e2e && npm ci && cd .. && node bench/stream-latency.js [flags]
 //
@@ -45,6 +45,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
+    if (v === undefined) throw new Error(`${a} needs a value`);
     if (a === '--duration') { o.duration = Number(v); i++; }
     else if (a === '--phases') { o.phases = v.split(',').filter(Boolean); i++; }
     else if (a === '--json') { o.json = v; i++; }
@@ -208,6 +209,7 @@ async function main() {
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-stream-latency-'));
   const procs = new Set();
   process.on('exit', () => { for (const p of procs) p.kill('SIGKILL'); });
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)); // run the exit hooks: no process left behind
   let context;
   let srv;
   try {

@@ -34,7 +34,10 @@ const TIME_BITS = 32;
 const FRAME_BITS = 8;
 const FIRST_TIME = 2; // block index of the time's most significant bit
 const FIRST_FRAME = FIRST_TIME + TIME_BITS;
-const BLOCKS = BAR.cols * BAR.rows;
+
+// BLOCK_COUNT is the number of blocks (44), the bytes per frame of the
+// ffmpeg reader.
+export const BLOCK_COUNT = BAR.cols * BAR.rows;
 
 // ffmpegFilter is the filter graph (for -filter_complex, input 0 the
 // picture) that burns the barcode in: the picture is scaled to one pixel
@@ -71,7 +74,7 @@ export function ffmpegPublishArgs(url, { bitrate = '2M', size = `${FRAME.w}x${FR
 
 // ffmpegReaderArgs are the arguments of an ffmpeg that plays url (an HLS
 // playlist) and writes, per decoded frame, the mean luma of each barcode
-// block: BLOCKS bytes a frame on stdout, flushed at once.
+// block: BLOCK_COUNT bytes a frame on stdout, flushed at once.
 export function ffmpegReaderArgs(url) {
   const f = (n, d) => `${n}/${d}`;
   const crop = `crop=iw*${f(BAR.cols * BAR.block, FRAME.w)}:ih*${f(BAR.rows * BAR.block, FRAME.h)}:iw*${f(BAR.x, FRAME.w)}:ih*${f(BAR.y, FRAME.h)}`;
@@ -79,10 +82,6 @@ export function ffmpegReaderArgs(url) {
     '-live_start_index', '-1', '-i', url, '-an', '-fps_mode', 'passthrough', '-vf', `${crop},scale=${BAR.cols}:${BAR.rows}:flags=area,format=gray`,
     '-f', 'rawvideo', '-flush_packets', '1', 'pipe:1'];
 }
-
-// BLOCK_COUNT is the number of blocks, the bytes per frame of the ffmpeg
-// reader.
-export const BLOCK_COUNT = BLOCKS;
 
 // decodeLevels reads a barcode from the luma of its blocks (0..255, in
 // block order). It returns {ms, frame}, ms the capture time mod 2^32, or
@@ -96,14 +95,11 @@ function decodeLevels(levels) {
   const black = Math.max(levels[1], levels[n - 2]);
   if (white - black < 96) return null;
   const mid = (white + black) / 2;
-  let bin = 0;
-  let prev = 0;
+  let bit = 0;
   let ms = 0;
   for (let i = 2; i < 34; i++) {
-    const g = levels[i] > mid ? 1 : 0;
-    bin = prev ^ g; // binary bit = previous binary bit XOR Gray bit
-    prev = bin;
-    ms = ms * 2 + bin;
+    bit ^= levels[i] > mid ? 1 : 0; // binary bit = the one before XOR the Gray bit
+    ms = ms * 2 + bit;
   }
   let frame = 0;
   for (let i = 34; i < 42; i++) frame = frame * 2 + (levels[i] > mid ? 1 : 0);
@@ -133,15 +129,15 @@ function encodeLevels(ms, frame) {
 }
 export { encodeLevels };
 
-// pageLib is installed in pages (addInitScript): window.glass.watch(video)
-// reads every frame the video element shows, window.glass.publish(...)
-// draws a barcode canvas and publishes it over WHIP. Self-contained but for
-// the functions prepended by pageScript.
+// pageLib is installed in pages (addInitScript) as window.glass: watch
+// and watchTrack read the barcode of every frame a video element presents
+// or a track delivers, publish draws a barcode canvas and publishes it over
+// WHIP, play plays a stream over WHEP and LL-HLS with readers on both.
+// Self-contained but for the functions pageScript puts before it.
 function pageLib(BAR, FRAME) {
   const { decodeLevels, encodeLevels } = window.glassCodec;
   const scale = 4; // canvas pixels per block when reading
-  // watch samples every frame video shows (requestVideoFrameCallback):
-  // the barcode's capture time against the time the frame is presented.
+
   // sampler returns a function that reads the barcode of an image source
   // (a video element or a VideoFrame) of size vw x vh seen at time shown
   // (ms since the epoch) into out.
@@ -242,7 +238,7 @@ function pageLib(BAR, FRAME) {
     };
     window.glassTimer = setInterval(draw, 1000 / FRAME.fps);
     const pc = new RTCPeerConnection();
-    window.glassPC = pc;
+    window.glassPubPC = pc;
     const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
     const caps = RTCRtpSender.getCapabilities('video').codecs;
     const h264 = caps.filter((c) => c.mimeType.toLowerCase() === 'video/h264');
@@ -262,13 +258,14 @@ function pageLib(BAR, FRAME) {
       });
     });
   }
+
   // play starts two players of path in this page, one over WHEP, one
   // over LL-HLS with hls.js (loaded by the caller, configured as
   // /watch.html does), both in view: Chromium paints the videos of a page in
-  // the background about once a second. It returns at once; the readers
-  // are window.glassRead: whep (presented frames), whepDecoded (decoded
-  // frames, from the track), hls (presented frames), and window.glassPC is
-  // the WHEP connection.
+  // the background about once a second. It resolves once the WHEP answer
+  // is applied; the readers are window.glassRead: whep (presented frames),
+  // whepDecoded (decoded frames, from the track, once it arrives), hls
+  // (presented frames), and window.glassPC is the WHEP connection.
   async function play(path) {
     const video = () => {
       const v = document.createElement('video');
