@@ -198,6 +198,9 @@ async function phase(how, o, env) {
       out[label] = { ...glass.summary(lat), frames: got.frames, unread: got.unread, ordered: glass.monotonic(got.samples),
         size: last?.w ? `${last.w}x${last.h}` : undefined, rtc: got.rtc, hls_segments: label.includes('HLS') ? seg : undefined };
     }
+    // How late the publisher stamped frames against a steady 30 fps, from
+    // the reader that sees them all: latency is underestimated by that.
+    out[`${how}: publisher behind schedule`] = { ...glass.summary(glass.scheduleLag((await readers[`${how}->HLS (ffmpeg)`].read()).samples)) };
     return out;
   } finally {
     for (const f of cleanup.reverse()) await f();

@@ -328,6 +328,29 @@ export function latencies(samples) {
   return out;
 }
 
+// scheduleLag measures how far the publisher's stamps fell behind a
+// steady frame rate: for a reader that sees every frame (samples in
+// order, the frame counter unwrapped past 255), each frame's capture time
+// minus where fps frames a second from the earliest would put it, less
+// the smallest such difference. With ffmpeg -re this is how late ffmpeg
+// got to frames, by which the latency of those frames is underestimated.
+export function scheduleLag(samples, fps = FRAME.fps) {
+  const out = [];
+  let idx = 0;
+  let prev = null;
+  for (const s of samples) {
+    const ms = unwrapMs(s.ms, s.shown);
+    if (prev) {
+      if (ms === prev.ms) continue;
+      idx += (((s.frame - prev.frame) % 256) + 256) % 256;
+    }
+    prev = { ms, frame: s.frame };
+    out.push(ms - (idx * 1000) / fps);
+  }
+  const least = Math.min(...out);
+  return out.map((x) => x - least);
+}
+
 // summary is the count, p50, p95, max and min of xs (ms, rounded).
 export function summary(xs) {
   if (!xs.length) return { n: 0 };
