@@ -24,6 +24,8 @@
 //	--duration S     seconds measured per phase (default 30)
 //	--phases LIST    rtmp,whip (default both)
 //	--size WxH       the publishers' picture (16:9; default 1280x720)
+//	--hls-catchup R  hls.js maxLiveSyncPlaybackRate (default 1, hls.js's
+//	                 and /watch.html's: no catching up after a stall)
 //	--json FILE      append one JSON line of the results to FILE
 //
 // Publisher, server and readers share the machine's clock. E2E_VERBOSE=1
@@ -41,7 +43,7 @@ const API_KEY = 'stream-latency-key';
 const READY_TIMEOUT = 90_000;
 
 function parseArgs(argv) {
-  const o = { duration: 30, phases: ['rtmp', 'whip'], json: '', size: '1280x720' };
+  const o = { duration: 30, phases: ['rtmp', 'whip'], json: '', size: '1280x720', hlsCatchup: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
@@ -50,8 +52,10 @@ function parseArgs(argv) {
     else if (a === '--phases') { o.phases = v.split(',').filter(Boolean); i++; }
     else if (a === '--json') { o.json = v; i++; }
     else if (a === '--size') { o.size = v; i++; }
+    else if (a === '--hls-catchup') { o.hlsCatchup = Number(v); i++; }
     else throw new Error(`unknown flag ${a} (see the comment at the top of ${path.basename(process.argv[1])})`);
   }
+  if (!(o.hlsCatchup >= 1 && o.hlsCatchup <= 2)) throw new Error('--hls-catchup must be between 1 and 2');
   if (!(o.duration > 0)) throw new Error('--duration must be a positive number of seconds');
   const m = /^(\d+)x(\d+)$/.exec(o.size);
   if (!m || Number(m[1]) * 9 !== Number(m[2]) * 16 || Number(m[1]) < 320) throw new Error('--size must be WxH, 16:9, at least 320x180');
@@ -108,8 +112,8 @@ function ffmpegReader(url, procs) {
 // pageReaders plays name over WHEP and LL-HLS in page and returns the
 // readers of the barcode: frames presented over WHEP, decoded over WHEP,
 // presented over LL-HLS.
-async function pageReaders(page, how, name) {
-  await page.evaluate((p) => window.glass.play(p), `live/${name}`);
+async function pageReaders(page, how, name, o) {
+  await page.evaluate(([p, rate]) => window.glass.play(p, { maxLiveSyncPlaybackRate: rate }), [`live/${name}`, o.hlsCatchup]);
   await waitFor(() => page.evaluate(() => window.glassRead.whepDecoded !== undefined), 'the WHEP video track');
   const reader = (key) => ({
     read: () => page.evaluate(async (k) => {
@@ -179,7 +183,7 @@ async function phase(how, o, env) {
       await page.evaluate(([p, k, w, h]) => window.glass.publish(p, k, w, h), [streamPath, API_KEY, ...o.size.split('x').map(Number)]);
       await streamLive(srv, streamPath);
     }
-    const readers = await pageReaders(page, how, name);
+    const readers = await pageReaders(page, how, name, o);
     const ff = ffmpegReader(`${srv.url}hls/${streamPath}/index.m3u8`, procs);
     cleanup.push(() => ff.proc.kill('SIGKILL'));
     readers[`${how}->HLS (ffmpeg)`] = { read: async () => ff, reset: async () => { ff.samples = []; ff.unread = 0; ff.frames = 0; } };
@@ -231,14 +235,14 @@ async function main() {
     const results = {};
     for (const how of o.phases) Object.assign(results, await phase(how, o, { context, srv, rtmpPort, procs }));
     const load1 = os.loadavg()[0];
-    console.log(`glass-to-glass latency, ${o.size}, ${o.duration} s per phase, ${started}; load average ${load0.toFixed(2)} -> ${load1.toFixed(2)} on ${os.cpus().length} cores`);
+    console.log(`glass-to-glass latency, ${o.size}, ${o.duration} s per phase, hls.js catch-up ${o.hlsCatchup}, ${started}; load average ${load0.toFixed(2)} -> ${load1.toFixed(2)} on ${os.cpus().length} cores`);
     console.log('output                                  frames  read   p50    p95    max    min  (ms)  ordered  size');
     for (const [label, r] of Object.entries(results)) {
       const f = (x) => String(x ?? '-').padStart(6);
       console.log(`${label.padEnd(40)}${f(r.frames)}${f(r.n)} ${f(r.p50)} ${f(r.p95)} ${f(r.max)} ${f(r.min)}        ${String(r.ordered ?? '-').padEnd(8)} ${r.size ?? ''}${r.rtc ? ` ${JSON.stringify(r.rtc)}` : ''}${r.hls_segments ? ` segments ${JSON.stringify(r.hls_segments)} s` : ''}`);
     }
     if (o.json) {
-      fs.appendFileSync(o.json, `${JSON.stringify({ started, duration_s: o.duration, size: o.size, loadavg: [load0, load1], cores: os.cpus().length, results })}\n`);
+      fs.appendFileSync(o.json, `${JSON.stringify({ started, duration_s: o.duration, size: o.size, hls_catchup: o.hlsCatchup, loadavg: [load0, load1], cores: os.cpus().length, results })}\n`);
     }
   } finally {
     await context?.close().catch(() => {});

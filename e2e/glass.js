@@ -266,7 +266,8 @@ function pageLib(BAR, FRAME) {
   // is applied; the readers are window.glassRead: whep (presented frames),
   // whepDecoded (decoded frames, from the track, once it arrives), hls
   // (presented frames), and window.glassPC is the WHEP connection.
-  async function play(path) {
+  // hlsConfig is added to hls.js's configuration.
+  async function play(path, hlsConfig = {}) {
     const video = () => {
       const v = document.createElement('video');
       Object.assign(v, { muted: true, autoplay: true, playsInline: true });
@@ -275,7 +276,7 @@ function pageLib(BAR, FRAME) {
       return v;
     };
     const hv = video();
-    const h = new window.Hls({ lowLatencyMode: true });
+    const h = new window.Hls({ lowLatencyMode: true, ...hlsConfig });
     h.loadSource(`/hls/${path}/index.m3u8`);
     h.attachMedia(hv);
     window.glassRead = { hls: watch(hv) };
