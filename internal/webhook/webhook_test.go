@@ -371,7 +371,7 @@ func TestConnections(t *testing.T) {
 	}
 	must(d.ClientConnected(ctx, "n1-1", "alice", "websocket"))
 	must(d.ClientConnected(ctx, "n1-1", "alice", "websocket")) // reported again (a rejoin)
-	d.ClientDisconnected(ctx, "n1-9", "", "sse")              // never connected
+	d.ClientDisconnected(ctx, "n1-9", "", "sse")               // never connected
 	must(d.ClientConnected(ctx, "n1-2", "", "sse"))
 	rc.wait(2)
 	d.Stop() // another sender takes the partition, with the stored state
