@@ -58,8 +58,8 @@ type Options struct {
 	// Client sends the requests. Default: a client with Timeout that does
 	// not follow redirects (a 3xx answer is a failure, retried).
 	Client *http.Client
-	// Rejoin, when set, reports every live subscription of this node again
-	// (with Joined). The dispatcher calls it when the node's liveness mark
+	// Rejoin, when set, reports every connection and live subscription of
+	// this node again (with ClientConnected and Joined). The dispatcher calls it when the node's liveness mark
 	// was found missing: at Start, and after the node was cut off from
 	// the broker for longer than LeaseTTL, when other nodes may have
 	// removed its clients as gone. It must return within the context.
@@ -237,7 +237,8 @@ func (d *Dispatcher) report(ctx context.Context, f fact, key string, keep bool) 
 		if keep {
 			d.hold(p, f, data)
 		} else {
-			d.log.Warn("webhook report refused", "kind", f.Kind, "channel", f.Channel, "client", f.Client, "err", err)
+			// The engine refuses the command, and logs it.
+			d.log.Debug("webhook report refused", "kind", f.Kind, "channel", f.Channel, "client", f.Client, "err", err)
 		}
 		return fmt.Errorf("webhook: append %s: %w", f.Kind, err)
 	}
