@@ -13,24 +13,25 @@ import (
 // connections ClientConnected was reported for. Short-lived long-poll
 // sessions are not reported.
 //
-// A start can be refused, an end cannot: when Joined or ClientConnected
-// returns an error the report was not recorded, and the subscribe or
-// connect fails with a retryable error; Left and ClientDisconnected must
-// get their report through eventually (the dispatcher holds and retries
-// it).
+// A start can be refused, an end cannot. When Joined or ClientConnected
+// returns an error the report may not be recorded: the subscribe or
+// connect fails with a retryable error, and the caller reports the end
+// (Left, ClientDisconnected) at once, which undoes the start if it was
+// recorded after all and changes nothing otherwise. Left and
+// ClientDisconnected must get their report through eventually (the
+// webhook dispatcher holds and retries it).
 type Lifecycle interface {
-	// ClientConnected reports a connection; an error means it was not
-	// recorded, and the connect is refused (ClientDisconnected is still
-	// reported for a connection whose ClientConnected failed when it was
-	// reported again by ReportSubscriptions, and must then change
-	// nothing).
+	// ClientConnected reports a connection, before its connect is
+	// answered; an error refuses it.
 	ClientConnected(ctx context.Context, client, user, transport string) error
+	// ClientDisconnected reports the end of a connection; it cannot be
+	// refused. For a connection not recorded it changes nothing.
 	ClientDisconnected(ctx context.Context, client, user, transport string)
-	// Joined reports a live subscription; an error means it was not
-	// recorded, and the subscribe is refused (Left is reported anyway for
-	// a subscription reported again by ReportSubscriptions, and must then
-	// change nothing).
+	// Joined reports a subscription, before its subscribe is answered; an
+	// error refuses it.
 	Joined(ctx context.Context, channel, client, user string) error
+	// Left reports the end of a subscription; it cannot be refused. For a
+	// subscription not recorded it changes nothing.
 	Left(ctx context.Context, channel, client, user string)
 }
 

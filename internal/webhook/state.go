@@ -50,7 +50,7 @@ type partState struct {
 	channels map[string]*channelState
 	conns    map[string]conn     // connected clients, by client id; stored
 	nodes    map[string]int      // memberships and connections per node; derived
-	dirty    map[string]struct{} // keys changed since the last save (channels, connKey of clients)
+	dirty    map[string]struct{} // keys changed since the last save: channels, connKeyPrefix+client
 	strs     map[string]string   // node and transport names, shared by the records
 }
 
@@ -61,7 +61,7 @@ func newPartState() *partState {
 	}
 }
 
-// intern returns s, shared with the records that hold the same name: a
+// intern returns v, shared with the records that hold the same name: a
 // partition holds many clients of few nodes and transports.
 func (s *partState) intern(v string) string {
 	if w, ok := s.strs[v]; ok {
