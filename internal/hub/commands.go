@@ -51,8 +51,14 @@ func (s *Session) connect(ctx context.Context, cmd *protocol.Command) ([]byte, *
 		s.failConnect(cmd, protocol.ErrUnauthorized.WithMessage("a connection token is required"))
 		return nil, errReplied
 	}
+	// The Lifecycle (webhooks) is told before the client is answered: a
+	// connection whose report the broker refuses is not connected, and
+	// may send connect again.
+	if err := s.reportConnected(ctx); err != nil {
+		s.hub.log.Warn("connect refused: its webhook report was not written", "err", err)
+		return nil, protocol.ErrUnavailable.WithMessage("cannot connect now, retry")
+	}
 	s.connected = true
-	s.reportConnected(ctx)
 	type subPos struct {
 		Channel string `json:"channel"`
 		Offset  uint64 `json:"offset"`

@@ -17,15 +17,37 @@ func (h *Hub) tracked(ns auth.Namespace) bool {
 	return ns.Presence || h.cfg.Lifecycle != nil
 }
 
-// joined records a new live subscription in presence and tells the
-// channel's subscribers, and reports it to the Lifecycle; ns is the
-// channel's namespace, tracked.
-func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, info broker.ClientInfo) {
-	if lc := h.cfg.Lifecycle; lc != nil {
-		// Before presence: a webhook receiver that asks for the channel's
-		// presence on member.added finds the member.
-		_ = lc.Joined(ctx, channel, info.Client, info.User)
+// record reports a new subscription to the Lifecycle (webhooks), before
+// the subscribe is answered. An error means the subscribe must fail; the
+// report is then undone with Left, in case it was written all the same.
+func (h *Hub) record(ctx context.Context, channel string, info broker.ClientInfo) error {
+	lc := h.cfg.Lifecycle
+	if lc == nil {
+		return nil
 	}
+	if err := lc.Joined(ctx, channel, info.Client, info.User); err != nil {
+		lc.Left(ctx, channel, info.Client, info.User)
+		return err
+	}
+	return nil
+}
+
+// unrecord undoes record for a subscription that ended before it went
+// live, so before it joined presence.
+func (h *Hub) unrecord(channel string, info broker.ClientInfo) {
+	lc := h.cfg.Lifecycle
+	if lc == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc.Left(ctx, channel, info.Client, info.User)
+}
+
+// joined records a new live subscription in presence and tells the
+// channel's subscribers; ns is the channel's namespace, tracked. The
+// Lifecycle was told before (record).
+func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, info broker.ClientInfo) {
 	if !ns.Presence {
 		return
 	}
@@ -37,7 +59,7 @@ func (h *Hub) joined(ctx context.Context, channel string, ns auth.Namespace, inf
 	}
 }
 
-// left undoes joined.
+// left undoes joined and record.
 func (h *Hub) left(channel string, info broker.ClientInfo) {
 	ns, _ := h.cfg.Rules.Lookup(channel)
 	if !h.tracked(ns) {

@@ -107,10 +107,10 @@ type Session struct {
 	headers    map[string]string // for the connect hook, dropped once connected
 	created    int64             // nanotime when the session was opened
 
-	authed     atomic.Bool  // a valid connection token was presented
-	reported   atomic.Bool  // the Lifecycle was told the session connected
-	refreshing atomic.Bool  // the refresh hook is being called (refreshExpired)
-	expires    atomic.Int64 // unix nanoseconds when the token expires; 0 never
+	authed     atomic.Bool   // a valid connection token was presented
+	reported   atomic.Uint32 // where the Lifecycle report of the connection is (lifecycle.go)
+	refreshing atomic.Bool   // the refresh hook is being called (refreshExpired)
+	expires    atomic.Int64  // unix nanoseconds when the token expires; 0 never
 
 	// Owned by HandleMessage's caller (the transport calls it for one
 	// session from one goroutine at a time, in order). The fields are laid

@@ -149,15 +149,39 @@ func (s *Session) subscribeChannel(ctx context.Context, channel string, since *b
 	if n := len(res.Publications); delta && n > 0 {
 		s.hub.seedDelta(channel, res.Position.Epoch, res.Publications[n-1])
 	}
+	// The Lifecycle (webhooks) is told before the client is answered: a
+	// subscription whose report the broker refuses is refused too.
+	ns, _ := s.hub.cfg.Rules.Lookup(channel)
+	_, watcher := roomOfChannel(channel) // a room's watcher: the participants are the members
+	tracked := !s.ephemeral && !watcher && s.hub.tracked(ns)
+	if tracked && !sub.claim() {
+		return fail(protocol.ErrUnavailable.WithMessage("connection closed"))
+	}
+	ci := sub.clientInfo()
+	if tracked {
+		err := s.reportConnected(ctx) // transports without a connect command
+		if err == nil {
+			err = s.hub.record(ctx, channel, ci)
+		}
+		if err != nil {
+			sub.unclaim()
+			s.hub.log.Warn("subscribe refused: its webhook report was not written", "channel", channel, "err", err)
+			return fail(protocol.ErrUnavailable.WithMessage("cannot subscribe now, retry"))
+		}
+	}
 	if !sub.goLive(&res, emit) {
 		// The session ended during the history read; its end took the
 		// subscription, and may have missed the registry entry added above.
 		s.hub.removeSubscription(sub)
+		if tracked {
+			sub.unclaim()
+			s.hub.unrecord(channel, ci)
+		}
 		return protocol.ErrUnavailable.WithMessage("connection closed")
 	}
-	if !s.ephemeral {
-		s.reportConnected(ctx) // transports without a connect command
-		sub.join(ctx)
+	if tracked {
+		s.hub.joined(ctx, channel, ns, ci)
+		sub.release(ci)
 	}
 	return nil
 }

@@ -225,22 +225,27 @@ func (sub *subscription) end() {
 	}
 }
 
-// join adds the live subscription to the channel's presence (and tells the
-// channel, with join_leave) and reports it to the Lifecycle, unless it
-// ended first. The presence state orders the Lifecycle's reports too: a
-// Left never comes before the Joined it undoes.
-func (sub *subscription) join(ctx context.Context) {
-	h := sub.sess.hub
-	if _, ok := roomOfChannel(sub.channel); ok {
-		return // a room's watcher: the participants are the members
+// claim takes the presence entry of a pending subscription, before its
+// subscribe reports it to the Lifecycle (record): it reports false when
+// the subscription ended first. The entry stays taken while the
+// subscription goes live and joins presence (release), so that a Left
+// never comes before the Joined it undoes.
+func (sub *subscription) claim() bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.state == subEnded || sub.pres != presOut {
+		return false
 	}
-	ns, _ := h.cfg.Rules.Lookup(sub.channel)
-	if !h.tracked(ns) || !sub.own() {
-		return
-	}
-	info := sub.clientInfo()
-	h.joined(ctx, sub.channel, ns, info)
-	sub.release(info)
+	sub.pres = presBusy
+	return true
+}
+
+// unclaim gives back an entry taken by claim that never joined presence:
+// the subscribe failed, and undoes what it reported itself.
+func (sub *subscription) unclaim() {
+	sub.mu.Lock()
+	sub.pres, sub.leaveWanted = presOut, false
+	sub.mu.Unlock()
 }
 
 // refresh renews the subscription's presence entry, if it has one. It

@@ -104,9 +104,16 @@ type Metrics struct {
 	// by kind (conn, disc, join, leave): from then on their events are
 	// delivered even if this node dies.
 	WebhookEmitted *prometheus.CounterVec
-	// WebhookEmitFailures counts reports that could not be written to the
-	// queue (the broker failed): their events are lost.
+	// WebhookEmitFailures counts failed writes of reports to the queue
+	// (the broker failed): a join or a connection is then refused to the
+	// client, a leave or a disconnection is held and written later.
 	WebhookEmitFailures prometheus.Counter
+	// WebhookHeld is the number of reports this node holds after a failed
+	// write, waiting to be written again.
+	WebhookHeld prometheus.Gauge
+	// WebhookLost counts reports dropped because too many were held; their
+	// events come only if the node is later found gone.
+	WebhookLost prometheus.Counter
 	// WebhookDelivered counts events the webhook endpoint acknowledged
 	// (2xx), by type, as sent by this node.
 	WebhookDelivered *prometheus.CounterVec
@@ -271,7 +278,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 		WebhookEmitFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "webhook_emit_failures_total",
-			Help: "Lifecycle reports that could not be written to the webhook queue.",
+			Help: "Failed writes of lifecycle reports to the webhook queue (joins and connects refused, leaves and disconnects held).",
+		}),
+		WebhookHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "webhook_held",
+			Help: "Lifecycle reports held by this node after a failed write, waiting to be written again.",
+		}),
+		WebhookLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "webhook_lost_total",
+			Help: "Lifecycle reports dropped because this node held too many waiting for the broker.",
 		}),
 		WebhookDelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "webhook_delivered_total",
@@ -312,7 +327,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"consumer"}),
 	}
 	reg.MustRegister(
-		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
+		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookHeld, m.WebhookLost, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
 		m.SocketWrites, m.DirectWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,

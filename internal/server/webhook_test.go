@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,7 +162,9 @@ func TestWebhooksCluster(t *testing.T) {
 // TestWebhooksNodeKilled: the node that saw a client subscribe is killed
 // (SIGKILL) while the receiver is down, before it delivered anything. The
 // events still arrive, sent by the surviving node, and the dead node's
-// client is then removed (reason node_gone).
+// client is then removed (reason node_gone): it leaves its channel and
+// gets its client.disconnected, once. A client of the survivor that
+// disconnects normally gets one client.disconnected too, without reason.
 func TestWebhooksNodeKilled(t *testing.T) {
 	for _, be := range []backend{redisBackend(t), natsBackend(t)} {
 		t.Run(be.name, func(t *testing.T) {
@@ -172,20 +175,40 @@ func TestWebhooksNodeKilled(t *testing.T) {
 				"--webhook-secret", hookSecret, "--webhook-lease-ttl", "1s",
 				"--webhook-backoff-min", "10ms", "--webhook-backoff-max", "200ms"}
 			victim := startProcess(t, args...)
-			startProcess(t, args...) // the survivor
+			survivor := startProcess(t, args...)
 			c := wstest.Dial(t, "ws://"+victim.addr+"/ws")
 			res := c.MustCall(map[string]any{"command": "connect", "token": token(t, "dave", time.Hour, nil)})
 			victimID, _ := res["node"].(string)
+			daveClient, _ := res["client"].(string)
 			c.Subscribe("k")
+			s := wstest.Dial(t, "ws://"+survivor.addr+"/ws")
+			res = s.MustCall(map[string]any{"command": "connect", "token": token(t, "erin", time.Hour, nil)})
+			erinClient, _ := res["client"].(string)
+			_ = s.Conn.Close()
 			if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			_ = victim.cmd.Wait()
 			rc.down.Store(false)
 			rc.waitChannel("k", []string{"channel.occupied dave", "member.added dave", "member.removed dave node_gone", "channel.vacated dave node_gone"})
-			waitFor(t, "client.connected", func() bool { return rc.count(webhook.ClientConnected) == 1 })
+			waitFor(t, "two client.disconnected", func() bool { return rc.count(webhook.ClientDisconnected) == 2 })
+			time.Sleep(300 * time.Millisecond) // nothing more comes
 			rc.mu.Lock()
 			defer rc.mu.Unlock()
+			var conns []string
+			for _, e := range rc.events {
+				if e.Type == webhook.ClientConnected || e.Type == webhook.ClientDisconnected {
+					conns = append(conns, strings.TrimSpace(e.Type+" "+e.User+" "+e.Reason))
+					if (e.User == "dave" && e.Client != daveClient) || (e.User == "erin" && e.Client != erinClient) {
+						t.Errorf("event %+v: client %q", e, e.Client)
+					}
+				}
+			}
+			// Each client's events in order; the two clients' may interleave.
+			slices.Sort(conns)
+			if want := []string{"client.connected dave", "client.connected erin", "client.disconnected dave node_gone", "client.disconnected erin"}; !slices.Equal(conns, want) {
+				t.Fatalf("client events %q, want %q", conns, want)
+			}
 			if victimID == "" || rc.senders[victimID] != 0 || len(rc.senders) != 1 {
 				t.Fatalf("requests by node %v; the victim was %q", rc.senders, victimID)
 			}

@@ -24,7 +24,15 @@
 // events are in order because one partition has one sender and its
 // batches go one at a time.
 //
+// The state also holds a record per connected client (conns.go), so that
+// each client.connected gets one client.disconnected.
+//
 // Nodes mark themselves alive in the queue. A sender that finds a node of
 // its state no longer alive removes that node's clients as if they had
-// left (with reason "node_gone"), so a dead node's channels are vacated.
+// left and disconnected (with reason "node_gone"), so a dead node's
+// channels are vacated and its clients disconnected.
+//
+// A join or connection fact the queue does not take is an error, and the
+// engine refuses the subscribe or connect; a leave or disconnection fact
+// it does not take is held by the node and written later (held.go).
 package webhook

@@ -37,7 +37,7 @@ func FuzzDecodeFact(f *testing.F) {
 		fa.Kind, fa.ID = factLeave, fa.ID+"x"
 		out = st.apply(fa, out)
 		out = st.dropNode(fa.Node, time.Unix(0, 0), out)
-		if len(st.channels) != 0 || len(st.nodes) != 0 {
+		if len(st.channels) != 0 || len(st.conns) != 0 || len(st.nodes) != 0 {
 			t.Fatalf("state not empty after every client left: %+v", st)
 		}
 		// An id made twice (a fact applied again) names the same event.
@@ -80,6 +80,38 @@ func FuzzDecodeChannel(f *testing.F) {
 		st, bad := loadPartState(map[string][]byte{"ch": data})
 		if len(bad) != 0 || (len(cs.clients) > 0) != (st.channels["ch"] != nil) {
 			t.Fatalf("load of %q: bad %v", data, bad)
+		}
+	})
+}
+
+// FuzzDecodeConn feeds stored client records to the state loader: a bad
+// one is reported and left out, a good one is a connected client that
+// encodes back to what parses the same.
+func FuzzDecodeConn(f *testing.F) {
+	for _, s := range []string{
+		`{"u":"alice","n":"n1","t":"websocket","j":"a"}`, `{"n":"n1","j":"b"}`,
+		`{}`, `null`, `{"n":"","j":"x"}`, `{"n":"x"}`, `[1]`, `{"u":5,"n":"x","j":"y"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, bad := loadPartState(map[string][]byte{connKeyPrefix + "c1": data})
+		c, err := decodeConn(data)
+		if (err != nil) != (len(bad) == 1) {
+			t.Fatalf("load of %q: bad %v, decode %v", data, bad, err)
+		}
+		if err != nil {
+			if len(st.conns) != 0 || len(st.nodes) != 0 {
+				t.Fatalf("bad record %q loaded: %+v", data, st)
+			}
+			return
+		}
+		if again, err := decodeConn(c.encode()); err != nil || again != c {
+			t.Fatalf("round trip of %q: %+v, %v", data, again, err)
+		}
+		out := st.dropNode(c.Node, time.Unix(0, 0), nil)
+		if len(out) != 1 || out[0].Type != ClientDisconnected || out[0].Reason != ReasonNodeGone || len(st.conns) != 0 || len(st.nodes) != 0 {
+			t.Fatalf("dropping the node of %q: %+v, state %+v", data, out, st)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -42,16 +43,32 @@ func decodeChannel(data []byte) (*channelState, error) {
 	return cs, nil
 }
 
-// partState is the membership state of the channels of one partition, as
-// its sender holds it. It is owned by the partition's sender goroutine.
+// partState is the state of one partition, as its sender holds it: the
+// membership of its channels and its connected clients. It is owned by the
+// partition's sender goroutine.
 type partState struct {
 	channels map[string]*channelState
-	nodes    map[string]int      // memberships per node; derived
-	dirty    map[string]struct{} // channels changed since the last save
+	conns    map[string]conn     // connected clients, by client id; stored
+	nodes    map[string]int      // memberships and connections per node; derived
+	dirty    map[string]struct{} // keys changed since the last save: channels, connKeyPrefix+client
+	strs     map[string]string   // node and transport names, shared by the records
 }
 
 func newPartState() *partState {
-	return &partState{channels: map[string]*channelState{}, nodes: map[string]int{}, dirty: map[string]struct{}{}}
+	return &partState{
+		channels: map[string]*channelState{}, conns: map[string]conn{}, nodes: map[string]int{},
+		dirty: map[string]struct{}{}, strs: map[string]string{},
+	}
+}
+
+// intern returns v, shared with the records that hold the same name: a
+// partition holds many clients of few nodes and transports.
+func (s *partState) intern(v string) string {
+	if w, ok := s.strs[v]; ok {
+		return w
+	}
+	s.strs[v] = v
+	return v
 }
 
 // loadPartState builds the state from the stored channels. Channels whose
@@ -59,7 +76,20 @@ func newPartState() *partState {
 // again, and the next save deletes what was stored.
 func loadPartState(stored map[string][]byte) (s *partState, bad []string) {
 	s = newPartState()
-	for ch, data := range stored {
+	for key, data := range stored {
+		if client, ok := strings.CutPrefix(key, connKeyPrefix); ok {
+			c, err := decodeConn(data)
+			if err != nil || client == "" {
+				bad = append(bad, key)
+				s.dirty[key] = struct{}{}
+				continue
+			}
+			c.Node, c.Transport = s.intern(c.Node), s.intern(c.Transport)
+			s.conns[client] = c
+			s.nodes[c.Node]++
+			continue
+		}
+		ch := key
 		cs, err := decodeChannel(data)
 		if err != nil {
 			bad = append(bad, ch)
@@ -84,10 +114,8 @@ func loadPartState(stored map[string][]byte) (s *partState, bad []string) {
 // sender died does not corrupt the state.
 func (s *partState) apply(f fact, out []Event) []Event {
 	switch f.Kind {
-	case factConn:
-		return append(out, f.event(1, ClientConnected))
-	case factDisc:
-		return append(out, f.event(1, ClientDisconnected))
+	case factConn, factDisc:
+		return s.applyConn(f, out)
 	case factJoin:
 		cs := s.channels[f.Channel]
 		if cs == nil {
@@ -172,6 +200,24 @@ func (s *partState) dropNode(node string, now time.Time, out []Event) []Event {
 			}
 		}
 	}
+	// Then the node's connections, as a client leaves its channels before
+	// it disconnects.
+	var gone []string
+	for c, cn := range s.conns {
+		if cn.Node == node {
+			gone = append(gone, c)
+		}
+	}
+	slices.Sort(gone)
+	for _, c := range gone {
+		cn := s.conns[c]
+		f := fact{ID: "gone-" + cn.Conn, Kind: factDisc, Time: now.UnixMilli(), Client: c, Node: node}
+		n := len(out)
+		out = s.apply(f, out)
+		for i := n; i < len(out); i++ {
+			out[i].Reason = ReasonNodeGone
+		}
+	}
 	return out
 }
 
@@ -185,11 +231,21 @@ func (s *partState) liveNodes() []string {
 	return out
 }
 
-// changes returns the channels changed since the last call, encoded, and
-// those that became empty, and forgets them.
+// changes returns the keys changed since the last call, encoded (a
+// channel's members, a connected client's record), and those to delete (a
+// channel that became empty, a client that disconnected), and forgets them.
 func (s *partState) changes() (set map[string][]byte, del []string) {
 	set = map[string][]byte{}
 	for ch := range s.dirty {
+		if client, ok := strings.CutPrefix(ch, connKeyPrefix); ok {
+			c, in := s.conns[client]
+			if !in {
+				del = append(del, ch)
+				continue
+			}
+			set[ch] = c.encode()
+			continue
+		}
 		cs := s.channels[ch]
 		if cs == nil || len(cs.clients) == 0 {
 			del = append(del, ch)

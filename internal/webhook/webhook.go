@@ -58,8 +58,8 @@ type Options struct {
 	// Client sends the requests. Default: a client with Timeout that does
 	// not follow redirects (a 3xx answer is a failure, retried).
 	Client *http.Client
-	// Rejoin, when set, reports every live subscription of this node again
-	// (with Joined). The dispatcher calls it when the node's liveness mark
+	// Rejoin, when set, reports every connection and live subscription of
+	// this node again (with ClientConnected and Joined). The dispatcher calls it when the node's liveness mark
 	// was found missing: at Start, and after the node was cut off from
 	// the broker for longer than LeaseTTL, when other nodes may have
 	// removed its clients as gone. It must return within the context.
@@ -138,6 +138,11 @@ type Dispatcher struct {
 	// and wake each one's sender.
 	mu      sync.Mutex
 	senders map[int]*sender
+
+	// Facts held after a failed write (held.go), by partition.
+	held      []heldPart
+	heldTotal atomic.Int64
+	heldWake  chan struct{} // 1-slot: a fact was held
 }
 
 // sender is the goroutine that sends one partition's events while this
@@ -155,13 +160,15 @@ func New(opts Options) (*Dispatcher, error) {
 		return nil, err
 	}
 	return &Dispatcher{
-		opts:    opts,
-		q:       opts.Queue,
-		log:     opts.Logger.With("component", "webhook"),
-		m:       opts.Metrics,
-		clock:   opts.Clock,
-		owner:   opts.NodeID + "/" + randomHex(6),
-		senders: map[int]*sender{},
+		opts:     opts,
+		q:        opts.Queue,
+		log:      opts.Logger.With("component", "webhook"),
+		m:        opts.Metrics,
+		clock:    opts.Clock,
+		owner:    opts.NodeID + "/" + randomHex(6),
+		senders:  map[int]*sender{},
+		held:     make([]heldPart, opts.Partitions),
+		heldWake: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -179,15 +186,17 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		d.opts.Rejoin(ctx)
 	}
 	d.life, d.stop = context.WithCancel(context.Background())
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.leaseLoop()
+	go d.retryLoop()
 	return nil
 }
 
 // Stop stops sending: senders abandon the batch in flight, which stays in
 // the queue for the next holder of the partition. Reports still work (a
-// node that is shutting down writes the leaves of its clients). Stop waits
-// for the goroutines to end.
+// node that is shutting down writes the leaves of its clients), but facts
+// held after a failed write are no longer retried but by the next report
+// to their partition. Stop waits for the goroutines to end.
 func (d *Dispatcher) Stop() {
 	if d.stop == nil {
 		return
@@ -206,20 +215,41 @@ func (d *Dispatcher) partition(key string) int {
 	return int(h.Sum32() % uint32(d.opts.Partitions))
 }
 
-// report writes one fact to its partition's queue.
-func (d *Dispatcher) report(ctx context.Context, f fact, key string) error {
+// report writes one fact to its partition's queue. Facts held after a
+// failed write (held.go) are written first, so that this node's facts of
+// one partition reach the queue in the order they were made. When the
+// write fails and keep is set, the fact is held and written again later
+// (a leave or a disconnect, which cannot be refused); the error is
+// returned either way.
+func (d *Dispatcher) report(ctx context.Context, f fact, key string, keep bool) error {
 	f.ID, f.Node, f.Time = randomHex(12), d.opts.NodeID, d.clock.Now().UnixMilli()
 	data, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("webhook: encode %s: %w", f.Kind, err)
 	}
 	p := d.partition(key)
-	if err := d.q.Append(ctx, p, data); err != nil {
+	err = d.flushHeld(ctx, p)
+	if err == nil {
+		err = d.q.Append(ctx, p, data)
+	}
+	if err != nil {
 		d.m.WebhookEmitFailures.Inc()
-		d.log.Warn("webhook report lost", "kind", f.Kind, "channel", f.Channel, "client", f.Client, "err", err)
+		if keep {
+			d.hold(p, f, data)
+		} else {
+			// The engine refuses the command, and logs it.
+			d.log.Debug("webhook report refused", "kind", f.Kind, "channel", f.Channel, "client", f.Client, "err", err)
+		}
 		return fmt.Errorf("webhook: append %s: %w", f.Kind, err)
 	}
 	d.m.WebhookEmitted.WithLabelValues(f.Kind).Inc()
+	d.wake(p)
+	return nil
+}
+
+// wake tells partition p's sender, if this node holds it, that a fact was
+// written.
+func (d *Dispatcher) wake(p int) {
 	d.mu.Lock()
 	if s := d.senders[p]; s != nil {
 		select {
@@ -228,7 +258,6 @@ func (d *Dispatcher) report(ctx context.Context, f fact, key string) error {
 		}
 	}
 	d.mu.Unlock()
-	return nil
 }
 
 // channelSelected reports whether any channel or member event is sent for
@@ -242,34 +271,49 @@ func (d *Dispatcher) channelSelected(channel string) bool {
 	return false
 }
 
-// ClientConnected reports a connection that completed its connect.
-func (d *Dispatcher) ClientConnected(ctx context.Context, client, user, transport string) {
-	if d.opts.Selected("", ClientConnected) {
-		_ = d.report(ctx, fact{Kind: factConn, Client: client, User: user, Transport: transport}, client)
+// clientSelected reports whether either client event is sent: then both
+// connection facts are written, since a client.disconnected is sent only
+// for a connection the partition's state holds.
+func (d *Dispatcher) clientSelected() bool {
+	return d.opts.Selected("", ClientConnected) || d.opts.Selected("", ClientDisconnected)
+}
+
+// ClientConnected reports a connection that completed its connect. An
+// error means the fact may not be written: the caller refuses the connect
+// and reports ClientDisconnected, which undoes it if it was written after
+// all (a disconnection of a client not connected changes nothing).
+func (d *Dispatcher) ClientConnected(ctx context.Context, client, user, transport string) error {
+	if !d.clientSelected() {
+		return nil
 	}
+	return d.report(ctx, fact{Kind: factConn, Client: client, User: user, Transport: transport}, client, false)
 }
 
 // ClientDisconnected reports the end of a connection ClientConnected
-// reported.
+// reported. It cannot fail: a fact the queue does not take is held and
+// written again (held.go).
 func (d *Dispatcher) ClientDisconnected(ctx context.Context, client, user, transport string) {
-	if d.opts.Selected("", ClientDisconnected) {
-		_ = d.report(ctx, fact{Kind: factDisc, Client: client, User: user, Transport: transport}, client)
+	if d.clientSelected() {
+		_ = d.report(ctx, fact{Kind: factDisc, Client: client, User: user, Transport: transport}, client, true)
 	}
 }
 
-// Joined reports a client's subscription to channel. An error means it
-// was not recorded, so its Left need not be reported either.
+// Joined reports a client's subscription to channel. An error means the
+// fact may not be written: the caller refuses the subscribe and reports
+// Left, which undoes it if it was written after all (a leave of a client
+// not in the channel changes nothing).
 func (d *Dispatcher) Joined(ctx context.Context, channel, client, user string) error {
 	if !d.channelSelected(channel) {
 		return nil
 	}
-	return d.report(ctx, fact{Kind: factJoin, Channel: channel, Client: client, User: user}, channel)
+	return d.report(ctx, fact{Kind: factJoin, Channel: channel, Client: client, User: user}, channel, false)
 }
 
-// Left reports the end of a subscription Joined recorded.
+// Left reports the end of a subscription Joined recorded. It cannot fail:
+// a fact the queue does not take is held and written again (held.go).
 func (d *Dispatcher) Left(ctx context.Context, channel, client, user string) {
 	if d.channelSelected(channel) {
-		_ = d.report(ctx, fact{Kind: factLeave, Channel: channel, Client: client, User: user}, channel)
+		_ = d.report(ctx, fact{Kind: factLeave, Channel: channel, Client: client, User: user}, channel, true)
 	}
 }
 

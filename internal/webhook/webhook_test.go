@@ -332,18 +332,64 @@ func TestNodeGone(t *testing.T) {
 	if err := dead.Joined(ctx, "other", "dead-1", "bob"); err != nil {
 		t.Fatal(err)
 	}
-	rc.wait(5)
-	dead.Stop() // no leaves: as if killed
-	evs := rc.wait(8)
+	if err := dead.ClientConnected(ctx, "dead-1", "bob", "websocket"); err != nil {
+		t.Fatal(err)
+	}
+	rc.wait(6)
+	dead.Stop() // no leaves, no disconnection: as if killed
+	evs := rc.wait(10)
 	var gone []string
-	for _, e := range evs[5:] {
+	for _, e := range evs[6:] {
 		gone = append(gone, e.Type+" "+e.Channel+" "+e.Reason)
 	}
 	equal(t, sortStrings(gone), []string{
 		"channel.vacated other node_gone",
+		"client.disconnected  node_gone",
 		"member.removed ch node_gone",
 		"member.removed other node_gone",
 	})
+	time.Sleep(100 * time.Millisecond) // nothing more comes
+	if n := len(rc.got()); n != 10 {
+		t.Fatalf("%d events, want 10: %v", n, summary(rc.got()))
+	}
+}
+
+// TestConnections: a client.disconnected is sent once per
+// client.connected: a repeated connection fact adds nothing, and a
+// disconnection of a client not connected (already removed with its node,
+// or undoing a refused connection) sends nothing. A new sender of the
+// partition knows the connected clients from the stored state.
+func TestConnections(t *testing.T) {
+	ctx := context.Background()
+	q := memory.New(memory.Options{})
+	rc := newReceiver(t)
+	d, _ := dispatcher(t, q, "n1", rc, func(o *webhook.Options) { o.Partitions = 1 })
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(d.ClientConnected(ctx, "n1-1", "alice", "websocket"))
+	must(d.ClientConnected(ctx, "n1-1", "alice", "websocket")) // reported again (a rejoin)
+	d.ClientDisconnected(ctx, "n1-9", "", "sse")               // never connected
+	must(d.ClientConnected(ctx, "n1-2", "", "sse"))
+	rc.wait(2)
+	d.Stop() // another sender takes the partition, with the stored state
+	d2, _ := dispatcher(t, q, "n1", rc, func(o *webhook.Options) { o.Partitions = 1 })
+	d2.ClientDisconnected(ctx, "n1-1", "alice", "websocket")
+	d2.ClientDisconnected(ctx, "n1-1", "alice", "websocket") // twice: no effect
+	d2.ClientDisconnected(ctx, "n1-2", "", "sse")
+	evs := rc.wait(4)
+	time.Sleep(100 * time.Millisecond) // nothing more comes
+	equal(t, summary(rc.got()), []string{
+		"client.connected  alice n1-1 ",
+		"client.connected   n1-2 ",
+		"client.disconnected  alice n1-1 ",
+		"client.disconnected   n1-2 ",
+	})
+	if evs[2].Transport != "websocket" || evs[3].Transport != "sse" {
+		t.Fatalf("transports of the disconnections: %+v", evs[2:])
+	}
 }
 
 func sortStrings(s []string) []string {

@@ -23,6 +23,11 @@ import (
 //	durable pull consumer webhook-<p> per partition, explicit acks
 //	bucket <prefix>_webhook_lease: partition leases and node marks, TTL = lease TTL
 //	bucket <prefix>_webhook_state: key p<p>.<channel token> -> membership state
+//	  (and p<p>.<token of "$" + client id> -> a connected client's record)
+//
+// A deleted state key is purged from the bucket's stream rather than
+// marked deleted: a key per connection would otherwise leave a delete
+// marker per connection ever made.
 //
 // A sender fetches facts, keeps the messages until the backend answered
 // 2xx, then acknowledges them, which removes them from the stream. The
@@ -40,6 +45,8 @@ type webhookQueue struct {
 	stream  jetstream.Stream
 	leases  jetstream.KeyValue
 	state   jetstream.KeyValue
+	stateS  jetstream.Stream // the state bucket's stream
+	stateSb string           // the subject prefix of the state bucket's keys
 	leaseTT time.Duration
 	cons    map[int]jetstream.Consumer
 	held    map[int]map[uint64]jetstream.Msg // read, not acknowledged, by stream sequence
@@ -91,7 +98,13 @@ func (b *Broker) whSetup(ctx context.Context, leaseTTL time.Duration) error {
 	if err != nil {
 		return b.fail("webhook state bucket", err)
 	}
+	stateBucket := b.whBase() + "_webhook_state"
+	stateS, err := b.js.Stream(ctx, "KV_"+stateBucket)
+	if err != nil {
+		return b.fail("webhook state stream", err)
+	}
 	q.stream, q.leases, q.state, q.leaseTT = s, leases, state, leaseTTL
+	q.stateS, q.stateSb = stateS, "$KV."+stateBucket+"."
 	q.cons, q.held, q.holdoff = map[int]jetstream.Consumer{}, map[int]map[uint64]jetstream.Msg{}, map[int]time.Time{}
 	q.ready.Store(true)
 	return nil
@@ -333,7 +346,7 @@ func (b *Broker) SaveState(ctx context.Context, p int, set map[string][]byte, de
 		}
 	}
 	for _, ch := range del {
-		if err := b.wh.state.Delete(ctx, stateKey(p, ch)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err := b.wh.stateS.Purge(ctx, jetstream.WithPurgeSubject(b.wh.stateSb+stateKey(p, ch))); err != nil {
 			return b.fail("webhook save state", err)
 		}
 	}
