@@ -247,10 +247,15 @@ func TestRateLimit(t *testing.T) {
 
 func TestConnectionLimitPerIP(t *testing.T) {
 	ts := start(t, func(c *config.Config) { c.MaxConnectionsPerIP = 3 })
-	keep := []*wstest.Client{ts.dial(), ts.dial()}
+	// Each connection answers a ping before the next is dialed: the
+	// handshake's answer comes before the server counts the connection, so
+	// without it a fourth could be counted before the second and a kept
+	// one be refused in its place.
+	keep := []*wstest.Client{ts.dial(), ts.dial(), ts.dial()}
 	keep[0].Subscribe("witness")
-	third := ts.dial()
-	third.MustCall(map[string]any{"command": "ping"})
+	for _, c := range keep[1:] {
+		c.MustCall(map[string]any{"command": "ping"})
+	}
 	fourth := ts.dial()
 	if code := fourth.ExpectClose(); code != 4007 {
 		t.Fatalf("fourth connection closed with %d, want 4007", code)
