@@ -12,7 +12,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboardhq/switchboard/internal/config"
-	"github.com/switchboardhq/switchboard/internal/testenv"
 )
 
 // minimalOffer is an SDP offer good enough to reach the stream lookup.
@@ -22,11 +21,10 @@ const minimalOffer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video
 // following them.
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// streamNodes starts two nodes on one Redis with streams, WHEP and an
+// streamNodes starts two nodes on one broker with streams, WHEP and an
 // RTMP ingest; each knows its public HTTP URL (node_http_url).
-func streamNodes(t *testing.T) (a, b *testServer) {
+func streamNodes(t *testing.T, brokerURL string) (a, b *testServer) {
 	t.Helper()
-	redis := testenv.StartRedis(t, testenv.RedisOptions{})
 	nodes := make([]*testServer, 2)
 	for i := range nodes {
 		port := freeTCPPort(t)
@@ -35,7 +33,7 @@ func streamNodes(t *testing.T) (a, b *testServer) {
 			calls(c)
 			c.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 			c.NodeHTTPURL = fmt.Sprintf("http://127.0.0.1:%d/", port)
-			c.Broker = redis.URL()
+			c.Broker = brokerURL
 			c.NodeName = fmt.Sprintf("node%d", i)
 			c.RTMPAddr = "127.0.0.1:0"
 			c.HandshakeTimeout = 3 * time.Second
@@ -89,7 +87,13 @@ func whepOffer(t *testing.T) (*webrtc.PeerConnection, string) {
 // B ends A's publisher, and once the publisher is gone B answers 404.
 func TestStreamAcrossNodes(t *testing.T) {
 	needFFmpeg(t)
-	a, b := streamNodes(t)
+	for _, be := range []backend{redisBackend(t), natsBackend(t)} {
+		t.Run(be.name, func(t *testing.T) { streamAcrossNodes(t, be.url()) })
+	}
+}
+
+func streamAcrossNodes(t *testing.T, brokerURL string) {
+	a, b := streamNodes(t, brokerURL)
 	aURL, bURL := "http://"+a.Addr(), "http://"+b.Addr()
 	ffmpegPublish(t, "rtmp://"+a.RTMPAddr()+"/live/x?key="+url.QueryEscape(testKey), 120)
 	info := a.waitStream("live/x")
