@@ -80,11 +80,12 @@ func whepOffer(t *testing.T) (*webrtc.PeerConnection, string) {
 	return pc, localSDP(t, pc, offer)
 }
 
-// TestStreamAcrossNodes publishes with ffmpeg over RTMP into node A and
-// uses the stream from node B: WHEP and LL-HLS are redirected to A (307)
-// and play when followed, B's GET /api/streams lists the stream with A's
-// node, a second publisher on B is refused as on one node, a kick sent to
-// B ends A's publisher, and once the publisher is gone B answers 404.
+// TestStreamAcrossNodes publishes with ffmpeg over RTMP into node A, with
+// a stream key minted on node B, and uses the stream from node B (on
+// Redis and on NATS): WHEP and LL-HLS are redirected to A (307) and play
+// when followed, B's GET /api/streams lists the stream with A's node, a
+// second publisher on B is refused as on one node, a kick sent to B ends
+// A's publisher, and once the publisher is gone B answers 404.
 func TestStreamAcrossNodes(t *testing.T) {
 	needFFmpeg(t)
 	for _, be := range []backend{redisBackend(t), natsBackend(t)} {
@@ -95,7 +96,13 @@ func TestStreamAcrossNodes(t *testing.T) {
 func streamAcrossNodes(t *testing.T, brokerURL string) {
 	a, b := streamNodes(t, brokerURL)
 	aURL, bURL := "http://"+a.Addr(), "http://"+b.Addr()
-	ffmpegPublish(t, "rtmp://"+a.RTMPAddr()+"/live/x?key="+url.QueryEscape(testKey), 120)
+	// A stream key minted on B works on A (one stream_key_secret).
+	status, body := b.api("POST", "/api/streams/key", testKey, `{"path":"live/x","ttl":600}`)
+	if status != 200 {
+		t.Fatalf("mint key on B: %d %v", status, body)
+	}
+	key := body["result"].(map[string]any)["key"].(string)
+	ffmpegPublish(t, "rtmp://"+a.RTMPAddr()+"/live/x?key="+url.QueryEscape(key), 120)
 	info := a.waitStream("live/x")
 	owner, _ := info["node"].(string)
 	if owner == "" {
