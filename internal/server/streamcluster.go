@@ -85,19 +85,23 @@ func (o *streamOwners) Claim(path string) error {
 	defer cancel()
 	key := streamOwnerKey(path)
 	if other, ok, err := o.owner(ctx, path, o.node); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", stream.ErrOwnersUnavailable, err)
 	} else if ok {
 		return fmt.Errorf("%w: %s is live on node %s", stream.ErrPublisherExists, path, other.Client)
 	}
 	if err := o.store.AddPresence(ctx, key, o.record(), streamOwnerTTL); err != nil {
-		return fmt.Errorf("stream owner record: %w", err)
+		return fmt.Errorf("%w: stream owner record: %w", stream.ErrOwnersUnavailable, err)
 	}
 	other, ok, err := o.owner(ctx, path, o.node)
-	if err == nil && ok && other.Client < o.node {
+	switch {
+	case err != nil:
+		_ = o.store.RemovePresence(ctx, key, o.node)
+		return fmt.Errorf("%w: %w", stream.ErrOwnersUnavailable, err)
+	case ok && other.Client < o.node:
 		_ = o.store.RemovePresence(ctx, key, o.node)
 		return fmt.Errorf("%w: %s went live on node %s at the same time", stream.ErrPublisherExists, path, other.Client)
 	}
-	return err
+	return nil
 }
 
 // Release implements stream.Owners.
@@ -239,13 +243,15 @@ func (st *streams) Kick(ctx context.Context, path string) error {
 // redirect sends the viewers of a stream another node publishes there:
 // a WHEP offer (POST /whep/...) and LL-HLS reads (GET /hls/...) get 307
 // to the same URL on the owner's HTTP base URL, or 503 when the owner has
-// none. Everything else, and a stream live here or nowhere, goes to next.
+// none. A WHIP offer (POST /whip/...) for a path live on another node is
+// refused with 409, as on one node. Everything else, and a stream live
+// here or nowhere, goes to next.
 func (st *streams) redirect(next http.Handler) http.Handler {
 	if st.owners == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path, ok := viewerPath(r)
+		path, publish, ok := streamRoute(r)
 		if !ok || st.registry.CheckPath(path) != nil {
 			next.ServeHTTP(w, r)
 			return
@@ -265,31 +271,36 @@ func (st *streams) redirect(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Expose-Headers", "Location, Link")
-		if rec.User == "" {
+		switch {
+		case publish:
+			http.Error(w, fmt.Sprintf("%v: %s is live on node %s", stream.ErrPublisherExists, path, rec.Client), http.StatusConflict)
+		case rec.User == "":
 			http.Error(w, fmt.Sprintf("stream: %s is live on node %s, which has no public URL (set node_http_url or node_url there)", path, rec.Client), http.StatusServiceUnavailable)
-			return
+		default:
+			h.Set("Cache-Control", "no-store")
+			http.Redirect(w, r, rec.User+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		}
-		h.Set("Cache-Control", "no-store")
-		http.Redirect(w, r, rec.User+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 	})
 }
 
-// viewerPath returns the stream path of a WHEP offer or an LL-HLS read.
-func viewerPath(r *http.Request) (string, bool) {
+// streamRoute returns the stream path of a WHIP offer (publish), a WHEP
+// offer or an LL-HLS read; ok is false for any other request.
+func streamRoute(r *http.Request) (path string, publish, ok bool) {
 	switch {
-	case strings.HasPrefix(r.URL.Path, "/whep/") && r.Method == http.MethodPost:
-		rest := strings.TrimPrefix(r.URL.Path, "/whep/")
+	case r.Method == http.MethodPost && (strings.HasPrefix(r.URL.Path, "/whep/") || strings.HasPrefix(r.URL.Path, "/whip/")):
+		rest := r.URL.Path[len("/whep/"):]
+		publish = strings.HasPrefix(r.URL.Path, "/whip/")
 		switch strings.Count(rest, "/") {
 		case 0:
-			return "live/" + rest, true
+			return "live/" + rest, publish, true
 		case 1:
-			return rest, true
+			return rest, publish, true
 		}
 	case strings.HasPrefix(r.URL.Path, "/hls/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		rest := strings.TrimPrefix(r.URL.Path, "/hls/")
 		if i := strings.LastIndexByte(rest, '/'); i > 0 {
-			return rest[:i], true
+			return rest[:i], false, true
 		}
 	}
-	return "", false
+	return "", false, false
 }

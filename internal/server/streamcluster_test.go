@@ -22,8 +22,9 @@ const minimalOffer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // streamNodes starts two nodes on one broker with streams, WHEP and an
-// RTMP ingest; each knows its public HTTP URL (node_http_url).
-func streamNodes(t *testing.T, brokerURL string) (a, b *testServer) {
+// RTMP ingest; with withURL each knows its public HTTP URL
+// (node_http_url), else neither it nor node_url is set.
+func streamNodes(t *testing.T, brokerURL string, withURL bool) (a, b *testServer) {
 	t.Helper()
 	nodes := make([]*testServer, 2)
 	for i := range nodes {
@@ -32,7 +33,9 @@ func streamNodes(t *testing.T, brokerURL string) (a, b *testServer) {
 		nodes[i] = start(t, func(c *config.Config) {
 			calls(c)
 			c.Addr = fmt.Sprintf("127.0.0.1:%d", port)
-			c.NodeHTTPURL = fmt.Sprintf("http://127.0.0.1:%d/", port)
+			if withURL {
+				c.NodeHTTPURL = fmt.Sprintf("http://127.0.0.1:%d/", port)
+			}
 			c.Broker = brokerURL
 			c.NodeName = fmt.Sprintf("node%d", i)
 			c.RTMPAddr = "127.0.0.1:0"
@@ -94,7 +97,7 @@ func TestStreamAcrossNodes(t *testing.T) {
 }
 
 func streamAcrossNodes(t *testing.T, brokerURL string) {
-	a, b := streamNodes(t, brokerURL)
+	a, b := streamNodes(t, brokerURL, true)
 	aURL, bURL := "http://"+a.Addr(), "http://"+b.Addr()
 	// A stream key minted on B works on A (one stream_key_secret).
 	status, body := b.api("POST", "/api/streams/key", testKey, `{"path":"live/x","ttl":600}`)
@@ -198,6 +201,7 @@ func streamAcrossNodes(t *testing.T, brokerURL string) {
 			"unknown stream whep":  {"POST", "/whep/live/nope", "application/sdp", 404},
 			"unknown namespace":    {"GET", "/hls/other/x/index.m3u8", "", 404},
 			"whep OPTIONS is here": {"OPTIONS", "/whep/live/x", "", 204},
+			"whip of a live path":  {"POST", "/whip/live/x?key=" + testKey, "application/sdp", 409},
 		} {
 			if status, body, _ := send(t, noRedirect, c.method, bURL+c.path, c.ctype, minimalOffer); status != c.want {
 				t.Errorf("%s: %d %s, want %d", name, status, body, c.want)
@@ -234,4 +238,27 @@ func streamAcrossNodes(t *testing.T, brokerURL string) {
 			t.Fatalf("still listed: %v", in)
 		}
 	})
+}
+
+// TestStreamOwnerWithoutURL: viewers of a stream whose node has neither
+// node_http_url nor node_url get 503 on another node, with a message
+// naming the node; the stream still plays on its own node.
+func TestStreamOwnerWithoutURL(t *testing.T) {
+	needFFmpeg(t)
+	a, b := streamNodes(t, redisBackend(t).url(), false)
+	ffmpegPublish(t, "rtmp://"+a.RTMPAddr()+"/live/x?key="+url.QueryEscape(testKey), 60)
+	owner := a.waitStream("live/x")["node"].(string)
+	var status int
+	var body string
+	waitFor(t, "B to know the owner", func() bool {
+		status, body, _ = send(t, noRedirect, "GET", "http://"+b.Addr()+"/hls/live/x/index.m3u8", "", "")
+		return status != http.StatusNotFound
+	})
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, owner) || !strings.Contains(body, "node_http_url") {
+		t.Fatalf("GET on B: %d %s", status, body)
+	}
+	if status, body, _ := send(t, noRedirect, "POST", "http://"+b.Addr()+"/whep/live/x", "application/sdp", minimalOffer); status != http.StatusServiceUnavailable {
+		t.Fatalf("WHEP on B: %d %s", status, body)
+	}
+	mediaPlaylistURL(t, "http://"+a.Addr()+"/hls/live/x/")
 }

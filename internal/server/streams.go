@@ -131,7 +131,7 @@ func (st *streams) mount(mux *http.ServeMux, wrap func(http.Handler) http.Handle
 		return
 	}
 	mux.Handle("/hls/", wrap(st.redirect(st.hls)))
-	mux.Handle("/whip/", wrap(st.whip))
+	mux.Handle("/whip/", wrap(st.redirect(st.whip)))
 	mux.Handle("/whep/", wrap(st.redirect(st.whip)))
 }
 
