@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/switchboardhq/switchboard/internal/broker"
+	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/testenv"
 )
 
 // minimalOffer is an SDP offer good enough to reach the stream lookup.
@@ -261,4 +265,61 @@ func TestStreamOwnerWithoutURL(t *testing.T) {
 		t.Fatalf("WHEP on B: %d %s", status, body)
 	}
 	mediaPlaylistURL(t, "http://"+a.Addr()+"/hls/live/x/")
+}
+
+// TestStreamAPISilentNode: a node the cluster takes for live that does
+// not answer (a "ghost", announced and recorded as a stream's owner
+// straight through Redis, as a node that froze would leave them) is named
+// in GET /api/streams' missing_nodes, and a kick of its stream is a 503
+// naming it after 2 s; its stream's viewers are still sent to it, and a
+// WHIP offer for its path is refused with 409.
+func TestStreamAPISilentNode(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.RedisOptions{})
+	nodes := cluster(t, r.URL(), 1, withCalls(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ghost, err := redisbroker.New(ctx, redisbroker.Options{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ghost.Close(context.Background())
+	// The owner record and the announcement, as internal/server and
+	// internal/hub write them.
+	if err := ghost.AddPresence(ctx, "$stream:live/frozen", broker.ClientInfo{Client: "ghost", User: "http://ghost.example", Transport: "stream"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	announced := make(chan struct{})
+	go func() {
+		defer close(announced)
+		for ctx.Err() == nil {
+			_ = ghost.PublishControl(ctx, []byte(`{"type":"node","from":"ghost","node":{"id":"ghost","version":"test"}}`))
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { cancel(); <-announced }()
+	waitFor(t, "the ghost among the live nodes", func() bool {
+		_, m := nodes[0].api("GET", "/api/info", testKey, "")
+		return len(anySlice(m["result"].(map[string]any)["nodes"])) == 2
+	})
+
+	status, body := nodes[0].api("GET", "/api/streams", testKey, "")
+	result, _ := body["result"].(map[string]any)
+	if missing := anySlice(result["missing_nodes"]); status != 200 || len(missing) != 1 || missing[0] != "ghost" {
+		t.Fatalf("GET /api/streams: %d %v, want missing_nodes [ghost]", status, body)
+	}
+	status, res := nodes[0].api("POST", "/api/streams/kick", testKey, `{"path":"live/frozen"}`)
+	e, _ := res["error"].(map[string]any)
+	if msg, _ := e["message"].(string); status != 503 || !strings.Contains(msg, "ghost") {
+		t.Fatalf("kick of the ghost's stream: %d %v, want 503 naming the ghost", status, res)
+	}
+	base := "http://" + nodes[0].Addr()
+	if status, _, loc := send(t, noRedirect, "GET", base+"/hls/live/frozen/index.m3u8", "", ""); status != 307 || loc != "http://ghost.example/hls/live/frozen/index.m3u8" {
+		t.Fatalf("HLS of the ghost's stream: %d %q", status, loc)
+	}
+	if status, body, _ := send(t, noRedirect, "POST", base+"/whip/live/frozen?key="+testKey, "application/sdp", minimalOffer); status != 409 || !strings.Contains(body, "ghost") {
+		t.Fatalf("WHIP of the ghost's path: %d %s", status, body)
+	}
 }
