@@ -242,11 +242,3 @@ func (st *streams) MintKey(action, path string, ttl time.Duration) (string, time
 	}
 	return st.auth.MintKey(stream.Action(action), path, ttl)
 }
-
-// streamError tells the API which errors mean "nothing live there".
-type streamError struct{ error }
-
-func (e streamError) Unwrap() error { return e.error }
-
-// StreamNotFound implements api.StreamNotFound.
-func (e streamError) StreamNotFound() bool { return errors.Is(e.error, stream.ErrNotFound) }

@@ -166,8 +166,10 @@ func (r *Registry) OnPublish(fn func(*Stream)) (remove func()) {
 // Publish starts a stream at path with the given tracks (at least one)
 // and returns its publisher. Authorize the publisher first (Authorizer).
 // It fails with ErrBadPath, ErrUnknownNamespace, ErrBadTrack,
-// ErrPublisherExists (the path is live: a second publisher is refused) or
-// ErrClosed. The tracks must not be changed afterwards.
+// ErrPublisherExists (the path is live, here or, with Options.Owners, on
+// another node: a second publisher is refused), ErrOwnersUnavailable (the
+// cluster's records cannot be reached) or ErrClosed. The tracks must not
+// be changed afterwards.
 func (r *Registry) Publish(path string, info PublisherInfo, tracks []*Track) (*Publisher, error) {
 	if err := r.CheckPath(path); err != nil {
 		return nil, err
