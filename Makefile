@@ -64,6 +64,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzH264AccessUnit$$' -fuzztime $(FUZZTIME) ./internal/stream/rtmp/
 	go test -run '^$$' -fuzz '^FuzzParseOffer$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
 	go test -run '^$$' -fuzz '^FuzzSplitAnnexB$$' -fuzztime $(FUZZTIME) ./internal/stream/whip/
+	go test -run '^$$' -fuzz '^FuzzStreamRoute$$' -fuzztime $(FUZZTIME) ./internal/server/
 	go test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/consumer/
 	go test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./internal/consumer/kafka/
 	go test -run '^$$' -fuzz '^FuzzCheckTable$$' -fuzztime $(FUZZTIME) ./internal/consumer/postgres/

@@ -8,13 +8,16 @@ import (
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
-// Streams is what the API needs from the live streams (docs/streaming.md).
+// Streams is what the API needs from the live streams (docs/streaming.md):
+// those of the whole cluster, whichever node took each publisher.
 type Streams interface {
-	// List describes the live streams of this node, as a JSON value.
-	List() any
-	// Kick ends the publisher of path; it returns an error whose
-	// StreamNotFound reports true when nothing is live there.
-	Kick(path string) error
+	// List describes the live streams of every live node, as a JSON
+	// value (with "streams" and "missing_nodes").
+	List(ctx context.Context) any
+	// Kick ends the publisher of path on whichever node took it; it
+	// returns an error whose StreamNotFound reports true when nothing is
+	// live there, or a *protocol.Error.
+	Kick(ctx context.Context, path string) error
 	// MintKey returns a stream key letting its holder do action
 	// ("publish" or "read") on path until the returned expiry.
 	MintKey(action, path string, ttl time.Duration) (string, time.Time, error)
@@ -28,11 +31,11 @@ type StreamNotFound interface{ StreamNotFound() bool }
 // gives none.
 const DefaultStreamKeyTTL = 24 * time.Hour
 
-func (a *API) streamsList(context.Context, []byte) (any, *protocol.Error) {
+func (a *API) streamsList(ctx context.Context, _ []byte) (any, *protocol.Error) {
 	if a.opts.Streams == nil {
 		return map[string]any{"streams": []any{}}, nil
 	}
-	return a.opts.Streams.List(), nil
+	return a.opts.Streams.List(ctx), nil
 }
 
 type streamRequest struct {
@@ -56,15 +59,18 @@ func (a *API) streamTarget(body []byte) (streamRequest, *protocol.Error) {
 	return req, nil
 }
 
-func (a *API) streamKick(_ context.Context, body []byte) (any, *protocol.Error) {
+func (a *API) streamKick(ctx context.Context, body []byte) (any, *protocol.Error) {
 	req, perr := a.streamTarget(body)
 	if perr != nil {
 		return nil, perr
 	}
-	if err := a.opts.Streams.Kick(req.Path); err != nil {
+	if err := a.opts.Streams.Kick(ctx, req.Path); err != nil {
 		var nf StreamNotFound
 		if errors.As(err, &nf) && nf.StreamNotFound() {
 			return nil, &protocol.Error{Code: 404, Message: err.Error()}
+		}
+		if errors.As(err, &perr) {
+			return nil, perr
 		}
 		return nil, protocol.ErrBadRequest.WithMessage("%s", err.Error())
 	}

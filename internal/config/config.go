@@ -107,6 +107,7 @@ type Config struct {
 	WebRTCLoopback           bool          `koanf:"webrtc_loopback"`
 	WebRTCCodecs             []string      `koanf:"webrtc_codecs"`
 	NodeURL                  string        `koanf:"node_url"`
+	NodeHTTPURL              string        `koanf:"node_http_url"`
 	ProxyConnectEndpoint     string        `koanf:"proxy_connect_endpoint"`
 	ProxyRefreshEndpoint     string        `koanf:"proxy_refresh_endpoint"`
 	ProxySubscribeEndpoint   string        `koanf:"proxy_subscribe_endpoint"`
@@ -236,6 +237,7 @@ var Keys = []Key{
 	{"webrtc_loopback", false, "offer loopback ICE candidates and gather on lo only (tests, machines without a network)"},
 	{"webrtc_codecs", []string{"vp8", "vp9", "h264"}, "video codecs accepted from publishers, most preferred first"},
 	{"node_url", "", "this node's public URL (wss://host/ws), given to clients of a room it serves that land on another node"},
+	{"node_http_url", "", "this node's public HTTP base URL (https://host), where viewers of a stream it publishes that land on another node are redirected (307); empty: derived from node_url"},
 	{"proxy_connect_endpoint", "", "URL of the application backend's connect hook, called when a client connects without a token (docs/backend.md)"},
 	{"proxy_refresh_endpoint", "", "URL of the refresh hook, which extends a connection the connect hook admitted when it expires"},
 	{"proxy_subscribe_endpoint", "", "URL of the subscribe hook, which allows or refuses subscriptions (namespaces may set their own, or \"off\")"},

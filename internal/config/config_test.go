@@ -204,6 +204,9 @@ func TestInvalid(t *testing.T) {
 		{"outbox batch zero", []string{"--consumer-postgres-dsn", "postgres://db/app", "--consumer-postgres-batch-size", "0"}, nil, "consumer_postgres_batch_size"},
 		{"kafka brokers without topics", []string{"--consumer-kafka-brokers", "kafka:9092"}, nil, "consumer_kafka_brokers, consumer_kafka_topics: give both or neither"},
 		{"kafka topics without brokers", nil, []string{"SWITCHBOARD_CONSUMER_KAFKA_TOPICS=events"}, "consumer_kafka_brokers, consumer_kafka_topics"},
+		{"node http url scheme", []string{"--node-http-url", "ws://a.example"}, nil, "node_http_url"},
+		{"node http url query", nil, []string{"SWITCHBOARD_NODE_HTTP_URL=https://a.example/?x=1"}, "node_http_url"},
+		{"node http url no host", nil, []string{"SWITCHBOARD_NODE_HTTP_URL=https:///x"}, "node_http_url"},
 		{"kafka group empty", []string{"--consumer-kafka-brokers", "kafka:9092", "--consumer-kafka-topics", "events", "--consumer-kafka-group", ""}, nil, "consumer_kafka_group"},
 	}
 	for _, tc := range tests {
@@ -329,5 +332,26 @@ func TestWebhookKeys(t *testing.T) {
 		c.WebhookBatchSize != 7 || strings.Join(c.WebhookEvents, ",") != "channel.occupied,channel.vacated" ||
 		strings.Join(ns["chat"], ",") != "member.added,member.removed" || strings.Join(ns["quiet"], ",") != "none" || ns["other"] != nil {
 		t.Fatalf("loaded: %+v, namespaces %v", c, ns)
+	}
+}
+
+// TestStreamBaseURL: node_http_url wins; else node_url's host, with its
+// WebSocket scheme turned into HTTP's; else none.
+func TestStreamBaseURL(t *testing.T) {
+	for name, c := range map[string]struct{ httpURL, wsURL, want string }{
+		"node_http_url":            {"https://a.example/", "wss://b.example/ws", "https://a.example"},
+		"node_http_url with path":  {"https://a.example/sb", "", "https://a.example/sb"},
+		"derived from wss":         {"", "wss://b.example:8443/ws", "https://b.example:8443"},
+		"derived from ws":          {"", "ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080"},
+		"node_url of other scheme": {"", "tcp://b.example", ""},
+		"none":                     {"", "", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.NodeHTTPURL, cfg.NodeURL = c.httpURL, c.wsURL
+			if got := cfg.StreamBaseURL(); got != c.want {
+				t.Fatalf("StreamBaseURL() = %q, want %q", got, c.want)
+			}
+		})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/stream"
@@ -35,6 +37,11 @@ func (c Config) validateStreams() []error {
 	if c.StreamRecordRetention < 0 {
 		errs = append(errs, fmt.Errorf("stream_record_retention: must not be negative, got %s", c.StreamRecordRetention))
 	}
+	if c.NodeHTTPURL != "" {
+		if u, err := url.Parse(c.NodeHTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("node_http_url: %q is not an http:// or https:// base URL (scheme and host, an optional path, no query)", c.NodeHTTPURL))
+		}
+	}
 	seen := map[string]bool{}
 	for _, ns := range c.StreamNamespaces {
 		if err := ns.Validate(); err != nil {
@@ -58,4 +65,26 @@ func (c Config) StreamNamespacesOrDefault() []stream.Namespace {
 		return []stream.Namespace{{Name: "live", Read: stream.ReadAnyone}}
 	}
 	return c.StreamNamespaces
+}
+
+// StreamBaseURL returns the HTTP base URL (no trailing '/') where other
+// nodes redirect the viewers of a stream this node publishes:
+// node_http_url, else node_url with ws turned into http and wss into
+// https and its path dropped, else "" (viewers on other nodes are then
+// answered 503).
+func (c Config) StreamBaseURL() string {
+	if c.NodeHTTPURL != "" {
+		return strings.TrimRight(c.NodeHTTPURL, "/")
+	}
+	u, err := url.Parse(c.NodeURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	switch u.Scheme {
+	case "ws", "http":
+		return "http://" + u.Host
+	case "wss", "https":
+		return "https://" + u.Host
+	}
+	return ""
 }

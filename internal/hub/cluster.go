@@ -57,6 +57,10 @@ type control struct {
 	Rooms  []json.RawMessage `json:"rooms,omitempty"`
 	Action *roomAction       `json:"action,omitempty"`
 	Error  *protocol.Error   `json:"error,omitempty"`
+	// Streams answers "streams"; Path is the stream a "stream_kick" ends
+	// (streamadmin.go).
+	Streams []json.RawMessage `json:"streams,omitempty"`
+	Path    string            `json:"path,omitempty"`
 }
 
 // cluster is the hub's view of the other nodes.
@@ -153,8 +157,12 @@ func (h *Hub) HandleControl(data []byte) {
 		if c.From != h.cfg.NodeID {
 			go h.handleRoomControl(c)
 		}
+	case "streams", "stream_kick":
+		if c.From != h.cfg.NodeID {
+			go h.handleStreamControl(c)
+		}
 	case "channels_reply", "connections_reply", "subscribe_reply", "unsubscribe_reply",
-		"rooms_reply", "room_kick_reply", "room_mute_reply":
+		"rooms_reply", "room_kick_reply", "room_mute_reply", "streams_reply", "stream_kick_reply":
 		h.cl.mu.Lock()
 		ch := h.cl.waiting[c.ID]
 		h.cl.mu.Unlock()

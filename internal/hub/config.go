@@ -116,6 +116,10 @@ type Config struct {
 	Lifecycle Lifecycle
 	// Rooms serves the room commands (calls); nil refuses them with 503.
 	Rooms Rooms
+	// Streams acts on this node's live streams for the server API, which
+	// the hub extends to the cluster (streamadmin.go); nil when live
+	// streams are off here.
+	Streams StreamAdmin
 	// Clock tells the hub's time: timers, tickers, the rate limit, token
 	// expiry, write_delay. Default the real clock; tests pass a fake one.
 	Clock clockwork.Clock

@@ -201,9 +201,9 @@ func (h *Hub) ask(ctx context.Context, node string, req control) (control, error
 				return r, nil
 			}
 		case <-timeout.C:
-			return control{}, protocol.ErrUnavailable.WithMessage("node %s, which serves the room, did not answer within %s", node, gatherTimeout)
+			return control{}, protocol.ErrUnavailable.WithMessage("node %s, which serves it, did not answer within %s", node, gatherTimeout)
 		case <-ctx.Done():
-			return control{}, protocol.ErrUnavailable.WithMessage("node %s, which serves the room, did not answer: %v", node, ctx.Err())
+			return control{}, protocol.ErrUnavailable.WithMessage("node %s, which serves it, did not answer: %v", node, ctx.Err())
 		}
 	}
 }

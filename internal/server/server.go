@@ -118,7 +118,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		return nil, errors.New("server: allow_anonymous is false but no token key (jwt_secret, jwt_public_key or jwt_jwks_url) nor proxy_connect_endpoint is configured")
 	}
 	if cfg.Streams {
-		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, log, reg); err != nil {
+		var owners broker.PresenceStore
+		if cfg.Broker != "memory" {
+			owners = p
+		}
+		if s.streams, err = newStreams(cfg, s.APIKeys, verifier, owners, log, reg); err != nil {
 			return nil, err
 		}
 	}
@@ -222,7 +226,9 @@ func New(cfg config.Config, log *slog.Logger, version string) (_ *Server, err er
 		Logger:                   log,
 		Metrics:                  m,
 		Rooms:                    rooms,
+		Streams:                  s.streamAdmin(),
 	}, b, p)
+	s.streams.setNode(s.hub.NodeID(), s.hub)
 	if s.calls != nil {
 		s.calls.signal.SetNode(s.hub.NodeID())
 	}

@@ -14,7 +14,9 @@ import (
 
 	"github.com/switchboardhq/switchboard/internal/api"
 	"github.com/switchboardhq/switchboard/internal/auth"
+	"github.com/switchboardhq/switchboard/internal/broker"
 	"github.com/switchboardhq/switchboard/internal/config"
+	"github.com/switchboardhq/switchboard/internal/hub"
 	"github.com/switchboardhq/switchboard/internal/metrics"
 	"github.com/switchboardhq/switchboard/internal/stream"
 	"github.com/switchboardhq/switchboard/internal/stream/hls"
@@ -38,9 +40,14 @@ type streams struct {
 	rtmpLn   net.Listener     // bound by listen
 	rtmpDone chan error       // Serve's result
 	whip     *whip.Server     // WHIP ingest and WHEP playback
+	owners   *streamOwners    // nil on a single node (memory broker)
+	node     string           // this node's id (setNode)
+	cluster  *hub.Hub         // extends the server API to the cluster (setNode)
 }
 
-func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
+// newStreams builds the live streaming. Owners is the cluster's presence
+// store (nil on a single node), where each stream's node is recorded.
+func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, owners broker.PresenceStore, log *slog.Logger, reg prometheus.Registerer) (*streams, error) {
 	secret := []byte(cfg.StreamKeySecret)
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -55,7 +62,16 @@ func newStreams(cfg config.Config, apiKeys []string, verifier *auth.Verifier, lo
 	if err != nil {
 		return nil, fmt.Errorf("server: streams: %w", err)
 	}
-	st := &streams{cfg: cfg, log: log, auth: a, registry: stream.NewRegistry(stream.Options{Namespaces: names, Logger: log})}
+	st := &streams{cfg: cfg, log: log, auth: a}
+	ropts := stream.Options{Namespaces: names, Logger: log}
+	if owners != nil {
+		st.owners = newStreamOwners(owners, cfg.StreamBaseURL(), log)
+		ropts.Owners = st.owners
+		if cfg.StreamBaseURL() == "" {
+			log.Warn("node_http_url and node_url are empty: viewers of this node's streams who reach another node get 503 instead of a redirect here")
+		}
+	}
+	st.registry = stream.NewRegistry(ropts)
 	st.hls = hls.New(hls.Options{
 		Registry: st.registry, Authorizer: a, Logger: log,
 		PartDuration: cfg.HLSPartDuration, SegmentDuration: cfg.HLSSegmentDuration,
@@ -98,6 +114,15 @@ func (s *Server) streamsAPI() api.Streams {
 	return s.streams
 }
 
+// streamAdmin is the live streams for the hub's cluster-wide server API,
+// nil when off.
+func (s *Server) streamAdmin() hub.StreamAdmin {
+	if s.streams == nil {
+		return nil
+	}
+	return s.streams
+}
+
 // The methods below are no-ops on a nil *streams (streams is off).
 
 // mount adds the streams' HTTP routes.
@@ -105,9 +130,9 @@ func (st *streams) mount(mux *http.ServeMux, wrap func(http.Handler) http.Handle
 	if st == nil {
 		return
 	}
-	mux.Handle("/hls/", wrap(st.hls))
-	mux.Handle("/whip/", wrap(st.whip))
-	mux.Handle("/whep/", wrap(st.whip))
+	mux.Handle("/hls/", wrap(st.redirect(st.hls)))
+	mux.Handle("/whip/", wrap(st.redirect(st.whip)))
+	mux.Handle("/whep/", wrap(st.redirect(st.whip)))
 }
 
 // useCalls gives WHIP and WHEP the SFU's connections (without it they
@@ -158,9 +183,16 @@ func (st *streams) listen() error {
 	return nil
 }
 
-// serve starts the RTMP ingest on the bound listener.
+// serve starts the RTMP ingest on the bound listener, and the refresh of
+// the stream-owner records.
 func (st *streams) serve() {
-	if st == nil || st.rtmpLn == nil {
+	if st == nil {
+		return
+	}
+	if st.owners != nil {
+		st.owners.start()
+	}
+	if st.rtmpLn == nil {
 		return
 	}
 	st.rtmpDone = make(chan error, 1)
@@ -193,23 +225,14 @@ func (st *streams) close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	st.registry.Close()
+	if st.owners != nil {
+		st.owners.close()
+	}
 	st.hls.Close()
 	if st.record != nil {
 		st.record.Close()
 	}
 	return errors.Join(errs...)
-}
-
-// List implements api.Streams.
-func (st *streams) List() any { return map[string]any{"streams": st.registry.List()} }
-
-// Kick implements api.Streams.
-func (st *streams) Kick(path string) error {
-	if err := st.registry.Kick(path); err != nil {
-		return streamError{err}
-	}
-	st.log.Info("stream kicked by the server API", "path", path)
-	return nil
 }
 
 // MintKey implements api.Streams.
@@ -219,11 +242,3 @@ func (st *streams) MintKey(action, path string, ttl time.Duration) (string, time
 	}
 	return st.auth.MintKey(stream.Action(action), path, ttl)
 }
-
-// streamError tells the API which errors mean "nothing live there".
-type streamError struct{ error }
-
-func (e streamError) Unwrap() error { return e.error }
-
-// StreamNotFound implements api.StreamNotFound.
-func (e streamError) StreamNotFound() bool { return errors.Is(e.error, stream.ErrNotFound) }

@@ -29,6 +29,10 @@ var (
 	ErrEnded = errors.New("stream: the stream ended")
 	// ErrKicked: the stream was ended by POST /api/streams/kick.
 	ErrKicked = errors.New("stream: the publisher was kicked")
+	// ErrOwnersUnavailable: the cluster's record of which node publishes
+	// each path (Options.Owners) cannot be read or written now, so a
+	// publisher is refused rather than risk a second one elsewhere.
+	ErrOwnersUnavailable = errors.New("stream: the cluster's stream records cannot be reached")
 	// ErrClosed: the server is shutting down.
 	ErrClosed = errors.New("stream: the server is shutting down")
 	// ErrUnauthorized: the request carries no credential where one is
@@ -45,7 +49,8 @@ var (
 // StatusCode returns the HTTP status for an error of this package (500
 // for any other error): 400 bad path or track, 401 no credentials, 403
 // refused or expired credentials, 404 unknown namespace or no stream, 409
-// a publisher exists, 410 ended or kicked, 503 shutting down.
+// a publisher exists, 410 ended or kicked, 503 shutting down or the
+// cluster's stream records unreachable.
 func StatusCode(err error) int {
 	switch {
 	case errors.Is(err, ErrBadPath), errors.Is(err, ErrBadTrack):
@@ -60,7 +65,7 @@ func StatusCode(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrEnded), errors.Is(err, ErrKicked):
 		return http.StatusGone
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrOwnersUnavailable):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

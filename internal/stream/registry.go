@@ -64,6 +64,20 @@ type Options struct {
 	// Now returns the time, for uptime and bitrate; tests replace it.
 	// Default time.Now.
 	Now func() time.Time
+	// Owners, when set, records across a cluster which node publishes
+	// each stream: Publish claims the path there, and a stream's end
+	// releases it. Default: none (the streams of this node only).
+	Owners Owners
+}
+
+// Owners records which node of a cluster publishes each stream. Claim
+// returns an error wrapping ErrPublisherExists when another node
+// publishes path; Release forgets this node's record of path. Both may
+// block on the network for a bounded time; they are called without the
+// registry's locks held, Release after the path is free here.
+type Owners interface {
+	Claim(path string) error
+	Release(path string)
 }
 
 // PublisherInfo describes who publishes a stream, for GET /api/streams.
@@ -152,8 +166,10 @@ func (r *Registry) OnPublish(fn func(*Stream)) (remove func()) {
 // Publish starts a stream at path with the given tracks (at least one)
 // and returns its publisher. Authorize the publisher first (Authorizer).
 // It fails with ErrBadPath, ErrUnknownNamespace, ErrBadTrack,
-// ErrPublisherExists (the path is live: a second publisher is refused) or
-// ErrClosed. The tracks must not be changed afterwards.
+// ErrPublisherExists (the path is live, here or, with Options.Owners, on
+// another node: a second publisher is refused), ErrOwnersUnavailable (the
+// cluster's records cannot be reached) or ErrClosed. The tracks must not
+// be changed afterwards.
 func (r *Registry) Publish(path string, info PublisherInfo, tracks []*Track) (*Publisher, error) {
 	if err := r.CheckPath(path); err != nil {
 		return nil, err
@@ -177,6 +193,27 @@ func (r *Registry) Publish(path string, info PublisherInfo, tracks []*Track) (*P
 		return nil, fmt.Errorf("%w: %s", ErrPublisherExists, path)
 	}
 	r.streams[path] = s
+	r.mu.Unlock()
+	if r.opts.Owners != nil {
+		// The path is reserved here first, so that two local publishers
+		// do not both claim it in the cluster.
+		if err := r.opts.Owners.Claim(path); err != nil {
+			r.mu.Lock()
+			if r.streams[path] == s {
+				delete(r.streams, path)
+			}
+			r.mu.Unlock()
+			s.end(err)
+			return nil, fmt.Errorf("stream: claim %s: %w", path, err)
+		}
+		s.claimed.Store(true)
+		if s.Err() != nil && s.claimed.Swap(false) {
+			// Ended (kicked, shut down) while the claim was made.
+			r.opts.Owners.Release(path)
+			return nil, s.Err()
+		}
+	}
+	r.mu.Lock()
 	hooks := make([]func(*Stream), 0, len(r.onPublish))
 	ids := make([]int, 0, len(r.onPublish))
 	for id := range r.onPublish {
@@ -300,13 +337,17 @@ func (r *Registry) Close() {
 	}
 }
 
-// remove forgets s if it is still the stream at its path.
+// remove forgets s if it is still the stream at its path, and releases
+// the path's cluster record once it is free here.
 func (r *Registry) remove(s *Stream) {
 	r.mu.Lock()
 	if r.streams[s.path] == s {
 		delete(r.streams, s.path)
 	}
 	r.mu.Unlock()
+	if r.opts.Owners != nil && s.claimed.Swap(false) {
+		r.opts.Owners.Release(s.path)
+	}
 }
 
 // Publisher is the writing end of a stream, held by its ingest.

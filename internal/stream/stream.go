@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,9 @@ type Stream struct {
 	started  time.Time
 	hasVideo bool
 	done     chan struct{} // closed by end
+	// claimed is set while this node holds the path's cluster record
+	// (Options.Owners).
+	claimed atomic.Bool
 
 	mu      sync.Mutex // guards the fields below; taken before Reader.mu
 	readers map[*Reader]struct{}
@@ -47,6 +51,10 @@ func newStream(r *Registry, path string, info PublisherInfo, tracks []*Track) *S
 
 // Path returns the stream's path, "NAMESPACE/NAME".
 func (s *Stream) Path() string { return s.path }
+
+// Claimed reports whether this node holds the stream's cluster record
+// (Options.Owners): from a successful claim until the stream ends.
+func (s *Stream) Claimed() bool { return s.claimed.Load() }
 
 // Tracks returns the stream's tracks; Unit.Track indexes this slice. The
 // tracks are shared and must not be modified.

@@ -40,12 +40,17 @@ async function whep() {
   });
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc, 2000);
-  const res = await fetch(`/whep/${path}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', ...authHeaders }, body: pc.localDescription.sdp });
+  // The key goes in the query too: another node answers 307 to the node
+  // serving the stream, and a redirect to another host drops the
+  // Authorization header.
+  const offerURL = `/whep/${path}${key ? `?key=${encodeURIComponent(key)}` : ''}`;
+  const res = await fetch(offerURL, { method: 'POST', headers: { 'Content-Type': 'application/sdp', ...authHeaders }, body: pc.localDescription.sdp });
   if (res.status !== 201) {
     pc.close();
     throw new Error(`${res.status}: ${(await res.text()).trim()}`);
   }
-  const resource = new URL(res.headers.get('Location'), location.href).href;
+  // Relative to the node that answered (res.url, after any redirect).
+  const resource = new URL(res.headers.get('Location'), res.url || location.href).href;
   await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   addEventListener('pagehide', () => fetch(resource, { method: 'DELETE', keepalive: true }).catch(() => {}));
   await new Promise((resolve, reject) => {
