@@ -35,7 +35,11 @@ type downTrack struct {
 	maxLayer   int
 	maxW, maxH int
 	paused     bool
-	lastBudget int // bit/s, -1 for unknown
+	lastBudget int           // bit/s, -1 for unknown
+	hold       time.Duration // how long a move up must fit first (upHold and up)
+	upSince    time.Time     // since when a higher layer fits, zero when none
+	upAt       time.Time     // when the last move up for the budget was made
+	steadyAt   time.Time     // when the target last changed
 
 	// Rewriting: out = in + offset, reset at each switch.
 	started   bool
@@ -280,15 +284,32 @@ func (d *downTrack) setPrefs(pr Prefs) {
 // layer's bitrate, so that the choice does not flap.
 const hysteresis = 1.15
 
+// Moving up for the budget waits until the higher layer has fitted for
+// upHold (the estimate grows in steps, and one step over the line is not
+// yet room for a layer); a move up that ends in a move down within
+// upFailed doubles the wait for the next one, up to maxUpHold, and a
+// layer kept for upStable brings it back to upHold. Moving down is at
+// once. Without an estimate (budget -1) nothing waits.
+const (
+	upHold    = time.Second
+	maxUpHold = 16 * time.Second
+	upFailed  = 5 * time.Second
+	upStable  = 10 * time.Second
+)
+
 // allocate chooses the target layer from the budget (bit/s, -1 for no
 // estimate), the subscriber's caps and the layers being received.
-func (d *downTrack) allocate(budget int) {
+func (d *downTrack) allocate(budget int) { d.allocateAt(budget, time.Now()) }
+
+// allocateAt is allocate at the time now.
+func (d *downTrack) allocateAt(budget int, now time.Time) {
 	if d.up.kind != webrtc.RTPCodecTypeVideo {
 		return
 	}
 	d.mu.Lock()
 	d.lastBudget = budget
 	best := -1
+	floor := 0.0 // a layer costs at least twice what the one below it does
 	for q := 0; q <= 2; q++ {
 		l := d.up.layer(q)
 		if l == nil || (!d.up.active(q) && best >= 0) {
@@ -297,6 +318,8 @@ func (d *downTrack) allocate(budget int) {
 		if best >= 0 && q > d.maxLayer {
 			break
 		}
+		need := max(float64(l.bitrate.Load()), floor)
+		floor = 2 * need
 		if best >= 0 {
 			if w := int(l.width.Load()); d.maxW > 0 && w > 0 && w > d.maxW {
 				break
@@ -304,7 +327,6 @@ func (d *downTrack) allocate(budget int) {
 			if h := int(l.height.Load()); d.maxH > 0 && h > 0 && h > d.maxH {
 				break
 			}
-			need := float64(l.bitrate.Load())
 			if q > d.current {
 				need *= hysteresis
 			}
@@ -314,6 +336,7 @@ func (d *downTrack) allocate(budget int) {
 		}
 		best = q
 	}
+	best = d.pace(best, budget, now)
 	changed := best >= 0 && best != d.target
 	if changed {
 		d.target = best
@@ -322,6 +345,39 @@ func (d *downTrack) allocate(budget int) {
 	if changed {
 		d.up.requestKeyframe(best)
 	}
+}
+
+// pace holds back a move up for the budget (see upHold) and returns the
+// layer to target now. Lock held.
+func (d *downTrack) pace(best, budget int, now time.Time) int {
+	if d.hold == 0 {
+		d.hold = upHold
+	}
+	switch {
+	case best < 0 || best == d.target:
+		d.upSince = time.Time{}
+		if now.Sub(d.steadyAt) >= upStable {
+			d.hold = upHold
+		}
+		return best
+	case best < d.target:
+		d.upSince, d.steadyAt = time.Time{}, now
+		if !d.upAt.IsZero() && now.Sub(d.upAt) < upFailed {
+			d.hold = min(2*d.hold, maxUpHold)
+		}
+		return best
+	case budget < 0 || d.current < 0:
+		d.steadyAt = now
+		return best // no estimate, or nothing forwarded yet: no reason to wait
+	}
+	if d.upSince.IsZero() {
+		d.upSince = now
+	}
+	if now.Sub(d.upSince) < d.hold {
+		return d.target
+	}
+	d.upSince, d.upAt, d.steadyAt = time.Time{}, now, now
+	return best
 }
 
 // restart makes forwarding wait for the next keyframe (after a pause in

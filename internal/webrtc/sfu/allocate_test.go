@@ -1,0 +1,89 @@
+package sfu
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// allocDown is a subscriber's downTrack of a three-layer track whose
+// layers measured the given bitrates, all being received.
+func allocDown(bitrates [3]int64) *downTrack {
+	up := &upTrack{kind: webrtc.RTPCodecTypeVideo}
+	for q, b := range bitrates {
+		l := &layer{quality: q}
+		l.bitrate.Store(b)
+		l.lastSeen.Store(time.Now().Add(time.Hour).UnixNano()) // active for the whole test
+		up.layers[q] = l
+	}
+	return newDownTrack(up, &Participant{sig: nopSignaler{}})
+}
+
+// TestAllocatePacing: the layer follows the budget down at once, and up
+// only once the higher layer has fitted for upHold; a move up that fails
+// within upFailed doubles the next wait; a layer whose bitrate reads zero
+// (a publisher that stalled) costs at least twice the one below; without
+// an estimate only the preferences count.
+func TestAllocatePacing(t *testing.T) {
+	type step struct {
+		at     time.Duration
+		budget int
+		want   int
+	}
+	for _, tc := range []struct {
+		name     string
+		bitrates [3]int64
+		steps    []step
+	}{
+		{"down at once, up after the hold", [3]int64{150_000, 500_000, 1_500_000}, []step{
+			{0, 2_000_000, 2},
+			{500 * time.Millisecond, 300_000, 0},
+			{time.Second, 700_000, 0}, // layer 1 fits (575 kbit/s): the wait starts
+			{1500 * time.Millisecond, 700_000, 0},
+			{2 * time.Second, 700_000, 1},
+			{2500 * time.Millisecond, 5_000_000, 1},
+			{3500 * time.Millisecond, 5_000_000, 2},
+		}},
+		{"a failed move up doubles the wait, a steady layer resets it", [3]int64{150_000, 500_000, 1_500_000}, []step{
+			{0, 300_000, 0},
+			{time.Second, 700_000, 0},
+			{2 * time.Second, 700_000, 1},
+			{3 * time.Second, 300_000, 0}, // 1 s after moving up: failed
+			{3500 * time.Millisecond, 700_000, 0},
+			{4500 * time.Millisecond, 700_000, 0}, // 1 s is no longer enough
+			{5500 * time.Millisecond, 700_000, 1}, // 2 s is
+			{16 * time.Second, 700_000, 1},        // kept for 10 s: back to 1 s
+			{17 * time.Second, 300_000, 0},        // a late fall is no failure
+			{18 * time.Second, 700_000, 0},
+			{19 * time.Second, 700_000, 1},
+		}},
+		{"a stalled layer does not fit a small budget", [3]int64{150_000, 500_000, 0}, []step{
+			{0, 700_000, 1},
+			{5 * time.Second, 700_000, 1},
+			{10 * time.Second, 1_200_000, 1}, // 1.15 Mbit/s for twice layer 1
+			{11 * time.Second, 1_200_000, 2},
+		}},
+		{"a budget under the lowest layer still gets the lowest", [3]int64{150_000, 500_000, 1_500_000}, []step{
+			{0, 50_000, 0},
+		}},
+		{"no estimate", [3]int64{150_000, 500_000, 1_500_000}, []step{
+			{0, -1, 2},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := allocDown(tc.bitrates)
+			t0 := time.Now()
+			for i, s := range tc.steps {
+				d.allocateAt(s.budget, t0.Add(s.at))
+				d.mu.Lock()
+				got := d.target
+				d.current = d.target // as if the keyframe came at once
+				d.mu.Unlock()
+				if got != s.want {
+					t.Fatalf("step %d (%s, budget %d): layer %d, want %d", i, s.at, s.budget, got, s.want)
+				}
+			}
+		})
+	}
+}
