@@ -435,10 +435,18 @@ async function startShapedServer() {
   throw lastErr;
 }
 
-test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer and back up once the cap is lifted', { timeout: 2 * TEST_TIMEOUT }, async () => {
-  const CAP = 250_000; // bit/s: under the middle layer (500 kbit/s), over the lowest (150 kbit/s) with audio
+test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer and back up once the cap is lifted', { timeout: 2 * TEST_TIMEOUT }, async (t) => {
+  const CAP = 250_000; // bit/s: under the middle layer (350 to 500 kbit/s), over the lowest (150 kbit/s) with audio
   const BW_WAIT = 120_000; // the estimate takes seconds to fall, and longer to grow without probing
-  const { relay, server } = await startShapedServer();
+  let shaped;
+  try {
+    shaped = await startShapedServer();
+  } catch (err) {
+    // Linux routes all of 127/8 to lo; other systems need the alias.
+    if (err.code === 'EADDRNOTAVAIL') return t.skip('127.0.0.2 is not a local address here (add it to lo to run this test)');
+    throw err;
+  }
+  const { relay, server } = shaped;
   const pages = [];
   let trace;
   try {

@@ -42,6 +42,34 @@ test('stunUsername reads the USERNAME of a binding request and nothing else', ()
   for (const [name, msg, want] of cases) assert.equal(stunUsername(msg), want, name);
 });
 
+// The relay reads every datagram a browser sends: no input may make the
+// STUN reader throw. Random buffers, and a valid request with random bytes
+// changed or cut short (a seeded generator, so a failure repeats).
+test('stunUsername never throws on random or damaged input', () => {
+  let seed = 12345;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const valid = stunRequest([[0x0024, Buffer.alloc(4)], [0x0006, Buffer.from('abcd:efgh')], [0x8029, Buffer.alloc(8)]]);
+  for (let i = 0; i < 20000; i++) {
+    let msg;
+    if (i % 2 === 0) {
+      msg = Buffer.alloc(rand(80));
+      for (let j = 0; j < msg.length; j++) msg[j] = rand(256);
+      if (msg.length >= 8 && rand(2) === 0) {
+        msg.writeUInt16BE(1, 0);
+        msg.writeUInt32BE(0x2112a442, 4);
+      }
+    } else {
+      msg = Buffer.from(valid.subarray(0, rand(valid.length + 1)));
+      for (let k = rand(4); k > 0 && msg.length > 0; k--) msg[rand(msg.length)] = rand(256);
+    }
+    const got = stunUsername(msg);
+    assert.equal(typeof got, 'string', `input ${msg.toString('hex')}`);
+  }
+});
+
 // waitFor polls cond until it returns a truthy value.
 async function waitFor(cond, what) {
   const end = Date.now() + WAIT;
