@@ -480,14 +480,31 @@ test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer
       const sub = me?.subscriptions?.find((s) => s.track === video.track);
       const layers = r?.participants.find((p) => p.participant === pubId)?.tracks.find((t) => t.kind === 'video')?.layers ?? [];
       const width = (await inbound(viewer)).find((s) => s.participant === pubId)?.frameWidth ?? 0;
-      return { layer: sub?.layer ?? -1, target: sub?.target_layer ?? -1, estimate: me?.bandwidth_estimate ?? 0, width, bitrates: layers.map((l) => l.bitrate) };
+      const lost = await viewer.evaluate(async () => {
+        let n = 0;
+        (await window.sbRoom.pc('subscriber').getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp') n += s.packetsLost ?? 0;
+        });
+        return n;
+      });
+      return { layer: sub?.layer ?? -1, target: sub?.target_layer ?? -1, estimate: me?.bandwidth_estimate ?? 0, width, lost, bitrates: layers.map((l) => l.bitrate) };
+    };
+    // until waits for what the server forwards and the page decodes to
+    // satisfy ok, and says what it last saw when it never did.
+    const until = async (ok, what) => {
+      let last;
+      try {
+        return await waitFor(async () => {
+          last = await seen();
+          return ok(last) && last;
+        }, what, BW_WAIT);
+      } catch (err) {
+        throw new Error(`${err.message}; last seen ${JSON.stringify(last)}`);
+      }
     };
     const t0 = Date.now();
     trace = process.env.E2E_BW_TRACE && setInterval(async () => console.log(`# t=${((Date.now() - t0) / 1000).toFixed(1)} ${JSON.stringify(await seen().catch((e) => e.message))}`), 1000);
-    const before = await waitFor(async () => {
-      const s = await seen();
-      return s.layer >= 1 && s.width > 320 && s;
-    }, 'a layer above the lowest for a big tile', BW_WAIT);
+    const before = await until((s) => s.layer >= 1 && s.width > 320, 'a layer above the lowest for a big tile');
     console.log(`# uncapped: ${JSON.stringify(before)}`);
 
     // The viewer's subscribing connection goes through the relay: its
@@ -503,10 +520,7 @@ test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer
     // moves the viewer to the lowest layer (at a keyframe), the page
     // decodes 320 wide and keeps decoding.
     relay.setRate(ufrag, CAP);
-    const capped = await waitFor(async () => {
-      const s = await seen();
-      return s.layer === 0 && s.width === 320 && s;
-    }, `the lowest layer under a ${CAP / 1000} kbit/s cap`, BW_WAIT);
+    const capped = await until((s) => s.layer === 0 && s.width === 320, `the lowest layer under a ${CAP / 1000} kbit/s cap`);
     console.log(`# capped at ${CAP / 1000} kbit/s: ${JSON.stringify(capped)}`);
     await decoding(viewer, [pubId], 'viewer under the cap');
     await waitFor(() => viewer.evaluate((t) => window.sbRoom.participants.get(t.slice(0, t.lastIndexOf(':'))).tracks.get(t).layer === 0, video.track), 'the layer push for layer 0');
@@ -514,10 +528,7 @@ test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer
 
     // Lift the cap: the estimate grows again and the layer climbs.
     relay.setRate(ufrag, 0);
-    const after = await waitFor(async () => {
-      const s = await seen();
-      return s.layer >= 1 && s.width > 320 && s;
-    }, 'a layer above the lowest once the cap is lifted', BW_WAIT);
+    const after = await until((s) => s.layer >= 1 && s.width > 320, 'a layer above the lowest once the cap is lifted');
     console.log(`# cap lifted: ${JSON.stringify(after)}`);
     await decoding(viewer, [pubId], 'viewer after the cap');
   } finally {

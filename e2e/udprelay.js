@@ -133,12 +133,18 @@ class Shaper {
   }
 }
 
+// Large receive buffers: the relay runs in the test's own process, whose
+// event loop also drives the browser; a loaded machine can stall it for a
+// while, and what the kernel drops meanwhile would look like a thin link.
+// (Linux caps the size at net.core.rmem_max.)
+const socketOptions = { type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 };
+
 // startRelay listens on listenAddress:listenPort (port 0: any) and resolves
 // to the relay once it is bound; relay.port is its port. Datagrams go to
 // target ({address, port}), which may be set later (relay.target = ...)
 // when the SFU's port is the relay's own.
 export function startRelay({ listenAddress = '127.0.0.2', listenPort = 0, target = null, queueMs = 300 } = {}) {
-  const front = dgram.createSocket('udp4');
+  const front = dgram.createSocket(socketOptions);
   const sessions = new Map(); // "address:port" of the browser socket -> session
   const rates = new Map(); // ufrag -> bit/s, kept for sessions yet to come
   const rateOf = (s) => s.ufrags.map((u) => rates.get(u)).find((r) => r !== undefined) ?? 0;
@@ -170,7 +176,7 @@ export function startRelay({ listenAddress = '127.0.0.2', listenPort = 0, target
     const key = `${rinfo.address}:${rinfo.port}`;
     let s = sessions.get(key);
     if (!s) {
-      const socket = dgram.createSocket('udp4');
+      const socket = dgram.createSocket(socketOptions);
       const shaper = new Shaper((m) => front.send(m, rinfo.port, rinfo.address), { queueMs });
       socket.on('message', (m) => shaper.push(m));
       socket.on('error', () => {}); // ICMP unreachable while the SFU restarts: keep going

@@ -22,9 +22,9 @@ func allocDown(bitrates [3]int64) *downTrack {
 
 // TestAllocatePacing: the layer follows the budget down at once, and up
 // only once the higher layer has fitted for upHold; a move up that fails
-// within upFailed doubles the next wait; a layer whose bitrate reads zero
-// (a publisher that stalled) costs at least twice the one below; without
-// an estimate only the preferences count.
+// within upFailed doubles the next wait; a layer whose bitrate reads less
+// than the one below (a publisher that stalled it) costs as much as that
+// one; without an estimate only the preferences count.
 func TestAllocatePacing(t *testing.T) {
 	type step struct {
 		at     time.Duration
@@ -34,9 +34,10 @@ func TestAllocatePacing(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		bitrates [3]int64
+		start    int // the layer forwarded before the first step
 		steps    []step
 	}{
-		{"down at once, up after the hold", [3]int64{150_000, 500_000, 1_500_000}, []step{
+		{"down at once, up after the hold", [3]int64{150_000, 500_000, 1_500_000}, 2, []step{
 			{0, 2_000_000, 2},
 			{500 * time.Millisecond, 300_000, 0},
 			{time.Second, 700_000, 0}, // layer 1 fits (575 kbit/s): the wait starts
@@ -45,7 +46,7 @@ func TestAllocatePacing(t *testing.T) {
 			{2500 * time.Millisecond, 5_000_000, 1},
 			{3500 * time.Millisecond, 5_000_000, 2},
 		}},
-		{"a failed move up doubles the wait, a steady layer resets it", [3]int64{150_000, 500_000, 1_500_000}, []step{
+		{"a failed move up doubles the wait, a steady layer resets it", [3]int64{150_000, 500_000, 1_500_000}, 2, []step{
 			{0, 300_000, 0},
 			{time.Second, 700_000, 0},
 			{2 * time.Second, 700_000, 1},
@@ -58,21 +59,22 @@ func TestAllocatePacing(t *testing.T) {
 			{18 * time.Second, 700_000, 0},
 			{19 * time.Second, 700_000, 1},
 		}},
-		{"a stalled layer does not fit a small budget", [3]int64{150_000, 500_000, 0}, []step{
-			{0, 700_000, 1},
-			{5 * time.Second, 700_000, 1},
-			{10 * time.Second, 1_200_000, 1}, // 1.15 Mbit/s for twice layer 1
-			{11 * time.Second, 1_200_000, 2},
+		{"a layer reading less than the one below costs as much as it", [3]int64{150_000, 500_000, 100_000}, 1, []step{
+			{0, 560_000, 1},
+			{5 * time.Second, 560_000, 1}, // 575 kbit/s for layer 2
+			{6 * time.Second, 600_000, 1},
+			{7 * time.Second, 600_000, 2},
 		}},
-		{"a budget under the lowest layer still gets the lowest", [3]int64{150_000, 500_000, 1_500_000}, []step{
+		{"a budget under the lowest layer still gets the lowest", [3]int64{150_000, 500_000, 1_500_000}, 2, []step{
 			{0, 50_000, 0},
 		}},
-		{"no estimate", [3]int64{150_000, 500_000, 1_500_000}, []step{
+		{"no estimate", [3]int64{150_000, 500_000, 1_500_000}, 0, []step{
 			{0, -1, 2},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := allocDown(tc.bitrates)
+			d.target, d.current = tc.start, tc.start
 			t0 := time.Now()
 			for i, s := range tc.steps {
 				d.allocateAt(s.budget, t0.Add(s.at))

@@ -309,7 +309,7 @@ func (d *downTrack) allocateAt(budget int, now time.Time) {
 	d.mu.Lock()
 	d.lastBudget = budget
 	best := -1
-	floor := 0.0 // a layer costs at least twice what the one below it does
+	floor := 0.0 // a layer costs at least what the one below it does
 	for q := 0; q <= 2; q++ {
 		l := d.up.layer(q)
 		if l == nil || (!d.up.active(q) && best >= 0) {
@@ -319,7 +319,7 @@ func (d *downTrack) allocateAt(budget int, now time.Time) {
 			break
 		}
 		need := max(float64(l.bitrate.Load()), floor)
-		floor = 2 * need
+		floor = need
 		if best >= 0 {
 			if w := int(l.width.Load()); d.maxW > 0 && w > 0 && w > d.maxW {
 				break
