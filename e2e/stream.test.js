@@ -1,8 +1,9 @@
 // Browser tests of live streams over WebRTC: /broadcast.html publishes
 // Chromium's fake camera over WHIP, /watch.html plays it over WHEP (and
 // over LL-HLS with hls.js), with the chat beside the video; an RTMP
-// publish from ffmpeg plays over WHEP too. Against the real switchboard
-// binary on loopback (webrtc_loopback).
+// publish from ffmpeg plays over WHEP too, and the latency barcode of
+// bench/stream-latency.js (glass.js) survives the trip. Against the real
+// switchboard binary on loopback (webrtc_loopback).
 //
 // What only a browser shows is checked the honest way: getStats() of the
 // viewer's connection, framesDecoded rising; for LL-HLS the video
@@ -18,6 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import * as glass from './glass.js';
 import * as harness from './harness.js';
 
 const API_KEY = 'e2e-stream-key';
@@ -202,6 +204,80 @@ test('RTMP from ffmpeg (H.264 + AAC) plays over WHEP: video passes through, AAC 
     assert.equal(info.viewers.whep, 1, JSON.stringify(info));
   } finally {
     await page?.close().catch(() => {});
+    ff.kill('SIGKILL');
+    procs.delete(ff);
+  }
+});
+
+test('the latency barcode encodes and decodes; garbage and frames without it read as nothing', () => {
+  const now = Date.now();
+  const cases = [
+    { ms: 0, frame: 0 },
+    { ms: 2 ** 32 - 1, frame: 255 },
+    { ms: now, frame: 7 },
+    { ms: now + 1, frame: 8 }, // Gray code: neighbours differ in one block
+  ];
+  for (const c of cases) {
+    const got = glass.decodeLevels(glass.encodeLevels(c.ms, c.frame));
+    assert.deepEqual(got, { ms: c.ms % 2 ** 32, frame: c.frame }, JSON.stringify(c));
+    assert.equal(glass.unwrapMs(got.ms, c.ms + 300), c.ms, 'unwrapped with a reader clock a little later');
+  }
+  const a = glass.encodeLevels(now, 0);
+  const b = glass.encodeLevels(now + 1, 0);
+  assert.equal(a.filter((x, i) => x !== b[i]).length, 1, 'one block differs between t and t+1');
+  // Not a barcode: flat, wrong length, sync blocks missing or low contrast.
+  assert.equal(glass.decodeLevels(new Array(44).fill(128)), null);
+  assert.equal(glass.decodeLevels([255, 0]), null);
+  assert.equal(glass.decodeLevels(a.map((x, i) => (i === 1 ? 255 : x))), null);
+  assert.equal(glass.decodeLevels(a.map((x) => 100 + x / 4)), null);
+  // Random levels never throw; what decodes is in range.
+  for (let k = 0; k < 2000; k++) {
+    const levels = Array.from({ length: k % 50 }, () => Math.random() * 256);
+    const got = glass.decodeLevels(levels);
+    if (got) assert.ok(got.ms >= 0 && got.ms < 2 ** 32 && got.frame >= 0 && got.frame < 256);
+  }
+});
+
+test('the latency barcode round-trips: ffmpeg burns the clock in over RTMP, Chromium reads it back over WHEP and LL-HLS', { timeout: TEST_TIMEOUT }, async (t) => {
+  const hasFfmpeg = process.env.PATH.split(path.delimiter).some((d) => fs.existsSync(path.join(d, 'ffmpeg')));
+  if (!hasFfmpeg && !process.env.CI) return t.skip('no ffmpeg');
+  const ff = spawn('ffmpeg', glass.ffmpegPublishArgs(`rtmp://127.0.0.1:${rtmpPort}/live/glass?key=${API_KEY}`, { size: '640x360' }), { stdio: ['ignore', 'ignore', 'pipe'] });
+  procs.add(ff);
+  let ffErr = '';
+  ff.stderr.on('data', (d) => { ffErr += d; });
+  const pages = [];
+  try {
+    await waitFor(async () => (await streams()).some((s) => s.path === 'live/glass'), `the RTMP stream live (ffmpeg: ${ffErr})`);
+    for (const q of ['', '&mode=hls']) {
+      const page = await context.newPage();
+      pages.push(page);
+      page.on('pageerror', (err) => console.error('page error:', err.message));
+      await page.addInitScript(glass.pageScript());
+      await page.goto(`${srv.url}watch.html?stream=glass${q}`);
+    }
+    const [whep, hls] = pages;
+    await playing(whep, 'WHEP viewer');
+    // Every decoded WebRTC frame, from the track, and the frames the
+    // video elements present (fewer under load, but some).
+    await whep.evaluate(() => {
+      const track = window.whepPC.getReceivers().find((r) => r.track?.kind === 'video').track;
+      window.dec = window.glass.watchTrack(track);
+      window.shown = window.glass.watch(document.getElementById('video'));
+    });
+    await waitFor(() => hls.evaluate(() => document.getElementById('status').dataset.mode === 'hls'), 'LL-HLS mode');
+    await hls.evaluate(() => { window.shown = window.glass.watch(document.getElementById('video')); });
+    const read = (page, v) => page.evaluate((name) => window[name].samples, v);
+    const dec = await waitFor(async () => { const s = await read(whep, 'dec'); return s.length >= 30 && s; }, 'WHEP: 30 decoded frames with the barcode');
+    const shown = await waitFor(async () => { const s = await read(whep, 'shown'); return s.length >= 3 && s; }, 'WHEP: presented frames with the barcode');
+    const hlsShown = await waitFor(async () => { const s = await read(hls, 'shown'); return s.length >= 30 && s; }, 'LL-HLS: 30 presented frames with the barcode', 120_000);
+    for (const [what, s] of [['WHEP decoded', dec], ['WHEP shown', shown], ['LL-HLS shown', hlsShown]]) {
+      assert.ok(glass.monotonic(s), `${what}: capture times and frame numbers only go forward: ${JSON.stringify(s.slice(0, 40))}`);
+      const first = glass.unwrapMs(s[0].ms, s[0].shown);
+      assert.ok(Math.abs(first - s[0].shown) < 60_000, `${what}: the capture time is this clock's (${first} against ${s[0].shown})`);
+    }
+    assert.ok(new Set(dec.map((s) => s.frame)).size > 20, 'the frame counter moves');
+  } finally {
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
     ff.kill('SIGKILL');
     procs.delete(ff);
   }

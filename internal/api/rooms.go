@@ -2,27 +2,32 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+
+	"github.com/switchboardhq/switchboard/internal/hub"
 
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
-// Rooms is what the API needs from the call service (rooms of this node).
+// Rooms is what the API needs from the call service: the rooms of the
+// whole cluster, whichever node serves each (the hub implements it).
 type Rooms interface {
-	// List describes the rooms this node serves, as a JSON value.
-	List() any
-	// Kick removes a participant from a room.
-	Kick(room, participant string) error
-	// Mute stops (muted) or resumes forwarding a participant's track; an
-	// empty track means all of them, "audio" or "video" all of a kind.
-	Mute(room, participant, track string, muted bool) error
+	// ListRooms describes the rooms of every live node, and names the
+	// nodes that did not answer.
+	ListRooms(ctx context.Context) hub.RoomList
+	// KickRoom removes a participant from a room.
+	KickRoom(ctx context.Context, room, participant string) error
+	// MuteRoom stops (muted) or resumes forwarding a participant's track;
+	// an empty track means all of them, "audio" or "video" all of a kind.
+	MuteRoom(ctx context.Context, room, participant, track string, muted bool) error
 }
 
-func (a *API) rooms(context.Context, []byte) (any, *protocol.Error) {
+func (a *API) rooms(ctx context.Context, _ []byte) (any, *protocol.Error) {
 	if a.opts.Rooms == nil {
-		return map[string]any{"rooms": []any{}}, nil
+		return hub.RoomList{Rooms: []json.RawMessage{}}, nil
 	}
-	return a.opts.Rooms.List(), nil
+	return a.opts.Rooms.ListRooms(ctx), nil
 }
 
 type roomRequest struct {
@@ -46,18 +51,18 @@ func (a *API) roomTarget(body []byte) (roomRequest, *protocol.Error) {
 	return req, nil
 }
 
-func (a *API) roomKick(_ context.Context, body []byte) (any, *protocol.Error) {
+func (a *API) roomKick(ctx context.Context, body []byte) (any, *protocol.Error) {
 	req, perr := a.roomTarget(body)
 	if perr != nil {
 		return nil, perr
 	}
-	if err := a.opts.Rooms.Kick(req.Room, req.Participant); err != nil {
+	if err := a.opts.Rooms.KickRoom(ctx, req.Room, req.Participant); err != nil {
 		return nil, roomFailed(err)
 	}
 	return struct{}{}, nil
 }
 
-func (a *API) roomMute(_ context.Context, body []byte) (any, *protocol.Error) {
+func (a *API) roomMute(ctx context.Context, body []byte) (any, *protocol.Error) {
 	req, perr := a.roomTarget(body)
 	if perr != nil {
 		return nil, perr
@@ -66,7 +71,7 @@ func (a *API) roomMute(_ context.Context, body []byte) (any, *protocol.Error) {
 	if req.Muted != nil {
 		muted = *req.Muted
 	}
-	if err := a.opts.Rooms.Mute(req.Room, req.Participant, req.Track, muted); err != nil {
+	if err := a.opts.Rooms.MuteRoom(ctx, req.Room, req.Participant, req.Track, muted); err != nil {
 		return nil, roomFailed(err)
 	}
 	return struct{}{}, nil

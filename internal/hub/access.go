@@ -16,6 +16,9 @@ func (h *Hub) namespace(channel string) (auth.Namespace, *protocol.Error) {
 	if perr := protocol.ValidateChannel(channel); perr != nil {
 		return auth.Namespace{}, perr
 	}
+	if room, ok := roomOfChannel(channel); ok {
+		return h.roomChannelNamespace(channel, room)
+	}
 	ns, err := h.cfg.Rules.Lookup(channel)
 	if err != nil {
 		return ns, protocol.ErrInvalidChannel.WithMessage("%v", err)
@@ -82,6 +85,9 @@ func (h *Hub) CanPublish(channel, user string) *protocol.Error {
 	ns, perr := h.namespace(channel)
 	if perr != nil {
 		return perr
+	}
+	if _, ok := roomOfChannel(channel); ok {
+		return errRoomChannelPublish(channel)
 	}
 	if !ns.Publish {
 		return protocol.ErrPermissionDenied.WithMessage("clients may not publish to %q", channel)

@@ -196,6 +196,14 @@ func (h *Hub) checkSubscribe(ctx context.Context, channel, client, user, token s
 	if perr != nil {
 		return nil, perr
 	}
+	if room, ok := roomOfChannel(channel); ok {
+		// Without the connection's grants: Session.checkSubscribe passes
+		// them for the commands.
+		if _, perr := h.roomAccess(room, user, nil); perr != nil {
+			return nil, perr
+		}
+		return nil, nil
+	}
 	if !auth.UserAllowed(channel, user) {
 		return nil, protocol.ErrPermissionDenied.WithMessage("%q is limited to its listed users", channel)
 	}

@@ -37,6 +37,9 @@ func (h *Hub) PublishOnce(ctx context.Context, channel string, data []byte, sour
 	if perr != nil {
 		return Published{}, perr
 	}
+	if _, ok := roomOfChannel(channel); ok {
+		return Published{}, errRoomChannelPublish(channel)
+	}
 	opts := broker.PublishOptions{HistorySize: ns.HistorySize, HistoryTTL: ns.HistoryTTL}
 	if key != "" {
 		if perr := protocol.ValidateIdempotencyKey(key); perr != nil {

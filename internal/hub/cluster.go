@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
+	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
 var _ broker.ControlHandler = (*Hub)(nil)
@@ -48,6 +49,14 @@ type control struct {
 	ID          string           `json:"id,omitempty"`
 	Channels    []ChannelInfo    `json:"channels,omitempty"`
 	Connections []ConnectionInfo `json:"connections,omitempty"`
+	// To, when set, is the one node that acts on the message (the others
+	// ignore it): "room_kick" and "room_mute" go to the room's node.
+	To string `json:"to,omitempty"`
+	// Rooms answers "rooms"; Action is set for "room_kick" and
+	// "room_mute", and Error answers them (nil for success).
+	Rooms  []json.RawMessage `json:"rooms,omitempty"`
+	Action *roomAction       `json:"action,omitempty"`
+	Error  *protocol.Error   `json:"error,omitempty"`
 }
 
 // cluster is the hub's view of the other nodes.
@@ -105,6 +114,9 @@ func (h *Hub) HandleControl(data []byte) {
 		h.log.Warn("bad control message", "err", err)
 		return
 	}
+	if c.To != "" && c.To != h.cfg.NodeID {
+		return
+	}
 	switch c.Type {
 	case "node":
 		if c.Node != nil && c.From != h.cfg.NodeID {
@@ -137,7 +149,12 @@ func (h *Hub) HandleControl(data []byte) {
 		if c.From != h.cfg.NodeID {
 			go h.handleServerSub(c)
 		}
-	case "channels_reply", "connections_reply", "subscribe_reply", "unsubscribe_reply":
+	case "rooms", "room_kick", "room_mute":
+		if c.From != h.cfg.NodeID {
+			go h.handleRoomControl(c)
+		}
+	case "channels_reply", "connections_reply", "subscribe_reply", "unsubscribe_reply",
+		"rooms_reply", "room_kick_reply", "room_mute_reply":
 		h.cl.mu.Lock()
 		ch := h.cl.waiting[c.ID]
 		h.cl.mu.Unlock()

@@ -142,6 +142,10 @@ func (s *Session) canRead(channel string) *protocol.Error {
 	if perr != nil {
 		return perr
 	}
+	if room, ok := roomOfChannel(channel); ok {
+		_, perr := s.canJoinRoom(room)
+		return perr
+	}
 	if ns.Subscribe == auth.SubscribeToken || ns.ProxySubscribe != "" {
 		if sub := s.findSub(channel); sub != nil && sub.isLive() {
 			return nil

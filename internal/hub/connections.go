@@ -61,37 +61,71 @@ func (h *Hub) localConnections(user string) []ConnectionInfo {
 
 // gather sends req to every other live node and passes each reply to f,
 // until every node answered, 2 s passed or ctx ended. It does nothing on
-// a single node. Replies come as req.Type + "_reply" with req's id.
-func (h *Hub) gather(ctx context.Context, req control, f func(control)) {
+// a single node. Replies come as req.Type + "_reply" with req's id. It
+// returns the ids of the nodes that did not answer, sorted.
+func (h *Hub) gather(ctx context.Context, req control, f func(control)) (missing []string) {
 	if h.cl.ctl == nil {
-		return
+		return nil
 	}
-	want := len(h.Nodes()) - 1
-	if want <= 0 {
-		return
+	pending := map[string]bool{}
+	for _, n := range h.Nodes()[1:] {
+		pending[n.ID] = true
 	}
+	if len(pending) == 0 {
+		return nil
+	}
+	replies, done := h.request(&req, len(pending)+4) // room for nodes that appeared since
+	defer done()
+	timeout := time.NewTimer(gatherTimeout)
+	defer timeout.Stop()
+	answered := map[string]bool{}
+	for len(pending) > 0 {
+		select {
+		case r := <-replies:
+			if answered[r.From] {
+				continue // a repeat
+			}
+			// A node that appeared since the request answers too.
+			answered[r.From] = true
+			delete(pending, r.From)
+			f(r)
+		case <-timeout.C:
+			return h.unanswered(req.Type, pending)
+		case <-ctx.Done():
+			return h.unanswered(req.Type, pending)
+		}
+	}
+	return nil
+}
+
+// request gives req a fresh id, registers a channel of capacity n for its
+// replies and sends it. done must be called once the replies are no
+// longer read.
+func (h *Hub) request(req *control, n int) (replies <-chan control, done func()) {
 	req.ID = randomID(12)
-	replies := make(chan control, want)
+	ch := make(chan control, n)
 	h.cl.mu.Lock()
-	h.cl.waiting[req.ID] = replies
+	h.cl.waiting[req.ID] = ch
 	h.cl.mu.Unlock()
-	defer func() {
+	h.sendControl(*req)
+	return ch, func() {
 		h.cl.mu.Lock()
 		delete(h.cl.waiting, req.ID)
 		h.cl.mu.Unlock()
-	}()
-	h.sendControl(req)
-	timeout := time.NewTimer(2 * time.Second)
-	defer timeout.Stop()
-	for got := 0; got < want; got++ {
-		select {
-		case r := <-replies:
-			f(r)
-		case <-timeout.C:
-			h.log.Warn(req.Type+": some nodes did not answer", "answered", got, "nodes", want)
-			return
-		case <-ctx.Done():
-			return
-		}
 	}
+}
+
+// gatherTimeout is how long a request to the other nodes waits for their
+// answers.
+const gatherTimeout = 2 * time.Second
+
+// unanswered logs and lists the nodes still pending after a request.
+func (h *Hub) unanswered(kind string, pending map[string]bool) []string {
+	out := make([]string, 0, len(pending))
+	for id := range pending {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	h.log.Warn(kind+": some nodes did not answer", "missing", out)
+	return out
 }

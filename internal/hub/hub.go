@@ -56,6 +56,8 @@ type Hub struct {
 	// for, since few connections are in calls.
 	roomsMu sync.Mutex
 	inRooms map[*Session][]string
+	// roomPres is the queue of room presence calls (roompresence.go).
+	roomPres roomPresence
 
 	cl      cluster
 	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
@@ -91,6 +93,7 @@ func New(cfg Config, b broker.Broker, p broker.PresenceStore) *Hub {
 		sessions: make(map[string]*Session),
 		perIP:    make(map[string]int),
 		inRooms:  make(map[*Session][]string),
+		roomPres: roomPresence{wake: make(chan struct{}, 1), stored: map[roomMember]broker.ClientInfo{}},
 		stop:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}
@@ -111,6 +114,8 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.every(h.cfg.SweepInterval, h.sweep())
 	h.every(h.cfg.PresenceTTL/3, h.presenceRefresh())
+	h.loops.Add(1)
+	go h.roomPresenceLoop()
 	if h.cfg.WriteDelay > 0 && h.cfg.WriteDelayMinRate > 0 {
 		h.every(coalesceInterval, h.writeDelaySwitch())
 	}

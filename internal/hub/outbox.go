@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
@@ -34,6 +35,7 @@ type outbox struct {
 	holding    bool // the writer is waiting out write_delay
 	writing    bool // a writer goroutine is running
 	closing    bool // no more messages are queued; the writer closes
+	owed       bool // the transport holds bytes of a direct write: the writer must call WriteMessages
 	finished   bool // the writer closed the transport
 	disconnect protocol.Disconnect
 
@@ -48,18 +50,32 @@ type outbox struct {
 // Messages queued after the session began closing are dropped.
 func (o *outbox) push(m Message) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closing {
+	if o.pushLocked(m) {
+		o.mu.Unlock()
+		o.writeDirect(m)
 		return
+	}
+	o.mu.Unlock()
+}
+
+// pushLocked is push under o.mu. It reports true when the caller must
+// write m itself with writeDirect (after unlocking): the connection was
+// idle and the caller is now its writer.
+func (o *outbox) pushLocked(m Message) (direct bool) {
+	if o.closing {
+		return false
 	}
 	cfg := &o.sess.hub.cfg
 	switch {
 	case o.queueLen >= cfg.QueueMaxMessages:
 		o.overflowLocked(metrics.DropQueueMessages)
-		return
+		return false
 	case o.queueBytes+len(m.Data) > cfg.QueueMaxBytes:
 		o.overflowLocked(metrics.DropQueueBytes)
-		return
+		return false
+	}
+	if o.directLocked() {
+		return true
 	}
 	if o.queue == nil {
 		o.qbox = queuePool.Get().(*[]Message)
@@ -76,6 +92,7 @@ func (o *outbox) push(m Message) {
 		o.wakeLocked() // waiting out write_delay must not make a reader look slow
 	}
 	o.startWriterLocked()
+	return false
 }
 
 // halfFullLocked reports whether the queue is at half its bounds, where
@@ -209,12 +226,10 @@ func (o *outbox) peerGone() {
 // writeLoop drains the queue in batches until it is empty, then exits. When
 // the session is closing it closes the transport and ends the session.
 func (o *outbox) writeLoop() {
-	h := o.sess.hub
-	m := h.metrics
 	for {
 		o.holdBack()
 		o.mu.Lock()
-		if len(o.queue) == 0 {
+		if len(o.queue) == 0 && !o.owed {
 			if o.closing && !o.finished {
 				o.finished = true
 				d := o.disconnect
@@ -232,42 +247,98 @@ func (o *outbox) writeLoop() {
 		batch := o.queue
 		o.queue, o.spare = o.spare, nil
 		o.queueBytes, o.queueLen, o.forced = 0, 0, 0
-		o.urgent = false
+		o.urgent, o.owed = false, false
 		o.mu.Unlock()
 
 		err := o.sess.transport.WriteMessages(batch)
-		now := h.nanotime()
-		if o.lastWrite != 0 {
-			o.lastGap = now - o.lastWrite
-		}
-		o.lastWrite = now
-		var n, bytes int
-		for i := range batch {
-			if !batch[i].Control {
-				n++
-				bytes += len(batch[i].Data)
-				if at := batch[i].At; at != 0 && err == nil {
-					m.DeliveryLatency.Observe(float64(now-at) / 1e9)
-				}
-			}
-		}
-		if err != nil {
-			m.Drop(metrics.DropWriteFailed, n)
-		} else {
-			m.MessagesSent.Add(float64(n))
-			m.BytesSent.Add(float64(bytes))
-			m.SocketWrites.Inc()
-		}
+		o.wrote(batch, err)
 		clear(batch)
 
 		o.mu.Lock()
 		o.spare = batch[:0]
 		if err != nil {
-			o.dropQueueLocked(metrics.DropWriteFailed)
-			o.beginCloseLocked(protocol.DisconnectWriteTimeout, !errors.Is(err, ErrTransportClosed))
+			o.failedLocked(err)
 		}
 		o.mu.Unlock()
 	}
+}
+
+// wrote records a write of batch that ended with err: the writer's timing
+// (lastWrite, lastGap) and the metrics. Called by the writer.
+func (o *outbox) wrote(batch []Message, err error) {
+	h := o.sess.hub
+	m := h.metrics
+	now := h.nanotime()
+	if o.lastWrite != 0 {
+		o.lastGap = now - o.lastWrite
+	}
+	o.lastWrite = now
+	var n, bytes int
+	for i := range batch {
+		if !batch[i].Control {
+			n++
+			bytes += len(batch[i].Data)
+			if at := batch[i].At; at != 0 && err == nil {
+				m.DeliveryLatency.Observe(float64(now-at) / 1e9)
+			}
+		}
+	}
+	if err != nil {
+		m.Drop(metrics.DropWriteFailed, n)
+	} else {
+		m.MessagesSent.Add(float64(n))
+		m.BytesSent.Add(float64(bytes))
+		m.SocketWrites.Inc()
+	}
+}
+
+// failedLocked ends the session after a failed write: what is queued is
+// dropped and the writer closes the transport.
+func (o *outbox) failedLocked(err error) {
+	o.dropQueueLocked(metrics.DropWriteFailed)
+	o.beginCloseLocked(protocol.DisconnectWriteTimeout, !errors.Is(err, ErrTransportClosed))
+}
+
+// directLocked reports whether m can be written at once by the goroutine
+// queuing it, and if so makes that goroutine the writer: the connection
+// is idle (no writer, nothing queued or owed), its transport writes
+// without blocking, and write_delay would not hold this write back.
+func (o *outbox) directLocked() bool {
+	if o.writing || len(o.queue) > 0 || o.owed {
+		return false
+	}
+	dw, ok := o.sess.transport.(DirectWriter)
+	if !ok || !dw.CanWriteDirect() {
+		return false
+	}
+	h := o.sess.hub
+	if d := time.Duration(h.holdDelay.Load()); d > 0 && holdFor(d, o.lastWrite, o.lastGap, h.nanotime()) > 0 {
+		return false // a stream: let the writer gather what comes next
+	}
+	o.writing = true
+	return true
+}
+
+// writeDirect writes m on the caller's goroutine, which directLocked made
+// the writer, then hands over to a writer goroutine if the socket kept
+// part of it, more was queued meanwhile, or the session began closing.
+func (o *outbox) writeDirect(m Message) {
+	batch := [1]Message{m}
+	owed, err := o.sess.transport.(DirectWriter).TryWriteMessages(batch[:])
+	o.wrote(batch[:], err)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.failedLocked(err)
+	} else {
+		o.sess.hub.metrics.DirectWrites.Inc()
+	}
+	o.owed = owed
+	if len(o.queue) > 0 || o.owed || o.closing {
+		go o.writeLoop() // o.writing stays true
+		return
+	}
+	o.writing = false
 }
 
 // wakeLocked ends the writer's wait for write_delay, if it is waiting: a

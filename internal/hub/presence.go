@@ -75,6 +75,7 @@ func (h *Hub) presenceRefresh() func() {
 		batch = h.appendSessions(batch[:0])
 		h.refreshPresence(batch)
 		clear(batch)
+		h.enqueueRoomPresence(roomPresenceOp{kind: "refresh"})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"time"
 
@@ -43,10 +44,43 @@ func (h *Hub) HandlePublication(channel string, pub broker.Publication, epoch st
 	if cd := sh.deltas[channel]; cd != nil {
 		m.dp = newDeltaPub(cd, channel, pub, epoch, now)
 	}
-	for _, sub := range sh.channels[channel] {
+	fanOut(sh.channels[channel], m, epoch)
+	sh.mu.RUnlock()
+}
+
+// fanOutSplit is the number of subscribers from which a publication's
+// fan-out is shared among goroutines, one per processor: past it, the
+// deliveries (each a socket write when the subscriber is idle) cost far
+// more than starting the goroutines.
+const fanOutSplit = 512
+
+// fanOut delivers m to every subscription of subs. A long list is cut in
+// parts delivered at once on up to GOMAXPROCS goroutines, so one
+// publication to many subscribers uses every core; fanOut returns when all
+// are done, so that publications of a channel still reach each subscriber
+// in order. Called with the channel's shard read-locked.
+func fanOut(subs []*subscription, m Message, epoch string) {
+	parts := min(runtime.GOMAXPROCS(0), len(subs)/(fanOutSplit/2))
+	if parts < 2 {
+		for _, sub := range subs {
+			sub.deliver(m, epoch)
+		}
+		return
+	}
+	size := (len(subs) + parts - 1) / parts
+	var wg sync.WaitGroup
+	for i := size; i < len(subs); i += size {
+		part := subs[i:min(i+size, len(subs))]
+		wg.Go(func() {
+			for _, sub := range part {
+				sub.deliver(m, epoch)
+			}
+		})
+	}
+	for _, sub := range subs[:size] {
 		sub.deliver(m, epoch)
 	}
-	sh.mu.RUnlock()
+	wg.Wait()
 }
 
 // HandleEvent implements broker.Handler: it queues an ephemeral push (join,

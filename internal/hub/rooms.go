@@ -6,7 +6,6 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/switchboardhq/switchboard/internal/auth"
 	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
@@ -102,6 +101,9 @@ func parseRoomData(data json.RawMessage) (roomData, *protocol.Error) {
 	if perr := protocol.ValidateChannel(d.Room); perr != nil {
 		return d, protocol.ErrInvalidChannel.WithMessage("room name: %s", perr.Message)
 	}
+	if len(d.Room) > MaxRoomLength {
+		return d, protocol.ErrInvalidChannel.WithMessage("room name longer than %d bytes", MaxRoomLength)
+	}
 	return d, nil
 }
 
@@ -115,48 +117,10 @@ func (s *Session) roomError(err error) *protocol.Error {
 	return protocol.ErrInternal.WithMessage("room command failed")
 }
 
-// granted reports whether the connection's token grants perm ("join" or
-// "publish") in room: the grants "room:PERM", "room:PERM:ROOM" or
-// "room:*".
-func (s *Session) granted(perm, room string) bool {
-	c := s.credentials()
-	if c == nil {
-		return false
-	}
-	return slices.ContainsFunc(c.Grants, func(g string) bool {
-		return g == "room:*" || g == "room:"+perm || g == "room:"+perm+":"+room
-	})
-}
-
-// canJoinRoom applies the room's namespace (rooms are named like
-// channels): a token grant, or the namespace's subscribe rule when it is
-// "anyone" or "authenticated" (with a user); a "token" namespace needs
-// the grant. It returns whether the client may also publish: a grant, or
-// a namespace that lets clients publish.
+// canJoinRoom applies the room's rule (Hub.roomAccess) with the
+// connection's user and token grants.
 func (s *Session) canJoinRoom(room string) (publish bool, perr *protocol.Error) {
-	ns, perr := s.hub.namespace(room)
-	if perr != nil {
-		return false, perr
-	}
-	user := s.User()
-	publish = s.granted("publish", room) || ns.Publish
-	if s.granted("join", room) || s.granted("publish", room) {
-		return publish, nil
-	}
-	if !auth.UserAllowed(room, user) {
-		return false, protocol.ErrPermissionDenied.WithMessage("room %q is limited to its listed users", room)
-	}
-	switch ns.Subscribe {
-	case auth.SubscribeAnyone:
-		return publish, nil
-	case auth.SubscribeAuthenticated:
-		if user != "" {
-			return publish, nil
-		}
-		return false, protocol.ErrPermissionDenied.WithMessage("room %q needs an authenticated user", room)
-	default:
-		return false, protocol.ErrPermissionDenied.WithMessage(`room %q needs a token granting "room:join"`, room)
-	}
+	return s.hub.roomAccess(room, s.User(), s.grants())
 }
 
 func (s *Session) roomJoin(ctx context.Context, cmd *protocol.Command) ([]byte, *protocol.Error) {
@@ -194,6 +158,7 @@ func (s *Session) roomJoin(ctx context.Context, cmd *protocol.Command) ([]byte, 
 		rooms.Leave(room, s.id)
 		return nil, protocol.ErrUnavailable.WithMessage("connection is closing")
 	}
+	s.roomJoined(ctx, room, publish)
 	return res, nil
 }
 
@@ -240,10 +205,16 @@ func (s *Session) reserveRoom(room string) *protocol.Error {
 func (s *Session) inRoom(room string) bool {
 	s.hub.roomsMu.Lock()
 	defer s.hub.roomsMu.Unlock()
+	return s.inRoomLocked(room)
+}
+
+// inRoomLocked is inRoom for a caller holding roomsMu.
+func (s *Session) inRoomLocked(room string) bool {
 	return slices.Contains(s.hub.inRooms[s], room)
 }
 
-// dropRoom forgets room in the session's rooms.
+// dropRoom forgets room in the session's rooms, and queues the
+// participant's removal from the room's presence.
 func (s *Session) dropRoom(room string) bool {
 	h := s.hub
 	h.roomsMu.Lock()
@@ -258,6 +229,7 @@ func (s *Session) dropRoom(room string) bool {
 	} else {
 		h.inRooms[s] = rooms
 	}
+	h.enqueueRoomPresence(roomPresenceOp{kind: "leave", member: roomMember{room, s.id}})
 	return true
 }
 
@@ -306,6 +278,9 @@ func (s *Session) leaveRooms() {
 	h.roomsMu.Lock()
 	rooms := h.inRooms[s]
 	delete(h.inRooms, s)
+	for _, room := range rooms {
+		h.enqueueRoomPresence(roomPresenceOp{kind: "leave", member: roomMember{room, s.id}})
+	}
 	h.roomsMu.Unlock()
 	if r := s.hub.cfg.Rooms; r != nil {
 		for _, room := range rooms {

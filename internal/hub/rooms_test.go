@@ -2,7 +2,10 @@ package hub
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+
+	"github.com/switchboardhq/switchboard/internal/protocol"
 )
 
 func TestParseRoomData(t *testing.T) {
@@ -17,6 +20,9 @@ func TestParseRoomData(t *testing.T) {
 		"no room":       {`{"mode":"sfu"}`, 400},
 		"room a number": {`{"room":1}`, 400},
 		"bad name":      {`{"room":"a b"}`, 422},
+		"longest name":  {`{"room":"` + strings.Repeat("r", MaxRoomLength) + `"}`, 0},
+		// Its participant list, "!room:" + name, would be over 255 bytes.
+		"name too long": {`{"room":"` + strings.Repeat("r", MaxRoomLength+1) + `"}`, 422},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -43,6 +49,9 @@ func FuzzParseRoomData(f *testing.F) {
 		d, perr := parseRoomData(data)
 		if perr == nil && d.Room == "" {
 			t.Fatal("accepted data without a room")
+		}
+		if perr == nil && protocol.ValidateChannel(RoomPresenceChannel(d.Room)) != nil {
+			t.Fatalf("accepted room %q, whose participant list is not a valid channel", d.Room)
 		}
 	})
 }

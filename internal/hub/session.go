@@ -28,6 +28,24 @@ type Transport interface {
 	Close(d protocol.Disconnect) error
 }
 
+// DirectWriter is implemented by a Transport that can write without
+// blocking. For such a connection, the goroutine that queues a message
+// while the connection is idle (the fan-out, a command's reply) writes it
+// at once, and a writer goroutine starts only when the socket could not
+// take it all or more is queued meanwhile: one publication to many idle
+// subscribers costs a system call each, not a goroutine each.
+type DirectWriter interface {
+	// CanWriteDirect reports whether TryWriteMessages may be called; the
+	// answer does not change over the connection's life.
+	CanWriteDirect() bool
+	// TryWriteMessages writes msgs as WriteMessages does, but never blocks.
+	// owed reports that the socket could not take everything: the
+	// transport keeps the rest and writes it first in the next
+	// WriteMessages call, which the hub makes even with no message. It is
+	// called only when no WriteMessages is in progress.
+	TryWriteMessages(msgs []Message) (owed bool, err error)
+}
+
 // Message is one entry of an outbound queue.
 type Message struct {
 	// Data is a protocol message (a JSON object), shared between sessions and

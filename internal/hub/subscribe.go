@@ -22,7 +22,7 @@ func (s *Session) subscribe(ctx context.Context, cmd *protocol.Command) ([]byte,
 		return nil, perr
 	}
 	delta := cmd.Delta != ""
-	info, err := s.hub.checkSubscribe(ctx, cmd.Channel, s.id, s.User(), cmd.Token, cmd.Data)
+	info, err := s.checkSubscribe(ctx, cmd.Channel, cmd.Token, cmd.Data)
 	if err != nil {
 		return nil, s.hookFailed(err)
 	}

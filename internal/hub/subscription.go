@@ -231,6 +231,9 @@ func (sub *subscription) end() {
 // Left never comes before the Joined it undoes.
 func (sub *subscription) join(ctx context.Context) {
 	h := sub.sess.hub
+	if _, ok := roomOfChannel(sub.channel); ok {
+		return // a room's watcher: the participants are the members
+	}
 	ns, _ := h.cfg.Rules.Lookup(sub.channel)
 	if !h.tracked(ns) || !sub.own() {
 		return

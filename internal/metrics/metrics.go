@@ -34,6 +34,10 @@ type Metrics struct {
 	// SocketWrites counts write calls to client sockets; MessagesSent divided
 	// by it is the coalescing factor.
 	SocketWrites prometheus.Counter
+	// DirectWrites counts the socket writes made at once by the goroutine
+	// that queued the message (the fan-out, a command) because the
+	// connection was idle, without waking a writer goroutine.
+	DirectWrites prometheus.Counter
 	// Compressed counts WebSocket messages sent or received compressed with
 	// permessage-deflate, by direction (sent, received).
 	Compressed *prometheus.CounterVec
@@ -175,6 +179,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "socket_writes_total",
 			Help: "Write calls to client connections (each may carry several messages).",
 		}),
+		DirectWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "direct_writes_total",
+			Help: "Of socket_writes_total, the writes made at once by the goroutine that queued the message (fan-out or command) on an idle connection, without a writer goroutine.",
+		}),
 		WriteDelayActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "write_delay_active",
 			Help: "1 while write_delay batches busy connections' writes (the writers could not keep up at write_delay_min_rate messages/s or more), else 0.",
@@ -307,7 +315,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
-		m.SocketWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
+		m.SocketWrites, m.DirectWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
 		m.Compressed, m.CompressionSaved, m.DeltaPublications,
 		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		m.Errors, m.Disconnects, m.APIRequests, m.ProxyCalls, m.ProxyDuration, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,

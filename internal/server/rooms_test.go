@@ -415,6 +415,25 @@ func TestRoomBadInput(t *testing.T) {
 			{roomCmd("room_offer", map[string]any{"room": "vip:r", "sdp": "v=0"}), 403},
 			{roomCmd("room_publish", map[string]any{"room": "vip:r", "track": "cam"}), 403},
 		}},
+		{"room name too long", "", []step{{roomCmd("room_join", map[string]any{"room": "members:" + strings.Repeat("x", 242)}), 422}}},
+		{"room named like a presence channel", "", []step{{roomCmd("room_join", map[string]any{"room": "!room:members:r"}), 422}}},
+		{"participant list without permission", "", []step{
+			{map[string]any{"command": "subscribe", "channel": "!room:vip:r"}, 403},
+			{map[string]any{"command": "presence", "channel": "!room:vip:r"}, 403},
+		}},
+		{"participant list of no room", "", []step{
+			{map[string]any{"command": "subscribe", "channel": "!room:"}, 422},
+			{map[string]any{"command": "presence", "channel": "!room:nope:r"}, 422},
+			{map[string]any{"command": "presence", "channel": "!room:bad name"}, 422},
+		}},
+		{"participant list with a grant", grant("room:join:vip:r"), []step{
+			{map[string]any{"command": "subscribe", "channel": "!room:vip:r"}, 0},
+			{map[string]any{"command": "presence", "channel": "!room:vip:r"}, 0},
+			{map[string]any{"command": "presence_stats", "channel": "!room:vip:r"}, 0},
+		}},
+		{"publish to a participant list", "", []step{
+			{map[string]any{"command": "publish", "channel": "!room:members:r", "data": "fake"}, 403},
+		}},
 		{"publish grant", grant("room:publish"), []step{
 			{roomCmd("room_join", map[string]any{"room": "vip:r"}), 0},
 			{roomCmd("room_offer", map[string]any{"room": "vip:r", "sdp": "not sdp"}), 441},
@@ -437,6 +456,10 @@ func TestRoomBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The server API may not publish to a participant list either.
+	if status, body := ts.api("POST", "/api/publish", testKey, `{"channel":"!room:members:r","data":"fake"}`); status != 403 {
+		t.Fatalf("API publish to a participant list: %d %v, want 403", status, body)
 	}
 	// A flood of offers: refused with 429 once over the participant's
 	// signaling rate, without closing the connection.

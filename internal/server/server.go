@@ -368,13 +368,13 @@ func (s *Server) selfTestAPI() func(context.Context) any {
 	return s.selfTest
 }
 
-// roomsAPI is the call service for the server API, nil when calls are
-// off.
+// roomsAPI is the rooms of the cluster for the server API (the hub asks
+// the call service of each node), nil when calls are off here.
 func (s *Server) roomsAPI() api.Rooms {
 	if s.calls == nil {
 		return nil
 	}
-	return s.calls.signal
+	return s.hub
 }
 
 // ready reports whether the node takes new clients: not shutting down, and

@@ -67,7 +67,9 @@ function hls() {
   const src = `/hls/${path}/index.m3u8${key ? `?key=${encodeURIComponent(key)}` : ''}`;
   ui.status.dataset.mode = 'hls';
   if (window.Hls && window.Hls.isSupported()) {
-    const h = new window.Hls({ lowLatencyMode: true });
+    // Up to 1.5x speed to get back to the live edge after a stall: at hls.js's
+    // default (1x) a player that fell behind once stays behind (docs/streaming.md).
+    const h = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
     window.hlsPlayer = h; // for tests
     h.on(window.Hls.Events.MANIFEST_PARSED, () => setStatus('playing', 'live (LL-HLS)'));
     h.on(window.Hls.Events.ERROR, (_, d) => { if (d.fatal) setStatus('failed', `LL-HLS: ${d.details}`); });

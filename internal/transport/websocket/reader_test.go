@@ -131,9 +131,15 @@ func (e *testEnv) dial() *client {
 
 func dialURL(t testing.TB, url string) *client {
 	t.Helper()
+	return dialWith(t, ws.Dialer{}, url)
+}
+
+// dialWith is dialURL with the given dialer.
+func dialWith(t testing.TB, d ws.Dialer, url string) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	nc, br, _, err := ws.Dialer{}.Dial(ctx, url)
+	nc, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -297,7 +297,8 @@ type conn struct {
 	kaSlot   wheel.Slot   // guarded by the keepalive wheel's lock
 
 	// Owned by the session's writer:
-	broken bool // a write failed, possibly mid-frame: no close frame can follow
+	broken bool    // a write failed, possibly mid-frame: no close frame can follow
+	owed   *[]byte // what a direct write could not put in the socket buffer, written first next time
 
 	// Owned by the reader:
 	frag      []byte // a fragmented message being assembled
@@ -319,19 +320,16 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 func (c *conn) Name() string { return "websocket" }
 
 // WriteMessages implements hub.Transport: it frames every message into one
-// buffer and writes it with one call.
+// buffer, after any bytes a direct write left owed, and writes it with one
+// call.
 func (c *conn) WriteMessages(msgs []hub.Message) error {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
-	var nz, saved int // messages compressed, bytes that saved
-	for _, m := range msgs {
-		var z bool
-		var sv int
-		buf, z, sv = c.appendFrame(buf, m)
-		if z {
-			nz, saved = nz+1, saved+sv
-		}
+	if c.owed != nil {
+		buf = append(buf, *c.owed...)
+		c.owed = nil
 	}
+	buf, nz, saved := c.frameAll(buf, msgs)
 	if nz > 0 {
 		c.hd.zc.count(nz, saved)
 	}
@@ -349,6 +347,20 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		return err
 	}
 	return nil
+}
+
+// frameAll appends every message of msgs to buf as a frame, and reports
+// how many were compressed and the bytes that saved.
+func (c *conn) frameAll(buf []byte, msgs []hub.Message) (out []byte, nz, saved int) {
+	for _, m := range msgs {
+		var z bool
+		var sv int
+		buf, z, sv = c.appendFrame(buf, m)
+		if z {
+			nz, saved = nz+1, saved+sv
+		}
+	}
+	return buf, nz, saved
 }
 
 // appendFrame appends m to buf as one frame: control bytes as they are;

@@ -22,7 +22,10 @@ import (
 	"github.com/switchboardhq/switchboard/internal/webrtc/sfu"
 )
 
-var _ hub.Rooms = (*Service)(nil)
+var (
+	_ hub.Rooms     = (*Service)(nil)
+	_ hub.RoomAdmin = (*Service)(nil)
+)
 
 // ICEServer is one entry of RTCPeerConnection's iceServers, as the join
 // reply gives it.
@@ -397,23 +400,4 @@ func (s *Service) refresh() {
 			}
 		}
 	}
-}
-
-// List describes this node's rooms for the server API:
-// {"rooms":[...]} with participants, their tracks and layers, and what
-// each receives.
-func (s *Service) List() any {
-	return map[string]any{"rooms": s.sfu.Rooms()}
-}
-
-// Kick removes a participant from a room (server API).
-func (s *Service) Kick(room, participant string) error {
-	err := toProtocol(s.sfu.Kick(room, participant))
-	s.releaseIfEmpty(room)
-	return err
-}
-
-// Mute stops or resumes forwarding a participant's tracks (server API).
-func (s *Service) Mute(room, participant, track string, muted bool) error {
-	return toProtocol(s.sfu.Mute(room, participant, track, muted))
 }
