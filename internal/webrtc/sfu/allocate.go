@@ -83,9 +83,15 @@ const (
 // it costs at most probeHeadroom times the budget. The try is paced like
 // any move up, and one that fails (the estimate falls within upFailed)
 // doubles the wait for the next.
+//
+// A tried layer costs more than the estimate: the estimate needs a few
+// seconds of the new traffic to grow. For probeGrace after the try the
+// layer is kept while the estimate does not fall below what it was at the
+// try; a fall (the link is congested) moves down at once, as a failed try.
 const (
 	probeRatio    = 1.3
 	probeHeadroom = 2.0
+	probeGrace    = 3 * time.Second
 )
 
 // allocate chooses the target layer from the budget (bit/s, -1 for no
@@ -100,7 +106,7 @@ func (d *downTrack) allocateAt(budget int, probe bool, now time.Time) {
 	}
 	d.mu.Lock()
 	d.lastBudget = budget
-	best := -1
+	best, tried := -1, false
 	floor := 0.0 // a layer costs at least what the one below it does
 	for q := 0; q <= 2; q++ {
 		l := d.up.layer(q)
@@ -124,14 +130,23 @@ func (d *downTrack) allocateAt(budget int, probe bool, now time.Time) {
 			}
 			if budget >= 0 && need > float64(budget) {
 				if probe && best == d.current && q == d.current+1 && need <= probeHeadroom*float64(budget) {
-					best = q
+					best, tried = q, true
 				}
 				break
 			}
 		}
 		best = q
 	}
+	if best >= 0 && best < d.target && !d.triedAt.IsZero() && now.Sub(d.triedAt) < probeGrace && budget >= d.triedBudget && d.allowed(d.target) {
+		best = d.target // a try in its grace, the estimate not falling
+	}
+	from := d.target
 	best = d.pace(best, budget, now)
+	if best > from && tried {
+		d.triedAt, d.triedBudget = now, budget
+	} else if best < from {
+		d.triedAt = time.Time{}
+	}
 	changed := best >= 0 && best != d.target
 	if changed {
 		d.target = best
@@ -140,6 +155,20 @@ func (d *downTrack) allocateAt(budget int, probe bool, now time.Time) {
 	if changed {
 		d.up.requestKeyframe(best)
 	}
+}
+
+// allowed reports whether layer q is within the subscriber's preferences
+// (max_layer, max_width, max_height). Lock held.
+func (d *downTrack) allowed(q int) bool {
+	if q > d.maxLayer {
+		return false
+	}
+	l := d.up.layer(q)
+	if l == nil {
+		return false
+	}
+	w, h := int(l.width.Load()), int(l.height.Load())
+	return !(d.maxW > 0 && w > d.maxW) && !(d.maxH > 0 && h > d.maxH)
 }
 
 // pace holds back a move up for the budget (see upHold) and returns the

@@ -30,16 +30,18 @@ type downTrack struct {
 	clock float64 // clock rate, ticks per second
 
 	// Layer choice.
-	current    int // layer being forwarded, -1 before the first keyframe
-	target     int // layer wanted; a switch happens at its next keyframe
-	maxLayer   int
-	maxW, maxH int
-	paused     bool
-	lastBudget int           // bit/s, -1 for unknown
-	hold       time.Duration // how long a move up must fit first (upHold and up)
-	upSince    time.Time     // since when a higher layer fits, zero when none
-	upAt       time.Time     // when the last move up for the budget was made
-	steadyAt   time.Time     // when the target last changed
+	current     int // layer being forwarded, -1 before the first keyframe
+	target      int // layer wanted; a switch happens at its next keyframe
+	maxLayer    int
+	maxW, maxH  int
+	paused      bool
+	lastBudget  int           // bit/s, -1 for unknown
+	hold        time.Duration // how long a move up must fit first (upHold and up)
+	upSince     time.Time     // since when a higher layer fits, zero when none
+	upAt        time.Time     // when the last move up for the budget was made
+	steadyAt    time.Time     // when the target last changed
+	triedAt     time.Time     // when a layer was last tried beyond the budget (probeGrace)
+	triedBudget int           // the budget then
 
 	// Rewriting: out = in + offset, reset at each switch.
 	started   bool
