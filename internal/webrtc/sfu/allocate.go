@@ -86,12 +86,15 @@ const (
 //
 // A tried layer costs more than the estimate: the estimate needs a few
 // seconds of the new traffic to grow. For probeGrace after the try the
-// layer is kept while the estimate does not fall below what it was at the
-// try; a fall (the link is congested) moves down at once, as a failed try.
+// layer is kept while the estimate stays above probeFall of what it was
+// at the try (GCC's estimate wobbles by a few percent from one report to
+// the next); a fall below (the link is congested) moves down at once, as
+// a failed try.
 const (
 	probeRatio    = 1.3
 	probeHeadroom = 2.0
-	probeGrace    = 3 * time.Second
+	probeGrace    = 4 * time.Second
+	probeFall     = 0.9
 )
 
 // allocate chooses the target layer from the budget (bit/s, -1 for no
@@ -137,7 +140,8 @@ func (d *downTrack) allocateAt(budget int, probe bool, now time.Time) {
 		}
 		best = q
 	}
-	if best >= 0 && best < d.target && !d.triedAt.IsZero() && now.Sub(d.triedAt) < probeGrace && budget >= d.triedBudget && d.allowed(d.target) {
+	if best >= 0 && best < d.target && !d.triedAt.IsZero() && now.Sub(d.triedAt) < probeGrace &&
+		float64(budget) >= probeFall*float64(d.triedBudget) && d.allowed(d.target) {
 		best = d.target // a try in its grace, the estimate not falling
 	}
 	from := d.target
