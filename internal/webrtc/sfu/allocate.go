@@ -192,6 +192,7 @@ func (d *downTrack) pace(best, budget int, now time.Time) int {
 		d.upSince, d.steadyAt = time.Time{}, now
 		if !d.upAt.IsZero() && now.Sub(d.upAt) < upFailed {
 			d.hold = min(2*d.hold, maxUpHold)
+			d.upAt = time.Time{} // one failure, however many steps down
 		}
 		return best
 	case budget < 0 || d.current < 0:

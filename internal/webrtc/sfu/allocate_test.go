@@ -92,6 +92,14 @@ func TestAllocatePacing(t *testing.T) {
 			{4 * time.Second, 290_000, 1, false},
 			{5500 * time.Millisecond, 290_000, 0, false}, // the grace is over
 		}},
+		{"a failed move up doubles the wait once, however many steps down", [3]int64{150_000, 500_000, 1_500_000}, 0, []step{
+			{0, 5_000_000, 0, false},
+			{time.Second, 5_000_000, 2, false},
+			{2 * time.Second, 1_000_000, 1, false},
+			{3 * time.Second, 300_000, 0, false},
+			{4 * time.Second, 5_000_000, 0, false},
+			{6 * time.Second, 5_000_000, 2, false}, // 2 s, not 4
+		}},
 		{"no estimate", [3]int64{150_000, 500_000, 1_500_000}, 0, []step{
 			{0, -1, 2, false},
 		}},
