@@ -8,7 +8,9 @@
 // selected candidate pair for the relayed call. Every wait polls a
 // condition within a bound; nothing is timed.
 //
-// E2E_VERBOSE=1 shows the server's log.
+// E2E_VERBOSE=1 shows the server's log; E2E_BW_TRACE=1 prints, every
+// second of the bandwidth test, the layer, the estimate and the decoded
+// width.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as harness from './harness.js';
+import { startRelay } from './udprelay.js';
 
 const API_KEY = 'e2e-room-key';
 const { BUILD_TIMEOUT } = harness;
@@ -91,8 +94,8 @@ async function waitFor(cond, what, timeout = WAIT) {
   }
 }
 
-async function rooms() {
-  const res = await fetch(`${srv.url}api/rooms`, {
+async function rooms(server = srv) {
+  const res = await fetch(`${server.url}api/rooms`, {
     headers: { Authorization: `apikey ${API_KEY}` },
     signal: AbortSignal.timeout(WAIT),
   });
@@ -102,10 +105,10 @@ async function rooms() {
 }
 
 // openRoom opens the demo in a new page and waits until it joined.
-async function openRoom(room, query = '') {
+async function openRoom(room, query = '', server = srv) {
   const page = await context.newPage();
   page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
-  await page.goto(`${srv.url}room.html?room=${room}&video=${SMALL}${query}`);
+  await page.goto(`${server.url}room.html?room=${room}&video=${SMALL}${query}`);
   await page.waitForFunction(() => document.getElementById('status').dataset.state === 'joined', null, { timeout: WAIT });
   return page;
 }
@@ -399,6 +402,140 @@ test('simulcast: a subscriber moves to a lower layer and back (display size, the
     assert.ok(up >= Math.min(big, 640), `up again to ${up} (big tile had ${big})`);
   } finally {
     await Promise.all(pages.map((p) => p.close().catch(() => {})));
+  }
+});
+
+// startShapedServer runs a second server whose media port is reached only
+// through a shaping UDP relay (udprelay.js): the SFU's socket is
+// 127.0.0.1:PORT, the relay listens on 127.0.0.2:PORT, and the SFU
+// announces 127.0.0.2 (webrtc_public_ip, as behind a 1:1 NAT), so every
+// browser socket talks to the SFU through the relay. The relay binds
+// first, on a free port, and the server takes the same port on the other
+// address (tried again on another port if that one is taken).
+async function startShapedServer() {
+  let lastErr;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const relay = await startRelay({ listenAddress: '127.0.0.2' });
+    relay.target = { address: '127.0.0.1', port: relay.port };
+    try {
+      const server = await harness.startServer(bin, '127.0.0.1:0', API_KEY, [
+        '--webrtc-loopback',
+        '--webrtc-udp-port', String(relay.port),
+        '--webrtc-public-ip', '127.0.0.2',
+      ]);
+      await context.grantPermissions(['local-network-access', 'camera', 'microphone'], { origin: server.url.slice(0, -1) }).catch(() =>
+        context.grantPermissions(['camera', 'microphone'], { origin: server.url.slice(0, -1) }),
+      );
+      return { relay, server };
+    } catch (err) {
+      relay.close();
+      lastErr = err;
+    }
+  }
+  throw lastErr;
+}
+
+test('bandwidth: a subscriber whose downlink is capped moves to the lowest layer and back up once the cap is lifted', { timeout: 2 * TEST_TIMEOUT }, async (t) => {
+  const CAP = 250_000; // bit/s: under the middle layer (350 to 500 kbit/s), over the lowest (150 kbit/s) with audio
+  const BW_WAIT = 120_000; // the estimate takes seconds to fall, and longer to grow without probing
+  let shaped;
+  try {
+    shaped = await startShapedServer();
+  } catch (err) {
+    // Linux routes all of 127/8 to lo; other systems need the alias.
+    if (err.code === 'EADDRNOTAVAIL') return t.skip('127.0.0.2 is not a local address here (add it to lo to run this test)');
+    throw err;
+  }
+  const { relay, server } = shaped;
+  const pages = [];
+  let trace;
+  try {
+    const pub = await context.newPage();
+    pages.push(pub);
+    pub.on('pageerror', (err) => console.error(`page error: ${err.message}`));
+    await pub.goto(`${server.url}room.html?room=capped&video=1280x720`);
+    await pub.waitForFunction(() => document.getElementById('status').dataset.state === 'joined', null, { timeout: WAIT });
+    const pubId = await participantId(pub);
+    const video = await waitFor(async () => {
+      const r = (await rooms(server)).find((x) => x.name === 'capped');
+      const v = r?.participants.find((p) => p.participant === pubId)?.tracks.find((t) => t.kind === 'video');
+      return v && v.layers.filter((l) => l.bitrate > 0).length === 3 && v;
+    }, 'the publisher sending three simulcast layers');
+
+    const viewer = await openRoom('capped', '', server);
+    pages.push(viewer);
+    const viewerId = await participantId(viewer);
+    await decoding(viewer, [pubId], 'viewer');
+    await viewer.evaluate((id) => {
+      const v = document.querySelector(`.tile[data-participant="${id}"] video`);
+      v.style.width = '1280px';
+      v.style.height = '720px';
+      v.closest('.tile').style.width = '1280px';
+    }, pubId);
+
+    // What the server forwards to the viewer, and its estimate.
+    const seen = async () => {
+      const r = (await rooms(server)).find((x) => x.name === 'capped');
+      const me = r?.participants.find((p) => p.participant === viewerId);
+      const sub = me?.subscriptions?.find((s) => s.track === video.track);
+      const layers = r?.participants.find((p) => p.participant === pubId)?.tracks.find((t) => t.kind === 'video')?.layers ?? [];
+      const width = (await inbound(viewer)).find((s) => s.participant === pubId)?.frameWidth ?? 0;
+      const lost = await viewer.evaluate(async () => {
+        let n = 0;
+        (await window.sbRoom.pc('subscriber').getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp') n += s.packetsLost ?? 0;
+        });
+        return n;
+      });
+      return { layer: sub?.layer ?? -1, target: sub?.target_layer ?? -1, estimate: me?.bandwidth_estimate ?? 0, width, lost, bitrates: layers.map((l) => l.bitrate) };
+    };
+    // until waits for what the server forwards and the page decodes to
+    // satisfy ok, and says what it last saw when it never did.
+    const until = async (ok, what) => {
+      let last;
+      try {
+        return await waitFor(async () => {
+          last = await seen();
+          return ok(last) && last;
+        }, what, BW_WAIT);
+      } catch (err) {
+        throw new Error(`${err.message}; last seen ${JSON.stringify(last)}`);
+      }
+    };
+    const t0 = Date.now();
+    trace = process.env.E2E_BW_TRACE && setInterval(async () => console.log(`# t=${((Date.now() - t0) / 1000).toFixed(1)} ${JSON.stringify(await seen().catch((e) => e.message))}`), 1000);
+    const before = await until((s) => s.layer >= 1 && s.width > 320, 'a layer above the lowest for a big tile');
+    console.log(`# uncapped: ${JSON.stringify(before)}`);
+
+    // The viewer's subscribing connection goes through the relay: its
+    // selected pair ends at the relay's address, and the relay has a
+    // session named by the connection's ICE ufrag.
+    const pair = await waitFor(() => selectedPair(viewer, 'subscriber'), 'the viewer subscriber candidate pair');
+    assert.equal(pair.remote.address, '127.0.0.2', JSON.stringify(pair));
+    const ufrag = await viewer.evaluate(() => window.sbRoom.pc('subscriber').localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]);
+    const mine = () => relay.sessions().filter((s) => s.ufrags.includes(ufrag));
+    assert.ok(mine().length > 0, `relay sessions ${JSON.stringify(relay.sessions())}, want ufrag ${ufrag}`);
+
+    // Cap what the SFU sends the viewer: the estimate falls, the server
+    // moves the viewer to the lowest layer (at a keyframe), the page
+    // decodes 320 wide and keeps decoding.
+    relay.setRate(ufrag, CAP);
+    const capped = await until((s) => s.layer === 0 && s.width === 320, `the lowest layer under a ${CAP / 1000} kbit/s cap`);
+    console.log(`# capped at ${CAP / 1000} kbit/s: ${JSON.stringify(capped)}`);
+    await decoding(viewer, [pubId], 'viewer under the cap');
+    await waitFor(() => viewer.evaluate((t) => window.sbRoom.participants.get(t.slice(0, t.lastIndexOf(':'))).tracks.get(t).layer === 0, video.track), 'the layer push for layer 0');
+    console.log(`# relay under the cap: ${JSON.stringify(mine())}`);
+
+    // Lift the cap: the estimate grows again and the layer climbs.
+    relay.setRate(ufrag, 0);
+    const after = await until((s) => s.layer >= 1 && s.width > 320, 'a layer above the lowest once the cap is lifted');
+    console.log(`# cap lifted: ${JSON.stringify(after)}`);
+    await decoding(viewer, [pubId], 'viewer after the cap');
+  } finally {
+    clearInterval(trace);
+    await Promise.all(pages.map((p) => p.close().catch(() => {})));
+    await harness.stopServer(server);
+    relay.close();
   }
 });
 

@@ -30,12 +30,18 @@ type downTrack struct {
 	clock float64 // clock rate, ticks per second
 
 	// Layer choice.
-	current    int // layer being forwarded, -1 before the first keyframe
-	target     int // layer wanted; a switch happens at its next keyframe
-	maxLayer   int
-	maxW, maxH int
-	paused     bool
-	lastBudget int // bit/s, -1 for unknown
+	current     int // layer being forwarded, -1 before the first keyframe
+	target      int // layer wanted; a switch happens at its next keyframe
+	maxLayer    int
+	maxW, maxH  int
+	paused      bool
+	lastBudget  int           // bit/s, -1 for unknown
+	hold        time.Duration // how long a move up must fit first (upHold and up)
+	upSince     time.Time     // since when a higher layer fits, zero when none
+	upAt        time.Time     // when the last move up for the budget was made
+	steadyAt    time.Time     // when the target last changed
+	triedAt     time.Time     // when a layer was last tried beyond the budget (probeGrace)
+	triedBudget int           // the budget then
 
 	// Rewriting: out = in + offset, reset at each switch.
 	started   bool
@@ -273,54 +279,6 @@ func (d *downTrack) setPrefs(pr Prefs) {
 	d.allocate(budget)
 	if resume {
 		d.up.requestKeyframe(d.wantedLayer())
-	}
-}
-
-// hysteresis: moving up a layer needs this much more budget than the
-// layer's bitrate, so that the choice does not flap.
-const hysteresis = 1.15
-
-// allocate chooses the target layer from the budget (bit/s, -1 for no
-// estimate), the subscriber's caps and the layers being received.
-func (d *downTrack) allocate(budget int) {
-	if d.up.kind != webrtc.RTPCodecTypeVideo {
-		return
-	}
-	d.mu.Lock()
-	d.lastBudget = budget
-	best := -1
-	for q := 0; q <= 2; q++ {
-		l := d.up.layer(q)
-		if l == nil || (!d.up.active(q) && best >= 0) {
-			continue
-		}
-		if best >= 0 && q > d.maxLayer {
-			break
-		}
-		if best >= 0 {
-			if w := int(l.width.Load()); d.maxW > 0 && w > 0 && w > d.maxW {
-				break
-			}
-			if h := int(l.height.Load()); d.maxH > 0 && h > 0 && h > d.maxH {
-				break
-			}
-			need := float64(l.bitrate.Load())
-			if q > d.current {
-				need *= hysteresis
-			}
-			if budget >= 0 && need > float64(budget) {
-				break
-			}
-		}
-		best = q
-	}
-	changed := best >= 0 && best != d.target
-	if changed {
-		d.target = best
-	}
-	d.mu.Unlock()
-	if changed {
-		d.up.requestKeyframe(best)
 	}
 }
 

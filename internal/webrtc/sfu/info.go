@@ -11,6 +11,10 @@ type ParticipantInfo struct {
 	User          string             `json:"user,omitempty"`
 	Tracks        []TrackInfo        `json:"tracks"`
 	Subscriptions []SubscriptionInfo `json:"subscriptions,omitempty"`
+	// Estimate is the bandwidth estimate of the participant's subscribing
+	// connection in bit/s (what the SFU may send it, shared among its
+	// video tracks), listed with the subscriptions; 0 when unknown.
+	Estimate int `json:"bandwidth_estimate,omitempty"`
 }
 
 // SubscriptionInfo describes what one subscriber receives of one track.
@@ -33,6 +37,9 @@ func (p *Participant) info(withSubs bool) ParticipantInfo {
 			pi.Subscriptions = append(pi.Subscriptions, d.info())
 		}
 		p.mu.Unlock()
+		if p.estimator != nil {
+			pi.Estimate = p.estimator.GetTargetBitrate()
+		}
 		slices.SortFunc(pi.Subscriptions, func(a, b SubscriptionInfo) int { return strings.Compare(a.Track, b.Track) })
 	}
 	return pi

@@ -493,29 +493,6 @@ func (p *Participant) mute(track string, muted bool) error {
 	return nil
 }
 
-// allocate re-chooses the layer of each video track p receives: the
-// estimate is shared evenly among them.
-func (p *Participant) allocate() {
-	p.mu.Lock()
-	downs := make([]*downTrack, 0, len(p.downs))
-	for t, d := range p.downs {
-		if t.kind == webrtc.RTPCodecTypeVideo {
-			downs = append(downs, d)
-		}
-	}
-	p.mu.Unlock()
-	if len(downs) == 0 {
-		return
-	}
-	budget := -1
-	if p.estimator != nil {
-		budget = p.estimator.GetTargetBitrate() / len(downs)
-	}
-	for _, d := range downs {
-		d.allocate(budget)
-	}
-}
-
 // close ends the participant's connections and goroutines.
 func (p *Participant) close() {
 	p.mu.Lock()

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ type layer struct {
 
 	bytes    atomic.Uint64
 	packets  atomic.Uint64
-	bitrate  atomic.Int64 // bit/s over the last measure
+	bitrate  atomic.Int64 // bit/s, smoothed over about rateWindow
 	lastPLI  atomic.Int64 // unix nanoseconds
 	lastSeen atomic.Int64 // unix nanoseconds of the last packet
 	width    atomic.Int32 // from the last VP8 keyframe
@@ -57,6 +58,7 @@ type layer struct {
 
 	measuredBytes uint64 // owned by the room loop
 	measuredAt    time.Time
+	rated         bool // bitrate holds a measure
 }
 
 func newUpTrack(p *Participant, pc *webrtc.PeerConnection, remote *webrtc.TrackRemote) *upTrack {
@@ -243,7 +245,15 @@ func (t *upTrack) requestKeyframe(q int) {
 	}
 }
 
-// measure updates each layer's bitrate.
+// rateWindow is the time constant of a layer's smoothed bitrate: a
+// keyframe (many times a delta frame) or an interval in which a busy
+// publisher sent nothing moves it a little, not to a spike or to zero,
+// so that the layer choice does not follow them.
+const rateWindow = 2 * time.Second
+
+// measure updates each layer's bitrate: the rate since the last measure,
+// folded into an exponentially weighted mean with time constant
+// rateWindow (the first measure is taken as it is).
 func (t *upTrack) measure(now time.Time) {
 	for i := range 3 {
 		l := t.layer(i)
@@ -253,7 +263,13 @@ func (t *upTrack) measure(now time.Time) {
 		b := l.bytes.Load()
 		if !l.measuredAt.IsZero() {
 			if dt := now.Sub(l.measuredAt).Seconds(); dt > 0 {
-				l.bitrate.Store(int64(float64(b-l.measuredBytes) * 8 / dt))
+				raw := float64(b-l.measuredBytes) * 8 / dt
+				if l.rated {
+					prev := float64(l.bitrate.Load())
+					raw = prev + (1-math.Exp(-dt/rateWindow.Seconds()))*(raw-prev)
+				}
+				l.bitrate.Store(int64(raw))
+				l.rated = true
 			}
 		}
 		l.measuredBytes, l.measuredAt = b, now
