@@ -63,6 +63,7 @@ type Hub struct {
 	address atomic.Pointer[string] // the bound address, set by SetNodeAddress
 
 	holdDelay atomic.Int64 // the write delay in force (ns): WriteDelay or 0
+	busy      atomic.Bool  // the node sends directMaxRate messages/s or more: no direct writes
 
 	nextID        atomic.Uint64
 	subscriptions atomic.Int64
@@ -119,6 +120,8 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.cfg.WriteDelay > 0 && h.cfg.WriteDelayMinRate > 0 {
 		h.every(coalesceInterval, h.writeDelaySwitch())
 	}
+	h.metrics.DirectWritesActive.Set(1)
+	h.every(coalesceInterval, h.busySwitch())
 	h.startCluster()
 	return nil
 }

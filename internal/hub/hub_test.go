@@ -320,12 +320,12 @@ func waitMetric(t *testing.T, what string, get func() float64, want float64) {
 }
 
 // waitHolding waits until a writer waits out write_delay on the fake
-// clock: the hub's two tickers (sweep, presence) and one timer.
+// clock: the hub's three tickers (sweep, presence, busy) and one timer.
 func waitHolding(t *testing.T, clock *clockwork.FakeClock) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := clock.BlockUntilContext(ctx, 3); err != nil {
+	if err := clock.BlockUntilContext(ctx, 4); err != nil {
 		t.Fatalf("no writer waits out write_delay: %v", err)
 	}
 }
@@ -382,17 +382,17 @@ func TestWriteDelayAppliesOnlyWhileTheNodeIsBusy(t *testing.T) {
 	clock := clockwork.NewFakeClock()
 	h := newHub(t, hub.Config{Metrics: m, WriteDelay: 20 * time.Millisecond, WriteDelayMinRate: 2000, Clock: clock})
 	active := func() float64 { return metrics.Value(m.WriteDelayActive) }
-	// tick lets the rate check run once and waits until it has (its
-	// ticker is back waiting, with the sweep and presence tickers).
+	// tick lets the rate checks run once and waits until they have (their
+	// tickers are back waiting, with the sweep and presence tickers).
 	tick := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := clock.BlockUntilContext(ctx, 3); err != nil {
+		if err := clock.BlockUntilContext(ctx, 4); err != nil {
 			t.Fatal(err)
 		}
 		clock.Advance(100 * time.Millisecond)
-		if err := clock.BlockUntilContext(ctx, 3); err != nil {
+		if err := clock.BlockUntilContext(ctx, 4); err != nil {
 			t.Fatal(err)
 		}
 	}

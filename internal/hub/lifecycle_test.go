@@ -242,8 +242,8 @@ func TestPresenceRefreshCannotUndoALeave(t *testing.T) {
 	h.p.add.arm()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// The loops waiting: sweep, presence, node info.
-	if err := clock.BlockUntilContext(ctx, 2); err != nil {
+	// The loops waiting: sweep, presence, busy.
+	if err := clock.BlockUntilContext(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(10 * time.Second) // a third of the TTL: a refresh round

@@ -301,10 +301,11 @@ func (o *outbox) failedLocked(err error) {
 
 // directLocked reports whether m can be written at once by the goroutine
 // queuing it, and if so makes that goroutine the writer: the connection
-// is idle (no writer, nothing queued or owed), its transport writes
-// without blocking, and write_delay would not hold this write back.
+// is idle (no writer, nothing queued or owed), the node is not busy
+// (busySwitch), its transport writes without blocking, and write_delay
+// would not hold this write back.
 func (o *outbox) directLocked() bool {
-	if o.writing || len(o.queue) > 0 || o.owed {
+	if o.writing || len(o.queue) > 0 || o.owed || o.sess.hub.busy.Load() {
 		return false
 	}
 	dw, ok := o.sess.transport.(DirectWriter)

@@ -117,3 +117,31 @@ func (h *Hub) writeDelaySwitch() func() {
 		}
 	}
 }
+
+// directMaxRate is the send rate (messages/s) from which the node stops
+// writing idle connections directly from the fan-out (outbox.directLocked):
+// one goroutine then makes every write of a publication, one message per
+// system call, while writer goroutines share the work and batch what piles
+// up. It stops at this rate and resumes below half of it.
+const directMaxRate = 20000
+
+// busySwitch returns the check, run every coalesceInterval, that sets
+// h.busy from the node's send rate. A publication to 10,000 idle
+// subscribers makes one busy interval, after which the node is quiet
+// again for the next: direct writes stop for streams, not for bursts.
+func (h *Hub) busySwitch() func() {
+	sent := metrics.Value(h.metrics.MessagesSent)
+	return func() {
+		prev := sent
+		sent = metrics.Value(h.metrics.MessagesSent)
+		rate := (sent - prev) / coalesceInterval.Seconds()
+		switch {
+		case rate >= directMaxRate:
+			h.busy.Store(true)
+			h.metrics.DirectWritesActive.Set(0)
+		case rate < directMaxRate/2:
+			h.busy.Store(false)
+			h.metrics.DirectWritesActive.Set(1)
+		}
+	}
+}

@@ -38,6 +38,9 @@ type Metrics struct {
 	// that queued the message (the fan-out, a command) because the
 	// connection was idle, without waking a writer goroutine.
 	DirectWrites prometheus.Counter
+	// DirectWritesActive is 1 while direct writes are allowed (the node
+	// sends under 20,000 messages/s), else 0.
+	DirectWritesActive prometheus.Gauge
 	// Compressed counts WebSocket messages sent or received compressed with
 	// permessage-deflate, by direction (sent, received).
 	Compressed *prometheus.CounterVec
@@ -190,6 +193,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "direct_writes_total",
 			Help: "Of socket_writes_total, the writes made at once by the goroutine that queued the message (fan-out or command) on an idle connection, without a writer goroutine.",
 		}),
+		DirectWritesActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "direct_writes_active",
+			Help: "1 while the fan-out writes idle connections itself (the node sends under 20,000 messages/s), 0 while writer goroutines do all writes.",
+		}),
 		WriteDelayActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "write_delay_active",
 			Help: "1 while write_delay batches busy connections' writes (the writers could not keep up at write_delay_min_rate messages/s or more), else 0.",
@@ -330,7 +337,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.WebhookEmitted, m.WebhookEmitFailures, m.WebhookHeld, m.WebhookLost, m.WebhookDelivered, m.WebhookRetries, m.WebhookFailures, m.WebhookBatchDuration, m.WebhookBacklog,
 		m.Connections, m.ConnectionsTotal, m.Subscriptions, m.Channels,
 		m.MessagesSent, m.BytesSent, m.MessagesReceived, m.BytesReceived,
-		m.SocketWrites, m.DirectWrites, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
+		m.SocketWrites, m.DirectWrites, m.DirectWritesActive, m.WriteDelayActive, m.Publications, m.PublicationsDeduplicated, m.DeliveryLatency, m.QueueOverflows,
 		m.Compressed, m.CompressionSaved, m.DeltaPublications,
 		m.TURNAllocations, m.TURNAllocationsRefused, m.TURNPermissionsRefused,
 		m.Errors, m.Disconnects, m.APIRequests, m.ProxyCalls, m.ProxyDuration, m.Recoveries, m.RateLimited, m.Resets, m.Dropped,

@@ -1,0 +1,88 @@
+package hub
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboardhq/switchboard/internal/broker/memory"
+	"github.com/switchboardhq/switchboard/internal/metrics"
+	"github.com/switchboardhq/switchboard/internal/protocol"
+)
+
+// countingWriter is a DirectWriter that counts its two kinds of writes.
+type countingWriter struct {
+	mu            sync.Mutex
+	direct, queue int
+}
+
+func (w *countingWriter) Name() string                    { return "counting" }
+func (w *countingWriter) Close(protocol.Disconnect) error { return nil }
+func (w *countingWriter) CanWriteDirect() bool            { return true }
+func (w *countingWriter) TryWriteMessages([]Message) (bool, error) {
+	w.mu.Lock()
+	w.direct++
+	w.mu.Unlock()
+	return false, nil
+}
+func (w *countingWriter) WriteMessages([]Message) error {
+	w.mu.Lock()
+	w.queue++
+	w.mu.Unlock()
+	return nil
+}
+
+// TestBusySwitch: direct writes stop from directMaxRate messages/s and
+// resume under half of it; while they are stopped, a message for an idle
+// connection goes to a writer goroutine.
+func TestBusySwitch(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	h := New(Config{Metrics: m}, memory.New(memory.Options{}), nil)
+	check := h.busySwitch()
+	w := &countingWriter{}
+	s := h.NewSession(w, SessionInfo{})
+	for i, st := range []struct {
+		sent float64 // messages sent during the interval
+		busy bool
+	}{
+		{100, false},  // 1,000/s
+		{2000, true},  // 20,000/s
+		{1500, true},  // 15,000/s: on until under half
+		{900, false},  // 9,000/s
+		{1200, false}, // 12,000/s: off until the full rate
+	} {
+		m.MessagesSent.Add(st.sent)
+		check()
+		if h.busy.Load() != st.busy {
+			t.Fatalf("step %d: busy %v, want %v", i, h.busy.Load(), st.busy)
+		}
+		if want := map[bool]float64{false: 1, true: 0}[st.busy]; metrics.Value(m.DirectWritesActive) != want {
+			t.Fatalf("step %d: direct_writes_active %v, want %v", i, metrics.Value(m.DirectWritesActive), want)
+		}
+		w.mu.Lock()
+		direct, queue := w.direct, w.queue
+		w.mu.Unlock()
+		s.out.push(Message{Data: []byte(`{}`), At: 1})
+		for {
+			w.mu.Lock()
+			d, q := w.direct-direct, w.queue-queue
+			w.mu.Unlock()
+			if d+q == 1 {
+				if (d == 1) == st.busy {
+					t.Fatalf("step %d (busy %v): the message went %s", i, st.busy, map[bool]string{true: "direct", false: "to the writer"}[d == 1])
+				}
+				break
+			}
+			runtime.Gosched()
+		}
+		s.out.mu.Lock() // let the writer finish before the next step
+		for s.out.writing {
+			s.out.mu.Unlock()
+			runtime.Gosched()
+			s.out.mu.Lock()
+		}
+		s.out.mu.Unlock()
+	}
+}
