@@ -33,7 +33,6 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as harness from '../e2e/harness.js';
@@ -61,17 +60,6 @@ function parseArgs(argv) {
   if (!m || Number(m[1]) * 9 !== Number(m[2]) * 16 || Number(m[1]) < 320) throw new Error('--size must be WxH, 16:9, at least 320x180');
   for (const p of o.phases) if (!['rtmp', 'whip'].includes(p)) throw new Error(`unknown phase ${p}: rtmp or whip`);
   return o;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -225,7 +213,7 @@ async function main() {
   let srv;
   try {
     const bin = await harness.binary(tmpDir);
-    const rtmpPort = await freePort();
+    const rtmpPort = await harness.freePort();
     srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, ['--webrtc-loopback', '--rtmp-addr', `127.0.0.1:${rtmpPort}`]);
     context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
     await context.grantPermissions(['local-network-access'], { origin: srv.url.slice(0, -1) }).catch(() => {});

@@ -5,6 +5,7 @@
 
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -141,5 +142,17 @@ export function suite(name, apiKey, serverArgs, ready) {
     if (s.srv) await stopServer(s.srv);
     killAll();
     if (s.tmpDir) fs.rmSync(s.tmpDir, { recursive: true, force: true });
+  });
+}
+
+// freePort returns a TCP port free on 127.0.0.1 now.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
   });
 }

@@ -512,24 +512,11 @@ window.sub = c.subscribe('shared', { onPublication: (p) => offsets.push(p.offset
   await b.close();
 });
 
-// freePort returns a loopback port nobody listens on (for a server that
-// must come back on the same address after a restart).
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const l = net.createServer();
-    l.once('error', reject);
-    l.listen(0, '127.0.0.1', () => {
-      const { port } = l.address();
-      l.close(() => resolve(port));
-    });
-  });
-}
-
 // startRedis runs redis-server on a free loopback port with its data in a
 // temporary directory, and resolves once it accepts connections. It is
 // killed when the tests end (redis.stop()).
 async function startRedis() {
-  const port = await freePort();
+  const port = await harness.freePort();
   const dir = fs.mkdtempSync(path.join(tmpDir, 'redis-'));
   const proc = spawn(process.env.REDIS_SERVER || 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
   const exited = new Promise((r) => proc.once('exit', r));
@@ -591,7 +578,7 @@ const connectedCount = (page) => page.evaluate(() => window.states.filter((s) =>
 
 test('50 mixed cuts (server API, offline, server restarts with Redis) during 500 publications: every page (websocket, sse, poll) receives all, in order, none twice', { timeout: 2 * TEST_TIMEOUT }, async () => {
   const redis = await startRedis();
-  const port = await freePort();
+  const port = await harness.freePort();
   const args = ['--history-size', '2000', '--broker', redis.url];
   const holder = { srv: await harness.startServer(bin, `127.0.0.1:${port}`, API_KEY, args) };
   servers.push(holder.srv);

@@ -16,7 +16,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as glass from './glass.js';
@@ -34,23 +33,12 @@ let srv;
 let rtmpPort;
 const procs = new Set();
 
-// freePort returns a TCP port free on 127.0.0.1 now.
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 before(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-stream-'));
   bin = await harness.binary(tmpDir);
   context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
-  rtmpPort = await freePort();
+  rtmpPort = await harness.freePort();
   srv = await harness.startServer(bin, '127.0.0.1:0', API_KEY, [
     '--webrtc-loopback',
     '--rtmp-addr', `127.0.0.1:${rtmpPort}`,

@@ -32,17 +32,6 @@ let nodeB;
 let rtmpPort;
 const procs = new Set();
 
-// freePort returns a TCP port free on 127.0.0.1 now.
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // startRedis runs a throwaway redis-server on port and resolves once it
 // accepts connections.
@@ -60,10 +49,10 @@ before(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-streamcluster-'));
   const bin = await harness.binary(tmpDir);
   context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
-  const redisPort = await freePort();
+  const redisPort = await harness.freePort();
   await startRedis(redisPort);
-  const portA = await freePort();
-  rtmpPort = await freePort();
+  const portA = await harness.freePort();
+  rtmpPort = await harness.freePort();
   const common = ['--webrtc-loopback', '--broker', `redis://127.0.0.1:${redisPort}`];
   nodeA = await harness.startServer(bin, `127.0.0.1:${portA}`, API_KEY, [
     ...common, '--node-http-url', `http://127.0.0.1:${portA}`, '--rtmp-addr', `127.0.0.1:${rtmpPort}`,

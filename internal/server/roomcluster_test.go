@@ -221,34 +221,8 @@ func TestRoomAcrossNodesPresence(t *testing.T) {
 func TestRoomAPISilentNode(t *testing.T) {
 	r := testenv.StartRedis(t, testenv.RedisOptions{})
 	nodes := cluster(t, r.URL(), 1, withCalls(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ghost, err := redisbroker.New(ctx, redisbroker.Options{URL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ghost.Close(context.Background())
-	// The owner record and the announcement, as internal/webrtc/signal and
-	// internal/hub write them.
-	if err := ghost.AddPresence(ctx, "$room:frozen", broker.ClientInfo{Client: "ghost", User: "ws://ghost.example/ws", Transport: "sfu"}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	announced := make(chan struct{})
-	go func() {
-		defer close(announced)
-		for ctx.Err() == nil {
-			_ = ghost.PublishControl(ctx, []byte(`{"type":"node","from":"ghost","node":{"id":"ghost","version":"test"}}`))
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { cancel(); <-announced }()
-	waitFor(t, "the ghost among the live nodes", func() bool {
-		_, m := nodes[0].api("GET", "/api/info", testKey, "")
-		return len(anySlice(m["result"].(map[string]any)["nodes"])) == 2
-	})
+	// The owner record as internal/webrtc/signal and internal/hub write it, and the announcement.
+	startGhost(t, r.URL(), nodes[0], "$room:frozen", broker.ClientInfo{Client: "ghost", User: "ws://ghost.example/ws", Transport: "sfu"})
 
 	_, result := listRooms(t, nodes[0])
 	if missing := anySlice(result["missing_nodes"]); len(missing) != 1 || missing[0] != "ghost" {
@@ -261,4 +235,42 @@ func TestRoomAPISilentNode(t *testing.T) {
 			t.Fatalf("%s of the ghost's room: %d %v, want 503 naming the ghost", path, status, res)
 		}
 	}
+}
+
+// startGhost makes a node the cluster takes for live but that never
+// answers, as a frozen node would leave things: it announces itself
+// through the Redis at url every 200 ms and holds the presence entry info
+// under key (an owner record) until the test ends. It returns once n
+// counts it among the live nodes.
+func startGhost(t *testing.T, url string, n *testServer, key string, info broker.ClientInfo) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ghost, err := redisbroker.New(ctx, redisbroker.Options{URL: url})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	announced := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-announced
+		_ = ghost.Close(context.Background())
+	})
+	go func() {
+		defer close(announced)
+		for ctx.Err() == nil {
+			_ = ghost.PublishControl(ctx, []byte(`{"type":"node","from":"ghost","node":{"id":"ghost","version":"test"}}`))
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	if err := ghost.AddPresence(ctx, key, info, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ghost among the live nodes", func() bool {
+		_, m := n.api("GET", "/api/info", testKey, "")
+		return len(anySlice(m["result"].(map[string]any)["nodes"])) == 2
+	})
 }

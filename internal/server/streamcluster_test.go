@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboardhq/switchboard/internal/broker"
-	redisbroker "github.com/switchboardhq/switchboard/internal/broker/redis"
 	"github.com/switchboardhq/switchboard/internal/config"
 	"github.com/switchboardhq/switchboard/internal/testenv"
 )
@@ -276,34 +274,8 @@ func TestStreamOwnerWithoutURL(t *testing.T) {
 func TestStreamAPISilentNode(t *testing.T) {
 	r := testenv.StartRedis(t, testenv.RedisOptions{})
 	nodes := cluster(t, r.URL(), 1, withCalls(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ghost, err := redisbroker.New(ctx, redisbroker.Options{URL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ghost.Close(context.Background())
-	// The owner record and the announcement, as internal/server and
-	// internal/hub write them.
-	if err := ghost.AddPresence(ctx, "$stream:live/frozen", broker.ClientInfo{Client: "ghost", User: "http://ghost.example", Transport: "stream"}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	announced := make(chan struct{})
-	go func() {
-		defer close(announced)
-		for ctx.Err() == nil {
-			_ = ghost.PublishControl(ctx, []byte(`{"type":"node","from":"ghost","node":{"id":"ghost","version":"test"}}`))
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { cancel(); <-announced }()
-	waitFor(t, "the ghost among the live nodes", func() bool {
-		_, m := nodes[0].api("GET", "/api/info", testKey, "")
-		return len(anySlice(m["result"].(map[string]any)["nodes"])) == 2
-	})
+	// The owner record as internal/server and internal/hub write it, and the announcement.
+	startGhost(t, r.URL(), nodes[0], "$stream:live/frozen", broker.ClientInfo{Client: "ghost", User: "http://ghost.example", Transport: "stream"})
 
 	status, body := nodes[0].api("GET", "/api/streams", testKey, "")
 	result, _ := body["result"].(map[string]any)
