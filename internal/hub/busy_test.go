@@ -4,7 +4,9 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardhq/switchboard/internal/broker/memory"
@@ -34,9 +36,10 @@ func (w *countingWriter) WriteMessages([]Message) error {
 	return nil
 }
 
-// TestBusySwitch: direct writes stop from directMaxRate messages/s and
-// resume under half of it; while they are stopped, a message for an idle
-// connection goes to a writer goroutine.
+// TestBusySwitch: direct writes stop once directMaxRate messages/s was
+// seen busyIntervals checks in a row, and resume under half of it; while
+// they are stopped, a message for an idle connection goes to a writer
+// goroutine.
 func TestBusySwitch(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
 	h := New(Config{Metrics: m}, memory.New(memory.Options{}), nil)
@@ -48,10 +51,15 @@ func TestBusySwitch(t *testing.T) {
 		busy bool
 	}{
 		{100, false},  // 1,000/s
-		{2000, true},  // 20,000/s
+		{2000, false}, // 20,000/s: one burst is not busy
+		{2000, false},
+		{2000, true},  // three checks in a row
 		{1500, true},  // 15,000/s: on until under half
 		{900, false},  // 9,000/s
-		{1200, false}, // 12,000/s: off until the full rate
+		{1200, false}, // 12,000/s: off until the full rate again
+		{2000, false},
+		{1500, false}, // not three in a row
+		{2000, false},
 	} {
 		m.MessagesSent.Add(st.sent)
 		check()
@@ -61,6 +69,9 @@ func TestBusySwitch(t *testing.T) {
 		if want := map[bool]float64{false: 1, true: 0}[st.busy]; metrics.Value(m.DirectWritesActive) != want {
 			t.Fatalf("step %d: direct_writes_active %v, want %v", i, metrics.Value(m.DirectWritesActive), want)
 		}
+		s.out.mu.Lock()
+		s.out.lastWrite = 0 // idle: only the node's rate decides
+		s.out.mu.Unlock()
 		w.mu.Lock()
 		direct, queue := w.direct, w.queue
 		w.mu.Unlock()
@@ -78,6 +89,50 @@ func TestBusySwitch(t *testing.T) {
 			runtime.Gosched()
 		}
 		s.out.mu.Lock() // let the writer finish before the next step
+		for s.out.writing {
+			s.out.mu.Unlock()
+			runtime.Gosched()
+			s.out.mu.Lock()
+		}
+		s.out.mu.Unlock()
+	}
+}
+
+// TestDirectOnlyWhenIdle: a connection written to less than directIdle ago
+// is a stream, whose next message goes to its writer goroutine; after
+// directIdle without a write it is written directly again.
+func TestDirectOnlyWhenIdle(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	h := New(Config{Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock}, memory.New(memory.Options{}), nil)
+	w := &countingWriter{}
+	s := h.NewSession(w, SessionInfo{})
+	for i, tc := range []struct {
+		after  time.Duration // since the previous write
+		direct bool
+	}{
+		{time.Second, true}, // never written
+		{10 * time.Millisecond, false},
+		{directIdle, true},
+		{directIdle / 2, false},
+	} {
+		clock.Advance(tc.after)
+		w.mu.Lock()
+		direct, queue := w.direct, w.queue
+		w.mu.Unlock()
+		s.out.push(Message{Data: []byte(`{}`), At: 1})
+		for {
+			w.mu.Lock()
+			d, q := w.direct-direct, w.queue-queue
+			w.mu.Unlock()
+			if d+q == 1 {
+				if (d == 1) != tc.direct {
+					t.Fatalf("step %d (%v after the last write): direct %v, want %v", i, tc.after, d == 1, tc.direct)
+				}
+				break
+			}
+			runtime.Gosched()
+		}
+		s.out.mu.Lock()
 		for s.out.writing {
 			s.out.mu.Unlock()
 			runtime.Gosched()

@@ -301,20 +301,24 @@ func (o *outbox) failedLocked(err error) {
 
 // directLocked reports whether m can be written at once by the goroutine
 // queuing it, and if so makes that goroutine the writer: the connection
-// is idle (no writer, nothing queued or owed), the node is not busy
-// (busySwitch), its transport writes without blocking, and write_delay
-// would not hold this write back.
+// is idle (no writer, nothing queued or owed, nothing written for
+// directIdle), the node is not busy (busySwitch), its transport writes
+// without blocking, and write_delay would not hold this write back.
 func (o *outbox) directLocked() bool {
-	if o.writing || len(o.queue) > 0 || o.owed || o.sess.hub.busy.Load() {
+	h := o.sess.hub
+	if o.writing || len(o.queue) > 0 || o.owed || h.busy.Load() {
 		return false
 	}
 	dw, ok := o.sess.transport.(DirectWriter)
 	if !ok || !dw.CanWriteDirect() {
 		return false
 	}
-	h := o.sess.hub
-	if d := time.Duration(h.holdDelay.Load()); d > 0 && holdFor(d, o.lastWrite, o.lastGap, h.nanotime()) > 0 {
+	now := h.nanotime()
+	if o.lastWrite != 0 && now-o.lastWrite < int64(directIdle) {
 		return false // a stream: let the writer gather what comes next
+	}
+	if d := time.Duration(h.holdDelay.Load()); d > 0 && holdFor(d, o.lastWrite, o.lastGap, now) > 0 {
+		return false
 	}
 	o.writing = true
 	return true

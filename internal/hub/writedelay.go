@@ -118,30 +118,47 @@ func (h *Hub) writeDelaySwitch() func() {
 	}
 }
 
-// directMaxRate is the send rate (messages/s) from which the node stops
-// writing idle connections directly from the fan-out (outbox.directLocked):
-// one goroutine then makes every write of a publication, one message per
-// system call, while writer goroutines share the work and batch what piles
-// up. It stops at this rate and resumes below half of it.
+// directIdle is how long a connection must have had no write for its next
+// message to be written directly: a connection that gets a message more
+// often is a stream, whose writer goroutine batches what piles up during
+// a write (and write_delay, when on, what comes soon after). So at
+// saturation, where every connection streams, the writers do all writes.
+const directIdle = 50 * time.Millisecond
+
+// directMaxRate is the send rate (messages/s) at which, sustained for
+// busyIntervals checks in a row, the node stops writing directly at all:
+// a node of many quiet connections (a message each now and then) that
+// together send this much is saturated too, and its writer goroutines
+// spread the writes over the cores where one fan-out would make them
+// one by one. It resumes below half of it.
 const directMaxRate = 20000
 
+// busyIntervals is how many checks in a row must see directMaxRate: one
+// publication to 10,000 idle subscribers, written in well under a second,
+// must not stop direct writes halfway through its own fan-out.
+const busyIntervals = 3
+
 // busySwitch returns the check, run every coalesceInterval, that sets
-// h.busy from the node's send rate. A publication to 10,000 idle
-// subscribers makes one busy interval, after which the node is quiet
-// again for the next: direct writes stop for streams, not for bursts.
+// h.busy from the node's send rate.
 func (h *Hub) busySwitch() func() {
 	sent := metrics.Value(h.metrics.MessagesSent)
+	high := 0 // checks in a row at directMaxRate or more
 	return func() {
 		prev := sent
 		sent = metrics.Value(h.metrics.MessagesSent)
 		rate := (sent - prev) / coalesceInterval.Seconds()
 		switch {
 		case rate >= directMaxRate:
-			h.busy.Store(true)
-			h.metrics.DirectWritesActive.Set(0)
+			if high++; high >= busyIntervals {
+				h.busy.Store(true)
+				h.metrics.DirectWritesActive.Set(0)
+			}
 		case rate < directMaxRate/2:
+			high = 0
 			h.busy.Store(false)
 			h.metrics.DirectWritesActive.Set(1)
+		default:
+			high = 0
 		}
 	}
 }

@@ -37,6 +37,7 @@ func TestDirectWritesToIdleSubscribers(t *testing.T) {
 			clients[i] = e.dial()
 			clients[i].subscribe("news")
 		}
+		time.Sleep(100 * time.Millisecond) // idle: nothing written for longer than the hub's 50 ms
 		before := testutil.ToFloat64(m.DirectWrites)
 		if _, err := e.hub.Publish(t.Context(), "news", []byte(`"hello"`), "test"); err != nil {
 			t.Fatal(err)
@@ -86,6 +87,7 @@ func TestDirectWriteOwedBytes(t *testing.T) {
 		e, m := startEnvMetrics(t, reader, 16<<20)
 		c := dialSmallBuffer(t, e.url())
 		c.subscribe("big")
+		time.Sleep(100 * time.Millisecond) // idle, so that the first publication is written directly
 		const n, size = 6, 900 << 10
 		want := make([]string, n)
 		for i := range want {
