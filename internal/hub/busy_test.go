@@ -72,29 +72,9 @@ func TestBusySwitch(t *testing.T) {
 		s.out.mu.Lock()
 		s.out.lastWrite = 0 // idle: only the node's rate decides
 		s.out.mu.Unlock()
-		w.mu.Lock()
-		direct, queue := w.direct, w.queue
-		w.mu.Unlock()
-		s.out.push(Message{Data: []byte(`{}`), At: 1})
-		for {
-			w.mu.Lock()
-			d, q := w.direct-direct, w.queue-queue
-			w.mu.Unlock()
-			if d+q == 1 {
-				if (d == 1) == st.busy {
-					t.Fatalf("step %d (busy %v): the message went %s", i, st.busy, map[bool]string{true: "direct", false: "to the writer"}[d == 1])
-				}
-				break
-			}
-			runtime.Gosched()
+		if direct := pushOne(s, w); direct == st.busy {
+			t.Fatalf("step %d (busy %v): direct write %v", i, st.busy, direct)
 		}
-		s.out.mu.Lock() // let the writer finish before the next step
-		for s.out.writing {
-			s.out.mu.Unlock()
-			runtime.Gosched()
-			s.out.mu.Lock()
-		}
-		s.out.mu.Unlock()
 	}
 }
 
@@ -116,28 +96,35 @@ func TestDirectOnlyWhenIdle(t *testing.T) {
 		{directIdle / 2, false},
 	} {
 		clock.Advance(tc.after)
-		w.mu.Lock()
-		direct, queue := w.direct, w.queue
-		w.mu.Unlock()
-		s.out.push(Message{Data: []byte(`{}`), At: 1})
-		for {
-			w.mu.Lock()
-			d, q := w.direct-direct, w.queue-queue
-			w.mu.Unlock()
-			if d+q == 1 {
-				if (d == 1) != tc.direct {
-					t.Fatalf("step %d (%v after the last write): direct %v, want %v", i, tc.after, d == 1, tc.direct)
-				}
-				break
-			}
-			runtime.Gosched()
+		if direct := pushOne(s, w); direct != tc.direct {
+			t.Fatalf("step %d (%v after the last write): direct %v, want %v", i, tc.after, direct, tc.direct)
 		}
-		s.out.mu.Lock()
-		for s.out.writing {
-			s.out.mu.Unlock()
-			runtime.Gosched()
-			s.out.mu.Lock()
-		}
-		s.out.mu.Unlock()
 	}
+}
+
+// pushOne queues a message on s, whose transport is w, and reports whether
+// it was written directly; it returns once the writer is done.
+func pushOne(s *Session, w *countingWriter) (direct bool) {
+	w.mu.Lock()
+	d0, q0 := w.direct, w.queue
+	w.mu.Unlock()
+	s.out.push(Message{Data: []byte(`{}`), At: 1})
+	for {
+		w.mu.Lock()
+		d, q := w.direct-d0, w.queue-q0
+		w.mu.Unlock()
+		if d+q == 1 {
+			direct = d == 1
+			break
+		}
+		runtime.Gosched()
+	}
+	s.out.mu.Lock()
+	for s.out.writing {
+		s.out.mu.Unlock()
+		runtime.Gosched()
+		s.out.mu.Lock()
+	}
+	s.out.mu.Unlock()
+	return direct
 }
