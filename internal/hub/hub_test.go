@@ -310,13 +310,7 @@ func TestShutdownClosesEverySession(t *testing.T) {
 // waitMetric waits until get returns want.
 func waitMetric(t *testing.T, what string, get func() float64, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for get() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitCond(t, what, func() bool { return get() == want })
 }
 
 // waitHolding waits until a writer waits out write_delay on the fake

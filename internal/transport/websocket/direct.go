@@ -1,9 +1,6 @@
 package websocket
 
 import (
-	"errors"
-	"net"
-
 	"github.com/switchboardhq/switchboard/internal/hub"
 )
 
@@ -17,36 +14,24 @@ func (c *conn) CanWriteDirect() bool { return c.ep.polled() }
 // c.owed and goes out first with the next WriteMessages.
 func (c *conn) TryWriteMessages(msgs []hub.Message) (owed bool, err error) {
 	if c.owed != nil { // the writer has not flushed it yet: nothing may overtake it
-		rest, nz, saved := c.frameAll(*c.owed, msgs)
+		rest := c.frameAll(*c.owed, msgs)
 		c.owed = &rest
-		if nz > 0 {
-			c.hd.zc.count(nz, saved)
-		}
 		return true, nil
 	}
 	bp := bufPool.Get().(*[]byte)
-	buf, nz, saved := c.frameAll((*bp)[:0], msgs)
-	if nz > 0 {
-		c.hd.zc.count(nz, saved)
-	}
+	buf := c.frameAll((*bp)[:0], msgs)
 	n, err := writeNow(c.ep.rc, buf)
 	if err == nil && n < len(buf) {
 		rest := make([]byte, len(buf)-n)
 		copy(rest, buf[n:])
 		c.owed = &rest
 	}
-	if cap(buf) <= 256<<10 {
-		*bp = buf[:0]
-		bufPool.Put(bp)
-	}
+	putBuf(bp, buf)
 	if err != nil {
 		if n > 0 { // part of a frame went out: no close frame can follow
 			c.broken = true
 		}
-		if errors.Is(err, net.ErrClosed) {
-			return false, hub.ErrTransportClosed
-		}
-		return false, err
+		return false, transportErr(err)
 	}
 	return c.owed != nil, nil
 }

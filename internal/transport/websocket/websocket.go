@@ -329,29 +329,39 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		buf = append(buf, *c.owed...)
 		c.owed = nil
 	}
-	buf, nz, saved := c.frameAll(buf, msgs)
-	if nz > 0 {
-		c.hd.zc.count(nz, saved)
-	}
+	buf = c.frameAll(buf, msgs)
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
 	_, err := c.nc.Write(buf)
-	if cap(buf) <= 256<<10 {
-		*bp = buf[:0]
-		bufPool.Put(bp)
-	}
+	putBuf(bp, buf)
 	if err != nil {
 		c.broken = true
-		if errors.Is(err, net.ErrClosed) {
-			return hub.ErrTransportClosed
-		}
-		return err
+		return transportErr(err)
 	}
 	return nil
 }
 
-// frameAll appends every message of msgs to buf as a frame, and reports
-// how many were compressed and the bytes that saved.
-func (c *conn) frameAll(buf []byte, msgs []hub.Message) (out []byte, nz, saved int) {
+// putBuf gives a write buffer back to the pool, unless it grew too large
+// to keep.
+func putBuf(bp *[]byte, buf []byte) {
+	if cap(buf) <= 256<<10 {
+		*bp = buf[:0]
+		bufPool.Put(bp)
+	}
+}
+
+// transportErr is a failed write's error as the hub wants it:
+// hub.ErrTransportClosed when the connection was already closed.
+func transportErr(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return hub.ErrTransportClosed
+	}
+	return err
+}
+
+// frameAll appends every message of msgs to buf as a frame, and counts
+// the compressed ones.
+func (c *conn) frameAll(buf []byte, msgs []hub.Message) []byte {
+	var nz, saved int // messages compressed, bytes that saved
 	for _, m := range msgs {
 		var z bool
 		var sv int
@@ -360,7 +370,10 @@ func (c *conn) frameAll(buf []byte, msgs []hub.Message) (out []byte, nz, saved i
 			nz, saved = nz+1, saved+sv
 		}
 	}
-	return buf, nz, saved
+	if nz > 0 {
+		c.hd.zc.count(nz, saved)
+	}
+	return buf
 }
 
 // appendFrame appends m to buf as one frame: control bytes as they are;
