@@ -15,9 +15,17 @@ import (
 	"github.com/jonboulle/clockwork"
 )
 
-// MaxBuckets bounds the buckets of a wheel: one per second of the interval,
-// at most this many, at least one.
-const MaxBuckets = 60
+// BucketWidth is the time between two buckets' visits when the interval
+// allows it: a wheel has one bucket per BucketWidth of its interval, at
+// most MaxBuckets and at least one. Short ticks keep each visit short: a
+// bucket's visits run back to back on one goroutine (a WebSocket ping is a
+// socket write), and on a one-core node a long run of them delays every
+// request that arrives meanwhile. With 10,000 connections pinged every
+// 25 s, a bucket holds 10 of them, not the 400 a bucket per second held.
+const BucketWidth = 25 * time.Millisecond
+
+// MaxBuckets bounds the buckets of a wheel.
+const MaxBuckets = 2400
 
 // Slot is a member's place in a wheel. The member owns it (a field of the
 // member, one per wheel) and passes it to Add and Remove; the zero value is
@@ -47,8 +55,8 @@ type Wheel[T comparable] struct {
 // New starts a wheel that calls visit for every member once per interval,
 // which must be positive, from its own goroutine and never under the
 // wheel's lock (visit may call Remove). A nil clock is the real clock. The
-// wheel has one bucket per second of interval (between 1 and MaxBuckets)
-// and visits one bucket per interval/buckets.
+// wheel has one bucket per BucketWidth of interval (between 1 and
+// MaxBuckets) and visits one bucket per interval/buckets.
 //
 // Should the goroutine fall behind (visits slower than the tick, a stopped
 // process, a fake clock advanced by several ticks at once), it visits the
@@ -61,7 +69,7 @@ func New[T comparable](clock clockwork.Clock, interval time.Duration, visit func
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	n := max(1, min(int(interval/time.Second), MaxBuckets))
+	n := max(1, min(int(interval/BucketWidth), MaxBuckets))
 	w := &Wheel[T]{
 		clock:   clock,
 		tick:    interval / time.Duration(n),

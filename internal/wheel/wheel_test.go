@@ -71,28 +71,28 @@ func TestWheelVisits(t *testing.T) {
 		want     [][]int         // visited members after each advance
 	}{
 		{
-			name: "one bucket per tick", interval: 4 * time.Second, members: 10,
-			steps: []time.Duration{time.Second, time.Second, time.Second, time.Second, time.Second},
+			name: "one bucket per tick", interval: 4 * BucketWidth, members: 10,
+			steps: []time.Duration{BucketWidth, BucketWidth, BucketWidth, BucketWidth, BucketWidth},
 			want:  [][]int{{0, 4, 8}, {1, 5, 9}, {2, 6}, {3, 7}, {0, 4, 8}},
 		},
 		{
-			name: "half a tick visits nothing", interval: 4 * time.Second, members: 4,
-			steps: []time.Duration{500 * time.Millisecond, 500 * time.Millisecond},
+			name: "half a tick visits nothing", interval: 4 * BucketWidth, members: 4,
+			steps: []time.Duration{BucketWidth / 2, BucketWidth / 2},
 			want:  [][]int{nil, {0}},
 		},
 		{
-			name: "a late wake-up catches up", interval: 4 * time.Second, members: 6,
-			steps: []time.Duration{3 * time.Second, time.Second},
+			name: "a late wake-up catches up", interval: 4 * BucketWidth, members: 6,
+			steps: []time.Duration{3 * BucketWidth, BucketWidth},
 			want:  [][]int{{0, 1, 2, 4, 5}, {3}},
 		},
 		{
-			name: "more than a turn behind visits each member once", interval: 4 * time.Second, members: 6,
-			steps: []time.Duration{11 * time.Second, time.Second},
+			name: "more than a turn behind visits each member once", interval: 4 * BucketWidth, members: 6,
+			steps: []time.Duration{11 * BucketWidth, BucketWidth},
 			want:  [][]int{{0, 1, 2, 3, 4, 5}, {0, 4}},
 		},
 		{
-			name: "a short interval has one bucket", interval: 300 * time.Millisecond, members: 3,
-			steps: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond},
+			name: "a short interval has one bucket", interval: BucketWidth * 3 / 4, members: 3,
+			steps: []time.Duration{BucketWidth * 3 / 4, BucketWidth * 3 / 4},
 			want:  [][]int{{0, 1, 2}, {0, 1, 2}},
 		},
 	}
@@ -118,7 +118,7 @@ func TestWheelBuckets(t *testing.T) {
 		interval time.Duration
 		want     int
 	}{
-		{time.Nanosecond, 1}, {time.Millisecond, 1}, {time.Second, 1}, {25 * time.Second, 25}, {time.Hour, MaxBuckets},
+		{time.Nanosecond, 1}, {time.Millisecond, 1}, {BucketWidth, 1}, {time.Second, 40}, {25 * time.Second, 1000}, {time.Hour, MaxBuckets},
 	} {
 		t.Run(tc.interval.String(), func(t *testing.T) {
 			w := New(clockwork.NewFakeClock(), tc.interval, func(time.Time, int) {})
