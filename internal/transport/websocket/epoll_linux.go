@@ -338,16 +338,12 @@ func (p *poller) shutdown() {
 // rawRead reads from the socket without blocking: errWouldBlock means there
 // is nothing more now, (0, nil) the end of the stream.
 func (c *conn) rawRead(b []byte) (int, error) {
-	var n int
-	var err error
-	if rerr := c.ep.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = unix.Read(int(fd), b)
-			if err != unix.EINTR {
-				return true
-			}
-		}
-	}); rerr != nil {
+	op := rawOps.Get().(*rawOp)
+	op.b = b
+	rerr := c.ep.rc.Read(op.read)
+	n, err := op.n, op.err
+	op.put()
+	if rerr != nil {
 		return 0, rerr
 	}
 	if err != nil {

@@ -330,8 +330,19 @@ func (c *conn) WriteMessages(msgs []hub.Message) error {
 		c.owed = nil
 	}
 	buf = c.frameAll(buf, msgs)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
-	_, err := c.nc.Write(buf)
+	rest := buf
+	var err error
+	if c.ep.polled() {
+		// A non-blocking write first: it usually takes everything, and
+		// then needs neither a deadline (a timer) nor the poller.
+		var n int
+		n, err = writeNow(c.ep.rc, rest)
+		rest = rest[n:]
+	}
+	if err == nil && len(rest) > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hd.opts.WriteTimeout))
+		_, err = c.nc.Write(rest)
+	}
 	putBuf(bp, buf)
 	if err != nil {
 		c.broken = true
