@@ -49,8 +49,8 @@ type rawOp struct {
 
 var rawOps = sync.Pool{New: func() any {
 	op := new(rawOp)
-	op.write = func(fd uintptr) { op.n, op.err = sysWrite(fd, op.b) }
-	op.read = func(fd uintptr) bool { op.n, op.err = sysRead(fd, op.b); return true }
+	op.write = func(fd uintptr) { op.n, op.err = rawIO(syscall.SYS_WRITE, fd, op.b) }
+	op.read = func(fd uintptr) bool { op.n, op.err = rawIO(syscall.SYS_READ, fd, op.b); return true }
 	return op
 }}
 
@@ -60,34 +60,15 @@ func (op *rawOp) put() {
 	rawOps.Put(op)
 }
 
-// sysWrite is write(2) as a raw system call, retried on EINTR; n is never
-// negative.
-func sysWrite(fd uintptr, b []byte) (int, error) {
+// rawIO is read(2) or write(2) (trap) on fd as a raw system call, retried
+// on EINTR; n is never negative. Only for non-blocking sockets: the event
+// loop reads those epoll reported readable and writes without waiting.
+func rawIO(trap, fd uintptr, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch e {
-		case 0:
-			return int(r), nil
-		case syscall.EINTR:
-			continue
-		default:
-			return 0, e
-		}
-	}
-}
-
-// sysRead is read(2) as a raw system call, retried on EINTR, for the same
-// reason as sysWrite: the event loop reads only sockets epoll reported
-// readable, which never block.
-func sysRead(fd uintptr, b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		switch e {
 		case 0:
 			return int(r), nil
