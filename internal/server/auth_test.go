@@ -273,7 +273,7 @@ func TestCompressedFrameRefused(t *testing.T) {
 	c := ts.dial()
 	f := ws.NewTextFrame([]byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00})
 	f.Header.Rsv = ws.Rsv(true, false, false)
-	if err := ws.WriteFrame(c.Conn, ws.MaskFrameInPlace(f)); err != nil {
+	if err := c.SendFrame(ws.MaskFrameInPlace(f)); err != nil {
 		t.Fatal(err)
 	}
 	if code := c.ExpectClose(); code != 1002 {

@@ -121,7 +121,7 @@ func TestBadFramesClose(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ts.dial()
-			if err := ws.WriteFrame(c.Conn, ws.MaskFrameInPlace(tc.frame)); err != nil {
+			if err := c.SendFrame(ws.MaskFrameInPlace(tc.frame)); err != nil {
 				t.Fatal(err)
 			}
 			if code := c.ExpectClose(); code != tc.code {
@@ -135,7 +135,7 @@ func TestBadFramesClose(t *testing.T) {
 func TestUnmaskedFrameCloses(t *testing.T) {
 	ts := start(t, nil)
 	c := ts.dial()
-	if err := ws.WriteFrame(c.Conn, ws.NewTextFrame([]byte(`{"command":"ping"}`))); err != nil {
+	if err := c.SendFrame(ws.NewTextFrame([]byte(`{"command":"ping"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if code := c.ExpectClose(); code != 1002 {
@@ -150,7 +150,7 @@ func TestFragmentedMessage(t *testing.T) {
 	first := ws.Frame{Header: ws.Header{Fin: false, OpCode: ws.OpText, Length: 10}, Payload: msg[:10]}
 	rest := ws.Frame{Header: ws.Header{Fin: true, OpCode: ws.OpContinuation, Length: int64(len(msg) - 10)}, Payload: msg[10:]}
 	for _, f := range []ws.Frame{first, ws.NewPingFrame([]byte("p")), rest} {
-		if err := ws.WriteFrame(c.Conn, ws.MaskFrameInPlace(f)); err != nil {
+		if err := c.SendFrame(ws.MaskFrameInPlace(f)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +164,7 @@ func TestClientCloseIsAnswered(t *testing.T) {
 	c := ts.dial()
 	c.Subscribe("bye")
 	body := ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")
-	if err := ws.WriteFrame(c.Conn, ws.MaskFrameInPlace(ws.NewCloseFrame(body))); err != nil {
+	if err := c.SendFrame(ws.MaskFrameInPlace(ws.NewCloseFrame(body))); err != nil {
 		t.Fatal(err)
 	}
 	if code := c.ExpectClose(); code != 1000 {

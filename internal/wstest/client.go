@@ -4,6 +4,7 @@
 package wstest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -97,12 +98,29 @@ func (c *Client) readLoop() {
 	}
 }
 
-// SendRaw sends one text frame.
+// SendRaw sends one text frame, in one write: the reading goroutine
+// answers the server's pings with pongs on the same connection, and a pong
+// written between a frame's header and its payload would corrupt both.
 func (c *Client) SendRaw(text string) {
 	c.t.Helper()
-	if err := wsutil.WriteClientText(c.Conn, []byte(text)); err != nil {
+	var frame bytes.Buffer
+	if err := wsutil.WriteClientText(&frame, []byte(text)); err != nil {
+		c.t.Fatalf("wstest: frame: %v", err)
+	}
+	if _, err := c.Conn.Write(frame.Bytes()); err != nil {
 		c.t.Fatalf("wstest: send: %v", err)
 	}
+}
+
+// SendFrame sends f as it is (mask it first to be a valid client frame),
+// in one write, for the reason given at SendRaw.
+func (c *Client) SendFrame(f ws.Frame) error {
+	b, err := ws.CompileFrame(f)
+	if err != nil {
+		return err
+	}
+	_, err = c.Conn.Write(b)
+	return err
 }
 
 // Send sends v as one JSON text frame.
