@@ -245,9 +245,14 @@ func (p *sfuPeer) call(ctx context.Context, command string, data map[string]any)
 	p.waiting[id] = ch
 	p.mu.Unlock()
 	b, _ := json.Marshal(map[string]any{"id": id, "command": command, "data": data})
-	p.wmu.Lock()
-	err := wsutil.WriteClientText(p.nc, b)
-	p.wmu.Unlock()
+	// One write: a pong from the reading goroutine must not fall between
+	// the frame's header and payload (wsutil writes them apart).
+	frame, err := ws.CompileFrame(ws.MaskFrameInPlace(ws.NewTextFrame(b)))
+	if err == nil {
+		p.wmu.Lock()
+		_, err = p.nc.Write(frame)
+		p.wmu.Unlock()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", command, err)
 	}

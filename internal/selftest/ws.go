@@ -137,9 +137,7 @@ func (c *wsConn) call(ctx context.Context, cmd map[string]any) (json.RawMessage,
 	if err != nil {
 		return nil, err
 	}
-	c.wmu.Lock()
-	err = wsutil.WriteClientText(c.nc, b)
-	c.wmu.Unlock()
+	err = writeText(c.nc, &c.wmu, b)
 	if err != nil {
 		return nil, err
 	}
@@ -177,4 +175,20 @@ func (c *wsConn) Command(ctx context.Context, command string, data map[string]an
 func (c *wsConn) Close() {
 	_ = c.nc.Close()
 	<-c.done
+}
+
+// writeText sends b as one masked text frame in one write, under wmu. One
+// write, not wsutil's header then payload: the reading goroutine answers
+// pings with pongs on the same connection, and a pong between a frame's
+// header and payload would corrupt both (the server closes with 1007).
+// b is masked in place.
+func writeText(nc net.Conn, wmu *sync.Mutex, b []byte) error {
+	frame, err := ws.CompileFrame(ws.MaskFrameInPlace(ws.NewTextFrame(b)))
+	if err != nil {
+		return err
+	}
+	wmu.Lock()
+	defer wmu.Unlock()
+	_, err = nc.Write(frame)
+	return err
 }
