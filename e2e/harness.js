@@ -156,3 +156,60 @@ export function freePort() {
     });
   });
 }
+
+// waitFor polls cond (async allowed; a throw counts as not yet) every
+// 250 ms until it returns a truthy value, which it returns. After timeout
+// ms it fails, naming what it waited for, the last value or error, and
+// the text tail() returns (a server's log, say).
+export async function waitFor(cond, what, timeout, tail = () => '') {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await cond();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})${tail()}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+// startRedis runs redis-server (REDIS_SERVER, or the one on PATH) on a
+// free loopback port with its data in a new directory under dir, and
+// resolves once it answers PING, within timeout ms. It is killed by
+// stop() or when the test process exits.
+export async function startRedis(dir, timeout) {
+  const port = await freePort();
+  const data = fs.mkdtempSync(path.join(dir, 'redis-'));
+  const proc = spawn(process.env.REDIS_SERVER || 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', data, '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.once('exit', r));
+  process.on('exit', () => proc.kill('SIGKILL'));
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+    const ok = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => {
+        c.write('PING\r\n');
+      });
+      c.once('data', (d) => {
+        c.destroy();
+        resolve(String(d).startsWith('+PONG'));
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not answer PING');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    async stop() {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

@@ -78,20 +78,9 @@ function toneWAV() {
   return Buffer.concat([h, data]);
 }
 
-// waitFor polls cond (async allowed) until it returns a truthy value.
-async function waitFor(cond, what, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await cond();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+// waitFor is harness.waitFor with this file's timeout.
+function waitFor(cond, what, timeout = WAIT) {
+  return harness.waitFor(cond, what, timeout);
 }
 
 async function rooms(server = srv) {

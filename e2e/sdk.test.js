@@ -13,9 +13,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -512,41 +510,6 @@ window.sub = c.subscribe('shared', { onPublication: (p) => offsets.push(p.offset
   await b.close();
 });
 
-// startRedis runs redis-server on a free loopback port with its data in a
-// temporary directory, and resolves once it accepts connections. It is
-// killed when the tests end (redis.stop()).
-async function startRedis() {
-  const port = await harness.freePort();
-  const dir = fs.mkdtempSync(path.join(tmpDir, 'redis-'));
-  const proc = spawn(process.env.REDIS_SERVER || 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
-  const exited = new Promise((r) => proc.once('exit', r));
-  process.on('exit', () => proc.kill('SIGKILL'));
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    assert.ok(proc.exitCode === null, `redis-server exited with ${proc.exitCode}`);
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.write('PING\r\n');
-      });
-      c.once('data', (d) => {
-        c.destroy();
-        resolve(String(d).startsWith('+PONG'));
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) break;
-    assert.ok(Date.now() < deadline, 'redis-server did not answer PING');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `redis://127.0.0.1:${port}/0`,
-    async stop() {
-      proc.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
-
 // publishOnce publishes with an idempotency key through the server API,
 // retrying while the server is away (restarting) or answers 503, as a
 // backend would: the key makes a retry of a publication that did land
@@ -577,7 +540,7 @@ async function publishOnce(holder, channel, data, key) {
 const connectedCount = (page) => page.evaluate(() => window.states.filter((s) => s.state === 'connected').length);
 
 test('50 mixed cuts (server API, offline, server restarts with Redis) during 500 publications: every page (websocket, sse, poll) receives all, in order, none twice', { timeout: 2 * TEST_TIMEOUT }, async () => {
-  const redis = await startRedis();
+  const redis = await harness.startRedis(tmpDir, WAIT);
   const port = await harness.freePort();
   const args = ['--history-size', '2000', '--broker', redis.url];
   const holder = { srv: await harness.startServer(bin, `127.0.0.1:${port}`, API_KEY, args) };

@@ -59,19 +59,9 @@ after(async () => {
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 });
 
-async function waitFor(cond, what, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await cond();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})\nserver log tail:\n${srv.log.slice(-20).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+// waitFor is harness.waitFor with this file's timeout and log tail.
+function waitFor(cond, what, timeout = WAIT) {
+  return harness.waitFor(cond, what, timeout, () => `\nserver log tail:\n${srv.log.slice(-20).join('\n')}`);
 }
 
 const t0 = Date.now();

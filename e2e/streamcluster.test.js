@@ -12,7 +12,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as harness from './harness.js';
@@ -30,30 +29,18 @@ let context;
 let nodeA;
 let nodeB;
 let rtmpPort;
+let redis;
 const procs = new Set();
-
-
-// startRedis runs a throwaway redis-server on port and resolves once it
-// accepts connections.
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  procs.add(proc);
-  await waitFor(() => new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-    c.once('error', () => resolve(false));
-  }), 'redis-server up', 10_000);
-}
 
 before(async () => {
   if (missing.length > 0) return;
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-streamcluster-'));
   const bin = await harness.binary(tmpDir);
   context = await harness.launchBrowser(tmpDir, harness.webrtcArgs);
-  const redisPort = await harness.freePort();
-  await startRedis(redisPort);
+  redis = await harness.startRedis(tmpDir, 10_000);
   const portA = await harness.freePort();
   rtmpPort = await harness.freePort();
-  const common = ['--webrtc-loopback', '--broker', `redis://127.0.0.1:${redisPort}`];
+  const common = ['--webrtc-loopback', '--broker', redis.url];
   nodeA = await harness.startServer(bin, `127.0.0.1:${portA}`, API_KEY, [
     ...common, '--node-http-url', `http://127.0.0.1:${portA}`, '--rtmp-addr', `127.0.0.1:${rtmpPort}`,
   ]);
@@ -67,26 +54,14 @@ after(async () => {
   for (const p of procs) p.kill('SIGKILL');
   await context?.close().catch(() => {});
   for (const srv of [nodeA, nodeB]) if (srv) await harness.stopServer(srv);
+  await redis?.stop();
   harness.killAll();
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 });
 
-async function waitFor(cond, what, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await cond();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) {
-      const logs = [nodeA, nodeB].filter(Boolean).map((s, i) => `node ${'AB'[i]}:\n${s.log.slice(-10).join('\n')}`).join('\n');
-      throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})\n${logs}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+// waitFor is harness.waitFor with this file's timeout and log tail.
+function waitFor(cond, what, timeout = WAIT) {
+  return harness.waitFor(cond, what, timeout, () => '\n' + [nodeA, nodeB].filter(Boolean).map((s, i) => `node ${'AB'[i]}:\n${s.log.slice(-10).join('\n')}`).join('\n'));
 }
 
 // streams is GET /api/streams on srv.

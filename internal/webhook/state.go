@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -176,49 +177,38 @@ func (s *partState) dropNode(node string, now time.Time, out []Event) []Event {
 	if s.nodes[node] == 0 {
 		return out
 	}
-	chans := make([]string, 0, len(s.channels))
-	for ch := range s.channels {
-		chans = append(chans, ch)
-	}
-	slices.Sort(chans)
-	for _, ch := range chans {
-		cs := s.channels[ch]
-		var gone []string
-		for c, m := range cs.clients {
-			if m.Node == node {
-				gone = append(gone, c)
-			}
-		}
-		slices.Sort(gone)
-		for _, c := range gone {
-			m := cs.clients[c]
-			f := fact{ID: "gone-" + m.Join, Kind: factLeave, Time: now.UnixMilli(), Channel: ch, Client: c, User: m.User, Node: node}
-			n := len(out)
-			out = s.apply(f, out)
-			for i := n; i < len(out); i++ {
-				out[i].Reason = ReasonNodeGone
-			}
-		}
-	}
-	// Then the node's connections, as a client leaves its channels before
-	// it disconnects.
-	var gone []string
-	for c, cn := range s.conns {
-		if cn.Node == node {
-			gone = append(gone, c)
-		}
-	}
-	slices.Sort(gone)
-	for _, c := range gone {
-		cn := s.conns[c]
-		f := fact{ID: "gone-" + cn.Conn, Kind: factDisc, Time: now.UnixMilli(), Client: c, Node: node}
+	gone := func(f fact) {
 		n := len(out)
 		out = s.apply(f, out)
 		for i := n; i < len(out); i++ {
 			out[i].Reason = ReasonNodeGone
 		}
 	}
+	for _, ch := range slices.Sorted(maps.Keys(s.channels)) {
+		cs := s.channels[ch]
+		for _, c := range onNode(cs.clients, node, func(m member) string { return m.Node }) {
+			m := cs.clients[c]
+			gone(fact{ID: "gone-" + m.Join, Kind: factLeave, Time: now.UnixMilli(), Channel: ch, Client: c, User: m.User, Node: node})
+		}
+	}
+	// Then the node's connections, as a client leaves its channels before
+	// it disconnects.
+	for _, c := range onNode(s.conns, node, func(cn conn) string { return cn.Node }) {
+		gone(fact{ID: "gone-" + s.conns[c].Conn, Kind: factDisc, Time: now.UnixMilli(), Client: c, Node: node})
+	}
 	return out
+}
+
+// onNode returns the keys of m whose value nodeOf places on node, sorted.
+func onNode[V any](m map[string]V, node string, nodeOf func(V) string) []string {
+	var ids []string
+	for id, v := range m {
+		if nodeOf(v) == node {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // liveNodes lists the nodes that have clients in the state, sorted.
