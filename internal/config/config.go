@@ -179,7 +179,7 @@ var Keys = []Key{
 	{"queue_max_messages", 4096, "outbound queue bound per connection, in messages"},
 	{"queue_max_bytes", 1 << 20, "outbound queue bound per connection, in bytes"},
 	{"write_delay", 30 * time.Millisecond, "while the node is busy (write_delay_min_rate), a connection written to within this time waits out the rest before its next write, so more messages share one system call (0: write at once)"},
-	{"write_delay_min_rate", 20000, "write_delay applies only while the node sends at least this many messages per second and the writers cannot keep up (most deliveries over 10 ms, or messages piling up); it stops below half the rate at which it started (0: always)"},
+	{"write_delay_min_rate", 20000, "write_delay applies only while the node sends at least this many messages per second and the writers cannot keep up (most deliveries over 25 ms, or messages piling up); it stops below half the rate at which it started (0: always)"},
 	{"history_size", 100, "publications kept per channel for recovery"},
 	{"history_ttl", 10 * time.Minute, "how long a publication stays in history"},
 	{"history_max_limit", 1000, "most publications one history request may return"},
